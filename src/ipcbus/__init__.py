@@ -1,0 +1,59 @@
+"""ipcbus: Electron's IPC model (ipcMain, ipcRenderer, invoke/handle) for Python.
+
+One main process (:class:`IpcMain`) serves any number of renderer processes
+(:class:`IpcRenderer`) over unix sockets or TCP, with msgspec-encoded frames.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    AuthenticationError,
+    ConnectionClosedError,
+    FrameTooLargeError,
+    HandlerExistsError,
+    IpcError,
+    IpcTimeoutError,
+    NoHandlerError,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+    ValidationError,
+)
+from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION
+from .main import (
+    DisconnectDetails,
+    IpcMain,
+    IpcMainEvent,
+    IpcMainInvokeEvent,
+    Listener,
+    WebContents,
+)
+from .renderer import IpcRenderer, IpcRendererEvent, connect
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "DEFAULT_MAX_FRAME_SIZE",
+    "PROTOCOL_VERSION",
+    "AuthenticationError",
+    "ConnectionClosedError",
+    "DisconnectDetails",
+    "FrameTooLargeError",
+    "HandlerExistsError",
+    "IpcError",
+    "IpcMain",
+    "IpcMainEvent",
+    "IpcMainInvokeEvent",
+    "IpcRenderer",
+    "IpcRendererEvent",
+    "IpcTimeoutError",
+    "Listener",
+    "NoHandlerError",
+    "ProtocolError",
+    "RemoteError",
+    "SerializationError",
+    "ValidationError",
+    "WebContents",
+    "__version__",
+    "connect",
+)

@@ -1,0 +1,82 @@
+"""``ipcbus demo``: Electron's ping/pong, an invoke and a push, across two processes.
+
+Main (``run_main``) spawns this module as a renderer (``run_renderer``). Each
+side prints with a prefix so the interleaving is readable.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+
+from .main import IpcMain, IpcMainEvent, IpcMainInvokeEvent
+from .renderer import IpcRenderer, IpcRendererEvent
+
+__all__ = ("run_main", "run_renderer")
+
+
+def _say(side: str, text: str) -> None:
+    print(f"[{side:8}] {text}", flush=True)
+
+
+async def run_main() -> None:
+    ipc_main = IpcMain()
+
+    @ipc_main.on("asynchronous-message")
+    async def on_async(event: IpcMainEvent, arg: str) -> None:
+        _say("main", f"asynchronous-message: {arg!r}")
+        await event.reply("asynchronous-reply", "pong")
+
+    @ipc_main.on("synchronous-message")
+    def on_sync(event: IpcMainEvent, arg: str) -> None:
+        _say("main", f"synchronous-message: {arg!r}")
+        event.return_value = "pong"
+
+    @ipc_main.handle("add")
+    async def add(event: IpcMainInvokeEvent, a: int, b: int) -> int:
+        _say("main", f"invoke add({a}, {b}) from renderer {event.sender.id}")
+        return a + b
+
+    async with ipc_main:
+        contents = await ipc_main.spawn([sys.executable, "-m", "ipcbus._demo"])
+        _say("main", f"spawned renderer {contents.id} (pid {contents.process_id})")
+        await contents.send("main-says", "hello from main")
+        answer = await contents.invoke("renderer-name")
+        _say("main", f"main -> renderer invoke answered {answer!r}")
+        await contents.wait_closed()
+        details = contents.disconnect_details
+        _say("main", f"renderer {contents.id} gone: {details.reason if details else '?'}")
+
+
+async def run_renderer() -> None:
+    ipc_renderer = IpcRenderer()
+    got_pong = anyio.Event()
+    got_push = anyio.Event()
+
+    @ipc_renderer.on("asynchronous-reply")
+    def on_reply(event: IpcRendererEvent, arg: str) -> None:
+        _say("renderer", f"asynchronous-reply: {arg!r}")
+        got_pong.set()
+
+    @ipc_renderer.on("main-says")
+    def on_push(event: IpcRendererEvent, arg: str) -> None:
+        _say("renderer", f"push from main: {arg!r}")
+        got_push.set()
+
+    @ipc_renderer.handle("renderer-name")
+    def name(event: IpcRendererEvent) -> str:
+        return f"renderer {event.sender.id}"
+
+    async with ipc_renderer.connect():
+        _say("renderer", f"connected as {ipc_renderer.id}")
+        reply = await ipc_renderer.send_sync("synchronous-message", "ping")
+        _say("renderer", f"send_sync returned {reply!r}")
+        await ipc_renderer.send("asynchronous-message", "ping")
+        await got_pong.wait()
+        _say("renderer", f"invoke add(1, 2) = {await ipc_renderer.invoke('add', 1, 2)}")
+        await got_push.wait()
+
+
+if __name__ == "__main__":
+    anyio.run(run_renderer)

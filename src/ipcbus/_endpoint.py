@@ -1,0 +1,539 @@
+"""Drives one protocol ``Connection`` over one anyio byte stream.
+
+Shared by main (one per renderer) and renderers (one in all). Rules:
+
+* The reader task owns receiving: bytes in, events out, dispatch, then flush.
+  Dispatch happens before the flush, so main has registered a renderer's
+  WebContents before the Welcome that completes the renderer's handshake
+  leaves.
+* Sending goes through :meth:`Endpoint.flush` under one lock: whoever holds it
+  sends everything queued so far, so frames queued by many tasks coalesce into
+  one write. A write interrupted by cancellation may leave half a frame on the
+  wire, so it ends the connection.
+* Callbacks are *called* in the order their messages arrived. Sync callbacks
+  run inline in the reader; async ones in a task of the endpoint's task group.
+  While any such task has been scheduled but not yet started, sync callbacks
+  are scheduled behind it instead of run inline, so they cannot overtake it.
+* Each handler of an ``invoke`` runs in its own cancel scope: a Cancel from
+  the caller, or the connection ending, cancels it.
+* When the connection ends, every waiting caller is woken and fails with
+  ``ConnectionClosedError``; nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._errors import (
+    ConnectionClosedError,
+    IpcError,
+    IpcTimeoutError,
+    NoHandlerError,
+    RemoteError,
+    ValidationError,
+)
+from ._events import (
+    ConnectionTerminated,
+    Event,
+    HandshakeCompleted,
+    MessageReceived,
+    ReplyReceived,
+    RequestCancelled,
+    RequestReceived,
+)
+from ._protocol import Connection, State
+from ._registry import Callback
+from ._values import decode_value, encode_error
+from ._wire import CloseCode, ErrorInfo, ErrorKind, RequestKind
+
+__all__ = ("Endpoint", "Owner", "ReplySlot", "logger")
+
+logger = logging.getLogger("ipcbus")
+
+_ENCODE_ERRORS = (TypeError, OverflowError, msgspec.EncodeError)
+_STREAM_ERRORS = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    OSError,
+)
+_READ_SIZE = 256 * 1024
+
+
+class Owner(Protocol):
+    """What an Endpoint asks of the side that owns it (main or renderer)."""
+
+    def find_listeners(self, channel: str) -> tuple[Callback, ...]: ...
+    def find_handler(self, channel: str) -> Callback | None: ...
+    def make_event(self, channel: str, slot: ReplySlot | None) -> Any: ...
+    def make_invoke_event(self, channel: str) -> Any: ...
+    def handshake_completed(self, event: HandshakeCompleted) -> None: ...
+    def terminated(self, event: ConnectionTerminated) -> None: ...
+
+
+class ReplySlot:
+    """The one reply of a ``send_sync``, shared by the events of all its listeners."""
+
+    __slots__ = ("_endpoint", "_request_id", "channel", "replied")
+
+    def __init__(self, endpoint: Endpoint, request_id: int, channel: str) -> None:
+        self._endpoint = endpoint
+        self._request_id = request_id
+        self.channel = channel
+        self.replied = False
+
+    def set(self, value: Any) -> None:
+        """Reply with ``value`` now, unless a reply already went out."""
+        if not self.replied:
+            self.replied = True
+            self._endpoint.reply_soon(self._request_id, self.channel, value)
+
+    def fail(self, kind: ErrorKind, exc: BaseException) -> None:
+        """Reply with an error now, unless a reply already went out."""
+        if not self.replied:
+            self.replied = True
+            self._endpoint.reply_error_soon(self._request_id, kind, exc)
+
+
+class _Waiter:
+    __slots__ = ("done", "reply")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.reply: ReplyReceived | None = None
+
+
+def error_info(kind: ErrorKind, exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
+    """Describe ``exc`` for the wire."""
+    text = None
+    if with_traceback and kind is ErrorKind.REMOTE:
+        text = "".join(traceback.format_exception(exc))
+    return ErrorInfo(kind, type(exc).__name__, str(exc), text)
+
+
+def error_from_reply(channel: str, value: msgspec.Raw) -> IpcError:
+    """The exception a caller raises for a failed Reply."""
+    try:
+        info = msgspec.msgpack.decode(value, type=ErrorInfo)
+    except msgspec.DecodeError:
+        return RemoteError(channel, "ProtocolError", "the error reply could not be decoded")
+    if info.kind is ErrorKind.NO_HANDLER:
+        return NoHandlerError(info.message)
+    if info.kind is ErrorKind.VALIDATION:
+        return ValidationError(info.message)
+    return RemoteError(channel, info.type_name, info.message, info.traceback)
+
+
+class Endpoint:
+    """One connection's I/O: reader loop, flushes, waiters, dispatch."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        stream: anyio.abc.ByteStream,
+        task_group: anyio.abc.TaskGroup,
+        owner: Owner,
+        *,
+        name: str,
+        send_tracebacks: bool = True,
+    ) -> None:
+        self.conn = conn
+        self.name = name
+        self.termination: ConnectionTerminated | None = None
+        self.closed = anyio.Event()
+        self._stream = stream
+        self._tg = task_group
+        self._owner = owner
+        self._send_tracebacks = send_tracebacks
+        self._send_lock = anyio.Lock(fast_acquire=True)
+        self._waiters: dict[int, _Waiter] = {}
+        self._scopes: dict[int, anyio.CancelScope] = {}
+        self._pending_starts = 0  # async dispatch tasks scheduled, not yet started
+        self._inline = False  # True while the reader dispatches; it flushes afterwards
+        self._reader_scope = anyio.CancelScope()
+        self._idle: anyio.Event | None = None
+
+    # ---- lifecycle -----------------------------------------------------
+
+    async def run(self) -> None:
+        """Read until the connection ends; then wake every waiter and close."""
+        conn = self.conn
+        try:
+            with self._reader_scope:
+                await self.flush_quietly()  # a renderer's Hello is queued at birth
+                while conn.state is not State.CLOSED:
+                    try:
+                        data = await self._stream.receive(_READ_SIZE)
+                    except _STREAM_ERRORS:
+                        conn.receive_eof()
+                    else:
+                        conn.receive_data(data)
+                    self._inline = True
+                    try:
+                        self.handle_events()
+                    finally:
+                        self._inline = False
+                    await self.flush_quietly()
+        finally:
+            if self.termination is None:  # cancelled from outside
+                conn.close(CloseCode.SHUTDOWN, "closed")
+                self.handle_events()
+                with anyio.move_on_after(1, shield=True):
+                    await self.flush_quietly()
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
+            self.closed.set()
+
+    async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
+        """Say Goodbye, stop reading and wait until the stream is closed."""
+        if self.conn.state is not State.CLOSED:
+            self.conn.close(code, reason)
+            self.handle_events()
+            with anyio.move_on_after(1, shield=True):
+                await self.flush_quietly()
+        self._reader_scope.cancel()
+        await self.closed.wait()
+
+    def cancel_handlers(self) -> None:
+        """Cancel every running handler; each replies that it was cancelled."""
+        for scope in list(self._scopes.values()):
+            scope.cancel()
+
+    async def wait_idle(self) -> None:
+        """Return once no handler is running for this connection."""
+        while self._scopes:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    # ---- sending -------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Send everything queued. Raises ``ConnectionClosedError`` if the link is gone."""
+        async with self._send_lock:
+            data = self.conn.data_to_send()
+            if not data:
+                return
+            try:
+                await self._stream.send(bytes(data) if len(data) < 4096 else memoryview(data))  # type: ignore[arg-type]
+            except _STREAM_ERRORS as exc:
+                self._link_lost(f"sending failed: {exc!r}")
+                raise ConnectionClosedError(
+                    f"connection to {self.name} is closed ({self.reason})"
+                ) from exc
+            except BaseException:
+                # Cancelled mid-write: the peer may hold half a frame.
+                self._link_lost("a write was interrupted")
+                raise
+
+    async def flush_quietly(self) -> None:
+        with suppress(ConnectionClosedError):
+            await self.flush()
+
+    def _flush_soon(self) -> None:
+        if not self._inline:
+            self._tg.start_soon(self.flush_quietly)
+
+    def _link_lost(self, reason: str) -> None:
+        if self.conn.state is not State.CLOSED:
+            logger.debug("connection to %s lost: %s", self.name, reason)
+            self.conn.receive_eof()
+            self.handle_events()
+        self._reader_scope.cancel()
+
+    @property
+    def reason(self) -> str:
+        return self.termination.reason if self.termination else "not connected"
+
+    def require_open(self) -> None:
+        if self.conn.state is not State.OPEN:
+            raise ConnectionClosedError(
+                f"connection to {self.name} is closed ({self.reason}); connect again to send more"
+            )
+
+    async def send_message(self, channel: str, args: tuple[Any, ...]) -> None:
+        """Fire and forget; returns once the frame is handed to the transport."""
+        self.require_open()
+        try:
+            self.conn.send_message(channel, args)
+        except _ENCODE_ERRORS as exc:
+            raise encode_error("send", channel, args, exc) from None
+        await self.flush()
+
+    async def request(
+        self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
+        """Make a request and return the decoded reply, or raise what it says."""
+        self.require_open()
+        what = "invoke" if kind is RequestKind.INVOKE else "send_sync"
+        try:
+            request_id = self.conn.start_request(kind, channel, args)
+        except _ENCODE_ERRORS as exc:
+            raise encode_error(what, channel, args, exc) from None
+        waiter = self._waiters[request_id] = _Waiter()
+        try:
+            await self.flush()
+            with anyio.fail_after(math.inf if timeout is None else timeout):
+                await waiter.done.wait()
+        except BaseException as exc:
+            if waiter.reply is None:
+                self.conn.cancel_request(request_id)
+                with anyio.move_on_after(1, shield=True):
+                    await self.flush_quietly()  # best effort: stop the remote handler
+                if isinstance(exc, TimeoutError):
+                    raise IpcTimeoutError(
+                        f"{what} {channel!r} got no reply within {timeout} s; "
+                        "the remote handler was told to stop"
+                    ) from None
+                raise
+        finally:
+            del self._waiters[request_id]
+        reply = waiter.reply
+        if reply is None:
+            raise ConnectionClosedError(
+                f"connection to {self.name} closed before {channel!r} replied ({self.reason})"
+            )
+        if reply.ok:
+            return decode_value(reply.value)
+        raise error_from_reply(channel, reply.value)
+
+    def reply_soon(self, request_id: int, channel: str, value: Any) -> None:
+        """Queue the reply to ``request_id`` and make sure it is flushed."""
+        if self._queue_reply(request_id, channel, value):
+            self._flush_soon()
+
+    def reply_error_soon(self, request_id: int, kind: ErrorKind, exc: BaseException) -> None:
+        """Queue an error reply to ``request_id`` and make sure it is flushed."""
+        if self._queue_error(request_id, kind, exc):
+            self._flush_soon()
+
+    def _queue_reply(self, request_id: int, channel: str, value: Any) -> bool:
+        try:
+            return self.conn.send_reply(request_id, True, value)
+        except _ENCODE_ERRORS as exc:
+            err = encode_error("return a value", channel, value, exc)
+            logger.error("the result for %r cannot be sent: %s", channel, err)
+            return self._queue_error(request_id, ErrorKind.REMOTE, err)
+
+    def _queue_error(self, request_id: int, kind: ErrorKind, exc: BaseException) -> bool:
+        info = error_info(kind, exc, with_traceback=self._send_tracebacks)
+        return self.conn.send_reply(request_id, False, info)
+
+    # ---- receiving -----------------------------------------------------
+
+    def handle_events(self) -> None:
+        for event in self.conn.events_received():
+            self._handle(event)
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            if event.kind is RequestKind.INVOKE:
+                self._dispatch_invoke(event)
+            else:
+                self._dispatch_message(event.channel, event.args, event.request_id)
+        elif isinstance(event, ReplyReceived):
+            waiter = self._waiters.get(event.request_id)
+            if waiter is not None:
+                waiter.reply = event
+                waiter.done.set()
+        elif isinstance(event, MessageReceived):
+            self._dispatch_message(event.channel, event.args, None)
+        elif isinstance(event, RequestCancelled):
+            scope = self._scopes.get(event.request_id)
+            if scope is not None:
+                scope.cancel()
+        elif isinstance(event, HandshakeCompleted):
+            self._owner.handshake_completed(event)
+        elif isinstance(event, ConnectionTerminated):
+            self._terminated(event)
+
+    def _terminated(self, event: ConnectionTerminated) -> None:
+        self.termination = event
+        if event.code not in (None, CloseCode.NORMAL, CloseCode.SHUTDOWN):
+            logger.warning("connection to %s ended: %s", self.name, event.reason)
+        else:
+            logger.debug("connection to %s ended: %s", self.name, event.reason)
+        for waiter in self._waiters.values():
+            waiter.done.set()
+        for scope in self._scopes.values():
+            scope.cancel()  # nobody can receive their replies any more
+        self._owner.terminated(event)
+
+    def _schedule(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        self._pending_starts += 1
+        self._tg.start_soon(fn, *args)
+
+    # -- messages and send_sync: every listener, in registration order
+
+    def _dispatch_message(self, channel: str, raw: msgspec.Raw, request_id: int | None) -> None:
+        listeners = self._owner.find_listeners(channel)
+        if not listeners:
+            if request_id is None:
+                logger.debug("dropped a message on %r from %s: no listener", channel, self.name)
+            else:
+                self.reply_error_soon(
+                    request_id,
+                    ErrorKind.NO_HANDLER,
+                    NoHandlerError(f"No listeners registered for {channel!r}"),
+                )
+            return
+        slot = None if request_id is None else ReplySlot(self, request_id, channel)
+        event = self._owner.make_event(channel, slot)
+        if self._pending_starts or any(cb.is_async for cb in listeners):
+            self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
+            return
+        untyped: list[Any] | None = None
+        for callback in listeners:
+            args = self._listener_args(callback, channel, raw, slot, untyped)
+            if args is None:
+                continue
+            if not callback.signature.typed:
+                untyped = args  # type: ignore[assignment]
+            try:
+                result = callback.fn(event, *args)
+                if inspect.isawaitable(result):
+                    self._schedule(self._await_listener, result, channel, slot)
+            except Exception as exc:
+                self._listener_failed(channel, exc, slot)
+        if slot is not None:
+            slot.set(None)
+
+    async def _run_listeners(
+        self,
+        listeners: tuple[Callback, ...],
+        event: Any,
+        slot: ReplySlot | None,
+        channel: str,
+        raw: msgspec.Raw,
+    ) -> None:
+        self._pending_starts -= 1
+        untyped: list[Any] | None = None
+        for callback in listeners:
+            args = self._listener_args(callback, channel, raw, slot, untyped)
+            if args is None:
+                continue
+            if not callback.signature.typed:
+                untyped = args  # type: ignore[assignment]
+            try:
+                result = callback.fn(event, *args)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                self._listener_failed(channel, exc, slot)
+        if slot is not None:
+            slot.set(None)
+
+    async def _await_listener(
+        self, awaitable: Awaitable[Any], channel: str, slot: ReplySlot | None
+    ) -> None:
+        self._pending_starts -= 1
+        try:
+            await awaitable
+        except Exception as exc:
+            self._listener_failed(channel, exc, slot)
+
+    def _listener_args(
+        self,
+        callback: Callback,
+        channel: str,
+        raw: msgspec.Raw,
+        slot: ReplySlot | None,
+        untyped: list[Any] | None,
+    ) -> list[Any] | tuple[Any, ...] | None:
+        if untyped is not None and not callback.signature.typed:
+            return untyped
+        try:
+            return callback.signature.decode(channel, raw)
+        except ValidationError as exc:
+            logger.warning("listener %r on %r not called: %s", callback.fn, channel, exc)
+            if slot is not None:
+                slot.fail(ErrorKind.VALIDATION, exc)
+            return None
+
+    def _listener_failed(self, channel: str, exc: Exception, slot: ReplySlot | None) -> None:
+        logger.error("listener for %r from %s raised", channel, self.name, exc_info=exc)
+        if slot is not None:
+            slot.fail(ErrorKind.REMOTE, exc)
+
+    # -- invoke: the one handler
+
+    def _dispatch_invoke(self, event: RequestReceived) -> None:
+        channel, request_id = event.channel, event.request_id
+        callback = self._owner.find_handler(channel)
+        if callback is None:
+            self.reply_error_soon(
+                request_id,
+                ErrorKind.NO_HANDLER,
+                NoHandlerError(f"No handler registered for {channel!r}"),
+            )
+            return
+        try:
+            args = callback.signature.decode(channel, event.args)
+        except ValidationError as exc:
+            self.reply_error_soon(request_id, ErrorKind.VALIDATION, exc)
+            return
+        call_event = self._owner.make_invoke_event(channel)
+        if callback.is_async or self._pending_starts:
+            self._schedule(self._serve, request_id, channel, callback, call_event, args)
+            return
+        try:
+            result = callback.fn(call_event, *args)
+        except Exception as exc:
+            self.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
+            return
+        if inspect.isawaitable(result):
+            self._schedule(self._serve_awaitable, request_id, channel, result)
+        else:
+            self.reply_soon(request_id, channel, result)
+
+    async def _serve(
+        self,
+        request_id: int,
+        channel: str,
+        callback: Callback,
+        event: Any,
+        args: list[Any] | tuple[Any, ...],
+    ) -> None:
+        self._pending_starts -= 1
+        await self._serve_call(request_id, channel, lambda: callback.fn(event, *args))
+
+    async def _serve_awaitable(
+        self, request_id: int, channel: str, awaitable: Awaitable[Any]
+    ) -> None:
+        self._pending_starts -= 1
+        await self._serve_call(request_id, channel, lambda: awaitable)
+
+    async def _serve_call(self, request_id: int, channel: str, call: Callable[[], Any]) -> None:
+        if not self.conn.is_serving(request_id):
+            return  # cancelled (or the connection ended) before we started
+        with anyio.CancelScope() as scope:
+            self._scopes[request_id] = scope
+            try:
+                result = call()
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                self._queue_error(request_id, ErrorKind.REMOTE, exc)
+            else:
+                self._queue_reply(request_id, channel, result)
+            finally:
+                del self._scopes[request_id]
+                if not self._scopes and self._idle is not None:
+                    self._idle.set()
+        if scope.cancelled_caught and self.conn.is_serving(request_id):
+            # Cancelled by our side (shutdown), not by the caller: say so.
+            cancelled = anyio.get_cancelled_exc_class()(
+                f"the handler for {channel!r} was cancelled before it replied; "
+                "the reply was never sent"
+            )
+            self._queue_error(request_id, ErrorKind.CANCELLED, cancelled)
+        await self.flush_quietly()

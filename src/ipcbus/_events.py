@@ -1,0 +1,88 @@
+"""Events the protocol core emits (docs/protocol.md, "Events").
+
+Events are past-tense nouns: each records something the peer did, or that the
+connection ended. The driver reads them from ``Connection.events_received()``.
+
+This module imports only the standard library and msgspec.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ._wire import CloseCode, RequestKind
+
+__all__ = (
+    "ConnectionTerminated",
+    "Event",
+    "HandshakeCompleted",
+    "MessageReceived",
+    "ReplyReceived",
+    "RequestCancelled",
+    "RequestReceived",
+)
+
+
+class HandshakeCompleted(msgspec.Struct, frozen=True):
+    """Both handshake frames have crossed; messages may flow.
+
+    ``process_id`` is the renderer's own claim (main side) or main's view of
+    nothing (0, renderer side); ``renderer_id`` is the id main assigned.
+    """
+
+    renderer_id: int
+    process_id: int
+
+
+class MessageReceived(msgspec.Struct, frozen=True):
+    """The peer sent a fire-and-forget message."""
+
+    channel: str
+    args: msgspec.Raw
+
+
+class RequestReceived(msgspec.Struct, frozen=True):
+    """The peer made a request; answer it with ``Connection.send_reply``."""
+
+    request_id: int
+    kind: RequestKind
+    channel: str
+    args: msgspec.Raw
+
+
+class ReplyReceived(msgspec.Struct, frozen=True):
+    """The peer answered one of our requests."""
+
+    request_id: int
+    ok: bool
+    value: msgspec.Raw
+
+
+class RequestCancelled(msgspec.Struct, frozen=True):
+    """The peer gave up on a request it made; stop serving it."""
+
+    request_id: int
+
+
+class ConnectionTerminated(msgspec.Struct, frozen=True):
+    """The connection is over; no further events follow.
+
+    Attributes:
+        code: the Goodbye's code, or ``None`` if the stream ended without one.
+        reason: human-readable, for logs and error messages.
+        remote: ``True`` if the peer ended it (Goodbye or EOF), ``False`` if we did.
+    """
+
+    code: CloseCode | None
+    reason: str
+    remote: bool
+
+
+Event = (
+    HandshakeCompleted
+    | MessageReceived
+    | RequestReceived
+    | ReplyReceived
+    | RequestCancelled
+    | ConnectionTerminated
+)

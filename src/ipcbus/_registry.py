@@ -1,0 +1,180 @@
+"""Listener and handler registration, shared by main, WebContents and renderers.
+
+Listeners are kept per channel as an immutable tuple, replaced on every
+change. A dispatch reads the tuple once, so it is its own snapshot: a listener
+removed while a message is being dispatched still runs for that message
+(SPEC section 2), and dispatch never copies a list.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from ._errors import HandlerExistsError
+from ._values import Signature
+
+__all__ = ("Callback", "Registry", "check_channel")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def check_channel(channel: object) -> str:
+    """Return ``channel`` if it is a non-empty ``str``; raise otherwise."""
+    if not isinstance(channel, str):
+        raise TypeError(f"channel must be a str, not {type(channel).__name__}")
+    if not channel:
+        raise ValueError("channel must be a non-empty str")
+    return channel
+
+
+class Callback:
+    """A registered listener or handler, with what dispatch needs to know."""
+
+    __slots__ = ("fn", "is_async", "once", "signature")
+
+    def __init__(self, fn: Callable[..., Any], once: bool) -> None:
+        if not callable(fn):
+            raise TypeError(f"listener must be callable, not {type(fn).__name__}")
+        self.fn = fn
+        self.once = once
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
+        )
+        self.signature = Signature(fn)
+
+
+class Registry:
+    """``on``/``once``/``off``/``handle``... for one scope (SPEC sections 2 and 3)."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, tuple[Callback, ...]] = {}
+        self._handlers: dict[str, Callback] = {}
+
+    # ---- listeners -----------------------------------------------------
+
+    @overload
+    def on(self, channel: str) -> Callable[[F], F]: ...
+    @overload
+    def on(self, channel: str, listener: F) -> F: ...
+    def on(self, channel: str, listener: F | None = None) -> F | Callable[[F], F]:
+        """Listen to ``channel``: ``listener(event, *args)`` runs for each message.
+
+        Works as a call, ``on("ch", fn)``, and as a decorator, ``@on("ch")``;
+        both return ``fn``.
+        """
+        return self._register(channel, listener, once=False)
+
+    @overload
+    def once(self, channel: str) -> Callable[[F], F]: ...
+    @overload
+    def once(self, channel: str, listener: F) -> F: ...
+    def once(self, channel: str, listener: F | None = None) -> F | Callable[[F], F]:
+        """As :meth:`on`, but the listener is removed before its first call."""
+        return self._register(channel, listener, once=True)
+
+    def off(self, channel: str, listener: Callable[..., Any]) -> None:
+        """Remove the most recent registration of ``listener`` on ``channel``, if any."""
+        current = self._listeners.get(channel, ())
+        for i in range(len(current) - 1, -1, -1):
+            if current[i].fn == listener:
+                self._set_listeners(channel, current[:i] + current[i + 1 :])
+                return
+
+    remove_listener = off
+
+    def remove_all_listeners(self, channel: str | None = None) -> None:
+        """Remove every listener of ``channel``, or of every channel if ``None``."""
+        if channel is None:
+            self._listeners.clear()
+        else:
+            self._listeners.pop(channel, None)
+
+    def listener_count(self, channel: str) -> int:
+        """Number of listeners registered on ``channel``."""
+        return len(self._listeners.get(channel, ()))
+
+    def listeners(self, channel: str) -> list[Callable[..., Any]]:
+        """The listeners of ``channel``, in the order they run."""
+        return [cb.fn for cb in self._listeners.get(channel, ())]
+
+    def event_names(self) -> list[str]:
+        """Channels with at least one listener."""
+        return list(self._listeners)
+
+    # ---- handlers ------------------------------------------------------
+
+    @overload
+    def handle(self, channel: str) -> Callable[[F], F]: ...
+    @overload
+    def handle(self, channel: str, handler: F) -> F: ...
+    def handle(self, channel: str, handler: F | None = None) -> F | Callable[[F], F]:
+        """Serve ``invoke(channel, ...)``: the handler's return value is the result.
+
+        Raises:
+            HandlerExistsError: ``channel`` already has a handler.
+        """
+        return self._register_handler(channel, handler, once=False)
+
+    @overload
+    def handle_once(self, channel: str) -> Callable[[F], F]: ...
+    @overload
+    def handle_once(self, channel: str, handler: F) -> F: ...
+    def handle_once(self, channel: str, handler: F | None = None) -> F | Callable[[F], F]:
+        """As :meth:`handle`, but removed before its first call."""
+        return self._register_handler(channel, handler, once=True)
+
+    def remove_handler(self, channel: str) -> None:
+        """Remove the handler of ``channel``; no error if there is none."""
+        self._handlers.pop(channel, None)
+
+    # ---- for dispatch --------------------------------------------------
+
+    def take_listeners(self, channel: str) -> tuple[Callback, ...]:
+        """The listeners to run for one message; ``once`` ones are removed first."""
+        current = self._listeners.get(channel, ())
+        if any(cb.once for cb in current):
+            self._set_listeners(channel, tuple(cb for cb in current if not cb.once))
+        return current
+
+    def take_handler(self, channel: str) -> Callback | None:
+        """The handler to run for one invoke; a ``handle_once`` one is removed first."""
+        callback = self._handlers.get(channel)
+        if callback is not None and callback.once:
+            del self._handlers[channel]
+        return callback
+
+    def has_handler(self, channel: str) -> bool:
+        return channel in self._handlers
+
+    # ---- internals -----------------------------------------------------
+
+    def _set_listeners(self, channel: str, listeners: tuple[Callback, ...]) -> None:
+        if listeners:
+            self._listeners[channel] = listeners
+        else:
+            self._listeners.pop(channel, None)
+
+    def _register(self, channel: str, listener: F | None, once: bool) -> F | Callable[[F], F]:
+        check_channel(channel)
+
+        def register(fn: F) -> F:
+            callback = Callback(fn, once)
+            self._listeners[channel] = (*self._listeners.get(channel, ()), callback)
+            return fn
+
+        return register if listener is None else register(listener)
+
+    def _register_handler(
+        self, channel: str, handler: F | None, once: bool
+    ) -> F | Callable[[F], F]:
+        check_channel(channel)
+
+        def register(fn: F) -> F:
+            if channel in self._handlers:
+                raise HandlerExistsError(f"Attempted to register a second handler for {channel!r}")
+            self._handlers[channel] = Callback(fn, once)
+            return fn
+
+        return register if handler is None else register(handler)

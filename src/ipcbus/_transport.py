@@ -1,0 +1,211 @@
+"""Addresses, listening sockets, connecting, and the socket a spawned child inherits.
+
+Addresses are strings (``"unix:/path"``, ``"tcp://host:port"``) or a
+``pathlib.Path`` (a unix socket). Security defaults (SPEC section 8): a
+listener without an address lives in a fresh 0700 directory and the socket is
+0600; TCP refuses a non-loopback host unless TLS is configured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import ssl
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSListener
+
+from ._errors import ConnectionClosedError
+
+__all__ = (
+    "ENV_ADDRESS",
+    "ENV_FD",
+    "ENV_TOKEN",
+    "Address",
+    "TcpAddress",
+    "UnixAddress",
+    "child_socketpair",
+    "connect",
+    "create_listener",
+    "parse_address",
+    "peer_pid",
+    "stream_from_socket",
+)
+
+ENV_ADDRESS: Final = "IPCBUS_ADDRESS"
+ENV_TOKEN: Final = "IPCBUS_TOKEN"
+ENV_FD: Final = "IPCBUS_FD"
+
+
+@dataclass(frozen=True)
+class UnixAddress:
+    path: str
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
+@dataclass(frozen=True)
+class TcpAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+Address = UnixAddress | TcpAddress
+
+
+def parse_address(address: str | os.PathLike[str]) -> Address:
+    """Parse ``"unix:/path"``, ``"tcp://host:port"`` or a path.
+
+    Raises:
+        ValueError: the address has another form; the message shows the right ones.
+    """
+    if isinstance(address, os.PathLike):
+        return UnixAddress(os.fspath(address))
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str or a path, not {type(address).__name__}")
+    if address.startswith("unix:"):
+        path = address[len("unix:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        if path:
+            return UnixAddress(path)
+    elif address.startswith("tcp://"):
+        rest = address[len("tcp://") :]
+        host, sep, port = rest.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if sep and host and port.isdigit() and int(port) < 65536:
+            return TcpAddress(host, int(port))
+    raise ValueError(
+        f"unsupported address {address!r}: use 'unix:/path/to/socket', "
+        "'tcp://127.0.0.1:PORT' or a pathlib.Path"
+    )
+
+
+def _check_tls(address: TcpAddress, ssl_context: ssl.SSLContext | None) -> None:
+    if not address.is_loopback and ssl_context is None:
+        raise ValueError(
+            f"refusing plain TCP to non-loopback host {address.host!r}: anyone on the network "
+            "could connect or listen in. Pass ssl_context=ssl.SSLContext(...) to use TLS, or "
+            "use a loopback host (127.0.0.1, ::1, localhost) or a unix socket"
+        )
+
+
+class CreatedListener:
+    """An anyio listener plus the address it really has and what to clean up."""
+
+    def __init__(
+        self,
+        listener: anyio.abc.Listener[anyio.abc.ByteStream],
+        address: Address,
+        remove: list[Path],
+    ) -> None:
+        self.listener = listener
+        self.address = address
+        self._remove = remove
+
+    def remove_files(self) -> None:
+        """Delete the socket file and private directory we created, if any."""
+        for path in self._remove:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self._remove = []
+
+
+async def create_listener(
+    address: str | os.PathLike[str] | None, ssl_context: ssl.SSLContext | None
+) -> CreatedListener:
+    """Start listening on ``address`` (a private unix socket if ``None``)."""
+    if address is None:
+        directory = Path(tempfile.mkdtemp(prefix="ipcbus-"))  # mkdtemp makes it 0700
+        path = directory / "main.sock"
+        listener = await anyio.create_unix_listener(path, mode=0o600)
+        return CreatedListener(listener, UnixAddress(str(path)), [path, directory])
+    parsed = parse_address(address)
+    if isinstance(parsed, UnixAddress):
+        listener = await anyio.create_unix_listener(parsed.path, mode=0o600)
+        return CreatedListener(listener, parsed, [Path(parsed.path)])
+    _check_tls(parsed, ssl_context)
+    tcp = await anyio.create_tcp_listener(local_host=parsed.host, local_port=parsed.port)
+    sockname = tcp.extra(anyio.abc.SocketAttribute.local_address)
+    assert isinstance(sockname, tuple)
+    host, port = sockname[0], sockname[1]
+    real = TcpAddress(parsed.host if parsed.host == "localhost" else str(host), int(port))
+    if ssl_context is not None:
+        wrapped: anyio.abc.Listener[anyio.abc.ByteStream] = TLSListener(
+            tcp, ssl_context, standard_compatible=False
+        )
+        return CreatedListener(wrapped, real, [])
+    return CreatedListener(tcp, real, [])
+
+
+async def connect(
+    address: str | os.PathLike[str], ssl_context: ssl.SSLContext | None
+) -> anyio.abc.ByteStream:
+    """Open a byte stream to a listening main process."""
+    parsed = parse_address(address)
+    try:
+        if isinstance(parsed, UnixAddress):
+            return await anyio.connect_unix(parsed.path)
+        _check_tls(parsed, ssl_context)
+        if ssl_context is not None:
+            return await anyio.connect_tcp(
+                parsed.host, parsed.port, ssl_context=ssl_context, tls_standard_compatible=False
+            )
+        return await anyio.connect_tcp(parsed.host, parsed.port)
+    except OSError as exc:
+        raise ConnectionClosedError(
+            f"cannot connect to main at {parsed}: {exc.strerror or exc}; "
+            "is the main process running and listening there?"
+        ) from exc
+
+
+async def stream_from_socket(sock: socket.socket) -> anyio.abc.ByteStream:
+    """Wrap a connected unix socket (a socketpair end, an inherited fd)."""
+    return await anyio.abc.UNIXSocketStream.from_socket(sock)
+
+
+def child_socketpair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair: the first end for main, the second for the child to inherit."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.set_inheritable(True)
+    return ours, theirs
+
+
+def peer_pid(stream: anyio.abc.ByteStream) -> int | None:
+    """The peer's process id from the kernel (unix sockets on Linux), or ``None``."""
+    so_peercred = getattr(socket, "SO_PEERCRED", None)
+    if so_peercred is None:
+        return None
+    try:
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        if sock.family != socket.AF_UNIX:
+            return None
+        creds = sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
+    except (anyio.TypedAttributeLookupError, OSError):
+        return None
+    pid: int = struct.unpack("3i", creds)[0]
+    return pid or None

@@ -1,0 +1,188 @@
+"""Values on the wire: encoding errors that say where, and typed arguments.
+
+Encoding is msgspec's own (SPEC section 5 lists nothing msgspec lacks). This
+module adds what msgspec does not say on failure: *which* argument, and where
+inside it, could not be encoded. That walk runs only after a failure, so the
+hot path is one ``encode_into`` per frame.
+
+Decoding is deferred: arguments arrive as one ``msgspec.Raw`` msgpack array.
+A callback without annotations gets them decoded generically (msgpack forms);
+one with annotations gets a Decoder built for exactly those types, so the
+arguments are decoded and validated in one pass, and a mismatch never reaches
+the callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ._errors import SerializationError, ValidationError
+
+__all__ = (
+    "Signature",
+    "decode_value",
+    "encode_error",
+    "untyped_decoder",
+)
+
+untyped_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
+_probe = msgspec.msgpack.Encoder()
+_SUPPORTED = (
+    "None, bool, int, float, str, bytes, bytearray, memoryview, list, tuple, dict, set, "
+    "frozenset, datetime, date, time, timedelta, uuid.UUID, decimal.Decimal, enum.Enum, "
+    "msgspec.Struct and dataclasses"
+)
+
+
+def decode_value(raw: msgspec.Raw | bytes) -> Any:
+    """Decode a result or reply value into its msgpack form."""
+    return untyped_decoder.decode(raw)
+
+
+def _find_unencodable(value: Any, path: str) -> tuple[str, Any] | None:
+    """Depth-first: the path and value of the innermost thing that fails to encode."""
+    try:
+        _probe.encode(value)
+    except (TypeError, OverflowError, msgspec.EncodeError):
+        pass
+    else:
+        return None
+    children: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            children.append((f"{path}[{key!r}] (key)", key))
+            children.append((f"{path}[{key!r}]", item))
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        children = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    elif isinstance(value, msgspec.Struct):
+        children = [(f"{path}.{f}", getattr(value, f)) for f in value.__struct_fields__]
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        children = [(f"{path}.{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
+    for child_path, child in children:
+        if (found := _find_unencodable(child, child_path)) is not None:
+            return found
+    return path, value
+
+
+def encode_error(what: str, channel: str, args: Any, exc: BaseException) -> SerializationError:
+    """Build the ``SerializationError`` for ``args`` that failed to encode with ``exc``.
+
+    ``what`` names the call ("send", "invoke", "the result of"...), and the
+    message names the channel, the position inside the arguments and the type.
+    """
+    found = None
+    if isinstance(args, (list, tuple)):
+        for i, arg in enumerate(args):
+            if (found := _find_unencodable(arg, f"argument {i}")) is not None:
+                break
+    else:
+        found = _find_unencodable(args, "the value")
+    where, bad = found if found is not None else ("the value", args)
+    if isinstance(exc, OverflowError) or (isinstance(bad, int) and not isinstance(bad, enum.Enum)):
+        problem = f"the integer {bad!r} is outside msgpack's range (-2**63 to 2**64-1)"
+    else:
+        problem = f"objects of type {type(bad).__module__}.{type(bad).__qualname__} cannot be sent"
+    return SerializationError(
+        f"Cannot {what} on channel {channel!r}: {where}: {problem}. "
+        f"Supported types are {_SUPPORTED}."
+    )
+
+
+def _array_length(raw: msgspec.Raw) -> int | None:
+    """Length from a msgpack array header, or ``None`` if ``raw`` is not an array."""
+    data = memoryview(raw)
+    if not data:
+        return None
+    first = data[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first == 0xDC and len(data) >= 3:
+        return int.from_bytes(data[1:3], "big")
+    if first == 0xDD and len(data) >= 5:
+        return int.from_bytes(data[1:5], "big")
+    return None
+
+
+class Signature:
+    """How to decode the arguments of one callback (everything after ``event``).
+
+    Built once, at registration. ``decode`` returns the positional arguments
+    to call the callback with, or raises ``ValidationError``.
+    """
+
+    __slots__ = ("_decoders", "_max", "_min", "_types", "_variadic", "typed")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.typed = False
+        self._types: list[Any] = []
+        self._variadic: Any = None
+        self._min = 0
+        self._max: int | None = None
+        self._decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            return  # a builtin or other callable without a signature: untyped
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:
+            hints = {}  # unresolvable annotations: decode generically
+        positional = [
+            p
+            for p in params
+            if p.kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ]
+        variadic = [p for p in params if p.kind is inspect.Parameter.VAR_POSITIONAL]
+        arguments = positional[1:]  # the first parameter receives the event
+        self._types = [hints.get(p.name, Any) for p in arguments]
+        self._min = sum(1 for p in arguments if p.default is inspect.Parameter.empty)
+        self._max = None if variadic else len(arguments)
+        if variadic:
+            self._variadic = hints.get(variadic[0].name, Any)
+        self.typed = any(t is not Any for t in self._types) or self._variadic not in (None, Any)
+
+    def decode(self, channel: str, raw: msgspec.Raw) -> list[Any] | tuple[Any, ...]:
+        """Decode ``raw`` (a msgpack array) into positional arguments."""
+        if not self.typed:
+            try:
+                args = untyped_decoder.decode(raw)
+            except msgspec.DecodeError as exc:
+                raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
+            if type(args) is not list:
+                raise ValidationError(f"Invalid arguments for {channel!r}: not an argument list")
+            return args
+        count = _array_length(raw)
+        if count is None:
+            raise ValidationError(f"Invalid arguments for {channel!r}: not an argument list")
+        if count < self._min or (self._max is not None and count > self._max):
+            expected = (
+                f"at least {self._min}"
+                if self._max is None
+                else f"{self._min}"
+                if self._min == self._max
+                else f"{self._min} to {self._max}"
+            )
+            raise ValidationError(
+                f"Invalid arguments for {channel!r}: expected {expected} "
+                f"argument{'s' if expected != '1' else ''}, got {count}"
+            )
+        decoder = self._decoders.get(count)
+        if decoder is None:
+            types = self._types[:count] + [self._variadic] * (count - len(self._types))
+            decoder = msgspec.msgpack.Decoder(tuple[tuple(types)] if types else tuple[()])  # type: ignore[misc]
+            if len(self._decoders) < 64:
+                self._decoders[count] = decoder
+        try:
+            return decoder.decode(raw)  # type: ignore[no-any-return]
+        except msgspec.ValidationError as exc:
+            raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None

@@ -1,0 +1,163 @@
+"""Frame bodies: what one frame carries (docs/protocol.md, "Frame bodies").
+
+Every body is a msgpack array whose first element is an integer tag naming the
+frame type; the rest are that type's fields in declaration order. msgspec
+decodes a frame against the tagged union :data:`Body`, so an unknown tag or a
+field of the wrong type is a ``msgspec.ValidationError`` and never an object.
+
+Arguments travel as one msgpack array (``args``) and stay :class:`msgspec.Raw`
+on arrival until the receiver knows which callback, and so which annotations,
+will take them. Encoding needs no Raw: a Struct field is encoded from whatever
+it holds, so senders put the argument list there directly and encode the whole
+frame in one pass.
+
+This module imports only the standard library and msgspec.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final
+
+import msgspec
+
+__all__ = (
+    "DEFAULT_MAX_FRAME_SIZE",
+    "PROTOCOL_VERSION",
+    "Body",
+    "Cancel",
+    "CloseCode",
+    "ErrorInfo",
+    "ErrorKind",
+    "Goodbye",
+    "Hello",
+    "Message",
+    "Ping",
+    "Pong",
+    "Reply",
+    "Request",
+    "RequestKind",
+    "Welcome",
+)
+
+#: Bumped on any change a peer of the previous version would misread.
+PROTOCOL_VERSION: Final = 1
+
+#: Largest frame body accepted by default (64 MiB); see ``max_frame_size``.
+DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
+
+
+class RequestKind(enum.IntEnum):
+    """What a :class:`Request` asks for."""
+
+    INVOKE = 1  # answered by the one handle(ch) handler
+    SYNC = 2  # send_sync: delivered to on(ch) listeners, answered via return_value
+
+
+class ErrorKind(enum.IntEnum):
+    """Why a :class:`Reply` failed; decides the exception the caller sees."""
+
+    REMOTE = 1  # the handler or listener raised -> RemoteError
+    NO_HANDLER = 2  # nobody serves the channel -> NoHandlerError
+    VALIDATION = 3  # arguments did not fit the annotations -> ValidationError
+    CANCELLED = 4  # the handler was cancelled before replying -> RemoteError
+
+
+class CloseCode(enum.IntEnum):
+    """Why a :class:`Goodbye` ends the connection."""
+
+    NORMAL = 0
+    PROTOCOL_ERROR = 1
+    AUTHENTICATION_FAILED = 2
+    VERSION_MISMATCH = 3
+    FRAME_TOO_LARGE = 4
+    SHUTDOWN = 5
+
+
+class _Body(msgspec.Struct, frozen=True, array_like=True):
+    """Base of every frame body."""
+
+
+class Hello(_Body, frozen=True, tag=1):
+    """Renderer -> main, first frame: who I am and what I know."""
+
+    version: int
+    token: str
+    process_id: int
+
+
+class Welcome(_Body, frozen=True, tag=2):
+    """Main -> renderer, first frame: accepted, and the id main gave you."""
+
+    version: int
+    renderer_id: int
+
+
+class Message(_Body, frozen=True, tag=3):
+    """Fire and forget: ``send`` (and ``webContents.send``)."""
+
+    channel: str
+    args: msgspec.Raw
+
+
+class Request(_Body, frozen=True, tag=4):
+    """A call that expects exactly one :class:`Reply` with the same id."""
+
+    request_id: int
+    kind: RequestKind
+    channel: str
+    args: msgspec.Raw
+
+
+class Reply(_Body, frozen=True, tag=5):
+    """The answer to a :class:`Request`: a value if ``ok``, else an :class:`ErrorInfo`."""
+
+    request_id: int
+    ok: bool
+    value: msgspec.Raw
+
+
+class Cancel(_Body, frozen=True, tag=6):
+    """The caller gave up on a request; the serving side cancels its handler."""
+
+    request_id: int
+
+
+class Goodbye(_Body, frozen=True, tag=7):
+    """Last frame a side sends before it closes the connection."""
+
+    code: CloseCode
+    reason: str
+
+
+class Ping(_Body, frozen=True, tag=8):
+    """Liveness probe; the core answers with a :class:`Pong` of the same nonce."""
+
+    nonce: int
+
+
+class Pong(_Body, frozen=True, tag=9):
+    """Answer to a :class:`Ping`."""
+
+    nonce: int
+
+
+Body = Hello | Welcome | Message | Request | Reply | Cancel | Goodbye | Ping | Pong
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):
+    """The value of a failed :class:`Reply`."""
+
+    kind: ErrorKind
+    type_name: str
+    message: str
+    traceback: str | None = None
+
+
+def raw_args(args: Any) -> msgspec.Raw:
+    """Type an argument list as the ``Raw`` the Structs declare, for encoding.
+
+    msgspec encodes a field from the object it holds, so a list placed where a
+    Raw is declared is written as that list; only the decoder reads the type.
+    """
+    return args  # type: ignore[no-any-return]

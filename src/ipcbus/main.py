@@ -1,0 +1,618 @@
+"""The main process: ``IpcMain``, one ``WebContents`` per renderer, and their events."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+import secrets
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._endpoint import Endpoint, ReplySlot, logger
+from ._errors import ConnectionClosedError
+from ._events import ConnectionTerminated, HandshakeCompleted
+from ._protocol import Connection, Role, State
+from ._registry import Callback, Registry, check_channel
+from ._transport import (
+    ENV_FD,
+    ENV_TOKEN,
+    CreatedListener,
+    child_socketpair,
+    create_listener,
+    peer_pid,
+    stream_from_socket,
+)
+from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, RequestKind
+
+if TYPE_CHECKING:
+    from .renderer import IpcRenderer
+
+__all__ = (
+    "DisconnectDetails",
+    "IpcMain",
+    "IpcMainEvent",
+    "IpcMainInvokeEvent",
+    "Listener",
+    "WebContents",
+)
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+DisconnectReason = Literal["clean-exit", "crashed", "killed", "connection-lost", "protocol-error"]
+
+_UNSET: Any = object()
+
+
+class DisconnectDetails(msgspec.Struct, frozen=True):
+    """Why a renderer went away, passed to ``on_disconnect`` hooks.
+
+    Attributes:
+        reason: ``"clean-exit"``, ``"crashed"``, ``"killed"``, ``"connection-lost"``
+            or ``"protocol-error"``.
+        exit_code: for spawned children, as ``subprocess`` reports it (negative
+            signal number when killed); ``None`` otherwise or if still running.
+        message: the connection's own account, for logs.
+    """
+
+    reason: DisconnectReason
+    exit_code: int | None = None
+    message: str = ""
+
+
+class IpcMainEvent:
+    """What an ``ipc_main.on`` listener receives with each message.
+
+    Attributes:
+        channel: the channel the message came on.
+        sender: the ``WebContents`` of the renderer that sent it.
+        process_id: that renderer's process id.
+        ports: message ports sent along (``post_message``), else empty.
+    """
+
+    __slots__ = ("_return_value", "_slot", "channel", "ports", "sender")
+
+    def __init__(
+        self, channel: str, sender: WebContents, slot: ReplySlot | None, ports: list[Any]
+    ) -> None:
+        self.channel = channel
+        self.sender = sender
+        self.ports = ports
+        self._slot = slot
+        self._return_value: Any = None
+
+    @property
+    def process_id(self) -> int:
+        return self.sender.process_id
+
+    @property
+    def return_value(self) -> Any:
+        """Set this to answer a ``send_sync``: the first assignment replies at once."""
+        return self._return_value
+
+    @return_value.setter
+    def return_value(self, value: Any) -> None:
+        if self._slot is not None and not self._slot.replied:
+            self._return_value = value
+            self._slot.set(value)
+        elif self._slot is None:
+            self._return_value = value
+
+    async def reply(self, channel: str, *args: Any) -> None:
+        """Send a message back to the sender; same as ``event.sender.send``."""
+        await self.sender.send(channel, *args)
+
+    def __repr__(self) -> str:
+        return f"<IpcMainEvent channel={self.channel!r} sender={self.sender.id}>"
+
+
+class IpcMainInvokeEvent:
+    """What an ``ipc_main.handle`` handler receives with each ``invoke``."""
+
+    __slots__ = ("channel", "sender")
+
+    def __init__(self, channel: str, sender: WebContents) -> None:
+        self.channel = channel
+        self.sender = sender
+
+    @property
+    def process_id(self) -> int:
+        return self.sender.process_id
+
+    def __repr__(self) -> str:
+        return f"<IpcMainInvokeEvent channel={self.channel!r} sender={self.sender.id}>"
+
+
+class WebContents:
+    """One connected renderer, as main sees it.
+
+    Attributes:
+        id: unique among the renderers of one ``IpcMain``, never reused.
+        process_id: the renderer's process id.
+        ipc: listeners and handlers for messages from this renderer only; they
+            run before ``ipc_main``'s, and a handler here answers ``invoke``
+            instead of ``ipc_main``'s.
+    """
+
+    def __init__(self, main: IpcMain, id: int, process_id: int) -> None:
+        self.id = id
+        self.process_id = process_id
+        self.ipc = Registry()
+        self._main = main
+        self._endpoint: Endpoint | None = None
+        self._process: anyio.abc.Process | None = None
+        self._finished = anyio.Event()
+        self.disconnect_details: DisconnectDetails | None = None
+
+    def _open_endpoint(self) -> Endpoint:
+        endpoint = self._endpoint
+        if endpoint is None or endpoint.conn.state is not State.OPEN:
+            reason = endpoint.reason if endpoint is not None else "not connected"
+            raise ConnectionClosedError(f"renderer {self.id} is gone ({reason})")
+        return endpoint
+
+    async def send(self, channel: str, *args: Any) -> None:
+        """Send a message to the renderer's ``ipc_renderer.on(channel)`` listeners.
+
+        Raises:
+            ConnectionClosedError: the renderer is gone.
+            SerializationError: an argument cannot be encoded; nothing was sent.
+        """
+        check_channel(channel)
+        await self._open_endpoint().send_message(channel, args)
+
+    async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call the renderer's ``ipc_renderer.handle(channel)`` and return its result."""
+        check_channel(channel)
+        return await self._open_endpoint().request(RequestKind.INVOKE, channel, args, timeout)
+
+    def is_destroyed(self) -> bool:
+        """Whether the renderer's connection has ended."""
+        return self._endpoint is None or self._endpoint.conn.state is State.CLOSED
+
+    async def close(self) -> None:
+        """Close the connection to this renderer (a spawned child is left to exit)."""
+        if self._endpoint is not None:
+            await self._endpoint.close(CloseCode.NORMAL, "closed by main")
+        await self._finished.wait()
+
+    async def wait_closed(self) -> None:
+        """Return once the renderer is gone (and, if spawned, its process has exited)."""
+        await self._finished.wait()
+
+    def __repr__(self) -> str:
+        state = "destroyed" if self.is_destroyed() else "live"
+        return f"<WebContents id={self.id} pid={self.process_id} {state}>"
+
+
+class _Link:
+    """Dispatch for one renderer's connection (the Endpoint's owner)."""
+
+    def __init__(self, main: IpcMain, contents: WebContents) -> None:
+        self.main = main
+        self.contents = contents
+        self.handshake = anyio.Event()
+
+    def find_listeners(self, channel: str) -> tuple[Callback, ...]:
+        scoped = self.contents.ipc.take_listeners(channel)
+        general = self.main.take_listeners(channel)
+        return scoped + general if scoped else general
+
+    def find_handler(self, channel: str) -> Callback | None:
+        return self.contents.ipc.take_handler(channel) or self.main.take_handler(channel)
+
+    def make_event(self, channel: str, slot: ReplySlot | None) -> IpcMainEvent:
+        return IpcMainEvent(channel, self.contents, slot, [])
+
+    def make_invoke_event(self, channel: str) -> IpcMainInvokeEvent:
+        return IpcMainInvokeEvent(channel, self.contents)
+
+    def handshake_completed(self, event: HandshakeCompleted) -> None:
+        if not self.contents.process_id:
+            self.contents.process_id = event.process_id
+        self.main._contents[self.contents.id] = self.contents
+        self.handshake.set()
+        self.main._run_hooks(self.main._connect_hooks, self.contents)
+
+    def terminated(self, event: ConnectionTerminated) -> None:
+        self.handshake.set()
+
+
+class Listener:
+    """A listening socket that renderers connect to.
+
+    Attributes:
+        address: ``"unix:/path"`` or ``"tcp://host:port"`` (the real port).
+        token: what a renderer must present to be accepted.
+    """
+
+    def __init__(self, created: CreatedListener, token: str) -> None:
+        self.address = str(created.address)
+        self.token = token
+        self._created = created
+        self._scope = anyio.CancelScope()
+        self._done = anyio.Event()
+
+    def close(self) -> None:
+        """Stop accepting renderers and remove the socket file; connected ones stay."""
+        self._scope.cancel()
+        self._created.remove_files()
+
+    async def aclose(self) -> None:
+        """As :meth:`close`, and wait until the listening socket is closed."""
+        self.close()
+        await self._done.wait()
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.address}>"
+
+
+class IpcMain(Registry):
+    """The main process's side of the bus (Electron's ``ipcMain``).
+
+    Args:
+        max_frame_size: largest frame accepted from a renderer, in bytes.
+        handshake_timeout: seconds a new connection has to present its token.
+        shutdown_grace: seconds running handlers get to finish when the
+            ``async with`` block ends, and spawned children to exit, before
+            they are cancelled or terminated.
+        send_tracebacks: include handler tracebacks in ``RemoteError``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        handshake_timeout: float = 10.0,
+        shutdown_grace: float = 5.0,
+        send_tracebacks: bool = True,
+    ) -> None:
+        super().__init__()
+        self.max_frame_size = max_frame_size
+        self.handshake_timeout = handshake_timeout
+        self.shutdown_grace = shutdown_grace
+        self.send_tracebacks = send_tracebacks
+        self._contents: dict[int, WebContents] = {}
+        self._links: set[_Link] = set()
+        self._listeners_open: set[Listener] = set()
+        self._ids = itertools.count(1)
+        self._connect_hooks: list[Callable[..., Any]] = []
+        self._disconnect_hooks: list[Callable[..., Any]] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closing = False
+
+    # ---- lifecycle -----------------------------------------------------
+
+    async def __aenter__(self) -> IpcMain:
+        if self._tg is not None:
+            raise RuntimeError("this IpcMain is already running")
+        self._closing = False
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg = self._tg
+        assert tg is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._shutdown()
+        finally:
+            tg.cancel_scope.cancel()
+            self._tg = None
+            result = await tg.__aexit__(exc_type, exc, tb)
+        return result
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        for listener in list(self._listeners_open):
+            listener.close()
+        links = list(self._links)
+        with anyio.move_on_after(self.shutdown_grace):
+            for link in links:
+                if link.contents._endpoint is not None:
+                    await link.contents._endpoint.wait_idle()
+        async with anyio.create_task_group() as tg:
+            for link in links:
+                tg.start_soon(self._close_link, link)
+
+    async def _close_link(self, link: _Link) -> None:
+        endpoint = link.contents._endpoint
+        if endpoint is not None:
+            endpoint.cancel_handlers()
+            await endpoint.wait_idle()
+            await endpoint.close(CloseCode.SHUTDOWN, "the main process is shutting down")
+        with anyio.move_on_after(self.shutdown_grace + 5):
+            await link.contents._finished.wait()
+
+    def _require_running(self, what: str) -> anyio.abc.TaskGroup:
+        if self._tg is None or self._closing:
+            raise RuntimeError(
+                f"IpcMain.{what}() needs a running IpcMain: call it inside 'async with ipc_main:'"
+            )
+        return self._tg
+
+    # ---- renderers -----------------------------------------------------
+
+    async def listen(
+        self,
+        address: str | os.PathLike[str] | None = None,
+        *,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Listener:
+        """Start accepting renderers; see SPEC section 2 for the address forms.
+
+        Without an address: a unix socket in a new private (0700) directory,
+        removed when the listener closes. Without a token: a random one.
+        """
+        tg = self._require_running("listen")
+        created = await create_listener(address, ssl_context)
+        listener = Listener(created, token if token is not None else secrets.token_urlsafe(32))
+        self._listeners_open.add(listener)
+        tg.start_soon(self._accept_loop, listener)
+        return listener
+
+    async def _accept_loop(self, listener: Listener) -> None:
+        try:
+            with listener._scope:
+                async with anyio.create_task_group() as tg:
+
+                    async def handle(stream: anyio.abc.ByteStream) -> None:
+                        await self._serve(stream, listener.token, peer_pid(stream) or 0, None)
+
+                    await listener._created.listener.serve(handle, task_group=tg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listener._created.listener.aclose()
+            listener._created.remove_files()
+            self._listeners_open.discard(listener)
+            listener._done.set()
+
+    async def spawn(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> WebContents:
+        """Start ``argv`` as a renderer, already connected, and return its ``WebContents``.
+
+        The child inherits one end of a socket pair; ``ipcbus.connect()`` with
+        no address finds it. Returns once the child has connected.
+
+        Raises:
+            ConnectionClosedError: the child exited, or did not connect within
+                ``handshake_timeout``.
+        """
+        tg = self._require_running("spawn")
+        token = secrets.token_urlsafe(32)
+        ours, theirs = child_socketpair()
+        child_env = dict(os.environ if env is None else env)
+        child_env[ENV_FD] = str(theirs.fileno())
+        child_env[ENV_TOKEN] = token
+        try:
+            process = await anyio.open_process(
+                [os.fspath(a) for a in argv],
+                stdin=None,
+                stdout=None,
+                stderr=None,
+                env=child_env,
+                cwd=cwd,
+                pass_fds=[theirs.fileno()],
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        stream = await stream_from_socket(ours)
+        link: _Link = await tg.start(self._serve_started, stream, token, process)
+        with anyio.move_on_after(self.handshake_timeout):
+            await link.handshake.wait()
+        endpoint = link.contents._endpoint
+        if endpoint is None or endpoint.conn.state is not State.OPEN:
+            if endpoint is not None and endpoint.conn.state is State.HANDSHAKE:
+                await endpoint.close(CloseCode.PROTOCOL_ERROR, "no handshake in time")
+            await link.contents.wait_closed()
+            details = link.contents.disconnect_details
+            raise ConnectionClosedError(
+                f"renderer {argv!r} did not connect: {details.message if details else 'unknown'}"
+                + (
+                    f" (exit code {details.exit_code})"
+                    if details and details.exit_code is not None
+                    else ""
+                )
+            )
+        return link.contents
+
+    @asynccontextmanager
+    async def connect_local(self) -> AsyncIterator[IpcRenderer]:
+        """An ``IpcRenderer`` in this process, connected through a real socket pair."""
+        from .renderer import IpcRenderer
+
+        tg = self._require_running("connect_local")
+        token = secrets.token_urlsafe(32)
+        ours, theirs = child_socketpair()
+        main_stream = await stream_from_socket(ours)
+        await tg.start(self._serve_started, main_stream, token, None)
+        renderer = IpcRenderer()
+        async with renderer._connect_stream(await stream_from_socket(theirs), token):
+            yield renderer
+
+    async def _serve_started(
+        self,
+        stream: anyio.abc.ByteStream,
+        token: str,
+        process: anyio.abc.Process | None,
+        *,
+        task_status: anyio.abc.TaskStatus[_Link],
+    ) -> None:
+        pid = process.pid if process is not None else os.getpid()
+        await self._serve(stream, token, pid, process, task_status)
+
+    async def _serve(
+        self,
+        stream: anyio.abc.ByteStream,
+        token: str,
+        process_id: int,
+        process: anyio.abc.Process | None,
+        task_status: anyio.abc.TaskStatus[_Link] | None = None,
+    ) -> None:
+        """Run one renderer's connection from handshake to the end, then clean up."""
+        renderer_id = next(self._ids)
+        contents = WebContents(self, renderer_id, process_id)
+        contents._process = process
+        link = _Link(self, contents)
+        conn = Connection(
+            Role.MAIN, token=token, renderer_id=renderer_id, max_frame_size=self.max_frame_size
+        )
+        self._links.add(link)
+        try:
+            async with anyio.create_task_group() as tg:
+                endpoint = Endpoint(
+                    conn,
+                    stream,
+                    tg,
+                    link,
+                    name=f"renderer {renderer_id}",
+                    send_tracebacks=self.send_tracebacks,
+                )
+                contents._endpoint = endpoint
+                tg.start_soon(self._handshake_watchdog, endpoint)
+                if task_status is not None:
+                    task_status.started(link)
+                try:
+                    await endpoint.run()
+                finally:
+                    tg.cancel_scope.cancel()
+        except Exception:
+            logger.exception("internal error serving renderer %d", renderer_id)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish(link)
+
+    async def _handshake_watchdog(self, endpoint: Endpoint) -> None:
+        with anyio.move_on_after(self.handshake_timeout):
+            await endpoint.closed.wait()
+            return
+        if endpoint.conn.state is State.HANDSHAKE:
+            await endpoint.close(
+                CloseCode.PROTOCOL_ERROR,
+                f"no handshake within {self.handshake_timeout} s",
+            )
+
+    async def _finish(self, link: _Link) -> None:
+        contents = link.contents
+        endpoint = contents._endpoint
+        termination = endpoint.termination if endpoint is not None else None
+        exit_code = None
+        process = contents._process
+        if process is not None:
+            exit_code = await self._reap(process)
+        contents.disconnect_details = _details(termination, exit_code)
+        self._links.discard(link)
+        registered = self._contents.pop(contents.id, None) is not None
+        contents._finished.set()
+        if registered:
+            self._run_hooks(self._disconnect_hooks, contents, contents.disconnect_details)
+
+    async def _reap(self, process: anyio.abc.Process) -> int | None:
+        """Wait for a child that lost its connection; terminate, then kill, if it lingers."""
+        grace = self.shutdown_grace if self._closing else 2.0
+        with anyio.move_on_after(grace):
+            return await process.wait()
+        if not self._closing:
+            return None  # it closed its connection but keeps running: its business
+        with suppress(ProcessLookupError):
+            process.terminate()
+        with anyio.move_on_after(2):
+            return await process.wait()
+        with suppress(ProcessLookupError):
+            process.kill()
+        return await process.wait()
+
+    def get_all_web_contents(self) -> list[WebContents]:
+        """Every connected renderer, oldest first."""
+        return list(self._contents.values())
+
+    def from_id(self, id: int) -> WebContents | None:
+        """The connected renderer with this id, or ``None``."""
+        return self._contents.get(id)
+
+    async def broadcast(self, channel: str, *args: Any) -> None:
+        """``send`` to every live renderer, skipping the ones that are closed."""
+        check_channel(channel)
+        for contents in list(self._contents.values()):
+            with suppress(ConnectionClosedError):
+                await contents.send(channel, *args)
+
+    # ---- hooks ---------------------------------------------------------
+
+    def on_connect(self, fn: H) -> H:
+        """Call ``fn(contents)`` when a renderer has connected (usable as a decorator)."""
+        self._connect_hooks.append(_callable(fn))
+        return fn
+
+    def on_disconnect(self, fn: H) -> H:
+        """Call ``fn(contents, details)`` when a renderer is gone (usable as a decorator)."""
+        self._disconnect_hooks.append(_callable(fn))
+        return fn
+
+    def _run_hooks(self, hooks: list[Callable[..., Any]], *args: Any) -> None:
+        for hook in list(hooks):
+            try:
+                result = hook(*args)
+            except Exception:
+                logger.exception("lifecycle hook %r raised", hook)
+                continue
+            if inspect.isawaitable(result) and self._tg is not None:
+                self._tg.start_soon(_await_hook, hook, result)
+
+
+async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("lifecycle hook %r raised", hook)
+
+
+def _callable(fn: H) -> H:
+    if not callable(fn):
+        raise TypeError(f"hook must be callable, not {type(fn).__name__}")
+    return fn
+
+
+def _details(termination: ConnectionTerminated | None, exit_code: int | None) -> DisconnectDetails:
+    message = termination.reason if termination is not None else "never connected"
+    protocol_codes = (
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.AUTHENTICATION_FAILED,
+        CloseCode.VERSION_MISMATCH,
+        CloseCode.FRAME_TOO_LARGE,
+    )
+    reason: DisconnectReason
+    if termination is not None and termination.code in protocol_codes:
+        reason = "protocol-error"
+    elif exit_code is not None and exit_code < 0:
+        reason = "killed"
+    elif exit_code is not None and exit_code > 0:
+        reason = "crashed"
+    elif exit_code == 0 or (termination is not None and termination.code is not None):
+        reason = "clean-exit"
+    else:
+        reason = "connection-lost"
+    return DisconnectDetails(reason, exit_code, message)

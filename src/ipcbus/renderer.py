@@ -1,0 +1,242 @@
+"""The renderer side: ``IpcRenderer`` (Electron's ``ipcRenderer``) and ``connect()``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ._endpoint import Endpoint, ReplySlot
+from ._errors import AuthenticationError, ConnectionClosedError, ProtocolError
+from ._events import ConnectionTerminated, HandshakeCompleted
+from ._protocol import Connection, Role, State
+from ._registry import Callback, Registry, check_channel
+from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
+from ._transport import connect as open_stream
+from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, RequestKind
+
+__all__ = ("IpcRenderer", "IpcRendererEvent", "connect")
+
+
+class IpcRendererEvent:
+    """What an ``ipc_renderer.on`` listener or ``handle`` handler receives.
+
+    Attributes:
+        channel: the channel the message came on.
+        sender: the ``IpcRenderer`` that received it (as in Electron).
+        sender_id: who sent it: always 0, main.
+        ports: message ports sent along, else empty.
+    """
+
+    __slots__ = ("channel", "ports", "sender", "sender_id")
+
+    def __init__(self, channel: str, sender: IpcRenderer, ports: list[Any]) -> None:
+        self.channel = channel
+        self.sender = sender
+        self.sender_id = 0
+        self.ports = ports
+
+    def __repr__(self) -> str:
+        return f"<IpcRendererEvent channel={self.channel!r}>"
+
+
+class IpcRenderer(Registry):
+    """A renderer's side of the bus.
+
+    Register listeners and handlers first, then connect: nothing main sends
+    once the connection is up is lost.
+
+    Args:
+        max_frame_size: largest frame accepted from main, in bytes.
+        send_tracebacks: include handler tracebacks in errors sent to main.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        send_tracebacks: bool = True,
+    ) -> None:
+        super().__init__()
+        self.max_frame_size = max_frame_size
+        self.send_tracebacks = send_tracebacks
+        self._endpoint: Endpoint | None = None
+        self._handshake: anyio.Event | None = None
+        self.id = 0
+
+    # ---- connecting ----------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(
+        self,
+        address: str | os.PathLike[str] | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> AsyncIterator[IpcRenderer]:
+        """Connect to main, run the handshake, and close on exit.
+
+        With no address: the socket inherited from ``IpcMain.spawn``, else
+        ``$IPCBUS_ADDRESS`` and ``$IPCBUS_TOKEN``.
+
+        Raises:
+            AuthenticationError: main refused the token.
+            ProtocolError: main speaks another protocol version, or broke it.
+            ConnectionClosedError: there is nothing to connect to, or main
+                closed the connection during the handshake.
+            IpcTimeoutError: no handshake within ``timeout`` seconds.
+        """
+        with anyio.fail_after(timeout):
+            stream, token = await _open(address, token, ssl_context)
+        async with self._connect_stream(stream, token, timeout):
+            yield self
+
+    @asynccontextmanager
+    async def _connect_stream(
+        self, stream: anyio.abc.ByteStream, token: str, timeout: float = 10.0
+    ) -> AsyncIterator[IpcRenderer]:
+        if self._endpoint is not None and self._endpoint.conn.state is not State.CLOSED:
+            await stream.aclose()
+            raise RuntimeError("this IpcRenderer is already connected")
+        conn = Connection(
+            Role.RENDERER,
+            token=token,
+            process_id=os.getpid(),
+            max_frame_size=self.max_frame_size,
+        )
+        async with anyio.create_task_group() as tg:
+            endpoint = Endpoint(
+                conn, stream, tg, self, name="main", send_tracebacks=self.send_tracebacks
+            )
+            self._endpoint = endpoint
+            self._handshake = anyio.Event()
+            tg.start_soon(endpoint.run)
+            try:
+                with anyio.move_on_after(timeout) as scope:
+                    await self._handshake.wait()
+                if scope.cancelled_caught:
+                    raise ConnectionClosedError(f"no handshake from main within {timeout} s")
+                _raise_if_refused(endpoint.termination)
+                yield self
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await endpoint.close(CloseCode.NORMAL, "the renderer disconnected")
+
+    async def wait_closed(self) -> None:
+        """Return once the connection to main has ended."""
+        if self._endpoint is not None:
+            await self._endpoint.closed.wait()
+
+    def is_connected(self) -> bool:
+        return self._endpoint is not None and self._endpoint.conn.state is State.OPEN
+
+    def _open_endpoint(self) -> Endpoint:
+        endpoint = self._endpoint
+        if endpoint is None:
+            raise ConnectionClosedError(
+                "not connected: call these inside 'async with ipc_renderer.connect():'"
+            )
+        endpoint.require_open()
+        return endpoint
+
+    # ---- calls to main -------------------------------------------------
+
+    async def send(self, channel: str, *args: Any) -> None:
+        """Send to main's ``ipc_main.on(channel)`` listeners; fire and forget."""
+        check_channel(channel)
+        await self._open_endpoint().send_message(channel, args)
+
+    async def send_sync(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
+        """Send to main's listeners and return the ``event.return_value`` they set."""
+        check_channel(channel)
+        return await self._open_endpoint().request(RequestKind.SYNC, channel, args, timeout)
+
+    async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call main's ``ipc_main.handle(channel)`` handler and return its result."""
+        check_channel(channel)
+        return await self._open_endpoint().request(RequestKind.INVOKE, channel, args, timeout)
+
+    # ---- Owner: dispatch of what main sends ---------------------------
+
+    def find_listeners(self, channel: str) -> tuple[Callback, ...]:
+        return self.take_listeners(channel)
+
+    def find_handler(self, channel: str) -> Callback | None:
+        return self.take_handler(channel)
+
+    def make_event(self, channel: str, slot: ReplySlot | None) -> IpcRendererEvent:
+        return IpcRendererEvent(channel, self, [])
+
+    def make_invoke_event(self, channel: str) -> IpcRendererEvent:
+        return IpcRendererEvent(channel, self, [])
+
+    def handshake_completed(self, event: HandshakeCompleted) -> None:
+        self.id = event.renderer_id
+        if self._handshake is not None:
+            self._handshake.set()
+
+    def terminated(self, event: ConnectionTerminated) -> None:
+        if self._handshake is not None:
+            self._handshake.set()
+
+
+def _raise_if_refused(termination: ConnectionTerminated | None) -> None:
+    if termination is None:
+        return
+    if termination.code is CloseCode.AUTHENTICATION_FAILED:
+        raise AuthenticationError(
+            f"main refused the connection: {termination.reason}; check the token "
+            "(Listener.token in main, token= or $IPCBUS_TOKEN here)"
+        )
+    if termination.code in (
+        CloseCode.VERSION_MISMATCH,
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.FRAME_TOO_LARGE,
+    ):
+        raise ProtocolError(f"main closed the connection: {termination.reason}")
+    raise ConnectionClosedError(
+        f"main closed the connection during the handshake: {termination.reason}"
+    )
+
+
+async def _open(
+    address: str | os.PathLike[str] | None, token: str | None, ssl_context: ssl.SSLContext | None
+) -> tuple[anyio.abc.ByteStream, str]:
+    if address is None:
+        fd = os.environ.pop(ENV_FD, None)
+        if fd is not None:
+            # Spawned by IpcMain.spawn: our end of its socket pair, and its token.
+            inherited_token = os.environ.pop(ENV_TOKEN, "")
+            sock = socket.socket(fileno=int(fd))
+            return await stream_from_socket(sock), token if token is not None else inherited_token
+        address = os.environ.get(ENV_ADDRESS)
+        if not address:
+            raise ConnectionClosedError(
+                "no main process to connect to: this process was not started by "
+                f"IpcMain.spawn() and ${ENV_ADDRESS} is not set; pass an address such as "
+                "'unix:/path/to/socket' (Listener.address in main)"
+            )
+    if token is None:
+        token = os.environ.get(ENV_TOKEN, "")
+    return await open_stream(address, ssl_context), token
+
+
+@asynccontextmanager
+async def connect(
+    address: str | os.PathLike[str] | None = None,
+    *,
+    token: str | None = None,
+    timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[IpcRenderer]:
+    """Shortcut: a fresh ``IpcRenderer``, connected; see :meth:`IpcRenderer.connect`."""
+    renderer = IpcRenderer()
+    async with renderer.connect(address, token=token, timeout=timeout, ssl_context=ssl_context):
+        yield renderer
