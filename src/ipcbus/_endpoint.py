@@ -23,6 +23,7 @@ Shared by main (one per renderer) and renderers (one in all). Rules:
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import math
 import traceback
@@ -146,6 +147,10 @@ class Endpoint:
         *,
         name: str,
         send_tracebacks: bool = True,
+        max_in_flight: int = 256,
+        send_timeout: float | None = 30.0,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         self.conn = conn
         self.name = name
@@ -159,6 +164,18 @@ class Endpoint:
         self._waiters: dict[int, _Waiter] = {}
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._pending_starts = 0  # async dispatch tasks scheduled, not yet started
+        self._active = 0  # async dispatch tasks not yet finished
+        self._max_in_flight = max_in_flight
+        self._room: anyio.Event | None = None  # set when _active drops below the limit
+        self._send_timeout = send_timeout
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout or (
+            3 * heartbeat_interval if heartbeat_interval else None
+        )
+        self._last_received = 0.0
+        self._heartbeat_scope = anyio.CancelScope()
+        self._paused = False  # reading is paused by backpressure
+        self._flush_scheduled = False
         self._inline = False  # True while the reader dispatches; it flushes afterwards
         self._reader_scope = anyio.CancelScope()
         self._idle: anyio.Event | None = None
@@ -170,6 +187,9 @@ class Endpoint:
         conn = self.conn
         try:
             with self._reader_scope:
+                if self._heartbeat_interval:
+                    self._last_received = anyio.current_time()
+                    self._tg.start_soon(self._heartbeat, self._heartbeat_interval)
                 await self.flush_quietly()  # a renderer's Hello is queued at birth
                 while conn.state is not State.CLOSED:
                     try:
@@ -177,14 +197,12 @@ class Endpoint:
                     except _STREAM_ERRORS:
                         conn.receive_eof()
                     else:
+                        self._last_received = anyio.current_time()
                         conn.receive_data(data)
-                    self._inline = True
-                    try:
-                        self.handle_events()
-                    finally:
-                        self._inline = False
-                    await self.flush_quietly()
+                    await self._dispatch_batch(conn.events_received())
+                    self._flush_soon()
         finally:
+            self._heartbeat_scope.cancel()
             if self.termination is None:  # cancelled from outside
                 conn.close(CloseCode.SHUTDOWN, "closed")
                 self.handle_events()
@@ -193,6 +211,34 @@ class Endpoint:
             with anyio.CancelScope(shield=True):
                 await self._stream.aclose()
             self.closed.set()
+
+    def _full(self) -> bool:
+        # Never full while we wait for the peer's replies: the running handlers
+        # may be the very ones waiting for them.
+        return self._active >= self._max_in_flight and not self._waiters
+
+    async def _dispatch_batch(self, events: list[Event]) -> None:
+        """Dispatch one read's events in order, pausing whenever the peer has
+        ``max_in_flight`` calls running: we stop reading, so a flooding peer
+        fills its own socket buffer, not our memory."""
+        i = 0
+        while i < len(events):
+            if self._full():
+                self._flush_soon()  # replies already made go out first
+                self._room = anyio.Event()
+                self._paused = True
+                try:
+                    await self._room.wait()
+                finally:
+                    self._paused = False
+                    self._last_received = anyio.current_time()
+            self._inline = True
+            try:
+                while i < len(events) and not self._full():
+                    self._handle(events[i])
+                    i += 1
+            finally:
+                self._inline = False
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
         """Say Goodbye, stop reading and wait until the stream is closed."""
@@ -218,35 +264,79 @@ class Endpoint:
     # ---- sending -------------------------------------------------------
 
     async def flush(self) -> None:
-        """Send everything queued. Raises ``ConnectionClosedError`` if the link is gone."""
+        """Send everything queued, and whatever others queue meanwhile.
+
+        The lock holder keeps sending until the outbox is empty, so a frame
+        queued while a write is in progress always has someone to send it.
+
+        Raises:
+            ConnectionClosedError: the link is gone, or the peer stopped reading
+                for ``send_timeout`` seconds.
+        """
         async with self._send_lock:
-            data = self.conn.data_to_send()
-            if not data:
-                return
-            try:
-                await self._stream.send(bytes(data) if len(data) < 4096 else memoryview(data))  # type: ignore[arg-type]
-            except _STREAM_ERRORS as exc:
-                self._link_lost(f"sending failed: {exc!r}")
-                raise ConnectionClosedError(
-                    f"connection to {self.name} is closed ({self.reason})"
-                ) from exc
-            except BaseException:
-                # Cancelled mid-write: the peer may hold half a frame.
-                self._link_lost("a write was interrupted")
-                raise
+            while data := self.conn.data_to_send():
+                await self._write(data)
+
+    async def _write(self, data: bytearray) -> None:
+        try:
+            with anyio.move_on_after(self._send_timeout) as scope:
+                await self._stream.send(data)  # type: ignore[arg-type]
+        except _STREAM_ERRORS as exc:
+            self._link_lost(f"sending failed: {exc!r}")
+            raise ConnectionClosedError(
+                f"connection to {self.name} is closed ({self.reason})"
+            ) from exc
+        except BaseException:
+            # Cancelled mid-write: the peer may hold half a frame.
+            self._link_lost("a write was interrupted")
+            raise
+        if scope.cancelled_caught:
+            self._link_lost(
+                f"{self.name} stopped reading: a write made no progress for {self._send_timeout} s"
+            )
+            raise ConnectionClosedError(
+                f"connection to {self.name} closed: it stopped reading its socket "
+                f"(no write progress for {self._send_timeout} s)"
+            )
 
     async def flush_quietly(self) -> None:
         with suppress(ConnectionClosedError):
             await self.flush()
 
     def _flush_soon(self) -> None:
-        if not self._inline:
-            self._tg.start_soon(self.flush_quietly)
+        """Make sure queued frames get sent, without waiting for the write.
+
+        The reader must never wait for a write: if both peers wait to write
+        while neither reads, both wait forever. A current lock holder sends
+        our frames too; otherwise a task does it.
+        """
+        if not self._inline and not self._send_lock.locked() and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._tg.start_soon(self._scheduled_flush)
+
+    async def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        await self.flush_quietly()
+
+    async def _heartbeat(self, interval: float) -> None:
+        """Ping every ``interval``; drop a peer silent for ``heartbeat_timeout``."""
+        timeout = self._heartbeat_timeout or 3 * interval
+        with self._heartbeat_scope:  # cancelled when the reader stops
+            for nonce in itertools.count(1):
+                await anyio.sleep(interval)
+                if self.conn.state is not State.OPEN:
+                    continue
+                silent = anyio.current_time() - self._last_received
+                if silent > timeout and not self._paused:  # paused: we are not reading
+                    self._link_lost(f"no data from {self.name} for {silent:.1f} s (heartbeat)")
+                    return
+                self.conn.send_ping(nonce)
+                await self.flush_quietly()
 
     def _link_lost(self, reason: str) -> None:
         if self.conn.state is not State.CLOSED:
-            logger.debug("connection to %s lost: %s", self.name, reason)
-            self.conn.receive_eof()
+            logger.warning("connection to %s lost: %s", self.name, reason)
+            self.conn.receive_eof(reason)
             self.handle_events()
         self._reader_scope.cancel()
 
@@ -280,6 +370,8 @@ class Endpoint:
         except _ENCODE_ERRORS as exc:
             raise encode_error(what, channel, args, exc) from None
         waiter = self._waiters[request_id] = _Waiter()
+        if self._room is not None:
+            self._room.set()  # the reader may be paused; it must read our reply
         try:
             await self.flush()
             with anyio.fail_after(math.inf if timeout is None else timeout):
@@ -370,7 +462,17 @@ class Endpoint:
 
     def _schedule(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         self._pending_starts += 1
-        self._tg.start_soon(fn, *args)
+        self._active += 1
+        self._tg.start_soon(self._tracked, fn, args)
+
+    async def _tracked(self, fn: Callable[..., Coroutine[Any, Any, None]], args: Any) -> None:
+        self._pending_starts -= 1
+        try:
+            await fn(*args)
+        finally:
+            self._active -= 1
+            if self._room is not None and self._active < self._max_in_flight:
+                self._room.set()
 
     # -- messages and send_sync: every listener, in registration order
 
@@ -415,7 +517,6 @@ class Endpoint:
         channel: str,
         raw: msgspec.Raw,
     ) -> None:
-        self._pending_starts -= 1
         untyped: list[Any] | None = None
         for callback in listeners:
             args = self._listener_args(callback, channel, raw, slot, untyped)
@@ -435,7 +536,6 @@ class Endpoint:
     async def _await_listener(
         self, awaitable: Awaitable[Any], channel: str, slot: ReplySlot | None
     ) -> None:
-        self._pending_starts -= 1
         try:
             await awaitable
         except Exception as exc:
@@ -503,13 +603,11 @@ class Endpoint:
         event: Any,
         args: list[Any] | tuple[Any, ...],
     ) -> None:
-        self._pending_starts -= 1
         await self._serve_call(request_id, channel, lambda: callback.fn(event, *args))
 
     async def _serve_awaitable(
         self, request_id: int, channel: str, awaitable: Awaitable[Any]
     ) -> None:
-        self._pending_starts -= 1
         await self._serve_call(request_id, channel, lambda: awaitable)
 
     async def _serve_call(self, request_id: int, channel: str, call: Callable[[], Any]) -> None:

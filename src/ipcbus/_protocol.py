@@ -168,16 +168,24 @@ class Connection:
                 self._handle(_body_decoder.decode(raw))
         except FrameTooLargeError as exc:
             self._terminate(CloseCode.FRAME_TOO_LARGE, f"protocol error: {exc}")
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises UnicodeDecodeError for a str that is not UTF-8 and
+            # RecursionError for deeply nested arrays (even inside a Raw field):
+            # both are the peer's malformed bytes, not our bug.
             self._terminate(CloseCode.PROTOCOL_ERROR, f"protocol error: malformed frame: {exc}")
         except _PeerViolation as exc:
             self._terminate(exc.code, str(exc))
 
-    def receive_eof(self) -> None:
-        """The peer's byte stream ended. Idempotent."""
+    def receive_eof(self, why: str | None = None) -> None:
+        """The peer's byte stream ended (or the driver gave up on it). Idempotent.
+
+        Args:
+            why: the driver's account (write stalled, heartbeat timeout...),
+                used instead of the default reason.
+        """
         if self.state is State.CLOSED:
             return
-        reason = "connection lost: the peer closed the stream without a Goodbye"
+        reason = f"connection lost: {why or 'the peer closed the stream without a Goodbye'}"
         if self._frames.buffered:
             reason += f" (in the middle of a frame, {self._frames.buffered} bytes buffered)"
         self._set_state(State.CLOSED)

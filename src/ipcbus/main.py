@@ -264,6 +264,17 @@ class IpcMain(Registry):
             ``async with`` block ends, and spawned children to exit, before
             they are cancelled or terminated.
         send_tracebacks: include handler tracebacks in ``RemoteError``.
+        max_in_flight: per renderer, how many handlers and async listeners
+            may run at once; at the limit main stops reading that renderer's
+            socket until one finishes (docs/reliability.md, backpressure).
+        max_connections: renderers connected at once; more are refused.
+        heartbeat_interval: seconds between pings to each renderer, ``None``
+            for none; ``"auto"``: 5 s for TCP connections, none for unix
+            sockets and spawned children (the kernel reports their death).
+        heartbeat_timeout: a renderer silent this long is dropped
+            (default: three intervals).
+        send_timeout: a write to a renderer that makes no progress for this
+            long (it stopped reading) closes its connection; ``None``: wait.
     """
 
     def __init__(
@@ -273,12 +284,24 @@ class IpcMain(Registry):
         handshake_timeout: float = 10.0,
         shutdown_grace: float = 5.0,
         send_tracebacks: bool = True,
+        max_in_flight: int = 256,
+        max_connections: int = 1024,
+        heartbeat_interval: float | Literal["auto"] | None = "auto",
+        heartbeat_timeout: float | None = None,
+        send_timeout: float | None = 30.0,
     ) -> None:
         super().__init__()
+        if max_in_flight < 1 or max_connections < 1 or max_frame_size < 1:
+            raise ValueError("max_in_flight, max_connections and max_frame_size must be >= 1")
         self.max_frame_size = max_frame_size
         self.handshake_timeout = handshake_timeout
         self.shutdown_grace = shutdown_grace
         self.send_tracebacks = send_tracebacks
+        self.max_in_flight = max_in_flight
+        self.max_connections = max_connections
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.send_timeout = send_timeout
         self._contents: dict[int, WebContents] = {}
         self._links: set[_Link] = set()
         self._listeners_open: set[Listener] = set()
@@ -313,8 +336,10 @@ class IpcMain(Registry):
         finally:
             tg.cancel_scope.cancel()
             self._tg = None
-            result = await tg.__aexit__(exc_type, exc, tb)
-        return result
+            # The body's own exception is not handed to the task group, so it
+            # propagates as itself rather than inside an ExceptionGroup.
+            await tg.__aexit__(None, None, None)
+        return None
 
     async def _shutdown(self) -> None:
         self._closing = True
@@ -367,12 +392,15 @@ class IpcMain(Registry):
         return listener
 
     async def _accept_loop(self, listener: Listener) -> None:
+        tcp = listener.address.startswith("tcp:")
         try:
             with listener._scope:
                 async with anyio.create_task_group() as tg:
 
                     async def handle(stream: anyio.abc.ByteStream) -> None:
-                        await self._serve(stream, listener.token, peer_pid(stream) or 0, None)
+                        await self._serve(
+                            stream, listener.token, peer_pid(stream) or 0, None, tcp=tcp
+                        )
 
                     await listener._created.listener.serve(handle, task_group=tg)
         finally:
@@ -471,8 +499,17 @@ class IpcMain(Registry):
         process_id: int,
         process: anyio.abc.Process | None,
         task_status: anyio.abc.TaskStatus[_Link] | None = None,
+        *,
+        tcp: bool = False,
     ) -> None:
         """Run one renderer's connection from handshake to the end, then clean up."""
+        if len(self._links) >= self.max_connections:
+            await _refuse(
+                stream,
+                CloseCode.TOO_MANY_CONNECTIONS,
+                f"too many connections: main serves at most {self.max_connections} renderers",
+            )
+            return
         renderer_id = next(self._ids)
         contents = WebContents(self, renderer_id, process_id)
         contents._process = process
@@ -490,6 +527,10 @@ class IpcMain(Registry):
                     link,
                     name=f"renderer {renderer_id}",
                     send_tracebacks=self.send_tracebacks,
+                    max_in_flight=self.max_in_flight,
+                    send_timeout=self.send_timeout,
+                    heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp),
+                    heartbeat_timeout=self.heartbeat_timeout,
                 )
                 contents._endpoint = endpoint
                 tg.start_soon(self._handshake_watchdog, endpoint)
@@ -581,6 +622,27 @@ class IpcMain(Registry):
                 continue
             if inspect.isawaitable(result) and self._tg is not None:
                 self._tg.start_soon(_await_hook, hook, result)
+
+
+async def _refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
+    """Send a lone Goodbye and close: for connections refused before the handshake."""
+    logger.warning("refused a connection: %s", reason)
+    conn = Connection(Role.MAIN, token="")
+    conn.close(code, reason)
+    with anyio.move_on_after(1, shield=True):
+        with suppress(*_SEND_ERRORS):
+            await stream.send(bytes(conn.data_to_send()))
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
+
+
+_SEND_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+def _heartbeat(setting: float | Literal["auto"] | None, tcp: bool) -> float | None:
+    if setting == "auto":
+        return 5.0 if tcp else None
+    return setting
 
 
 async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
