@@ -19,6 +19,7 @@ from ._errors import (
     SerializationError,
     ValidationError,
 )
+from ._runner import run
 from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION
 from .main import (
     DisconnectDetails,
@@ -56,4 +57,5 @@ __all__ = (
     "WebContents",
     "__version__",
     "connect",
+    "run",
 )
