@@ -173,7 +173,8 @@ class Endpoint:
             3 * heartbeat_interval if heartbeat_interval else None
         )
         self._last_received = 0.0
-        self._heartbeat_scope = anyio.CancelScope()
+        self._watchdog_scope = anyio.CancelScope()
+        self._write_started: float | None = None  # when the write in progress began
         self._paused = False  # reading is paused by backpressure
         self._flush_scheduled = False
         self._inline = False  # True while the reader dispatches; it flushes afterwards
@@ -187,9 +188,9 @@ class Endpoint:
         conn = self.conn
         try:
             with self._reader_scope:
-                if self._heartbeat_interval:
-                    self._last_received = anyio.current_time()
-                    self._tg.start_soon(self._heartbeat, self._heartbeat_interval)
+                self._last_received = anyio.current_time()
+                if self._heartbeat_interval or self._send_timeout:
+                    self._tg.start_soon(self._watchdog)
                 await self.flush_quietly()  # a renderer's Hello is queued at birth
                 while conn.state is not State.CLOSED:
                     try:
@@ -202,12 +203,12 @@ class Endpoint:
                     await self._dispatch_batch(conn.events_received())
                     self._flush_soon()
         finally:
-            self._heartbeat_scope.cancel()
+            self._watchdog_scope.cancel()
             if self.termination is None:  # cancelled from outside
                 conn.close(CloseCode.SHUTDOWN, "closed")
                 self.handle_events()
-                with anyio.move_on_after(1, shield=True):
-                    await self.flush_quietly()
+            with anyio.move_on_after(1, shield=True):
+                await self.flush_quietly()  # the Goodbye of a violation is still queued
             with anyio.CancelScope(shield=True):
                 await self._stream.aclose()
             self.closed.set()
@@ -278,9 +279,9 @@ class Endpoint:
                 await self._write(data)
 
     async def _write(self, data: bytearray) -> None:
+        self._write_started = anyio.current_time() if self._send_timeout else None
         try:
-            with anyio.move_on_after(self._send_timeout) as scope:
-                await self._stream.send(data)  # type: ignore[arg-type]
+            await self._stream.send(data)  # type: ignore[arg-type]
         except _STREAM_ERRORS as exc:
             self._link_lost(f"sending failed: {exc!r}")
             raise ConnectionClosedError(
@@ -290,14 +291,8 @@ class Endpoint:
             # Cancelled mid-write: the peer may hold half a frame.
             self._link_lost("a write was interrupted")
             raise
-        if scope.cancelled_caught:
-            self._link_lost(
-                f"{self.name} stopped reading: a write made no progress for {self._send_timeout} s"
-            )
-            raise ConnectionClosedError(
-                f"connection to {self.name} closed: it stopped reading its socket "
-                f"(no write progress for {self._send_timeout} s)"
-            )
+        finally:
+            self._write_started = None
 
     async def flush_quietly(self) -> None:
         with suppress(ConnectionClosedError):
@@ -318,20 +313,38 @@ class Endpoint:
         self._flush_scheduled = False
         await self.flush_quietly()
 
-    async def _heartbeat(self, interval: float) -> None:
-        """Ping every ``interval``; drop a peer silent for ``heartbeat_timeout``."""
-        timeout = self._heartbeat_timeout or 3 * interval
-        with self._heartbeat_scope:  # cancelled when the reader stops
+    async def _watchdog(self) -> None:
+        """One timer per connection: heartbeats, and writes that never finish.
+
+        Runs only if a heartbeat or a send timeout is configured; cancelled
+        when the reader stops. Timing writes here, rather than wrapping each
+        write in a scope with a deadline, keeps timers off the hot path.
+        """
+        interval = self._heartbeat_interval
+        silence_limit = self._heartbeat_timeout or (3 * interval if interval else math.inf)
+        stall_limit = self._send_timeout or math.inf
+        tick = min(interval or math.inf, stall_limit / 4)
+        next_ping = anyio.current_time() + (interval or math.inf)
+        with self._watchdog_scope:
             for nonce in itertools.count(1):
-                await anyio.sleep(interval)
-                if self.conn.state is not State.OPEN:
+                await anyio.sleep(tick)
+                now = anyio.current_time()
+                if self._write_started is not None and now - self._write_started > stall_limit:
+                    self._link_lost(
+                        f"{self.name} stopped reading: a write made no progress "
+                        f"for {self._send_timeout} s"
+                    )
+                    await self._stream.aclose()  # wakes the stuck writer
+                    return
+                if self.conn.state is not State.OPEN or now < next_ping:
                     continue
-                silent = anyio.current_time() - self._last_received
-                if silent > timeout and not self._paused:  # paused: we are not reading
+                silent = now - self._last_received
+                if silent > silence_limit and not self._paused:  # paused: we are not reading
                     self._link_lost(f"no data from {self.name} for {silent:.1f} s (heartbeat)")
                     return
+                next_ping = now + (interval or math.inf)
                 self.conn.send_ping(nonce)
-                await self.flush_quietly()
+                self._flush_soon()
 
     def _link_lost(self, reason: str) -> None:
         if self.conn.state is not State.CLOSED:
@@ -374,8 +387,11 @@ class Endpoint:
             self._room.set()  # the reader may be paused; it must read our reply
         try:
             await self.flush()
-            with anyio.fail_after(math.inf if timeout is None else timeout):
+            if timeout is None:
                 await waiter.done.wait()
+            else:
+                with anyio.fail_after(timeout):
+                    await waiter.done.wait()
         except BaseException as exc:
             if waiter.reply is None:
                 self.conn.cancel_request(request_id)

@@ -133,16 +133,15 @@ class Connection:
 
     def data_to_send(self) -> bytearray:
         """Take every byte queued for the peer (possibly none)."""
-        out = self._outbox
-        if out:
-            self._outbox = bytearray()
+        # Always hand over a list/buffer the core no longer holds: returning the
+        # live (empty) one would let later frames appear in the caller's hands
+        # and then be taken a second time.
+        out, self._outbox = self._outbox, bytearray()
         return out
 
     def events_received(self) -> list[Event]:
         """Take every event since the last call, oldest first."""
-        events = self._events
-        if events:
-            self._events = []
+        events, self._events = self._events, []  # never the live list (see above)
         return events
 
     @property
