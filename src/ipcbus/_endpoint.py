@@ -69,6 +69,7 @@ _STREAM_ERRORS = (
     OSError,
 )
 _READ_SIZE = 256 * 1024
+_MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
 
 
 class Owner(Protocol):
@@ -104,6 +105,20 @@ class ReplySlot:
         if not self.replied:
             self.replied = True
             self._endpoint.reply_error_soon(self._request_id, kind, exc)
+
+
+class _Batch:
+    """Frames that leave in one write; ``done`` is set once they have (or failed)."""
+
+    __slots__ = ("done", "failed")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.failed = False
+
+    def fail(self) -> None:
+        self.failed = True
+        self.done.set()
 
 
 class _Waiter:
@@ -160,7 +175,9 @@ class Endpoint:
         self._tg = task_group
         self._owner = owner
         self._send_tracebacks = send_tracebacks
-        self._send_lock = anyio.Lock(fast_acquire=True)
+        self._wake = anyio.Event()  # set: the writer has something to send
+        self._batch = _Batch()  # what the next write will carry
+        self._torn = False  # a write was interrupted: the stream is out of step
         self._waiters: dict[int, _Waiter] = {}
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._pending_starts = 0  # async dispatch tasks scheduled, not yet started
@@ -176,8 +193,6 @@ class Endpoint:
         self._watchdog_scope = anyio.CancelScope()
         self._write_started: float | None = None  # when the write in progress began
         self._paused = False  # reading is paused by backpressure
-        self._flush_scheduled = False
-        self._inline = False  # True while the reader dispatches; it flushes afterwards
         self._reader_scope = anyio.CancelScope()
         self._idle: anyio.Event | None = None
 
@@ -187,36 +202,49 @@ class Endpoint:
         """Read until the connection ends; then wake every waiter and close."""
         conn = self.conn
         try:
-            with self._reader_scope:
-                self._last_received = anyio.current_time()
+            async with anyio.create_task_group() as helpers:
+                helpers.start_soon(self._writer)
                 if self._heartbeat_interval or self._send_timeout:
-                    self._tg.start_soon(self._watchdog)
-                await self.flush_quietly()  # a renderer's Hello is queued at birth
-                while conn.state is not State.CLOSED:
-                    try:
-                        data = await self._stream.receive(_READ_SIZE)
-                    except _STREAM_ERRORS:
-                        conn.receive_eof()
-                    else:
-                        self._last_received = anyio.current_time()
-                        conn.receive_data(data)
-                    await self._dispatch_batch(conn.events_received())
-                    self._flush_soon()
+                    helpers.start_soon(self._watchdog)
+                self._last_received = anyio.current_time()
+                self._kick()  # a renderer's Hello is queued at birth
+                with self._reader_scope:
+                    while conn.state is not State.CLOSED:
+                        try:
+                            data = await self._stream.receive(_READ_SIZE)
+                        except _STREAM_ERRORS:
+                            conn.receive_eof()
+                        else:
+                            self._last_received = anyio.current_time()
+                            conn.receive_data(data)
+                        await self._dispatch_batch(conn.events_received())
+                        self._kick()
+                # Graceful end: let the writer send what is left (a Goodbye).
+                with anyio.move_on_after(1, shield=True):
+                    await self._kick().done.wait()
+                helpers.cancel_scope.cancel()
         finally:
-            self._watchdog_scope.cancel()
-            if self.termination is None:  # cancelled from outside
-                conn.close(CloseCode.SHUTDOWN, "closed")
-                self.handle_events()
-            with anyio.move_on_after(1, shield=True):
-                await self.flush_quietly()  # the Goodbye of a violation is still queued
             with anyio.CancelScope(shield=True):
-                await self._stream.aclose()
-            self.closed.set()
+                await self._teardown()
+
+    async def _teardown(self) -> None:
+        if self.termination is None:  # cancelled from outside
+            self.conn.close(CloseCode.SHUTDOWN, "closed")
+            self.handle_events()
+        self._batch.fail()
+        if not self._torn and (data := self.conn.data_to_send()):
+            with anyio.move_on_after(1), suppress(*_STREAM_ERRORS):
+                await self._stream.send(bytes(data))  # last words, e.g. our Goodbye
+        await self._stream.aclose()
+        self.closed.set()
 
     def _full(self) -> bool:
         # Never full while we wait for the peer's replies: the running handlers
-        # may be the very ones waiting for them.
-        return self._active >= self._max_in_flight and not self._waiters
+        # may be the very ones waiting for them. Full too while much output is
+        # unsent, so replies made inline cannot pile up behind a slow reader.
+        if self._waiters:
+            return False
+        return self._active >= self._max_in_flight or self.conn.pending_output > _MAX_PENDING_OUTPUT
 
     async def _dispatch_batch(self, events: list[Event]) -> None:
         """Dispatch one read's events in order, pausing whenever the peer has
@@ -225,7 +253,7 @@ class Endpoint:
         i = 0
         while i < len(events):
             if self._full():
-                self._flush_soon()  # replies already made go out first
+                self._kick()  # replies already made go out first
                 self._room = anyio.Event()
                 self._paused = True
                 try:
@@ -233,21 +261,19 @@ class Endpoint:
                 finally:
                     self._paused = False
                     self._last_received = anyio.current_time()
-            self._inline = True
-            try:
-                while i < len(events) and not self._full():
-                    self._handle(events[i])
-                    i += 1
-            finally:
-                self._inline = False
+            while i < len(events) and not self._full():
+                self._handle(events[i])
+                i += 1
+
+    def _make_room(self) -> None:
+        if self._room is not None and not self._full():
+            self._room.set()
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
         """Say Goodbye, stop reading and wait until the stream is closed."""
         if self.conn.state is not State.CLOSED:
             self.conn.close(code, reason)
             self.handle_events()
-            with anyio.move_on_after(1, shield=True):
-                await self.flush_quietly()
         self._reader_scope.cancel()
         await self.closed.wait()
 
@@ -263,20 +289,51 @@ class Endpoint:
             await self._idle.wait()
 
     # ---- sending -------------------------------------------------------
+    #
+    # One writer task per connection does every write. Others queue frames in
+    # the Connection's outbox and _kick() it; whatever is queued by the time it
+    # runs goes out in one write (one "batch"). Callers that must know their
+    # frame left (send: backpressure) wait for that batch; invoke waits only
+    # for its reply. The reader never waits for a write: if both peers waited
+    # to write while neither read, both would wait forever.
+
+    def _kick(self) -> _Batch:
+        """Wake the writer; return the batch that will carry what is queued now."""
+        if not self._wake.is_set():
+            self._wake.set()
+        return self._batch
 
     async def flush(self) -> None:
-        """Send everything queued, and whatever others queue meanwhile.
-
-        The lock holder keeps sending until the outbox is empty, so a frame
-        queued while a write is in progress always has someone to send it.
+        """Return once everything queued so far has been handed to the transport.
 
         Raises:
             ConnectionClosedError: the link is gone, or the peer stopped reading
                 for ``send_timeout`` seconds.
         """
-        async with self._send_lock:
-            while data := self.conn.data_to_send():
-                await self._write(data)
+        batch = self._kick()
+        await batch.done.wait()
+        if batch.failed:
+            raise ConnectionClosedError(f"connection to {self.name} is closed ({self.reason})")
+
+    async def flush_quietly(self) -> None:
+        with suppress(ConnectionClosedError):
+            await self.flush()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            batch, self._batch = self._batch, _Batch()
+            data = self.conn.data_to_send()
+            if data:
+                try:
+                    await self._write(data)
+                except ConnectionClosedError:
+                    batch.fail()
+                    self._batch.fail()
+                    return
+            batch.done.set()
+            self._make_room()
 
     async def _write(self, data: bytearray) -> None:
         self._write_started = anyio.current_time() if self._send_timeout else None
@@ -289,29 +346,11 @@ class Endpoint:
             ) from exc
         except BaseException:
             # Cancelled mid-write: the peer may hold half a frame.
+            self._torn = True
             self._link_lost("a write was interrupted")
             raise
         finally:
             self._write_started = None
-
-    async def flush_quietly(self) -> None:
-        with suppress(ConnectionClosedError):
-            await self.flush()
-
-    def _flush_soon(self) -> None:
-        """Make sure queued frames get sent, without waiting for the write.
-
-        The reader must never wait for a write: if both peers wait to write
-        while neither reads, both wait forever. A current lock holder sends
-        our frames too; otherwise a task does it.
-        """
-        if not self._inline and not self._send_lock.locked() and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._tg.start_soon(self._scheduled_flush)
-
-    async def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        await self.flush_quietly()
 
     async def _watchdog(self) -> None:
         """One timer per connection: heartbeats, and writes that never finish.
@@ -344,7 +383,7 @@ class Endpoint:
                     return
                 next_ping = now + (interval or math.inf)
                 self.conn.send_ping(nonce)
-                self._flush_soon()
+                self._kick()
 
     def _link_lost(self, reason: str) -> None:
         if self.conn.state is not State.CLOSED:
@@ -385,8 +424,8 @@ class Endpoint:
         waiter = self._waiters[request_id] = _Waiter()
         if self._room is not None:
             self._room.set()  # the reader may be paused; it must read our reply
+        self._kick()  # a lost link wakes us through _terminated; no need to wait here
         try:
-            await self.flush()
             if timeout is None:
                 await waiter.done.wait()
             else:
@@ -395,8 +434,7 @@ class Endpoint:
         except BaseException as exc:
             if waiter.reply is None:
                 self.conn.cancel_request(request_id)
-                with anyio.move_on_after(1, shield=True):
-                    await self.flush_quietly()  # best effort: stop the remote handler
+                self._kick()  # best effort: stop the remote handler
                 if isinstance(exc, TimeoutError):
                     raise IpcTimeoutError(
                         f"{what} {channel!r} got no reply within {timeout} s; "
@@ -417,12 +455,12 @@ class Endpoint:
     def reply_soon(self, request_id: int, channel: str, value: Any) -> None:
         """Queue the reply to ``request_id`` and make sure it is flushed."""
         if self._queue_reply(request_id, channel, value):
-            self._flush_soon()
+            self._kick()
 
     def reply_error_soon(self, request_id: int, kind: ErrorKind, exc: BaseException) -> None:
         """Queue an error reply to ``request_id`` and make sure it is flushed."""
         if self._queue_error(request_id, kind, exc):
-            self._flush_soon()
+            self._kick()
 
     def _queue_reply(self, request_id: int, channel: str, value: Any) -> bool:
         try:
@@ -487,8 +525,7 @@ class Endpoint:
             await fn(*args)
         finally:
             self._active -= 1
-            if self._room is not None and self._active < self._max_in_flight:
-                self._room.set()
+            self._make_room()
 
     # -- messages and send_sync: every listener, in registration order
 

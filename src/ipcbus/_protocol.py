@@ -16,10 +16,11 @@ Rules (docs/protocol.md has the long form):
 4. Each side numbers its requests from 1, never reusing one; a peer's request
    ids must therefore strictly increase, which catches duplicates in O(1).
    ``_awaiting`` holds our open requests, ``_cancelled`` those we gave up on,
-   ``_serving`` the peer's requests we have not answered. A Reply to an id we
-   cancelled, or a Cancel for a request we already answered, is the known race
-   of the two crossing on the wire and is dropped quietly; a Reply to an id we
-   never sent is a violation.
+   ``_serving`` the peer's requests we have not answered. Every request gets
+   exactly one Reply: a Cancel that finds its request still served is answered
+   by the core with a CANCELLED error Reply, so ``_cancelled`` always empties.
+   A Cancel for a request we already answered (our Reply crossed it) is dropped
+   quietly; a Reply to an id we never sent is a violation.
 5. The core answers Ping with Pong by itself; that is why output is an outbox
    rather than the return value of each command.
 6. Time belongs to the driver: the core has no clocks and no timeouts.
@@ -52,6 +53,8 @@ from ._wire import (
     Body,
     Cancel,
     CloseCode,
+    ErrorInfo,
+    ErrorKind,
     Goodbye,
     Hello,
     Message,
@@ -90,6 +93,7 @@ class _PeerViolation(ProtocolError):
         self.code = code
 
 
+_CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
 _body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
 
 
@@ -143,6 +147,11 @@ class Connection:
         """Take every event since the last call, oldest first."""
         events, self._events = self._events, []  # never the live list (see above)
         return events
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued for the peer and not yet taken by ``data_to_send``."""
+        return len(self._outbox)
 
     @property
     def serving(self) -> int:
@@ -318,7 +327,10 @@ class Connection:
         elif isinstance(body, Cancel):
             request_id = body.request_id
             if request_id in self._serving:
+                # Every request gets exactly one Reply, so the caller can forget
+                # the id: a cancelled one gets this acknowledgement.
                 self._serving.remove(request_id)
+                self._queue(Reply(request_id, False, raw_args(_CANCEL_ACK)))
                 self._events.append(RequestCancelled(request_id))
             elif request_id > self._peer_last_request_id:
                 raise _PeerViolation(

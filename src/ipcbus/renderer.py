@@ -153,7 +153,10 @@ class IpcRenderer(Registry):
                 await self._handshake.wait()
             if scope.cancelled_caught:
                 raise ConnectionClosedError(f"no handshake from main within {timeout} s")
-            _raise_if_refused(endpoint.termination)
+            if not conn.renderer_id:
+                # No Welcome: refused. A Welcome read together with a Goodbye is
+                # a connection main accepted and then closed: enter, closed.
+                _raise_if_refused(endpoint.termination)
             yield self
         finally:
             with anyio.CancelScope(shield=True):
