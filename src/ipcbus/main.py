@@ -199,6 +199,7 @@ class _Link:
         self.main = main
         self.contents = contents
         self.handshake = anyio.Event()
+        self.connected = False  # completed the handshake (and so was registered)
 
     def find_listeners(self, channel: str) -> tuple[Callback, ...]:
         scoped = self.contents.ipc.take_listeners(channel)
@@ -222,6 +223,9 @@ class _Link:
         self.main._run_hooks(self.main._connect_hooks, self.contents)
 
     def terminated(self, event: ConnectionTerminated) -> None:
+        # Gone from get_all_web_contents()/from_id() at once; on_disconnect
+        # hooks run later, once a spawned child has been reaped.
+        self.connected = self.main._contents.pop(self.contents.id, None) is not None
         self.handshake.set()
 
 
@@ -566,9 +570,9 @@ class IpcMain(Registry):
             exit_code = await self._reap(process)
         contents.disconnect_details = _details(termination, exit_code)
         self._links.discard(link)
-        registered = self._contents.pop(contents.id, None) is not None
+        self._contents.pop(contents.id, None)
         contents._finished.set()
-        if registered:
+        if link.connected:
             self._run_hooks(self._disconnect_hooks, contents, contents.disconnect_details)
 
     async def _reap(self, process: anyio.abc.Process) -> int | None:
