@@ -389,7 +389,7 @@ class IpcMain(Registry):
         removed when the listener closes. Without a token: a random one.
         """
         tg = self._require_running("listen")
-        created = await create_listener(address, ssl_context)
+        created = await create_listener(address, ssl_context, self.handshake_timeout)
         listener = Listener(created, token if token is not None else secrets.token_urlsafe(32))
         self._listeners_open.add(listener)
         tg.start_soon(self._accept_loop, listener)
