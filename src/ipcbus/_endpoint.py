@@ -325,13 +325,19 @@ class Endpoint:
             self._wake = anyio.Event()
             batch, self._batch = self._batch, _Batch()
             data = self.conn.data_to_send()
-            if data:
-                try:
+            try:
+                if data:
                     await self._write(data)
-                except ConnectionClosedError:
-                    batch.fail()
-                    self._batch.fail()
-                    return
+            except ConnectionClosedError:
+                batch.fail()
+                self._batch.fail()
+                return  # the link is gone; _write has ended the connection
+            except BaseException:
+                # Cancelled mid-write: whoever waits for these frames, or queued
+                # more behind them, must hear so; nothing waits forever.
+                batch.fail()
+                self._batch.fail()
+                raise
             batch.done.set()
             self._make_room()
 

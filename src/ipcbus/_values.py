@@ -33,6 +33,9 @@ __all__ = (
 )
 
 untyped_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
+# msgspec raises UnicodeDecodeError for a str that is not UTF-8, and
+# RecursionError for very deep nesting; both are bad input, like DecodeError.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _probe = msgspec.msgpack.Encoder()
 _SUPPORTED = (
     "None, bool, int, float, str, bytes, bytearray, memoryview, list, tuple, dict, set, "
@@ -154,7 +157,7 @@ class Signature:
         if not self.typed:
             try:
                 args = untyped_decoder.decode(raw)
-            except msgspec.DecodeError as exc:
+            except _DECODE_ERRORS as exc:
                 raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
             if type(args) is not list:
                 raise ValidationError(f"Invalid arguments for {channel!r}: not an argument list")
@@ -184,5 +187,5 @@ class Signature:
             return decoder.decode(raw)  # type: ignore[no-any-return]
         except msgspec.ValidationError as exc:
             raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None

@@ -392,21 +392,20 @@ class IpcMain(Registry):
         created = await create_listener(address, ssl_context, self.handshake_timeout)
         listener = Listener(created, token if token is not None else secrets.token_urlsafe(32))
         self._listeners_open.add(listener)
-        tg.start_soon(self._accept_loop, listener)
+        tg.start_soon(self._accept_loop, listener, tg)
         return listener
 
-    async def _accept_loop(self, listener: Listener) -> None:
+    async def _accept_loop(self, listener: Listener, tg: anyio.abc.TaskGroup) -> None:
         tcp = listener.address.startswith("tcp:")
+
+        async def handle(stream: anyio.abc.ByteStream) -> None:
+            await self._serve(stream, listener.token, peer_pid(stream) or 0, None, tcp=tcp)
+
         try:
             with listener._scope:
-                async with anyio.create_task_group() as tg:
-
-                    async def handle(stream: anyio.abc.ByteStream) -> None:
-                        await self._serve(
-                            stream, listener.token, peer_pid(stream) or 0, None, tcp=tcp
-                        )
-
-                    await listener._created.listener.serve(handle, task_group=tg)
+                # Connections run in IpcMain's task group, not the listener's:
+                # closing a listener stops accepting and leaves them connected.
+                await listener._created.listener.serve(handle, task_group=tg)
         finally:
             with anyio.CancelScope(shield=True):
                 await listener._created.listener.aclose()
