@@ -40,6 +40,7 @@ from ._errors import (
     IpcError,
     IpcTimeoutError,
     NoHandlerError,
+    ProtocolError,
     RemoteError,
     ValidationError,
 )
@@ -54,7 +55,7 @@ from ._events import (
 )
 from ._protocol import Connection, State
 from ._registry import Callback
-from ._values import decode_value, encode_error
+from ._values import DECODE_ERRORS, decode_value, encode_error
 from ._wire import CloseCode, ErrorInfo, ErrorKind, RequestKind
 
 __all__ = ("Endpoint", "Owner", "ReplySlot", "logger")
@@ -141,7 +142,7 @@ def error_from_reply(channel: str, value: msgspec.Raw) -> IpcError:
     """The exception a caller raises for a failed Reply."""
     try:
         info = msgspec.msgpack.decode(value, type=ErrorInfo)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return RemoteError(channel, "ProtocolError", "the error reply could not be decoded")
     if info.kind is ErrorKind.NO_HANDLER:
         return NoHandlerError(info.message)
@@ -443,8 +444,12 @@ class Endpoint:
                 self._kick()  # best effort: stop the remote handler
                 if isinstance(exc, TimeoutError):
                     raise IpcTimeoutError(
-                        f"{what} {channel!r} got no reply within {timeout} s; "
-                        "the remote handler was told to stop"
+                        f"{what} {channel!r} got no reply within {timeout} s"
+                        + (
+                            "; the remote handler was told to stop"
+                            if kind is RequestKind.INVOKE
+                            else "; a late reply will be discarded"
+                        )
                     ) from None
                 raise
         finally:
@@ -454,9 +459,14 @@ class Endpoint:
             raise ConnectionClosedError(
                 f"connection to {self.name} closed before {channel!r} replied ({self.reason})"
             )
-        if reply.ok:
+        if not reply.ok:
+            raise error_from_reply(channel, reply.value)
+        try:
             return decode_value(reply.value)
-        raise error_from_reply(channel, reply.value)
+        except DECODE_ERRORS as exc:
+            raise ProtocolError(
+                f"the reply to {what} {channel!r} from {self.name} could not be decoded: {exc}"
+            ) from None
 
     def reply_soon(self, request_id: int, channel: str, value: Any) -> None:
         """Queue the reply to ``request_id`` and make sure it is flushed."""
@@ -473,7 +483,9 @@ class Endpoint:
             return self.conn.send_reply(request_id, True, value)
         except _ENCODE_ERRORS as exc:
             err = encode_error("return a value", channel, value, exc)
-            logger.error("the result for %r cannot be sent: %s", channel, err)
+            # The value itself stays out of the log (payloads only at DEBUG).
+            logger.error("the result for %r cannot be sent: %s", channel, type(value).__name__)
+            logger.debug("the result for %r cannot be sent: %s", channel, err)
             return self._queue_error(request_id, ErrorKind.REMOTE, err)
 
     def _queue_error(self, request_id: int, kind: ErrorKind, exc: BaseException) -> bool:
@@ -613,7 +625,12 @@ class Endpoint:
         try:
             return callback.signature.decode(channel, raw)
         except ValidationError as exc:
-            logger.warning("listener %r on %r not called: %s", callback.fn, channel, exc)
+            logger.warning(
+                "listener %r on %r not called: its arguments do not fit its annotations",
+                callback.fn,
+                channel,
+            )
+            logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
             if slot is not None:
                 slot.fail(ErrorKind.VALIDATION, exc)
             return None

@@ -67,7 +67,10 @@ from ._wire import (
     raw_args,
 )
 
-__all__ = ("Connection", "LocalProtocolError", "Role", "State")
+__all__ = ("HANDSHAKE_MAX_FRAME_SIZE", "Connection", "LocalProtocolError", "Role", "State")
+
+#: Largest frame accepted before the handshake completes (from an unauthenticated peer).
+HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024
 
 
 class Role(enum.Enum):
@@ -121,7 +124,10 @@ class Connection:
         self.state = State.HANDSHAKE
         self.renderer_id = renderer_id
         self._token = token
-        self._frames = FrameDecoder(max_frame_size)
+        # Until the handshake is done the peer is unauthenticated: a Hello or
+        # Welcome is tiny, so accept no more than HANDSHAKE_MAX_FRAME_SIZE.
+        self._max_frame_size = max_frame_size
+        self._frames = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE))
         self._encoder = msgspec.msgpack.Encoder()
         self._outbox = bytearray()
         self._events: list[Event] = []
@@ -194,10 +200,14 @@ class Connection:
         if self.state is State.CLOSED:
             return
         reason = f"connection lost: {why or 'the peer closed the stream without a Goodbye'}"
+        code = None
         if self._frames.buffered:
+            # A truncated frame: a protocol error, unless the peer died (the
+            # driver knows an exit code and gives that precedence).
             reason += f" (in the middle of a frame, {self._frames.buffered} bytes buffered)"
+            code = CloseCode.PROTOCOL_ERROR
         self._set_state(State.CLOSED)
-        self._events.append(ConnectionTerminated(None, reason, remote=True))
+        self._events.append(ConnectionTerminated(code, reason, remote=True))
 
     # ---- commands ------------------------------------------------------
 
@@ -286,6 +296,8 @@ class Connection:
         if current is State.CLOSED or (current is State.OPEN and state is State.HANDSHAKE):
             raise LocalProtocolError(f"illegal transition {current.value} -> {state.value}")
         self.state = state
+        if state is State.OPEN:
+            self._frames.max_frame_size = self._max_frame_size
         if state is State.CLOSED:
             self._awaiting.clear()
             self._cancelled.clear()

@@ -26,6 +26,7 @@ import msgspec
 from ._errors import SerializationError, ValidationError
 
 __all__ = (
+    "DECODE_ERRORS",
     "Signature",
     "decode_value",
     "encode_error",
@@ -33,9 +34,10 @@ __all__ = (
 )
 
 untyped_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
-# msgspec raises UnicodeDecodeError for a str that is not UTF-8, and
-# RecursionError for very deep nesting; both are bad input, like DecodeError.
-_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+#: What decoding a peer's bytes can raise: msgspec's errors, and two that are
+#: not msgspec.DecodeError (a str that is not UTF-8; nesting too deep).
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _probe = msgspec.msgpack.Encoder()
 _SUPPORTED = (
     "None, bool, int, float, str, bytes, bytearray, memoryview, list, tuple, dict, set, "
@@ -157,7 +159,7 @@ class Signature:
         if not self.typed:
             try:
                 args = untyped_decoder.decode(raw)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
             if type(args) is not list:
                 raise ValidationError(f"Invalid arguments for {channel!r}: not an argument list")
@@ -187,5 +189,5 @@ class Signature:
             return decoder.decode(raw)  # type: ignore[no-any-return]
         except msgspec.ValidationError as exc:
             raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None

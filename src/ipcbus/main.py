@@ -670,12 +670,14 @@ def _details(termination: ConnectionTerminated | None, exit_code: int | None) ->
         CloseCode.FRAME_TOO_LARGE,
     )
     reason: DisconnectReason
-    if termination is not None and termination.code in protocol_codes:
-        reason = "protocol-error"
-    elif exit_code is not None and exit_code < 0:
+    # A process that died explains whatever its connection saw last (say, a
+    # frame cut in half by SIGKILL), so its exit code comes first.
+    if exit_code is not None and exit_code < 0:
         reason = "killed"
     elif exit_code is not None and exit_code > 0:
         reason = "crashed"
+    elif termination is not None and termination.code in protocol_codes:
+        reason = "protocol-error"
     elif exit_code == 0 or (termination is not None and termination.code is not None):
         reason = "clean-exit"
     else:

@@ -13,7 +13,7 @@ import anyio
 import anyio.abc
 
 from ._endpoint import Endpoint, ReplySlot
-from ._errors import AuthenticationError, ConnectionClosedError, ProtocolError
+from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
 from ._events import ConnectionTerminated, HandshakeCompleted
 from ._protocol import Connection, Role, State
 from ._registry import Callback, Registry, check_channel
@@ -109,8 +109,14 @@ class IpcRenderer(Registry):
                 closed the connection during the handshake.
             IpcTimeoutError: no handshake within ``timeout`` seconds.
         """
-        with anyio.fail_after(timeout):
-            stream, token, tcp = await _open(address, token, ssl_context)
+        try:
+            with anyio.fail_after(timeout):
+                stream, token, tcp = await _open(address, token, ssl_context)
+        except TimeoutError:
+            raise IpcTimeoutError(
+                f"could not connect to main at {address or 'the spawning process'} "
+                f"within {timeout} s"
+            ) from None
         async with self._connect_stream(stream, token, timeout, tcp=tcp):
             yield self
 
@@ -152,7 +158,10 @@ class IpcRenderer(Registry):
             with anyio.move_on_after(timeout) as scope:
                 await self._handshake.wait()
             if scope.cancelled_caught:
-                raise ConnectionClosedError(f"no handshake from main within {timeout} s")
+                raise IpcTimeoutError(
+                    f"main accepted the connection but did not complete the handshake "
+                    f"within {timeout} s"
+                )
             if not conn.renderer_id:
                 # No Welcome: refused. A Welcome read together with a Goodbye is
                 # a connection main accepted and then closed: enter, closed.

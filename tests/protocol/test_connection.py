@@ -461,7 +461,8 @@ def test_receive_eof_mid_frame_says_so(renderer_sends: bool, cuts: list[int]) ->
     receiver.receive_eof()
     [event] = receiver.events_received()
     assert isinstance(event, ConnectionTerminated)
-    assert event.code is None and event.remote is True
+    # A truncated frame is a protocol error (issue 3), reported as the peer's doing.
+    assert event.code is CloseCode.PROTOCOL_ERROR and event.remote is True
     assert f"in the middle of a frame, {len(partial)} bytes buffered" in event.reason
 
 

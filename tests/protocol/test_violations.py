@@ -85,7 +85,7 @@ MALFORMED = {
     "unknown-tag-0": raw_frame(ENC.encode([0])),
     "negative-tag": raw_frame(ENC.encode([-1, 1])),
     "string-tag": raw_frame(ENC.encode(["Message", "ch", []])),
-    "deeply-nested-args": raw_frame(b"\x93\x03\xa2ch" + b"\x91" * 100_000 + b"\xc0"),
+    "deeply-nested-args": raw_frame(b"\x93\x03\xa2ch" + b"\x91" * 50_000 + b"\xc0"),
     "ascii-garbage": b"\x00\x00\x00\x0bhello world",
 }
 
