@@ -53,8 +53,8 @@ SerializationError: Cannot invoke on channel 'add': argument 0: the integer \
 18446744073709551616 is outside msgpack's range (-2**63 to 2**64-1).
    a SerializationError is also a TypeError: True
 RemoteError: Error invoking remote method 'fail': KeyError: 'missing'
-   log ERROR: the result for 'bad-result' cannot be sent: Cannot return a value on \
-channel 'bad-result': the value: objects of type builtins.object cannot be sent.
+   log ERROR: the result for 'bad-result' (of type object) cannot be sent; the \
+caller gets a RemoteError
 RemoteError: Error invoking remote method 'bad-result': SerializationError: \
 Cannot return a value on channel 'bad-result': the value: objects of type \
 builtins.object cannot be sent.

@@ -41,7 +41,7 @@ EXPECTED = """
 the remote handler was told to stop
    the renderer's handler for 'think' was cancelled
 5. send_sync: IpcTimeoutError: send_sync 'question' got no reply within 0.2 s; \
-the remote handler was told to stop
+a late reply will be discarded
    the listener ran on and answered 'late answer'; that reply was discarded
    the connection is fine: slow(0) = 'done'
 6. main closed the connection: ConnectionClosedError

@@ -484,7 +484,11 @@ class Endpoint:
         except _ENCODE_ERRORS as exc:
             err = encode_error("return a value", channel, value, exc)
             # The value itself stays out of the log (payloads only at DEBUG).
-            logger.error("the result for %r cannot be sent: %s", channel, type(value).__name__)
+            logger.error(
+                "the result for %r (of type %s) cannot be sent; the caller gets a RemoteError",
+                channel,
+                type(value).__qualname__,
+            )
             logger.debug("the result for %r cannot be sent: %s", channel, err)
             return self._queue_error(request_id, ErrorKind.REMOTE, err)
 
