@@ -27,7 +27,7 @@ import itertools
 import logging
 import math
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -568,20 +568,17 @@ class Endpoint:
         if self._pending_starts or any(cb.is_async for cb in listeners):
             self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
             return
-        untyped: list[Any] | None = None
-        for callback in listeners:
-            args = self._listener_args(callback, channel, raw, slot, untyped)
-            if args is None:
-                continue
-            if not callback.signature.typed:
-                untyped = args  # type: ignore[assignment]
+        pending: list[Awaitable[Any]] = []
+        for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
                 if inspect.isawaitable(result):
-                    self._schedule(self._await_listener, result, channel, slot)
+                    pending.append(result)  # a plain callable that returned a coroutine
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
-        if slot is not None:
+        if pending:
+            self._schedule(self._await_listeners, pending, channel, slot)
+        elif slot is not None:
             slot.set(None)
 
     async def _run_listeners(
@@ -592,13 +589,7 @@ class Endpoint:
         channel: str,
         raw: msgspec.Raw,
     ) -> None:
-        untyped: list[Any] | None = None
-        for callback in listeners:
-            args = self._listener_args(callback, channel, raw, slot, untyped)
-            if args is None:
-                continue
-            if not callback.signature.typed:
-                untyped = args  # type: ignore[assignment]
+        for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
                 if inspect.isawaitable(result):
@@ -608,36 +599,49 @@ class Endpoint:
         if slot is not None:
             slot.set(None)
 
-    async def _await_listener(
-        self, awaitable: Awaitable[Any], channel: str, slot: ReplySlot | None
+    async def _await_listeners(
+        self, awaitables: list[Awaitable[Any]], channel: str, slot: ReplySlot | None
     ) -> None:
-        try:
-            await awaitable
-        except Exception as exc:
-            self._listener_failed(channel, exc, slot)
+        for awaitable in awaitables:
+            try:
+                await awaitable
+            except Exception as exc:
+                self._listener_failed(channel, exc, slot)
+        if slot is not None:
+            slot.set(None)
 
-    def _listener_args(
+    def _listener_calls(
         self,
-        callback: Callback,
+        listeners: tuple[Callback, ...],
         channel: str,
         raw: msgspec.Raw,
         slot: ReplySlot | None,
-        untyped: list[Any] | None,
-    ) -> list[Any] | tuple[Any, ...] | None:
-        if untyped is not None and not callback.signature.typed:
-            return untyped
-        try:
-            return callback.signature.decode(channel, raw)
-        except ValidationError as exc:
-            logger.warning(
-                "listener %r on %r not called: its arguments do not fit its annotations",
-                callback.fn,
-                channel,
-            )
-            logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
-            if slot is not None:
-                slot.fail(ErrorKind.VALIDATION, exc)
-            return None
+    ) -> Iterator[tuple[Callback, list[Any] | tuple[Any, ...]]]:
+        """Each listener with its decoded arguments; one that cannot take them is skipped.
+
+        Arguments are decoded once for all untyped listeners, and once per
+        typed listener against its own annotations.
+        """
+        untyped: list[Any] | tuple[Any, ...] | None = None
+        for callback in listeners:
+            if untyped is not None and not callback.signature.typed:
+                yield callback, untyped
+                continue
+            try:
+                args = callback.signature.decode(channel, raw)
+            except ValidationError as exc:
+                logger.warning(
+                    "listener %r on %r not called: its arguments do not fit its annotations",
+                    callback.fn,
+                    channel,
+                )
+                logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
+                if slot is not None:
+                    slot.fail(ErrorKind.VALIDATION, exc)
+                continue
+            if not callback.signature.typed:
+                untyped = args
+            yield callback, args
 
     def _listener_failed(self, channel: str, exc: Exception, slot: ReplySlot | None) -> None:
         logger.error("listener for %r from %s raised", channel, self.name, exc_info=exc)
