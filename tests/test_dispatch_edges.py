@@ -37,3 +37,28 @@ async def test_plain_callable_returning_a_coroutine_as_a_handler() -> None:
             ipc_main.handle("add", lambda event, a, b: add(event, a, b))
             async with ipc_main.connect_local() as renderer:
                 assert await renderer.invoke("add", 2, 3) == 5
+
+
+async def test_broadcast_encodes_once_reaches_everyone_and_checks_values_first() -> None:
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            async with ipc_main.connect_local() as a, ipc_main.connect_local() as b:
+                got: list[tuple[int, str]] = []
+                both = anyio.Event()
+
+                def on_news(event: ipcbus.IpcRendererEvent, text: str) -> None:
+                    got.append((event.sender.id, text))
+                    if len(got) == 2:
+                        both.set()
+
+                a.on("news", on_news)
+                b.on("news", on_news)
+                await ipc_main.broadcast("news", "hello")
+                await both.wait()
+                assert sorted(got) == sorted([(a.id, "hello"), (b.id, "hello")])
+                try:
+                    await ipc_main.broadcast("news", object())
+                except ipcbus.SerializationError as exc:
+                    assert "Cannot broadcast on channel 'news'" in str(exc)
+                else:
+                    raise AssertionError("broadcast of an unencodable value did not raise")

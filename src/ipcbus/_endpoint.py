@@ -468,6 +468,13 @@ class Endpoint:
                 f"the reply to {what} {channel!r} from {self.name} could not be decoded: {exc}"
             ) from None
 
+    def queue_prepared(self, frame: bytes) -> _Batch | None:
+        """Queue a prepared frame and wake the writer; ``None`` if the link is closed."""
+        if self.conn.state is not State.OPEN:
+            return None
+        self.conn.send_prepared(frame)
+        return self._kick()
+
     def reply_soon(self, request_id: int, channel: str, value: Any) -> None:
         """Queue the reply to ``request_id`` and make sure it is flushed."""
         if self._queue_reply(request_id, channel, value):

@@ -67,7 +67,14 @@ from ._wire import (
     raw_args,
 )
 
-__all__ = ("HANDSHAKE_MAX_FRAME_SIZE", "Connection", "LocalProtocolError", "Role", "State")
+__all__ = (
+    "HANDSHAKE_MAX_FRAME_SIZE",
+    "Connection",
+    "LocalProtocolError",
+    "Role",
+    "State",
+    "prepare_message",
+)
 
 #: Largest frame accepted before the handshake completes (from an unauthenticated peer).
 HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024
@@ -98,6 +105,20 @@ class _PeerViolation(ProtocolError):
 
 _CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
 _body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
+
+
+_prepare_encoder = msgspec.msgpack.Encoder()
+
+
+def prepare_message(channel: str, args: Any) -> bytes:
+    """Encode a Message frame once, for ``Connection.send_prepared`` on many connections.
+
+    Raises:
+        TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be encoded.
+    """
+    out = bytearray()
+    append_frame(_prepare_encoder, Message(channel, raw_args(args)), out)
+    return bytes(out)
 
 
 class Connection:
@@ -220,6 +241,11 @@ class Connection:
         """
         self._require_open("send a message")
         self._queue(Message(channel, raw_args(args)))
+
+    def send_prepared(self, frame: bytes) -> None:
+        """Queue a frame made by :func:`prepare_message` (one encoding, many peers)."""
+        self._require_open("send a message")
+        self._outbox += frame
 
     def start_request(self, kind: RequestKind, channel: str, args: Any) -> int:
         """Queue a request and return its id; its Reply comes as ``ReplyReceived``.

@@ -19,7 +19,7 @@ import msgspec
 from ._endpoint import Endpoint, ReplySlot, logger
 from ._errors import ConnectionClosedError
 from ._events import ConnectionTerminated, HandshakeCompleted
-from ._protocol import Connection, Role, State
+from ._protocol import Connection, Role, State, prepare_message
 from ._registry import Callback, Registry, check_channel
 from ._transport import (
     ENV_FD,
@@ -30,6 +30,7 @@ from ._transport import (
     peer_pid,
     stream_from_socket,
 )
+from ._values import encode_error
 from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, RequestKind
 
 if TYPE_CHECKING:
@@ -598,11 +599,28 @@ class IpcMain(Registry):
         return self._contents.get(id)
 
     async def broadcast(self, channel: str, *args: Any) -> None:
-        """``send`` to every live renderer, skipping the ones that are closed."""
+        """``send`` to every live renderer, skipping the ones that are closed.
+
+        The message is encoded once and queued on every connection before any
+        write is awaited, so one slow renderer does not delay the others' copy;
+        returns once every live renderer's copy is handed to its socket.
+
+        Raises:
+            SerializationError: an argument cannot be encoded; nothing was sent.
+        """
         check_channel(channel)
-        for contents in list(self._contents.values()):
-            with suppress(ConnectionClosedError):
-                await contents.send(channel, *args)
+        try:
+            frame = prepare_message(channel, args)
+        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+            raise encode_error("broadcast", channel, args, exc) from None
+        batches = [
+            batch
+            for contents in list(self._contents.values())
+            if contents._endpoint is not None
+            and (batch := contents._endpoint.queue_prepared(frame)) is not None
+        ]
+        for batch in batches:
+            await batch.done.wait()  # a failed one belongs to a renderer now gone
 
     # ---- hooks ---------------------------------------------------------
 
