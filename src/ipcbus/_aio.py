@@ -153,6 +153,29 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             if protocol.lost:
                 raise anyio.BrokenResourceError from protocol.error
 
+    def can_write_nowait(self) -> bool:
+        """Whether :meth:`write_nowait` may be called: open, and not over high water."""
+        protocol = self._protocol
+        writable = protocol.writable
+        return (
+            not self._closed
+            and not protocol.lost
+            and not self._transport.is_closing()
+            and (writable is None or writable.done())
+        )
+
+    def write_nowait(self, data: bytes | bytearray) -> None:
+        """Hand ``data`` to the transport now; only after :meth:`can_write_nowait`."""
+        self._transport.write(data)
+
+    def unsent(self) -> int:
+        """Bytes the transport holds that the kernel has not taken yet."""
+        return self._transport.get_write_buffer_size()
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the loop's next turn (a callback, not a task switch)."""
+        self._protocol.loop.call_soon(callback)
+
     async def send_eof(self) -> None:
         if self._transport.can_write_eof():
             self._transport.write_eof()

@@ -121,17 +121,37 @@ def event_factory() -> Callable[[], anyio.Event]:
 
 
 class _Batch:
-    """Frames that leave in one write; ``done`` is set once they have (or failed)."""
+    """Frames that leave in one write; ``done`` is set once they have (or failed).
 
-    __slots__ = ("done", "failed")
+    The Event is made only when someone waits for it (most frames are sent
+    without anyone waiting).
+    """
+
+    __slots__ = ("_done", "_finished", "_new_event", "failed")
 
     def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
-        self.done = new_event()
+        self._new_event = new_event
+        self._done: anyio.Event | None = None
+        self._finished = False
         self.failed = False
+
+    @property
+    def done(self) -> anyio.Event:
+        if self._done is None:
+            self._done = self._new_event()
+            if self._finished:
+                self._done.set()
+        return self._done
+
+    def finish(self) -> None:
+        """The frames have been handed to the transport (or failed)."""
+        self._finished = True
+        if self._done is not None:
+            self._done.set()
 
     def fail(self) -> None:
         self.failed = True
-        self.done.set()
+        self.finish()
 
 
 class _Waiter:
@@ -189,6 +209,9 @@ class Endpoint:
         self._owner = owner
         self._send_tracebacks = send_tracebacks
         self._new_event = event_factory()
+        # A stream that can write without waiting (the asyncio fast path).
+        self._direct: Any = stream if hasattr(stream, "write_nowait") else None
+        self._write_soon = False  # a _write_now callback is scheduled
         self._wake = self._new_event()  # set: the writer has something to send
         self._batch = _Batch(self._new_event)  # what the next write will carry
         self._torn = False  # a write was interrupted: the stream is out of step
@@ -325,10 +348,36 @@ class Endpoint:
     # to write while neither read, both would wait forever.
 
     def _kick(self) -> _Batch:
-        """Wake the writer; return the batch that will carry what is queued now."""
+        """Have what is queued sent; return the batch that carries it.
+
+        A stream that offers ``write_nowait`` (the asyncio fast path) is
+        written from a loop callback scheduled once per loop turn: every frame
+        queued in that turn leaves in one write, without a task switch. The
+        writer task is left for congestion, and for other streams.
+        """
+        direct = self._direct
+        if direct is not None and not self._writing:
+            if not self._write_soon:
+                self._write_soon = True
+                direct.call_soon(self._write_now)
+            return self._batch
         if not self._wake.is_set():
             self._wake.set()
         return self._batch
+
+    def _write_now(self) -> None:
+        """Loop callback (fast path): one write for every frame queued this turn."""
+        self._write_soon = False
+        direct = self._direct
+        if self._writing or not direct.can_write_nowait():
+            if not self._wake.is_set():
+                self._wake.set()  # congested or closing: the writer task waits it out
+            return
+        batch, self._batch = self._batch, _Batch(self._new_event)
+        if data := self.conn.data_to_send():
+            self._writes += 1
+            direct.write_nowait(data)
+        batch.finish()
 
     async def flush(self) -> None:
         """Return once everything queued so far has been handed to the transport.
@@ -365,7 +414,7 @@ class Endpoint:
                 batch.fail()
                 self._batch.fail()
                 raise
-            batch.done.set()
+            batch.finish()
             self._make_room()
 
     async def _write(self, data: bytearray) -> None:
@@ -398,12 +447,21 @@ class Endpoint:
         stall_limit = self._send_timeout or math.inf
         tick = min(interval or math.inf, stall_limit / 4)
         # Progress is read from counters the hot path bumps, not from clocks.
-        seen_reads, seen_writes = self._reads, self._writes
+        seen_reads, seen_writes, seen_unsent = self._reads, self._writes, 0
         silent = stalled = since_ping = 0.0
         with self._watchdog_scope:
             for nonce in itertools.count(1):
                 await anyio.sleep(tick)
-                stalled = stalled + tick if self._writing and self._writes == seen_writes else 0.0
+                # Stalled: the writer's write has not finished, or (fast path)
+                # the transport holds unsent bytes and that did not shrink.
+                unsent = self._direct.unsent() if self._direct is not None else 0
+                if (self._writing and self._writes == seen_writes) or (
+                    unsent and unsent >= seen_unsent
+                ):
+                    stalled += tick
+                else:
+                    stalled = 0.0
+                seen_unsent = unsent
                 silent = 0.0 if self._reads != seen_reads or self._paused else silent + tick
                 seen_reads, seen_writes = self._reads, self._writes
                 if stalled > stall_limit:
@@ -507,7 +565,8 @@ class Endpoint:
             ) from None
 
     def queue_prepared(self, frame: bytes) -> _Batch | None:
-        """Queue a prepared frame and wake the writer; ``None`` if the link is closed."""
+        """Queue a prepared frame and send it; the batch to wait for, or ``None``
+        if the link is closed."""
         if self.conn.state is not State.OPEN:
             return None
         self.conn.send_prepared(frame)
