@@ -19,6 +19,7 @@ from ._errors import (
     SerializationError,
     ValidationError,
 )
+from ._streams import IpcStream
 from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION
 from .main import (
     DisconnectDetails,
@@ -28,6 +29,7 @@ from .main import (
     Listener,
     WebContents,
 )
+from .ports import MessageChannelMain, MessageEvent, MessagePortMain
 from .renderer import IpcRenderer, IpcRendererEvent, connect
 
 __version__ = "0.1.0"
@@ -46,8 +48,12 @@ __all__ = (
     "IpcMainInvokeEvent",
     "IpcRenderer",
     "IpcRendererEvent",
+    "IpcStream",
     "IpcTimeoutError",
     "Listener",
+    "MessageChannelMain",
+    "MessageEvent",
+    "MessagePortMain",
     "NoHandlerError",
     "ProtocolError",
     "RemoteError",
