@@ -29,9 +29,9 @@ from ipcbus._protocol import Connection, LocalProtocolError, Role, State
 from ipcbus._wire import (
     CloseCode,
     Message,
+    Ping,
     PortClose,
     PortMessage,
-    Ping,
     PortRef,
     Request,
     RequestKind,
