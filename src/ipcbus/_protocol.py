@@ -31,7 +31,8 @@ Rules (docs/protocol.md has the long form):
    cancelled, and credit for one we finished, are the crossing race again.
 8. Port frames (PortMessage, PortClose) name port ends by id. Routing them is
    main's business (``ipcbus._portroute``); the core only checks the shape:
-   main gives renderers ids > 0, a renderer names its own new ends < 0, and
+   main hands renderers ends by ids > 0, a renderer names the ends it
+   created < 0 (and main then addresses them so), id 0 is never valid, and
    only a renderer gives frames back (``returned``).
 
 This module imports only the standard library and msgspec.
@@ -408,13 +409,13 @@ class Connection:
         elif isinstance(body, PortMessage):
             self._check_port(body.port_id, body.returned)
             for ref in body.ports:
-                self._check_port(ref.id, False)
+                self._check_ref(ref)
             self._events.append(
                 PortMessageReceived(body.port_id, body.data, body.ports, body.returned)
             )
         elif isinstance(body, Message):
             for ref in body.ports:
-                self._check_port(ref.id, False)
+                self._check_ref(ref)
             self._events.append(MessageReceived(body.channel, body.args, body.ports))
         elif isinstance(body, StreamCredit):
             self._handle_stream_credit(body)
@@ -476,11 +477,19 @@ class Connection:
         # else: our Reply crossed the credit; nothing to do
 
     def _check_port(self, port_id: int, returned: bool) -> None:
-        # Main names ends by ids > 0; a renderer may also name its own new ends (< 0).
-        if port_id == 0 or (self.role is Role.RENDERER and (port_id < 0 or returned)):
+        # Either side may name an end a renderer created (< 0); only renderers give back.
+        if port_id == 0 or (returned and self.role is Role.RENDERER):
             raise _PeerViolation(
                 f"protocol error: port id {port_id}{' (returned)' if returned else ''} "
                 f"is not valid from {'main' if self.role is Role.RENDERER else 'a renderer'}"
+            )
+
+    def _check_ref(self, ref: PortRef) -> None:
+        # Main hands out ends by its own ids (> 0) only.
+        if ref.id == 0 or (self.role is Role.RENDERER and ref.id < 0):
+            raise _PeerViolation(
+                f"protocol error: port id {ref.id} is not valid in a port sent by "
+                f"{'main' if self.role is Role.RENDERER else 'a renderer'}"
             )
 
     def _handle_handshake(self, body: Body) -> None:

@@ -317,20 +317,26 @@ class MessagePortMain:
         self._schedule()
 
     def _deliverable(self) -> bool:
+        """Whether the drain has work: CLOSE, or a message for ``"message"`` listeners.
+
+        Without listeners, messages wait in the inbox for ``async for`` to take
+        them one at a time, so an iterator left early loses nothing.
+        """
         if not self._inbox:
             return False
         if self._inbox[0] is CLOSE:
             return self._started or self._closed_here
-        return self._started and bool(self._iterators or self._listeners.get("message"))
+        return self._started and bool(self._listeners.get("message"))
 
     def _schedule(self) -> None:
+        if not self._inbox:
+            return
+        for iterator in list(self._iterators):
+            iterator.wake()  # it may take the message, or drain if there is no host
         if self._draining or not self._deliverable():
             return
         if self._host is not None and self._host.start_soon(self._drain):
             self._draining = True  # the task is on its way; don't start a second
-            return
-        for iterator in list(self._iterators):
-            iterator.wake()  # no host: an iterator drains the port itself
 
     async def _drain(self) -> None:
         self._draining = True
@@ -342,11 +348,14 @@ class MessagePortMain:
                     break
                 event = MessageEvent(item.data, item.ports)
                 for iterator in list(self._iterators):
-                    iterator.push(event)
+                    iterator.push(event)  # with listeners, iterators get copies
                 for fn in self._take("message"):
                     await _call(fn, event)
         finally:
             self._draining = False
+            if self._inbox:
+                for iterator in list(self._iterators):
+                    iterator.wake()  # the listeners went away: iterators take over
 
     async def _emit_close(self) -> None:
         self._close_emitted = True
@@ -389,7 +398,12 @@ class MessagePortMain:
 
 
 class _PortIterator:
-    """``async for message_event in port``; each iterator sees every message."""
+    """``async for message_event in port``.
+
+    Without ``"message"`` listeners an iterator takes messages straight from
+    the port's inbox (several iterators share them); with listeners, every
+    iterator also gets a copy of what they get.
+    """
 
     __slots__ = ("__weakref__", "_done", "_port", "_queue", "_wake")
 
@@ -421,9 +435,14 @@ class _PortIterator:
                 return event
             if self._done or port._close_emitted or port._neutered:
                 raise StopAsyncIteration
-            if port._host is None and not port._draining and port._deliverable():
-                await port._drain()  # nobody else will: deliver from this task
-                continue
+            if port._started and port._inbox and not port._draining:
+                head = port._inbox[0]
+                if isinstance(head, Item) and not port._listeners.get("message"):
+                    port._inbox.popleft()
+                    return MessageEvent(head.data, head.ports)
+                if port._host is None and port._deliverable():
+                    await port._drain()  # nobody else will: deliver from this task
+                    continue
             self._wake = anyio.Event()
             try:
                 await self._wake.wait()

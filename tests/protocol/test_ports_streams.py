@@ -149,7 +149,7 @@ def test_port_frames_both_ways(feed: Feed) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        PortMessage(-1, raw(0)),  # renderers' own ids are < 0; main never sends one
+        PortMessage(0, raw(0)),
         PortMessage(1, raw(0), returned=True),  # only renderers give frames back
         PortMessage(1, raw(0), [PortRef(-2)]),
         PortClose(0),
