@@ -9,7 +9,6 @@ in flight, and a consumer that stops reading stops the generator.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -42,22 +41,22 @@ class IpcStream:
 
     def __init__(
         self,
-        endpoint: Callable[[], Endpoint],
+        endpoint: Endpoint,
         channel: str,
         args: tuple[Any, ...],
         window: int = DEFAULT_WINDOW,
     ) -> None:
+        self._waiter: StreamWaiter | None = None
+        self._finished = False
         if not isinstance(window, int) or window < 1:
+            self._finished = True
             raise ValueError(f"window must be a positive int, not {window!r}")
         self.channel = channel
-        self._get_endpoint = endpoint
+        self._endpoint = endpoint
         self._args = args
         self._window = window
-        self._endpoint: Endpoint | None = None
         self._request_id = 0
-        self._waiter: StreamWaiter | None = None
         self._taken = 0  # items taken since credit was last granted
-        self._finished = False
 
     # ---- iteration -----------------------------------------------------
 
@@ -71,7 +70,7 @@ class IpcStream:
             await self._start()
         waiter = self._waiter
         endpoint = self._endpoint
-        assert waiter is not None and endpoint is not None
+        assert waiter is not None
         try:
             while True:
                 if waiter.items:
@@ -97,7 +96,7 @@ class IpcStream:
             raise
 
     async def _start(self) -> None:
-        endpoint = self._endpoint = self._get_endpoint()
+        endpoint = self._endpoint
         self._request_id, self._waiter = endpoint.start_stream(
             self.channel, self._args, self._window
         )
@@ -120,16 +119,15 @@ class IpcStream:
         if self._finished:
             return
         self._finished = True
-        if self._endpoint is not None and self._waiter is not None:
+        if self._waiter is not None:
             self._endpoint.end_stream(self._request_id, cancel)
 
     async def _cancel(self) -> None:
         if self._finished:
             return
         self._finish(cancel=True)
-        if self._endpoint is not None:
-            with anyio.move_on_after(1, shield=True):
-                await self._endpoint.flush_quietly()  # best effort: stop the generator now
+        with anyio.move_on_after(1, shield=True):
+            await self._endpoint.flush_quietly()  # best effort: stop the generator now
 
     async def aclose(self) -> None:
         """Stop the stream; the other side closes its generator. Idempotent."""

@@ -219,9 +219,12 @@ class WebContents:
 
         ``window`` items at most are buffered or in flight: a slow loop here
         pauses the generator there. See :class:`ipcbus.IpcStream`.
+
+        Raises:
+            ConnectionClosedError: the renderer is gone.
         """
         check_channel(channel)
-        return IpcStream(self._open_endpoint, channel, args, window)
+        return IpcStream(self._open_endpoint(), channel, args, window)
 
     def _sink(self) -> Sink:
         endpoint = self._endpoint

@@ -205,9 +205,12 @@ class IpcRenderer(Registry):
 
         ``window`` items at most are buffered or in flight: a slow loop here
         pauses the generator in main. See :class:`ipcbus.IpcStream`.
+
+        Raises:
+            ConnectionClosedError: not connected.
         """
         check_channel(channel)
-        return IpcStream(self._open_endpoint, channel, args, window)
+        return IpcStream(self._open_endpoint(), channel, args, window)
 
     # ---- Owner: dispatch of what main sends ---------------------------
 
