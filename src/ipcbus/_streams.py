@@ -22,7 +22,7 @@ from ._values import decode_value
 __all__ = ("DEFAULT_WINDOW", "IpcStream")
 
 #: Items a stream's producer may run ahead of its consumer, by default.
-DEFAULT_WINDOW = 16
+DEFAULT_WINDOW = 32
 
 
 class IpcStream:
@@ -75,7 +75,10 @@ class IpcStream:
             while True:
                 if waiter.items:
                     raw = waiter.items.popleft()
-                    self._took_one(endpoint)
+                    if self._took_one(endpoint):
+                        # Send the grant now, not when this task next waits: the
+                        # producer then refills while we work through the rest.
+                        await endpoint.flush_quietly()
                     return decode_value(raw)
                 if waiter.reply is not None:
                     self._finish(cancel=False)
@@ -106,12 +109,14 @@ class IpcStream:
             await self._cancel()
             raise
 
-    def _took_one(self, endpoint: Endpoint) -> None:
+    def _took_one(self, endpoint: Endpoint) -> bool:
+        """Count one item taken; ``True`` if that queued a grant of more credit."""
         self._taken += 1
-        if self._taken >= max(1, self._window // 2) and endpoint.conn.state is State.OPEN:
-            endpoint.conn.grant_credit(self._request_id, self._taken)
-            self._taken = 0
-            endpoint.flush_later()
+        if self._taken < max(1, self._window // 2) or endpoint.conn.state is not State.OPEN:
+            return False
+        endpoint.conn.grant_credit(self._request_id, self._taken)
+        self._taken = 0
+        return True
 
     # ---- closing -------------------------------------------------------
 
