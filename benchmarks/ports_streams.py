@@ -13,6 +13,9 @@ machine, over the spawn socket pairs:
   socket at all);
 * stream items main -> renderer, with windows of 16, 32 (the default), 64 and 256.
 
+Then round trips, one at a time (``--n / 20`` of them): ``invoke`` to main,
+and a port ping-pong with main and with the other renderer (through main).
+
 Each row is the median of ``--repeat`` runs of ``--n`` messages. The clock
 starts before the first message is sent and stops when the receiver has
 counted the last one (the sender learns it from one extra round trip). Port
@@ -52,6 +55,11 @@ async def post_all(port: MessagePortMain, n: int) -> None:
         port.post_message(i)
         if i % BATCH == BATCH - 1:
             await anyio.lowlevel.checkpoint()
+
+
+def echo(port: MessagePortMain) -> None:
+    port.on("message", lambda message: port.post_message(message.data))
+    port.start()
 
 
 async def count_all(port: MessagePortMain, n: int) -> None:
@@ -97,9 +105,15 @@ async def main(n: int, repeat: int, loop: str) -> None:
         all_in = anyio.Event()
 
     rows: dict[str, list[float]] = {}
+    trips: dict[str, list[float]] = {}
+    k = max(1, n // 20)
+    ipc_main.handle("nothing", lambda event: None)
 
     def record(name: str, seconds: float) -> None:
         rows.setdefault(name, []).append(n / seconds)
+
+    def record_trip(name: str, seconds: float) -> None:
+        trips.setdefault(name, []).append(seconds / k * 1e6)
 
     argv = [sys.executable, __file__, "--renderer", "--loop", loop]
     async with ipc_main, done_in, done_out:
@@ -144,12 +158,29 @@ async def main(n: int, repeat: int, loop: str) -> None:
                 name = f"stream items, main -> renderer (window {window})"
                 record(name, await r1.invoke("bench-stream", n, window))
 
+            record_trip("invoke, renderer -> main", await r1.invoke("bench-invoke", k))
+            channel = MessageChannelMain()
+            echo(channel.port1)
+            await r1.post_message("bench-ping", k, [channel.port2])
+            record_trip("port ping-pong, renderer <-> main", await done_out.receive())
+            channel.port1.close()
+            channel = MessageChannelMain()
+            await r2.post_message("bench-echo", None, [channel.port2])
+            await r1.post_message("bench-ping", k, [channel.port1])
+            record_trip("port ping-pong, renderer <-> renderer", await done_out.receive())
+
     width = max(len(name) for name in rows)
     print(f"ipcbus ports and streams, n={n}, loop={loop}, median of {repeat}")
     print(f"| {'what':<{width}} | messages/s |")
     print(f"| {'-' * width} | ---------: |")
     for name, rates in rows.items():
         print(f"| {name:<{width}} | {statistics.median(rates):>10,.0f} |")
+    print()
+    width = max(len(name) for name in trips)
+    print(f"| {'round trip, one at a time':<{width}} | µs median |")
+    print(f"| {'-' * width} | --------: |")
+    for name, micros in trips.items():
+        print(f"| {name:<{width}} | {statistics.median(micros):>9.1f} |")
 
 
 # ---- renderers --------------------------------------------------------------
@@ -192,6 +223,29 @@ async def renderer() -> None:
             break
         await r.send("elapsed", time.perf_counter() - start)
         to_peer_done.set()
+
+    @r.handle("bench-invoke")
+    async def bench_invoke(event: IpcRendererEvent, k: int) -> float:
+        start = time.perf_counter()
+        for _ in range(k):
+            await r.invoke("nothing")
+        return time.perf_counter() - start
+
+    @r.on("bench-ping")
+    async def bench_ping(event: IpcRendererEvent, k: int) -> None:
+        port = event.ports[0]
+        port.start()
+        start = time.perf_counter()
+        for i in range(k):
+            port.post_message(i)
+            async for _ in port:
+                break
+        await r.send("elapsed", time.perf_counter() - start)
+        port.close()
+
+    @r.on("bench-echo")
+    def bench_echo(event: IpcRendererEvent, _: None) -> None:
+        echo(event.ports[0])
 
     @r.handle("bench-stream")
     async def bench_stream(event: IpcRendererEvent, n: int, window: int) -> float:

@@ -196,8 +196,13 @@ async def test_allowed_channels_of_main_spawn_and_listen(tmp_path: Path) -> None
         async with running_main(allowed_channels=["report", "call", "echo", "sum"]) as ipc_main:
             async with reports(ipc_main) as seen:
                 called: list[str] = []
+
+                def handler(event: ipcbus.IpcMainInvokeEvent, *args: Any) -> str:
+                    called.append(event.channel)
+                    return event.channel
+
                 for channel in ("echo", "sum", "other"):
-                    ipc_main.handle(channel, lambda event, *a, c=channel: called.append(c) or c)
+                    ipc_main.handle(channel, handler)
 
                 wide = await spawn_script(ipc_main, tmp_path, CALLER)
                 narrow = await ipc_main.spawn(

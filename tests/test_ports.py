@@ -561,3 +561,49 @@ async def test_ports_through_connect_local_and_a_foreign_bus() -> None:
                     await contents.post_message("port", None, [received[0]])
                 received[0].post_message("from the renderer side")
                 assert await next_event(channel.port1) == "from the renderer side"
+
+
+async def test_listeners_see_messages_in_order_plain_or_async(tmp_path: Path) -> None:
+    source = """
+    import anyio, ipcbus
+    r = ipcbus.IpcRenderer()
+
+    @r.on("port")
+    async def on_port(event, _):
+        for port in event.ports:
+            for i in range(300):
+                port.post_message(i)
+        await r.send("report", "posted")
+
+    async def main():
+        async with r.connect():
+            await r.wait_closed()
+    anyio.run(main)
+    """
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main, reports(ipc_main) as seen:
+            plain, mixed = MessageChannelMain(), MessageChannelMain()
+            got_plain: list[int] = []
+            got_mixed: list[tuple[str, int]] = []
+            all_in = anyio.Event()
+            plain.port1.on("message", lambda event: got_plain.append(event.data))
+            plain.port1.start()
+
+            @mixed.port1.on("message")
+            async def first(event: ipcbus.MessageEvent) -> None:
+                await anyio.lowlevel.checkpoint()
+                got_mixed.append(("async", event.data))
+
+            @mixed.port1.on("message")
+            def second(event: ipcbus.MessageEvent) -> Any:
+                got_mixed.append(("plain", event.data))
+                if event.data == 299:
+                    all_in.set()
+
+            mixed.port1.start()
+            contents = await spawn_script(ipc_main, tmp_path, source)
+            await contents.post_message("port", None, [plain.port2, mixed.port2])
+            assert await seen.receive() == "posted"
+            await all_in.wait()
+            assert got_mixed == [(kind, i) for i in range(300) for kind in ("async", "plain")]
+            assert got_plain == list(range(300))

@@ -115,6 +115,7 @@ class MainPortRouter:
         self._at: dict[Sink, set[int]] = {}  # ends held on each connection
         self._owing: dict[Sink, set[int]] = {}  # ends each connection owes frames for
         self._ids = itertools.count(1)
+        self._inline = False  # delivering what a reader just received (see _put)
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -206,7 +207,11 @@ class MainPortRouter:
                 logger.debug("dropped a message for port %d, not held there", event.port_id)
             close_ports_in([item])
             return
-        self._deliver(self._ends[end.peer], item)
+        self._inline = True
+        try:
+            self._deliver(self._ends[end.peer], item)
+        finally:
+            self._inline = False
 
     def port_closed(self, sink: Sink, event: PortClosed) -> None:
         if event.returned:
@@ -320,7 +325,10 @@ class MainPortRouter:
             assert port is not None
             if item is CLOSE:
                 self._forget(end)
-            port._enqueue(item)
+            # Only the one delivery a reader asked for may run listeners inline;
+            # whatever they post in turn is delivered from tasks.
+            inline, self._inline = self._inline, False
+            port._enqueue(item, inline)
             return
         end.sent += 1
         if not isinstance(item, Item):
@@ -464,7 +472,7 @@ class RendererPortRouter:
                 conn.send_port_message(event.port_id, event.data, event.ports, returned=True)
             return
         port._received += 1
-        port._enqueue(Item(event.data, self.land(event.ports)))
+        port._enqueue(Item(event.data, self.land(event.ports)), inline=True)
 
     def port_closed(self, event: PortClosed) -> None:
         port = self._ports.pop(event.port_id, None)

@@ -32,6 +32,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from contextvars import ContextVar
+from functools import partial
 from typing import Any, Final, Literal, Protocol, TypeVar, overload
 
 import anyio
@@ -160,7 +161,7 @@ class MessagePortMain:
         self._peer: MessagePortMain | None = None  # direct: the other end, same process
         self._host = current_host.get()
         self._inbox: deque[Queued] = deque()
-        self._listeners: dict[str, tuple[tuple[Callable[..., Any], bool], ...]] = {}
+        self._listeners: dict[str, tuple[_Listener, ...]] = {}
         self._iterators: weakref.WeakSet[_PortIterator] = weakref.WeakSet()
         self._started = False
         self._closed = False  # no more posting; CLOSE is queued or delivered
@@ -289,32 +290,64 @@ class MessagePortMain:
         def register(fn: F) -> F:
             if not callable(fn):
                 raise TypeError(f"listener must be callable, not {type(fn).__name__}")
-            self._listeners[event] = (*self._listeners.get(event, ()), (fn, once))
+            entry = (fn, once, _is_async(fn))
+            self._listeners[event] = (*self._listeners.get(event, ()), entry)
             self._schedule()
             return fn
 
         return register if listener is None else register(listener)
 
-    def _take(self, event: str) -> tuple[Callable[..., Any], ...]:
+    def _take(self, event: str) -> tuple[_Listener, ...]:
         current = self._listeners.get(event, ())
-        if any(once for _, once in current):
+        if any(entry[1] for entry in current):
             self._listeners[event] = tuple(entry for entry in current if not entry[1])
-        return tuple(fn for fn, _ in current)
+        return current
 
     # ---- internals: delivery -------------------------------------------
 
-    def _enqueue(self, item: Queued) -> None:
-        """Add what arrived for this end; delivery follows if it can."""
+    def _enqueue(self, item: Queued, inline: bool = False) -> None:
+        """Add what arrived for this end; delivery follows if it can.
+
+        ``inline``: the item came off the wire and the caller is a connection's
+        reader, which may run plain listeners right here (as it does for
+        ``on(channel)`` listeners) instead of in a task, when that keeps order.
+        """
         if self._neutered:
             close_ports_in([item])
             return
-        if item is CLOSE:
+        if isinstance(item, _Close):
             if self._closed:
                 return  # both ends closed at once: one close is enough
             self._closed = True
             self._router = self._peer = None
+        elif inline and self._deliver_inline(item):
+            return
         self._inbox.append(item)
         self._schedule()
+
+    def _deliver_inline(self, item: Item) -> bool:
+        """Deliver ``item`` now if nothing is ahead of it and no listener is async."""
+        listeners = self._listeners.get("message")
+        if (
+            self._inbox
+            or self._draining
+            or not self._started
+            or not listeners
+            or any(entry[2] for entry in listeners)
+        ):
+            return False
+        event = MessageEvent(item.data, item.ports)
+        for iterator in list(self._iterators):
+            iterator.push(event)
+        for fn, _, _ in self._take("message"):
+            try:
+                result = fn(event)
+            except Exception:
+                logger.exception("a MessagePortMain listener %r raised", fn)
+                continue
+            if inspect.isawaitable(result) and self._host is not None:
+                self._host.start_soon(partial(_call, lambda r=result: r))
+        return True
 
     def _deliverable(self) -> bool:
         """Whether the drain has work: CLOSE, or a message for ``"message"`` listeners.
@@ -349,7 +382,7 @@ class MessagePortMain:
                 event = MessageEvent(item.data, item.ports)
                 for iterator in list(self._iterators):
                     iterator.push(event)  # with listeners, iterators get copies
-                for fn in self._take("message"):
+                for fn, _, _ in self._take("message"):
                     await _call(fn, event)
         finally:
             self._draining = False
@@ -361,7 +394,7 @@ class MessagePortMain:
         self._close_emitted = True
         for iterator in list(self._iterators):
             iterator.push(CLOSE)
-        for fn in self._take("close"):
+        for fn, _, _ in self._take("close"):
             await _call(fn)
 
     # ---- internals: travelling -----------------------------------------
@@ -525,8 +558,9 @@ def encode_message(message: Any) -> msgspec.Raw:
     try:
         return msgspec.Raw(_encoder.encode(message))
     except _ENCODE_ERRORS as exc:
+        where = unencodable([message], exc).replace("argument 0", "the message", 1)
         raise SerializationError(
-            f"Cannot post_message on a MessagePortMain: {unencodable(message, exc)}"
+            f"Cannot post_message on a MessagePortMain: {where}. Send what send() can send."
         ) from None
 
 
@@ -536,6 +570,15 @@ def close_ports_in(items: Iterable[Queued]) -> None:
         if isinstance(item, Item):
             for port in item.ports:
                 port.close()
+
+
+_Listener = tuple[Callable[..., Any], bool, bool]  # fn, once, async
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
+    )
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> None:
