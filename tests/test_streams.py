@@ -325,3 +325,22 @@ async def test_stream_needs_a_positive_window() -> None:
                 renderer.stream("x", window=0)
             with pytest.raises(TypeError, match="channel must be a str"):
                 renderer.stream(3)  # type: ignore[arg-type]
+
+
+async def test_a_handler_may_return_an_async_iterator() -> None:
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+
+            async def gen(n: int) -> AsyncIterator[int]:
+                for i in range(n):
+                    yield i * i
+
+            @ipc_main.handle("squares")
+            async def squares(event: ipcbus.IpcMainInvokeEvent, n: int) -> AsyncIterator[int]:
+                return gen(n)
+
+            assert [x async for x in renderer.stream("squares", 4)] == [0, 1, 4, 9]
+            stream = renderer.stream("squares", 2)
+            await stream.aclose()  # never started: nothing sent, and it stays closed
+            assert [x async for x in stream] == []
+            assert "finished" in repr(stream)
