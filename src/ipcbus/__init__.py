@@ -19,6 +19,7 @@ from ._errors import (
     SerializationError,
     ValidationError,
 )
+from ._runner import run
 from ._streams import IpcStream
 from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION
 from .main import (
@@ -62,4 +63,5 @@ __all__ = (
     "WebContents",
     "__version__",
     "connect",
+    "run",
 )

@@ -21,8 +21,10 @@ Shared by main (one per renderer) and renderers (one in all). Rules:
 * Streams (docs/ports-and-streams.md): a STREAM request runs its handler's
   async iterator in its own cancel scope, like an invoke, and pulls the next
   item only while the consumer has granted credit, so a slow consumer pauses
-  the generator. Items are flushed by ``flush_later``: a generator that
-  yields without awaiting fills the window, then one write sends it.
+  the generator. Items are queued for the writer (``flush_later``): a
+  generator that yields without awaiting fills the window, then one write
+  sends it. A stream waiting for credit does not count against
+  ``max_in_flight``.
 * An optional ``gate`` (main sets it: allowlists, guards) sees every message
   and request before anything decodes its arguments; it dispatches it now,
   later, or never. Port frames go to the owner (``port_event``).
@@ -31,11 +33,12 @@ Shared by main (one per renderer) and renderers (one in all). Rules:
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import math
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -48,6 +51,7 @@ from ._errors import (
     IpcError,
     IpcTimeoutError,
     NoHandlerError,
+    ProtocolError,
     RemoteError,
     ValidationError,
 )
@@ -66,7 +70,7 @@ from ._events import (
 )
 from ._protocol import Connection, State
 from ._registry import Callback
-from ._values import decode_value, encode_error
+from ._values import DECODE_ERRORS, decode_value, encode_error
 from ._wire import CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
 
 __all__ = ("Endpoint", "Gate", "Owner", "ReplySlot", "StreamWaiter", "logger")
@@ -81,6 +85,7 @@ _STREAM_ERRORS = (
     OSError,
 )
 _READ_SIZE = 256 * 1024
+_MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
 
 
 class Owner(Protocol):
@@ -125,6 +130,20 @@ class ReplySlot:
             self._endpoint.reply_error_soon(self._request_id, kind, exc)
 
 
+class _Batch:
+    """Frames that leave in one write; ``done`` is set once they have (or failed)."""
+
+    __slots__ = ("done", "failed")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.failed = False
+
+    def fail(self) -> None:
+        self.failed = True
+        self.done.set()
+
+
 class _Waiter:
     __slots__ = ("done", "reply")
 
@@ -155,7 +174,7 @@ def error_from_reply(channel: str, value: msgspec.Raw) -> IpcError:
     """The exception a caller raises for a failed Reply."""
     try:
         info = msgspec.msgpack.decode(value, type=ErrorInfo)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return RemoteError(channel, "ProtocolError", "the error reply could not be decoded")
     if info.kind is ErrorKind.NO_HANDLER:
         return NoHandlerError(info.message)
@@ -176,6 +195,10 @@ class Endpoint:
         *,
         name: str,
         send_tracebacks: bool = True,
+        max_in_flight: int = 256,
+        send_timeout: float | None = 30.0,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         self.conn = conn
         self.name = name
@@ -185,15 +208,27 @@ class Endpoint:
         self._tg = task_group
         self._owner = owner
         self._send_tracebacks = send_tracebacks
-        self._send_lock = anyio.Lock(fast_acquire=True)
+        self._wake = anyio.Event()  # set: the writer has something to send
+        self._batch = _Batch()  # what the next write will carry
+        self._torn = False  # a write was interrupted: the stream is out of step
         self._waiters: dict[int, _Waiter] = {}
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._pending_starts = 0  # async dispatch tasks scheduled, not yet started
-        self._inline = False  # True while the reader dispatches; it flushes afterwards
+        self._active = 0  # async dispatch tasks not yet finished
+        self._max_in_flight = max_in_flight
+        self._room: anyio.Event | None = None  # set when _active drops below the limit
+        self._send_timeout = send_timeout
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout or (
+            3 * heartbeat_interval if heartbeat_interval else None
+        )
+        self._last_received = 0.0
+        self._watchdog_scope = anyio.CancelScope()
+        self._write_started: float | None = None  # when the write in progress began
+        self._paused = False  # reading is paused by backpressure
         self._reader_scope = anyio.CancelScope()
         self._idle: anyio.Event | None = None
         self._credit_events: dict[int, anyio.Event] = {}  # streams we serve, out of credit
-        self._flush_pending = False
         self.gate: Gate | None = None
         self.stream_close_grace = 5.0  # seconds a closing generator gets to clean up
 
@@ -208,38 +243,78 @@ class Endpoint:
         """Read until the connection ends; then wake every waiter and close."""
         conn = self.conn
         try:
-            with self._reader_scope:
-                await self.flush_quietly()  # a renderer's Hello is queued at birth
-                while conn.state is not State.CLOSED:
-                    try:
-                        data = await self._stream.receive(_READ_SIZE)
-                    except _STREAM_ERRORS:
-                        conn.receive_eof()
-                    else:
-                        conn.receive_data(data)
-                    self._inline = True
-                    try:
-                        self.handle_events()
-                    finally:
-                        self._inline = False
-                    await self.flush_quietly()
-        finally:
-            if self.termination is None:  # cancelled from outside
-                conn.close(CloseCode.SHUTDOWN, "closed")
-                self.handle_events()
+            async with anyio.create_task_group() as helpers:
+                helpers.start_soon(self._writer)
+                if self._heartbeat_interval or self._send_timeout:
+                    helpers.start_soon(self._watchdog)
+                self._last_received = anyio.current_time()
+                self._kick()  # a renderer's Hello is queued at birth
+                with self._reader_scope:
+                    while conn.state is not State.CLOSED:
+                        try:
+                            data = await self._stream.receive(_READ_SIZE)
+                        except _STREAM_ERRORS:
+                            conn.receive_eof()
+                        else:
+                            self._last_received = anyio.current_time()
+                            conn.receive_data(data)
+                        await self._dispatch_batch(conn.events_received())
+                        self._kick()
+                # Graceful end: let the writer send what is left (a Goodbye).
                 with anyio.move_on_after(1, shield=True):
-                    await self.flush_quietly()
+                    await self._kick().done.wait()
+                helpers.cancel_scope.cancel()
+        finally:
             with anyio.CancelScope(shield=True):
-                await self._stream.aclose()
-            self.closed.set()
+                await self._teardown()
+
+    async def _teardown(self) -> None:
+        if self.termination is None:  # cancelled from outside
+            self.conn.close(CloseCode.SHUTDOWN, "closed")
+            self.handle_events()
+        self._batch.fail()
+        if not self._torn and (data := self.conn.data_to_send()):
+            with anyio.move_on_after(1), suppress(*_STREAM_ERRORS):
+                await self._stream.send(bytes(data))  # last words, e.g. our Goodbye
+        await self._stream.aclose()
+        self.closed.set()
+
+    def _full(self) -> bool:
+        # Never full while we wait for the peer's replies: the running handlers
+        # may be the very ones waiting for them. Full too while much output is
+        # unsent, so replies made inline cannot pile up behind a slow reader.
+        if self._waiters:
+            return False
+        return self._active >= self._max_in_flight or self.conn.pending_output > _MAX_PENDING_OUTPUT
+
+    async def _dispatch_batch(self, events: list[Event]) -> None:
+        """Dispatch one read's events in order, pausing whenever the peer has
+        ``max_in_flight`` calls running: we stop reading, so a flooding peer
+        fills its own socket buffer, not our memory."""
+        i = 0
+        while i < len(events):
+            if self._full():
+                self._kick()  # replies already made go out first
+                self._room = anyio.Event()
+                self._paused = True
+                try:
+                    await self._room.wait()
+                finally:
+                    self._paused = False
+                    self._last_received = anyio.current_time()
+            while i < len(events) and not self._full():
+                self._handle(events[i])
+                i += 1
+
+    def _make_room(self) -> None:
+        if self._room is not None and not self._full():
+            self._room.set()
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
         """Say Goodbye, stop reading and wait until the stream is closed."""
         if self.conn.state is not State.CLOSED:
             self.conn.close(code, reason)
             self.handle_events()
-            with anyio.move_on_after(1, shield=True):
-                await self.flush_quietly()
         self._reader_scope.cancel()
         await self.closed.wait()
 
@@ -255,51 +330,117 @@ class Endpoint:
             await self._idle.wait()
 
     # ---- sending -------------------------------------------------------
+    #
+    # One writer task per connection does every write. Others queue frames in
+    # the Connection's outbox and _kick() it; whatever is queued by the time it
+    # runs goes out in one write (one "batch"). Callers that must know their
+    # frame left (send: backpressure) wait for that batch; invoke waits only
+    # for its reply. The reader never waits for a write: if both peers waited
+    # to write while neither read, both would wait forever.
+
+    def _kick(self) -> _Batch:
+        """Wake the writer; return the batch that will carry what is queued now."""
+        if not self._wake.is_set():
+            self._wake.set()
+        return self._batch
 
     async def flush(self) -> None:
-        """Send everything queued. Raises ``ConnectionClosedError`` if the link is gone."""
-        async with self._send_lock:
-            data = self.conn.data_to_send()
-            if not data:
-                return
-            try:
-                await self._stream.send(bytes(data) if len(data) < 4096 else memoryview(data))  # type: ignore[arg-type]
-            except _STREAM_ERRORS as exc:
-                self._link_lost(f"sending failed: {exc!r}")
-                raise ConnectionClosedError(
-                    f"connection to {self.name} is closed ({self.reason})"
-                ) from exc
-            except BaseException:
-                # Cancelled mid-write: the peer may hold half a frame.
-                self._link_lost("a write was interrupted")
-                raise
+        """Return once everything queued so far has been handed to the transport.
+
+        Raises:
+            ConnectionClosedError: the link is gone, or the peer stopped reading
+                for ``send_timeout`` seconds.
+        """
+        batch = self._kick()
+        await batch.done.wait()
+        if batch.failed:
+            raise ConnectionClosedError(f"connection to {self.name} is closed ({self.reason})")
 
     async def flush_quietly(self) -> None:
         with suppress(ConnectionClosedError):
             await self.flush()
 
-    def _flush_soon(self) -> None:
-        if not self._inline:
-            self._tg.start_soon(self.flush_quietly)
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            batch, self._batch = self._batch, _Batch()
+            data = self.conn.data_to_send()
+            try:
+                if data:
+                    await self._write(data)
+            except ConnectionClosedError:
+                batch.fail()
+                self._batch.fail()
+                return  # the link is gone; _write has ended the connection
+            except BaseException:
+                # Cancelled mid-write: whoever waits for these frames, or queued
+                # more behind them, must hear so; nothing waits forever.
+                batch.fail()
+                self._batch.fail()
+                raise
+            batch.done.set()
+            self._make_room()
+
+    async def _write(self, data: bytearray) -> None:
+        self._write_started = anyio.current_time() if self._send_timeout else None
+        try:
+            await self._stream.send(data)  # type: ignore[arg-type]
+        except _STREAM_ERRORS as exc:
+            self._link_lost(f"sending failed: {exc!r}")
+            raise ConnectionClosedError(
+                f"connection to {self.name} is closed ({self.reason})"
+            ) from exc
+        except BaseException:
+            # Cancelled mid-write: the peer may hold half a frame.
+            self._torn = True
+            self._link_lost("a write was interrupted")
+            raise
+        finally:
+            self._write_started = None
+
+    async def _watchdog(self) -> None:
+        """One timer per connection: heartbeats, and writes that never finish.
+
+        Runs only if a heartbeat or a send timeout is configured; cancelled
+        when the reader stops. Timing writes here, rather than wrapping each
+        write in a scope with a deadline, keeps timers off the hot path.
+        """
+        interval = self._heartbeat_interval
+        silence_limit = self._heartbeat_timeout or (3 * interval if interval else math.inf)
+        stall_limit = self._send_timeout or math.inf
+        tick = min(interval or math.inf, stall_limit / 4)
+        next_ping = anyio.current_time() + (interval or math.inf)
+        with self._watchdog_scope:
+            for nonce in itertools.count(1):
+                await anyio.sleep(tick)
+                now = anyio.current_time()
+                if self._write_started is not None and now - self._write_started > stall_limit:
+                    self._link_lost(
+                        f"{self.name} stopped reading: a write made no progress "
+                        f"for {self._send_timeout} s"
+                    )
+                    await self._stream.aclose()  # wakes the stuck writer
+                    return
+                if self.conn.state is not State.OPEN or now < next_ping:
+                    continue
+                silent = now - self._last_received
+                if silent > silence_limit and not self._paused:  # paused: we are not reading
+                    self._link_lost(f"no data from {self.name} for {silent:.1f} s (heartbeat)")
+                    return
+                next_ping = now + (interval or math.inf)
+                self.conn.send_ping(nonce)
+                self._kick()
 
     def flush_later(self) -> None:
-        """Flush from a task soon; many calls before it runs cost one write."""
-        if self._inline or self._flush_pending or self.conn.state is not State.OPEN:
-            return  # the reader flushes after dispatch; or one is on its way
-        self._flush_pending = True
-        try:
-            self._tg.start_soon(self._flush_later)
-        except RuntimeError:  # the task group is closing
-            self._flush_pending = False
-
-    async def _flush_later(self) -> None:
-        self._flush_pending = False
-        await self.flush_quietly()
+        """Have the writer send what is queued, without waiting for it (plain callers)."""
+        if self.conn.state is State.OPEN:
+            self._kick()
 
     def _link_lost(self, reason: str) -> None:
         if self.conn.state is not State.CLOSED:
-            logger.debug("connection to %s lost: %s", self.name, reason)
-            self.conn.receive_eof()
+            logger.warning("connection to %s lost: %s", self.name, reason)
+            self.conn.receive_eof(reason)
             self.handle_events()
         self._reader_scope.cancel()
 
@@ -333,19 +474,27 @@ class Endpoint:
         except _ENCODE_ERRORS as exc:
             raise encode_error(what, channel, args, exc) from None
         waiter = self._waiters[request_id] = _Waiter()
+        if self._room is not None:
+            self._room.set()  # the reader may be paused; it must read our reply
+        self._kick()  # a lost link wakes us through _terminated; no need to wait here
         try:
-            await self.flush()
-            with anyio.fail_after(math.inf if timeout is None else timeout):
+            if timeout is None:
                 await waiter.done.wait()
+            else:
+                with anyio.fail_after(timeout):
+                    await waiter.done.wait()
         except BaseException as exc:
             if waiter.reply is None:
                 self.conn.cancel_request(request_id)
-                with anyio.move_on_after(1, shield=True):
-                    await self.flush_quietly()  # best effort: stop the remote handler
+                self._kick()  # best effort: stop the remote handler
                 if isinstance(exc, TimeoutError):
                     raise IpcTimeoutError(
-                        f"{what} {channel!r} got no reply within {timeout} s; "
-                        "the remote handler was told to stop"
+                        f"{what} {channel!r} got no reply within {timeout} s"
+                        + (
+                            "; the remote handler was told to stop"
+                            if kind is RequestKind.INVOKE
+                            else "; a late reply will be discarded"
+                        )
                     ) from None
                 raise
         finally:
@@ -355,26 +504,44 @@ class Endpoint:
             raise ConnectionClosedError(
                 f"connection to {self.name} closed before {channel!r} replied ({self.reason})"
             )
-        if reply.ok:
+        if not reply.ok:
+            raise error_from_reply(channel, reply.value)
+        try:
             return decode_value(reply.value)
-        raise error_from_reply(channel, reply.value)
+        except DECODE_ERRORS as exc:
+            raise ProtocolError(
+                f"the reply to {what} {channel!r} from {self.name} could not be decoded: {exc}"
+            ) from None
+
+    def queue_prepared(self, frame: bytes) -> _Batch | None:
+        """Queue a prepared frame and wake the writer; ``None`` if the link is closed."""
+        if self.conn.state is not State.OPEN:
+            return None
+        self.conn.send_prepared(frame)
+        return self._kick()
 
     def reply_soon(self, request_id: int, channel: str, value: Any) -> None:
         """Queue the reply to ``request_id`` and make sure it is flushed."""
         if self._queue_reply(request_id, channel, value):
-            self._flush_soon()
+            self._kick()
 
     def reply_error_soon(self, request_id: int, kind: ErrorKind, exc: BaseException) -> None:
         """Queue an error reply to ``request_id`` and make sure it is flushed."""
         if self._queue_error(request_id, kind, exc):
-            self._flush_soon()
+            self._kick()
 
     def _queue_reply(self, request_id: int, channel: str, value: Any) -> bool:
         try:
             return self.conn.send_reply(request_id, True, value)
         except _ENCODE_ERRORS as exc:
             err = encode_error("return a value", channel, value, exc)
-            logger.error("the result for %r cannot be sent: %s", channel, err)
+            # The value itself stays out of the log (payloads only at DEBUG).
+            logger.error(
+                "the result for %r (of type %s) cannot be sent; the caller gets a RemoteError",
+                channel,
+                type(value).__qualname__,
+            )
+            logger.debug("the result for %r cannot be sent: %s", channel, err)
             return self._queue_error(request_id, ErrorKind.REMOTE, err)
 
     def _queue_error(self, request_id: int, kind: ErrorKind, exc: BaseException) -> bool:
@@ -445,7 +612,16 @@ class Endpoint:
 
     def _schedule(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         self._pending_starts += 1
-        self._tg.start_soon(fn, *args)
+        self._active += 1
+        self._tg.start_soon(self._tracked, fn, args)
+
+    async def _tracked(self, fn: Callable[..., Coroutine[Any, Any, None]], args: Any) -> None:
+        self._pending_starts -= 1
+        try:
+            await fn(*args)
+        finally:
+            self._active -= 1
+            self._make_room()
 
     # -- messages and send_sync: every listener, in registration order
 
@@ -476,20 +652,17 @@ class Endpoint:
         if self._pending_starts or any(cb.is_async for cb in listeners):
             self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
             return
-        untyped: list[Any] | None = None
-        for callback in listeners:
-            args = self._listener_args(callback, channel, raw, slot, untyped)
-            if args is None:
-                continue
-            if not callback.signature.typed:
-                untyped = args  # type: ignore[assignment]
+        pending: list[Awaitable[Any]] = []
+        for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
                 if inspect.isawaitable(result):
-                    self._schedule(self._await_listener, result, channel, slot)
+                    pending.append(result)  # a plain callable that returned a coroutine
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
-        if slot is not None:
+        if pending:
+            self._schedule(self._await_listeners, pending, channel, slot)
+        elif slot is not None:
             slot.set(None)
 
     async def _run_listeners(
@@ -500,14 +673,7 @@ class Endpoint:
         channel: str,
         raw: msgspec.Raw,
     ) -> None:
-        self._pending_starts -= 1
-        untyped: list[Any] | None = None
-        for callback in listeners:
-            args = self._listener_args(callback, channel, raw, slot, untyped)
-            if args is None:
-                continue
-            if not callback.signature.typed:
-                untyped = args  # type: ignore[assignment]
+        for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
                 if inspect.isawaitable(result):
@@ -517,32 +683,49 @@ class Endpoint:
         if slot is not None:
             slot.set(None)
 
-    async def _await_listener(
-        self, awaitable: Awaitable[Any], channel: str, slot: ReplySlot | None
+    async def _await_listeners(
+        self, awaitables: list[Awaitable[Any]], channel: str, slot: ReplySlot | None
     ) -> None:
-        self._pending_starts -= 1
-        try:
-            await awaitable
-        except Exception as exc:
-            self._listener_failed(channel, exc, slot)
+        for awaitable in awaitables:
+            try:
+                await awaitable
+            except Exception as exc:
+                self._listener_failed(channel, exc, slot)
+        if slot is not None:
+            slot.set(None)
 
-    def _listener_args(
+    def _listener_calls(
         self,
-        callback: Callback,
+        listeners: tuple[Callback, ...],
         channel: str,
         raw: msgspec.Raw,
         slot: ReplySlot | None,
-        untyped: list[Any] | None,
-    ) -> list[Any] | tuple[Any, ...] | None:
-        if untyped is not None and not callback.signature.typed:
-            return untyped
-        try:
-            return callback.signature.decode(channel, raw)
-        except ValidationError as exc:
-            logger.warning("listener %r on %r not called: %s", callback.fn, channel, exc)
-            if slot is not None:
-                slot.fail(ErrorKind.VALIDATION, exc)
-            return None
+    ) -> Iterator[tuple[Callback, list[Any] | tuple[Any, ...]]]:
+        """Each listener with its decoded arguments; one that cannot take them is skipped.
+
+        Arguments are decoded once for all untyped listeners, and once per
+        typed listener against its own annotations.
+        """
+        untyped: list[Any] | tuple[Any, ...] | None = None
+        for callback in listeners:
+            if untyped is not None and not callback.signature.typed:
+                yield callback, untyped
+                continue
+            try:
+                args = callback.signature.decode(channel, raw)
+            except ValidationError as exc:
+                logger.warning(
+                    "listener %r on %r not called: its arguments do not fit its annotations",
+                    callback.fn,
+                    channel,
+                )
+                logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
+                if slot is not None:
+                    slot.fail(ErrorKind.VALIDATION, exc)
+                continue
+            if not callback.signature.typed:
+                untyped = args
+            yield callback, args
 
     def _listener_failed(self, channel: str, exc: Exception, slot: ReplySlot | None) -> None:
         logger.error("listener for %r from %s raised", channel, self.name, exc_info=exc)
@@ -588,13 +771,11 @@ class Endpoint:
         event: Any,
         args: list[Any] | tuple[Any, ...],
     ) -> None:
-        self._pending_starts -= 1
         await self._serve_call(request_id, channel, lambda: callback.fn(event, *args))
 
     async def _serve_awaitable(
         self, request_id: int, channel: str, awaitable: Awaitable[Any]
     ) -> None:
-        self._pending_starts -= 1
         await self._serve_call(request_id, channel, lambda: awaitable)
 
     async def _serve_call(self, request_id: int, channel: str, call: Callable[[], Any]) -> None:
@@ -672,7 +853,6 @@ class Endpoint:
         event: Any,
         args: list[Any] | tuple[Any, ...],
     ) -> None:
-        self._pending_starts -= 1
         if not self.conn.is_serving(request_id):
             return  # cancelled (or the connection ended) before we started
         iterator: AsyncIterator[Any] | None = None
@@ -708,7 +888,15 @@ class Endpoint:
                 if not conn.is_serving(request_id):
                     return
                 credit = self._credit_events[request_id] = anyio.Event()
-                await credit.wait()  # the consumer is slow: the generator stays paused
+                # Waiting for the consumer is not work: give back the in-flight
+                # slot, or streams waiting for credit could stop the reader that
+                # would bring it (max_in_flight).
+                self._active -= 1
+                self._make_room()
+                try:
+                    await credit.wait()  # the consumer is slow: the generator stays paused
+                finally:
+                    self._active += 1
             try:
                 item = await iterator.__anext__()
             except StopAsyncIteration:

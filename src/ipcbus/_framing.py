@@ -40,7 +40,7 @@ class FrameDecoder:
     """Turns a byte stream into frame bodies, one complete frame at a time."""
 
     def __init__(self, max_frame_size: int) -> None:
-        self._max_frame_size = max_frame_size
+        self.max_frame_size = max_frame_size
         self._buffer = bytearray()
         self._offset = 0  # start of the first unconsumed byte in _buffer
 
@@ -72,9 +72,9 @@ class FrameDecoder:
         if len(self._buffer) - start < HEADER_SIZE:
             return None
         size = int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
-        if size > self._max_frame_size:
+        if size > self.max_frame_size:
             raise FrameTooLargeError(
-                f"frame of {size} bytes exceeds the limit of {self._max_frame_size} bytes"
+                f"frame of {size} bytes exceeds the limit of {self.max_frame_size} bytes"
             )
         end = start + HEADER_SIZE + size
         if len(self._buffer) < end:

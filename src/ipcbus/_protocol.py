@@ -16,10 +16,11 @@ Rules (docs/protocol.md has the long form):
 4. Each side numbers its requests from 1, never reusing one; a peer's request
    ids must therefore strictly increase, which catches duplicates in O(1).
    ``_awaiting`` holds our open requests, ``_cancelled`` those we gave up on,
-   ``_serving`` the peer's requests we have not answered. A Reply to an id we
-   cancelled, or a Cancel for a request we already answered, is the known race
-   of the two crossing on the wire and is dropped quietly; a Reply to an id we
-   never sent is a violation.
+   ``_serving`` the peer's requests we have not answered. Every request gets
+   exactly one Reply: a Cancel that finds its request still served is answered
+   by the core with a CANCELLED error Reply, so ``_cancelled`` always empties.
+   A Cancel for a request we already answered (our Reply crossed it) is dropped
+   quietly; a Reply to an id we never sent is a violation.
 5. The core answers Ping with Pong by itself; that is why output is an outbox
    rather than the return value of each command.
 6. Time belongs to the driver: the core has no clocks and no timeouts.
@@ -67,6 +68,8 @@ from ._wire import (
     Body,
     Cancel,
     CloseCode,
+    ErrorInfo,
+    ErrorKind,
     Goodbye,
     Hello,
     Message,
@@ -84,7 +87,17 @@ from ._wire import (
     raw_args,
 )
 
-__all__ = ("Connection", "LocalProtocolError", "Role", "State")
+__all__ = (
+    "HANDSHAKE_MAX_FRAME_SIZE",
+    "Connection",
+    "LocalProtocolError",
+    "Role",
+    "State",
+    "prepare_message",
+)
+
+#: Largest frame accepted before the handshake completes (from an unauthenticated peer).
+HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024
 
 
 class Role(enum.Enum):
@@ -110,7 +123,22 @@ class _PeerViolation(ProtocolError):
         self.code = code
 
 
+_CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
 _body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
+
+
+_prepare_encoder = msgspec.msgpack.Encoder()
+
+
+def prepare_message(channel: str, args: Any) -> bytes:
+    """Encode a Message frame once, for ``Connection.send_prepared`` on many connections.
+
+    Raises:
+        TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be encoded.
+    """
+    out = bytearray()
+    append_frame(_prepare_encoder, Message(channel, raw_args(args)), out)
+    return bytes(out)
 
 
 class Connection:
@@ -137,7 +165,10 @@ class Connection:
         self.state = State.HANDSHAKE
         self.renderer_id = renderer_id
         self._token = token
-        self._frames = FrameDecoder(max_frame_size)
+        # Until the handshake is done the peer is unauthenticated: a Hello or
+        # Welcome is tiny, so accept no more than HANDSHAKE_MAX_FRAME_SIZE.
+        self._max_frame_size = max_frame_size
+        self._frames = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE))
         self._encoder = msgspec.msgpack.Encoder()
         self._outbox = bytearray()
         self._events: list[Event] = []
@@ -155,17 +186,21 @@ class Connection:
 
     def data_to_send(self) -> bytearray:
         """Take every byte queued for the peer (possibly none)."""
-        out = self._outbox
-        if out:
-            self._outbox = bytearray()
+        # Always hand over a list/buffer the core no longer holds: returning the
+        # live (empty) one would let later frames appear in the caller's hands
+        # and then be taken a second time.
+        out, self._outbox = self._outbox, bytearray()
         return out
 
     def events_received(self) -> list[Event]:
         """Take every event since the last call, oldest first."""
-        events = self._events
-        if events:
-            self._events = []
+        events, self._events = self._events, []  # never the live list (see above)
         return events
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued for the peer and not yet taken by ``data_to_send``."""
+        return len(self._outbox)
 
     @property
     def serving(self) -> int:
@@ -190,20 +225,32 @@ class Connection:
                 self._handle(_body_decoder.decode(raw))
         except FrameTooLargeError as exc:
             self._terminate(CloseCode.FRAME_TOO_LARGE, f"protocol error: {exc}")
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises UnicodeDecodeError for a str that is not UTF-8 and
+            # RecursionError for deeply nested arrays (even inside a Raw field):
+            # both are the peer's malformed bytes, not our bug.
             self._terminate(CloseCode.PROTOCOL_ERROR, f"protocol error: malformed frame: {exc}")
         except _PeerViolation as exc:
             self._terminate(exc.code, str(exc))
 
-    def receive_eof(self) -> None:
-        """The peer's byte stream ended. Idempotent."""
+    def receive_eof(self, why: str | None = None) -> None:
+        """The peer's byte stream ended (or the driver gave up on it). Idempotent.
+
+        Args:
+            why: the driver's account (write stalled, heartbeat timeout...),
+                used instead of the default reason.
+        """
         if self.state is State.CLOSED:
             return
-        reason = "connection lost: the peer closed the stream without a Goodbye"
+        reason = f"connection lost: {why or 'the peer closed the stream without a Goodbye'}"
+        code = None
         if self._frames.buffered:
+            # A truncated frame: a protocol error, unless the peer died (the
+            # driver knows an exit code and gives that precedence).
             reason += f" (in the middle of a frame, {self._frames.buffered} bytes buffered)"
+            code = CloseCode.PROTOCOL_ERROR
         self._set_state(State.CLOSED)
-        self._events.append(ConnectionTerminated(None, reason, remote=True))
+        self._events.append(ConnectionTerminated(code, reason, remote=True))
 
     # ---- commands ------------------------------------------------------
 
@@ -221,6 +268,11 @@ class Connection:
             self._queue(Message(channel, raw_args(args), ports))
         else:
             self._queue(Message(channel, raw_args(args)))
+
+    def send_prepared(self, frame: bytes) -> None:
+        """Queue a frame made by :func:`prepare_message` (one encoding, many peers)."""
+        self._require_open("send a message")
+        self._outbox += frame
 
     def start_request(self, kind: RequestKind, channel: str, args: Any) -> int:
         """Queue a request and return its id; its Reply comes as ``ReplyReceived``.
@@ -363,6 +415,8 @@ class Connection:
         if current is State.CLOSED or (current is State.OPEN and state is State.HANDSHAKE):
             raise LocalProtocolError(f"illegal transition {current.value} -> {state.value}")
         self.state = state
+        if state is State.OPEN:
+            self._frames.max_frame_size = self._max_frame_size
         if state is State.CLOSED:
             self._awaiting.clear()
             self._cancelled.clear()
@@ -425,8 +479,11 @@ class Connection:
         elif isinstance(body, Cancel):
             request_id = body.request_id
             if request_id in self._serving:
+                # Every request gets exactly one Reply, so the caller can forget
+                # the id: a cancelled one gets this acknowledgement.
                 self._serving.remove(request_id)
                 self._credit.pop(request_id, None)
+                self._queue(Reply(request_id, False, raw_args(_CANCEL_ACK)))
                 self._events.append(RequestCancelled(request_id))
             elif request_id > self._peer_last_request_id:
                 raise _PeerViolation(

@@ -9,6 +9,7 @@ listener without an address lives in a fresh 0700 directory and the socket is
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -135,8 +136,27 @@ class CreatedListener:
         self._remove = []
 
 
+class _TLSListener(TLSListener):
+    """anyio's TLS listener, logging a failed handshake as one line, not a traceback.
+
+    Any local process can reach a TCP port; a stray or hostile client must not
+    fill the log with tracebacks.
+    """
+
+    @staticmethod
+    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream) -> None:
+        await anyio.aclose_forcefully(stream)
+        if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
+            raise exc
+        logging.getLogger("ipcbus").warning(
+            "refused a connection: TLS handshake failed: %s", repr(exc) if not str(exc) else exc
+        )
+
+
 async def create_listener(
-    address: str | os.PathLike[str] | None, ssl_context: ssl.SSLContext | None
+    address: str | os.PathLike[str] | None,
+    ssl_context: ssl.SSLContext | None,
+    handshake_timeout: float = 10.0,
 ) -> CreatedListener:
     """Start listening on ``address`` (a private unix socket if ``None``)."""
     if address is None:
@@ -155,8 +175,8 @@ async def create_listener(
     host, port = sockname[0], sockname[1]
     real = TcpAddress(parsed.host if parsed.host == "localhost" else str(host), int(port))
     if ssl_context is not None:
-        wrapped: anyio.abc.Listener[anyio.abc.ByteStream] = TLSListener(
-            tcp, ssl_context, standard_compatible=False
+        wrapped: anyio.abc.Listener[anyio.abc.ByteStream] = _TLSListener(
+            tcp, ssl_context, standard_compatible=False, handshake_timeout=handshake_timeout
         )
         return CreatedListener(wrapped, real, [])
     return CreatedListener(tcp, real, [])

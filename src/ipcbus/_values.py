@@ -26,6 +26,7 @@ import msgspec
 from ._errors import SerializationError, ValidationError
 
 __all__ = (
+    "DECODE_ERRORS",
     "Signature",
     "decode_value",
     "encode_error",
@@ -34,6 +35,10 @@ __all__ = (
 )
 
 untyped_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
+
+#: What decoding a peer's bytes can raise: msgspec's errors, and two that are
+#: not msgspec.DecodeError (a str that is not UTF-8; nesting too deep).
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _probe = msgspec.msgpack.Encoder()
 _SUPPORTED = (
     "None, bool, int, float, str, bytes, bytearray, memoryview, list, tuple, dict, set, "
@@ -160,7 +165,7 @@ class Signature:
         if not self.typed:
             try:
                 args = untyped_decoder.decode(raw)
-            except msgspec.DecodeError as exc:
+            except DECODE_ERRORS as exc:
                 raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
             if type(args) is not list:
                 raise ValidationError(f"Invalid arguments for {channel!r}: not an argument list")
@@ -190,5 +195,5 @@ class Signature:
             return decoder.decode(raw)  # type: ignore[no-any-return]
         except msgspec.ValidationError as exc:
             raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None

@@ -78,6 +78,7 @@ class CloseCode(enum.IntEnum):
     VERSION_MISMATCH = 3
     FRAME_TOO_LARGE = 4
     SHUTDOWN = 5
+    TOO_MANY_CONNECTIONS = 6
 
 
 class _Body(msgspec.Struct, frozen=True, array_like=True):

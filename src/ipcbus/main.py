@@ -28,7 +28,7 @@ from ._events import (
 )
 from ._guards import Gatekeeper
 from ._portroute import MainPortRouter, Sink
-from ._protocol import Connection, Role, State
+from ._protocol import Connection, Role, State, prepare_message
 from ._registry import Callback, Registry, check_channel
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import (
@@ -262,6 +262,7 @@ class _Link:
         self.contents = contents
         self.handshake = anyio.Event()
         self.allowed = allowed
+        self.connected = False  # completed the handshake (and so was registered)
 
     def find_listeners(self, channel: str) -> tuple[Callback, ...]:
         scoped = self.contents.ipc.take_listeners(channel)
@@ -285,6 +286,9 @@ class _Link:
         self.main._run_hooks(self.main._connect_hooks, self.contents)
 
     def terminated(self, event: ConnectionTerminated) -> None:
+        # Gone from get_all_web_contents()/from_id() at once; on_disconnect
+        # hooks run later, once a spawned child has been reaped.
+        self.connected = self.main._contents.pop(self.contents.id, None) is not None
         self.handshake.set()
         if self.contents._port_sink is not None:
             self.main._ports.sink_gone(self.contents._port_sink)
@@ -358,6 +362,17 @@ class IpcMain(Registry):
             ``async with`` block ends, and spawned children to exit, before
             they are cancelled or terminated.
         send_tracebacks: include handler tracebacks in ``RemoteError``.
+        max_in_flight: per renderer, how many handlers and async listeners
+            may run at once; at the limit main stops reading that renderer's
+            socket until one finishes (docs/reliability.md, backpressure).
+        max_connections: renderers connected at once; more are refused.
+        heartbeat_interval: seconds between pings to each renderer, ``None``
+            for none; ``"auto"``: 5 s for TCP connections, none for unix
+            sockets and spawned children (the kernel reports their death).
+        heartbeat_timeout: a renderer silent this long is dropped
+            (default: three intervals).
+        send_timeout: a write to a renderer that makes no progress for this
+            long (it stopped reading) closes its connection; ``None``: wait.
         allowed_channels: if given, the only channels renderers may send,
             invoke or stream on; the rest are rejected before their
             arguments are decoded (SPEC section 9).
@@ -370,9 +385,16 @@ class IpcMain(Registry):
         handshake_timeout: float = 10.0,
         shutdown_grace: float = 5.0,
         send_tracebacks: bool = True,
+        max_in_flight: int = 256,
+        max_connections: int = 1024,
+        heartbeat_interval: float | Literal["auto"] | None = "auto",
+        heartbeat_timeout: float | None = None,
+        send_timeout: float | None = 30.0,
         allowed_channels: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
+        if max_in_flight < 1 or max_connections < 1 or max_frame_size < 1:
+            raise ValueError("max_in_flight, max_connections and max_frame_size must be >= 1")
         self.allowed_channels = _channel_set(allowed_channels)
         self._guards: tuple[Callback, ...] = ()
         self._ports = MainPortRouter(lambda: self._tg)
@@ -381,6 +403,11 @@ class IpcMain(Registry):
         self.handshake_timeout = handshake_timeout
         self.shutdown_grace = shutdown_grace
         self.send_tracebacks = send_tracebacks
+        self.max_in_flight = max_in_flight
+        self.max_connections = max_connections
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.send_timeout = send_timeout
         self._contents: dict[int, WebContents] = {}
         self._links: set[_Link] = set()
         self._listeners_open: set[Listener] = set()
@@ -418,8 +445,10 @@ class IpcMain(Registry):
             self._tg = None
             with suppress(ValueError):  # exited in another context than entered
                 current_host.reset(self._host_token)
-            result = await tg.__aexit__(exc_type, exc, tb)
-        return result
+            # The body's own exception is not handed to the task group, so it
+            # propagates as itself rather than inside an ExceptionGroup.
+            await tg.__aexit__(None, None, None)
+        return None
 
     async def _shutdown(self) -> None:
         self._closing = True
@@ -467,28 +496,31 @@ class IpcMain(Registry):
         ``allowed_channels`` narrows what renderers connecting here may use.
         """
         tg = self._require_running("listen")
-        created = await create_listener(address, ssl_context)
+        created = await create_listener(address, ssl_context, self.handshake_timeout)
         listener = Listener(created, token if token is not None else secrets.token_urlsafe(32))
         listener.allowed_channels = _channel_set(allowed_channels)
         self._listeners_open.add(listener)
-        tg.start_soon(self._accept_loop, listener)
+        tg.start_soon(self._accept_loop, listener, tg)
         return listener
 
-    async def _accept_loop(self, listener: Listener) -> None:
+    async def _accept_loop(self, listener: Listener, tg: anyio.abc.TaskGroup) -> None:
+        tcp = listener.address.startswith("tcp:")
+
+        async def handle(stream: anyio.abc.ByteStream) -> None:
+            await self._serve(
+                stream,
+                listener.token,
+                peer_pid(stream) or 0,
+                None,
+                tcp=tcp,
+                allowed=listener.allowed_channels,
+            )
+
         try:
             with listener._scope:
-                async with anyio.create_task_group() as tg:
-
-                    async def handle(stream: anyio.abc.ByteStream) -> None:
-                        await self._serve(
-                            stream,
-                            listener.token,
-                            peer_pid(stream) or 0,
-                            None,
-                            allowed=listener.allowed_channels,
-                        )
-
-                    await listener._created.listener.serve(handle, task_group=tg)
+                # Connections run in IpcMain's task group, not the listener's:
+                # closing a listener stops accepting and leaves them connected.
+                await listener._created.listener.serve(handle, task_group=tg)
         finally:
             with anyio.CancelScope(shield=True):
                 await listener._created.listener.aclose()
@@ -592,9 +624,17 @@ class IpcMain(Registry):
         process: anyio.abc.Process | None,
         task_status: anyio.abc.TaskStatus[_Link] | None = None,
         *,
+        tcp: bool = False,
         allowed: frozenset[str] | None = None,
     ) -> None:
         """Run one renderer's connection from handshake to the end, then clean up."""
+        if len(self._links) >= self.max_connections:
+            await _refuse(
+                stream,
+                CloseCode.TOO_MANY_CONNECTIONS,
+                f"too many connections: main serves at most {self.max_connections} renderers",
+            )
+            return
         renderer_id = next(self._ids)
         contents = WebContents(self, renderer_id, process_id)
         contents._process = process
@@ -612,6 +652,10 @@ class IpcMain(Registry):
                     link,
                     name=f"renderer {renderer_id}",
                     send_tracebacks=self.send_tracebacks,
+                    max_in_flight=self.max_in_flight,
+                    send_timeout=self.send_timeout,
+                    heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp),
+                    heartbeat_timeout=self.heartbeat_timeout,
                 )
                 contents._endpoint = endpoint
                 endpoint.gate = link.gatekeeper(endpoint)
@@ -648,9 +692,9 @@ class IpcMain(Registry):
             exit_code = await self._reap(process)
         contents.disconnect_details = _details(termination, exit_code)
         self._links.discard(link)
-        registered = self._contents.pop(contents.id, None) is not None
+        self._contents.pop(contents.id, None)
         contents._finished.set()
-        if registered:
+        if link.connected:
             self._run_hooks(self._disconnect_hooks, contents, contents.disconnect_details)
 
     async def _reap(self, process: anyio.abc.Process) -> int | None:
@@ -677,11 +721,28 @@ class IpcMain(Registry):
         return self._contents.get(id)
 
     async def broadcast(self, channel: str, *args: Any) -> None:
-        """``send`` to every live renderer, skipping the ones that are closed."""
+        """``send`` to every live renderer, skipping the ones that are closed.
+
+        The message is encoded once and queued on every connection before any
+        write is awaited, so one slow renderer does not delay the others' copy;
+        returns once every live renderer's copy is handed to its socket.
+
+        Raises:
+            SerializationError: an argument cannot be encoded; nothing was sent.
+        """
         check_channel(channel)
-        for contents in list(self._contents.values()):
-            with suppress(ConnectionClosedError):
-                await contents.send(channel, *args)
+        try:
+            frame = prepare_message(channel, args)
+        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+            raise encode_error("broadcast", channel, args, exc) from None
+        batches = [
+            batch
+            for contents in list(self._contents.values())
+            if contents._endpoint is not None
+            and (batch := contents._endpoint.queue_prepared(frame)) is not None
+        ]
+        for batch in batches:
+            await batch.done.wait()  # a failed one belongs to a renderer now gone
 
     # ---- guards --------------------------------------------------------
 
@@ -729,6 +790,27 @@ class IpcMain(Registry):
                 self._tg.start_soon(_await_hook, hook, result)
 
 
+async def _refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
+    """Send a lone Goodbye and close: for connections refused before the handshake."""
+    logger.warning("refused a connection: %s", reason)
+    conn = Connection(Role.MAIN, token="")
+    conn.close(code, reason)
+    with anyio.move_on_after(1, shield=True):
+        with suppress(*_SEND_ERRORS):
+            await stream.send(bytes(conn.data_to_send()))
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
+
+
+_SEND_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+def _heartbeat(setting: float | Literal["auto"] | None, tcp: bool) -> float | None:
+    if setting == "auto":
+        return 5.0 if tcp else None
+    return setting
+
+
 async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
     try:
         await awaitable
@@ -759,12 +841,14 @@ def _details(termination: ConnectionTerminated | None, exit_code: int | None) ->
         CloseCode.FRAME_TOO_LARGE,
     )
     reason: DisconnectReason
-    if termination is not None and termination.code in protocol_codes:
-        reason = "protocol-error"
-    elif exit_code is not None and exit_code < 0:
+    # A process that died explains whatever its connection saw last (say, a
+    # frame cut in half by SIGKILL), so its exit code comes first.
+    if exit_code is not None and exit_code < 0:
         reason = "killed"
     elif exit_code is not None and exit_code > 0:
         reason = "crashed"
+    elif termination is not None and termination.code in protocol_codes:
+        reason = "protocol-error"
     elif exit_code == 0 or (termination is not None and termination.code is not None):
         reason = "clean-exit"
     else:

@@ -7,14 +7,14 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
 import msgspec
 
 from ._endpoint import Endpoint, ReplySlot
-from ._errors import AuthenticationError, ConnectionClosedError, ProtocolError
+from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
 from ._portroute import RendererPortRouter
 from ._protocol import Connection, Role, State
@@ -60,6 +60,14 @@ class IpcRenderer(Registry):
     Args:
         max_frame_size: largest frame accepted from main, in bytes.
         send_tracebacks: include handler tracebacks in errors sent to main.
+        max_in_flight: handlers and async listeners run at once before this
+            renderer stops reading from main.
+        heartbeat_interval: seconds between pings to main; ``"auto"``: 5 s
+            over TCP, none over unix sockets; ``None``: none.
+        heartbeat_timeout: main silent this long ends the connection
+            (default: three intervals).
+        send_timeout: a write main does not read for this long ends the
+            connection; ``None``: wait.
     """
 
     def __init__(
@@ -67,10 +75,18 @@ class IpcRenderer(Registry):
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         send_tracebacks: bool = True,
+        max_in_flight: int = 256,
+        heartbeat_interval: float | Literal["auto"] | None = "auto",
+        heartbeat_timeout: float | None = None,
+        send_timeout: float | None = 30.0,
     ) -> None:
         super().__init__()
         self.max_frame_size = max_frame_size
         self.send_tracebacks = send_tracebacks
+        self.max_in_flight = max_in_flight
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.send_timeout = send_timeout
         self._endpoint: Endpoint | None = None
         self._handshake: anyio.Event | None = None
         self._ports = RendererPortRouter()
@@ -99,14 +115,20 @@ class IpcRenderer(Registry):
                 closed the connection during the handshake.
             IpcTimeoutError: no handshake within ``timeout`` seconds.
         """
-        with anyio.fail_after(timeout):
-            stream, token = await _open(address, token, ssl_context)
-        async with self._connect_stream(stream, token, timeout):
+        try:
+            with anyio.fail_after(timeout):
+                stream, token, tcp = await _open(address, token, ssl_context)
+        except TimeoutError:
+            raise IpcTimeoutError(
+                f"could not connect to main at {address or 'the spawning process'} "
+                f"within {timeout} s"
+            ) from None
+        async with self._connect_stream(stream, token, timeout, tcp=tcp):
             yield self
 
     @asynccontextmanager
     async def _connect_stream(
-        self, stream: anyio.abc.ByteStream, token: str, timeout: float = 10.0
+        self, stream: anyio.abc.ByteStream, token: str, timeout: float = 10.0, *, tcp: bool = False
     ) -> AsyncIterator[IpcRenderer]:
         if self._endpoint is not None and self._endpoint.conn.state is not State.CLOSED:
             await stream.aclose()
@@ -117,27 +139,49 @@ class IpcRenderer(Registry):
             process_id=os.getpid(),
             max_frame_size=self.max_frame_size,
         )
-        async with anyio.create_task_group() as tg:
-            endpoint = Endpoint(
-                conn, stream, tg, self, name="main", send_tracebacks=self.send_tracebacks
-            )
-            self._endpoint = endpoint
-            self._handshake = anyio.Event()
-            self._ports.attach(endpoint)
-            host_token = current_host.set(self._ports.host)  # ports made here deliver here
-            tg.start_soon(endpoint.run)
-            try:
-                with anyio.move_on_after(timeout) as scope:
-                    await self._handshake.wait()
-                if scope.cancelled_caught:
-                    raise ConnectionClosedError(f"no handshake from main within {timeout} s")
+        heartbeat = self.heartbeat_interval
+        # The task group is entered by hand and never sees the body's
+        # exception: a caller's `except ConnectionClosedError` must work, not
+        # receive an ExceptionGroup.
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        endpoint = Endpoint(
+            conn,
+            stream,
+            tg,
+            self,
+            name="main",
+            send_tracebacks=self.send_tracebacks,
+            max_in_flight=self.max_in_flight,
+            send_timeout=self.send_timeout,
+            heartbeat_interval=(5.0 if tcp else None) if heartbeat == "auto" else heartbeat,
+            heartbeat_timeout=self.heartbeat_timeout,
+        )
+        self._endpoint = endpoint
+        self._handshake = anyio.Event()
+        self._ports.attach(endpoint)
+        host_token = current_host.set(self._ports.host)  # ports made here deliver here
+        tg.start_soon(endpoint.run)
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                await self._handshake.wait()
+            if scope.cancelled_caught:
+                raise IpcTimeoutError(
+                    f"main accepted the connection but did not complete the handshake "
+                    f"within {timeout} s"
+                )
+            if not conn.renderer_id:
+                # No Welcome: refused. A Welcome read together with a Goodbye is
+                # a connection main accepted and then closed: enter, closed.
                 _raise_if_refused(endpoint.termination)
-                yield self
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await endpoint.close(CloseCode.NORMAL, "the renderer disconnected")
-                with suppress(ValueError):  # exited in another context than entered
-                    current_host.reset(host_token)
+            yield self
+        finally:
+            with anyio.CancelScope(shield=True):
+                await endpoint.close(CloseCode.NORMAL, "the renderer disconnected")
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+            with suppress(ValueError):  # exited in another context than entered
+                current_host.reset(host_token)
 
     async def wait_closed(self) -> None:
         """Return once the connection to main has ended."""
@@ -254,6 +298,8 @@ def _raise_if_refused(termination: ConnectionTerminated | None) -> None:
             f"main refused the connection: {termination.reason}; check the token "
             "(Listener.token in main, token= or $IPCBUS_TOKEN here)"
         )
+    if termination.code is CloseCode.TOO_MANY_CONNECTIONS:
+        raise ConnectionClosedError(f"main refused the connection: {termination.reason}")
     if termination.code in (
         CloseCode.VERSION_MISMATCH,
         CloseCode.PROTOCOL_ERROR,
@@ -267,14 +313,15 @@ def _raise_if_refused(termination: ConnectionTerminated | None) -> None:
 
 async def _open(
     address: str | os.PathLike[str] | None, token: str | None, ssl_context: ssl.SSLContext | None
-) -> tuple[anyio.abc.ByteStream, str]:
+) -> tuple[anyio.abc.ByteStream, str, bool]:
     if address is None:
         fd = os.environ.pop(ENV_FD, None)
         if fd is not None:
             # Spawned by IpcMain.spawn: our end of its socket pair, and its token.
             inherited_token = os.environ.pop(ENV_TOKEN, "")
             sock = socket.socket(fileno=int(fd))
-            return await stream_from_socket(sock), token if token is not None else inherited_token
+            stream = await stream_from_socket(sock)
+            return stream, token if token is not None else inherited_token, False
         address = os.environ.get(ENV_ADDRESS)
         if not address:
             raise ConnectionClosedError(
@@ -284,7 +331,8 @@ async def _open(
             )
     if token is None:
         token = os.environ.get(ENV_TOKEN, "")
-    return await open_stream(address, ssl_context), token
+    tcp = str(address).startswith("tcp:")
+    return await open_stream(address, ssl_context), token, tcp
 
 
 @asynccontextmanager

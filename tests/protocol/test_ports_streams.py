@@ -259,8 +259,11 @@ def test_cancel_stops_a_served_stream() -> None:
     renderer.cancel_request(rid)
     assert deliver(main, renderer.data_to_send()) == [RequestCancelled(rid)]
     assert main.stream_credit(rid) == 0
+    acknowledgement = main.data_to_send()  # the core answers a Cancel with CANCELLED
     assert not main.send_stream_item(rid, "x")  # no longer wanted; nothing queued
     assert main.data_to_send() == b""
+    assert deliver(renderer, acknowledgement) == []  # the stream was forgotten: quietly
+    assert renderer.awaiting == 0 and renderer.state is State.OPEN
 
 
 def test_credit_crossing_our_reply_is_dropped_quietly() -> None:

@@ -1,0 +1,95 @@
+"""Run every example and check its output against the ``EXPECTED`` string it declares.
+
+Each ``examples/*.py`` (except this file) is a self-contained program with a
+module-level ``EXPECTED = \"\"\"...\"\"\"`` holding the exact lines it prints to
+stdout. This script runs each one with the current interpreter (60 s limit),
+compares stdout line by line, prints a diff on a mismatch, and exits non-zero
+if any example failed. ipcbus must be installed (``pip install -e .``).
+
+Run: ``python examples/run_all.py [NAME ...]``
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TIMEOUT = 60.0
+
+
+def expected_lines(path: Path) -> list[str]:
+    """The lines of the module-level ``EXPECTED`` string literal in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "EXPECTED" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value.strip("\n").splitlines()
+    raise ValueError(f"{path.name} has no module-level EXPECTED = '''...''' string")
+
+
+def run_one(path: Path) -> str | None:
+    """Run one example; ``None`` if it passed, else a description of the failure."""
+    try:
+        want = expected_lines(path)
+    except (SyntaxError, ValueError) as exc:
+        return str(exc)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(path)],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        return f"timed out after {TIMEOUT:.0f} s; stdout so far:\n{exc.stdout or ''}"
+    got = [line.rstrip() for line in proc.stdout.strip("\n").splitlines()]
+    problems = []
+    if proc.returncode != 0:
+        problems.append(f"exit code {proc.returncode} (expected 0)")
+    if got != [line.rstrip() for line in want]:
+        diff = difflib.unified_diff(want, got, "expected", "actual", lineterm="")
+        problems.append("stdout differs from EXPECTED:\n" + "\n".join(diff))
+    if problems and proc.stderr.strip():
+        problems.append("stderr:\n" + proc.stderr.rstrip())
+    return "\n".join(problems) or None
+
+
+def main(argv: list[str]) -> int:
+    try:
+        import ipcbus  # noqa: F401
+    except ImportError:
+        print("ipcbus is not installed: run `pip install -e .` first", file=sys.stderr)
+        return 2
+    paths = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    if argv:
+        paths = [p for p in paths if p.stem in argv or p.name in argv]
+    failed = []
+    for path in paths:
+        start = time.monotonic()
+        problem = run_one(path)
+        took = time.monotonic() - start
+        if problem is None:
+            print(f"ok    {path.name} ({took:.1f} s)", flush=True)
+        else:
+            failed.append(path.name)
+            print(f"FAIL  {path.name} ({took:.1f} s)\n{problem}\n", flush=True)
+    if failed:
+        print(f"{len(failed)} of {len(paths)} examples failed: {', '.join(failed)}")
+        return 1
+    print(f"{len(paths)} examples passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

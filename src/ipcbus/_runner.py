@@ -1,0 +1,37 @@
+"""``ipcbus.run``: ``anyio.run`` with the event loop chosen for you."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import anyio
+
+__all__ = ("run",)
+
+T = TypeVar("T")
+
+
+def run(
+    func: Callable[..., Awaitable[T]],
+    *args: Any,
+    loop: Literal["auto", "asyncio", "uvloop", "trio"] = "auto",
+) -> T:
+    """Run ``func(*args)`` on a fresh event loop and return its result.
+
+    Args:
+        loop: ``"uvloop"`` requires uvloop (``pip install 'ipcbus[uvloop]'``);
+            ``"auto"`` uses uvloop when it is installed, else asyncio's default
+            loop; ``"asyncio"`` and ``"trio"`` are what they say.
+
+    Raises:
+        RuntimeError: ``loop="uvloop"`` but uvloop is not installed.
+    """
+    if loop == "trio":
+        return anyio.run(func, *args, backend="trio")
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    if loop == "uvloop" and not has_uvloop:
+        raise RuntimeError("loop='uvloop' needs uvloop: pip install 'ipcbus[uvloop]'")
+    use_uvloop = loop == "uvloop" or (loop == "auto" and has_uvloop)
+    return anyio.run(func, *args, backend="asyncio", backend_options={"use_uvloop": use_uvloop})

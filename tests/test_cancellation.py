@@ -1,0 +1,247 @@
+"""Cancelling a call reaches the handler on the other side (SPEC section 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+import ipcbus
+from ipcbus import ConnectionClosedError, IpcMainEvent, IpcTimeoutError, RemoteError
+
+from .helpers import running_main, spawn_renderer, spawn_script, wait_for
+
+
+class Blocker:
+    """An async handler that waits forever and records how it ended."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.cancelled = anyio.Event()
+        self.finalized = anyio.Event()
+        self.calls = 0
+
+    async def __call__(self, event: Any, *args: Any) -> None:
+        self.calls += 1
+        self.started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled.set()
+            raise
+        finally:
+            self.finalized.set()
+
+
+# ---- renderer -> main ------------------------------------------------------------------
+
+
+async def test_invoke_timeout_cancels_the_main_handler() -> None:
+    blocker = Blocker()
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("block", blocker)
+            with pytest.raises(IpcTimeoutError):
+                await renderer.invoke("block", timeout=0.2)
+            await wait_for(blocker.cancelled)
+            await wait_for(blocker.finalized)
+            # The connection is fine afterwards.
+            ipc_main.handle("ok", lambda event: "ok")
+            assert await renderer.invoke("ok") == "ok"
+
+
+async def test_cancelling_the_callers_task_cancels_the_main_handler() -> None:
+    blocker = Blocker()
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("block", blocker)
+            outcome: list[str] = []
+
+            async def caller(scope: anyio.CancelScope) -> None:
+                with scope:
+                    await renderer.invoke("block")
+                    outcome.append("returned")
+                outcome.append("cancelled" if scope.cancelled_caught else "?")
+
+            scope = anyio.CancelScope()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(caller, scope)
+                await wait_for(blocker.started)
+                scope.cancel()
+            assert outcome == ["cancelled"]
+            await wait_for(blocker.cancelled)
+            ipc_main.handle("ok", lambda event: "ok")
+            assert await renderer.invoke("ok") == "ok"
+
+
+async def test_move_on_after_around_invoke_cancels_the_handler() -> None:
+    blocker = Blocker()
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("block", blocker)
+            with anyio.move_on_after(0.2) as scope:
+                await renderer.invoke("block")
+            assert scope.cancelled_caught
+            await wait_for(blocker.cancelled)
+
+
+async def test_timeout_of_one_invoke_leaves_concurrent_ones_alone() -> None:
+    blocker = Blocker()
+    release = anyio.Event()
+
+    async def slow(event: Any) -> str:
+        await release.wait()
+        return "slow result"
+
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("block", blocker)
+            ipc_main.handle("slow", slow)
+            results: list[str] = []
+
+            async def call_slow() -> None:
+                results.append(await renderer.invoke("slow"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call_slow)
+                with pytest.raises(IpcTimeoutError):
+                    await renderer.invoke("block", timeout=0.2)
+                await wait_for(blocker.cancelled)
+                release.set()
+            assert results == ["slow result"]
+
+
+async def test_child_caller_timeout_cancels_the_main_handler(tmp_path: Path) -> None:
+    blocker = Blocker()
+    outcome: list[str] = []
+    reported = anyio.Event()
+
+    def report(event: IpcMainEvent, what: str) -> None:
+        outcome.append(what)
+        reported.set()
+
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+            ipc_main.handle("block", blocker)
+            ipc_main.on("report", report)
+            contents = await spawn_script(
+                ipc_main,
+                tmp_path,
+                """
+                import anyio, ipcbus
+                async def main():
+                    async with ipcbus.connect() as r:
+                        try:
+                            await r.invoke("block", timeout=0.3)
+                        except TimeoutError as exc:
+                            await r.send("report", type(exc).__name__)
+                        await r.wait_closed()  # stays connected until main closes
+                anyio.run(main)
+                """,
+            )
+            await wait_for(blocker.cancelled, 10)  # by the Cancel, not a disconnect
+            assert not contents.is_destroyed()
+            await wait_for(reported, 10)
+            assert outcome[0] == "IpcTimeoutError"
+
+
+async def test_cancelled_send_sync_discards_the_late_reply() -> None:
+    gate = anyio.Event()
+    assigned = anyio.Event()
+
+    async def late(event: IpcMainEvent, n: int) -> None:
+        await gate.wait()
+        event.return_value = f"late {n}"
+        assigned.set()
+
+    def quick(event: IpcMainEvent, n: int) -> None:
+        event.return_value = f"quick {n}"
+
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.on("late", late)
+            ipc_main.on("quick", quick)
+            with pytest.raises(IpcTimeoutError):
+                await renderer.send_sync("late", 1, timeout=0.2)
+            gate.set()
+            await wait_for(assigned)  # its reply is dropped, not misdelivered
+            assert await renderer.send_sync("quick", 2) == "quick 2"
+            ipc_main.handle("ok", lambda event: "ok")
+            assert await renderer.invoke("ok") == "ok"
+            assert renderer.is_connected()
+
+
+async def test_handler_cancelled_by_shutdown_tells_the_caller() -> None:
+    blocker = Blocker()
+    errors: list[BaseException] = []
+    stop = anyio.Event()
+
+    async def run_main(*, task_status: anyio.abc.TaskStatus[ipcbus.Listener]) -> None:
+        async with running_main(shutdown_grace=0.2) as ipc_main:
+            ipc_main.handle("block", blocker)
+            task_status.started(await ipc_main.listen())
+            await stop.wait()
+
+    async def call(listener: ipcbus.Listener) -> None:
+        try:
+            async with ipcbus.connect(listener.address, token=listener.token) as renderer:
+                await renderer.invoke("block")
+        except ipcbus.IpcError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            listener = await tg.start(run_main)
+            tg.start_soon(call, listener)
+            await wait_for(blocker.started)
+            stop.set()  # main leaves ``async with`` while the handler runs
+    assert blocker.cancelled.is_set()
+    assert len(errors) == 1
+    assert isinstance(errors[0], RemoteError | ConnectionClosedError)
+    assert "never sent" in str(errors[0]) or "closed" in str(errors[0])
+
+
+# ---- main -> renderer (handler in a child) --------------------------------------------------
+
+
+async def _child_with_hang_reporting(
+    ipc_main: Any,
+) -> tuple[Any, dict[str, anyio.Event]]:
+    events = {"started": anyio.Event(), "cancelled": anyio.Event()}
+    ipc_main.on("hang-started", lambda event, tag: events["started"].set())
+    ipc_main.on("hang-cancelled", lambda event, tag: events["cancelled"].set())
+    contents = await spawn_renderer(ipc_main, "worker")
+    return contents, events
+
+
+async def test_main_invoke_timeout_cancels_the_renderer_handler() -> None:
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+            contents, events = await _child_with_hang_reporting(ipc_main)
+            with pytest.raises(IpcTimeoutError):
+                await contents.invoke("hang", "t1", timeout=0.5)
+            await wait_for(events["started"], 10)
+            await wait_for(events["cancelled"], 10)
+            assert await contents.invoke("echo", "alive") == ["alive"]
+
+
+async def test_cancelling_main_task_cancels_the_renderer_handler() -> None:
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+            contents, events = await _child_with_hang_reporting(ipc_main)
+            scope = anyio.CancelScope()
+
+            async def caller() -> None:
+                with scope:
+                    await contents.invoke("hang", "t2")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(caller)
+                await wait_for(events["started"], 10)
+                scope.cancel()
+            assert scope.cancelled_caught
+            await wait_for(events["cancelled"], 10)
+            assert await contents.invoke("echo", "alive") == ["alive"]

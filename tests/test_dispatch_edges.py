@@ -1,0 +1,64 @@
+"""Dispatch edge cases: callables that are not ``async def`` but return coroutines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+import ipcbus
+
+from .helpers import running_main
+
+
+async def test_plain_callable_returning_a_coroutine_can_still_answer_send_sync() -> None:
+    async def answer(event: ipcbus.IpcMainEvent, arg: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        event.return_value = arg * 2
+
+    def looks_sync(event: ipcbus.IpcMainEvent, arg: str) -> Any:
+        return answer(event, arg)  # a coroutine, from a plain function
+
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            ipc_main.on("double", looks_sync)
+            async with ipc_main.connect_local() as renderer:
+                assert await renderer.send_sync("double", "ab") == "abab"
+
+
+async def test_plain_callable_returning_a_coroutine_as_a_handler() -> None:
+    async def add(event: ipcbus.IpcMainInvokeEvent, a: int, b: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        return a + b
+
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            ipc_main.handle("add", lambda event, a, b: add(event, a, b))
+            async with ipc_main.connect_local() as renderer:
+                assert await renderer.invoke("add", 2, 3) == 5
+
+
+async def test_broadcast_encodes_once_reaches_everyone_and_checks_values_first() -> None:
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            async with ipc_main.connect_local() as a, ipc_main.connect_local() as b:
+                got: list[tuple[int, str]] = []
+                both = anyio.Event()
+
+                def on_news(event: ipcbus.IpcRendererEvent, text: str) -> None:
+                    got.append((event.sender.id, text))
+                    if len(got) == 2:
+                        both.set()
+
+                a.on("news", on_news)
+                b.on("news", on_news)
+                await ipc_main.broadcast("news", "hello")
+                await both.wait()
+                assert sorted(got) == sorted([(a.id, "hello"), (b.id, "hello")])
+                try:
+                    await ipc_main.broadcast("news", object())
+                except ipcbus.SerializationError as exc:
+                    assert "Cannot broadcast on channel 'news'" in str(exc)
+                else:
+                    raise AssertionError("broadcast of an unencodable value did not raise")

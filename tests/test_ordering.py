@@ -1,0 +1,202 @@
+"""Per-connection ordering: listeners and handlers are *called* in send order (SPEC section 2)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import ipcbus
+from ipcbus import IpcMainEvent
+
+from .helpers import running_main, spawn_script, wait_for
+
+COUNT = 300
+SEED = 1234
+
+# Channel name -> (how the renderer calls it, whether main's callback is async).
+CHANNELS = {
+    "send-sync-cb": ("send", False),
+    "send-async-cb": ("send", True),
+    "sync-sync-cb": ("send_sync", False),
+    "sync-async-cb": ("send_sync", True),
+    "invoke-sync-cb": ("invoke", False),
+    "invoke-async-cb": ("invoke", True),
+}
+
+
+def plan(count: int = COUNT, seed: int = SEED) -> list[str]:
+    """The channel of each call, in send order (the same in a child: same seed)."""
+    rng = random.Random(seed)
+    names = sorted(CHANNELS)
+    return [rng.choice(names) for _ in range(count)]
+
+
+class Recorder:
+    """Main's callbacks: each records its call number as its first action."""
+
+    def __init__(self, ipc_main: ipcbus.IpcMain) -> None:
+        self.called: list[int] = []
+        self.finished: list[int] = []
+        self.all_done = anyio.Event()
+        for channel, (kind, is_async) in CHANNELS.items():
+            fn = self._make(kind, is_async)
+            if kind == "invoke":
+                ipc_main.handle(channel, fn)
+            else:
+                ipc_main.on(channel, fn)
+
+    def _done(self, n: int) -> None:
+        self.finished.append(n)
+        if len(self.finished) == COUNT:
+            self.all_done.set()
+
+    def _make(self, kind: str, is_async: bool) -> Any:
+        if is_async:
+
+            async def async_callback(event: Any, n: int) -> int:
+                self.called.append(n)
+                for _ in range(n % 3):  # finish in a different order than called
+                    await anyio.lowlevel.checkpoint()
+                if isinstance(event, IpcMainEvent):
+                    event.return_value = n
+                self._done(n)
+                return n
+
+            return async_callback
+
+        def sync_callback(event: Any, n: int) -> int:
+            self.called.append(n)
+            if isinstance(event, IpcMainEvent):
+                event.return_value = n
+            self._done(n)
+            return n
+
+        return sync_callback
+
+
+async def run_plan(renderer: ipcbus.IpcRenderer, channels: list[str]) -> list[Any]:
+    """Issue every call in order from one task; replies are awaited concurrently.
+
+    A send is queued before ``send`` returns. A request is queued by the
+    first step of its task, which runs at the checkpoint right after it is
+    started, so the frames leave in plan order.
+    """
+    results: list[Any] = [None] * len(channels)
+
+    async def call(kind: str, channel: str, n: int) -> None:
+        method = renderer.invoke if kind == "invoke" else renderer.send_sync
+        results[n] = await method(channel, n)
+
+    async with anyio.create_task_group() as tg:
+        for n, channel in enumerate(channels):
+            kind = CHANNELS[channel][0]
+            if kind == "send":
+                await renderer.send(channel, n)
+                results[n] = n
+            else:
+                tg.start_soon(call, kind, channel, n)
+                await anyio.lowlevel.checkpoint()
+    return results
+
+
+async def test_mixed_calls_from_one_local_renderer_are_called_in_send_order() -> None:
+    channels = plan()
+    assert {CHANNELS[c] for c in channels} == set(CHANNELS.values())  # every mix occurs
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            recorder = Recorder(ipc_main)
+            results = await run_plan(renderer, channels)
+            await wait_for(recorder.all_done)
+            assert recorder.called == list(range(COUNT))
+            assert results == list(range(COUNT))
+            assert sorted(recorder.finished) == list(range(COUNT))
+
+
+CHILD = """
+import sys
+import anyio, ipcbus
+sys.path.insert(0, sys.argv[1])
+from ordering_plan import plan, run_plan
+
+async def main():
+    async with ipcbus.connect() as renderer:
+        results = await run_plan(renderer, plan())
+        await renderer.send("done", results == list(range(len(results))))
+        await renderer.wait_closed()
+anyio.run(main)
+"""
+
+
+async def test_mixed_calls_from_a_child_are_called_in_send_order(tmp_path: Path) -> None:
+    # The child runs the same plan code: copy this module's plan and run_plan.
+    import inspect
+    import textwrap
+
+    source = "\n".join(
+        [
+            "from __future__ import annotations",
+            "import random",
+            "from typing import Any",
+            "import anyio",
+            f"COUNT = {COUNT}",
+            f"SEED = {SEED}",
+            f"CHANNELS = {CHANNELS!r}",
+            textwrap.dedent(inspect.getsource(plan)),
+            textwrap.dedent(inspect.getsource(run_plan)),
+        ]
+    )
+    (tmp_path / "ordering_plan.py").write_text(source)
+    replies_ok: list[bool] = []
+    done = anyio.Event()
+
+    def on_done(event: IpcMainEvent, ok: bool) -> None:
+        replies_ok.append(ok)
+        done.set()
+
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            recorder = Recorder(ipc_main)
+            ipc_main.on("done", on_done)
+            await spawn_script(ipc_main, tmp_path, CHILD, str(tmp_path))
+            await wait_for(done, 20)
+            await wait_for(recorder.all_done)
+            assert recorder.called == list(range(COUNT))
+            assert replies_ok == [True]
+
+
+async def test_concurrent_async_handlers_start_in_order_and_finish_out_of_order() -> None:
+    started: list[int] = []
+    finished: list[int] = []
+    gates = [anyio.Event() for _ in range(5)]
+    all_started = anyio.Event()
+
+    async def handler(event: Any, n: int) -> int:
+        started.append(n)
+        if len(started) == len(gates):
+            all_started.set()
+        await gates[n].wait()
+        finished.append(n)
+        return n
+
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("h", handler)
+            results: dict[int, int] = {}
+
+            async def call(n: int) -> None:
+                results[n] = await renderer.invoke("h", n)
+
+            async with anyio.create_task_group() as tg:
+                for n in range(len(gates)):
+                    tg.start_soon(call, n)
+                    await anyio.lowlevel.checkpoint()
+                await wait_for(all_started)  # all run at once: none waits for another
+                for gate in reversed(gates):
+                    gate.set()
+                    await anyio.lowlevel.checkpoint()
+            assert started == [0, 1, 2, 3, 4]
+            assert results == {n: n for n in range(5)}
+            assert sorted(finished) == [0, 1, 2, 3, 4]
