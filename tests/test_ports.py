@@ -607,3 +607,49 @@ async def test_listeners_see_messages_in_order_plain_or_async(tmp_path: Path) ->
             await all_in.wait()
             assert got_mixed == [(kind, i) for i in range(300) for kind in ("async", "plain")]
             assert got_plain == list(range(300))
+
+
+async def test_a_port_in_a_held_back_message_keeps_its_messages(tmp_path: Path) -> None:
+    """Main is at max_in_flight, so the post_message waits in the backlog; the
+    port's own frames, read in the same batch, must still find the port."""
+    source = """
+    import anyio, ipcbus
+    async def main():
+        async with ipcbus.connect() as r:
+            await r.send("hold")                      # queued: main's only slot
+            channel = ipcbus.MessageChannelMain()
+            for i in range(5):
+                channel.port1.post_message(i)         # queued at port2, given back
+            await r.post_message("take", None, [channel.port2])  # one write for all
+            for i in range(5, 10):
+                channel.port1.post_message(i)         # routed by main
+            await r.wait_closed()
+    anyio.run(main)
+    """
+    with anyio.fail_after(20):
+        async with running_main(max_in_flight=1) as ipc_main:
+            holding, release = anyio.Event(), anyio.Event()
+            taken: list[MessagePortMain] = []
+            took = anyio.Event()
+
+            @ipc_main.on("hold")
+            async def hold(event: ipcbus.IpcMainEvent) -> None:
+                holding.set()  # the read that brought "hold" has been dispatched
+                await release.wait()
+
+            @ipc_main.on("take")
+            def take(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                taken.extend(event.ports)
+                took.set()
+
+            await spawn_script(ipc_main, tmp_path, source)
+            await holding.wait()
+            assert not took.is_set()  # "take" waits in the backlog
+            release.set()
+            await took.wait()
+            got = []
+            async for event in taken[0]:
+                got.append(event.data)
+                if len(got) == 10:
+                    break
+            assert got == list(range(10))

@@ -255,7 +255,7 @@ async def test_a_stream_ends_with_connection_closed_when_the_renderer_dies(
     @r.handle("then-die")
     async def then_die(event):
         yield "last words"
-        await r.send("flushed")   # everything queued before it is on the wire
+        await r.invoke("noop")   # a round trip: what was queued before it has left
         os._exit(1)
 
     async def main():
@@ -265,6 +265,7 @@ async def test_a_stream_ends_with_connection_closed_when_the_renderer_dies(
     """
     with anyio.fail_after(20):
         async with running_main() as ipc_main:
+            ipc_main.handle("noop", lambda event: None)
             contents = await spawn_script(ipc_main, tmp_path, dying)
             got = []
             with pytest.raises(ConnectionClosedError, match="'then-die'"):

@@ -86,6 +86,8 @@ _STREAM_ERRORS = (
 )
 _READ_SIZE = 256 * 1024
 _MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
+_SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
+_BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
 
 
 class Owner(Protocol):
@@ -130,13 +132,22 @@ class ReplySlot:
             self._endpoint.reply_error_soon(self._request_id, kind, exc)
 
 
+def event_factory() -> Callable[[], anyio.Event]:
+    """The running backend's Event class, called directly.
+
+    ``anyio.Event()`` looks the backend up on every call (about 1 us); an
+    endpoint makes several Events per call, always on the same backend.
+    """
+    return type(anyio.Event())
+
+
 class _Batch:
     """Frames that leave in one write; ``done`` is set once they have (or failed)."""
 
     __slots__ = ("done", "failed")
 
-    def __init__(self) -> None:
-        self.done = anyio.Event()
+    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+        self.done = new_event()
         self.failed = False
 
     def fail(self) -> None:
@@ -147,8 +158,8 @@ class _Batch:
 class _Waiter:
     __slots__ = ("done", "reply")
 
-    def __init__(self) -> None:
-        self.done = anyio.Event()
+    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+        self.done = new_event()
         self.reply: ReplyReceived | None = None
 
 
@@ -157,8 +168,8 @@ class StreamWaiter(_Waiter):
 
     __slots__ = ("items",)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+        super().__init__(new_event)
         self.items: deque[msgspec.Raw] = deque()
 
 
@@ -208,8 +219,9 @@ class Endpoint:
         self._tg = task_group
         self._owner = owner
         self._send_tracebacks = send_tracebacks
-        self._wake = anyio.Event()  # set: the writer has something to send
-        self._batch = _Batch()  # what the next write will carry
+        self._new_event = event_factory()
+        self._wake = self._new_event()  # set: the writer has something to send
+        self._batch = _Batch(self._new_event)  # what the next write will carry
         self._torn = False  # a write was interrupted: the stream is out of step
         self._waiters: dict[int, _Waiter] = {}
         self._scopes: dict[int, anyio.CancelScope] = {}
@@ -222,13 +234,16 @@ class Endpoint:
         self._heartbeat_timeout = heartbeat_timeout or (
             3 * heartbeat_interval if heartbeat_interval else None
         )
-        self._last_received = 0.0
+        self._reads = 0  # reads so far: the watchdog's proof of life
+        self._writes = 0  # writes started so far
+        self._writing = False
         self._watchdog_scope = anyio.CancelScope()
-        self._write_started: float | None = None  # when the write in progress began
         self._paused = False  # reading is paused by backpressure
+        self._backlog: deque[Event] = deque()  # calls held back while full
         self._reader_scope = anyio.CancelScope()
         self._idle: anyio.Event | None = None
         self._credit_events: dict[int, anyio.Event] = {}  # streams we serve, out of credit
+        self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
         self.gate: Gate | None = None
         self.stream_close_grace = 5.0  # seconds a closing generator gets to clean up
 
@@ -247,7 +262,6 @@ class Endpoint:
                 helpers.start_soon(self._writer)
                 if self._heartbeat_interval or self._send_timeout:
                     helpers.start_soon(self._watchdog)
-                self._last_received = anyio.current_time()
                 self._kick()  # a renderer's Hello is queued at birth
                 with self._reader_scope:
                     while conn.state is not State.CLOSED:
@@ -256,7 +270,7 @@ class Endpoint:
                         except _STREAM_ERRORS:
                             conn.receive_eof()
                         else:
-                            self._last_received = anyio.current_time()
+                            self._reads += 1  # the watchdog's proof of life; no clock here
                             conn.receive_data(data)
                         await self._dispatch_batch(conn.events_received())
                         self._kick()
@@ -279,35 +293,50 @@ class Endpoint:
         await self._stream.aclose()
         self.closed.set()
 
+    # ---- backpressure ------------------------------------------------
+    #
+    # The peer's calls (requests and messages) start handlers; at most
+    # max_in_flight run at once. While full, calls wait in order in the
+    # backlog and start as handlers finish. Reading pauses while full, so a
+    # flooding peer fills its own socket buffer rather than our memory --
+    # except while we await the peer's replies: the running handlers may be
+    # the very ones waiting for them, so we read on (replies are handled at
+    # once) until the backlog holds _BACKLOG_LIMIT calls, and only then pause.
+
     def _full(self) -> bool:
-        # Never full while we wait for the peer's replies: the running handlers
-        # may be the very ones waiting for them. Full too while much output is
-        # unsent, so replies made inline cannot pile up behind a slow reader.
-        if self._waiters:
-            return False
+        # Full too while much output is unsent, so replies made inline cannot
+        # pile up behind a peer that reads slowly.
         return self._active >= self._max_in_flight or self.conn.pending_output > _MAX_PENDING_OUTPUT
 
+    def _must_pause(self) -> bool:
+        return self._full() and (not self._waiters or len(self._backlog) >= _BACKLOG_LIMIT)
+
     async def _dispatch_batch(self, events: list[Event]) -> None:
-        """Dispatch one read's events in order, pausing whenever the peer has
-        ``max_in_flight`` calls running: we stop reading, so a flooding peer
-        fills its own socket buffer, not our memory."""
-        i = 0
-        while i < len(events):
-            if self._full():
-                self._kick()  # replies already made go out first
-                self._room = anyio.Event()
-                self._paused = True
-                try:
-                    await self._room.wait()
-                finally:
-                    self._paused = False
-                    self._last_received = anyio.current_time()
-            while i < len(events) and not self._full():
-                self._handle(events[i])
-                i += 1
+        """Dispatch one read's events in order, holding calls back while full."""
+        backlog = self._backlog
+        for event in events:
+            if (backlog or self._full()) and isinstance(event, (RequestReceived, MessageReceived)):
+                if isinstance(event, MessageReceived) and event.ports:
+                    # Land its ports now: the frames that follow may name them.
+                    self._landed[id(event)] = self._owner.receive_ports(event.ports)
+                backlog.append(event)
+            else:
+                self._handle(event)
+        while self._must_pause():
+            self._kick()  # replies already made go out first
+            self._room = self._new_event()
+            self._paused = True
+            try:
+                await self._room.wait()
+            finally:
+                self._paused = False
 
     def _make_room(self) -> None:
-        if self._room is not None and not self._full():
+        """Start held-back calls while there is room; wake a paused reader."""
+        backlog = self._backlog
+        while backlog and not self._full():
+            self._handle(backlog.popleft())
+        if self._room is not None and not self._must_pause():
             self._room.set()
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
@@ -363,8 +392,8 @@ class Endpoint:
     async def _writer(self) -> None:
         while True:
             await self._wake.wait()
-            self._wake = anyio.Event()
-            batch, self._batch = self._batch, _Batch()
+            self._wake = self._new_event()
+            batch, self._batch = self._batch, _Batch(self._new_event)
             data = self.conn.data_to_send()
             try:
                 if data:
@@ -383,7 +412,8 @@ class Endpoint:
             self._make_room()
 
     async def _write(self, data: bytearray) -> None:
-        self._write_started = anyio.current_time() if self._send_timeout else None
+        self._writes += 1
+        self._writing = True
         try:
             await self._stream.send(data)  # type: ignore[arg-type]
         except _STREAM_ERRORS as exc:
@@ -397,7 +427,7 @@ class Endpoint:
             self._link_lost("a write was interrupted")
             raise
         finally:
-            self._write_started = None
+            self._writing = False
 
     async def _watchdog(self) -> None:
         """One timer per connection: heartbeats, and writes that never finish.
@@ -410,27 +440,32 @@ class Endpoint:
         silence_limit = self._heartbeat_timeout or (3 * interval if interval else math.inf)
         stall_limit = self._send_timeout or math.inf
         tick = min(interval or math.inf, stall_limit / 4)
-        next_ping = anyio.current_time() + (interval or math.inf)
+        # Progress is read from counters the hot path bumps, not from clocks.
+        seen_reads, seen_writes = self._reads, self._writes
+        silent = stalled = since_ping = 0.0
         with self._watchdog_scope:
             for nonce in itertools.count(1):
                 await anyio.sleep(tick)
-                now = anyio.current_time()
-                if self._write_started is not None and now - self._write_started > stall_limit:
+                stalled = stalled + tick if self._writing and self._writes == seen_writes else 0.0
+                silent = 0.0 if self._reads != seen_reads or self._paused else silent + tick
+                seen_reads, seen_writes = self._reads, self._writes
+                if stalled > stall_limit:
                     self._link_lost(
                         f"{self.name} stopped reading: a write made no progress "
                         f"for {self._send_timeout} s"
                     )
                     await self._stream.aclose()  # wakes the stuck writer
                     return
-                if self.conn.state is not State.OPEN or now < next_ping:
+                if self.conn.state is not State.OPEN or not interval:
                     continue
-                silent = now - self._last_received
-                if silent > silence_limit and not self._paused:  # paused: we are not reading
+                if silent > silence_limit:
                     self._link_lost(f"no data from {self.name} for {silent:.1f} s (heartbeat)")
                     return
-                next_ping = now + (interval or math.inf)
-                self.conn.send_ping(nonce)
-                self._kick()
+                since_ping += tick
+                if since_ping >= interval:
+                    since_ping = 0.0
+                    self.conn.send_ping(nonce)
+                    self._kick()
 
     def flush_later(self) -> None:
         """Have the writer send what is queued, without waiting for it (plain callers)."""
@@ -455,13 +490,20 @@ class Endpoint:
             )
 
     async def send_message(self, channel: str, args: tuple[Any, ...]) -> None:
-        """Fire and forget; returns once the frame is handed to the transport."""
+        """Fire and forget; returns once the frame is queued for the writer.
+
+        Backpressure: while more than ``_SEND_HIGH_WATER`` bytes wait to be
+        written, it waits for the writer to hand them to the transport.
+        """
         self.require_open()
         try:
             self.conn.send_message(channel, args)
         except _ENCODE_ERRORS as exc:
             raise encode_error("send", channel, args, exc) from None
-        await self.flush()
+        if self.conn.pending_output > _SEND_HIGH_WATER:
+            await self.flush()
+        else:
+            self._kick()
 
     async def request(
         self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
@@ -473,9 +515,8 @@ class Endpoint:
             request_id = self.conn.start_request(kind, channel, args)
         except _ENCODE_ERRORS as exc:
             raise encode_error(what, channel, args, exc) from None
-        waiter = self._waiters[request_id] = _Waiter()
-        if self._room is not None:
-            self._room.set()  # the reader may be paused; it must read our reply
+        waiter = self._waiters[request_id] = _Waiter(self._new_event)
+        self._make_room()  # a paused reader must read on: our reply will come
         self._kick()  # a lost link wakes us through _terminated; no need to wait here
         try:
             if timeout is None:
@@ -556,10 +597,13 @@ class Endpoint:
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, (RequestReceived, MessageReceived)):
-            # Ports are landed on arrival: frames that follow may name them.
+            # Ports are landed on arrival (or were, if the call was held back):
+            # frames that follow may name them.
             ports = None
             if isinstance(event, MessageReceived) and event.ports:
-                ports = self._owner.receive_ports(event.ports)
+                ports = self._landed.pop(id(event), None)
+                if ports is None:
+                    ports = self._owner.receive_ports(event.ports)
             if self.gate is None or self.gate(event, ports):
                 self.dispatch(event, ports)
         elif isinstance(event, ReplyReceived):
@@ -600,6 +644,7 @@ class Endpoint:
 
     def _terminated(self, event: ConnectionTerminated) -> None:
         self.termination = event
+        self._backlog.clear()  # nobody could receive their replies
         if event.code not in (None, CloseCode.NORMAL, CloseCode.SHUTDOWN):
             logger.warning("connection to %s ended: %s", self.name, event.reason)
         else:
@@ -815,7 +860,7 @@ class Endpoint:
             request_id = self.conn.start_stream(channel, args, window)
         except _ENCODE_ERRORS as exc:
             raise encode_error("stream", channel, args, exc) from None
-        waiter = self._waiters[request_id] = StreamWaiter()
+        waiter = self._waiters[request_id] = StreamWaiter(self._new_event)
         return request_id, waiter
 
     def end_stream(self, request_id: int, cancel: bool) -> None:
@@ -887,7 +932,7 @@ class Endpoint:
             while conn.stream_credit(request_id) < 1:
                 if not conn.is_serving(request_id):
                     return
-                credit = self._credit_events[request_id] = anyio.Event()
+                credit = self._credit_events[request_id] = self._new_event()
                 # Waiting for the consumer is not work: give back the in-flight
                 # slot, or streams waiting for credit could stop the reader that
                 # would bring it (max_in_flight).

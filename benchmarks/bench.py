@@ -1,0 +1,500 @@
+"""Benchmark ipcbus against a pure-asyncio floor and its peers (issue 4).
+
+    python benchmarks/bench.py [--quick] [--only A,B] [--contestants floor,ipcbus,...]
+                               [--loop asyncio|uvloop|both] [--budget SECONDS] [--json PATH]
+
+Every run starts a fresh server process and one client process (four for E
+and F, 250 connections each), on this machine, over unix sockets; the
+clients check every reply and count and print JSON; this script gathers the
+numbers into one table with each contestant's ratio to the floor on the same
+loop, then says which targets of issue 4 were met. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import MiB, Params, percentile  # noqa: E402
+
+RUN = str(HERE / "_run.py")
+ALL_CONTESTANTS = ("floor", "ipcbus", "ipcbus-async", "pyzmq", "socketio", "grpc", "mpconn")
+DEFAULT_CONTESTANTS = ("floor", "ipcbus", "pyzmq", "socketio", "grpc", "mpconn")
+BOTH_LOOPS = ("asyncio", "uvloop")
+LOOPS = {
+    "floor": BOTH_LOOPS,
+    "ipcbus": BOTH_LOOPS,
+    "ipcbus-async": BOTH_LOOPS,
+    "pyzmq": ("asyncio",),
+    "socketio": ("asyncio",),
+    "grpc": ("asyncio",),
+    "mpconn": ("asyncio",),  # blocking, no loop: shown in the default column
+}
+PEERS = ("pyzmq", "socketio", "grpc")
+SCENARIOS = "ABCDEF"
+
+
+@dataclass(frozen=True)
+class Metric:
+    scenario: str
+    key: str
+    label: str
+    higher_is_better: bool
+
+
+METRICS = (
+    Metric("A", "median_us", "A round trip, median us", False),
+    Metric("A", "p99_us", "A round trip, p99 us", False),
+    Metric("B", "calls_per_s", "B 64 in flight, calls/s", True),
+    Metric("B", "server_cpu_us", "B server CPU us/call", False),
+    Metric("B", "client_cpu_us", "B client CPU us/call", False),
+    Metric("C", "msgs_per_s", "C one-way send, msgs/s", True),
+    Metric("C", "server_cpu_us", "C server CPU us/msg", False),
+    Metric("C", "client_cpu_us", "C client CPU us/msg", False),
+    Metric("D", "mb_per_s", "D 16 MiB echo, MB/s", True),
+    Metric("D", "rss_peak_mib", "D server peak RSS, MiB", False),
+    Metric("D", "rss_growth_mib", "D server RSS growth, MiB", False),
+    Metric("E", "p50_us", "E 1k renderers, p50 us", False),
+    Metric("E", "p99_us", "E 1k renderers, p99 us", False),
+    Metric("E", "calls_per_s", "E 1k renderers, calls/s", True),
+    Metric("F", "deliveries_per_s", "F broadcast, deliveries/s", True),
+)
+# The one number per scenario that decides "ahead of" a peer.
+PRIMARY = {"A": "median_us", "B": "calls_per_s", "C": "msgs_per_s", "D": "mb_per_s"}
+PRIMARY |= {"E": "p50_us", "F": "deliveries_per_s"}
+HIGHER = {m.key: m.higher_is_better for m in METRICS}
+
+
+# ---- child processes --------------------------------------------------------------
+
+
+class RunFailed(Exception):
+    pass
+
+
+class Child:
+    """A child process whose stdout JSON lines arrive on a queue."""
+
+    def __init__(self, argv: list[str], name: str) -> None:
+        self.name = name
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            cwd=HERE,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.skipped: list[str] = []  # stdout lines that were not ours (not JSON)
+        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+
+    def _pump(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def line(self, timeout: float) -> dict[str, Any]:
+        """The next JSON line; ``RunFailed`` on timeout, exit, or an error line."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                raise RunFailed(f"{self.name}: no answer within {timeout:.0f} s") from None
+            if line is None:
+                self.proc.wait(5)
+                other = f"; other output: {self.skipped[-1][:200]!r}" if self.skipped else ""
+                raise RunFailed(
+                    f"{self.name} exited ({self.proc.returncode}) without an answer: "
+                    f"{self.stderr_tail()}{other}"
+                )
+            try:
+                msg: dict[str, Any] = json.loads(line)
+            except json.JSONDecodeError:
+                self.skipped.append(line)  # a library printing on stdout; not ours
+                continue
+            if "error" in msg:
+                raise RunFailed(f"{self.name}: {msg['error']}")
+            return msg
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def stderr_tail(self, lines: int = 3) -> str:
+        self.stderr.seek(0)
+        tail = [ln for ln in self.stderr.read().splitlines() if ln.strip()][-lines:]
+        return " | ".join(tail) or "(no stderr)"
+
+    def stop(self, grace: float) -> None:
+        """Close stdin (the signal to stop), then terminate, then kill."""
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            for sig, wait in ((None, grace), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+                if sig is not None:
+                    self.proc.send_signal(sig)
+                try:
+                    self.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.stderr.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RunFailed(f"no {field} in /proc/{pid}/status")
+
+
+# ---- one run ------------------------------------------------------------------------
+
+
+def run_one(contestant: str, loop: str, scenario: str, p: Params) -> dict[str, float]:
+    """Fresh server, client process(es), merged metrics; raises ``RunFailed``."""
+    run_dir = tempfile.mkdtemp(prefix="ipcbench-", dir="/tmp")  # short: ipc:// paths
+    py = sys.executable
+    base = [py, RUN, contestant]
+    server = Child([*base, "server", "--loop", loop, "--dir", run_dir], f"{contestant} server")
+    clients: list[Child] = []
+    try:
+        info = server.line(timeout=30)
+        rss_ready = proc_status_kib(server.proc.pid, "VmRSS")
+        cpu_ready = cpu_seconds(server.proc.pid)
+        many = scenario in "EF"
+        procs = (p.e_procs if scenario == "E" else p.f_procs) if many else 1
+        renderers = (p.e_renderers if scenario == "E" else p.f_renderers) if many else 1
+        for i in range(procs):
+            argv = [*base, "client", "--loop", loop, "--scenario", scenario]
+            argv += ["--info", json.dumps(info), "--params", p.to_json()]
+            argv += ["--index", str(i), "--conns", str(renderers // procs)]
+            clients.append(Child(argv, f"{contestant} client {i}"))
+        if many:
+            for c in clients:
+                c.line(timeout=p.timeout)  # {"connected": n}
+            for c in clients:
+                c.go()
+        results = [c.line(timeout=p.timeout + 15)["result"] for c in clients]
+        if server.proc.poll() is not None:
+            raise RunFailed(f"the server died: {server.stderr_tail()}")
+        hwm = proc_status_kib(server.proc.pid, "VmHWM")
+        server_cpu = cpu_seconds(server.proc.pid) - cpu_ready
+    finally:
+        for c in clients:
+            c.stop(grace=5)
+        server.stop(grace=5)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    merged = merge(scenario, results, p, rss_ready, hwm)
+    if "ops_total" in results[0]:
+        # Includes warm-up and the checks; clock ticks are 10 ms, hence many ops.
+        merged["server_cpu_us"] = server_cpu / results[0]["ops_total"] * 1e6
+    return merged
+
+
+def merge(
+    scenario: str, results: list[dict[str, Any]], p: Params, rss_ready: int, hwm: int
+) -> dict[str, float]:
+    if scenario == "E":
+        lat = sorted(v for r in results for v in r["latencies_us"])
+        expected = p.e_renderers // p.e_procs * p.e_procs * p.e_calls
+        if len(lat) != expected:
+            raise RunFailed(f"E: {len(lat)} replies, expected {expected}")
+        span = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+        return {
+            "p50_us": percentile(lat, 0.5),
+            "p99_us": percentile(lat, 0.99),
+            "calls_per_s": len(lat) / span,
+        }
+    if scenario == "F":
+        deliveries = sum(r["deliveries"] for r in results)
+        expected = p.f_renderers // p.f_procs * p.f_procs * p.f_messages
+        if deliveries != expected:
+            raise RunFailed(f"F: {deliveries} deliveries, expected {expected}")
+        t0 = next(r["t0"] for r in results if r["t0"] is not None)
+        span = max(r["t_last"] for r in results) - t0
+        return {"deliveries_per_s": deliveries / span}
+    out = {k: float(v) for k, v in results[0].items() if k not in ("n", "ops_total")}
+    if scenario == "D":
+        out["rss_peak_mib"] = hwm / 1024
+        out["rss_growth_mib"] = (hwm - rss_ready) / 1024
+    return out
+
+
+# ---- the table ------------------------------------------------------------------
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e4:
+        return f"{v / 1e3:.0f}k"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    if v >= 100:
+        return f"{v:.0f}"
+    return f"{v:.1f}"
+
+
+def _missing(got: str | None) -> str:
+    if got is None:
+        return "-"
+    return "skip" if got.startswith("skipped") else "ERR"
+
+
+def table(
+    columns: list[tuple[str, str]],
+    data: dict[tuple[str, str, str], dict[str, float] | str],
+    scenarios: str,
+) -> list[str]:
+    heads = ["metric"]
+    cells: list[list[str]] = []
+    for contestant, loop in columns:
+        short = "uv" if loop == "uvloop" else "aio"
+        heads.append(f"{contestant}/{short}")
+        if contestant != "floor":
+            heads.append("xfloor")
+    for m in METRICS:
+        if m.scenario not in scenarios:
+            continue
+        row = [m.label]
+        for contestant, loop in columns:
+            got = data.get((m.scenario, contestant, loop))
+            value = got.get(m.key) if isinstance(got, dict) else None
+            row.append(fmt(value) if isinstance(got, dict) else _missing(got))
+            if contestant != "floor":
+                floor = data.get((m.scenario, "floor", loop))
+                fv = floor.get(m.key) if isinstance(floor, dict) else None
+                row.append(f"{value / fv:.2f}" if value is not None and fv else "")
+        cells.append(row)
+    widths = [max(len(r[i]) for r in [heads, *cells]) for i in range(len(heads))]
+    lines = [
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(heads, widths, strict=True))
+        )
+    ]
+    lines.append("-" * len(lines[0]))
+    for r in cells:
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return lines
+
+
+def value(
+    data: dict[tuple[str, str, str], dict[str, float] | str],
+    scenario: str,
+    contestant: str,
+    loop: str,
+    key: str,
+) -> float | None:
+    got = data.get((scenario, contestant, loop))
+    return got.get(key) if isinstance(got, dict) else None
+
+
+def targets(
+    data: dict[tuple[str, str, str], dict[str, float] | str],
+    contestants: list[str],
+    loops: list[str],
+    scenarios: str,
+    p: Params,
+) -> list[str]:
+    lines = []
+    checks = [
+        ("A", "median_us", "<=", 1.3),
+        ("B", "calls_per_s", ">=", 0.5),
+        ("C", "msgs_per_s", ">=", 0.5),
+        ("D", "mb_per_s", ">=", 0.8),
+    ]
+    for bus in (c for c in contestants if c.startswith("ipcbus")):
+        for loop in loops:
+            for scenario, key, op, bound in checks:
+                if scenario not in scenarios:
+                    continue
+                mine = value(data, scenario, bus, loop, key)
+                floor = value(data, scenario, "floor", loop, key)
+                what = f"{scenario}: {bus}/{loop} {key} {op} {bound}x floor"
+                if mine is None or not floor:
+                    lines.append(f"{what}: n/a (missing data)")
+                    continue
+                ratio = mine / floor
+                ok = ratio <= bound if op == "<=" else ratio >= bound
+                verdict = "MET" if ok else "MISSED"
+                lines.append(f"{what}: {verdict} ({fmt(mine)} vs {fmt(floor)}, {ratio:.2f}x)")
+            if "D" in scenarios:
+                growth = value(data, "D", bus, loop, "rss_growth_mib")
+                limit = 4 * p.d_size / MiB
+                what = f"D: {bus}/{loop} server peak RSS growth < 4x payload ({limit:.0f} MiB)"
+                if growth is None:
+                    lines.append(f"{what}: n/a (missing data)")
+                else:
+                    peak = value(data, "D", bus, loop, "rss_peak_mib") or 0
+                    verdict = "MET" if growth < limit else "MISSED"
+                    lines.append(f"{what}: {verdict} (grew {growth:.0f} MiB, peak {peak:.0f} MiB)")
+        loop = "asyncio"  # the peers run on the default loop only
+        if loop not in loops:
+            continue
+        for peer in (c for c in PEERS if c in contestants):
+            behind, missing = [], []
+            for scenario in scenarios:
+                key = PRIMARY[scenario]
+                mine = value(data, scenario, bus, loop, key)
+                theirs = value(data, scenario, peer, loop, key)
+                if mine is None:
+                    missing.append(scenario)
+                    continue
+                if theirs is None:
+                    continue  # a broken peer posts no number; we are ahead of nothing
+                if (mine < theirs) if HIGHER[key] else (mine > theirs):
+                    behind.append(scenario)
+            what = f"{bus}/{loop} ahead of {peer} on every scenario ({', '.join(scenarios)})"
+            if missing:
+                lines.append(f"{what}: n/a (ipcbus missing {', '.join(missing)})")
+            else:
+                verdict = "MET" if not behind else f"MISSED (behind on {', '.join(behind)})"
+                lines.append(f"{what}: {verdict}")
+    return lines
+
+
+# ---- main -------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (under 2 minutes)")
+    parser.add_argument("--only", default=SCENARIOS, help="scenarios, e.g. A,B (default: all)")
+    parser.add_argument(
+        "--contestants",
+        default=",".join(DEFAULT_CONTESTANTS),
+        help=f"comma-separated, from {', '.join(ALL_CONTESTANTS)}",
+    )
+    parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default=None)
+    parser.add_argument("--budget", type=float, default=None, help="seconds; later runs skip")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell; shows medians")
+    parser.add_argument("--json", help="also write the raw numbers here")
+    args = parser.parse_args()
+
+    scenarios = "".join(s for s in SCENARIOS if s in args.only.upper())
+    contestants = [c.strip() for c in args.contestants.split(",") if c.strip()]
+    for c in contestants:
+        if c not in ALL_CONTESTANTS:
+            parser.error(f"unknown contestant {c!r}; choose from {', '.join(ALL_CONTESTANTS)}")
+    loop_arg = args.loop or "both"
+    loops = list(BOTH_LOOPS) if loop_arg == "both" else [loop_arg]
+    columns = [(c, lp) for lp in loops for c in contestants if lp in LOOPS[c]]
+    budget = args.budget if args.budget is not None else (150.0 if args.quick else 900.0)
+    p = Params.make(args.quick)
+
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    data: dict[tuple[str, str, str], dict[str, float] | str] = {}
+    errors: list[str] = []
+    # Repeats of one scenario go round all columns before the next, spreading noise.
+    runs = [(s, c, lp) for s in scenarios for _ in range(args.repeat) for c, lp in columns]
+    samples: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    for n, (scenario, contestant, loop) in enumerate(runs, 1):
+        key = (scenario, contestant, loop)
+        tag = f"[{n:2}/{len(runs)}] {scenario} {contestant}/{loop}"
+        if isinstance(data.get(key), str):
+            continue  # failed once: it posts no number
+        if time.monotonic() - started > budget:
+            if key not in samples:
+                data[key] = "skipped: over the time budget"
+                errors.append(
+                    f"{scenario} {contestant}/{loop}: skipped (over the {budget:.0f} s budget)"
+                )
+            continue
+        t0 = time.monotonic()
+        try:
+            result = run_one(contestant, loop, scenario, p)
+        except RunFailed as exc:
+            data[key] = str(exc)
+            errors.append(f"{scenario} {contestant}/{loop}: {exc}")
+            print(f"{tag}: ERROR {exc}", file=sys.stderr, flush=True)
+            continue
+        samples.setdefault(key, []).append(result)
+        data[key] = {k: statistics.median(r[k] for r in samples[key]) for k in result}
+        shown = ", ".join(f"{k} {fmt(v)}" for k, v in result.items())
+        print(f"{tag}: {shown} ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+    elapsed = time.monotonic() - started
+    load_after = os.getloadavg()
+
+    out = [
+        "",
+        f"ipcbus benchmarks: {'quick' if args.quick else 'full'} run, {elapsed:.0f} s, "
+        + (f"median of {args.repeat} runs per cell, " if args.repeat > 1 else "")
+        + f"python {platform.python_version()}, {os.cpu_count()} CPUs",
+        f"command: {' '.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])}",
+        f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+        f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}",
+        "columns: contestant/loop (aio = default asyncio loop, uv = uvloop); "
+        "xfloor = value / floor's value on the same loop",
+    ]
+    if any(s in scenarios for s in "EF"):
+        out.append(
+            f"E/F: {p.e_renderers} renderers = {p.e_procs} client processes x "
+            f"{p.e_renderers // p.e_procs} connections; E: {p.e_calls} sequential invokes each, "
+            f"all at once; F: {p.f_messages} broadcasts"
+        )
+    out.append(
+        f"sizes: A >= {p.a_seconds} s sequential, B {p.b_inflight} in flight {p.b_seconds} s, "
+        f"C {p.c_count:,} sends, D {p.d_size // MiB} MiB x {p.d_reps}; "
+        "D MB = 1e6 bytes of payload one way; RSS growth = server VmHWM - VmRSS when ready"
+    )
+    out.append("")
+    out += table(columns, data, scenarios)
+    out.append("")
+    out.append("targets (issue 4):")
+    out += ["  " + t for t in targets(data, contestants, loops, scenarios, p)]
+    if errors:
+        out.append("")
+        out.append("errors (these post no number):")
+        out += ["  " + e for e in errors]
+    print("\n".join(out))
+    if args.json:
+        raw = {f"{s}/{c}/{lp}": v for (s, c, lp), v in data.items()}
+        Path(args.json).write_text(json.dumps({"params": p.__dict__, "results": raw}, indent=1))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per contestant; see ``_run.py`` for the names the CLI uses."""
