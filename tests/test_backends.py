@@ -49,6 +49,14 @@ def test_full_round_trip_on_each_loop(loop: str) -> None:
     assert ipcbus.run(_scenario, loop=loop) == [3, 42, ["x", 1], "pong"]
 
 
+def test_full_round_trip_on_asyncio_without_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """anyio's own socket streams, as under trio, but on asyncio."""
+    monkeypatch.setenv("IPCBUS_NO_FASTPATH", "1")
+    assert ipcbus.run(_scenario, loop="asyncio") == [3, 42, ["x", 1], "pong"]
+
+
 def test_run_refuses_uvloop_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="pip install 'ipcbus\\[uvloop\\]'"):

@@ -8,6 +8,7 @@ listener without an address lives in a fresh 0700 directory and the socket is
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -16,14 +17,16 @@ import socket
 import ssl
 import struct
 import tempfile
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.abc
 from anyio.streams.tls import TLSListener
 
+from ._aio import AsyncioSocketStream
 from ._errors import ConnectionClosedError
 
 __all__ = (
@@ -126,6 +129,26 @@ class CreatedListener:
         self.address = address
         self._remove = remove
 
+    async def serve(
+        self,
+        handler: Callable[[anyio.abc.ByteStream], Coroutine[Any, Any, None]],
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
+        """Accept connections forever, running ``handler(stream)`` in ``task_group``."""
+        if not (fast_path() and isinstance(self.address, UnixAddress)):
+            await self.listener.serve(handler, task_group=task_group)
+            return
+        listening = self.listener.extra(anyio.abc.SocketAttribute.raw_socket)
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, _ = await loop.sock_accept(listening)
+            try:
+                stream = await stream_from_socket(sock)
+            except OSError:
+                sock.close()  # the peer left before we wrapped it
+                continue
+            task_group.start_soon(handler, stream)
+
     def remove_files(self) -> None:
         """Delete the socket file and private directory we created, if any."""
         for path in self._remove:
@@ -189,6 +212,8 @@ async def connect(
     parsed = parse_address(address)
     try:
         if isinstance(parsed, UnixAddress):
+            if fast_path():
+                return await _connect_unix_fast(parsed.path)
             return await anyio.connect_unix(parsed.path)
         _check_tls(parsed, ssl_context)
         if ssl_context is not None:
@@ -203,9 +228,36 @@ async def connect(
         ) from exc
 
 
+def fast_path() -> bool:
+    """Whether to use the asyncio fast path (``_aio``) here: on asyncio or uvloop,
+    unless ``$IPCBUS_NO_FASTPATH`` is set. This is the one seam that decides it."""
+    if os.environ.get("IPCBUS_NO_FASTPATH"):
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False  # trio, or no loop: anyio's streams
+    return True
+
+
 async def stream_from_socket(sock: socket.socket) -> anyio.abc.ByteStream:
-    """Wrap a connected unix socket (a socketpair end, an inherited fd)."""
-    return await anyio.abc.UNIXSocketStream.from_socket(sock)
+    """Wrap a connected stream socket (a socketpair end, an inherited fd, an accepted one)."""
+    if fast_path():
+        return await AsyncioSocketStream.from_socket(sock)
+    if sock.family == socket.AF_UNIX:
+        return await anyio.abc.UNIXSocketStream.from_socket(sock)
+    return await anyio.abc.SocketStream.from_socket(sock)
+
+
+async def _connect_unix_fast(path: str) -> anyio.abc.ByteStream:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, path)
+        return await stream_from_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def child_socketpair() -> tuple[socket.socket, socket.socket]:

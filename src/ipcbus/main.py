@@ -520,7 +520,7 @@ class IpcMain(Registry):
             with listener._scope:
                 # Connections run in IpcMain's task group, not the listener's:
                 # closing a listener stops accepting and leaves them connected.
-                await listener._created.listener.serve(handle, task_group=tg)
+                await listener._created.serve(handle, tg)
         finally:
             with anyio.CancelScope(shield=True):
                 await listener._created.listener.aclose()

@@ -1,0 +1,180 @@
+"""The asyncio fast path: a socket stream driven by an ``asyncio.Protocol``.
+
+This is the one place ipcbus uses asyncio directly (the house rule is anyio
+first). anyio's unix socket stream yields to the loop before every read and
+write and registers, then unregisters, the socket with the selector for every
+read that has to wait; on the selector loop that also formats ``repr(sock)``
+(two syscalls) each time. A Protocol is registered once for the connection's
+life and hands over data as it arrives. benchmarks/PROFILE.md and
+docs/performance.md show what it buys; ``IPCBUS_NO_FASTPATH=1`` turns it off.
+
+The class implements anyio's ``ByteStream`` interface with anyio's exception
+semantics, so the rest of ipcbus cannot tell the difference: ``EndOfStream``
+when the peer closed, ``BrokenResourceError`` when the link failed,
+``ClosedResourceError`` once we closed it (also in a pending ``receive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+
+__all__ = ("AsyncioSocketStream",)
+
+_PAUSE_READING_ABOVE = 1024 * 1024  # buffered bytes; the kernel buffer then fills
+_FAIR_READS = 16  # reads served without waiting before we yield to the loop once
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self.lost = False
+        self.reading_paused = False
+        self.readable: asyncio.Future[None] | None = None
+        self.writable: asyncio.Future[None] | None = None
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they have its API.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > _PAUSE_READING_ABOVE and not self.reading_paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.reading_paused = True
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        # Keep our side open: a peer that half-closed still reads our replies
+        # (and our Goodbye) until we close.
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+        self.error = exc
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._wake_reader()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        if self.writable is None or self.writable.done():
+            self.writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writer()
+
+    def _wake_reader(self) -> None:
+        if self.readable is not None and not self.readable.done():
+            self.readable.set_result(None)
+
+    def _wake_writer(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+
+
+class AsyncioSocketStream(anyio.abc.ByteStream):
+    """anyio ``ByteStream`` over an asyncio transport; build it with :meth:`from_socket`."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+        self._streak = 0
+
+    @classmethod
+    async def from_socket(cls, sock: socket.socket) -> AsyncioSocketStream:
+        """Take over a connected stream socket (unix or TCP)."""
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        transport, protocol = await loop.connect_accepted_socket(lambda: _Protocol(loop), sock)
+        return cls(transport, protocol)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        protocol = self._protocol
+        if protocol.chunks and self._streak < _FAIR_READS:
+            self._streak += 1  # data is here: no need to visit the loop...
+        else:
+            self._streak = 0  # ...but now and then we do, so a flood cannot starve others
+            while not protocol.chunks:
+                self._check_readable()
+                protocol.readable = protocol.loop.create_future()
+                await protocol.readable
+            if protocol.readable is None:
+                await asyncio.sleep(0)
+            protocol.readable = None
+        if self._closed:
+            raise anyio.ClosedResourceError
+        chunk = protocol.chunks.popleft()
+        if len(chunk) > max_bytes:
+            protocol.chunks.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        protocol.buffered -= len(chunk)
+        if protocol.reading_paused and protocol.buffered <= _PAUSE_READING_ABOVE // 2:
+            protocol.reading_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def _check_readable(self) -> None:
+        protocol = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.error is not None:
+            raise anyio.BrokenResourceError from protocol.error
+        if protocol.eof or protocol.lost:
+            raise anyio.EndOfStream
+
+    async def send(self, item: bytes) -> None:
+        protocol = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.lost or self._transport.is_closing():
+            raise anyio.BrokenResourceError from protocol.error
+        self._transport.write(item)
+        writable = protocol.writable
+        if writable is not None and not writable.done():
+            await writable  # the transport's buffer is over its high-water mark
+            if protocol.lost:
+                raise anyio.BrokenResourceError from protocol.error
+
+    async def send_eof(self) -> None:
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        protocol = self._protocol
+        protocol._wake_reader()  # a pending receive raises ClosedResourceError
+        self._transport.close()  # flushes what is buffered, then closes
+        if self._transport.get_write_buffer_size():
+            # A peer that stopped reading must not hold the socket open forever.
+            with anyio.move_on_after(1):
+                await asyncio.shield(protocol.closed)
+            if not protocol.lost:
+                self._transport.abort()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        sock = self._transport.get_extra_info("socket")
+        return {
+            anyio.abc.SocketAttribute.raw_socket: lambda: sock,
+            anyio.abc.SocketAttribute.family: lambda: sock.family,
+        }
