@@ -56,6 +56,10 @@ logger = logging.getLogger("ipcbus")
 After = Callable[[], None]
 
 
+def _nothing() -> None:
+    pass
+
+
 class Sink:
     """One renderer connection, as main's router sees it."""
 
@@ -155,6 +159,8 @@ class MainPortRouter:
 
     def send_out(self, ports: list[MessagePortMain], sink: Sink) -> tuple[list[PortRef], After]:
         """Refs for claimed ``ports`` going to ``sink``; run ``after`` once the frame is queued."""
+        if not ports:
+            return [], _nothing
         moves = [self._export(port, sink) for port in ports]
 
         def after() -> None:
@@ -196,7 +202,7 @@ class MainPortRouter:
         return [self._land(sink, ref) for ref in refs]
 
     def port_message(self, sink: Sink, event: PortMessageReceived) -> None:
-        ports = self.land(sink, event.ports)
+        ports = self.land(sink, event.ports) if event.ports else []
         item = Item(event.data, ports)
         if event.returned:
             self._give_back(sink, event.port_id, item)
@@ -420,6 +426,8 @@ class RendererPortRouter:
 
     def send_out(self, ports: list[MessagePortMain]) -> tuple[list[PortRef], After]:
         """Refs for ``ports`` (checked); run ``after`` once the carrying frame is queued."""
+        if not ports:
+            return [], _nothing
         refs: list[PortRef] = []
         moves: list[tuple[int, deque[Queued]]] = []
         for port in ports:
@@ -472,7 +480,8 @@ class RendererPortRouter:
                 conn.send_port_message(event.port_id, event.data, event.ports, returned=True)
             return
         port._received += 1
-        port._enqueue(Item(event.data, self.land(event.ports)), inline=True)
+        ports = self.land(event.ports) if event.ports else []
+        port._enqueue(Item(event.data, ports), inline=True)
 
     def port_closed(self, event: PortClosed) -> None:
         port = self._ports.pop(event.port_id, None)

@@ -328,18 +328,20 @@ class MessagePortMain:
     def _deliver_inline(self, item: Item) -> bool:
         """Deliver ``item`` now if nothing is ahead of it and no listener is async."""
         listeners = self._listeners.get("message")
-        if (
-            self._inbox
-            or self._draining
-            or not self._started
-            or not listeners
-            or any(entry[2] for entry in listeners)
-        ):
+        if self._inbox or self._draining or not self._started or not listeners:
             return False
+        once = False
+        for _, is_once, is_async in listeners:
+            if is_async:
+                return False
+            once = once or is_once
+        if once:
+            self._listeners["message"] = tuple(entry for entry in listeners if not entry[1])
         event = MessageEvent(item.data, item.ports)
-        for iterator in list(self._iterators):
-            iterator.push(event)
-        for fn, _, _ in self._take("message"):
+        if self._iterators:
+            for iterator in list(self._iterators):
+                iterator.push(event)
+        for fn, _, _ in listeners:
             try:
                 result = fn(event)
             except Exception:
@@ -364,8 +366,9 @@ class MessagePortMain:
     def _schedule(self) -> None:
         if not self._inbox:
             return
-        for iterator in list(self._iterators):
-            iterator.wake()  # it may take the message, or drain if there is no host
+        if self._iterators:  # (a WeakSet: iterating it costs more than the rest)
+            for iterator in list(self._iterators):
+                iterator.wake()  # it may take the message, or drain if there is no host
         if self._draining or not self._deliverable():
             return
         if self._host is not None and self._host.start_soon(self._drain):
@@ -380,8 +383,9 @@ class MessagePortMain:
                     await self._emit_close()
                     break
                 event = MessageEvent(item.data, item.ports)
-                for iterator in list(self._iterators):
-                    iterator.push(event)  # with listeners, iterators get copies
+                if self._iterators:
+                    for iterator in list(self._iterators):
+                        iterator.push(event)  # with listeners, iterators get copies
                 for fn, _, _ in self._take("message"):
                     await _call(fn, event)
         finally:
@@ -516,13 +520,15 @@ def check_transfer(
     Raises:
         TypeError: naming the index of the first bad entry.
     """
+    if transfer == ():
+        return []  # the common case: nothing to check
     if isinstance(transfer, (str, bytes, MessagePortMain)) or not isinstance(transfer, Iterable):
         raise TypeError(
             f"transfer must be a list of MessagePortMain, not {type(transfer).__name__}"
         )
     ports = list(transfer)
     seen: dict[int, int] = {}
-    other = source._other_end() if source is not None else None
+    other = source._other_end() if source is not None and ports else None
     for i, port in enumerate(ports):
         if not isinstance(port, MessagePortMain):
             raise TypeError(f"transfer[{i}] is not a MessagePortMain but {type(port).__name__}")
