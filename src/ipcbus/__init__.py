@@ -20,6 +20,7 @@ from ._errors import (
     ValidationError,
 )
 from ._runner import run
+from ._streams import IpcStream
 from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION
 from .main import (
     DisconnectDetails,
@@ -29,6 +30,7 @@ from .main import (
     Listener,
     WebContents,
 )
+from .ports import MessageChannelMain, MessageEvent, MessagePortMain
 from .renderer import IpcRenderer, IpcRendererEvent, connect
 
 __version__ = "0.1.0"
@@ -47,8 +49,12 @@ __all__ = (
     "IpcMainInvokeEvent",
     "IpcRenderer",
     "IpcRendererEvent",
+    "IpcStream",
     "IpcTimeoutError",
     "Listener",
+    "MessageChannelMain",
+    "MessageEvent",
+    "MessagePortMain",
     "NoHandlerError",
     "ProtocolError",
     "RemoteError",

@@ -18,6 +18,16 @@ Shared by main (one per renderer) and renderers (one in all). Rules:
   the caller, or the connection ending, cancels it.
 * When the connection ends, every waiting caller is woken and fails with
   ``ConnectionClosedError``; nothing waits forever.
+* Streams (docs/ports-and-streams.md): a STREAM request runs its handler's
+  async iterator in its own cancel scope, like an invoke, and pulls the next
+  item only while the consumer has granted credit, so a slow consumer pauses
+  the generator. Items are queued for the writer (``flush_later``): a
+  generator that yields without awaiting fills the window, then one write
+  sends it. A stream waiting for credit does not count against
+  ``max_in_flight``.
+* An optional ``gate`` (main sets it: allowlists, guards) sees every message
+  and request before anything decodes its arguments; it dispatches it now,
+  later, or never. Port frames go to the owner (``port_event``).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import logging
 import math
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -50,16 +60,20 @@ from ._events import (
     Event,
     HandshakeCompleted,
     MessageReceived,
+    PortClosed,
+    PortMessageReceived,
     ReplyReceived,
     RequestCancelled,
     RequestReceived,
+    StreamCreditReceived,
+    StreamItemReceived,
 )
 from ._protocol import Connection, State
 from ._registry import Callback
 from ._values import DECODE_ERRORS, decode_value, encode_error
-from ._wire import CloseCode, ErrorInfo, ErrorKind, RequestKind
+from ._wire import CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
 
-__all__ = ("Endpoint", "Owner", "ReplySlot", "logger")
+__all__ = ("Endpoint", "Gate", "Owner", "ReplySlot", "StreamWaiter", "logger")
 
 logger = logging.getLogger("ipcbus")
 
@@ -85,6 +99,13 @@ class Owner(Protocol):
     def make_invoke_event(self, channel: str) -> Any: ...
     def handshake_completed(self, event: HandshakeCompleted) -> None: ...
     def terminated(self, event: ConnectionTerminated) -> None: ...
+    def receive_ports(self, refs: list[PortRef]) -> list[Any]: ...
+    def port_event(self, event: PortMessageReceived | PortClosed) -> None: ...
+
+
+#: ``gate(event, ports)``: ``True`` to dispatch now; ``False`` if it rejected
+#: the event or will dispatch it later (``Endpoint.dispatch``).
+Gate = Callable[[RequestReceived | MessageReceived, list[Any] | None], bool]
 
 
 class ReplySlot:
@@ -162,6 +183,16 @@ class _Waiter:
         self.reply: ReplyReceived | None = None
 
 
+class StreamWaiter(_Waiter):
+    """A stream's items as they arrive, then its Reply (``done`` is renewed per wait)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+        super().__init__(new_event)
+        self.items: deque[msgspec.Raw] = deque()
+
+
 def error_info(kind: ErrorKind, exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
     """Describe ``exc`` for the wire."""
     text = None
@@ -234,6 +265,15 @@ class Endpoint:
         self._backlog: deque[Event] = deque()  # calls held back while full
         self._reader_scope = anyio.CancelScope()
         self._idle: anyio.Event | None = None
+        self._credit_events: dict[int, anyio.Event] = {}  # streams we serve, out of credit
+        self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
+        self.gate: Gate | None = None
+        self.stream_close_grace = 5.0  # seconds a closing generator gets to clean up
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """The task group this connection's tasks run in."""
+        return self._tg
 
     # ---- lifecycle -----------------------------------------------------
 
@@ -299,6 +339,9 @@ class Endpoint:
         backlog = self._backlog
         for event in events:
             if (backlog or self._full()) and isinstance(event, (RequestReceived, MessageReceived)):
+                if isinstance(event, MessageReceived) and event.ports:
+                    # Land its ports now: the frames that follow may name them.
+                    self._landed[id(event)] = self._owner.receive_ports(event.ports)
                 backlog.append(event)
             else:
                 self._handle(event)
@@ -482,6 +525,11 @@ class Endpoint:
                     self.conn.send_ping(nonce)
                     self._kick()
 
+    def flush_later(self) -> None:
+        """Have the writer send what is queued, without waiting for it (plain callers)."""
+        if self.conn.state is State.OPEN:
+            self._kick()
+
     def _link_lost(self, reason: str) -> None:
         if self.conn.state is not State.CLOSED:
             logger.warning("connection to %s lost: %s", self.name, reason)
@@ -607,18 +655,32 @@ class Endpoint:
             self._handle(event)
 
     def _handle(self, event: Event) -> None:
-        if isinstance(event, RequestReceived):
-            if event.kind is RequestKind.INVOKE:
-                self._dispatch_invoke(event)
-            else:
-                self._dispatch_message(event.channel, event.args, event.request_id)
+        if isinstance(event, (RequestReceived, MessageReceived)):
+            # Ports are landed on arrival (or were, if the call was held back):
+            # frames that follow may name them.
+            ports = None
+            if isinstance(event, MessageReceived) and event.ports:
+                ports = self._landed.pop(id(event), None)
+                if ports is None:
+                    ports = self._owner.receive_ports(event.ports)
+            if self.gate is None or self.gate(event, ports):
+                self.dispatch(event, ports)
         elif isinstance(event, ReplyReceived):
             waiter = self._waiters.get(event.request_id)
             if waiter is not None:
                 waiter.reply = event
                 waiter.done.set()
-        elif isinstance(event, MessageReceived):
-            self._dispatch_message(event.channel, event.args, None)
+        elif isinstance(event, StreamItemReceived):
+            waiter = self._waiters.get(event.request_id)
+            if isinstance(waiter, StreamWaiter):
+                waiter.items.append(event.value)
+                waiter.done.set()
+        elif isinstance(event, (PortMessageReceived, PortClosed)):
+            self._owner.port_event(event)
+        elif isinstance(event, StreamCreditReceived):
+            credit = self._credit_events.pop(event.request_id, None)
+            if credit is not None:
+                credit.set()
         elif isinstance(event, RequestCancelled):
             scope = self._scopes.get(event.request_id)
             if scope is not None:
@@ -627,6 +689,17 @@ class Endpoint:
             self._owner.handshake_completed(event)
         elif isinstance(event, ConnectionTerminated):
             self._terminated(event)
+
+    def dispatch(self, event: RequestReceived | MessageReceived, ports: list[Any] | None) -> None:
+        """Call what serves ``event`` (the gate, if any, has let it through)."""
+        if isinstance(event, MessageReceived):
+            self._dispatch_message(event.channel, event.args, None, ports)
+        elif event.kind is RequestKind.INVOKE:
+            self._dispatch_invoke(event)
+        elif event.kind is RequestKind.STREAM:
+            self._dispatch_stream(event)
+        else:
+            self._dispatch_message(event.channel, event.args, event.request_id)
 
     def _terminated(self, event: ConnectionTerminated) -> None:
         self.termination = event
@@ -656,11 +729,19 @@ class Endpoint:
 
     # -- messages and send_sync: every listener, in registration order
 
-    def _dispatch_message(self, channel: str, raw: msgspec.Raw, request_id: int | None) -> None:
+    def _dispatch_message(
+        self,
+        channel: str,
+        raw: msgspec.Raw,
+        request_id: int | None,
+        ports: list[Any] | None = None,
+    ) -> None:
         listeners = self._owner.find_listeners(channel)
         if not listeners:
             if request_id is None:
                 logger.debug("dropped a message on %r from %s: no listener", channel, self.name)
+                for port in ports or ():
+                    port.close()  # its peer learns that nobody took it
             else:
                 self.reply_error_soon(
                     request_id,
@@ -670,6 +751,8 @@ class Endpoint:
             return
         slot = None if request_id is None else ReplySlot(self, request_id, channel)
         event = self._owner.make_event(channel, slot)
+        if ports:
+            event.ports = ports
         if self._pending_starts or any(cb.is_async for cb in listeners):
             self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
             return
@@ -824,3 +907,130 @@ class Endpoint:
             )
             self._queue_error(request_id, ErrorKind.CANCELLED, cancelled)
         await self.flush_quietly()
+
+    # -- streams: the consumer's side
+
+    def start_stream(
+        self, channel: str, args: tuple[Any, ...], window: int
+    ) -> tuple[int, StreamWaiter]:
+        """Queue a STREAM request granting ``window`` items; the caller flushes."""
+        self.require_open()
+        try:
+            request_id = self.conn.start_stream(channel, args, window)
+        except _ENCODE_ERRORS as exc:
+            raise encode_error("stream", channel, args, exc) from None
+        waiter = self._waiters[request_id] = StreamWaiter(self._new_event)
+        return request_id, waiter
+
+    def end_stream(self, request_id: int, cancel: bool) -> None:
+        """Forget a stream; if ``cancel``, tell the server to close its generator."""
+        self._waiters.pop(request_id, None)
+        if cancel and self.conn.state is State.OPEN:
+            self.conn.cancel_request(request_id)
+            self.flush_later()
+
+    # -- streams: the server's side
+
+    def _dispatch_stream(self, event: RequestReceived) -> None:
+        channel, request_id = event.channel, event.request_id
+        callback = self._owner.find_handler(channel)
+        if callback is None:
+            self.reply_error_soon(
+                request_id,
+                ErrorKind.NO_HANDLER,
+                NoHandlerError(f"No handler registered for {channel!r}"),
+            )
+            return
+        try:
+            args = callback.signature.decode(channel, event.args)
+        except ValidationError as exc:
+            self.reply_error_soon(request_id, ErrorKind.VALIDATION, exc)
+            return
+        call_event = self._owner.make_invoke_event(channel)
+        self._schedule(self._serve_stream, request_id, channel, callback, call_event, args)
+
+    async def _serve_stream(
+        self,
+        request_id: int,
+        channel: str,
+        callback: Callback,
+        event: Any,
+        args: list[Any] | tuple[Any, ...],
+    ) -> None:
+        if not self.conn.is_serving(request_id):
+            return  # cancelled (or the connection ended) before we started
+        iterator: AsyncIterator[Any] | None = None
+        with anyio.CancelScope() as scope:
+            self._scopes[request_id] = scope
+            try:
+                iterator = await _open_iterator(callback.fn(event, *args), channel)
+                await self._pump_stream(request_id, channel, iterator)
+            except Exception as exc:
+                self._queue_error(request_id, ErrorKind.REMOTE, exc)
+            else:
+                self._queue_reply(request_id, channel, None)
+            finally:
+                self._credit_events.pop(request_id, None)
+                if iterator is not None:
+                    await self._close_iterator(iterator, channel)
+                del self._scopes[request_id]
+                if not self._scopes and self._idle is not None:
+                    self._idle.set()
+        if scope.cancelled_caught and self.conn.is_serving(request_id):
+            cancelled = anyio.get_cancelled_exc_class()(
+                f"the generator for {channel!r} was cancelled before it finished"
+            )
+            self._queue_error(request_id, ErrorKind.CANCELLED, cancelled)
+        await self.flush_quietly()
+
+    async def _pump_stream(
+        self, request_id: int, channel: str, iterator: AsyncIterator[Any]
+    ) -> None:
+        conn = self.conn
+        while True:
+            while conn.stream_credit(request_id) < 1:
+                if not conn.is_serving(request_id):
+                    return
+                credit = self._credit_events[request_id] = self._new_event()
+                # Waiting for the consumer is not work: give back the in-flight
+                # slot, or streams waiting for credit could stop the reader that
+                # would bring it (max_in_flight).
+                self._active -= 1
+                self._make_room()
+                try:
+                    await credit.wait()  # the consumer is slow: the generator stays paused
+                finally:
+                    self._active += 1
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            try:
+                if not conn.send_stream_item(request_id, item):
+                    return
+            except _ENCODE_ERRORS as exc:
+                raise encode_error("yield a value", channel, item, exc) from None
+            self.flush_later()
+
+    async def _close_iterator(self, iterator: AsyncIterator[Any], channel: str) -> None:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is None:
+            return
+        with anyio.move_on_after(self.stream_close_grace, shield=True):
+            try:
+                await aclose()
+            except Exception:
+                logger.exception("closing the generator for %r raised", channel)
+
+
+async def _open_iterator(result: Any, channel: str) -> AsyncIterator[Any]:
+    """The async iterator a stream handler gave: an async generator, or awaited to one."""
+    if not hasattr(result, "__aiter__") and inspect.isawaitable(result):
+        result = await result
+    if not hasattr(result, "__aiter__"):
+        raise TypeError(
+            f"the handler for {channel!r} returned {type(result).__name__}, not an async "
+            "iterator; a stream is served by an async generator (async def with yield)"
+        )
+    iterator: AsyncIterator[Any] = result.__aiter__()
+    return iterator

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import msgspec
 
-from ._wire import CloseCode, RequestKind
+from ._wire import CloseCode, PortRef, RequestKind
 
 __all__ = (
     "ConnectionTerminated",
     "Event",
     "HandshakeCompleted",
     "MessageReceived",
+    "PortClosed",
+    "PortMessageReceived",
     "ReplyReceived",
     "RequestCancelled",
     "RequestReceived",
+    "StreamCreditReceived",
+    "StreamItemReceived",
 )
 
 
@@ -35,10 +39,11 @@ class HandshakeCompleted(msgspec.Struct, frozen=True):
 
 
 class MessageReceived(msgspec.Struct, frozen=True):
-    """The peer sent a fire-and-forget message."""
+    """The peer sent a fire-and-forget message (with ports, if ``post_message``)."""
 
     channel: str
     args: msgspec.Raw
+    ports: list[PortRef] = []
 
 
 class RequestReceived(msgspec.Struct, frozen=True):
@@ -64,6 +69,36 @@ class RequestCancelled(msgspec.Struct, frozen=True):
     request_id: int
 
 
+class PortMessageReceived(msgspec.Struct, frozen=True):
+    """A :class:`~ipcbus._wire.PortMessage` arrived (see its docstring)."""
+
+    port_id: int
+    data: msgspec.Raw
+    ports: list[PortRef]
+    returned: bool
+
+
+class PortClosed(msgspec.Struct, frozen=True):
+    """A :class:`~ipcbus._wire.PortClose` arrived (see its docstring)."""
+
+    port_id: int
+    returned: bool
+
+
+class StreamItemReceived(msgspec.Struct, frozen=True):
+    """The generator serving our stream request ``request_id`` yielded ``value``."""
+
+    request_id: int
+    value: msgspec.Raw
+
+
+class StreamCreditReceived(msgspec.Struct, frozen=True):
+    """The consumer of the stream we serve for ``request_id`` accepts more items."""
+
+    request_id: int
+    n: int
+
+
 class ConnectionTerminated(msgspec.Struct, frozen=True):
     """The connection is over; no further events follow.
 
@@ -85,4 +120,8 @@ Event = (
     | ReplyReceived
     | RequestCancelled
     | ConnectionTerminated
+    | PortMessageReceived
+    | PortClosed
+    | StreamItemReceived
+    | StreamCreditReceived
 )

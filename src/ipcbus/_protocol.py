@@ -24,6 +24,17 @@ Rules (docs/protocol.md has the long form):
 5. The core answers Ping with Pong by itself; that is why output is an outbox
    rather than the return value of each command.
 6. Time belongs to the driver: the core has no clocks and no timeouts.
+7. Streams (docs/ports-and-streams.md) are requests of kind STREAM whose
+   server sends StreamItems before the one Reply that ends them. Credit is
+   counted here on both sides: the consumer grants items (StreamCredit), the
+   server may send only as many as granted (``send_stream_item`` refuses
+   more), and an item beyond the grant is a violation. Items for a stream we
+   cancelled, and credit for one we finished, are the crossing race again.
+8. Port frames (PortMessage, PortClose) name port ends by id. Routing them is
+   main's business (``ipcbus._portroute``); the core only checks the shape:
+   main hands renderers ends by ids > 0, a renderer names the ends it
+   created < 0 (and main then addresses them so), id 0 is never valid, and
+   only a renderer gives frames back (``returned``).
 
 This module imports only the standard library and msgspec.
 """
@@ -42,9 +53,13 @@ from ._events import (
     Event,
     HandshakeCompleted,
     MessageReceived,
+    PortClosed,
+    PortMessageReceived,
     ReplyReceived,
     RequestCancelled,
     RequestReceived,
+    StreamCreditReceived,
+    StreamItemReceived,
 )
 from ._framing import FrameDecoder, append_frame
 from ._wire import (
@@ -60,9 +75,14 @@ from ._wire import (
     Message,
     Ping,
     Pong,
+    PortClose,
+    PortMessage,
+    PortRef,
     Reply,
     Request,
     RequestKind,
+    StreamCredit,
+    StreamItem,
     Welcome,
     raw_args,
 )
@@ -157,6 +177,8 @@ class Connection:
         self._awaiting: set[int] = set()
         self._cancelled: set[int] = set()
         self._serving: set[int] = set()
+        self._granted: dict[int, int] = {}  # our streams: items the peer may still send
+        self._credit: dict[int, int] = {}  # streams we serve: items we may still send
         if role is Role.RENDERER:
             self._queue(Hello(PROTOCOL_VERSION, token, process_id))
 
@@ -232,15 +254,20 @@ class Connection:
 
     # ---- commands ------------------------------------------------------
 
-    def send_message(self, channel: str, args: Any) -> None:
+    def send_message(self, channel: str, args: Any, ports: list[PortRef] | None = None) -> None:
         """Queue a fire-and-forget message. ``args`` is an argument list or Raw.
+
+        ``ports`` are the port ends travelling with it (``post_message``).
 
         Raises:
             TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be
                 encoded; nothing was queued.
         """
         self._require_open("send a message")
-        self._queue(Message(channel, raw_args(args)))
+        if ports:
+            self._queue(Message(channel, raw_args(args), ports))
+        else:
+            self._queue(Message(channel, raw_args(args)))
 
     def send_prepared(self, frame: bytes) -> None:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers)."""
@@ -261,11 +288,76 @@ class Connection:
         self._awaiting.add(request_id)
         return request_id
 
+    def start_stream(self, channel: str, args: Any, credit: int) -> int:
+        """Queue a STREAM request and a grant of ``credit`` items; return its id.
+
+        Items come as ``StreamItemReceived``, the end as ``ReplyReceived``.
+
+        Raises:
+            TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be
+                encoded; nothing was queued.
+        """
+        if credit < 1:
+            raise LocalProtocolError(f"a stream needs a credit of at least 1, not {credit}")
+        request_id = self.start_request(RequestKind.STREAM, channel, args)
+        self._granted[request_id] = credit
+        self._queue(StreamCredit(request_id, credit))
+        return request_id
+
+    def grant_credit(self, request_id: int, n: int) -> None:
+        """Let the server of our stream ``request_id`` send ``n`` more items."""
+        if n < 1:
+            raise LocalProtocolError(f"credit must be at least 1, not {n}")
+        if request_id in self._granted and self.state is State.OPEN:
+            self._granted[request_id] += n
+            self._queue(StreamCredit(request_id, n))
+
+    def stream_credit(self, request_id: int) -> int:
+        """Items we may still send on the stream we serve for ``request_id``."""
+        return self._credit.get(request_id, 0)
+
+    def send_stream_item(self, request_id: int, value: Any) -> bool:
+        """Queue one item of the stream we serve; ``False`` if it is no longer wanted.
+
+        Raises:
+            LocalProtocolError: the consumer has not granted credit for it.
+            TypeError, OverflowError, msgspec.EncodeError: ``value`` cannot be
+                encoded; nothing was queued.
+        """
+        if request_id not in self._serving or self.state is not State.OPEN:
+            return False
+        credit = self._credit.get(request_id)
+        if credit is None:
+            raise LocalProtocolError(f"request {request_id} is not a stream")
+        if credit < 1:
+            raise LocalProtocolError(f"stream {request_id} has no credit: wait for StreamCredit")
+        self._queue(StreamItem(request_id, raw_args(value)))
+        self._credit[request_id] = credit - 1
+        return True
+
+    def send_port_message(
+        self, port_id: int, data: Any, ports: list[PortRef] | None = None, returned: bool = False
+    ) -> None:
+        """Queue a message on port end ``port_id`` (see :class:`PortMessage`).
+
+        Raises:
+            TypeError, OverflowError, msgspec.EncodeError: ``data`` cannot be
+                encoded; nothing was queued.
+        """
+        self._require_open("send a port message")
+        self._queue(PortMessage(port_id, raw_args(data), ports or [], returned))
+
+    def send_port_close(self, port_id: int, returned: bool = False) -> None:
+        """Queue the close of port end ``port_id`` (see :class:`PortClose`)."""
+        self._require_open("close a port")
+        self._queue(PortClose(port_id, returned))
+
     def cancel_request(self, request_id: int) -> None:
         """Give up on our request ``request_id``; tell the peer if still open."""
         if request_id not in self._awaiting:
             return  # already answered, or never ours: nothing to cancel
         self._awaiting.remove(request_id)
+        self._granted.pop(request_id, None)
         if self.state is State.OPEN:
             self._cancelled.add(request_id)
             self._queue(Cancel(request_id))
@@ -285,6 +377,7 @@ class Connection:
             return False
         self._queue(Reply(request_id, ok, raw_args(value)))
         self._serving.remove(request_id)
+        self._credit.pop(request_id, None)
         return True
 
     def is_serving(self, request_id: int) -> bool:
@@ -328,6 +421,8 @@ class Connection:
             self._awaiting.clear()
             self._cancelled.clear()
             self._serving.clear()
+            self._granted.clear()
+            self._credit.clear()
 
     def _terminate(self, code: CloseCode, reason: str) -> None:
         self._queue(Goodbye(code, reason))
@@ -348,11 +443,14 @@ class Connection:
                 )
             self._peer_last_request_id = request_id
             self._serving.add(request_id)
+            if body.kind is RequestKind.STREAM:
+                self._credit[request_id] = 0
             self._events.append(RequestReceived(request_id, body.kind, body.channel, body.args))
         elif isinstance(body, Reply):
             request_id = body.request_id
             if request_id in self._awaiting:
                 self._awaiting.remove(request_id)
+                self._granted.pop(request_id, None)
                 self._events.append(ReplyReceived(request_id, body.ok, body.value))
             elif request_id in self._cancelled:
                 self._cancelled.remove(request_id)  # crossed our Cancel
@@ -360,14 +458,31 @@ class Connection:
                 raise _PeerViolation(
                     f"protocol error: Reply to request id {request_id}, which was never sent"
                 )
+        elif isinstance(body, StreamItem):
+            self._handle_stream_item(body)
+        elif isinstance(body, PortMessage):
+            self._check_port(body.port_id, body.returned)
+            for ref in body.ports:
+                self._check_ref(ref)
+            self._events.append(
+                PortMessageReceived(body.port_id, body.data, body.ports, body.returned)
+            )
         elif isinstance(body, Message):
-            self._events.append(MessageReceived(body.channel, body.args))
+            for ref in body.ports:
+                self._check_ref(ref)
+            self._events.append(MessageReceived(body.channel, body.args, body.ports))
+        elif isinstance(body, StreamCredit):
+            self._handle_stream_credit(body)
+        elif isinstance(body, PortClose):
+            self._check_port(body.port_id, body.returned)
+            self._events.append(PortClosed(body.port_id, body.returned))
         elif isinstance(body, Cancel):
             request_id = body.request_id
             if request_id in self._serving:
                 # Every request gets exactly one Reply, so the caller can forget
                 # the id: a cancelled one gets this acknowledgement.
                 self._serving.remove(request_id)
+                self._credit.pop(request_id, None)
                 self._queue(Reply(request_id, False, raw_args(_CANCEL_ACK)))
                 self._events.append(RequestCancelled(request_id))
             elif request_id > self._peer_last_request_id:
@@ -385,6 +500,53 @@ class Connection:
         else:
             raise _PeerViolation(
                 f"protocol error: unexpected {type(body).__name__} frame while {self.state.value}"
+            )
+
+    def _handle_stream_item(self, body: StreamItem) -> None:
+        request_id = body.request_id
+        granted = self._granted.get(request_id)
+        if granted is None:
+            if request_id in self._cancelled:
+                return  # crossed our Cancel
+            raise _PeerViolation(
+                f"protocol error: StreamItem for request id {request_id}, which is not a "
+                "stream of ours"
+            )
+        if granted < 1:
+            raise _PeerViolation(
+                f"protocol error: StreamItem for stream {request_id} beyond the granted credit"
+            )
+        self._granted[request_id] = granted - 1
+        self._events.append(StreamItemReceived(request_id, body.value))
+
+    def _handle_stream_credit(self, body: StreamCredit) -> None:
+        request_id = body.request_id
+        if body.n < 1:
+            raise _PeerViolation(f"protocol error: StreamCredit of {body.n} for {request_id}")
+        credit = self._credit.get(request_id)
+        if credit is not None:
+            self._credit[request_id] = credit + body.n
+            self._events.append(StreamCreditReceived(request_id, body.n))
+        elif request_id in self._serving or request_id > self._peer_last_request_id:
+            raise _PeerViolation(
+                f"protocol error: StreamCredit for request id {request_id}, which is not a stream"
+            )
+        # else: our Reply crossed the credit; nothing to do
+
+    def _check_port(self, port_id: int, returned: bool) -> None:
+        # Either side may name an end a renderer created (< 0); only renderers give back.
+        if port_id == 0 or (returned and self.role is Role.RENDERER):
+            raise _PeerViolation(
+                f"protocol error: port id {port_id}{' (returned)' if returned else ''} "
+                f"is not valid from {'main' if self.role is Role.RENDERER else 'a renderer'}"
+            )
+
+    def _check_ref(self, ref: PortRef) -> None:
+        # Main hands out ends by its own ids (> 0) only.
+        if ref.id == 0 or (self.role is Role.RENDERER and ref.id < 0):
+            raise _PeerViolation(
+                f"protocol error: port id {ref.id} is not valid in a port sent by "
+                f"{'main' if self.role is Role.RENDERER else 'a renderer'}"
             )
 
     def _handle_handshake(self, body: Body) -> None:

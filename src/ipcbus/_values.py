@@ -30,6 +30,7 @@ __all__ = (
     "Signature",
     "decode_value",
     "encode_error",
+    "unencodable",
     "untyped_decoder",
 )
 
@@ -82,6 +83,14 @@ def encode_error(what: str, channel: str, args: Any, exc: BaseException) -> Seri
     ``what`` names the call ("send", "invoke", "the result of"...), and the
     message names the channel, the position inside the arguments and the type.
     """
+    return SerializationError(
+        f"Cannot {what} on channel {channel!r}: {unencodable(args, exc)}. "
+        f"Supported types are {_SUPPORTED}."
+    )
+
+
+def unencodable(args: Any, exc: BaseException) -> str:
+    """Where in ``args`` (a list, or one value) encoding failed, and why."""
     found = None
     if isinstance(args, (list, tuple)):
         for i, arg in enumerate(args):
@@ -94,10 +103,7 @@ def encode_error(what: str, channel: str, args: Any, exc: BaseException) -> Seri
         problem = f"the integer {bad!r} is outside msgpack's range (-2**63 to 2**64-1)"
     else:
         problem = f"objects of type {type(bad).__module__}.{type(bad).__qualname__} cannot be sent"
-    return SerializationError(
-        f"Cannot {what} on channel {channel!r}: {where}: {problem}. "
-        f"Supported types are {_SUPPORTED}."
-    )
+    return f"{where}: {problem}"
 
 
 def _array_length(raw: msgspec.Raw) -> int | None:

@@ -34,9 +34,14 @@ __all__ = (
     "Message",
     "Ping",
     "Pong",
+    "PortClose",
+    "PortMessage",
+    "PortRef",
     "Reply",
     "Request",
     "RequestKind",
+    "StreamCredit",
+    "StreamItem",
     "Welcome",
 )
 
@@ -52,6 +57,7 @@ class RequestKind(enum.IntEnum):
 
     INVOKE = 1  # answered by the one handle(ch) handler
     SYNC = 2  # send_sync: delivered to on(ch) listeners, answered via return_value
+    STREAM = 3  # stream: served by an async generator; StreamItems, then one Reply
 
 
 class ErrorKind(enum.IntEnum):
@@ -94,11 +100,30 @@ class Welcome(_Body, frozen=True, tag=2):
     renderer_id: int
 
 
+class PortRef(msgspec.Struct, frozen=True, array_like=True):
+    """One message port end travelling in a frame (docs/ports-and-streams.md).
+
+    Main -> renderer: only ``id``, the end's id (always > 0, allocated by main).
+    Renderer -> main: ``id`` is the end's id on this connection (> 0 if main
+    gave it, < 0 if the renderer created it); for an id main has not seen yet,
+    ``peer`` names the other end (< 0, still in that renderer) or is 0 when
+    the end is already closed. ``received`` counts the frames main sent for
+    this end that the renderer has read; ``returning`` counts the frames the
+    renderer sends back for it (``returned=True``) right after this frame.
+    """
+
+    id: int
+    peer: int = 0
+    received: int = 0
+    returning: int = 0
+
+
 class Message(_Body, frozen=True, tag=3):
-    """Fire and forget: ``send`` (and ``webContents.send``)."""
+    """Fire and forget: ``send`` (and ``webContents.send``); ``post_message`` adds ports."""
 
     channel: str
     args: msgspec.Raw
+    ports: list[PortRef] = []
 
 
 class Request(_Body, frozen=True, tag=4):
@@ -143,7 +168,60 @@ class Pong(_Body, frozen=True, tag=9):
     nonce: int
 
 
-Body = Hello | Welcome | Message | Request | Reply | Cancel | Goodbye | Ping | Pong
+class PortMessage(_Body, frozen=True, tag=10):
+    """A message on a port end.
+
+    Renderer -> main: the holder of end ``port_id`` posted it (to the peer).
+    Main -> renderer: deliver it to end ``port_id``, which the renderer holds.
+    ``returned`` (renderer -> main only): the renderer no longer holds
+    ``port_id`` and gives back a message meant for it, to be delivered to
+    wherever the end went.
+    """
+
+    port_id: int
+    data: msgspec.Raw
+    ports: list[PortRef] = []
+    returned: bool = False
+
+
+class PortClose(_Body, frozen=True, tag=11):
+    """An end closed. Renderer -> main: I closed (or acknowledge the close of)
+    ``port_id``. Main -> renderer: the peer of your end ``port_id`` is gone.
+    ``returned`` as for :class:`PortMessage`."""
+
+    port_id: int
+    returned: bool = False
+
+
+class StreamItem(_Body, frozen=True, tag=12):
+    """One value yielded by the generator serving stream request ``request_id``."""
+
+    request_id: int
+    value: msgspec.Raw
+
+
+class StreamCredit(_Body, frozen=True, tag=13):
+    """The consumer of stream ``request_id`` accepts ``n`` more items."""
+
+    request_id: int
+    n: int
+
+
+Body = (
+    Hello
+    | Welcome
+    | Message
+    | Request
+    | Reply
+    | Cancel
+    | Goodbye
+    | Ping
+    | Pong
+    | PortMessage
+    | PortClose
+    | StreamItem
+    | StreamCredit
+)
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):

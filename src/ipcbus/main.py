@@ -7,7 +7,7 @@ import itertools
 import os
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -18,9 +18,19 @@ import msgspec
 
 from ._endpoint import Endpoint, ReplySlot, logger
 from ._errors import ConnectionClosedError
-from ._events import ConnectionTerminated, HandshakeCompleted
+from ._events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    MessageReceived,
+    PortClosed,
+    PortMessageReceived,
+    RequestReceived,
+)
+from ._guards import Gatekeeper
+from ._portroute import MainPortRouter, Sink
 from ._protocol import Connection, Role, State, prepare_message
 from ._registry import Callback, Registry, check_channel
+from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import (
     ENV_FD,
     ENV_TOKEN,
@@ -31,7 +41,8 @@ from ._transport import (
     stream_from_socket,
 )
 from ._values import encode_error
-from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, RequestKind
+from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, PortRef, RequestKind
+from .ports import MessagePortMain, check_transfer, current_host
 
 if TYPE_CHECKING:
     from .renderer import IpcRenderer
@@ -150,6 +161,7 @@ class WebContents:
         self._endpoint: Endpoint | None = None
         self._process: anyio.abc.Process | None = None
         self._finished = anyio.Event()
+        self._port_sink: Sink | None = None
         self.disconnect_details: DisconnectDetails | None = None
 
     def _open_endpoint(self) -> Endpoint:
@@ -174,6 +186,53 @@ class WebContents:
         check_channel(channel)
         return await self._open_endpoint().request(RequestKind.INVOKE, channel, args, timeout)
 
+    async def post_message(
+        self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
+    ) -> None:
+        """Send ``message`` with the ports in ``transfer`` to ``ipc_renderer.on(channel)``.
+
+        The renderer's listeners get ``(event, message)`` with the ports in
+        ``event.ports``; the ports here are neutered. If the renderer has no
+        listener on ``channel``, it closes the ports (their peers see "close").
+
+        Raises:
+            TypeError: a bad ``transfer`` (the message names the index).
+            SerializationError: ``message`` cannot be encoded; nothing is sent.
+            ConnectionClosedError: the renderer is gone.
+        """
+        check_channel(channel)
+        router = self._main._ports
+        ports = check_transfer(transfer, None, router)
+        endpoint = self._open_endpoint()
+        args = (message,)
+        try:
+            raw = msgspec.Raw(msgspec.msgpack.encode(args))
+        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+            raise encode_error("post_message", channel, args, exc) from None
+        refs, after = router.send_out([router.claim(port) for port in ports], self._sink())
+        endpoint.conn.send_message(channel, raw, refs)
+        after()
+        await endpoint.flush()
+
+    def stream(self, channel: str, *args: Any, window: int = DEFAULT_WINDOW) -> IpcStream:
+        """Iterate what the renderer's async-generator ``handle(channel)`` yields.
+
+        ``window`` items at most are buffered or in flight: a slow loop here
+        pauses the generator there. See :class:`ipcbus.IpcStream`.
+
+        Raises:
+            ConnectionClosedError: the renderer is gone.
+        """
+        check_channel(channel)
+        return IpcStream(self._open_endpoint(), channel, args, window)
+
+    def _sink(self) -> Sink:
+        endpoint = self._endpoint
+        assert endpoint is not None
+        if self._port_sink is None or self._port_sink.endpoint is not endpoint:
+            self._port_sink = Sink(endpoint)
+        return self._port_sink
+
     def is_destroyed(self) -> bool:
         """Whether the renderer's connection has ended."""
         return self._endpoint is None or self._endpoint.conn.state is State.CLOSED
@@ -196,10 +255,13 @@ class WebContents:
 class _Link:
     """Dispatch for one renderer's connection (the Endpoint's owner)."""
 
-    def __init__(self, main: IpcMain, contents: WebContents) -> None:
+    def __init__(
+        self, main: IpcMain, contents: WebContents, allowed: frozenset[str] | None = None
+    ) -> None:
         self.main = main
         self.contents = contents
         self.handshake = anyio.Event()
+        self.allowed = allowed
         self.connected = False  # completed the handshake (and so was registered)
 
     def find_listeners(self, channel: str) -> tuple[Callback, ...]:
@@ -228,6 +290,36 @@ class _Link:
         # hooks run later, once a spawned child has been reaped.
         self.connected = self.main._contents.pop(self.contents.id, None) is not None
         self.handshake.set()
+        if self.contents._port_sink is not None:
+            self.main._ports.sink_gone(self.contents._port_sink)
+
+    # ports and checks
+
+    def receive_ports(self, refs: list[PortRef]) -> list[Any]:
+        return self.main._ports.land(self.contents._sink(), refs)
+
+    def port_event(self, event: PortMessageReceived | PortClosed) -> None:
+        sink = self.contents._sink()
+        if isinstance(event, PortMessageReceived):
+            self.main._ports.port_message(sink, event)
+        else:
+            self.main._ports.port_closed(sink, event)
+
+    def gatekeeper(self, endpoint: Endpoint) -> Gatekeeper:
+        return Gatekeeper(endpoint, self.is_allowed, lambda: self.main._guards, self.guard_event)
+
+    def is_allowed(self, channel: str) -> bool:
+        main_allowed = self.main.allowed_channels
+        return (main_allowed is None or channel in main_allowed) and (
+            self.allowed is None or channel in self.allowed
+        )
+
+    def guard_event(
+        self, event: RequestReceived | MessageReceived, ports: list[Any] | None
+    ) -> IpcMainEvent | IpcMainInvokeEvent:
+        if isinstance(event, RequestReceived) and event.kind is not RequestKind.SYNC:
+            return IpcMainInvokeEvent(event.channel, self.contents)
+        return IpcMainEvent(event.channel, self.contents, None, ports or [])
 
 
 class Listener:
@@ -241,6 +333,7 @@ class Listener:
     def __init__(self, created: CreatedListener, token: str) -> None:
         self.address = str(created.address)
         self.token = token
+        self.allowed_channels: frozenset[str] | None = None
         self._created = created
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
@@ -280,6 +373,9 @@ class IpcMain(Registry):
             (default: three intervals).
         send_timeout: a write to a renderer that makes no progress for this
             long (it stopped reading) closes its connection; ``None``: wait.
+        allowed_channels: if given, the only channels renderers may send,
+            invoke or stream on; the rest are rejected before their
+            arguments are decoded (SPEC section 9).
     """
 
     def __init__(
@@ -294,10 +390,15 @@ class IpcMain(Registry):
         heartbeat_interval: float | Literal["auto"] | None = "auto",
         heartbeat_timeout: float | None = None,
         send_timeout: float | None = 30.0,
+        allowed_channels: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
         if max_in_flight < 1 or max_connections < 1 or max_frame_size < 1:
             raise ValueError("max_in_flight, max_connections and max_frame_size must be >= 1")
+        self.allowed_channels = _channel_set(allowed_channels)
+        self._guards: tuple[Callback, ...] = ()
+        self._ports = MainPortRouter(lambda: self._tg)
+        self._host_token: Any = None
         self.max_frame_size = max_frame_size
         self.handshake_timeout = handshake_timeout
         self.shutdown_grace = shutdown_grace
@@ -325,6 +426,7 @@ class IpcMain(Registry):
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._host_token = current_host.set(self._ports.host)  # ports made here deliver here
         return self
 
     async def __aexit__(
@@ -341,6 +443,8 @@ class IpcMain(Registry):
         finally:
             tg.cancel_scope.cancel()
             self._tg = None
+            with suppress(ValueError):  # exited in another context than entered
+                current_host.reset(self._host_token)
             # The body's own exception is not handed to the task group, so it
             # propagates as itself rather than inside an ExceptionGroup.
             await tg.__aexit__(None, None, None)
@@ -383,15 +487,18 @@ class IpcMain(Registry):
         *,
         token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        allowed_channels: Iterable[str] | None = None,
     ) -> Listener:
         """Start accepting renderers; see SPEC section 2 for the address forms.
 
         Without an address: a unix socket in a new private (0700) directory,
         removed when the listener closes. Without a token: a random one.
+        ``allowed_channels`` narrows what renderers connecting here may use.
         """
         tg = self._require_running("listen")
         created = await create_listener(address, ssl_context, self.handshake_timeout)
         listener = Listener(created, token if token is not None else secrets.token_urlsafe(32))
+        listener.allowed_channels = _channel_set(allowed_channels)
         self._listeners_open.add(listener)
         tg.start_soon(self._accept_loop, listener, tg)
         return listener
@@ -400,7 +507,14 @@ class IpcMain(Registry):
         tcp = listener.address.startswith("tcp:")
 
         async def handle(stream: anyio.abc.ByteStream) -> None:
-            await self._serve(stream, listener.token, peer_pid(stream) or 0, None, tcp=tcp)
+            await self._serve(
+                stream,
+                listener.token,
+                peer_pid(stream) or 0,
+                None,
+                tcp=tcp,
+                allowed=listener.allowed_channels,
+            )
 
         try:
             with listener._scope:
@@ -420,11 +534,14 @@ class IpcMain(Registry):
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        allowed_channels: Iterable[str] | None = None,
     ) -> WebContents:
         """Start ``argv`` as a renderer, already connected, and return its ``WebContents``.
 
         The child inherits one end of a socket pair; ``ipcbus.connect()`` with
         no address finds it. Returns once the child has connected.
+        ``allowed_channels`` narrows the channels this renderer may use (on
+        top of ``IpcMain(allowed_channels=...)``).
 
         Raises:
             ConnectionClosedError: the child exited, or did not connect within
@@ -452,7 +569,9 @@ class IpcMain(Registry):
         finally:
             theirs.close()
         stream = await stream_from_socket(ours)
-        link: _Link = await tg.start(self._serve_started, stream, token, process)
+        link: _Link = await tg.start(
+            self._serve_started, stream, token, process, _channel_set(allowed_channels)
+        )
         with anyio.move_on_after(self.handshake_timeout):
             await link.handshake.wait()
         endpoint = link.contents._endpoint
@@ -490,11 +609,12 @@ class IpcMain(Registry):
         stream: anyio.abc.ByteStream,
         token: str,
         process: anyio.abc.Process | None,
+        allowed: frozenset[str] | None = None,
         *,
         task_status: anyio.abc.TaskStatus[_Link],
     ) -> None:
         pid = process.pid if process is not None else os.getpid()
-        await self._serve(stream, token, pid, process, task_status)
+        await self._serve(stream, token, pid, process, task_status, allowed=allowed)
 
     async def _serve(
         self,
@@ -505,6 +625,7 @@ class IpcMain(Registry):
         task_status: anyio.abc.TaskStatus[_Link] | None = None,
         *,
         tcp: bool = False,
+        allowed: frozenset[str] | None = None,
     ) -> None:
         """Run one renderer's connection from handshake to the end, then clean up."""
         if len(self._links) >= self.max_connections:
@@ -517,7 +638,7 @@ class IpcMain(Registry):
         renderer_id = next(self._ids)
         contents = WebContents(self, renderer_id, process_id)
         contents._process = process
-        link = _Link(self, contents)
+        link = _Link(self, contents, allowed)
         conn = Connection(
             Role.MAIN, token=token, renderer_id=renderer_id, max_frame_size=self.max_frame_size
         )
@@ -537,6 +658,7 @@ class IpcMain(Registry):
                     heartbeat_timeout=self.heartbeat_timeout,
                 )
                 contents._endpoint = endpoint
+                endpoint.gate = link.gatekeeper(endpoint)
                 tg.start_soon(self._handshake_watchdog, endpoint)
                 if task_status is not None:
                     task_status.started(link)
@@ -622,6 +744,29 @@ class IpcMain(Registry):
         for batch in batches:
             await batch.done.wait()  # a failed one belongs to a renderer now gone
 
+    # ---- guards --------------------------------------------------------
+
+    def add_guard(self, fn: H) -> H:
+        """Run ``fn(event)`` before any listener or handler of any channel.
+
+        ``fn`` may be plain or ``async``; it sees ``event.channel``,
+        ``event.sender`` and ``event.process_id`` (an ``IpcMainEvent`` for
+        send, send_sync and post_message, an ``IpcMainInvokeEvent`` for
+        invoke and stream), never the arguments. Raising rejects the
+        message: an invoke, send_sync or stream caller gets ``RemoteError``
+        with the guard's exception; a send is dropped and logged. Guards run
+        in registration order. Usable as a decorator; returns ``fn``.
+        """
+        self._guards = (*self._guards, Callback(fn, once=False))
+        return fn
+
+    def remove_guard(self, fn: Callable[..., Any]) -> None:
+        """Remove the most recent registration of the guard ``fn``, if any."""
+        for i in range(len(self._guards) - 1, -1, -1):
+            if self._guards[i].fn == fn:
+                self._guards = self._guards[:i] + self._guards[i + 1 :]
+                return
+
     # ---- hooks ---------------------------------------------------------
 
     def on_connect(self, fn: H) -> H:
@@ -671,6 +816,14 @@ async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
         await awaitable
     except Exception:
         logger.exception("lifecycle hook %r raised", hook)
+
+
+def _channel_set(channels: Iterable[str] | None) -> frozenset[str] | None:
+    if channels is None:
+        return None
+    if isinstance(channels, str):
+        raise TypeError("allowed_channels must be a collection of channel names, not a str")
+    return frozenset(check_channel(channel) for channel in channels)
 
 
 def _callable(fn: H) -> H:

@@ -5,21 +5,26 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import msgspec
 
 from ._endpoint import Endpoint, ReplySlot
 from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
-from ._events import ConnectionTerminated, HandshakeCompleted
+from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
+from ._portroute import RendererPortRouter
 from ._protocol import Connection, Role, State
 from ._registry import Callback, Registry, check_channel
+from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
 from ._transport import connect as open_stream
-from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, RequestKind
+from ._values import encode_error
+from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, PortRef, RequestKind
+from .ports import MessagePortMain, check_transfer, current_host
 
 __all__ = ("IpcRenderer", "IpcRendererEvent", "connect")
 
@@ -84,6 +89,7 @@ class IpcRenderer(Registry):
         self.send_timeout = send_timeout
         self._endpoint: Endpoint | None = None
         self._handshake: anyio.Event | None = None
+        self._ports = RendererPortRouter()
         self.id = 0
 
     # ---- connecting ----------------------------------------------------
@@ -153,6 +159,8 @@ class IpcRenderer(Registry):
         )
         self._endpoint = endpoint
         self._handshake = anyio.Event()
+        self._ports.attach(endpoint)
+        host_token = current_host.set(self._ports.host)  # ports made here deliver here
         tg.start_soon(endpoint.run)
         try:
             with anyio.move_on_after(timeout) as scope:
@@ -172,6 +180,8 @@ class IpcRenderer(Registry):
                 await endpoint.close(CloseCode.NORMAL, "the renderer disconnected")
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
+            with suppress(ValueError):  # exited in another context than entered
+                current_host.reset(host_token)
 
     async def wait_closed(self) -> None:
         """Return once the connection to main has ended."""
@@ -207,6 +217,45 @@ class IpcRenderer(Registry):
         check_channel(channel)
         return await self._open_endpoint().request(RequestKind.INVOKE, channel, args, timeout)
 
+    async def post_message(
+        self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
+    ) -> None:
+        """Send ``message`` with the ports in ``transfer`` to main's ``on(channel)``.
+
+        Main's listeners get ``(event, message)`` with the ports in
+        ``event.ports``; the ports here are neutered. If main has no listener
+        on ``channel``, it closes the ports (their peers see "close").
+
+        Raises:
+            TypeError: a bad ``transfer`` (the message names the index).
+            SerializationError: ``message`` cannot be encoded; nothing is sent.
+            ConnectionClosedError: not connected.
+        """
+        check_channel(channel)
+        ports = check_transfer(transfer, None, self._ports)
+        endpoint = self._open_endpoint()
+        args = (message,)
+        try:
+            raw = msgspec.Raw(msgspec.msgpack.encode(args))
+        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+            raise encode_error("post_message", channel, args, exc) from None
+        refs, after = self._ports.send_out(ports)
+        endpoint.conn.send_message(channel, raw, refs)
+        after()
+        await endpoint.flush()
+
+    def stream(self, channel: str, *args: Any, window: int = DEFAULT_WINDOW) -> IpcStream:
+        """Iterate what main's async-generator ``handle(channel)`` yields.
+
+        ``window`` items at most are buffered or in flight: a slow loop here
+        pauses the generator in main. See :class:`ipcbus.IpcStream`.
+
+        Raises:
+            ConnectionClosedError: not connected.
+        """
+        check_channel(channel)
+        return IpcStream(self._open_endpoint(), channel, args, window)
+
     # ---- Owner: dispatch of what main sends ---------------------------
 
     def find_listeners(self, channel: str) -> tuple[Callback, ...]:
@@ -229,6 +278,16 @@ class IpcRenderer(Registry):
     def terminated(self, event: ConnectionTerminated) -> None:
         if self._handshake is not None:
             self._handshake.set()
+        self._ports.connection_lost()
+
+    def receive_ports(self, refs: list[PortRef]) -> list[Any]:
+        return self._ports.land(refs)
+
+    def port_event(self, event: PortMessageReceived | PortClosed) -> None:
+        if isinstance(event, PortMessageReceived):
+            self._ports.port_message(event)
+        else:
+            self._ports.port_closed(event)
 
 
 def _raise_if_refused(termination: ConnectionTerminated | None) -> None:

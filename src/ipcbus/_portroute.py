@@ -1,0 +1,503 @@
+"""Routing message ports between processes (docs/ports-and-streams.md, "Routing").
+
+Main is the router. It knows every end that has ever left the process it was
+created in: where it lives (in main, as a ``MessagePortMain``; or in a
+renderer, under an id on that connection) and which end is its peer. A
+renderer's end sends ``PortMessage(id)`` to main; main delivers it to the
+peer's inbox or forwards it as ``PortMessage(peer's id)`` to the connection
+holding the peer. A renderer never needs to know where the other end is.
+
+Ids: main numbers ends from 1 (one space for all connections) and names
+them so to renderers. A renderer that sends an end of a channel it created
+names it, and its peer, with its own negative ids, which main maps per
+connection (``_wires``). Nothing can collide.
+
+Order survives moves. Every end that moves *into* main (a renderer transfers
+it) is first landed as an object in main; forwarding it again is a local
+move, so main never has a message in flight for an end it is moving. The
+one race left is a renderer moving an end while main is sending to it.
+Main counts the frames it sent to that end (``sent``); the renderer says how
+many it had read (``received``) and gives back, in order, every frame it
+read but did not deliver and every frame that arrives after the move
+(``returned=True``). Main holds the end's new traffic until all of those
+(``owed``) are back, then releases them first. While an end waits, main sends
+nothing to its holder, so only one connection at a time owes frames.
+
+Closing: a holder's ``PortClose`` closes the channel and main tells the peer
+(``CLOSE`` in the inbox, or ``PortClose`` to its holder, which answers with
+its own ``PortClose``: the acknowledgement that lets main forget the end). A
+connection that ends closes every end held there, so their peers see
+``"close"``.
+
+No awaits here: the routers queue frames on the protocol core and ask the
+endpoint to flush soon.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import anyio.abc
+import msgspec
+
+from ._endpoint import Endpoint
+from ._events import PortClosed, PortMessageReceived
+from ._protocol import Connection, State
+from ._wire import PortRef
+from .ports import CLOSE, Item, MessagePortMain, PortHost, Queued, close_ports_in
+
+__all__ = ("MainPortRouter", "RendererPortRouter", "Sink")
+
+logger = logging.getLogger("ipcbus")
+
+After = Callable[[], None]
+
+
+def _nothing() -> None:
+    pass
+
+
+class Sink:
+    """One renderer connection, as main's router sees it."""
+
+    __slots__ = ("dead", "endpoint")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.dead = False  # set once main has handled the connection's end
+
+    def _conn(self) -> Connection | None:
+        conn = self.endpoint.conn
+        return conn if not self.dead and conn.state is State.OPEN else None
+
+    def message(self, wire: int, data: msgspec.Raw, refs: list[PortRef]) -> None:
+        if (conn := self._conn()) is not None:
+            conn.send_port_message(wire, data, refs)
+            self.endpoint.flush_later()
+
+    def close(self, wire: int) -> None:
+        if (conn := self._conn()) is not None:
+            conn.send_port_close(wire)
+            self.endpoint.flush_later()
+
+
+class _End:
+    """One port end known to main."""
+
+    __slots__ = ("held", "id", "owed", "peer", "port", "returned", "sent", "sink", "wire")
+
+    def __init__(self, id: int, peer: int) -> None:
+        self.id = id
+        self.peer = peer  # the other end's id; 0 once the channel is closed
+        self.sink: Sink | None = None  # None: in main, as ``port``
+        self.wire = 0  # id on ``sink``'s connection
+        self.port: MessagePortMain | None = None
+        self.sent = 0  # frames sent to ``sink`` for this end since it went there
+        self.owed: dict[Sink, int] = {}  # frames a former holder still gives back
+        self.returned: deque[Queued] = deque()  # given back while the end is away
+        self.held: deque[Queued] = deque()  # new traffic waiting for ``owed``
+
+
+def _closed_port(host: PortHost) -> MessagePortMain:
+    port = MessagePortMain()
+    port._host = host
+    port._closed = True
+    port._inbox.append(CLOSE)
+    return port
+
+
+class MainPortRouter:
+    """Main's table of port ends and the rules that move messages between them."""
+
+    def __init__(self, task_group: Callable[[], anyio.abc.TaskGroup | None]) -> None:
+        self.host = PortHost(task_group)
+        self._ends: dict[int, _End] = {}
+        self._wires: dict[tuple[Sink, int], int] = {}  # renderer-named ends (< 0)
+        self._at: dict[Sink, set[int]] = {}  # ends held on each connection
+        self._owing: dict[Sink, set[int]] = {}  # ends each connection owes frames for
+        self._ids = itertools.count(1)
+        self._inline = False  # delivering what a reader just received (see _put)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    # ---- the Router protocol: ports held in main ------------------------
+
+    def post(self, port: MessagePortMain, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        end = self._ends.get(port._wire)
+        if end is None or not end.peer:
+            return  # the channel is closed; CLOSE is on its way to this port
+        item = Item(data, [self.claim(p) for p in ports])
+        self._deliver(self._ends[end.peer], item)
+
+    def close(self, port: MessagePortMain) -> None:
+        end = self._ends.get(port._wire)
+        if end is not None and end.sink is None and end.port is port:
+            self._drop(end)
+            self._peer_gone(end)
+
+    def moved(self, old: MessagePortMain, new: MessagePortMain) -> None:
+        end = self._ends.get(old._wire)
+        if end is not None and end.port is old:
+            end.port = new
+
+    def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
+        end = self._ends.get(port._wire)
+        peer = self._ends.get(end.peer) if end is not None else None
+        return peer.port if peer is not None and peer.sink is None else None
+
+    # ---- sending ports to a renderer -----------------------------------
+
+    def claim(self, port: MessagePortMain) -> MessagePortMain:
+        """Take ``port`` (checked by ``check_transfer``) for sending; neuter it."""
+        if port._router is None and port._peer is not None:
+            self._adopt(port, port._peer)
+        return port._move()
+
+    def send_out(self, ports: list[MessagePortMain], sink: Sink) -> tuple[list[PortRef], After]:
+        """Refs for claimed ``ports`` going to ``sink``; run ``after`` once the frame is queued."""
+        if not ports:
+            return [], _nothing
+        moves = [self._export(port, sink) for port in ports]
+
+        def after() -> None:
+            for _, then in moves:
+                then()
+
+        return [ref for ref, _ in moves], after
+
+    def _adopt(self, port: MessagePortMain, peer: MessagePortMain) -> None:
+        # A direct pair leaves its process: from now on both ends are routed.
+        a = self._new(0)
+        b = self._new(a.id)
+        a.peer = b.id
+        for end, obj in ((a, port), (b, peer)):
+            end.port = obj
+            obj._router, obj._wire, obj._peer, obj._host = self, end.id, None, self.host
+
+    def _export(self, port: MessagePortMain, sink: Sink) -> tuple[PortRef, After]:
+        end = self._ends.get(port._wire) if port._router is self else None
+        items = port._neuter()
+        if end is None:
+            end = self._new(0)  # a closed port travels as an end with no peer
+        end.port, end.sink, end.wire, end.sent = None, sink, end.id, 0
+        self._at.setdefault(sink, set()).add(end.id)
+
+        def after() -> None:
+            if end.owed:  # a former holder still gives frames back: these go first
+                end.returned.extendleft(reversed(items))
+            else:
+                for item in items:
+                    self._put(end, item)
+
+        return PortRef(end.id), after
+
+    # ---- frames from a renderer ----------------------------------------
+
+    def land(self, sink: Sink, refs: list[PortRef]) -> list[MessagePortMain]:
+        """Ports a renderer sent: each becomes an object in main (``event.ports``)."""
+        return [self._land(sink, ref) for ref in refs]
+
+    def port_message(self, sink: Sink, event: PortMessageReceived) -> None:
+        ports = self.land(sink, event.ports) if event.ports else []
+        item = Item(event.data, ports)
+        if event.returned:
+            self._give_back(sink, event.port_id, item)
+            return
+        end = self._held_by(sink, event.port_id)
+        if end is None or not end.peer:
+            if end is None:
+                logger.debug("dropped a message for port %d, not held there", event.port_id)
+            close_ports_in([item])
+            return
+        self._inline = True
+        try:
+            self._deliver(self._ends[end.peer], item)
+        finally:
+            self._inline = False
+
+    def port_closed(self, sink: Sink, event: PortClosed) -> None:
+        if event.returned:
+            self._give_back(sink, event.port_id, CLOSE)
+            return
+        end = self._held_by(sink, event.port_id)
+        if end is not None:
+            self._drop(end)
+            self._peer_gone(end)
+
+    def sink_gone(self, sink: Sink) -> None:
+        """The connection ended: its ends close (their peers see "close")."""
+        sink.dead = True
+        for end_id in sorted(self._at.pop(sink, ())):
+            end = self._ends.get(end_id)
+            if end is not None and end.sink is sink:
+                self._drop(end)
+                self._peer_gone(end)
+        for end_id in sorted(self._owing.pop(sink, ())):
+            end = self._ends.get(end_id)
+            if end is not None and end.owed.pop(sink, None) is not None and not end.owed:
+                self._release(end)
+        for key in [key for key in self._wires if key[0] is sink]:
+            del self._wires[key]
+
+    # ---- internals -----------------------------------------------------
+
+    def _new(self, peer: int) -> _End:
+        end = _End(next(self._ids), peer)
+        self._ends[end.id] = end
+        return end
+
+    def _new_at(self, sink: Sink, wire: int, peer: int) -> _End:
+        end = self._new(peer)
+        end.sink, end.wire = sink, wire
+        self._wires[(sink, wire)] = end.id
+        self._at.setdefault(sink, set()).add(end.id)
+        return end
+
+    def _held_by(self, sink: Sink, wire: int) -> _End | None:
+        end_id = wire if wire > 0 else self._wires.get((sink, wire), 0)
+        end = self._ends.get(end_id)
+        return end if end is not None and end.sink is sink and end.wire == wire else None
+
+    def _land(self, sink: Sink, ref: PortRef) -> MessagePortMain:
+        end: _End | None
+        if ref.id > 0 or (sink, ref.id) in self._wires:
+            end = self._held_by(sink, ref.id)
+        else:  # an end of a channel the renderer created, new to main
+            end = self._new_at(sink, ref.id, 0)
+            if ref.peer < 0 and (sink, ref.peer) not in self._wires:
+                end.peer = self._new_at(sink, ref.peer, end.id).id
+        if end is None:
+            logger.debug("a renderer sent port %d, which it does not hold", ref.id)
+            return _closed_port(self.host)
+        self._at[sink].discard(end.id)
+        owed = ref.returning + max(0, end.sent - ref.received)
+        if owed:
+            end.owed[sink] = end.owed.get(sink, 0) + owed
+            self._owing.setdefault(sink, set()).add(end.id)
+        elif ref.id < 0:
+            del self._wires[(sink, ref.id)]
+        port = MessagePortMain()
+        port._router, port._wire, port._host = self, end.id, self.host
+        end.port, end.sink, end.wire, end.sent = port, None, 0, 0
+        while end.returned and end.id in self._ends:
+            self._put(end, end.returned.popleft())
+        return port
+
+    def _give_back(self, sink: Sink, wire: int, item: Queued) -> None:
+        end_id = wire if wire > 0 else self._wires.get((sink, wire), 0)
+        end = self._ends.get(end_id)
+        if end is None or sink not in end.owed:
+            close_ports_in([item])
+            return
+        left = end.owed[sink] - 1
+        if left:
+            end.owed[sink] = left
+        else:
+            del end.owed[sink]
+            self._owing[sink].discard(end.id)
+            if wire < 0 and not (end.sink is sink and end.wire == wire):
+                self._wires.pop((sink, wire), None)
+        if end.sink is None:
+            self._put(end, item)  # in main: straight to the inbox, ahead of ``held``
+        else:
+            end.returned.append(item)
+        if not end.owed:
+            self._release(end)
+
+    def _release(self, end: _End) -> None:
+        items = end.returned + end.held
+        end.returned.clear()
+        end.held.clear()
+        for item in items:
+            if end.id in self._ends:
+                self._put(end, item)
+            else:
+                close_ports_in([item])
+
+    def _deliver(self, end: _End, item: Queued) -> None:
+        if end.owed:
+            end.held.append(item)
+        else:
+            self._put(end, item)
+
+    def _put(self, end: _End, item: Queued) -> None:
+        sink = end.sink
+        if sink is None:
+            port = end.port
+            assert port is not None
+            if item is CLOSE:
+                self._forget(end)
+            # Only the one delivery a reader asked for may run listeners inline;
+            # whatever they post in turn is delivered from tasks.
+            inline, self._inline = self._inline, False
+            port._enqueue(item, inline)
+            return
+        end.sent += 1
+        if not isinstance(item, Item):
+            sink.close(end.wire)  # the end stays until its holder acknowledges
+            return
+        if sink.dead:
+            close_ports_in([item])
+            return
+        refs, after = self.send_out(item.ports, sink)
+        sink.message(end.wire, item.data, refs)
+        after()
+
+    def _forget(self, end: _End) -> None:
+        self._ends.pop(end.id, None)
+        if end.sink is not None:
+            self._at.get(end.sink, set()).discard(end.id)
+            if end.wire < 0:
+                self._wires.pop((end.sink, end.wire), None)
+
+    def _drop(self, end: _End) -> None:
+        self._forget(end)
+        close_ports_in(end.returned)
+        close_ports_in(end.held)
+        end.returned.clear()
+        end.held.clear()
+
+    def _peer_gone(self, end: _End) -> None:
+        peer = self._ends.get(end.peer)
+        end.peer = 0
+        if peer is not None:
+            peer.peer = 0
+            self._deliver(peer, CLOSE)
+
+
+class RendererPortRouter:
+    """A renderer's ports that go through main, by the id main knows them by."""
+
+    def __init__(self) -> None:
+        self._endpoint: Endpoint | None = None
+        self.host = PortHost(self._task_group)
+        self._ports: dict[int, MessagePortMain] = {}
+        self._ids = itertools.count(-1, -1)
+
+    def _task_group(self) -> anyio.abc.TaskGroup | None:
+        endpoint = self._endpoint
+        if endpoint is None or endpoint.conn.state is State.CLOSED:
+            return None
+        return endpoint.task_group
+
+    def attach(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+
+    def _conn(self) -> Connection | None:
+        endpoint = self._endpoint
+        if endpoint is None or endpoint.conn.state is not State.OPEN:
+            return None
+        return endpoint.conn
+
+    def _flush(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.flush_later()
+
+    # ---- the Router protocol -------------------------------------------
+
+    def post(self, port: MessagePortMain, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        conn = self._conn()
+        if conn is None or self._ports.get(port._wire) is not port:
+            return  # the connection is gone: this port is closing
+        refs, after = self.send_out(ports)
+        conn.send_port_message(port._wire, data, refs)
+        after()
+        self._flush()
+
+    def close(self, port: MessagePortMain) -> None:
+        if self._ports.get(port._wire) is port:
+            del self._ports[port._wire]
+            if (conn := self._conn()) is not None:
+                conn.send_port_close(port._wire)
+                self._flush()
+
+    def moved(self, old: MessagePortMain, new: MessagePortMain) -> None:
+        if self._ports.get(old._wire) is old:
+            self._ports[old._wire] = new
+
+    def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
+        return None  # only main knows where the other end is
+
+    # ---- ports leaving for main ----------------------------------------
+
+    def send_out(self, ports: list[MessagePortMain]) -> tuple[list[PortRef], After]:
+        """Refs for ``ports`` (checked); run ``after`` once the carrying frame is queued."""
+        if not ports:
+            return [], _nothing
+        refs: list[PortRef] = []
+        moves: list[tuple[int, deque[Queued]]] = []
+        for port in ports:
+            peer = received = 0
+            if port._router is self and self._ports.get(port._wire) is port:
+                wire, received = port._wire, port._received
+                del self._ports[wire]
+            elif port._router is None and port._peer is not None:
+                wire, peer = next(self._ids), next(self._ids)
+                self._register(port._peer, peer)
+            else:  # closed: travels as a new end whose channel is closed
+                wire = next(self._ids)
+            items = port._neuter()
+            refs.append(PortRef(wire, peer, received, len(items)))
+            moves.append((wire, items))
+
+        def after() -> None:
+            for wire, items in moves:
+                for item in items:
+                    self._give_back(wire, item)
+
+        return refs, after
+
+    def _give_back(self, wire: int, item: Queued) -> None:
+        conn = self._conn()
+        if conn is None:
+            close_ports_in([item])
+        elif isinstance(item, Item):
+            refs, after = self.send_out(item.ports)
+            conn.send_port_message(wire, item.data, refs, returned=True)
+            after()
+        else:
+            conn.send_port_close(wire, returned=True)
+
+    def _register(self, port: MessagePortMain, wire: int) -> MessagePortMain:
+        port._router, port._wire, port._peer, port._host = self, wire, None, self.host
+        self._ports[wire] = port
+        return port
+
+    # ---- frames from main ----------------------------------------------
+
+    def land(self, refs: list[PortRef]) -> list[MessagePortMain]:
+        """Ports main sent (``event.ports``)."""
+        return [self._register(MessagePortMain(), ref.id) for ref in refs]
+
+    def port_message(self, event: PortMessageReceived) -> None:
+        port = self._ports.get(event.port_id)
+        if port is None:  # moved on: give it back, main knows where the end went
+            if (conn := self._conn()) is not None:
+                conn.send_port_message(event.port_id, event.data, event.ports, returned=True)
+            return
+        port._received += 1
+        ports = self.land(event.ports) if event.ports else []
+        port._enqueue(Item(event.data, ports), inline=True)
+
+    def port_closed(self, event: PortClosed) -> None:
+        port = self._ports.pop(event.port_id, None)
+        conn = self._conn()
+        if port is None:
+            if conn is not None:
+                conn.send_port_close(event.port_id, returned=True)
+            return
+        port._received += 1
+        if conn is not None:
+            conn.send_port_close(event.port_id)  # acknowledge: main may forget the end
+        port._enqueue(CLOSE)
+
+    def connection_lost(self) -> None:
+        """Main is gone: every routed port is closed."""
+        ports = list(self._ports.values())
+        self._ports.clear()
+        for port in ports:
+            port._enqueue(CLOSE)

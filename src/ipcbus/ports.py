@@ -1,0 +1,596 @@
+"""Message ports: ``MessageChannelMain`` and ``MessagePortMain`` (SPEC section 4).
+
+A channel is two entangled ends. What one end posts, the other receives, in
+order, until either end closes; then both see ``"close"``. The same classes
+serve main and renderers (Electron's renderer-side ``MessagePort`` has the
+same shape).
+
+Where the messages go (docs/ports-and-streams.md has the long form):
+
+* Both ends in one process and never sent anywhere: the message is handed to
+  the other end directly; no socket is involved.
+* An end that travels (``post_message(..., transfer=[port])`` on a
+  ``WebContents``, an ``IpcRenderer`` or another port) is *neutered* in the
+  sender and reappears as a fresh object at the receiver (``event.ports``).
+  From then on the pair is routed by main: a renderer's end sends its
+  messages to main, which delivers them to the other end wherever it lives
+  (in main, or forwarded to the renderer holding it). Two renderers holding
+  the two ends therefore talk through main: one extra hop, no decoding of the
+  payload in main.
+
+``post_message``, ``start`` and ``close`` are plain methods, like Electron's:
+they queue and return. Delivery (listeners, ``async for``) runs in a task of
+the ``IpcMain`` or connected ``IpcRenderer`` that owns the port: the one the
+port arrived through, or the one running when the channel was created.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from contextvars import ContextVar
+from functools import partial
+from typing import Any, Final, Literal, Protocol, TypeVar, overload
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._errors import SerializationError
+from ._values import decode_value, unencodable
+
+__all__ = ("MessageChannelMain", "MessageEvent", "MessagePortMain")
+
+logger = logging.getLogger("ipcbus")
+
+F = TypeVar("F", bound=Callable[..., Any])
+PortEvent = Literal["message", "close"]
+
+_encoder = msgspec.msgpack.Encoder()
+_ENCODE_ERRORS = (TypeError, OverflowError, msgspec.EncodeError)
+
+
+class _Close:
+    """The end of a port's message sequence: the channel is closed."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "CLOSE"
+
+
+CLOSE: Final = _Close()
+
+
+class Item:
+    """One message in flight or queued: encoded data and the ports it carries."""
+
+    __slots__ = ("data", "ports")
+
+    def __init__(self, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        self.data = data
+        self.ports = ports
+
+
+Queued = Item | _Close
+
+
+class PortHost:
+    """Where deliveries run: the task group of an ``IpcMain`` or a connection."""
+
+    __slots__ = ("_task_group",)
+
+    def __init__(self, task_group: Callable[[], anyio.abc.TaskGroup | None]) -> None:
+        self._task_group = task_group
+
+    def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``fn`` in a task; ``False`` if the owner is no longer running."""
+        tg = self._task_group()
+        if tg is None:
+            return False
+        try:
+            tg.start_soon(fn)
+        except RuntimeError:  # the task group is shutting down
+            return False
+        return True
+
+
+#: The host of ports created here: set inside ``async with ipc_main:`` and
+#: while an ``IpcRenderer`` is connected.
+current_host: ContextVar[PortHost | None] = ContextVar("ipcbus_port_host", default=None)
+
+
+class Router(Protocol):
+    """What a routed port asks of the side that carries it (``ipcbus._portroute``)."""
+
+    host: PortHost
+
+    def post(self, port: MessagePortMain, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        """``port`` posted ``data`` carrying ``ports`` (checked, not yet neutered)."""
+
+    def close(self, port: MessagePortMain) -> None:
+        """``port`` was closed by its holder."""
+
+    def moved(self, old: MessagePortMain, new: MessagePortMain) -> None:
+        """The end held by ``old`` is now held by ``new`` (same process)."""
+
+    def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
+        """The other end, if it is an object in this process; else ``None``."""
+
+
+class MessageEvent:
+    """What ``"message"`` listeners and ``async for`` receive.
+
+    Attributes:
+        data: the posted message, in its msgpack form (a tuple arrives as a
+            list, as with ``send``); decoded on first access.
+        ports: the ports that travelled with it, else empty.
+    """
+
+    __slots__ = ("_data", "_raw", "ports")
+
+    _UNDECODED: Final[Any] = object()
+
+    def __init__(self, raw: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        self._raw = raw
+        self._data: Any = MessageEvent._UNDECODED
+        self.ports = ports
+
+    @property
+    def data(self) -> Any:
+        if self._data is MessageEvent._UNDECODED:
+            self._data = decode_value(self._raw)
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"<MessageEvent data={self.data!r} ports={len(self.ports)}>"
+
+
+class MessagePortMain:
+    """One end of a :class:`MessageChannelMain` (Electron's ``MessagePortMain``).
+
+    Get one from a ``MessageChannelMain`` or from ``event.ports``.
+    """
+
+    def __init__(self) -> None:
+        self._router: Router | None = None  # routed: the pair's traffic goes through it
+        self._wire = 0  # this end's id in its router
+        self._peer: MessagePortMain | None = None  # direct: the other end, same process
+        self._host = current_host.get()
+        self._inbox: deque[Queued] = deque()
+        self._listeners: dict[str, tuple[_Listener, ...]] = {}
+        self._iterators: weakref.WeakSet[_PortIterator] = weakref.WeakSet()
+        self._started = False
+        self._closed = False  # no more posting; CLOSE is queued or delivered
+        self._closed_here = False  # close() was called on this end: deliver even unstarted
+        self._close_emitted = False
+        self._neutered = False
+        self._draining = False
+        self._received = 0  # frames main sent to this end that we read (renderer side)
+
+    # ---- the Electron API ----------------------------------------------
+
+    def post_message(self, message: Any, transfer: Iterable[MessagePortMain] = ()) -> None:
+        """Send ``message`` to the other end, with the ports in ``transfer``.
+
+        Returns at once; the message is delivered in order after the ones
+        posted before it. Posting on a closed port does nothing.
+
+        Raises:
+            TypeError: a bad ``transfer`` (the message names the index): not
+                a port, this port itself, its other end, a duplicate, or an
+                already transferred port.
+            SerializationError: ``message`` cannot be encoded; nothing is
+                sent and no port is transferred.
+        """
+        ports = check_transfer(transfer, self, self._router)
+        if self._closed or self._neutered:
+            return
+        data = encode_message(message)
+        if self._router is not None:
+            self._router.post(self, data, ports)
+        elif self._peer is not None:
+            self._peer._enqueue(Item(data, [port._move() for port in ports]))
+
+    def start(self) -> None:
+        """Start delivering messages; the ones that arrived before are kept until now."""
+        if not self._neutered and not self._started:
+            self._started = True
+            self._schedule()
+
+    def close(self) -> None:
+        """Close this end: both ends emit ``"close"``; undelivered messages are dropped."""
+        if self._closed or self._neutered:
+            return
+        self._closed = self._closed_here = True
+        dropped, self._inbox = self._inbox, deque([CLOSE])
+        router, peer = self._router, self._peer
+        self._router = self._peer = None
+        if router is not None:
+            router.close(self)
+        elif peer is not None:
+            peer._peer = None
+            peer._enqueue(CLOSE)
+        close_ports_in(dropped)
+        self._schedule()
+
+    @overload
+    def on(self, event: PortEvent) -> Callable[[F], F]: ...
+    @overload
+    def on(self, event: PortEvent, listener: F) -> F: ...
+    def on(self, event: PortEvent, listener: F | None = None) -> F | Callable[[F], F]:
+        """Call ``listener(message_event)`` per message, or ``listener()`` on ``"close"``.
+
+        Works as a call and as a decorator; returns ``listener``. Listeners
+        may be ``async``: each finishes before the next message is delivered.
+        ``"message"`` listeners start receiving once :meth:`start` is called.
+        """
+        return self._add(event, listener, once=False)
+
+    @overload
+    def once(self, event: PortEvent) -> Callable[[F], F]: ...
+    @overload
+    def once(self, event: PortEvent, listener: F) -> F: ...
+    def once(self, event: PortEvent, listener: F | None = None) -> F | Callable[[F], F]:
+        """As :meth:`on`, removed before its first call."""
+        return self._add(event, listener, once=True)
+
+    def off(self, event: PortEvent, listener: Callable[..., Any]) -> None:
+        """Remove the most recent registration of ``listener`` for ``event``."""
+        current = self._listeners.get(event, ())
+        for i in range(len(current) - 1, -1, -1):
+            if current[i][0] == listener:
+                self._listeners[event] = current[:i] + current[i + 1 :]
+                return
+
+    remove_listener = off
+
+    def remove_all_listeners(self, event: PortEvent | None = None) -> None:
+        """Remove every listener of ``event``, or of both events."""
+        if event is None:
+            self._listeners.clear()
+        else:
+            self._listeners.pop(event, None)
+
+    def listener_count(self, event: PortEvent) -> int:
+        return len(self._listeners.get(event, ()))
+
+    def __aiter__(self) -> _PortIterator:
+        """``async for message_event in port``: starts the port; ends on ``"close"``."""
+        iterator = _PortIterator(self)
+        self._iterators.add(iterator)
+        if self._started:
+            self._schedule()
+        else:
+            self.start()
+        return iterator
+
+    def __repr__(self) -> str:
+        state = (
+            "neutered"
+            if self._neutered
+            else "closed"
+            if self._closed
+            else "started"
+            if self._started
+            else "not started"
+        )
+        where = "routed" if self._router is not None else "local"
+        return f"<MessagePortMain {where} {state}>"
+
+    # ---- internals: listeners ------------------------------------------
+
+    def _add(self, event: PortEvent, listener: F | None, once: bool) -> F | Callable[[F], F]:
+        if event not in ("message", "close"):
+            raise ValueError(f"a MessagePortMain emits 'message' and 'close', not {event!r}")
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"listener must be callable, not {type(fn).__name__}")
+            entry = (fn, once, _is_async(fn))
+            self._listeners[event] = (*self._listeners.get(event, ()), entry)
+            self._schedule()
+            return fn
+
+        return register if listener is None else register(listener)
+
+    def _take(self, event: str) -> tuple[_Listener, ...]:
+        current = self._listeners.get(event, ())
+        if any(entry[1] for entry in current):
+            self._listeners[event] = tuple(entry for entry in current if not entry[1])
+        return current
+
+    # ---- internals: delivery -------------------------------------------
+
+    def _enqueue(self, item: Queued, inline: bool = False) -> None:
+        """Add what arrived for this end; delivery follows if it can.
+
+        ``inline``: the item came off the wire and the caller is a connection's
+        reader, which may run plain listeners right here (as it does for
+        ``on(channel)`` listeners) instead of in a task, when that keeps order.
+        """
+        if self._neutered:
+            close_ports_in([item])
+            return
+        if isinstance(item, _Close):
+            if self._closed:
+                return  # both ends closed at once: one close is enough
+            self._closed = True
+            self._router = self._peer = None
+        elif inline and self._deliver_inline(item):
+            return
+        self._inbox.append(item)
+        self._schedule()
+
+    def _deliver_inline(self, item: Item) -> bool:
+        """Deliver ``item`` now if nothing is ahead of it and no listener is async."""
+        listeners = self._listeners.get("message")
+        if self._inbox or self._draining or not self._started or not listeners:
+            return False
+        once = False
+        for _, is_once, is_async in listeners:
+            if is_async:
+                return False
+            once = once or is_once
+        if once:
+            self._listeners["message"] = tuple(entry for entry in listeners if not entry[1])
+        event = MessageEvent(item.data, item.ports)
+        if self._iterators:
+            for iterator in list(self._iterators):
+                iterator.push(event)
+        for fn, _, _ in listeners:
+            try:
+                result = fn(event)
+            except Exception:
+                logger.exception("a MessagePortMain listener %r raised", fn)
+                continue
+            if inspect.isawaitable(result) and self._host is not None:
+                self._host.start_soon(partial(_call, lambda r=result: r))
+        return True
+
+    def _deliverable(self) -> bool:
+        """Whether the drain has work: CLOSE, or a message for ``"message"`` listeners.
+
+        Without listeners, messages wait in the inbox for ``async for`` to take
+        them one at a time, so an iterator left early loses nothing.
+        """
+        if not self._inbox:
+            return False
+        if self._inbox[0] is CLOSE:
+            return self._started or self._closed_here
+        return self._started and bool(self._listeners.get("message"))
+
+    def _schedule(self) -> None:
+        if not self._inbox:
+            return
+        if self._iterators:  # (a WeakSet: iterating it costs more than the rest)
+            for iterator in list(self._iterators):
+                iterator.wake()  # it may take the message, or drain if there is no host
+        if self._draining or not self._deliverable():
+            return
+        if self._host is not None and self._host.start_soon(self._drain):
+            self._draining = True  # the task is on its way; don't start a second
+
+    async def _drain(self) -> None:
+        self._draining = True
+        try:
+            while self._deliverable():
+                item = self._inbox.popleft()
+                if isinstance(item, _Close):
+                    await self._emit_close()
+                    break
+                event = MessageEvent(item.data, item.ports)
+                if self._iterators:
+                    for iterator in list(self._iterators):
+                        iterator.push(event)  # with listeners, iterators get copies
+                for fn, _, _ in self._take("message"):
+                    await _call(fn, event)
+        finally:
+            self._draining = False
+            if self._inbox:
+                for iterator in list(self._iterators):
+                    iterator.wake()  # the listeners went away: iterators take over
+
+    async def _emit_close(self) -> None:
+        self._close_emitted = True
+        for iterator in list(self._iterators):
+            iterator.push(CLOSE)
+        for fn, _, _ in self._take("close"):
+            await _call(fn)
+
+    # ---- internals: travelling -----------------------------------------
+
+    def _neuter(self) -> deque[Queued]:
+        """Give up this end: return what was not delivered (ending in CLOSE if closed)."""
+        items, self._inbox = self._inbox, deque()
+        if self._closed and not (items and items[-1] is CLOSE):
+            items.append(CLOSE)  # the next holder must learn the channel is closed
+        self._neutered = True
+        self._router = self._peer = None
+        for iterator in list(self._iterators):
+            iterator.wake()
+        return items
+
+    def _move(self) -> MessagePortMain:
+        """Hand this end to a fresh object in this process; this one is neutered."""
+        new = MessagePortMain()
+        new._router, new._wire, new._peer = self._router, self._wire, self._peer
+        new._host = self._host if self._host is not None else new._host
+        new._received = self._received
+        new._closed = self._closed
+        if self._peer is not None:
+            self._peer._peer = new
+        if self._router is not None:
+            self._router.moved(self, new)
+        new._inbox = self._neuter()
+        return new
+
+    def _other_end(self) -> MessagePortMain | None:
+        if self._peer is not None:
+            return self._peer
+        return self._router.peer_of(self) if self._router is not None else None
+
+
+class _PortIterator:
+    """``async for message_event in port``.
+
+    Without ``"message"`` listeners an iterator takes messages straight from
+    the port's inbox (several iterators share them); with listeners, every
+    iterator also gets a copy of what they get.
+    """
+
+    __slots__ = ("__weakref__", "_done", "_port", "_queue", "_wake")
+
+    def __init__(self, port: MessagePortMain) -> None:
+        self._port = port
+        self._queue: deque[MessageEvent | _Close] = deque()
+        self._wake: anyio.Event | None = None
+        self._done = False
+
+    def push(self, event: MessageEvent | _Close) -> None:
+        self._queue.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def __aiter__(self) -> _PortIterator:
+        return self
+
+    async def __anext__(self) -> MessageEvent:
+        port = self._port
+        while True:
+            if self._queue:
+                event = self._queue.popleft()
+                if isinstance(event, _Close):
+                    self._done = True
+                    raise StopAsyncIteration
+                return event
+            if self._done or port._close_emitted or port._neutered:
+                raise StopAsyncIteration
+            if port._started and port._inbox and not port._draining:
+                head = port._inbox[0]
+                if isinstance(head, Item) and not port._listeners.get("message"):
+                    port._inbox.popleft()
+                    return MessageEvent(head.data, head.ports)
+                if port._host is None and port._deliverable():
+                    await port._drain()  # nobody else will: deliver from this task
+                    continue
+            self._wake = anyio.Event()
+            try:
+                await self._wake.wait()
+            finally:
+                self._wake = None
+
+
+class MessageChannelMain:
+    """A pair of entangled ports (Electron's ``MessageChannelMain``).
+
+    Attributes:
+        port1: one end.
+        port2: the other end.
+    """
+
+    __slots__ = ("port1", "port2")
+
+    def __init__(self) -> None:
+        self.port1 = MessagePortMain()
+        self.port2 = MessagePortMain()
+        self.port1._peer = self.port2
+        self.port2._peer = self.port1
+
+    def __repr__(self) -> str:
+        return f"<MessageChannelMain {self.port1!r} {self.port2!r}>"
+
+
+# ---- helpers shared with the routers and the endpoints ----------------------
+
+
+def check_transfer(
+    transfer: Iterable[MessagePortMain],
+    source: MessagePortMain | None,
+    router: object | None,
+) -> list[MessagePortMain]:
+    """Validate a ``transfer`` list before anything is sent; return it as a list.
+
+    Raises:
+        TypeError: naming the index of the first bad entry.
+    """
+    if transfer == ():
+        return []  # the common case: nothing to check
+    if isinstance(transfer, (str, bytes, MessagePortMain)) or not isinstance(transfer, Iterable):
+        raise TypeError(
+            f"transfer must be a list of MessagePortMain, not {type(transfer).__name__}"
+        )
+    ports = list(transfer)
+    seen: dict[int, int] = {}
+    other = source._other_end() if source is not None and ports else None
+    for i, port in enumerate(ports):
+        if not isinstance(port, MessagePortMain):
+            raise TypeError(f"transfer[{i}] is not a MessagePortMain but {type(port).__name__}")
+        if port is source:
+            raise TypeError(
+                f"transfer[{i}] is the port being posted on; a port cannot be sent through itself"
+            )
+        if id(port) in seen:
+            raise TypeError(
+                f"transfer[{i}] is a duplicate of transfer[{seen[id(port)]}]; list each port once"
+            )
+        if port._neutered:
+            raise TypeError(
+                f"transfer[{i}] was already transferred: a transferred port is neutered and "
+                "cannot be sent again (use the port that arrived in event.ports)"
+            )
+        if other is not None and port is other:
+            raise TypeError(
+                f"transfer[{i}] is the other end of this port's channel; "
+                "it cannot travel through its own channel"
+            )
+        if router is not None and port._router is not None and port._router is not router:
+            raise TypeError(
+                f"transfer[{i}] belongs to another connection (another IpcMain or "
+                "IpcRenderer in this process); a port travels on the bus it arrived on"
+            )
+        seen[id(port)] = i
+    return ports
+
+
+def encode_message(message: Any) -> msgspec.Raw:
+    """Encode a port message now, so that a bad value fails at the caller."""
+    try:
+        return msgspec.Raw(_encoder.encode(message))
+    except _ENCODE_ERRORS as exc:
+        where = unencodable([message], exc).replace("argument 0", "the message", 1)
+        raise SerializationError(
+            f"Cannot post_message on a MessagePortMain: {where}. Send what send() can send."
+        ) from None
+
+
+def close_ports_in(items: Iterable[Queued]) -> None:
+    """Close the ports carried by messages nobody will read, so their peers learn it."""
+    for item in items:
+        if isinstance(item, Item):
+            for port in item.ports:
+                port.close()
+
+
+_Listener = tuple[Callable[..., Any], bool, bool]  # fn, once, async
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
+    )
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("a MessagePortMain listener %r raised", fn)
