@@ -13,7 +13,7 @@ import anyio
 import ipcbus
 import ipcbus._protocol
 
-ipcbus._protocol.PROTOCOL_VERSION = int(sys.argv[1])  # type: ignore[misc]
+ipcbus._protocol.PROTOCOL_VERSION = int(sys.argv[1])  # type: ignore[attr-defined]
 
 
 async def main() -> int:

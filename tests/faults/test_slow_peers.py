@@ -1,0 +1,191 @@
+"""Slow or silent peers (issue 3, second bullet).
+
+A connection that never finishes its handshake is dropped after
+``handshake_timeout``; heartbeats drop a peer that is gone without a FIN; an
+idle but healthy renderer is never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+import ipcbus
+from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Hello, Ping, Request, RequestKind, Welcome
+
+from ._raw import RawPeer, bench, frames, raw_args, warnings_logged
+
+
+@pytest.fixture(autouse=True)
+def _capture_ipcbus_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="ipcbus")
+
+
+@pytest.mark.parametrize("sends", ["nothing", "half-a-hello"])
+async def test_no_handshake_in_time_is_dropped(
+    sends: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with anyio.fail_after(10):
+        async with bench(handshake_timeout=0.3) as setup:
+            async with RawPeer.connect(setup.listener.address) as peer:
+                if sends == "half-a-hello":
+                    hello = frames(Hello(PROTOCOL_VERSION, setup.listener.token, os.getpid()))
+                    await peer.send(hello[: len(hello) // 2])
+                started = anyio.current_time()
+                with anyio.fail_after(2):
+                    goodbye = await peer.goodbye()
+                assert anyio.current_time() - started >= 0.25
+            assert goodbye.code is CloseCode.PROTOCOL_ERROR
+            assert "no handshake within 0.3 s" in goodbye.reason
+            assert warnings_logged(caplog, "no handshake within 0.3 s")
+            assert setup.gone == {}
+            await setup.check_healthy()
+
+
+async def test_many_silent_connections_are_all_dropped() -> None:
+    """Fifty sockets that say nothing cost nothing after the handshake timeout."""
+    with anyio.fail_after(15):
+        async with bench(handshake_timeout=0.5) as setup:
+
+            async def silent() -> None:
+                async with RawPeer.connect(setup.listener.address) as peer:
+                    assert (await peer.goodbye()).code is CloseCode.PROTOCOL_ERROR
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(50):
+                    tg.start_soon(silent)
+                await setup.check_healthy()
+            await setup.check_healthy()
+
+
+async def test_heartbeat_drops_a_peer_gone_without_a_fin(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer that completed the handshake and then says nothing (not even Pong)."""
+    with anyio.fail_after(10):
+        async with bench(heartbeat_interval=0.1, heartbeat_timeout=0.4) as setup:
+            async with RawPeer.connect(setup.listener.address) as peer:
+                welcome = await peer.handshake(setup.listener.token)
+                started = anyio.current_time()
+                bodies = await peer.until_closed()  # reads, never answers
+                elapsed = anyio.current_time() - started
+            assert any(isinstance(body, Ping) for body in bodies), bodies
+            assert 0.35 <= elapsed < 2, elapsed
+            details = await setup.disconnected(welcome.renderer_id)
+            assert details.reason == "connection-lost", details
+            assert "heartbeat" in details.message
+            assert warnings_logged(caplog, "heartbeat")
+            await setup.check_healthy()
+
+
+async def test_heartbeat_fails_main_pending_invoke_to_a_vanished_renderer() -> None:
+    """main waits on a renderer that is gone without a FIN: the invoke fails, no hang."""
+    with anyio.fail_after(10):
+        async with bench(heartbeat_interval=0.1, heartbeat_timeout=0.4) as setup:
+            async with RawPeer.connect(setup.listener.address) as peer:
+                welcome = await peer.handshake(setup.listener.token)
+                contents = setup.ipc_main.from_id(welcome.renderer_id)
+                assert contents is not None
+                with pytest.raises(ipcbus.ConnectionClosedError):
+                    await contents.invoke("never-answered")
+            await setup.check_healthy()
+
+
+async def test_idle_healthy_renderer_is_never_dropped() -> None:
+    """Four heartbeat timeouts of silence from the application: pongs keep it alive."""
+    with anyio.fail_after(15):
+        async with bench(heartbeat_interval=0.1, heartbeat_timeout=0.5) as setup:
+            async with ipcbus.connect(
+                setup.listener.address,
+                token=setup.listener.token,
+            ) as renderer:
+                await anyio.sleep(2.0)  # four heartbeat timeouts idle: the period under test
+                assert renderer.is_connected()
+                assert setup.gone == {}
+                assert await renderer.invoke("add", 1, 1) == 2
+            await setup.check_healthy()
+
+
+async def test_idle_renderer_with_its_own_heartbeat_is_never_dropped() -> None:
+    """Both sides ping; neither drops the other while both are alive."""
+    with anyio.fail_after(15):
+        async with bench(heartbeat_interval=0.1, heartbeat_timeout=0.5) as setup:
+            renderer = ipcbus.IpcRenderer(heartbeat_interval=0.1, heartbeat_timeout=0.5)
+            async with renderer.connect(setup.listener.address, token=setup.listener.token):
+                await anyio.sleep(2.0)  # the idle period under test
+                assert renderer.is_connected()
+                assert await renderer.invoke("add", 1, 1) == 2
+            assert (await setup.disconnected(renderer.id)).reason == "clean-exit"
+            assert setup.gone.keys() == {renderer.id}  # only once it left
+
+
+async def test_busy_handler_does_not_get_its_renderer_dropped() -> None:
+    """A handler that runs for many heartbeat timeouts is not a dead peer."""
+    with anyio.fail_after(15):
+        async with bench(heartbeat_interval=0.1, heartbeat_timeout=0.5) as setup:
+
+            @setup.ipc_main.handle("slow")
+            async def slow(event: ipcbus.IpcMainInvokeEvent) -> str:
+                await anyio.sleep(2.0)  # four heartbeat timeouts
+                return "done"
+
+            async with ipcbus.connect(
+                setup.listener.address, token=setup.listener.token
+            ) as renderer:
+                assert await renderer.invoke("slow") == "done"
+            await setup.check_healthy()
+
+
+async def test_renderer_heartbeat_detects_a_silent_main(tmp_path: Path) -> None:
+    """The renderer's side: main goes silent after the handshake; calls fail, no hang."""
+    with anyio.fail_after(10):
+        path = tmp_path / "fake.sock"
+        async with await anyio.create_unix_listener(path) as fake, anyio.create_task_group() as tg:
+            stop = anyio.Event()
+
+            async def silent_main() -> None:
+                async with await fake.accept() as stream:
+                    peer = RawPeer(stream)
+                    assert isinstance(await peer.receive(), Hello)
+                    await peer.send(frames(Welcome(PROTOCOL_VERSION, 1)))
+                    await stop.wait()  # alive, reading nothing, answering nothing
+
+            tg.start_soon(silent_main)
+            renderer = ipcbus.IpcRenderer(heartbeat_interval=0.1, heartbeat_timeout=0.4)
+            async with renderer.connect(f"unix:{path}", token="t"):
+                started = anyio.current_time()
+                with pytest.raises(ipcbus.ConnectionClosedError):
+                    await renderer.invoke("anything")
+                assert anyio.current_time() - started < 2
+            stop.set()
+
+
+async def test_tcp_connections_get_heartbeats_by_default() -> None:
+    """heartbeat_interval="auto": main pings a TCP renderer every 5 s."""
+    with anyio.fail_after(15):
+        async with bench("tcp://127.0.0.1:0") as setup:
+            async with RawPeer.connect(setup.listener.address) as peer:
+                await peer.handshake(setup.listener.token)
+                started = anyio.current_time()
+                body = await peer.receive()
+                assert isinstance(body, Ping), body
+                assert 4 <= anyio.current_time() - started < 7
+            await setup.check_healthy()
+
+
+async def test_stalled_request_frame_after_handshake_is_dropped_by_heartbeat() -> None:
+    """Half a frame, then silence: caught by the heartbeat, not held forever."""
+    with anyio.fail_after(10):
+        async with bench(heartbeat_interval=0.1, heartbeat_timeout=0.4) as setup:
+            async with RawPeer.connect(setup.listener.address) as peer:
+                welcome = await peer.handshake(setup.listener.token)
+                whole = frames(Request(1, RequestKind.INVOKE, "add", raw_args(1, 2)))
+                await peer.send(whole[:-2])
+                await peer.until_closed()
+            details = await setup.disconnected(welcome.renderer_id)
+            assert details.reason in ("connection-lost", "protocol-error"), details
+            await setup.check_healthy()
