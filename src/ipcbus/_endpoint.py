@@ -421,6 +421,7 @@ class Endpoint:
             self._writes += 1
             direct.write_nowait(data)
         batch.finish()
+        self._make_room()  # a reader paused on unsent output may read on
 
     async def flush(self) -> None:
         """Return once everything queued so far has been handed to the transport.
