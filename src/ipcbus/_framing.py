@@ -37,48 +37,80 @@ def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray)
 
 
 class FrameDecoder:
-    """Turns a byte stream into frame bodies, one complete frame at a time."""
+    """Turns a byte stream into frame bodies, one complete frame at a time.
+
+    Copies as little as it can. A frame that lies wholly inside one fed chunk
+    is returned as a read-only view of that chunk (no copy; the chunk is
+    immutable, so the view stays valid for as long as anyone holds it, as
+    decoded ``Raw`` arguments do). Only a frame split across chunks is
+    assembled, into a buffer allocated once at the size its header announced.
+    """
 
     def __init__(self, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
-        self._buffer = bytearray()
-        self._offset = 0  # start of the first unconsumed byte in _buffer
+        self._chunk = memoryview(b"")  # the input being parsed
+        self._pos = 0  # next unparsed byte in _chunk
+        self._head = bytearray()  # a header split across chunks
+        self._body: bytearray | None = None  # a body split across chunks
+        self._filled = 0  # bytes of _body received so far
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
-        return len(self._buffer) - self._offset
+        partial = len(self._head) + (HEADER_SIZE + self._filled if self._body is not None else 0)
+        return partial + len(self._chunk) - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append received bytes."""
-        if self._offset == len(self._buffer):
-            self._buffer.clear()
-        elif self._offset:
-            del self._buffer[: self._offset]  # compact once per feed, not per frame
-        self._offset = 0
-        self._buffer += data
+        """Add received bytes (copied only if mutable, or if unparsed input remains)."""
+        rest = self._chunk[self._pos :]
+        if rest:
+            data = b"".join((rest, data))
+        elif type(data) is not bytes:
+            data = bytes(data)
+        self._chunk = memoryview(data)
+        self._pos = 0
 
-    def next_body(self) -> bytes | None:
+    def next_body(self) -> memoryview | bytearray | None:
         """Return the next complete body, or ``None`` if more bytes are needed.
-
-        The body is a copy: decoded ``Raw`` arguments point into it and may
-        outlive the next :meth:`feed`, which resizes the buffer.
 
         Raises:
             FrameTooLargeError: the next frame's header announces more than
-                ``max_frame_size`` bytes.
+                ``max_frame_size`` bytes (judged before any of its body is kept).
         """
-        start = self._offset
-        if len(self._buffer) - start < HEADER_SIZE:
-            return None
-        size = int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
+        chunk, pos = self._chunk, self._pos
+        available = len(chunk) - pos
+        body = self._body
+        if body is not None:  # continuing a split body
+            take = min(len(body) - self._filled, available)
+            body[self._filled : self._filled + take] = chunk[pos : pos + take]
+            self._filled += take
+            self._pos = pos + take
+            if self._filled < len(body):
+                return None
+            self._body = None
+            return body
+        if self._head or available < HEADER_SIZE:  # a header split across chunks
+            take = min(HEADER_SIZE - len(self._head), available)
+            self._head += chunk[pos : pos + take]
+            pos += take
+            self._pos = pos
+            if len(self._head) < HEADER_SIZE:
+                return None
+            size = int.from_bytes(self._head, "big")
+            self._head.clear()
+        else:
+            size = int.from_bytes(chunk[pos : pos + HEADER_SIZE], "big")
+            pos += HEADER_SIZE
         if size > self.max_frame_size:
             raise FrameTooLargeError(
                 f"frame of {size} bytes exceeds the limit of {self.max_frame_size} bytes"
             )
-        end = start + HEADER_SIZE + size
-        if len(self._buffer) < end:
-            return None
-        self._offset = end
-        with memoryview(self._buffer) as view:
-            return bytes(view[start + HEADER_SIZE : end])
+        available = len(chunk) - pos
+        if available >= size:
+            self._pos = pos + size
+            return chunk[pos : pos + size]
+        body = self._body = bytearray(size)
+        body[:available] = chunk[pos:]
+        self._filled = available
+        self._pos = len(chunk)
+        return None
