@@ -839,7 +839,14 @@ class Endpoint:
 
     # -- invoke: the one handler
 
-    def _dispatch_invoke(self, event: RequestReceived) -> None:
+    def _prepare_call(
+        self, event: RequestReceived
+    ) -> tuple[Callback, list[Any] | tuple[Any, ...], Any] | None:
+        """The handler for an invoke or stream request, its arguments and its event.
+
+        ``None`` (and the caller has its error reply) if there is no handler or
+        the arguments do not fit its annotations.
+        """
         channel, request_id = event.channel, event.request_id
         callback = self._owner.find_handler(channel)
         if callback is None:
@@ -848,13 +855,20 @@ class Endpoint:
                 ErrorKind.NO_HANDLER,
                 NoHandlerError(f"No handler registered for {channel!r}"),
             )
-            return
+            return None
         try:
             args = callback.signature.decode(channel, event.args)
         except ValidationError as exc:
             self.reply_error_soon(request_id, ErrorKind.VALIDATION, exc)
+            return None
+        return callback, args, self._owner.make_invoke_event(channel)
+
+    def _dispatch_invoke(self, event: RequestReceived) -> None:
+        prepared = self._prepare_call(event)
+        if prepared is None:
             return
-        call_event = self._owner.make_invoke_event(channel)
+        callback, args, call_event = prepared
+        channel, request_id = event.channel, event.request_id
         if callback.is_async or self._pending_starts:
             self._schedule(self._serve, request_id, channel, callback, call_event, args)
             return
@@ -933,22 +947,12 @@ class Endpoint:
     # -- streams: the server's side
 
     def _dispatch_stream(self, event: RequestReceived) -> None:
-        channel, request_id = event.channel, event.request_id
-        callback = self._owner.find_handler(channel)
-        if callback is None:
-            self.reply_error_soon(
-                request_id,
-                ErrorKind.NO_HANDLER,
-                NoHandlerError(f"No handler registered for {channel!r}"),
+        prepared = self._prepare_call(event)
+        if prepared is not None:
+            callback, args, call_event = prepared
+            self._schedule(
+                self._serve_stream, event.request_id, event.channel, callback, call_event, args
             )
-            return
-        try:
-            args = callback.signature.decode(channel, event.args)
-        except ValidationError as exc:
-            self.reply_error_soon(request_id, ErrorKind.VALIDATION, exc)
-            return
-        call_event = self._owner.make_invoke_event(channel)
-        self._schedule(self._serve_stream, request_id, channel, callback, call_event, args)
 
     async def _serve_stream(
         self,
