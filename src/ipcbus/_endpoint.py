@@ -559,6 +559,14 @@ class Endpoint:
             self.conn.send_message(channel, args)
         except _ENCODE_ERRORS as exc:
             raise encode_error("send", channel, args, exc) from None
+        await self.queued()
+
+    async def queued(self) -> None:
+        """After queueing a fire-and-forget frame: send it, and apply backpressure.
+
+        Returns at once unless more than ``_SEND_HIGH_WATER`` bytes wait to be
+        written; then it waits until the writer has handed them over.
+        """
         if self.conn.pending_output > _SEND_HIGH_WATER:
             await self.flush()
         else:
@@ -761,7 +769,7 @@ class Endpoint:
         for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     pending.append(result)  # a plain callable that returned a coroutine
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
@@ -781,7 +789,7 @@ class Endpoint:
         for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
@@ -877,7 +885,7 @@ class Endpoint:
         except Exception as exc:
             self.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
             return
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             self._schedule(self._serve_awaitable, request_id, channel, result)
         else:
             self.reply_soon(request_id, channel, result)
@@ -904,7 +912,7 @@ class Endpoint:
             self._scopes[request_id] = scope
             try:
                 result = call()
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     result = await result
             except Exception as exc:
                 self._queue_error(request_id, ErrorKind.REMOTE, exc)

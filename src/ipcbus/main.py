@@ -212,7 +212,7 @@ class WebContents:
         refs, after = router.send_out([router.claim(port) for port in ports], self._sink())
         endpoint.conn.send_message(channel, raw, refs)
         after()
-        await endpoint.flush()
+        await endpoint.queued()
 
     def stream(self, channel: str, *args: Any, window: int = DEFAULT_WINDOW) -> IpcStream:
         """Iterate what the renderer's async-generator ``handle(channel)`` yields.

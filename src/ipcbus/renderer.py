@@ -242,7 +242,7 @@ class IpcRenderer(Registry):
         refs, after = self._ports.send_out(ports)
         endpoint.conn.send_message(channel, raw, refs)
         after()
-        await endpoint.flush()
+        await endpoint.queued()
 
     def stream(self, channel: str, *args: Any, window: int = DEFAULT_WINDOW) -> IpcStream:
         """Iterate what main's async-generator ``handle(channel)`` yields.
