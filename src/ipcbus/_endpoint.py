@@ -48,6 +48,7 @@ import msgspec
 
 from ._errors import (
     ConnectionClosedError,
+    FrameTooLargeError,
     IpcError,
     IpcTimeoutError,
     NoHandlerError,
@@ -199,6 +200,15 @@ def error_info(kind: ErrorKind, exc: BaseException, *, with_traceback: bool = Tr
     if with_traceback and kind is ErrorKind.REMOTE:
         text = "".join(traceback.format_exception(exc))
     return ErrorInfo(kind, type(exc).__name__, str(exc), text)
+
+
+def too_large(what: str, channel: str, exc: FrameTooLargeError) -> FrameTooLargeError:
+    """The caller's error for a frame over the peer's announced ``max_frame_size``."""
+    return FrameTooLargeError(
+        f"Cannot {what} on channel {channel!r}: {exc}; nothing was sent and the connection "
+        "is fine. Raise max_frame_size on the receiving side (IpcMain(max_frame_size=...) "
+        "or IpcRenderer(max_frame_size=...)) to allow it"
+    )
 
 
 def error_from_reply(channel: str, value: msgspec.Raw) -> IpcError:
@@ -559,6 +569,8 @@ class Endpoint:
             self.conn.send_message(channel, args)
         except _ENCODE_ERRORS as exc:
             raise encode_error("send", channel, args, exc) from None
+        except FrameTooLargeError as exc:
+            raise too_large("send", channel, exc) from None
         await self.queued()
 
     async def queued(self) -> None:
@@ -582,6 +594,8 @@ class Endpoint:
             request_id = self.conn.start_request(kind, channel, args)
         except _ENCODE_ERRORS as exc:
             raise encode_error(what, channel, args, exc) from None
+        except FrameTooLargeError as exc:
+            raise too_large(what, channel, exc) from None
         waiter = self._waiters[request_id] = _Waiter(self._new_event)
         self._make_room()  # a paused reader must read on: our reply will come
         self._kick()  # a lost link wakes us through _terminated; no need to wait here
@@ -626,7 +640,11 @@ class Endpoint:
         if the link is closed."""
         if self.conn.state is not State.OPEN:
             return None
-        self.conn.send_prepared(frame)
+        try:
+            self.conn.send_prepared(frame)
+        except FrameTooLargeError as exc:
+            logger.warning("broadcast skipped %s: %s", self.name, exc)
+            return None
         return self._kick()
 
     def reply_soon(self, request_id: int, channel: str, value: Any) -> None:
@@ -642,6 +660,11 @@ class Endpoint:
     def _queue_reply(self, request_id: int, channel: str, value: Any) -> bool:
         try:
             return self.conn.send_reply(request_id, True, value)
+        except FrameTooLargeError as exc:
+            logger.error("the result for %r is too large to send: %s", channel, exc)
+            return self._queue_error(
+                request_id, ErrorKind.REMOTE, too_large("return", channel, exc)
+            )
         except _ENCODE_ERRORS as exc:
             err = encode_error("return a value", channel, value, exc)
             # The value itself stays out of the log (payloads only at DEBUG).

@@ -61,7 +61,7 @@ from ._events import (
     StreamCreditReceived,
     StreamItemReceived,
 )
-from ._framing import FrameDecoder, append_frame
+from ._framing import HEADER_SIZE, FrameDecoder, append_frame
 from ._wire import (
     DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
@@ -168,6 +168,7 @@ class Connection:
         # Until the handshake is done the peer is unauthenticated: a Hello or
         # Welcome is tiny, so accept no more than HANDSHAKE_MAX_FRAME_SIZE.
         self._max_frame_size = max_frame_size
+        self._peer_max_frame_size = 0  # from the peer's handshake; 0: not said
         self._frames = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE))
         self._encoder = msgspec.msgpack.Encoder()
         self._outbox = bytearray()
@@ -180,7 +181,7 @@ class Connection:
         self._granted: dict[int, int] = {}  # our streams: items the peer may still send
         self._credit: dict[int, int] = {}  # streams we serve: items we may still send
         if role is Role.RENDERER:
-            self._queue(Hello(PROTOCOL_VERSION, token, process_id))
+            self._queue(Hello(PROTOCOL_VERSION, token, process_id, max_frame_size))
 
     # ---- outputs -------------------------------------------------------
 
@@ -265,13 +266,14 @@ class Connection:
         """
         self._require_open("send a message")
         if ports:
-            self._queue(Message(channel, raw_args(args), ports))
+            self._queue_payload(Message(channel, raw_args(args), ports))
         else:
-            self._queue(Message(channel, raw_args(args)))
+            self._queue_payload(Message(channel, raw_args(args)))
 
     def send_prepared(self, frame: bytes) -> None:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers)."""
         self._require_open("send a message")
+        self._check_size(len(frame) - HEADER_SIZE)
         self._outbox += frame
 
     def start_request(self, kind: RequestKind, channel: str, args: Any) -> int:
@@ -284,7 +286,7 @@ class Connection:
         self._require_open("start a request")
         request_id = self._next_request_id
         self._next_request_id += 1
-        self._queue(Request(request_id, kind, channel, raw_args(args)))
+        self._queue_payload(Request(request_id, kind, channel, raw_args(args)))
         self._awaiting.add(request_id)
         return request_id
 
@@ -375,7 +377,7 @@ class Connection:
         """
         if request_id not in self._serving or self.state is not State.OPEN:
             return False
-        self._queue(Reply(request_id, ok, raw_args(value)))
+        self._queue_payload(Reply(request_id, ok, raw_args(value)))
         self._serving.remove(request_id)
         self._credit.pop(request_id, None)
         return True
@@ -404,6 +406,28 @@ class Connection:
 
     def _queue(self, body: Body) -> None:
         append_frame(self._encoder, body, self._outbox)
+
+    def _queue_payload(self, body: Body) -> None:
+        """Queue a frame carrying the user's values, refusing one the peer would refuse.
+
+        Raises:
+            FrameTooLargeError: the frame is over the limit the peer announced
+                in its handshake; nothing was queued and the connection lives on.
+        """
+        start = len(self._outbox)
+        append_frame(self._encoder, body, self._outbox)
+        try:
+            self._check_size(len(self._outbox) - start - HEADER_SIZE)
+        except FrameTooLargeError:
+            del self._outbox[start:]
+            raise
+
+    def _check_size(self, size: int) -> None:
+        limit = self._peer_max_frame_size
+        if limit and size > limit:
+            raise FrameTooLargeError(
+                f"a frame of {size} bytes is over the peer's limit of {limit} bytes"
+            )
 
     def _require_open(self, action: str) -> None:
         if self.state is not State.OPEN:
@@ -565,7 +589,8 @@ class Connection:
                     f"main speaks version {PROTOCOL_VERSION}",
                     CloseCode.VERSION_MISMATCH,
                 )
-            self._queue(Welcome(PROTOCOL_VERSION, self.renderer_id))
+            self._peer_max_frame_size = body.max_frame_size
+            self._queue(Welcome(PROTOCOL_VERSION, self.renderer_id, self._max_frame_size))
             self._set_state(State.OPEN)
             self._events.append(HandshakeCompleted(self.renderer_id, body.process_id))
         elif isinstance(body, Welcome):
@@ -576,6 +601,7 @@ class Connection:
                     CloseCode.VERSION_MISMATCH,
                 )
             self.renderer_id = body.renderer_id
+            self._peer_max_frame_size = body.max_frame_size
             self._set_state(State.OPEN)
             self._events.append(HandshakeCompleted(body.renderer_id, 0))
         elif isinstance(body, Goodbye):

@@ -91,6 +91,7 @@ class Hello(_Body, frozen=True, tag=1):
     version: int
     token: str
     process_id: int
+    max_frame_size: int = 0  # the largest frame I accept; 0: not said
 
 
 class Welcome(_Body, frozen=True, tag=2):
@@ -98,6 +99,7 @@ class Welcome(_Body, frozen=True, tag=2):
 
     version: int
     renderer_id: int
+    max_frame_size: int = 0  # the largest frame I accept; 0: not said
 
 
 class PortRef(msgspec.Struct, frozen=True, array_like=True):

@@ -22,6 +22,7 @@ from ipcbus._events import (
 )
 from ipcbus._protocol import Connection, LocalProtocolError, Role, State
 from ipcbus._wire import (
+    DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     CloseCode,
     ErrorInfo,
@@ -60,14 +61,18 @@ def test_handshake(mode: Feed) -> None:
     assert pair.main.data_to_send() == b""  # main waits for the renderer to speak
 
     hello = bytes(pair.renderer.data_to_send())
-    assert decode_frames(hello) == [Hello(PROTOCOL_VERSION, TOKEN, PROCESS_ID)]
+    assert decode_frames(hello) == [
+        Hello(PROTOCOL_VERSION, TOKEN, PROCESS_ID, DEFAULT_MAX_FRAME_SIZE)
+    ]
     pair.renderer.receive_data(b"")  # nothing happens on empty input
     assert pair.renderer.events_received() == []
 
     assert feed(pair.main, hello, mode) == [HandshakeCompleted(RENDERER_ID, PROCESS_ID)]
     assert pair.main.state is State.OPEN
     welcome = bytes(pair.main.data_to_send())
-    assert decode_frames(welcome) == [Welcome(PROTOCOL_VERSION, RENDERER_ID)]
+    assert decode_frames(welcome) == [
+        Welcome(PROTOCOL_VERSION, RENDERER_ID, DEFAULT_MAX_FRAME_SIZE)
+    ]
 
     assert pair.renderer.renderer_id == 0
     assert feed(pair.renderer, welcome, mode) == [HandshakeCompleted(RENDERER_ID, 0)]
@@ -394,7 +399,7 @@ def test_close_during_handshake(mode: Feed) -> None:
     ]
     # main answered the Hello before it read the Goodbye; nothing follows the Welcome.
     assert decode_frames(bytes(pair.main.data_to_send())) == [
-        Welcome(PROTOCOL_VERSION, RENDERER_ID)
+        Welcome(PROTOCOL_VERSION, RENDERER_ID, DEFAULT_MAX_FRAME_SIZE)
     ]
     assert pair.main.state is State.CLOSED
 
