@@ -50,7 +50,7 @@ EXPECTED = """
 [main    ] bob got 'hi bob, this is alice'
 [main    ] 4. the rules
 [main    ] posting on a transferred port: nothing happens
-[main    ] transfer[1] is a duplicate of transfer[0]; list each port once
+[main    ] transfer[1] is a duplicate of transfer[0]; list each port once ...
 [main    ] transfer[0] was already transferred: a transferred port is neutered ...
 [main    ] sent to a channel nobody listens on: main's end saw close
 [main    ] alice exits: main's end of her channel saw close
@@ -114,7 +114,7 @@ async def main() -> None:
                 await alice.post_message("keep", None, transfer)
             except TypeError as exc:
                 text = str(exc)
-                say("main", text if "duplicate" in text else text.split(" and ")[0] + " ...")
+                say("main", text.split(" (")[0] + (" ..." if " (" in text else ""))
         await alice.post_message("nobody-listens-here", None, [b.port2])
         async for _ in b.port1:
             pass  # ends when the port closes

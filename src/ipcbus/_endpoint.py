@@ -71,14 +71,14 @@ from ._events import (
 )
 from ._protocol import Connection, State
 from ._registry import Callback
-from ._values import DECODE_ERRORS, decode_value, encode_error
+from ._values import DECODE_ERRORS, ENCODE_ERRORS, decode_value, encode_error
 from ._wire import CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
 
 __all__ = ("Endpoint", "Gate", "Owner", "ReplySlot", "StreamWaiter", "logger")
 
 logger = logging.getLogger("ipcbus")
 
-_ENCODE_ERRORS = (TypeError, OverflowError, msgspec.EncodeError)
+_ENCODE_ERRORS = ENCODE_ERRORS
 _STREAM_ERRORS = (
     anyio.EndOfStream,
     anyio.BrokenResourceError,

@@ -27,6 +27,7 @@ from ._errors import SerializationError, ValidationError
 
 __all__ = (
     "DECODE_ERRORS",
+    "ENCODE_ERRORS",
     "Signature",
     "decode_value",
     "encode_error",
@@ -39,6 +40,10 @@ untyped_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
 #: What decoding a peer's bytes can raise: msgspec's errors, and two that are
 #: not msgspec.DecodeError (a str that is not UTF-8; nesting too deep).
 DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+#: What encoding a value can raise: msgspec's errors for unsupported types and
+#: out-of-range integers, and RecursionError for a reference cycle.
+ENCODE_ERRORS = (TypeError, OverflowError, msgspec.EncodeError, RecursionError)
 _probe = msgspec.msgpack.Encoder()
 _SUPPORTED = (
     "None, bool, int, float, str, bytes, bytearray, memoryview, list, tuple, dict, set, "
@@ -52,14 +57,22 @@ def decode_value(raw: msgspec.Raw | bytes) -> Any:
     return untyped_decoder.decode(raw)
 
 
-def _find_unencodable(value: Any, path: str) -> tuple[str, Any] | None:
-    """Depth-first: the path and value of the innermost thing that fails to encode."""
+def _find_unencodable(
+    value: Any, path: str, seen: frozenset[int] = frozenset()
+) -> tuple[str, Any] | None:
+    """Depth-first: the path and value of the innermost thing that fails to encode.
+
+    A container met again below itself is a reference cycle, reported as such.
+    """
+    if id(value) in seen:
+        return path, _CYCLE
     try:
         _probe.encode(value)
-    except (TypeError, OverflowError, msgspec.EncodeError):
+    except ENCODE_ERRORS:
         pass
     else:
         return None
+    seen = seen | {id(value)}
     children: list[tuple[str, Any]] = []
     if isinstance(value, dict):
         for key, item in value.items():
@@ -72,9 +85,16 @@ def _find_unencodable(value: Any, path: str) -> tuple[str, Any] | None:
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         children = [(f"{path}.{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
     for child_path, child in children:
-        if (found := _find_unencodable(child, child_path)) is not None:
+        if (found := _find_unencodable(child, child_path, seen)) is not None:
             return found
     return path, value
+
+
+class _Cycle:
+    """Marks a value found again inside itself."""
+
+
+_CYCLE = _Cycle()
 
 
 def encode_error(what: str, channel: str, args: Any, exc: BaseException) -> SerializationError:
@@ -99,7 +119,14 @@ def unencodable(args: Any, exc: BaseException) -> str:
     else:
         found = _find_unencodable(args, "the value")
     where, bad = found if found is not None else ("the value", args)
-    if isinstance(exc, OverflowError) or (isinstance(bad, int) and not isinstance(bad, enum.Enum)):
+    if bad is _CYCLE or (found is None and isinstance(exc, RecursionError)):
+        problem = (
+            "it contains itself (a reference cycle), or is nested too deeply; "
+            "values are sent by copy, so send a structure without cycles"
+        )
+    elif isinstance(exc, OverflowError) or (
+        isinstance(bad, int) and not isinstance(bad, enum.Enum)
+    ):
         problem = f"the integer {bad!r} is outside msgpack's range (-2**63 to 2**64-1)"
     else:
         problem = f"objects of type {type(bad).__module__}.{type(bad).__qualname__} cannot be sent"

@@ -40,7 +40,7 @@ from ._transport import (
     peer_pid,
     stream_from_socket,
 )
-from ._values import encode_error
+from ._values import ENCODE_ERRORS, encode_error
 from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, PortRef, RequestKind
 from .ports import MessagePortMain, check_transfer, current_host
 
@@ -207,7 +207,7 @@ class WebContents:
         args = (message,)
         try:
             raw = msgspec.Raw(msgspec.msgpack.encode(args))
-        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+        except ENCODE_ERRORS as exc:
             raise encode_error("post_message", channel, args, exc) from None
         refs, after = router.send_out([router.claim(port) for port in ports], self._sink())
         endpoint.conn.send_message(channel, raw, refs)
@@ -733,7 +733,7 @@ class IpcMain(Registry):
         check_channel(channel)
         try:
             frame = prepare_message(channel, args)
-        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+        except ENCODE_ERRORS as exc:
             raise encode_error("broadcast", channel, args, exc) from None
         batches = [
             batch

@@ -40,7 +40,7 @@ import anyio.abc
 import msgspec
 
 from ._errors import SerializationError
-from ._values import decode_value, unencodable
+from ._values import ENCODE_ERRORS, decode_value, unencodable
 
 __all__ = ("MessageChannelMain", "MessageEvent", "MessagePortMain")
 
@@ -50,7 +50,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 PortEvent = Literal["message", "close"]
 
 _encoder = msgspec.msgpack.Encoder()
-_ENCODE_ERRORS = (TypeError, OverflowError, msgspec.EncodeError)
+_ENCODE_ERRORS = ENCODE_ERRORS
 
 
 class _Close:
@@ -361,6 +361,11 @@ class MessagePortMain:
             return False
         if self._inbox[0] is CLOSE:
             return self._started or self._closed_here
+        if self._started and not self._iterators and self._inbox[-1] is CLOSE:
+            # Closed, and nobody reads messages here: like Electron, the ones
+            # still queued are dropped and "close" is emitted; it must not
+            # wait forever behind them (SPEC 4: closing emits "close" on both).
+            return True
         return self._started and bool(self._listeners.get("message"))
 
     def _schedule(self) -> None:
@@ -476,6 +481,7 @@ class _PortIterator:
                 head = port._inbox[0]
                 if isinstance(head, Item) and not port._listeners.get("message"):
                     port._inbox.popleft()
+                    port._schedule()  # a "close" behind it must still be emitted
                     return MessageEvent(head.data, head.ports)
                 if port._host is None and port._deliverable():
                     await port._drain()  # nobody else will: deliver from this task
@@ -531,19 +537,25 @@ def check_transfer(
     other = source._other_end() if source is not None and ports else None
     for i, port in enumerate(ports):
         if not isinstance(port, MessagePortMain):
-            raise TypeError(f"transfer[{i}] is not a MessagePortMain but {type(port).__name__}")
+            raise TypeError(
+                f"transfer[{i}] is not a MessagePortMain but {type(port).__name__} "
+                f"(Port at index {i} is not a valid port)"
+            )
         if port is source:
             raise TypeError(
-                f"transfer[{i}] is the port being posted on; a port cannot be sent through itself"
+                f"transfer[{i}] is the port being posted on; a port cannot be sent through "
+                "itself (transfer list contains the source port)"
             )
         if id(port) in seen:
             raise TypeError(
-                f"transfer[{i}] is a duplicate of transfer[{seen[id(port)]}]; list each port once"
+                f"transfer[{i}] is a duplicate of transfer[{seen[id(port)]}]; list each port "
+                "once (duplicate port in transfer list)"
             )
         if port._neutered:
             raise TypeError(
-                f"transfer[{i}] was already transferred: a transferred port is neutered and "
-                "cannot be sent again (use the port that arrived in event.ports)"
+                f"transfer[{i}] was already transferred: a transferred port is neutered "
+                "(port is already neutered) and cannot be sent again (use the port that "
+                "arrived in event.ports)"
             )
         if other is not None and port is other:
             raise TypeError(

@@ -22,7 +22,7 @@ from ._registry import Callback, Registry, check_channel
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
 from ._transport import connect as open_stream
-from ._values import encode_error
+from ._values import ENCODE_ERRORS, encode_error
 from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, PortRef, RequestKind
 from .ports import MessagePortMain, check_transfer, current_host
 
@@ -237,7 +237,7 @@ class IpcRenderer(Registry):
         args = (message,)
         try:
             raw = msgspec.Raw(msgspec.msgpack.encode(args))
-        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+        except ENCODE_ERRORS as exc:
             raise encode_error("post_message", channel, args, exc) from None
         refs, after = self._ports.send_out(ports)
         endpoint.conn.send_message(channel, raw, refs)
