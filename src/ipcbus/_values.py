@@ -105,7 +105,7 @@ def encode_error(what: str, channel: str, args: Any, exc: BaseException) -> Seri
     """
     return SerializationError(
         f"Cannot {what} on channel {channel!r}: {unencodable(args, exc)}. "
-        f"Supported types are {_SUPPORTED}."
+        f"Supported types are {_SUPPORTED}; any other object could not be cloned."
     )
 
 
