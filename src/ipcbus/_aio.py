@@ -25,7 +25,7 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 
-__all__ = ("AsyncioSocketStream",)
+__all__ = ("AsyncioSocketStream", "FutureEvent")
 
 _PAUSE_READING_ABOVE = 1024 * 1024  # buffered bytes; the kernel buffer then fills
 _FAIR_READS = 16  # reads served without waiting before we yield to the loop once
@@ -87,6 +87,31 @@ class _Protocol(asyncio.Protocol):
     def _wake_writer(self) -> None:
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
+
+
+class FutureEvent:
+    """A one-shot event for one waiter, on a bare future (the fast path's Event).
+
+    ``anyio.Event`` wraps ``asyncio.Event`` (a waiter list, a loop lookup);
+    a request's reply has exactly one waiter, so a future does. Waiting is
+    cancellable like any await.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._future: asyncio.Future[None] = loop.create_future()
+
+    def set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._future.done()
+
+    async def wait(self) -> None:
+        if not self._future.done():
+            await self._future
 
 
 class AsyncioSocketStream(anyio.abc.ByteStream):
@@ -171,6 +196,10 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._transport.get_write_buffer_size()
+
+    def new_event(self) -> FutureEvent:
+        """A :class:`FutureEvent` on this stream's loop, for one waiter."""
+        return FutureEvent(self._protocol.loop)
 
     def call_soon(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the loop's next turn (a callback, not a task switch)."""

@@ -176,10 +176,20 @@ class _Batch:
         self.finish()
 
 
+class OneShot(Protocol):
+    """What a waiter needs of an event: ``anyio.Event``, or the fast path's future."""
+
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+    async def wait(self) -> None: ...
+
+
 class _Waiter:
+    """One caller waiting for one Reply (a single waiter, so ``done`` may be a future)."""
+
     __slots__ = ("done", "reply")
 
-    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+    def __init__(self, new_event: Callable[[], OneShot]) -> None:
         self.done = new_event()
         self.reply: ReplyReceived | None = None
 
@@ -189,7 +199,7 @@ class StreamWaiter(_Waiter):
 
     __slots__ = ("items",)
 
-    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+    def __init__(self, new_event: Callable[[], OneShot]) -> None:
         super().__init__(new_event)
         self.items: deque[msgspec.Raw] = deque()
 
@@ -252,6 +262,10 @@ class Endpoint:
         self._new_event = event_factory()
         # A stream that can write without waiting (the asyncio fast path).
         self._direct: Any = stream if hasattr(stream, "write_nowait") else None
+        # A single-waiter event; the fast path offers a cheaper one (a future).
+        self._new_waiter_event: Callable[[], OneShot] = getattr(
+            stream, "new_event", self._new_event
+        )
         self._write_soon = False  # a _write_now callback is scheduled
         self._wake = self._new_event()  # set: the writer has something to send
         self._batch = _Batch(self._new_event)  # what the next write will carry
@@ -596,7 +610,7 @@ class Endpoint:
             raise encode_error(what, channel, args, exc) from None
         except FrameTooLargeError as exc:
             raise too_large(what, channel, exc) from None
-        waiter = self._waiters[request_id] = _Waiter(self._new_event)
+        waiter = self._waiters[request_id] = _Waiter(self._new_waiter_event)
         self._make_room()  # a paused reader must read on: our reply will come
         self._kick()  # a lost link wakes us through _terminated; no need to wait here
         try:
