@@ -16,6 +16,7 @@ Rules the contestants follow so that their numbers mean the same thing:
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from collections.abc import Callable, Coroutine
@@ -162,7 +163,12 @@ def percentile(sorted_values: list[int] | list[float], q: float) -> float:
 
 
 def emit(obj: dict[str, Any]) -> None:
-    """One JSON line on stdout: how children talk to the orchestrator."""
+    """One JSON line on stdout: how children talk to the orchestrator.
+
+    The pipe is made blocking first: an event loop (uvloop) may have left it
+    non-blocking, and a long line then gets a partial write and arrives cut.
+    """
+    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 

@@ -123,7 +123,12 @@ class Child:
                 raise RunFailed(f"{self.name}: no answer within {timeout:.0f} s") from None
             if line is None:
                 self.proc.wait(5)
-                other = f"; other output: {self.skipped[-1][:200]!r}" if self.skipped else ""
+                other = (
+                    f"; other output ({len(self.skipped[-1])} chars): "
+                    f"{self.skipped[-1][:120]!r} ... {self.skipped[-1][-120:]!r}"
+                    if self.skipped
+                    else ""
+                )
                 raise RunFailed(
                     f"{self.name} exited ({self.proc.returncode}) without an answer: "
                     f"{self.stderr_tail()}{other}"
