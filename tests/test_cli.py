@@ -23,7 +23,9 @@ async def test_call_prints_the_json_result() -> None:
         async with running_main() as ipc_main:
             ipc_main.handle("add", lambda event, a, b: {"sum": a + b})
             listener = await ipc_main.listen()
-            done = await _run("call", listener.address, "add", "1", "2", "--token", listener.token)
+            done = await _run(
+                "call", listener.address, "add", "1", "2", f"--token={listener.token}"
+            )
             assert done.returncode == 0, done.stderr
             assert json.loads(done.stdout) == {"sum": 3}
 
@@ -32,7 +34,7 @@ async def test_call_reports_a_remote_error_and_exits_1() -> None:
     with anyio.fail_after(30):
         async with running_main() as ipc_main:
             listener = await ipc_main.listen()
-            done = await _run("call", listener.address, "missing", "--token", listener.token)
+            done = await _run("call", listener.address, "missing", f"--token={listener.token}")
             assert done.returncode == 1
             assert b"NoHandlerError: No handler registered for 'missing'" in done.stderr
 
@@ -61,3 +63,11 @@ async def test_demo_runs_end_to_end(entry: list[str]) -> None:
         "[main    ] renderer 1 gone: clean-exit",
     ):
         assert line in out, out
+
+
+async def test_generated_tokens_are_safe_on_a_command_line() -> None:
+    """A token starting with '-' would be read by argparse as an option."""
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            tokens = [(await ipc_main.listen()).token for _ in range(20)]
+    assert all(t and not t.startswith("-") and t.isalnum() for t in tokens)

@@ -25,7 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("address", help="e.g. unix:/tmp/ipcbus-xyz/main.sock or tcp://127.0.0.1:PORT")
     call.add_argument("channel")
     call.add_argument("args", nargs="*", help="arguments, each a JSON value")
-    call.add_argument("--token", help="the listener's token (default: $IPCBUS_TOKEN)")
+    call.add_argument(
+        "--token",
+        help="the listener's token (default: $IPCBUS_TOKEN); write --token=VALUE "
+        "if it starts with '-'",
+    )
     call.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     return parser
 

@@ -497,7 +497,7 @@ class IpcMain(Registry):
         """
         tg = self._require_running("listen")
         created = await create_listener(address, ssl_context, self.handshake_timeout)
-        listener = Listener(created, token if token is not None else secrets.token_urlsafe(32))
+        listener = Listener(created, token if token is not None else secrets.token_hex(32))
         listener.allowed_channels = _channel_set(allowed_channels)
         self._listeners_open.add(listener)
         tg.start_soon(self._accept_loop, listener, tg)
@@ -548,7 +548,7 @@ class IpcMain(Registry):
                 ``handshake_timeout``.
         """
         tg = self._require_running("spawn")
-        token = secrets.token_urlsafe(32)
+        token = secrets.token_hex(32)
         ours, theirs = child_socketpair()
         child_env = dict(os.environ if env is None else env)
         child_env[ENV_FD] = str(theirs.fileno())
@@ -596,7 +596,7 @@ class IpcMain(Registry):
         from .renderer import IpcRenderer
 
         tg = self._require_running("connect_local")
-        token = secrets.token_urlsafe(32)
+        token = secrets.token_hex(32)
         ours, theirs = child_socketpair()
         main_stream = await stream_from_socket(ours)
         await tg.start(self._serve_started, main_stream, token, None)
