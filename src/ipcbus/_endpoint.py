@@ -587,6 +587,26 @@ class Endpoint:
             raise too_large("send", channel, exc) from None
         await self.queued()
 
+    async def post_message(
+        self,
+        channel: str,
+        message: Any,
+        send_out: Callable[[], tuple[list[PortRef], Callable[[], None]]],
+    ) -> None:
+        """Send ``message`` with ports: encode it first, so a value that cannot
+        be sent fails before any port is claimed; then ``send_out()`` gives the
+        port refs and what to run once the frame is queued."""
+        self.require_open()
+        args = (message,)
+        try:
+            raw = msgspec.Raw(msgspec.msgpack.encode(args))
+        except _ENCODE_ERRORS as exc:
+            raise encode_error("post_message", channel, args, exc) from None
+        refs, after = send_out()
+        self.conn.send_message(channel, raw, refs)
+        after()
+        await self.queued()
+
     async def queued(self) -> None:
         """After queueing a fire-and-forget frame: send it, and apply backpressure.
 

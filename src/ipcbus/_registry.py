@@ -145,9 +145,6 @@ class Registry:
             del self._handlers[channel]
         return callback
 
-    def has_handler(self, channel: str) -> bool:
-        return channel in self._handlers
-
     # ---- internals -----------------------------------------------------
 
     def _set_listeners(self, channel: str, listeners: tuple[Callback, ...]) -> None:

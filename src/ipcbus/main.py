@@ -203,16 +203,11 @@ class WebContents:
         check_channel(channel)
         router = self._main._ports
         ports = check_transfer(transfer, None, router)
-        endpoint = self._open_endpoint()
-        args = (message,)
-        try:
-            raw = msgspec.Raw(msgspec.msgpack.encode(args))
-        except ENCODE_ERRORS as exc:
-            raise encode_error("post_message", channel, args, exc) from None
-        refs, after = router.send_out([router.claim(port) for port in ports], self._sink())
-        endpoint.conn.send_message(channel, raw, refs)
-        after()
-        await endpoint.queued()
+        await self._open_endpoint().post_message(
+            channel,
+            message,
+            lambda: router.send_out([router.claim(port) for port in ports], self._sink()),
+        )
 
     def stream(self, channel: str, *args: Any, window: int = DEFAULT_WINDOW) -> IpcStream:
         """Iterate what the renderer's async-generator ``handle(channel)`` yields.

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
-import msgspec
 
 from ._endpoint import Endpoint, ReplySlot
 from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
@@ -22,7 +21,6 @@ from ._registry import Callback, Registry, check_channel
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
 from ._transport import connect as open_stream
-from ._values import ENCODE_ERRORS, encode_error
 from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, PortRef, RequestKind
 from .ports import MessagePortMain, check_transfer, current_host
 
@@ -233,16 +231,9 @@ class IpcRenderer(Registry):
         """
         check_channel(channel)
         ports = check_transfer(transfer, None, self._ports)
-        endpoint = self._open_endpoint()
-        args = (message,)
-        try:
-            raw = msgspec.Raw(msgspec.msgpack.encode(args))
-        except ENCODE_ERRORS as exc:
-            raise encode_error("post_message", channel, args, exc) from None
-        refs, after = self._ports.send_out(ports)
-        endpoint.conn.send_message(channel, raw, refs)
-        after()
-        await endpoint.queued()
+        await self._open_endpoint().post_message(
+            channel, message, lambda: self._ports.send_out(ports)
+        )
 
     def stream(self, channel: str, *args: Any, window: int = DEFAULT_WINDOW) -> IpcStream:
         """Iterate what main's async-generator ``handle(channel)`` yields.
