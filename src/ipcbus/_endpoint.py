@@ -89,6 +89,7 @@ _READ_SIZE = 256 * 1024
 _MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
 _SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
 _BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
+_CALLS = (RequestReceived, MessageReceived)  # the events that start handlers
 
 
 class Owner(Protocol):
@@ -361,14 +362,15 @@ class Endpoint:
     async def _dispatch_batch(self, events: list[Event]) -> None:
         """Dispatch one read's events in order, holding calls back while full."""
         backlog = self._backlog
+        handle = self._handle
         for event in events:
-            if (backlog or self._full()) and isinstance(event, (RequestReceived, MessageReceived)):
+            if not isinstance(event, _CALLS) or not (backlog or self._full()):
+                handle(event)
+            else:
                 if isinstance(event, MessageReceived) and event.ports:
                     # Land its ports now: the frames that follow may name them.
                     self._landed[id(event)] = self._owner.receive_ports(event.ports)
                 backlog.append(event)
-            else:
-                self._handle(event)
         while self._must_pause():
             self._kick()  # replies already made go out first
             self._room = self._new_event()
@@ -721,17 +723,20 @@ class Endpoint:
             self._handle(event)
 
     def _handle(self, event: Event) -> None:
-        if isinstance(event, (RequestReceived, MessageReceived)):
+        if type(event) is MessageReceived:
             # Ports are landed on arrival (or were, if the call was held back):
             # frames that follow may name them.
             ports = None
-            if isinstance(event, MessageReceived) and event.ports:
+            if event.ports:
                 ports = self._landed.pop(id(event), None)
                 if ports is None:
                     ports = self._owner.receive_ports(event.ports)
             if self.gate is None or self.gate(event, ports):
-                self.dispatch(event, ports)
-        elif isinstance(event, ReplyReceived):
+                self._dispatch_message(event.channel, event.args, None, ports)
+        elif type(event) is RequestReceived:
+            if self.gate is None or self.gate(event, None):
+                self.dispatch(event, None)
+        elif type(event) is ReplyReceived:
             waiter = self._waiters.get(event.request_id)
             if waiter is not None:
                 waiter.reply = event
@@ -819,15 +824,27 @@ class Endpoint:
         event = self._owner.make_event(channel, slot)
         if ports:
             event.ports = ports
-        if self._pending_starts or any(cb.is_async for cb in listeners):
+        if self._pending_starts or _any_async(listeners):
             self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
             return
-        pending: list[Awaitable[Any]] = []
-        for callback, args in self._listener_calls(listeners, channel, raw, slot):
+        # The common case, inline: the same steps as _listener_calls, without a generator.
+        pending: list[Awaitable[Any]] | None = None
+        shared: list[Any] | tuple[Any, ...] | None = None  # decoded once for untyped listeners
+        for callback in listeners:
+            typed = callback.signature.typed
+            if shared is None or typed:
+                args = self._decode_for(callback, channel, raw, slot)
+                if args is None:
+                    continue
+                if not typed:
+                    shared = args
+            else:
+                args = shared
             try:
                 result = callback.fn(event, *args)
                 if result is not None and inspect.isawaitable(result):
-                    pending.append(result)  # a plain callable that returned a coroutine
+                    # a plain callable that returned a coroutine
+                    (pending := pending or []).append(result)
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
         if pending:
@@ -876,26 +893,35 @@ class Endpoint:
         Arguments are decoded once for all untyped listeners, and once per
         typed listener against its own annotations.
         """
-        untyped: list[Any] | tuple[Any, ...] | None = None
+        shared: list[Any] | tuple[Any, ...] | None = None
         for callback in listeners:
-            if untyped is not None and not callback.signature.typed:
-                yield callback, untyped
-                continue
-            try:
-                args = callback.signature.decode(channel, raw)
-            except ValidationError as exc:
-                logger.warning(
-                    "listener %r on %r not called: its arguments do not fit its annotations",
-                    callback.fn,
-                    channel,
-                )
-                logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
-                if slot is not None:
-                    slot.fail(ErrorKind.VALIDATION, exc)
-                continue
-            if not callback.signature.typed:
-                untyped = args
+            typed = callback.signature.typed
+            if shared is None or typed:
+                args = self._decode_for(callback, channel, raw, slot)
+                if args is None:
+                    continue
+                if not typed:
+                    shared = args
+            else:
+                args = shared
             yield callback, args
+
+    def _decode_for(
+        self, callback: Callback, channel: str, raw: msgspec.Raw, slot: ReplySlot | None
+    ) -> list[Any] | tuple[Any, ...] | None:
+        """``callback``'s arguments; ``None`` (logged, and failed on ``slot``) if they do not fit."""
+        try:
+            return callback.signature.decode(channel, raw)
+        except ValidationError as exc:
+            logger.warning(
+                "listener %r on %r not called: its arguments do not fit its annotations",
+                callback.fn,
+                channel,
+            )
+            logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
+            if slot is not None:
+                slot.fail(ErrorKind.VALIDATION, exc)
+            return None
 
     def _listener_failed(self, channel: str, exc: Exception, slot: ReplySlot | None) -> None:
         logger.error("listener for %r from %s raised", channel, self.name, exc_info=exc)
@@ -1091,6 +1117,13 @@ class Endpoint:
                 await aclose()
             except Exception:
                 logger.exception("closing the generator for %r raised", channel)
+
+
+def _any_async(callbacks: tuple[Callback, ...]) -> bool:
+    for callback in callbacks:
+        if callback.is_async:
+            return True
+    return False
 
 
 async def _open_iterator(result: Any, channel: str) -> AsyncIterator[Any]:

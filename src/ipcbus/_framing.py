@@ -10,6 +10,7 @@ This module imports only the standard library and msgspec.
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 import msgspec
@@ -19,6 +20,7 @@ from ._errors import FrameTooLargeError
 __all__ = ("HEADER_SIZE", "FrameDecoder", "append_frame")
 
 HEADER_SIZE: Final = 4
+_read_size = struct.Struct(">I").unpack_from
 
 
 def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray) -> None:
@@ -77,6 +79,21 @@ class FrameDecoder:
             FrameTooLargeError: the next frame's header announces more than
                 ``max_frame_size`` bytes (judged before any of its body is kept).
         """
+        # The common case, once per frame on the hot path: a whole frame lies
+        # in the chunk. The header is read in place, without slicing it out.
+        if self._body is None and not self._head:
+            chunk, pos = self._chunk, self._pos
+            start = pos + HEADER_SIZE
+            if start <= len(chunk):
+                (size,) = _read_size(chunk, pos)
+                end = start + size
+                if end <= len(chunk) and size <= self.max_frame_size:
+                    self._pos = end
+                    return chunk[start:end]
+        return self._next_body_split()
+
+    def _next_body_split(self) -> memoryview | bytearray | None:
+        """:meth:`next_body` for a frame that is not wholly in the current chunk."""
         chunk, pos = self._chunk, self._pos
         available = len(chunk) - pos
         body = self._body
@@ -99,7 +116,7 @@ class FrameDecoder:
             size = int.from_bytes(self._head, "big")
             self._head.clear()
         else:
-            size = int.from_bytes(chunk[pos : pos + HEADER_SIZE], "big")
+            (size,) = _read_size(chunk, pos)
             pos += HEADER_SIZE
         if size > self.max_frame_size:
             raise FrameTooLargeError(

@@ -219,11 +219,16 @@ class Connection:
         """Feed bytes from the peer. Never raises for anything the peer sent."""
         if self.state is State.CLOSED:
             return
-        self._frames.feed(data)
+        frames = self._frames
+        frames.feed(data)
+        next_body, decode, handle = frames.next_body, _body_decoder.decode, self._handle
         try:
-            # _handle may close the connection: re-read the state for every frame.
-            while self._accepting() and (raw := self._frames.next_body()) is not None:
-                self._handle(_body_decoder.decode(raw))
+            # _handle may close the connection: re-read the state after every frame.
+            while (raw := next_body()) is not None:
+                handle(decode(raw))
+                # mypy keeps the narrowing from above across the call; handle may close.
+                if self.state is State.CLOSED:  # type: ignore[comparison-overlap]
+                    break
         except FrameTooLargeError as exc:
             self._terminate(CloseCode.FRAME_TOO_LARGE, f"protocol error: {exc}")
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -401,9 +406,6 @@ class Connection:
 
     # ---- internals -----------------------------------------------------
 
-    def _accepting(self) -> bool:
-        return self.state is not State.CLOSED
-
     def _queue(self, body: Body) -> None:
         append_frame(self._encoder, body, self._outbox)
 
@@ -457,8 +459,13 @@ class Connection:
         if self.state is State.HANDSHAKE:
             self._handle_handshake(body)
             return
-        # Ordered by how often each arrives.
-        if isinstance(body, Request):
+        # Ordered by how often each arrives; a decoded body is exactly its class.
+        if type(body) is Message:
+            if body.ports:
+                for ref in body.ports:
+                    self._check_ref(ref)
+            self._events.append(MessageReceived(body.channel, body.args, body.ports))
+        elif type(body) is Request:
             request_id = body.request_id
             if request_id <= self._peer_last_request_id:
                 raise _PeerViolation(
@@ -470,11 +477,12 @@ class Connection:
             if body.kind is RequestKind.STREAM:
                 self._credit[request_id] = 0
             self._events.append(RequestReceived(request_id, body.kind, body.channel, body.args))
-        elif isinstance(body, Reply):
+        elif type(body) is Reply:
             request_id = body.request_id
             if request_id in self._awaiting:
                 self._awaiting.remove(request_id)
-                self._granted.pop(request_id, None)
+                if self._granted:
+                    self._granted.pop(request_id, None)
                 self._events.append(ReplyReceived(request_id, body.ok, body.value))
             elif request_id in self._cancelled:
                 self._cancelled.remove(request_id)  # crossed our Cancel
@@ -491,10 +499,6 @@ class Connection:
             self._events.append(
                 PortMessageReceived(body.port_id, body.data, body.ports, body.returned)
             )
-        elif isinstance(body, Message):
-            for ref in body.ports:
-                self._check_ref(ref)
-            self._events.append(MessageReceived(body.channel, body.args, body.ports))
         elif isinstance(body, StreamCredit):
             self._handle_stream_credit(body)
         elif isinstance(body, PortClose):

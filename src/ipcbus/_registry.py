@@ -50,6 +50,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._listeners: dict[str, tuple[Callback, ...]] = {}
+        self._once: set[str] = set()  # channels with a ``once`` listener: dispatch checks this
         self._handlers: dict[str, Callback] = {}
 
     # ---- listeners -----------------------------------------------------
@@ -88,8 +89,10 @@ class Registry:
         """Remove every listener of ``channel``, or of every channel if ``None``."""
         if channel is None:
             self._listeners.clear()
+            self._once.clear()
         else:
             self._listeners.pop(channel, None)
+            self._once.discard(channel)
 
     def listener_count(self, channel: str) -> int:
         """Number of listeners registered on ``channel``."""
@@ -134,7 +137,7 @@ class Registry:
     def take_listeners(self, channel: str) -> tuple[Callback, ...]:
         """The listeners to run for one message; ``once`` ones are removed first."""
         current = self._listeners.get(channel, ())
-        if any(cb.once for cb in current):
+        if channel in self._once:
             self._set_listeners(channel, tuple(cb for cb in current if not cb.once))
         return current
 
@@ -152,13 +155,16 @@ class Registry:
             self._listeners[channel] = listeners
         else:
             self._listeners.pop(channel, None)
+        if any(cb.once for cb in listeners):
+            self._once.add(channel)
+        else:
+            self._once.discard(channel)
 
     def _register(self, channel: str, listener: F | None, once: bool) -> F | Callable[[F], F]:
         check_channel(channel)
 
         def register(fn: F) -> F:
-            callback = Callback(fn, once)
-            self._listeners[channel] = (*self._listeners.get(channel, ()), callback)
+            self._set_listeners(channel, (*self._listeners.get(channel, ()), Callback(fn, once)))
             return fn
 
         return register if listener is None else register(listener)
