@@ -109,9 +109,9 @@ class FutureEvent:
     def is_set(self) -> bool:
         return self._future.done()
 
-    async def wait(self) -> None:
-        if not self._future.done():
-            await self._future
+    def wait(self) -> asyncio.Future[None]:
+        """An awaitable: the future itself, so awaiting it adds no coroutine frame."""
+        return self._future
 
 
 class AsyncioSocketStream(anyio.abc.ByteStream):

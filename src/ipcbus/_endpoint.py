@@ -182,7 +182,7 @@ class OneShot(Protocol):
 
     def set(self) -> None: ...
     def is_set(self) -> bool: ...
-    async def wait(self) -> None: ...
+    def wait(self) -> Awaitable[Any]: ...
 
 
 class _Waiter:
@@ -321,7 +321,8 @@ class Endpoint:
                             self._reads += 1  # the watchdog's proof of life; no clock here
                             conn.receive_data(data)
                         await self._dispatch_batch(conn.events_received())
-                        self._kick()
+                        if conn.pending_output:
+                            self._kick()  # replies made inline, a Pong, a Goodbye
                 # Graceful end: let the writer send what is left (a Goodbye).
                 with anyio.move_on_after(1, shield=True):
                     await self._kick().done.wait()
@@ -615,7 +616,7 @@ class Endpoint:
         Returns at once unless more than ``_SEND_HIGH_WATER`` bytes wait to be
         written; then it waits until the writer has handed them over.
         """
-        if self.conn.pending_output > _SEND_HIGH_WATER:
+        if self.congested:
             await self.flush()
         else:
             self._kick()
@@ -671,17 +672,22 @@ class Endpoint:
                 f"the reply to {what} {channel!r} from {self.name} could not be decoded: {exc}"
             ) from None
 
-    def queue_prepared(self, frame: bytes) -> _Batch | None:
-        """Queue a prepared frame and send it; the batch to wait for, or ``None``
-        if the link is closed."""
+    def queue_prepared(self, frame: bytes) -> bool:
+        """Queue a prepared frame and have it sent; ``False`` if the link is closed."""
         if self.conn.state is not State.OPEN:
-            return None
+            return False
         try:
             self.conn.send_prepared(frame)
         except FrameTooLargeError as exc:
             logger.warning("broadcast skipped %s: %s", self.name, exc)
-            return None
-        return self._kick()
+            return False
+        self._kick()
+        return True
+
+    @property
+    def congested(self) -> bool:
+        """Whether a sender should wait for the writer (``queued``'s rule)."""
+        return self.conn.pending_output > _SEND_HIGH_WATER
 
     def reply_soon(self, request_id: int, channel: str, value: Any) -> None:
         """Queue the reply to ``request_id`` and make sure it is flushed."""
@@ -909,7 +915,7 @@ class Endpoint:
     def _decode_for(
         self, callback: Callback, channel: str, raw: msgspec.Raw, slot: ReplySlot | None
     ) -> list[Any] | tuple[Any, ...] | None:
-        """``callback``'s arguments; ``None`` (logged, and failed on ``slot``) if they do not fit."""
+        """``callback``'s arguments; ``None`` (logged, failed on ``slot``) if they do not fit."""
         try:
             return callback.signature.decode(channel, raw)
         except ValidationError as exc:

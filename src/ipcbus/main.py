@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import msgspec
 
 from ._endpoint import Endpoint, ReplySlot, logger
@@ -719,8 +720,10 @@ class IpcMain(Registry):
         """``send`` to every live renderer, skipping the ones that are closed.
 
         The message is encoded once and queued on every connection before any
-        write is awaited, so one slow renderer does not delay the others' copy;
-        returns once every live renderer's copy is handed to its socket.
+        write is awaited, so one slow renderer does not delay the others'
+        copy. Like ``send``, it returns once the copies are queued, and waits
+        only for the connections that have more than 256 KiB unsent
+        (backpressure), until their writer has handed it to the socket.
 
         Raises:
             SerializationError: an argument cannot be encoded; nothing was sent.
@@ -730,14 +733,15 @@ class IpcMain(Registry):
             frame = prepare_message(channel, args)
         except ENCODE_ERRORS as exc:
             raise encode_error("broadcast", channel, args, exc) from None
-        batches = [
-            batch
+        queued = [
+            endpoint
             for contents in list(self._contents.values())
-            if contents._endpoint is not None
-            and (batch := contents._endpoint.queue_prepared(frame)) is not None
+            if (endpoint := contents._endpoint) is not None and endpoint.queue_prepared(frame)
         ]
-        for batch in batches:
-            await batch.done.wait()  # a failed one belongs to a renderer now gone
+        await anyio.lowlevel.checkpoint()  # the writes go out on this loop turn
+        for endpoint in queued:
+            if endpoint.congested:
+                await endpoint.flush_quietly()  # a failed one belongs to a renderer now gone
 
     # ---- guards --------------------------------------------------------
 
