@@ -320,7 +320,9 @@ class Endpoint:
                         else:
                             self._reads += 1  # the watchdog's proof of life; no clock here
                             conn.receive_data(data)
-                        await self._dispatch_batch(conn.events_received())
+                        self._dispatch_batch(conn.events_received())
+                        if self._must_pause():
+                            await self._pause()
                         if conn.pending_output:
                             self._kick()  # replies made inline, a Pong, a Goodbye
                 # Graceful end: let the writer send what is left (a Goodbye).
@@ -360,18 +362,27 @@ class Endpoint:
     def _must_pause(self) -> bool:
         return self._full() and (not self._waiters or len(self._backlog) >= _BACKLOG_LIMIT)
 
-    async def _dispatch_batch(self, events: list[Event]) -> None:
+    def _dispatch_batch(self, events: list[Event]) -> None:
         """Dispatch one read's events in order, holding calls back while full."""
         backlog = self._backlog
         handle = self._handle
+        conn = self.conn
         for event in events:
-            if not isinstance(event, _CALLS) or not (backlog or self._full()):
+            # not (backlog or self._full()), inline: this runs once per frame
+            if not isinstance(event, _CALLS) or not (
+                backlog
+                or self._active >= self._max_in_flight
+                or conn.pending_output > _MAX_PENDING_OUTPUT
+            ):
                 handle(event)
             else:
                 if isinstance(event, MessageReceived) and event.ports:
                     # Land its ports now: the frames that follow may name them.
                     self._landed[id(event)] = self._owner.receive_ports(event.ports)
                 backlog.append(event)
+
+    async def _pause(self) -> None:
+        """Stop reading until the calls in flight and the unsent output allow more."""
         while self._must_pause():
             self._kick()  # replies already made go out first
             self._room = self._new_event()

@@ -57,7 +57,7 @@ class Gatekeeper:
 
     Args:
         endpoint: the connection.
-        allowed: whether a channel passes the allowlists.
+        allowed: whether a channel passes the allowlists; ``None``: there are none.
         guards: the guards registered now (read per message).
         guard_event: builds the event a guard receives.
     """
@@ -65,7 +65,7 @@ class Gatekeeper:
     def __init__(
         self,
         endpoint: Endpoint,
-        allowed: Callable[[str], bool],
+        allowed: Callable[[str], bool] | None,
         guards: Callable[[], tuple[Callback, ...]],
         guard_event: Callable[[Checked, list[Any] | None], Any],
     ) -> None:
@@ -76,7 +76,7 @@ class Gatekeeper:
         self._queue: deque[_Pending] = deque()
 
     def __call__(self, event: Checked, ports: list[Any] | None) -> bool:
-        if not self._allowed(event.channel):
+        if self._allowed is not None and not self._allowed(event.channel):
             self._reject(
                 event,
                 ports,

@@ -302,7 +302,14 @@ class _Link:
             self.main._ports.port_closed(sink, event)
 
     def gatekeeper(self, endpoint: Endpoint) -> Gatekeeper:
-        return Gatekeeper(endpoint, self.is_allowed, lambda: self.main._guards, self.guard_event)
+        # The allowlists are fixed when the renderer connects: without any, skip the check.
+        listed = self.main.allowed_channels is not None or self.allowed is not None
+        return Gatekeeper(
+            endpoint,
+            self.is_allowed if listed else None,
+            lambda: self.main._guards,
+            self.guard_event,
+        )
 
     def is_allowed(self, channel: str) -> bool:
         main_allowed = self.main.allowed_channels
