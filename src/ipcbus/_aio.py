@@ -1,4 +1,4 @@
-"""The asyncio fast path: a socket stream driven by an ``asyncio.Protocol``.
+"""The asyncio fast path: a socket stream driven by an ``asyncio.BufferedProtocol``.
 
 This is the one place ipcbus uses asyncio directly (the house rule is anyio
 first). anyio's unix socket stream yields to the loop before every read and
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -31,9 +32,29 @@ _PAUSE_READING_ABOVE = 1024 * 1024  # buffered bytes; the kernel buffer then fil
 _FAIR_READS = 16  # reads served without waiting before we yield to the loop once
 
 
-class _Protocol(asyncio.Protocol):
+_READ_SIZE = 256 * 1024  # the most one read takes from the socket
+_scratch = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """This thread's read buffer, shared by every connection on its loop.
+
+    A read fills it and :meth:`_Protocol.buffer_updated` copies the bytes out
+    at once, before the loop reads from another socket, so one buffer serves
+    them all. The alternative, ``sock.recv(256 KiB)``, allocates 256 KiB per
+    read: above glibc's mmap threshold, so an mmap and a munmap for every
+    read, however few bytes it brings (about 16 us against 2.5 us here).
+    """
+    buffer: memoryview | None = getattr(_scratch, "buffer", None)
+    if buffer is None:
+        buffer = _scratch.buffer = memoryview(bytearray(_READ_SIZE))
+    return buffer
+
+
+class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.buffer = _read_buffer()
         self.transport: asyncio.Transport | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -49,7 +70,11 @@ class _Protocol(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport; they have its API.
         self.transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = self.buffer[:nbytes].tobytes()
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > _PAUSE_READING_ABOVE and not self.reading_paused:

@@ -692,7 +692,12 @@ class Endpoint:
         except FrameTooLargeError as exc:
             logger.warning("broadcast skipped %s: %s", self.name, exc)
             return False
-        self._kick()
+        if self._direct is not None and not (self._write_soon or self._writing):
+            # Nothing else is queued this turn: write now rather than schedule a
+            # callback per connection (a broadcast reaches every renderer at once).
+            self._write_now()
+        else:
+            self._kick()
         return True
 
     @property
