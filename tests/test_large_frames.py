@@ -8,6 +8,7 @@ connection stalled until send_timeout).
 from __future__ import annotations
 
 import hashlib
+import os
 
 import anyio
 import pytest
@@ -40,3 +41,29 @@ async def test_large_echo_back_to_back_main_to_child() -> None:
             for i in range(3):
                 blob = bytes([i + 1]) * SIZE
                 assert await contents.invoke("echo", blob) == [blob]
+
+
+@pytest.mark.skipif(bool(os.environ.get("IPCBUS_NO_FASTPATH")), reason="a fast-path feature")
+async def test_large_frames_are_read_straight_into_their_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the asyncio fast path, the rest of a large frame is read into the frame itself."""
+    from ipcbus._protocol import Connection
+
+    reads_into = 0
+    received_into = Connection.received_into
+
+    def counting(self: Connection, n: int) -> None:
+        nonlocal reads_into
+        reads_into += 1
+        received_into(self, n)
+
+    monkeypatch.setattr(Connection, "received_into", counting)
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            ipc_main.handle("echo", lambda event, blob: blob)
+            listener = await ipc_main.listen()
+            async with ipcbus.connect(listener.address, token=listener.token) as renderer:
+                blob = bytes(range(256)) * (SIZE // 256)
+                assert await renderer.invoke("echo", blob) == blob
+    assert reads_into > 2  # both ends, several reads each

@@ -55,6 +55,9 @@ class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.buffer = _read_buffer()
+        self.sink: memoryview | None = None  # where the next read goes (receive_into)
+        self.sinking = False  # get_buffer lent the sink
+        self.sunk = 0  # bytes the last read put in the sink
         self.transport: asyncio.Transport | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -71,9 +74,17 @@ class _Protocol(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.buffer
+        # The loop calls buffer_updated right after the read, before anything else.
+        self.sinking = self.sink is not None
+        return self.sink if self.sink is not None else self.buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self.sinking:
+            self.sinking = False
+            self.sink = None  # one read only: later ones are buffered as usual
+            self.sunk = nbytes
+            self._wake_reader()
+            return
         data = self.buffer[:nbytes].tobytes()
         self.chunks.append(data)
         self.buffered += len(data)
@@ -180,6 +191,32 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             protocol.reading_paused = False
             self._transport.resume_reading()
         return chunk
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Read at most ``len(buffer)`` bytes into ``buffer``; how many (at least 1).
+
+        Bytes already received are copied in; otherwise the next read from
+        the socket goes straight into ``buffer``, with no copy (large frames).
+        """
+        protocol = self._protocol
+        if not protocol.chunks:
+            protocol.sunk = 0
+            protocol.sink = buffer
+            try:
+                while not protocol.sunk and not protocol.chunks:
+                    self._check_readable()
+                    protocol.readable = protocol.loop.create_future()
+                    await protocol.readable
+            finally:
+                protocol.sink = None
+                protocol.readable = None
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if protocol.sunk:
+                return protocol.sunk
+        chunk = await self.receive(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
 
     def _check_readable(self) -> None:
         protocol = self._protocol

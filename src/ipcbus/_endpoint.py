@@ -305,6 +305,10 @@ class Endpoint:
     async def run(self) -> None:
         """Read until the connection ends; then wake every waiter and close."""
         conn = self.conn
+        # A stream that can read into a buffer (the asyncio fast path).
+        receive_into: Callable[[memoryview], Awaitable[int]] | None = getattr(
+            self._stream, "receive_into", None
+        )
         try:
             async with anyio.create_task_group() as helpers:
                 helpers.start_soon(self._writer)
@@ -313,13 +317,17 @@ class Endpoint:
                 self._kick()  # a renderer's Hello is queued at birth
                 with self._reader_scope:
                     while conn.state is not State.CLOSED:
+                        window = conn.receive_buffer() if receive_into is not None else None
                         try:
-                            data = await self._stream.receive(_READ_SIZE)
+                            if window is not None and receive_into is not None:
+                                conn.received_into(await receive_into(window))  # a large frame
+                            else:
+                                conn.receive_data(await self._stream.receive(_READ_SIZE))
                         except _STREAM_ERRORS:
                             conn.receive_eof()
                         else:
                             self._reads += 1  # the watchdog's proof of life; no clock here
-                            conn.receive_data(data)
+                        window = None
                         self._dispatch_batch(conn.events_received())
                         if self._must_pause():
                             await self._pause()

@@ -72,6 +72,25 @@ class FrameDecoder:
         self._chunk = memoryview(data)
         self._pos = 0
 
+    def window(self, minimum: int) -> memoryview | None:
+        """Where the next received bytes belong, if they can go there directly.
+
+        While a body of which at least ``minimum`` bytes are still missing is
+        being assembled and no received input waits to be parsed, this is the
+        missing part of that body: the driver may read straight into it and
+        report with :meth:`filled`, which saves copying every chunk into it.
+        Otherwise ``None``: use :meth:`feed`.
+        """
+        body = self._body
+        if body is None or len(body) - self._filled < minimum or self._pos < len(self._chunk):
+            return None
+        return memoryview(body)[self._filled :]
+
+    def filled(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last :meth:`window`."""
+        assert self._body is not None and 0 <= n <= len(self._body) - self._filled
+        self._filled += n
+
     def next_body(self) -> memoryview | bytearray | None:
         """Return the next complete body, or ``None`` if more bytes are needed.
 

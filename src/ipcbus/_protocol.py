@@ -219,15 +219,35 @@ class Connection:
         """Feed bytes from the peer. Never raises for anything the peer sent."""
         if self.state is State.CLOSED:
             return
+        self._frames.feed(data)
+        self._parse()
+
+    def receive_buffer(self, minimum: int = 64 * 1024) -> memoryview | None:
+        """A buffer to read the peer's next bytes into, or ``None``: use ``receive_data``.
+
+        Offered only while a large frame is being assembled (at least
+        ``minimum`` bytes of it still to come): reading into it spares
+        copying the frame chunk by chunk. Report with ``received_into``.
+        """
+        if self.state is State.CLOSED:
+            return None
+        return self._frames.window(minimum)
+
+    def received_into(self, n: int) -> None:
+        """``n`` bytes of the peer's were read into the last ``receive_buffer``."""
+        if self.state is State.CLOSED:
+            return
+        self._frames.filled(n)
+        self._parse()
+
+    def _parse(self) -> None:
         frames = self._frames
-        frames.feed(data)
         next_body, decode, handle = frames.next_body, _body_decoder.decode, self._handle
         try:
             # _handle may close the connection: re-read the state after every frame.
             while (raw := next_body()) is not None:
                 handle(decode(raw))
-                # mypy keeps the narrowing from above across the call; handle may close.
-                if self.state is State.CLOSED:  # type: ignore[comparison-overlap]
+                if self.state is State.CLOSED:  # handle may have closed it
                     break
         except FrameTooLargeError as exc:
             self._terminate(CloseCode.FRAME_TOO_LARGE, f"protocol error: {exc}")

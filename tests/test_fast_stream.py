@@ -1,0 +1,102 @@
+"""The asyncio fast path's socket stream (``ipcbus._aio``), on a real socket pair.
+
+It reads through one buffer shared by every connection on the loop, and can
+read a large frame's bytes straight into the frame (``receive_into``).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import anyio
+import pytest
+
+from ipcbus._aio import AsyncioSocketStream
+
+
+async def _pair() -> tuple[AsyncioSocketStream, socket.socket]:
+    ours, theirs = socket.socketpair()
+    return await AsyncioSocketStream.from_socket(ours), theirs
+
+
+async def test_receive_gives_each_read_as_its_own_bytes_despite_the_shared_buffer() -> None:
+    a, peer_a = await _pair()
+    b, peer_b = await _pair()
+    with peer_a, peer_b:
+        peer_a.sendall(b"first from a")
+        peer_b.sendall(b"first from b")
+        with anyio.fail_after(5):
+            got_a = await a.receive()
+            got_b = await b.receive()
+            peer_a.sendall(b"second")
+            assert await a.receive() == b"second"
+        assert (got_a, got_b) == (b"first from a", b"first from b")  # not overwritten
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_receive_into_reads_straight_into_the_buffer() -> None:
+    stream, peer = await _pair()
+    with peer:
+        target = bytearray(100_000)
+        window = memoryview(target)[10:]
+        async with anyio.create_task_group() as tg:
+            received: list[int] = []
+
+            async def read() -> None:
+                received.append(await stream.receive_into(window))
+
+            tg.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            peer.sendall(b"x" * 5000)
+        assert received == [5000]
+        assert target[10:5010] == b"x" * 5000 and target[5010:5011] == b"\0"
+        # Later reads are buffered as usual.
+        peer.sendall(b"tail")
+        with anyio.fail_after(5):
+            assert await stream.receive() == b"tail"
+        await stream.aclose()
+
+
+async def test_receive_into_takes_what_is_already_buffered_first() -> None:
+    stream, peer = await _pair()
+    with peer:
+        peer.sendall(b"abcdef")
+        with anyio.fail_after(5):
+            assert await stream.receive(2) == b"ab"  # the rest stays buffered
+            target = bytearray(3)
+            assert await stream.receive_into(memoryview(target)) == 3
+            assert target == b"cde"
+            target = bytearray(10)
+            assert await stream.receive_into(memoryview(target)) == 1
+            assert target[:1] == b"f"
+        await stream.aclose()
+
+
+async def test_receive_into_at_end_of_stream_and_after_close() -> None:
+    stream, peer = await _pair()
+    peer.close()
+    with anyio.fail_after(5), pytest.raises(anyio.EndOfStream):
+        await stream.receive_into(memoryview(bytearray(10)))
+    await stream.aclose()
+    with pytest.raises(anyio.ClosedResourceError):
+        await stream.receive_into(memoryview(bytearray(10)))
+
+
+async def test_a_pending_receive_into_fails_when_the_stream_is_closed() -> None:
+    stream, peer = await _pair()
+    with peer:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                errors: list[BaseException] = []
+
+                async def read() -> None:
+                    try:
+                        await stream.receive_into(memoryview(bytearray(10)))
+                    except anyio.ClosedResourceError as exc:
+                        errors.append(exc)
+
+                tg.start_soon(read)
+                await anyio.wait_all_tasks_blocked()
+                await stream.aclose()
+        assert len(errors) == 1
