@@ -90,6 +90,7 @@ _MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pause
 _SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
 _BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
 _CALLS = (RequestReceived, MessageReceived)  # the events that start handlers
+_WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
 
 class Owner(Protocol):
@@ -645,15 +646,15 @@ class Endpoint:
     ) -> Any:
         """Make a request and return the decoded reply, or raise what it says."""
         self.require_open()
-        what = "invoke" if kind is RequestKind.INVOKE else "send_sync"
         try:
             request_id = self.conn.start_request(kind, channel, args)
         except _ENCODE_ERRORS as exc:
-            raise encode_error(what, channel, args, exc) from None
+            raise encode_error(_WHAT[kind], channel, args, exc) from None
         except FrameTooLargeError as exc:
-            raise too_large(what, channel, exc) from None
+            raise too_large(_WHAT[kind], channel, exc) from None
         waiter = self._waiters[request_id] = _Waiter(self._new_waiter_event)
-        self._make_room()  # a paused reader must read on: our reply will come
+        if self._paused:
+            self._make_room()  # a paused reader must read on: our reply will come
         self._kick()  # a lost link wakes us through _terminated; no need to wait here
         try:
             if timeout is None:
@@ -667,7 +668,7 @@ class Endpoint:
                 self._kick()  # best effort: stop the remote handler
                 if isinstance(exc, TimeoutError):
                     raise IpcTimeoutError(
-                        f"{what} {channel!r} got no reply within {timeout} s"
+                        f"{_WHAT[kind]} {channel!r} got no reply within {timeout} s"
                         + (
                             "; the remote handler was told to stop"
                             if kind is RequestKind.INVOKE
@@ -688,7 +689,7 @@ class Endpoint:
             return decode_value(reply.value)
         except DECODE_ERRORS as exc:
             raise ProtocolError(
-                f"the reply to {what} {channel!r} from {self.name} could not be decoded: {exc}"
+                f"the reply to {_WHAT[kind]} {channel!r} from {self.name} could not be decoded: {exc}"
             ) from None
 
     def queue_prepared(self, frame: bytes) -> bool:
@@ -765,7 +766,10 @@ class Endpoint:
                 self._dispatch_message(event.channel, event.args, None, ports)
         elif type(event) is RequestReceived:
             if self.gate is None or self.gate(event, None):
-                self.dispatch(event, None)
+                if event.kind is RequestKind.INVOKE:
+                    self._dispatch_invoke(event)  # the common case, without dispatch()
+                else:
+                    self.dispatch(event, None)
         elif type(event) is ReplyReceived:
             waiter = self._waiters.get(event.request_id)
             if waiter is not None:
@@ -872,7 +876,7 @@ class Endpoint:
                 args = shared
             try:
                 result = callback.fn(event, *args)
-                if result is not None and inspect.isawaitable(result):
+                if _awaitable(result):
                     # a plain callable that returned a coroutine
                     (pending := pending or []).append(result)
             except Exception as exc:
@@ -893,7 +897,7 @@ class Endpoint:
         for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
-                if result is not None and inspect.isawaitable(result):
+                if _awaitable(result):
                     await result
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
@@ -998,7 +1002,7 @@ class Endpoint:
         except Exception as exc:
             self.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
             return
-        if result is not None and inspect.isawaitable(result):
+        if _awaitable(result):
             self._schedule(self._serve_awaitable, request_id, channel, result)
         else:
             self.reply_soon(request_id, channel, result)
@@ -1025,7 +1029,7 @@ class Endpoint:
             self._scopes[request_id] = scope
             try:
                 result = call()
-                if result is not None and inspect.isawaitable(result):
+                if _awaitable(result):
                     result = await result
             except Exception as exc:
                 self._queue_error(request_id, ErrorKind.REMOTE, exc)
@@ -1147,6 +1151,16 @@ class Endpoint:
                 await aclose()
             except Exception:
                 logger.exception("closing the generator for %r raised", channel)
+
+
+#: Results that are never awaitable: checked first, as ``inspect.isawaitable``
+#: costs an ABC check for every plain value a handler returns.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
+
+
+def _awaitable(result: object) -> bool:
+    """``inspect.isawaitable(result)``, quickly for the common plain values."""
+    return type(result) not in _PLAIN and inspect.isawaitable(result)
 
 
 def _any_async(callbacks: tuple[Callback, ...]) -> bool:

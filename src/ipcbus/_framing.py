@@ -21,6 +21,7 @@ __all__ = ("HEADER_SIZE", "FrameDecoder", "append_frame")
 
 HEADER_SIZE: Final = 4
 _read_size = struct.Struct(">I").unpack_from
+_write_size = struct.Struct(">I").pack_into
 
 
 def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray) -> None:
@@ -35,7 +36,7 @@ def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray)
     except BaseException:
         del out[start:]
         raise
-    out[start : start + HEADER_SIZE] = (len(out) - start - HEADER_SIZE).to_bytes(HEADER_SIZE, "big")
+    _write_size(out, start, len(out) - start - HEADER_SIZE)
 
 
 class FrameDecoder:

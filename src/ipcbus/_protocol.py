@@ -404,7 +404,8 @@ class Connection:
             return False
         self._queue_payload(Reply(request_id, ok, raw_args(value)))
         self._serving.remove(request_id)
-        self._credit.pop(request_id, None)
+        if self._credit:
+            self._credit.pop(request_id, None)
         return True
 
     def is_serving(self, request_id: int) -> bool:
