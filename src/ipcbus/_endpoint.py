@@ -689,7 +689,8 @@ class Endpoint:
             return decode_value(reply.value)
         except DECODE_ERRORS as exc:
             raise ProtocolError(
-                f"the reply to {_WHAT[kind]} {channel!r} from {self.name} could not be decoded: {exc}"
+                f"the reply to {_WHAT[kind]} {channel!r} from {self.name} "
+                f"could not be decoded: {exc}"
             ) from None
 
     def queue_prepared(self, frame: bytes) -> bool:
