@@ -165,7 +165,7 @@ async def test_async_guards_keep_the_order_of_messages(tmp_path: Path) -> None:
             assert got == list(range(60))
             ipc_main.remove_guard(takes_its_time)
             ipc_main.remove_guard(returns_an_awaitable)
-            assert ipc_main._guards == ()
+            assert ipc_main._guards.callbacks == ()
 
 
 async def test_async_guard_rejections(tmp_path: Path) -> None:

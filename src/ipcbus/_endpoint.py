@@ -636,7 +636,7 @@ class Endpoint:
         Returns at once unless more than ``_SEND_HIGH_WATER`` bytes wait to be
         written; then it waits until the writer has handed them over.
         """
-        if self.congested:
+        if self.conn.pending_output > _SEND_HIGH_WATER:  # self.congested, inline
             await self.flush()
         else:
             self._kick()

@@ -29,7 +29,7 @@ from ._events import MessageReceived, RequestReceived
 from ._registry import Callback
 from ._wire import ErrorKind
 
-__all__ = ("Gatekeeper",)
+__all__ = ("Gatekeeper", "Guards")
 
 Checked = RequestReceived | MessageReceived
 
@@ -52,13 +52,26 @@ class _Pending:
         self.awaitable: Awaitable[Any] | None = None
 
 
+class Guards:
+    """The guards of one ``IpcMain``, shared with the gate of every connection.
+
+    ``callbacks`` is replaced, never changed in place, on every registration,
+    so a gate reads it once per message as its snapshot.
+    """
+
+    __slots__ = ("callbacks",)
+
+    def __init__(self) -> None:
+        self.callbacks: tuple[Callback, ...] = ()
+
+
 class Gatekeeper:
     """The gate of one renderer's connection.
 
     Args:
         endpoint: the connection.
         allowed: whether a channel passes the allowlists; ``None``: there are none.
-        guards: the guards registered now (read per message).
+        guards: the guards (read per message).
         guard_event: builds the event a guard receives.
     """
 
@@ -66,7 +79,7 @@ class Gatekeeper:
         self,
         endpoint: Endpoint,
         allowed: Callable[[str], bool] | None,
-        guards: Callable[[], tuple[Callback, ...]],
+        guards: Guards,
         guard_event: Callable[[Checked, list[Any] | None], Any],
     ) -> None:
         self._endpoint = endpoint
@@ -86,7 +99,7 @@ class Gatekeeper:
                 ),
             )
             return False
-        guards = self._guards()
+        guards = self._guards.callbacks
         if not guards and not self._queue:
             return True
         pending = _Pending(event, ports, guards, self._guard_event(event, ports))

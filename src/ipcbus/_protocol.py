@@ -289,7 +289,8 @@ class Connection:
             TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be
                 encoded; nothing was queued.
         """
-        self._require_open("send a message")
+        if self.state is not State.OPEN:
+            self._require_open("send a message")
         if ports:
             self._queue_payload(Message(channel, raw_args(args), ports))
         else:
@@ -308,7 +309,8 @@ class Connection:
             TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be
                 encoded; nothing was queued.
         """
-        self._require_open("start a request")
+        if self.state is not State.OPEN:
+            self._require_open("start a request")
         request_id = self._next_request_id
         self._next_request_id += 1
         self._queue_payload(Request(request_id, kind, channel, raw_args(args)))

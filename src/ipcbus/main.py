@@ -27,7 +27,7 @@ from ._events import (
     PortMessageReceived,
     RequestReceived,
 )
-from ._guards import Gatekeeper
+from ._guards import Gatekeeper, Guards
 from ._portroute import MainPortRouter, Sink
 from ._protocol import Connection, Role, State, prepare_message
 from ._registry import Callback, Registry, check_channel
@@ -307,7 +307,7 @@ class _Link:
         return Gatekeeper(
             endpoint,
             self.is_allowed if listed else None,
-            lambda: self.main._guards,
+            self.main._guards,
             self.guard_event,
         )
 
@@ -399,7 +399,7 @@ class IpcMain(Registry):
         if max_in_flight < 1 or max_connections < 1 or max_frame_size < 1:
             raise ValueError("max_in_flight, max_connections and max_frame_size must be >= 1")
         self.allowed_channels = _channel_set(allowed_channels)
-        self._guards: tuple[Callback, ...] = ()
+        self._guards = Guards()
         self._ports = MainPortRouter(lambda: self._tg)
         self._host_token: Any = None
         self.max_frame_size = max_frame_size
@@ -763,14 +763,17 @@ class IpcMain(Registry):
         with the guard's exception; a send is dropped and logged. Guards run
         in registration order. Usable as a decorator; returns ``fn``.
         """
-        self._guards = (*self._guards, Callback(fn, once=False))
+        guards = self._guards
+        guards.callbacks = (*guards.callbacks, Callback(fn, once=False))
         return fn
 
     def remove_guard(self, fn: Callable[..., Any]) -> None:
         """Remove the most recent registration of the guard ``fn``, if any."""
-        for i in range(len(self._guards) - 1, -1, -1):
-            if self._guards[i].fn == fn:
-                self._guards = self._guards[:i] + self._guards[i + 1 :]
+        guards = self._guards
+        current = guards.callbacks
+        for i in range(len(current) - 1, -1, -1):
+            if current[i].fn == fn:
+                guards.callbacks = current[:i] + current[i + 1 :]
                 return
 
     # ---- hooks ---------------------------------------------------------

@@ -190,12 +190,12 @@ class IpcRenderer(Registry):
         return self._endpoint is not None and self._endpoint.conn.state is State.OPEN
 
     def _open_endpoint(self) -> Endpoint:
+        """The connection; each of its calls checks that it is still open."""
         endpoint = self._endpoint
         if endpoint is None:
             raise ConnectionClosedError(
                 "not connected: call these inside 'async with ipc_renderer.connect():'"
             )
-        endpoint.require_open()
         return endpoint
 
     # ---- calls to main -------------------------------------------------
@@ -245,7 +245,9 @@ class IpcRenderer(Registry):
             ConnectionClosedError: not connected.
         """
         check_channel(channel)
-        return IpcStream(self._open_endpoint(), channel, args, window)
+        endpoint = self._open_endpoint()
+        endpoint.require_open()
+        return IpcStream(endpoint, channel, args, window)
 
     # ---- Owner: dispatch of what main sends ---------------------------
 
