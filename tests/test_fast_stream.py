@@ -100,3 +100,51 @@ async def test_a_pending_receive_into_fails_when_the_stream_is_closed() -> None:
                 await anyio.wait_all_tasks_blocked()
                 await stream.aclose()
         assert len(errors) == 1
+
+
+def _drain(sock: socket.socket, size: int) -> bytes:
+    """Blocking read of exactly ``size`` bytes (in a worker thread)."""
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 65536))
+        assert chunk, "peer closed early"
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+async def test_a_large_send_arrives_whole_and_in_order_and_restores_the_limits() -> None:
+    stream, peer = await _pair()
+    with peer:
+        transport = stream._transport
+        limits = transport.get_write_buffer_limits()
+        big = bytes(range(256)) * (5 * 4096 + 7)  # over LARGE_WRITE, not a whole slice
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                received: list[bytes] = []
+
+                async def read() -> None:
+                    received.append(await anyio.to_thread.run_sync(_drain, peer, len(big) + 5))
+
+                tg.start_soon(read)
+                await stream.send(big)
+                await stream.send(b"after")
+        assert received == [big + b"after"]
+        assert transport.get_write_buffer_limits() == limits
+        await stream.aclose()
+
+
+async def test_a_large_send_to_a_peer_that_leaves_fails_instead_of_hanging() -> None:
+    stream, peer = await _pair()
+    big = b"x" * (8 * 1024 * 1024)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+
+            async def leave() -> None:
+                await anyio.wait_all_tasks_blocked()  # the send is waiting for room
+                peer.close()
+
+            tg.start_soon(leave)
+            with pytest.raises(anyio.BrokenResourceError):
+                await stream.send(big)
+    await stream.aclose()

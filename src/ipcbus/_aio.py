@@ -26,9 +26,12 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 
-__all__ = ("AsyncioSocketStream", "FutureEvent")
+__all__ = ("LARGE_WRITE", "AsyncioSocketStream", "FutureEvent")
 
 _PAUSE_READING_ABOVE = 1024 * 1024  # buffered bytes; the kernel buffer then fills
+#: Writes larger than this go through ``send``, a slice at a time (see there).
+LARGE_WRITE = 1024 * 1024
+_SLICE = 256 * 1024
 _FAIR_READS = 16  # reads served without waiting before we yield to the loop once
 
 
@@ -228,15 +231,43 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             raise anyio.EndOfStream
 
     async def send(self, item: bytes) -> None:
-        protocol = self._protocol
+        """Write ``item``; wait while the transport holds more than its high-water mark.
+
+        A large item (over ``LARGE_WRITE``) goes to the transport one slice at
+        a time, each once the previous one has left: the transport copies what
+        the socket does not take at once, and copying (and allocating) a
+        whole large frame costs more than the extra turns of the loop.
+        """
+        self._check_writable()
+        transport = self._transport
+        if len(item) <= LARGE_WRITE:
+            transport.write(item)
+            await self._drained()
+            return
+        view = memoryview(item)
+        transport.set_write_buffer_limits(high=0)  # paused while anything is left over
+        try:
+            for start in range(0, len(view), _SLICE):
+                await self._drained()
+                self._check_writable()
+                transport.write(view[start : start + _SLICE])
+        finally:
+            if not self._closed and not transport.is_closing():
+                transport.set_write_buffer_limits()  # the defaults again
+        await self._drained()
+
+    def _check_writable(self) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
-        if protocol.lost or self._transport.is_closing():
-            raise anyio.BrokenResourceError from protocol.error
-        self._transport.write(item)
+        if self._protocol.lost or self._transport.is_closing():
+            raise anyio.BrokenResourceError from self._protocol.error
+
+    async def _drained(self) -> None:
+        """Return once the transport is not paused (over its high-water mark)."""
+        protocol = self._protocol
         writable = protocol.writable
         if writable is not None and not writable.done():
-            await writable  # the transport's buffer is over its high-water mark
+            await writable
             if protocol.lost:
                 raise anyio.BrokenResourceError from protocol.error
 
@@ -252,7 +283,8 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         )
 
     def write_nowait(self, data: bytes | bytearray) -> None:
-        """Hand ``data`` to the transport now; only after :meth:`can_write_nowait`."""
+        """Hand ``data`` to the transport now; only after :meth:`can_write_nowait`,
+        and only up to ``LARGE_WRITE`` bytes (larger ones: :meth:`send`)."""
         self._transport.write(data)
 
     def unsent(self) -> int:

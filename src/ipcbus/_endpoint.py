@@ -46,6 +46,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ._aio import LARGE_WRITE
 from ._errors import (
     ConnectionClosedError,
     FrameTooLargeError,
@@ -459,9 +460,10 @@ class Endpoint:
         """Loop callback (fast path): one write for every frame queued this turn."""
         self._write_soon = False
         direct = self._direct
-        if self._writing or not direct.can_write_nowait():
+        if self._writing or not direct.can_write_nowait() or self.conn.pending_output > LARGE_WRITE:
             if not self._wake.is_set():
-                self._wake.set()  # congested or closing: the writer task waits it out
+                # congested, closing, or a large write: the writer task sees it through
+                self._wake.set()
             return
         batch, self._batch = self._batch, _Batch(self._new_event)
         if data := self.conn.data_to_send():
