@@ -507,6 +507,7 @@ class Endpoint:
                 batch.fail()
                 self._batch.fail()
                 raise
+            del data  # a large frame's buffer must not live on while we wait for the next
             batch.finish()
             self._make_room()
 
