@@ -11,6 +11,7 @@ This module imports only the standard library and msgspec.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -49,12 +50,17 @@ class FrameDecoder:
     assembled, into a buffer allocated once at the size its header announced.
     """
 
-    def __init__(self, max_frame_size: int) -> None:
+    def __init__(
+        self,
+        max_frame_size: int,
+        new_buffer: Callable[[int], bytearray | memoryview] = bytearray,
+    ) -> None:
         self.max_frame_size = max_frame_size
+        self._new_buffer = new_buffer  # makes the buffer a split body is assembled in
         self._chunk = memoryview(b"")  # the input being parsed
         self._pos = 0  # next unparsed byte in _chunk
         self._head = bytearray()  # a header split across chunks
-        self._body: bytearray | None = None  # a body split across chunks
+        self._body: bytearray | memoryview | None = None  # a body split across chunks
         self._filled = 0  # bytes of _body received so far
 
     @property
@@ -146,7 +152,7 @@ class FrameDecoder:
         if available >= size:
             self._pos = pos + size
             return chunk[pos : pos + size]
-        body = self._body = bytearray(size)
+        body = self._body = self._new_buffer(size)
         body[:available] = chunk[pos:]
         self._filled = available
         self._pos = len(chunk)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -150,6 +151,8 @@ class Connection:
         renderer_id: main only: the id to hand this renderer in Welcome.
         process_id: renderer only: our process id, sent in Hello.
         max_frame_size: largest body accepted from the peer.
+        new_buffer: ``new_buffer(size)`` gives the writable buffer a body
+            that arrives in pieces is assembled in (the driver may reuse one).
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class Connection:
         renderer_id: int = 0,
         process_id: int = 0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        new_buffer: Callable[[int], bytearray | memoryview] = bytearray,
     ) -> None:
         self.role = role
         self.state = State.HANDSHAKE
@@ -169,7 +173,7 @@ class Connection:
         # Welcome is tiny, so accept no more than HANDSHAKE_MAX_FRAME_SIZE.
         self._max_frame_size = max_frame_size
         self._peer_max_frame_size = 0  # from the peer's handshake; 0: not said
-        self._frames = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE))
+        self._frames = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE), new_buffer)
         self._encoder = msgspec.msgpack.Encoder()
         self._outbox = bytearray()
         self._events: list[Event] = []

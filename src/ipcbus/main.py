@@ -17,6 +17,7 @@ import anyio.abc
 import anyio.lowlevel
 import msgspec
 
+from ._buffers import body_buffer
 from ._endpoint import Endpoint, ReplySlot, logger
 from ._errors import ConnectionClosedError
 from ._events import (
@@ -643,7 +644,11 @@ class IpcMain(Registry):
         contents._process = process
         link = _Link(self, contents, allowed)
         conn = Connection(
-            Role.MAIN, token=token, renderer_id=renderer_id, max_frame_size=self.max_frame_size
+            Role.MAIN,
+            token=token,
+            renderer_id=renderer_id,
+            max_frame_size=self.max_frame_size,
+            new_buffer=body_buffer,
         )
         self._links.add(link)
         try:

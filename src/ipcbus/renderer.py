@@ -12,6 +12,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from ._buffers import body_buffer
 from ._endpoint import Endpoint, ReplySlot
 from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
@@ -136,6 +137,7 @@ class IpcRenderer(Registry):
             token=token,
             process_id=os.getpid(),
             max_frame_size=self.max_frame_size,
+            new_buffer=body_buffer,
         )
         heartbeat = self.heartbeat_interval
         # The task group is entered by hand and never sees the body's
