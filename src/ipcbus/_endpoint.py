@@ -334,7 +334,12 @@ class Endpoint:
                         if self._must_pause():
                             await self._pause()
                         if conn.pending_output:
-                            self._kick()  # replies made inline, a Pong, a Goodbye
+                            # Replies made inline, a Pong, a Goodbye: one write for the
+                            # whole read, now rather than on the loop's next turn.
+                            if self._direct is not None and not self._writing:
+                                self._write_now()
+                            else:
+                                self._kick()
                 # Graceful end: let the writer send what is left (a Goodbye).
                 with anyio.move_on_after(1, shield=True):
                     await self._kick().done.wait()
