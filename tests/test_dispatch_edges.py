@@ -62,3 +62,42 @@ async def test_broadcast_encodes_once_reaches_everyone_and_checks_values_first()
                     assert "Cannot broadcast on channel 'news'" in str(exc)
                 else:
                     raise AssertionError("broadcast of an unencodable value did not raise")
+
+
+async def test_listener_changes_between_messages_take_effect_at_once() -> None:
+    """Lookups are cached per channel; any change to any registry must show at once."""
+    calls: list[str] = []
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            first = ipc_main.on("ch", lambda event, n: calls.append(f"first {n}"))
+            ipc_main.on("sync", lambda event: setattr(event, "return_value", None))
+            async with ipc_main.connect_local() as renderer:
+                contents = ipc_main.get_all_web_contents()[0]
+                await renderer.send("ch", 1)
+                await renderer.send("ch", 2)
+                await renderer.send_sync("sync")  # in order: the sends have been dispatched
+                ipc_main.once("ch", lambda event, n: calls.append(f"once {n}"))
+                await renderer.send("ch", 3)
+                await renderer.send("ch", 4)
+                await renderer.send_sync("sync")
+                contents.ipc.on("ch", lambda event, n: calls.append(f"scoped {n}"))
+                await renderer.send("ch", 5)
+                await renderer.send_sync("sync")
+                ipc_main.off("ch", first)
+                contents.ipc.remove_all_listeners("ch")
+                await renderer.send("ch", 6)
+                await renderer.send_sync("sync")
+                # Made-up channels are not remembered: a peer cannot grow the cache.
+                for i in range(100):
+                    await renderer.send(f"nobody-{i}", i)
+                await renderer.send_sync("sync")
+                assert set(contents._endpoint._listeners_cache) <= {"ch", "sync"}
+    assert calls == [
+        "first 1",
+        "first 2",
+        "first 3",
+        "once 3",
+        "first 4",
+        "scoped 5",
+        "first 5",
+    ]

@@ -103,6 +103,30 @@ async def test_a_guard_rejects_before_arguments_are_decoded(
             assert "rejected a request on 'add' from renderer" in caplog.text
 
 
+async def test_a_guard_added_after_renderers_connected_applies_to_them(tmp_path: Path) -> None:
+    """Without guards or allowlists a connection has no gate; adding a guard installs one."""
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main, reports(ipc_main) as seen:
+            ipc_main.handle("add", lambda event, a, b: a + b)
+            renderer = await spawn_script(ipc_main, tmp_path, CALLER)
+            await renderer.send("call", "invoke", "add", [1, 2])
+            assert await seen.receive() == ["ok", 3]
+
+            def closed(event: ipcbus.IpcMainEvent | ipcbus.IpcMainInvokeEvent) -> None:
+                if event.channel == "add":
+                    raise PermissionError("add is closed")
+
+            ipc_main.add_guard(closed)
+            await renderer.send("call", "invoke", "add", [1, 2])
+            assert await seen.receive() == [
+                "RemoteError",
+                "Error invoking remote method 'add': PermissionError: add is closed",
+            ]
+            ipc_main.remove_guard(closed)
+            await renderer.send("call", "invoke", "add", [2, 2])
+            assert await seen.receive() == ["ok", 4]
+
+
 async def test_rejected_sends_are_dropped_logged_and_their_ports_closed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -71,7 +71,7 @@ from ._events import (
     StreamItemReceived,
 )
 from ._protocol import Connection, State
-from ._registry import Callback
+from ._registry import Callback, Registry
 from ._values import DECODE_ERRORS, ENCODE_ERRORS, decode_value, encode_error
 from ._wire import CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
 
@@ -295,6 +295,8 @@ class Endpoint:
         self._credit_events: dict[int, anyio.Event] = {}  # streams we serve, out of credit
         self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
         self.gate: Gate | None = None
+        self._listeners_cache: dict[str, tuple[tuple[Callback, ...], bool]] = {}
+        self._listeners_seen = -1  # Registry.changes when the cache was last valid
         self.stream_close_grace = 5.0  # seconds a closing generator gets to clean up
 
     @property
@@ -850,7 +852,7 @@ class Endpoint:
         request_id: int | None,
         ports: list[Any] | None = None,
     ) -> None:
-        listeners = self._owner.find_listeners(channel)
+        listeners, any_async = self._listeners_of(channel)
         if not listeners:
             if request_id is None:
                 logger.debug("dropped a message on %r from %s: no listener", channel, self.name)
@@ -867,7 +869,7 @@ class Endpoint:
         event = self._owner.make_event(channel, slot)
         if ports:
             event.ports = ports
-        if self._pending_starts or _any_async(listeners):
+        if self._pending_starts or any_async:
             self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
             return
         # The common case, inline: the same steps as _listener_calls, without a generator.
@@ -894,6 +896,26 @@ class Endpoint:
             self._schedule(self._await_listeners, pending, channel, slot)
         elif slot is not None:
             slot.set(None)
+
+    def _listeners_of(self, channel: str) -> tuple[tuple[Callback, ...], bool]:
+        """The listeners to call for one message on ``channel``, and whether any is async.
+
+        Looked up once per channel while no registry changes (one dict lookup
+        per message instead of two registries' and a scan for async ones).
+        """
+        changes = Registry.changes
+        if changes != self._listeners_seen:
+            self._listeners_cache.clear()
+            self._listeners_seen = changes
+        found = self._listeners_cache.get(channel)
+        if found is None:
+            listeners = self._owner.find_listeners(channel)
+            found = (listeners, _any_async(listeners))
+            # Only channels with listeners (a peer's made-up channels must not
+            # fill it), and only if taking them removed no `once` listener.
+            if listeners and Registry.changes == changes:
+                self._listeners_cache[channel] = found
+        return found
 
     async def _run_listeners(
         self,

@@ -116,6 +116,8 @@ class FrameDecoder:
                 if end <= len(chunk) and size <= self.max_frame_size:
                     self._pos = end
                     return chunk[start:end]
+            elif pos == len(chunk):
+                return None  # all parsed: the usual end of a read
         return self._next_body_split()
 
     def _next_body_split(self) -> memoryview | bytearray | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
 from ._errors import HandlerExistsError
 from ._values import Signature
@@ -47,6 +47,10 @@ class Callback:
 
 class Registry:
     """``on``/``once``/``off``/``handle``... for one scope (SPEC sections 2 and 3)."""
+
+    #: Bumped by every change to any registry's listeners, so that a cache of
+    #: lookups (the endpoint's) knows when it is out of date.
+    changes: ClassVar[int] = 0
 
     def __init__(self) -> None:
         self._listeners: dict[str, tuple[Callback, ...]] = {}
@@ -87,6 +91,7 @@ class Registry:
 
     def remove_all_listeners(self, channel: str | None = None) -> None:
         """Remove every listener of ``channel``, or of every channel if ``None``."""
+        Registry.changes += 1
         if channel is None:
             self._listeners.clear()
             self._once.clear()
@@ -151,6 +156,7 @@ class Registry:
     # ---- internals -----------------------------------------------------
 
     def _set_listeners(self, channel: str, listeners: tuple[Callback, ...]) -> None:
+        Registry.changes += 1
         if listeners:
             self._listeners[channel] = listeners
         else:

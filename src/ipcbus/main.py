@@ -302,15 +302,22 @@ class _Link:
         else:
             self.main._ports.port_closed(sink, event)
 
-    def gatekeeper(self, endpoint: Endpoint) -> Gatekeeper:
-        # The allowlists are fixed when the renderer connects: without any, skip the check.
+    def install_gate(self, endpoint: Endpoint, *, guarded: bool = False) -> None:
+        """Give ``endpoint`` its gate if anything is to be checked (or ``guarded``).
+
+        Without allowlists or guards there is no gate, and nothing to pay per
+        message; ``IpcMain.add_guard`` installs one later. Once there, it
+        stays: messages waiting for an async guard keep their order.
+        """
+        # The allowlists are fixed when the renderer connects.
         listed = self.main.allowed_channels is not None or self.allowed is not None
-        return Gatekeeper(
-            endpoint,
-            self.is_allowed if listed else None,
-            self.main._guards,
-            self.guard_event,
-        )
+        if endpoint.gate is None and (listed or guarded or self.main._guards.callbacks):
+            endpoint.gate = Gatekeeper(
+                endpoint,
+                self.is_allowed if listed else None,
+                self.main._guards,
+                self.guard_event,
+            )
 
     def is_allowed(self, channel: str) -> bool:
         main_allowed = self.main.allowed_channels
@@ -666,7 +673,7 @@ class IpcMain(Registry):
                     heartbeat_timeout=self.heartbeat_timeout,
                 )
                 contents._endpoint = endpoint
-                endpoint.gate = link.gatekeeper(endpoint)
+                link.install_gate(endpoint)
                 tg.start_soon(self._handshake_watchdog, endpoint)
                 if task_status is not None:
                     task_status.started(link)
@@ -770,6 +777,9 @@ class IpcMain(Registry):
         """
         guards = self._guards
         guards.callbacks = (*guards.callbacks, Callback(fn, once=False))
+        for link in self._links:
+            if (endpoint := link.contents._endpoint) is not None:
+                link.install_gate(endpoint, guarded=True)
         return fn
 
     def remove_guard(self, fn: Callable[..., Any]) -> None:
