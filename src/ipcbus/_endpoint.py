@@ -887,7 +887,7 @@ class Endpoint:
                 args = shared
             try:
                 result = callback.fn(event, *args)
-                if _awaitable(result):
+                if result is not None and _awaitable(result):
                     # a plain callable that returned a coroutine
                     (pending := pending or []).append(result)
             except Exception as exc:
@@ -928,7 +928,7 @@ class Endpoint:
         for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
-                if _awaitable(result):
+                if result is not None and _awaitable(result):
                     await result
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
@@ -1033,7 +1033,7 @@ class Endpoint:
         except Exception as exc:
             self.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
             return
-        if _awaitable(result):
+        if result is not None and _awaitable(result):
             self._schedule(self._serve_awaitable, request_id, channel, result)
         else:
             self.reply_soon(request_id, channel, result)
@@ -1060,7 +1060,7 @@ class Endpoint:
             self._scopes[request_id] = scope
             try:
                 result = call()
-                if _awaitable(result):
+                if result is not None and _awaitable(result):
                     result = await result
             except Exception as exc:
                 self._queue_error(request_id, ErrorKind.REMOTE, exc)

@@ -25,8 +25,8 @@ _read_size = struct.Struct(">I").unpack_from
 _write_size = struct.Struct(">I").pack_into
 
 
-def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray) -> None:
-    """Encode ``body`` as one frame at the end of ``out``.
+def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray) -> int:
+    """Encode ``body`` as one frame at the end of ``out``; return the body's size.
 
     On an encoding error ``out`` is left exactly as it was and the error
     (``TypeError``, ``OverflowError`` or ``msgspec.EncodeError``) propagates.
@@ -37,7 +37,9 @@ def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray)
     except BaseException:
         del out[start:]
         raise
-    _write_size(out, start, len(out) - start - HEADER_SIZE)
+    size = len(out) - start - HEADER_SIZE
+    _write_size(out, start, size)
+    return size
 
 
 class FrameDecoder:

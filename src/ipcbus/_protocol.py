@@ -443,13 +443,12 @@ class Connection:
             FrameTooLargeError: the frame is over the limit the peer announced
                 in its handshake; nothing was queued and the connection lives on.
         """
-        start = len(self._outbox)
-        append_frame(self._encoder, body, self._outbox)
-        try:
-            self._check_size(len(self._outbox) - start - HEADER_SIZE)
-        except FrameTooLargeError:
-            del self._outbox[start:]
-            raise
+        out = self._outbox
+        start = len(out)
+        size = append_frame(self._encoder, body, out)
+        if self._peer_max_frame_size and size > self._peer_max_frame_size:
+            del out[start:]
+            self._check_size(size)  # raises
 
     def _check_size(self, size: int) -> None:
         limit = self._peer_max_frame_size
