@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 import ipcbus
 
@@ -101,3 +102,21 @@ async def test_listener_changes_between_messages_take_effect_at_once() -> None:
         "scoped 5",
         "first 5",
     ]
+
+
+async def test_handler_changes_between_invokes_take_effect_at_once() -> None:
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            ipc_main.handle("who", lambda event: "main")
+            async with ipc_main.connect_local() as renderer:
+                contents = ipc_main.get_all_web_contents()[0]
+                assert await renderer.invoke("who") == "main"
+                assert await renderer.invoke("who") == "main"
+                contents.ipc.handle_once("who", lambda event: "scoped once")
+                assert await renderer.invoke("who") == "scoped once"
+                assert await renderer.invoke("who") == "main"
+                ipc_main.remove_handler("who")
+                with pytest.raises(ipcbus.NoHandlerError):
+                    await renderer.invoke("who")
+                ipc_main.handle("who", lambda event: "main again")
+                assert await renderer.invoke("who") == "main again"

@@ -295,8 +295,10 @@ class Endpoint:
         self._credit_events: dict[int, anyio.Event] = {}  # streams we serve, out of credit
         self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
         self.gate: Gate | None = None
+        # Lookups by channel, valid while Registry.changes is _lookups_seen.
         self._listeners_cache: dict[str, tuple[tuple[Callback, ...], bool]] = {}
-        self._listeners_seen = -1  # Registry.changes when the cache was last valid
+        self._handlers_cache: dict[str, Callback] = {}
+        self._lookups_seen = -1
         self.stream_close_grace = 5.0  # seconds a closing generator gets to clean up
 
     @property
@@ -904,9 +906,8 @@ class Endpoint:
         per message instead of two registries' and a scan for async ones).
         """
         changes = Registry.changes
-        if changes != self._listeners_seen:
-            self._listeners_cache.clear()
-            self._listeners_seen = changes
+        if changes != self._lookups_seen:
+            self._forget_lookups(changes)
         found = self._listeners_cache.get(channel)
         if found is None:
             listeners = self._owner.find_listeners(channel)
@@ -916,6 +917,23 @@ class Endpoint:
             if listeners and Registry.changes == changes:
                 self._listeners_cache[channel] = found
         return found
+
+    def _handler_of(self, channel: str) -> Callback | None:
+        """The handler for one invoke or stream on ``channel`` (cached like listeners)."""
+        changes = Registry.changes
+        if changes != self._lookups_seen:
+            self._forget_lookups(changes)
+        callback = self._handlers_cache.get(channel)
+        if callback is None:
+            callback = self._owner.find_handler(channel)
+            if callback is not None and Registry.changes == changes:  # not a handle_once
+                self._handlers_cache[channel] = callback
+        return callback
+
+    def _forget_lookups(self, changes: int) -> None:
+        self._listeners_cache.clear()
+        self._handlers_cache.clear()
+        self._lookups_seen = changes
 
     async def _run_listeners(
         self,
@@ -1004,7 +1022,7 @@ class Endpoint:
         the arguments do not fit its annotations.
         """
         channel, request_id = event.channel, event.request_id
-        callback = self._owner.find_handler(channel)
+        callback = self._handler_of(channel)
         if callback is None:
             self.reply_error_soon(
                 request_id,

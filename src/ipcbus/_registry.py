@@ -48,8 +48,8 @@ class Callback:
 class Registry:
     """``on``/``once``/``off``/``handle``... for one scope (SPEC sections 2 and 3)."""
 
-    #: Bumped by every change to any registry's listeners, so that a cache of
-    #: lookups (the endpoint's) knows when it is out of date.
+    #: Bumped by every change to any registry's listeners or handlers, so that
+    #: a cache of lookups (the endpoint's) knows when it is out of date.
     changes: ClassVar[int] = 0
 
     def __init__(self) -> None:
@@ -135,6 +135,7 @@ class Registry:
 
     def remove_handler(self, channel: str) -> None:
         """Remove the handler of ``channel``; no error if there is none."""
+        Registry.changes += 1
         self._handlers.pop(channel, None)
 
     # ---- for dispatch --------------------------------------------------
@@ -150,6 +151,7 @@ class Registry:
         """The handler to run for one invoke; a ``handle_once`` one is removed first."""
         callback = self._handlers.get(channel)
         if callback is not None and callback.once:
+            Registry.changes += 1
             del self._handlers[channel]
         return callback
 
@@ -183,6 +185,7 @@ class Registry:
         def register(fn: F) -> F:
             if channel in self._handlers:
                 raise HandlerExistsError(f"Attempted to register a second handler for {channel!r}")
+            Registry.changes += 1
             self._handlers[channel] = Callback(fn, once)
             return fn
 
