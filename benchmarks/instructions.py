@@ -1,0 +1,92 @@
+"""Instructions per operation, counted by callgrind: a measure the machine's load does not move.
+
+    python benchmarks/instructions.py            # send and invoke, about a minute
+    python benchmarks/instructions.py --kind C   # one of them
+
+Runs ``python benchmarks/instructions.py --run KIND N`` (main and one renderer in
+one process, over a unix socket) under ``valgrind --tool=callgrind`` for two
+values of N and divides the difference in instructions by the difference in
+N, so start-up and connecting cancel out. Both sides are counted. Needs
+valgrind (``apt-get install valgrind``).
+
+KIND ``C``: one-way ``send`` to a sync ``on`` listener (then one ``invoke``
+that checks the count); ``B``: ``invoke`` of a sync handler, 64 in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+
+import anyio
+
+from ipcbus import IpcMain, IpcRenderer
+
+
+async def _workload(kind: str, n: int) -> None:
+    count = 0
+
+    def sink(event: object, x: int) -> None:
+        nonlocal count
+        count += 1
+
+    ipc_main = IpcMain()
+    ipc_main.on("sink", sink)
+    ipc_main.handle("inc", lambda event, x: x + 1)
+    ipc_main.handle("totals", lambda event: count)
+    async with ipc_main:
+        listener = await ipc_main.listen()
+        renderer = IpcRenderer()
+        async with renderer.connect(listener.address, token=listener.token):
+            if kind == "C":
+                for i in range(n):
+                    await renderer.send("sink", i)
+                if await renderer.invoke("totals") != n:
+                    raise SystemExit("C: the count is wrong")
+            else:
+
+                async def worker() -> None:
+                    for i in range(n // 64):
+                        if await renderer.invoke("inc", i) != i + 1:
+                            raise SystemExit("B: a wrong result")
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(64):
+                        tg.start_soon(worker)
+
+
+def _instructions(kind: str, n: int) -> int:
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    out = subprocess.run(
+        [*valgrind, sys.executable, __file__, "--run", kind, str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    found = re.search(r"Collected : ([\d,]+)", out)
+    if found is None:
+        raise SystemExit(f"no instruction count in valgrind's output:\n{out}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=["B", "C"], action="append")
+    parser.add_argument("--small", type=int, default=2_000)
+    parser.add_argument("--large", type=int, default=12_000)
+    parser.add_argument("--run", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        anyio.run(_workload, args.run[0], int(args.run[1]))
+        return
+    names = {"C": "one-way send + listener", "B": "invoke + handler, 64 in flight"}
+    for kind in args.kind or ["C", "B"]:
+        small, large = _instructions(kind, args.small), _instructions(kind, args.large)
+        per_op = (large - small) / (args.large - args.small)
+        print(f"{kind} {names[kind]}: {per_op:,.0f} instructions per operation (both sides)")
+
+
+if __name__ == "__main__":
+    main()
