@@ -874,7 +874,9 @@ class Endpoint:
         if self._pending_starts or any_async:
             self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
             return
-        # The common case, inline: the same steps as _listener_calls, without a generator.
+        # The common case, inline: the same steps as _listener_calls without the
+        # generator, which costs 2,000 instructions (5 %) per message
+        # (benchmarks/instructions.py).
         pending: list[Awaitable[Any]] | None = None
         shared: list[Any] | tuple[Any, ...] | None = None  # decoded once for untyped listeners
         for callback in listeners:
