@@ -891,7 +891,11 @@ class Endpoint:
                 args = shared
             try:
                 result = callback.fn(event, *args)
-                if result is not None and _awaitable(result):
+                if (
+                    result is not None
+                    and type(result) not in _PLAIN
+                    and inspect.isawaitable(result)
+                ):
                     # a plain callable that returned a coroutine
                     (pending := pending or []).append(result)
             except Exception as exc:
@@ -948,7 +952,11 @@ class Endpoint:
         for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
-                if result is not None and _awaitable(result):
+                if (
+                    result is not None
+                    and type(result) not in _PLAIN
+                    and inspect.isawaitable(result)
+                ):
                     await result
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
@@ -1053,7 +1061,7 @@ class Endpoint:
         except Exception as exc:
             self.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
             return
-        if result is not None and _awaitable(result):
+        if result is not None and type(result) not in _PLAIN and inspect.isawaitable(result):
             self._schedule(self._serve_awaitable, request_id, channel, result)
         else:
             self.reply_soon(request_id, channel, result)
@@ -1080,7 +1088,11 @@ class Endpoint:
             self._scopes[request_id] = scope
             try:
                 result = call()
-                if result is not None and _awaitable(result):
+                if (
+                    result is not None
+                    and type(result) not in _PLAIN
+                    and inspect.isawaitable(result)
+                ):
                     result = await result
             except Exception as exc:
                 self._queue_error(request_id, ErrorKind.REMOTE, exc)
@@ -1204,14 +1216,9 @@ class Endpoint:
                 logger.exception("closing the generator for %r raised", channel)
 
 
-#: Results that are never awaitable: checked first, as ``inspect.isawaitable``
-#: costs an ABC check for every plain value a handler returns.
+#: Results that are never awaitable: checked first (inline, on the hot path), as
+#: ``inspect.isawaitable`` costs an ABC check for every plain value returned.
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
-
-
-def _awaitable(result: object) -> bool:
-    """``inspect.isawaitable(result)``, quickly for the common plain values."""
-    return type(result) not in _PLAIN and inspect.isawaitable(result)
 
 
 def _any_async(callbacks: tuple[Callback, ...]) -> bool:
