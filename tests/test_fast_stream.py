@@ -6,12 +6,18 @@ read a large frame's bytes straight into the frame (``receive_into``).
 
 from __future__ import annotations
 
+import os
 import socket
 
 import anyio
+import msgspec
 import pytest
 
 from ipcbus._aio import AsyncioSocketStream
+from ipcbus._wire import Reply, Request, RequestKind
+
+from .faults._raw import RawPeer, frames, raw_args
+from .helpers import running_main
 
 
 async def _pair() -> tuple[AsyncioSocketStream, socket.socket]:
@@ -148,3 +154,36 @@ async def test_a_large_send_to_a_peer_that_leaves_fails_instead_of_hanging() -> 
             with pytest.raises(anyio.BrokenResourceError):
                 await stream.send(big)
     await stream.aclose()
+
+
+@pytest.mark.skipif(bool(os.environ.get("IPCBUS_NO_FASTPATH")), reason="a fast-path feature")
+async def test_a_long_read_of_invokes_is_answered_in_several_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replies leave every 16 calls of a long read, so the caller can start on them
+    while main makes the rest; all in order, none lost."""
+    writes: list[int] = []
+    write_nowait = AsyncioSocketStream.write_nowait
+
+    def counting(self: AsyncioSocketStream, data: bytes | bytearray) -> None:
+        writes.append(len(data))
+        write_nowait(self, data)
+
+    monkeypatch.setattr(AsyncioSocketStream, "write_nowait", counting)
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            ipc_main.handle("inc", lambda event, x: x + 1)
+            listener = await ipc_main.listen()
+            async with RawPeer.connect(listener.address) as peer:  # not the fast path
+                await peer.handshake(listener.token)
+                writes.clear()
+                calls = [Request(i + 1, RequestKind.INVOKE, "inc", raw_args(i)) for i in range(64)]
+                await peer.send(frames(*calls))  # one write: main reads them at once
+                replies = [await peer.receive() for _ in calls]
+    assert [(r.request_id, r.ok) for r in replies if isinstance(r, Reply)] == [
+        (i + 1, True) for i in range(64)
+    ]
+    assert [msgspec.msgpack.decode(r.value) for r in replies if isinstance(r, Reply)] == [
+        i + 1 for i in range(64)
+    ]
+    assert len(writes) >= 4, writes

@@ -91,6 +91,7 @@ _MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pause
 _SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
 _BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
 _CALLS = (RequestReceived, MessageReceived)  # the events that start handlers
+_EARLY_WRITE = 16  # in a read of more frames than this, replies leave every this many
 _WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
 
@@ -386,7 +387,8 @@ class Endpoint:
         backlog = self._backlog
         handle = self._handle
         conn = self.conn
-        for event in events:
+        early = _EARLY_WRITE if self._direct is not None and len(events) > _EARLY_WRITE else 0
+        for i, event in enumerate(events, 1):
             # not (backlog or self._full()), inline: this runs once per frame
             if not isinstance(event, _CALLS) or not (
                 backlog
@@ -394,6 +396,10 @@ class Endpoint:
                 or conn.pending_output > _MAX_PENDING_OUTPUT
             ):
                 handle(event)
+                if early and not i % early and conn.pending_output and not self._writing:
+                    # A long read: send the replies made so far, so the peer works
+                    # on them while we make the rest (both sides busy at once).
+                    self._write_now()
             else:
                 if isinstance(event, MessageReceived) and event.ports:
                     # Land its ports now: the frames that follow may name them.
