@@ -341,10 +341,7 @@ class Endpoint:
                         if conn.pending_output:
                             # Replies made inline, a Pong, a Goodbye: one write for the
                             # whole read, now rather than on the loop's next turn.
-                            if self._direct is not None and not self._writing:
-                                self._write_now()
-                            else:
-                                self._kick()
+                            self._write_at_once()
                 # Graceful end: let the writer send what is left (a Goodbye).
                 with anyio.move_on_after(1, shield=True):
                     await self._kick().done.wait()
@@ -396,10 +393,10 @@ class Endpoint:
                 or conn.pending_output > _MAX_PENDING_OUTPUT
             ):
                 handle(event)
-                if early and not i % early and conn.pending_output and not self._writing:
+                if early and not i % early and conn.pending_output:
                     # A long read: send the replies made so far, so the peer works
                     # on them while we make the rest (both sides busy at once).
-                    self._write_now()
+                    self._write_at_once()
             else:
                 if isinstance(event, MessageReceived) and event.ports:
                     # Land its ports now: the frames that follow may name them.
@@ -486,6 +483,17 @@ class Endpoint:
             direct.write_nowait(data)
         batch.finish()
         self._make_room()  # a reader paused on unsent output may read on
+
+    def _write_at_once(self) -> None:
+        """Write what is queued now if the stream can (fast path), else as ``_kick`` does.
+
+        Everything queued so far leaves in this write, in order; a write
+        callback already scheduled then finds nothing left to send.
+        """
+        if self._direct is not None and not self._writing:
+            self._write_now()
+        else:
+            self._kick()
 
     async def flush(self) -> None:
         """Return once everything queued so far has been handed to the transport.
@@ -720,12 +728,9 @@ class Endpoint:
         except FrameTooLargeError as exc:
             logger.warning("broadcast skipped %s: %s", self.name, exc)
             return False
-        if self._direct is not None and not (self._write_soon or self._writing):
-            # Nothing else is queued this turn: write now rather than schedule a
-            # callback per connection (a broadcast reaches every renderer at once).
-            self._write_now()
-        else:
-            self._kick()
+        # Write now rather than schedule a callback per connection (a broadcast
+        # reaches every renderer at once).
+        self._write_at_once()
         return True
 
     @property
