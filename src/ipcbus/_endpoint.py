@@ -382,26 +382,35 @@ class Endpoint:
     def _dispatch_batch(self, events: list[Event]) -> None:
         """Dispatch one read's events in order, holding calls back while full."""
         backlog = self._backlog
-        handle = self._handle
         conn = self.conn
         early = _EARLY_WRITE if self._direct is not None and len(events) > _EARLY_WRITE else 0
         for i, event in enumerate(events, 1):
-            # not (backlog or self._full()), inline: this runs once per frame
-            if not isinstance(event, _CALLS) or not (
+            if type(event) is not MessageReceived and type(event) is not RequestReceived:
+                self._handle(event)
+                continue
+            # backlog or self._full(), inline: this runs once per frame
+            if (
                 backlog
                 or self._active >= self._max_in_flight
                 or conn.pending_output > _MAX_PENDING_OUTPUT
             ):
-                handle(event)
-                if early and not i % early and conn.pending_output:
-                    # A long read: send the replies made so far, so the peer works
-                    # on them while we make the rest (both sides busy at once).
-                    self._write_at_once()
+                self._hold(event)
+                continue
+            if type(event) is MessageReceived and self.gate is None and not event.ports:
+                self._dispatch_message(event.channel, event.args, None)  # the commonest
             else:
-                if isinstance(event, MessageReceived) and event.ports:
-                    # Land its ports now: the frames that follow may name them.
-                    self._landed[id(event)] = self._owner.receive_ports(event.ports)
-                backlog.append(event)
+                self._handle(event)
+            if early and not i % early and conn.pending_output:
+                # A long read: send the replies made so far, so the peer works
+                # on them while we make the rest (both sides busy at once).
+                self._write_at_once()
+
+    def _hold(self, event: MessageReceived | RequestReceived) -> None:
+        """Keep a call for later, in order, while too many are in flight."""
+        if type(event) is MessageReceived and event.ports:
+            # Land its ports now: the frames that follow may name them.
+            self._landed[id(event)] = self._owner.receive_ports(event.ports)
+        self._backlog.append(event)
 
     async def _pause(self) -> None:
         """Stop reading until the calls in flight and the unsent output allow more."""
@@ -627,14 +636,19 @@ class Endpoint:
         Backpressure: while more than ``_SEND_HIGH_WATER`` bytes wait to be
         written, it waits for the writer to hand them to the transport.
         """
-        self.require_open()
+        conn = self.conn
+        if conn.state is not State.OPEN:
+            self.require_open()
         try:
-            self.conn.send_message(channel, args)
+            conn.send_message(channel, args)
         except _ENCODE_ERRORS as exc:
             raise encode_error("send", channel, args, exc) from None
         except FrameTooLargeError as exc:
             raise too_large("send", channel, exc) from None
-        await self.queued()
+        if conn.pending_output > _SEND_HIGH_WATER:  # self.queued(), inline
+            await self.flush()
+        else:
+            self._kick()
 
     async def post_message(
         self,
@@ -865,7 +879,10 @@ class Endpoint:
         request_id: int | None,
         ports: list[Any] | None = None,
     ) -> None:
-        listeners, any_async = self._listeners_of(channel)
+        found = self._listeners_cache.get(channel)  # _listeners_of, inline for a hit
+        if found is None or Registry.changes != self._lookups_seen:
+            found = self._listeners_of(channel)
+        listeners, any_async = found
         if not listeners:
             if request_id is None:
                 logger.debug("dropped a message on %r from %s: no listener", channel, self.name)
@@ -893,8 +910,10 @@ class Endpoint:
         for callback in listeners:
             typed = callback.signature.typed
             if shared is None or typed:
-                args = self._decode_for(callback, channel, raw, slot)
-                if args is None:
+                try:
+                    args = callback.signature.decode(channel, raw)
+                except ValidationError as exc:
+                    self._arguments_failed(callback, channel, exc, slot)
                     continue
                 if not typed:
                     shared = args
@@ -1017,15 +1036,20 @@ class Endpoint:
         try:
             return callback.signature.decode(channel, raw)
         except ValidationError as exc:
-            logger.warning(
-                "listener %r on %r not called: its arguments do not fit its annotations",
-                callback.fn,
-                channel,
-            )
-            logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
-            if slot is not None:
-                slot.fail(ErrorKind.VALIDATION, exc)
+            self._arguments_failed(callback, channel, exc, slot)
             return None
+
+    def _arguments_failed(
+        self, callback: Callback, channel: str, exc: ValidationError, slot: ReplySlot | None
+    ) -> None:
+        logger.warning(
+            "listener %r on %r not called: its arguments do not fit its annotations",
+            callback.fn,
+            channel,
+        )
+        logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
+        if slot is not None:
+            slot.fail(ErrorKind.VALIDATION, exc)
 
     def _listener_failed(self, channel: str, exc: Exception, slot: ReplySlot | None) -> None:
         logger.error("listener for %r from %s raised", channel, self.name, exc_info=exc)

@@ -122,6 +122,31 @@ class FrameDecoder:
                 return None  # all parsed: the usual end of a read
         return self._next_body_split()
 
+    def whole_bodies(self) -> list[memoryview]:
+        """Every body from the next on that lies wholly in the fed input, in order.
+
+        Views of the input, as :meth:`next_body` returns them, but for a whole
+        read at once. Stops before the first frame that is split across feeds
+        or over ``max_frame_size``: :meth:`next_body` takes that one (and
+        raises for it), so a list that ends early is no error.
+        """
+        if self._body is not None or self._head:
+            return []
+        chunk, pos, limit = self._chunk, self._pos, self.max_frame_size
+        bodies: list[memoryview] = []
+        append = bodies.append
+        last = len(chunk) - HEADER_SIZE  # the last offset a header may start at
+        while pos <= last:
+            (size,) = _read_size(chunk, pos)
+            start = pos + HEADER_SIZE
+            end = start + size
+            if end > len(chunk) or size > limit:
+                break
+            append(chunk[start:end])
+            pos = end
+        self._pos = pos
+        return bodies
+
     def _next_body_split(self) -> memoryview | bytearray | None:
         """:meth:`next_body` for a frame that is not wholly in the current chunk."""
         chunk, pos = self._chunk, self._pos

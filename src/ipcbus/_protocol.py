@@ -53,12 +53,9 @@ from ._events import (
     ConnectionTerminated,
     Event,
     HandshakeCompleted,
-    MessageReceived,
     PortClosed,
     PortMessageReceived,
-    ReplyReceived,
     RequestCancelled,
-    RequestReceived,
     StreamCreditReceived,
     StreamItemReceived,
 )
@@ -246,12 +243,14 @@ class Connection:
 
     def _parse(self) -> None:
         frames = self._frames
-        next_body, decode, handle = frames.next_body, _body_decoder.decode, self._handle
         try:
             # _handle may close the connection: re-read the state after every frame.
-            while (raw := next_body()) is not None:
-                handle(decode(raw))
-                if self.state is State.CLOSED:  # handle may have closed it
+            while self.state is not State.CLOSED:
+                if self.state is State.OPEN and (bodies := frames.whole_bodies()):
+                    self._handle_open(bodies)  # the hot path: a read of whole frames
+                elif (raw := frames.next_body()) is not None:
+                    self._handle(_body_decoder.decode(raw))
+                else:
                     break
         except FrameTooLargeError as exc:
             self._terminate(CloseCode.FRAME_TOO_LARGE, f"protocol error: {exc}")
@@ -262,6 +261,22 @@ class Connection:
             self._terminate(CloseCode.PROTOCOL_ERROR, f"protocol error: malformed frame: {exc}")
         except _PeerViolation as exc:
             self._terminate(exc.code, str(exc))
+
+    def _handle_open(self, bodies: list[memoryview]) -> None:
+        """:meth:`_handle` for many frames of an open connection, oldest first.
+
+        A plain Message (the commonest frame, and one that needs no check)
+        becomes its event here, without a call per frame.
+        """
+        decode, events, handle = _body_decoder.decode, self._events, self._handle
+        for raw in bodies:
+            body = decode(raw)
+            if type(body) is Message and not body.ports:
+                events.append(body)  # MessageReceived
+            else:
+                handle(body)
+                if self.state is State.CLOSED:  # a Goodbye, or a violation we answered
+                    return
 
     def receive_eof(self, why: str | None = None) -> None:
         """The peer's byte stream ended (or the driver gave up on it). Idempotent.
@@ -295,10 +310,11 @@ class Connection:
         """
         if self.state is not State.OPEN:
             self._require_open("send a message")
-        if ports:
-            self._queue_payload(Message(channel, raw_args(args), ports))
-        else:
-            self._queue_payload(Message(channel, raw_args(args)))
+        # args as the Raw field (see raw_args; the call is left out on this hot path)
+        body = Message(channel, args, ports) if ports else Message(channel, args)
+        size = append_frame(self._encoder, body, self._outbox)
+        if self._peer_max_frame_size and size > self._peer_max_frame_size:
+            self._unqueue(size)  # raises
 
     def send_prepared(self, frame: bytes) -> None:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers)."""
@@ -443,12 +459,14 @@ class Connection:
             FrameTooLargeError: the frame is over the limit the peer announced
                 in its handshake; nothing was queued and the connection lives on.
         """
-        out = self._outbox
-        start = len(out)
-        size = append_frame(self._encoder, body, out)
+        size = append_frame(self._encoder, body, self._outbox)
         if self._peer_max_frame_size and size > self._peer_max_frame_size:
-            del out[start:]
-            self._check_size(size)  # raises
+            self._unqueue(size)  # raises
+
+    def _unqueue(self, size: int) -> None:
+        """Take back the frame just queued, of ``size`` body bytes, and raise for it."""
+        del self._outbox[-(HEADER_SIZE + size) :]
+        self._check_size(size)  # raises
 
     def _check_size(self, size: int) -> None:
         limit = self._peer_max_frame_size
@@ -490,7 +508,7 @@ class Connection:
             if body.ports:
                 for ref in body.ports:
                     self._check_ref(ref)
-            self._events.append(MessageReceived(body.channel, body.args, body.ports))
+            self._events.append(body)  # the frame is the event (MessageReceived)
         elif type(body) is Request:
             request_id = body.request_id
             if request_id <= self._peer_last_request_id:
@@ -502,14 +520,14 @@ class Connection:
             self._serving.add(request_id)
             if body.kind is RequestKind.STREAM:
                 self._credit[request_id] = 0
-            self._events.append(RequestReceived(request_id, body.kind, body.channel, body.args))
+            self._events.append(body)  # RequestReceived
         elif type(body) is Reply:
             request_id = body.request_id
             if request_id in self._awaiting:
                 self._awaiting.remove(request_id)
                 if self._granted:
                     self._granted.pop(request_id, None)
-                self._events.append(ReplyReceived(request_id, body.ok, body.value))
+                self._events.append(body)  # ReplyReceived
             elif request_id in self._cancelled:
                 self._cancelled.remove(request_id)  # crossed our Cancel
             else:

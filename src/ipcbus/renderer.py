@@ -204,8 +204,12 @@ class IpcRenderer(Registry):
 
     async def send(self, channel: str, *args: Any) -> None:
         """Send to main's ``ipc_main.on(channel)`` listeners; fire and forget."""
-        check_channel(channel)
-        await self._open_endpoint().send_message(channel, args)
+        if type(channel) is not str or not channel:  # the common case without a call
+            check_channel(channel)
+        endpoint = self._endpoint
+        if endpoint is None:
+            endpoint = self._open_endpoint()  # raises
+        await endpoint.send_message(channel, args)
 
     async def send_sync(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """Send to main's listeners and return the ``event.return_value`` they set."""
