@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import msgspec
 
 from ._buffers import body_buffer
 from ._endpoint import Endpoint, ReplySlot
@@ -28,7 +29,7 @@ from .ports import MessagePortMain, check_transfer, current_host
 __all__ = ("IpcRenderer", "IpcRendererEvent", "connect")
 
 
-class IpcRendererEvent:
+class IpcRendererEvent(msgspec.Struct, eq=False):
     """What an ``ipc_renderer.on`` listener or ``handle`` handler receives.
 
     Attributes:
@@ -38,13 +39,11 @@ class IpcRendererEvent:
         ports: message ports sent along, else empty.
     """
 
-    __slots__ = ("channel", "ports", "sender", "sender_id")
-
-    def __init__(self, channel: str, sender: IpcRenderer, ports: list[Any]) -> None:
-        self.channel = channel
-        self.sender = sender
-        self.sender_id = 0
-        self.ports = ports
+    # A msgspec Struct for the speed of making one per message, not for encoding.
+    channel: str
+    sender: IpcRenderer
+    ports: list[Any] = []
+    sender_id: int = 0
 
     def __repr__(self) -> str:
         return f"<IpcRendererEvent channel={self.channel!r}>"
@@ -264,10 +263,10 @@ class IpcRenderer(Registry):
         return self.take_handler(channel)
 
     def make_event(self, channel: str, slot: ReplySlot | None) -> IpcRendererEvent:
-        return IpcRendererEvent(channel, self, [])
+        return IpcRendererEvent(channel, self)
 
     def make_invoke_event(self, channel: str) -> IpcRendererEvent:
-        return IpcRendererEvent(channel, self, [])
+        return IpcRendererEvent(channel, self)
 
     def handshake_completed(self, event: HandshakeCompleted) -> None:
         self.id = event.renderer_id
