@@ -38,7 +38,7 @@ import logging
 import math
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -70,10 +70,10 @@ from ._events import (
     StreamCreditReceived,
     StreamItemReceived,
 )
-from ._protocol import Connection, State
+from ._protocol import CLOSED, OPEN, Connection
 from ._registry import Callback, Registry
 from ._values import DECODE_ERRORS, ENCODE_ERRORS, decode_value, encode_error
-from ._wire import CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
+from ._wire import INVOKE, CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
 
 __all__ = ("Endpoint", "Gate", "Owner", "ReplySlot", "StreamWaiter", "logger")
 
@@ -104,7 +104,7 @@ class Owner(Protocol):
     def make_invoke_event(self, channel: str) -> Any: ...
     def handshake_completed(self, event: HandshakeCompleted) -> None: ...
     def terminated(self, event: ConnectionTerminated) -> None: ...
-    def receive_ports(self, refs: list[PortRef]) -> list[Any]: ...
+    def receive_ports(self, refs: Sequence[PortRef]) -> list[Any]: ...
     def port_event(self, event: PortMessageReceived | PortClosed) -> None: ...
 
 
@@ -297,7 +297,7 @@ class Endpoint:
         self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
         self.gate: Gate | None = None
         # Lookups by channel, valid while Registry.changes is _lookups_seen.
-        self._listeners_cache: dict[str, tuple[tuple[Callback, ...], bool]] = {}
+        self._listeners_cache: dict[str, tuple[tuple[Callback, ...], bool, bool]] = {}
         self._handlers_cache: dict[str, Callback] = {}
         self._lookups_seen = -1
         self.stream_close_grace = 5.0  # seconds a closing generator gets to clean up
@@ -323,7 +323,7 @@ class Endpoint:
                     helpers.start_soon(self._watchdog)
                 self._kick()  # a renderer's Hello is queued at birth
                 with self._reader_scope:
-                    while conn.state is not State.CLOSED:
+                    while conn.state is not CLOSED:
                         window = conn.receive_buffer() if receive_into is not None else None
                         try:
                             if window is not None and receive_into is not None:
@@ -383,27 +383,35 @@ class Endpoint:
         """Dispatch one read's events in order, holding calls back while full."""
         backlog = self._backlog
         conn = self.conn
-        early = _EARLY_WRITE if self._direct is not None and len(events) > _EARLY_WRITE else 0
-        for i, event in enumerate(events, 1):
-            if type(event) is not MessageReceived and type(event) is not RequestReceived:
+        early = self._direct is not None and len(events) > _EARLY_WRITE
+        congested = conn.pending_output > _MAX_PENDING_OUTPUT  # checked every few calls
+        countdown = _EARLY_WRITE
+        for event in events:
+            if type(event) is MessageReceived:
+                # not (backlog or self._full()), inline: this runs once per frame
+                if backlog or congested or self._active >= self._max_in_flight:
+                    self._hold(event)
+                    continue
+                if self.gate is None and not event.ports:
+                    self._dispatch_message(event.channel, event.args, None)  # the commonest
+                else:
+                    self._handle(event)
+            elif type(event) is RequestReceived:
+                if backlog or congested or self._active >= self._max_in_flight:
+                    self._hold(event)
+                    continue
                 self._handle(event)
-                continue
-            # backlog or self._full(), inline: this runs once per frame
-            if (
-                backlog
-                or self._active >= self._max_in_flight
-                or conn.pending_output > _MAX_PENDING_OUTPUT
-            ):
-                self._hold(event)
-                continue
-            if type(event) is MessageReceived and self.gate is None and not event.ports:
-                self._dispatch_message(event.channel, event.args, None)  # the commonest
             else:
                 self._handle(event)
-            if early and not i % early and conn.pending_output:
-                # A long read: send the replies made so far, so the peer works
-                # on them while we make the rest (both sides busy at once).
-                self._write_at_once()
+                continue
+            countdown -= 1
+            if not countdown:
+                countdown = _EARLY_WRITE
+                if early and conn.pending_output:
+                    # A long read: send the replies made so far, so the peer works
+                    # on them while we make the rest (both sides busy at once).
+                    self._write_at_once()
+                congested = conn.pending_output > _MAX_PENDING_OUTPUT
 
     def _hold(self, event: MessageReceived | RequestReceived) -> None:
         """Keep a call for later, in order, while too many are in flight."""
@@ -433,7 +441,7 @@ class Endpoint:
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
         """Say Goodbye, stop reading and wait until the stream is closed."""
-        if self.conn.state is not State.CLOSED:
+        if self.conn.state is not CLOSED:
             self.conn.close(code, reason)
             self.handle_events()
         self._reader_scope.cancel()
@@ -597,7 +605,7 @@ class Endpoint:
                     )
                     await self._stream.aclose()  # wakes the stuck writer
                     return
-                if self.conn.state is not State.OPEN or not interval:
+                if self.conn.state is not OPEN or not interval:
                     continue
                 if silent > silence_limit:
                     self._link_lost(f"no data from {self.name} for {silent:.1f} s (heartbeat)")
@@ -610,11 +618,11 @@ class Endpoint:
 
     def flush_later(self) -> None:
         """Have the writer send what is queued, without waiting for it (plain callers)."""
-        if self.conn.state is State.OPEN:
+        if self.conn.state is OPEN:
             self._kick()
 
     def _link_lost(self, reason: str) -> None:
-        if self.conn.state is not State.CLOSED:
+        if self.conn.state is not CLOSED:
             logger.warning("connection to %s lost: %s", self.name, reason)
             self.conn.receive_eof(reason)
             self.handle_events()
@@ -625,30 +633,32 @@ class Endpoint:
         return self.termination.reason if self.termination else "not connected"
 
     def require_open(self) -> None:
-        if self.conn.state is not State.OPEN:
+        if self.conn.state is not OPEN:
             raise ConnectionClosedError(
                 f"connection to {self.name} is closed ({self.reason}); connect again to send more"
             )
 
-    async def send_message(self, channel: str, args: tuple[Any, ...]) -> None:
-        """Fire and forget; returns once the frame is queued for the writer.
+    def queue_message(self, channel: str, args: tuple[Any, ...]) -> bool:
+        """Queue a fire-and-forget message and have it sent.
 
-        Backpressure: while more than ``_SEND_HIGH_WATER`` bytes wait to be
-        written, it waits for the writer to hand them to the transport.
+        Returns ``True`` if the caller must then ``await flush()``: more than
+        ``_SEND_HIGH_WATER`` bytes wait to be written (backpressure). Not a
+        coroutine itself, so ``send`` costs one coroutine, not two.
         """
         conn = self.conn
-        if conn.state is not State.OPEN:
+        if conn.state is not OPEN:
             self.require_open()
         try:
-            conn.send_message(channel, args)
+            pending = conn.send_message(channel, args)
         except _ENCODE_ERRORS as exc:
             raise encode_error("send", channel, args, exc) from None
         except FrameTooLargeError as exc:
             raise too_large("send", channel, exc) from None
-        if conn.pending_output > _SEND_HIGH_WATER:  # self.queued(), inline
-            await self.flush()
-        else:
+        if pending > _SEND_HIGH_WATER:  # self.congested, inline
+            return True
+        if not self._write_soon:  # else a write already comes on the loop's next turn
             self._kick()
+        return False
 
     async def post_message(
         self,
@@ -711,7 +721,7 @@ class Endpoint:
                         f"{_WHAT[kind]} {channel!r} got no reply within {timeout} s"
                         + (
                             "; the remote handler was told to stop"
-                            if kind is RequestKind.INVOKE
+                            if kind is INVOKE
                             else "; a late reply will be discarded"
                         )
                     ) from None
@@ -735,7 +745,7 @@ class Endpoint:
 
     def queue_prepared(self, frame: bytes) -> bool:
         """Queue a prepared frame and have it sent; ``False`` if the link is closed."""
-        if self.conn.state is not State.OPEN:
+        if self.conn.state is not OPEN:
             return False
         try:
             self.conn.send_prepared(frame)
@@ -882,7 +892,34 @@ class Endpoint:
         found = self._listeners_cache.get(channel)  # _listeners_of, inline for a hit
         if found is None or Registry.changes != self._lookups_seen:
             found = self._listeners_of(channel)
-        listeners, any_async = found
+        listeners, plain, any_async = found
+        if plain and request_id is None and not self._pending_starts:
+            # The common case: a message for plain listeners, called here, in order.
+            event = self._owner.make_event(channel, None)
+            if ports:
+                event.ports = ports
+            try:
+                args = listeners[0].signature.decode(channel, raw)  # untyped: one for all
+            except ValidationError as exc:
+                for callback in listeners:
+                    self._arguments_failed(callback, channel, exc, None)
+                return
+            pending: list[Awaitable[Any]] | None = None
+            for callback in listeners:
+                try:
+                    result = callback.fn(event, *args)
+                    if (
+                        result is not None
+                        and type(result) not in _PLAIN
+                        and inspect.isawaitable(result)
+                    ):
+                        # a plain callable that returned a coroutine
+                        (pending := pending or []).append(result)
+                except Exception as exc:
+                    self._listener_failed(channel, exc, None)
+            if pending:
+                self._schedule(self._await_listeners, pending, channel, None)
+            return
         if not listeners:
             if request_id is None:
                 logger.debug("dropped a message on %r from %s: no listener", channel, self.name)
@@ -902,23 +939,8 @@ class Endpoint:
         if self._pending_starts or any_async:
             self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
             return
-        # The common case, inline: the same steps as _listener_calls without the
-        # generator, which costs 2,000 instructions (5 %) per message
-        # (benchmarks/instructions.py).
-        pending: list[Awaitable[Any]] | None = None
-        shared: list[Any] | tuple[Any, ...] | None = None  # decoded once for untyped listeners
-        for callback in listeners:
-            typed = callback.signature.typed
-            if shared is None or typed:
-                try:
-                    args = callback.signature.decode(channel, raw)
-                except ValidationError as exc:
-                    self._arguments_failed(callback, channel, exc, slot)
-                    continue
-                if not typed:
-                    shared = args
-            else:
-                args = shared
+        pending = []  # coroutines that plain callables returned
+        for callback, args in self._listener_calls(listeners, channel, raw, slot):
             try:
                 result = callback.fn(event, *args)
                 if (
@@ -926,8 +948,7 @@ class Endpoint:
                     and type(result) not in _PLAIN
                     and inspect.isawaitable(result)
                 ):
-                    # a plain callable that returned a coroutine
-                    (pending := pending or []).append(result)
+                    pending.append(result)
             except Exception as exc:
                 self._listener_failed(channel, exc, slot)
         if pending:
@@ -935,8 +956,11 @@ class Endpoint:
         elif slot is not None:
             slot.set(None)
 
-    def _listeners_of(self, channel: str) -> tuple[tuple[Callback, ...], bool]:
-        """The listeners to call for one message on ``channel``, and whether any is async.
+    def _listeners_of(self, channel: str) -> tuple[tuple[Callback, ...], bool, bool]:
+        """The listeners to call for one message on ``channel``; are all plain; is any async.
+
+        Plain: there are some, and each is a sync callable without annotations
+        to check (so one decoding of the arguments serves them all).
 
         Looked up once per channel while no registry changes (one dict lookup
         per message instead of two registries' and a scan for async ones).
@@ -947,7 +971,7 @@ class Endpoint:
         found = self._listeners_cache.get(channel)
         if found is None:
             listeners = self._owner.find_listeners(channel)
-            found = (listeners, _any_async(listeners))
+            found = (listeners, _all_plain(listeners), _any_async(listeners))
             # Only channels with listeners (a peer's made-up channels must not
             # fill it), and only if taking them removed no `once` listener.
             if listeners and Registry.changes == changes:
@@ -1163,7 +1187,7 @@ class Endpoint:
     def end_stream(self, request_id: int, cancel: bool) -> None:
         """Forget a stream; if ``cancel``, tell the server to close its generator."""
         self._waiters.pop(request_id, None)
-        if cancel and self.conn.state is State.OPEN:
+        if cancel and self.conn.state is OPEN:
             self.conn.cancel_request(request_id)
             self.flush_later()
 
@@ -1261,6 +1285,15 @@ def _any_async(callbacks: tuple[Callback, ...]) -> bool:
         if callback.is_async:
             return True
     return False
+
+
+def _all_plain(callbacks: tuple[Callback, ...]) -> bool:
+    if not callbacks:
+        return False
+    for callback in callbacks:
+        if callback.is_async or callback.signature.typed:
+            return False
+    return True
 
 
 async def _open_iterator(result: Any, channel: str) -> AsyncIterator[Any]:

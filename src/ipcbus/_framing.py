@@ -23,6 +23,7 @@ __all__ = ("HEADER_SIZE", "FrameDecoder", "append_frame")
 HEADER_SIZE: Final = 4
 _read_size = struct.Struct(">I").unpack_from
 _write_size = struct.Struct(">I").pack_into
+_SMALL = 512  # bodies up to this size are copied out as bytes rather than viewed
 
 
 def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray) -> int:
@@ -59,7 +60,8 @@ class FrameDecoder:
     ) -> None:
         self.max_frame_size = max_frame_size
         self._new_buffer = new_buffer  # makes the buffer a split body is assembled in
-        self._chunk = memoryview(b"")  # the input being parsed
+        self._data = b""  # the input being parsed...
+        self._chunk = memoryview(self._data)  # ...and a view of it
         self._pos = 0  # next unparsed byte in _chunk
         self._head = bytearray()  # a header split across chunks
         self._body: bytearray | memoryview | None = None  # a body split across chunks
@@ -78,6 +80,7 @@ class FrameDecoder:
             data = b"".join((rest, data))
         elif type(data) is not bytes:
             data = bytes(data)
+        self._data = data
         self._chunk = memoryview(data)
         self._pos = 0
 
@@ -122,27 +125,30 @@ class FrameDecoder:
                 return None  # all parsed: the usual end of a read
         return self._next_body_split()
 
-    def whole_bodies(self) -> list[memoryview]:
+    def whole_bodies(self) -> list[bytes | memoryview]:
         """Every body from the next on that lies wholly in the fed input, in order.
 
-        Views of the input, as :meth:`next_body` returns them, but for a whole
-        read at once. Stops before the first frame that is split across feeds
-        or over ``max_frame_size``: :meth:`next_body` takes that one (and
+        As :meth:`next_body` would return them, one call for a whole read,
+        except that a small body comes as ``bytes`` (a copy of a few bytes is
+        cheaper than a view, and the cycle collector does not track it; a long
+        read of small frames would otherwise set off a collection every few
+        hundred frames). Stops before the first frame that is split across
+        feeds or over ``max_frame_size``: :meth:`next_body` takes that one (and
         raises for it), so a list that ends early is no error.
         """
         if self._body is not None or self._head:
             return []
-        chunk, pos, limit = self._chunk, self._pos, self.max_frame_size
-        bodies: list[memoryview] = []
+        data, chunk, pos, limit = self._data, self._chunk, self._pos, self.max_frame_size
+        bodies: list[bytes | memoryview] = []
         append = bodies.append
-        last = len(chunk) - HEADER_SIZE  # the last offset a header may start at
+        last = len(data) - HEADER_SIZE  # the last offset a header may start at
         while pos <= last:
-            (size,) = _read_size(chunk, pos)
+            (size,) = _read_size(data, pos)
             start = pos + HEADER_SIZE
             end = start + size
-            if end > len(chunk) or size > limit:
+            if end > len(data) or size > limit:
                 break
-            append(chunk[start:end])
+            append(data[start:end] if size <= _SMALL else chunk[start:end])
             pos = end
         self._pos = pos
         return bodies

@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio.abc
 import msgspec
@@ -197,7 +197,7 @@ class MainPortRouter:
 
     # ---- frames from a renderer ----------------------------------------
 
-    def land(self, sink: Sink, refs: list[PortRef]) -> list[MessagePortMain]:
+    def land(self, sink: Sink, refs: Sequence[PortRef]) -> list[MessagePortMain]:
         """Ports a renderer sent: each becomes an object in main (``event.ports``)."""
         return [self._land(sink, ref) for ref in refs]
 
@@ -469,7 +469,7 @@ class RendererPortRouter:
 
     # ---- frames from main ----------------------------------------------
 
-    def land(self, refs: list[PortRef]) -> list[MessagePortMain]:
+    def land(self, refs: Sequence[PortRef]) -> list[MessagePortMain]:
         """Ports main sent (``event.ports``)."""
         return [self._register(MessagePortMain(), ref.id) for ref in refs]
 

@@ -60,6 +60,11 @@ class RequestKind(enum.IntEnum):
     STREAM = 3  # stream: served by an async generator; StreamItems, then one Reply
 
 
+# The kinds by plain names, for hot paths (``RequestKind.INVOKE`` is looked up
+# through ``EnumType.__getattr__``, six times slower than a global).
+INVOKE, SYNC, STREAM = RequestKind.INVOKE, RequestKind.SYNC, RequestKind.STREAM
+
+
 class ErrorKind(enum.IntEnum):
     """Why a :class:`Reply` failed; decides the exception the caller sees."""
 
@@ -81,8 +86,14 @@ class CloseCode(enum.IntEnum):
     TOO_MANY_CONNECTIONS = 6
 
 
-class _Body(msgspec.Struct, frozen=True, array_like=True):
-    """Base of every frame body."""
+class _Body(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Base of every frame body.
+
+    ``gc=False``: a body refers to decoded values only, never back to itself
+    or to anything that could, so the cycle collector need not track it. A
+    long read holds thousands of them at once; tracked, they would set off a
+    collection every few hundred frames.
+    """
 
 
 class Hello(_Body, frozen=True, tag=1):
@@ -102,7 +113,7 @@ class Welcome(_Body, frozen=True, tag=2):
     max_frame_size: int = 0  # the largest frame I accept; 0: not said
 
 
-class PortRef(msgspec.Struct, frozen=True, array_like=True):
+class PortRef(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One message port end travelling in a frame (docs/ports-and-streams.md).
 
     Main -> renderer: only ``id``, the end's id (always > 0, allocated by main).
@@ -125,7 +136,7 @@ class Message(_Body, frozen=True, tag=3):
 
     channel: str
     args: msgspec.Raw
-    ports: list[PortRef] = []
+    ports: tuple[PortRef, ...] = ()  # a tuple: none decodes to the shared (), not a new list
 
 
 class Request(_Body, frozen=True, tag=4):

@@ -30,7 +30,7 @@ from ._events import (
 )
 from ._guards import Gatekeeper, Guards
 from ._portroute import MainPortRouter, Sink
-from ._protocol import Connection, Role, State, prepare_message
+from ._protocol import OPEN, Connection, Role, State, prepare_message
 from ._registry import Callback, Registry, check_channel
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import (
@@ -43,7 +43,7 @@ from ._transport import (
     stream_from_socket,
 )
 from ._values import ENCODE_ERRORS, encode_error
-from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, PortRef, RequestKind
+from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKind
 from .ports import MessagePortMain, check_transfer, current_host
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class WebContents:
 
     def _open_endpoint(self) -> Endpoint:
         endpoint = self._endpoint
-        if endpoint is None or endpoint.conn.state is not State.OPEN:
+        if endpoint is None or endpoint.conn.state is not OPEN:
             reason = endpoint.reason if endpoint is not None else "not connected"
             raise ConnectionClosedError(f"renderer {self.id} is gone ({reason})")
         return endpoint
@@ -175,12 +175,14 @@ class WebContents:
             SerializationError: an argument cannot be encoded; nothing was sent.
         """
         check_channel(channel)
-        await self._open_endpoint().send_message(channel, args)
+        endpoint = self._open_endpoint()
+        if endpoint.queue_message(channel, args):
+            await endpoint.flush()
 
     async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """Call the renderer's ``ipc_renderer.handle(channel)`` and return its result."""
         check_channel(channel)
-        return await self._open_endpoint().request(RequestKind.INVOKE, channel, args, timeout)
+        return await self._open_endpoint().request(INVOKE, channel, args, timeout)
 
     async def post_message(
         self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
@@ -286,7 +288,7 @@ class _Link:
 
     # ports and checks
 
-    def receive_ports(self, refs: list[PortRef]) -> list[Any]:
+    def receive_ports(self, refs: Sequence[PortRef]) -> list[Any]:
         return self.main._ports.land(self.contents._sink(), refs)
 
     def port_event(self, event: PortMessageReceived | PortClosed) -> None:
@@ -580,7 +582,7 @@ class IpcMain(Registry):
         with anyio.move_on_after(self.handshake_timeout):
             await link.handshake.wait()
         endpoint = link.contents._endpoint
-        if endpoint is None or endpoint.conn.state is not State.OPEN:
+        if endpoint is None or endpoint.conn.state is not OPEN:
             if endpoint is not None and endpoint.conn.state is State.HANDSHAKE:
                 await endpoint.close(CloseCode.PROTOCOL_ERROR, "no handshake in time")
             await link.contents.wait_closed()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Literal
 
@@ -18,12 +18,12 @@ from ._endpoint import Endpoint, ReplySlot
 from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
 from ._portroute import RendererPortRouter
-from ._protocol import Connection, Role, State
+from ._protocol import OPEN, Connection, Role, State
 from ._registry import Callback, Registry, check_channel
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
 from ._transport import connect as open_stream
-from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, PortRef, RequestKind
+from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKind
 from .ports import MessagePortMain, check_transfer, current_host
 
 __all__ = ("IpcRenderer", "IpcRendererEvent", "connect")
@@ -188,7 +188,7 @@ class IpcRenderer(Registry):
             await self._endpoint.closed.wait()
 
     def is_connected(self) -> bool:
-        return self._endpoint is not None and self._endpoint.conn.state is State.OPEN
+        return self._endpoint is not None and self._endpoint.conn.state is OPEN
 
     def _open_endpoint(self) -> Endpoint:
         """The connection; each of its calls checks that it is still open."""
@@ -208,7 +208,8 @@ class IpcRenderer(Registry):
         endpoint = self._endpoint
         if endpoint is None:
             endpoint = self._open_endpoint()  # raises
-        await endpoint.send_message(channel, args)
+        if endpoint.queue_message(channel, args):
+            await endpoint.flush()
 
     async def send_sync(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """Send to main's listeners and return the ``event.return_value`` they set."""
@@ -218,7 +219,7 @@ class IpcRenderer(Registry):
     async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """Call main's ``ipc_main.handle(channel)`` handler and return its result."""
         check_channel(channel)
-        return await self._open_endpoint().request(RequestKind.INVOKE, channel, args, timeout)
+        return await self._open_endpoint().request(INVOKE, channel, args, timeout)
 
     async def post_message(
         self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
@@ -278,7 +279,7 @@ class IpcRenderer(Registry):
             self._handshake.set()
         self._ports.connection_lost()
 
-    def receive_ports(self, refs: list[PortRef]) -> list[Any]:
+    def receive_ports(self, refs: Sequence[PortRef]) -> list[Any]:
         return self._ports.land(refs)
 
     def port_event(self, event: PortMessageReceived | PortClosed) -> None:
