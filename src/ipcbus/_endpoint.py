@@ -72,7 +72,14 @@ from ._events import (
 )
 from ._protocol import CLOSED, OPEN, Connection
 from ._registry import Callback, Registry
-from ._values import DECODE_ERRORS, ENCODE_ERRORS, decode_value, encode_error
+from ._values import (
+    DECODE_ERRORS,
+    ENCODE_ERRORS,
+    decode_argument_list,
+    decode_value,
+    encode_error,
+    invalid_arguments,
+)
 from ._wire import INVOKE, CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
 
 __all__ = ("Endpoint", "Gate", "Owner", "ReplySlot", "StreamWaiter", "logger")
@@ -101,11 +108,20 @@ class Owner(Protocol):
     def find_listeners(self, channel: str) -> tuple[Callback, ...]: ...
     def find_handler(self, channel: str) -> Callback | None: ...
     def make_event(self, channel: str, slot: ReplySlot | None) -> Any: ...
-    def make_invoke_event(self, channel: str) -> Any: ...
     def handshake_completed(self, event: HandshakeCompleted) -> None: ...
     def terminated(self, event: ConnectionTerminated) -> None: ...
     def receive_ports(self, refs: Sequence[PortRef]) -> list[Any]: ...
     def port_event(self, event: PortMessageReceived | PortClosed) -> None: ...
+
+    # Made per message or call, so built here without a call through the owner:
+    # ``_message_event(channel, _event_sender)`` (``make_event`` when a send_sync
+    # reply slot comes with it) and ``_invoke_event(channel, _event_sender)``.
+    @property
+    def _message_event(self) -> Callable[[str, Any], Any]: ...
+    @property
+    def _invoke_event(self) -> Callable[[str, Any], Any]: ...
+    @property
+    def _event_sender(self) -> Any: ...
 
 
 #: ``gate(event, ports)``: ``True`` to dispatch now; ``False`` if it rejected
@@ -262,6 +278,9 @@ class Endpoint:
         self._stream = stream
         self._tg = task_group
         self._owner = owner
+        self._message_event = owner._message_event
+        self._invoke_event = owner._invoke_event
+        self._event_sender = owner._event_sender
         self._send_tracebacks = send_tracebacks
         self._new_event = event_factory()
         # A stream that can write without waiting (the asyncio fast path).
@@ -895,14 +914,15 @@ class Endpoint:
         listeners, plain, any_async = found
         if plain and request_id is None and not self._pending_starts:
             # The common case: a message for plain listeners, called here, in order.
-            event = self._owner.make_event(channel, None)
+            event = self._message_event(channel, self._event_sender)
             if ports:
                 event.ports = ports
             try:
-                args = listeners[0].signature.decode(channel, raw)  # untyped: one for all
-            except ValidationError as exc:
+                args = decode_argument_list(raw)  # Signature.decode (untyped), without a call
+            except DECODE_ERRORS as exc:
+                error = invalid_arguments(channel, exc)
                 for callback in listeners:
-                    self._arguments_failed(callback, channel, exc, None)
+                    self._arguments_failed(callback, channel, error, None)
                 return
             pending: list[Awaitable[Any]] | None = None
             for callback in listeners:
@@ -940,9 +960,9 @@ class Endpoint:
             self._schedule(self._run_listeners, listeners, event, slot, channel, raw)
             return
         pending = []  # coroutines that plain callables returned
-        for callback, args in self._listener_calls(listeners, channel, raw, slot):
+        for callback, arguments in self._listener_calls(listeners, channel, raw, slot):
             try:
-                result = callback.fn(event, *args)
+                result = callback.fn(event, *arguments)
                 if (
                     result is not None
                     and type(result) not in _PLAIN
@@ -1104,7 +1124,7 @@ class Endpoint:
         except ValidationError as exc:
             self.reply_error_soon(request_id, ErrorKind.VALIDATION, exc)
             return None
-        return callback, args, self._owner.make_invoke_event(channel)
+        return callback, args, self._invoke_event(channel, self._event_sender)
 
     def _dispatch_invoke(self, event: RequestReceived) -> None:
         prepared = self._prepare_call(event)

@@ -18,12 +18,16 @@ import msgspec
 
 from ._errors import FrameTooLargeError
 
-__all__ = ("HEADER_SIZE", "FrameDecoder", "append_frame")
+__all__ = ("HEADER_SIZE", "SMALL_BODY", "FrameDecoder", "append_frame", "read_size")
 
 HEADER_SIZE: Final = 4
-_read_size = struct.Struct(">I").unpack_from
+read_size = _read_size = struct.Struct(">I").unpack_from  # (size,) of the header at an offset
 _write_size = struct.Struct(">I").pack_into
-_SMALL = 512  # bodies up to this size are copied out as bytes rather than viewed
+#: Bodies up to this size are best sliced out of the input as ``bytes``: a
+#: copy of a few bytes costs less than a view, and the cycle collector does
+#: not track ``bytes`` (a long read of small frames held as views would set off
+#: a collection every few hundred frames).
+SMALL_BODY: Final = 512
 
 
 def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray) -> int:
@@ -125,33 +129,24 @@ class FrameDecoder:
                 return None  # all parsed: the usual end of a read
         return self._next_body_split()
 
-    def whole_bodies(self) -> list[bytes | memoryview]:
-        """Every body from the next on that lies wholly in the fed input, in order.
+    def unparsed(self) -> tuple[bytes, memoryview, int]:
+        """``(input, a view of it, offset)``: where the next frame starts in the fed input.
 
-        As :meth:`next_body` would return them, one call for a whole read,
-        except that a small body comes as ``bytes`` (a copy of a few bytes is
-        cheaper than a view, and the cycle collector does not track it; a long
-        read of small frames would otherwise set off a collection every few
-        hundred frames). Stops before the first frame that is split across
-        feeds or over ``max_frame_size``: :meth:`next_body` takes that one (and
-        raises for it), so a list that ends early is no error.
+        For a driver that walks a read of whole frames itself, in one loop
+        (:meth:`Connection._parse_open`): it splits frames as :meth:`next_body`
+        would (a small body is best copied out as ``bytes``: :data:`SMALL_BODY`),
+        then reports how far it got with :meth:`parsed_to`, and leaves any frame
+        it did not take to :meth:`next_body`. While a frame split across feeds
+        is being assembled the offset is the input's end: nothing to walk.
         """
         if self._body is not None or self._head:
-            return []
-        data, chunk, pos, limit = self._data, self._chunk, self._pos, self.max_frame_size
-        bodies: list[bytes | memoryview] = []
-        append = bodies.append
-        last = len(data) - HEADER_SIZE  # the last offset a header may start at
-        while pos <= last:
-            (size,) = _read_size(data, pos)
-            start = pos + HEADER_SIZE
-            end = start + size
-            if end > len(data) or size > limit:
-                break
-            append(data[start:end] if size <= _SMALL else chunk[start:end])
-            pos = end
-        self._pos = pos
-        return bodies
+            return self._data, self._chunk, len(self._data)
+        return self._data, self._chunk, self._pos
+
+    def parsed_to(self, offset: int) -> None:
+        """The frames before ``offset`` (a frame boundary from :meth:`unparsed`) are taken."""
+        if self._body is None and not self._head:
+            self._pos = offset
 
     def _next_body_split(self) -> memoryview | bytearray | None:
         """:meth:`next_body` for a frame that is not wholly in the current chunk."""

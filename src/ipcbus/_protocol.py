@@ -59,7 +59,7 @@ from ._events import (
     StreamCreditReceived,
     StreamItemReceived,
 )
-from ._framing import HEADER_SIZE, FrameDecoder, append_frame
+from ._framing import HEADER_SIZE, SMALL_BODY, FrameDecoder, append_frame, read_size
 from ._wire import (
     DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
@@ -252,9 +252,9 @@ class Connection:
         try:
             # _handle may close the connection: re-read the state after every frame.
             while self.state is not CLOSED:
-                if self.state is OPEN and (bodies := frames.whole_bodies()):
-                    self._handle_open(bodies)  # the hot path: a read of whole frames
-                elif (raw := frames.next_body()) is not None:
+                if self.state is OPEN and self._parse_open():
+                    continue  # the hot path took whole frames; a split one may follow
+                if (raw := frames.next_body()) is not None:
                     self._handle(_body_decoder.decode(raw))
                 else:
                     break
@@ -268,21 +268,39 @@ class Connection:
         except _PeerViolation as exc:
             self._terminate(exc.code, str(exc))
 
-    def _handle_open(self, bodies: list[bytes | memoryview]) -> None:
-        """:meth:`_handle` for many frames of an open connection, oldest first.
+    def _parse_open(self) -> bool:
+        """The hot path of an open connection: take every whole frame of the input.
 
-        A plain Message (the commonest frame, and one that needs no check)
-        becomes its event here, without a call per frame.
+        Splits, decodes and handles them in one loop (one call per read, not
+        per frame); a plain Message becomes its event without a call. Stops
+        before a frame that is split across reads or over the limit, which
+        ``next_body`` then takes (or refuses). Returns whether it took any.
         """
+        frames = self._frames
+        data, view, pos = frames.unparsed()
+        first, limit, end_of_input = pos, frames.max_frame_size, len(data)
+        last = end_of_input - HEADER_SIZE  # the last offset a header fits at
+        # Locals, not globals, in a loop that runs once per frame.
         decode, events, handle = _body_decoder.decode, self._events, self._handle
-        for raw in bodies:
-            body = decode(raw)
-            if type(body) is Message and not body.ports:
-                events.append(body)  # MessageReceived
-            else:
-                handle(body)
-                if self.state is CLOSED:  # a Goodbye, or a violation we answered
-                    return
+        unpack, small, message = read_size, SMALL_BODY, Message
+        try:
+            while pos <= last:
+                (size,) = unpack(data, pos)
+                start = pos + HEADER_SIZE
+                end = start + size
+                if end > end_of_input or size > limit:
+                    break
+                body = decode(data[start:end] if size <= small else view[start:end])
+                pos = end
+                if body.__class__ is message and not body.ports:
+                    events.append(body)  # MessageReceived
+                else:
+                    handle(body)
+                    if self.state is CLOSED:  # a Goodbye, or a violation we answered
+                        break
+        finally:
+            frames.parsed_to(pos)
+        return pos != first
 
     def receive_eof(self, why: str | None = None) -> None:
         """The peer's byte stream ended (or the driver gave up on it). Idempotent.

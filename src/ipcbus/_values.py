@@ -29,13 +29,19 @@ __all__ = (
     "DECODE_ERRORS",
     "ENCODE_ERRORS",
     "Signature",
+    "decode_argument_list",
     "decode_value",
     "encode_error",
+    "invalid_arguments",
     "unencodable",
     "untyped_decoder",
 )
 
 untyped_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
+
+#: The arguments of an untyped callback: any msgpack array, as a list; for
+#: anything else it raises one of ``DECODE_ERRORS`` (see ``invalid_arguments``).
+decode_argument_list: Callable[[msgspec.Raw], list[Any]] = msgspec.msgpack.Decoder(list).decode
 
 #: What decoding a peer's bytes can raise: msgspec's errors, and two that are
 #: not msgspec.DecodeError (a str that is not UTF-8; nesting too deep).
@@ -50,6 +56,13 @@ _SUPPORTED = (
     "frozenset, datetime, date, time, timedelta, uuid.UUID, decimal.Decimal, enum.Enum, "
     "msgspec.Struct and dataclasses"
 )
+
+
+def invalid_arguments(channel: str, exc: Exception) -> ValidationError:
+    """The error for untyped arguments that ``decode_argument_list`` refused with ``exc``."""
+    if isinstance(exc, msgspec.ValidationError):  # well-formed, but not an array
+        return ValidationError(f"Invalid arguments for {channel!r}: not an argument list")
+    return ValidationError(f"Invalid arguments for {channel!r}: {exc}")
 
 
 def decode_value(raw: msgspec.Raw | bytes) -> Any:
@@ -191,12 +204,9 @@ class Signature:
         """Decode ``raw`` (a msgpack array) into positional arguments."""
         if not self.typed:
             try:
-                args = untyped_decoder.decode(raw)
+                return decode_argument_list(raw)
             except DECODE_ERRORS as exc:
-                raise ValidationError(f"Invalid arguments for {channel!r}: {exc}") from None
-            if type(args) is not list:
-                raise ValidationError(f"Invalid arguments for {channel!r}: not an argument list")
-            return args
+                raise invalid_arguments(channel, exc) from None
         count = _array_length(raw)
         if count is None:
             raise ValidationError(f"Invalid arguments for {channel!r}: not an argument list")

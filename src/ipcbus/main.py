@@ -253,6 +253,9 @@ class _Link:
     ) -> None:
         self.main = main
         self.contents = contents
+        self._message_event = IpcMainEvent  # made per message by the endpoint...
+        self._invoke_event = IpcMainInvokeEvent
+        self._event_sender = contents  # ...with this as their sender
         self.handshake = anyio.Event()
         self.allowed = allowed
         self.connected = False  # completed the handshake (and so was registered)
@@ -267,9 +270,6 @@ class _Link:
 
     def make_event(self, channel: str, slot: ReplySlot | None) -> IpcMainEvent:
         return IpcMainEvent(channel, self.contents, slot)
-
-    def make_invoke_event(self, channel: str) -> IpcMainInvokeEvent:
-        return IpcMainInvokeEvent(channel, self.contents)
 
     def handshake_completed(self, event: HandshakeCompleted) -> None:
         if not self.contents.process_id:

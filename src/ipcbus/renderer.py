@@ -266,8 +266,12 @@ class IpcRenderer(Registry):
     def make_event(self, channel: str, slot: ReplySlot | None) -> IpcRendererEvent:
         return IpcRendererEvent(channel, self)
 
-    def make_invoke_event(self, channel: str) -> IpcRendererEvent:
-        return IpcRendererEvent(channel, self)
+    # Events made per message or call by the endpoint: EventType(channel, _event_sender).
+    _message_event = _invoke_event = IpcRendererEvent
+
+    @property
+    def _event_sender(self) -> IpcRenderer:
+        return self
 
     def handshake_completed(self, event: HandshakeCompleted) -> None:
         self.id = event.renderer_id

@@ -357,6 +357,43 @@ async def test_arguments_that_are_not_utf8_fail_only_that_call() -> None:
             await setup.check_healthy()
 
 
+@pytest.mark.parametrize(
+    ("args", "logged"),
+    [
+        (msgspec.Raw(b"\x05"), "not an argument list"),  # 5, not an array
+        (msgspec.Raw(b"\x91\xa3a\xff\x80"), "utf-8"),  # ["a\xff\x80"]
+    ],
+    ids=["not-a-list", "not-utf8"],
+)
+async def test_bad_arguments_for_plain_listeners_skip_only_that_message(
+    args: msgspec.Raw, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message plain listeners cannot take: logged, not delivered; the next one is."""
+    got: list[tuple[str, tuple[object, ...]]] = []
+    with anyio.fail_after(10):
+        async with bench() as setup:
+            setup.ipc_main.on("ch", lambda event, *a: got.append(("first", a)))
+            setup.ipc_main.on("ch", lambda event, *a: got.append(("second", a)))
+            setup.ipc_main.handle("done", lambda event: len(got))
+            caplog.set_level(logging.DEBUG, logger="ipcbus")
+            async with RawPeer.connect(setup.listener.address) as peer:
+                await peer.handshake(setup.listener.token)
+                await peer.send(
+                    frames(
+                        Message("ch", args),
+                        Message("ch", raw_args(1)),
+                        Request(1, RequestKind.INVOKE, "done", raw_args()),
+                    )
+                )
+                reply = await peer.receive()
+                assert isinstance(reply, Reply) and reply.ok
+                assert msgspec.msgpack.decode(reply.value) == 2
+            assert got == [("first", (1,)), ("second", (1,))]
+            assert all_logged(caplog, "arguments do not fit")
+            assert all_logged(caplog, logged)
+            await setup.check_healthy()
+
+
 async def test_reply_main_cannot_decode_fails_that_call_with_an_ipc_error() -> None:
     """A renderer answers main's invoke with a str that is not UTF-8."""
     with anyio.fail_after(10):

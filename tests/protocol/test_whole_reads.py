@@ -1,4 +1,4 @@
-"""A read of many whole frames is handled in one pass (``FrameDecoder.whole_bodies``).
+"""A read of many whole frames is handled in one pass (``Connection._parse_open``).
 
 The pass must behave exactly as frame-by-frame parsing did: frames are taken
 in order, a frame split across reads or over the limit is left to
@@ -39,38 +39,50 @@ def delivered(*values: object, channel: str = "ch") -> list[MessageReceived]:
     return [MessageReceived(channel, raw([v])) for v in values]
 
 
-def test_whole_bodies_takes_every_whole_frame_and_leaves_a_split_one() -> None:
+def walk(frames: FrameDecoder) -> list[bytes]:
+    """Take the whole frames as Connection._parse_open does; return their bodies."""
+    data, _view, pos = frames.unparsed()
+    bodies = []
+    while pos + 4 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        if pos + 4 + size > len(data) or size > frames.max_frame_size:
+            break
+        bodies.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    frames.parsed_to(pos)
+    return bodies
+
+
+def test_unparsed_and_parsed_to_hand_over_the_whole_frames_and_keep_a_split_one() -> None:
     frames = FrameDecoder(1024)
     data = messages(1, 2, 3)
     frames.feed(data + data[:5])  # three whole frames and the start of a fourth
-    assert [bytes(b) for b in frames.whole_bodies()] == [
-        bytes(frame(Message("ch", raw_args([v])))[4:]) for v in (1, 2, 3)
-    ]
-    assert frames.whole_bodies() == []
+    assert walk(frames) == [frame(Message("ch", raw_args([v])))[4:] for v in (1, 2, 3)]
+    assert walk(frames) == []
     assert frames.next_body() is None  # the split frame waits for the rest
     frames.feed(data[5 : len(data) // 3])
-    assert bytes(frames.next_body() or b"") == bytes(frame(Message("ch", raw_args([1])))[4:])
+    assert bytes(frames.next_body() or b"") == frame(Message("ch", raw_args([1])))[4:]
     assert frames.buffered == 0
 
 
-def test_whole_bodies_stops_before_an_oversize_frame_and_next_body_refuses_it() -> None:
+def test_next_body_refuses_the_oversize_frame_a_walk_stops_at() -> None:
     frames = FrameDecoder(64)
     frames.feed(messages(1) + frame(Message("ch", raw_args(["x" * 100]))) + messages(2))
-    assert len(frames.whole_bodies()) == 1
+    assert len(walk(frames)) == 1
     with pytest.raises(FrameTooLargeError, match="exceeds the limit of 64 bytes"):
         frames.next_body()
 
 
-def test_whole_bodies_is_empty_while_a_body_is_being_assembled() -> None:
+def test_nothing_to_walk_while_a_body_is_being_assembled() -> None:
     frames = FrameDecoder(1024)
     data = messages("a" * 50, 2)
     frames.feed(data[:20])
-    assert frames.whole_bodies() == []
+    assert walk(frames) == []
     assert frames.next_body() is None
     frames.feed(data[20:])
-    assert frames.whole_bodies() == []  # the assembled frame comes from next_body first
+    assert walk(frames) == []  # the assembled frame comes from next_body first
     assert frames.next_body() is not None
-    assert len(frames.whole_bodies()) == 1
+    assert len(walk(frames)) == 1
 
 
 def test_one_read_delivers_every_message_in_order() -> None:
