@@ -18,11 +18,11 @@ import msgspec
 
 from ._errors import FrameTooLargeError
 
-__all__ = ("HEADER_SIZE", "SMALL_BODY", "FrameDecoder", "append_frame", "read_size")
+__all__ = ("HEADER_SIZE", "SMALL_BODY", "FrameDecoder", "append_frame", "read_size", "write_size")
 
 HEADER_SIZE: Final = 4
 read_size = _read_size = struct.Struct(">I").unpack_from  # (size,) of the header at an offset
-_write_size = struct.Struct(">I").pack_into
+write_size = _write_size = struct.Struct(">I").pack_into  # writes a header at an offset
 #: Bodies up to this size are best sliced out of the input as ``bytes``: a
 #: copy of a few bytes costs less than a view, and the cycle collector does
 #: not track ``bytes`` (a long read of small frames held as views would set off

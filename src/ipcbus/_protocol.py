@@ -59,7 +59,14 @@ from ._events import (
     StreamCreditReceived,
     StreamItemReceived,
 )
-from ._framing import HEADER_SIZE, SMALL_BODY, FrameDecoder, append_frame, read_size
+from ._framing import (
+    HEADER_SIZE,
+    SMALL_BODY,
+    FrameDecoder,
+    append_frame,
+    read_size,
+    write_size,
+)
 from ._wire import (
     DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
@@ -338,10 +345,19 @@ class Connection:
             self._require_open("send a message")
         # args as the Raw field (see raw_args; the call is left out on this hot path)
         body = Message(channel, args, tuple(ports)) if ports else Message(channel, args)
-        size = append_frame(self._encoder, body, self._outbox)
+        # append_frame, inline (the hottest call of all, once per send)
+        out = self._outbox
+        start = len(out)
+        try:
+            self._encoder.encode_into(body, out, start + HEADER_SIZE)
+        except BaseException:
+            del out[start:]
+            raise
+        size = len(out) - start - HEADER_SIZE
+        write_size(out, start, size)
         if self._peer_max_frame_size and size > self._peer_max_frame_size:
             self._unqueue(size)  # raises
-        return len(self._outbox)
+        return len(out)
 
     def send_prepared(self, frame: bytes) -> None:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers)."""
