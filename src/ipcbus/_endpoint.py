@@ -291,7 +291,8 @@ class Endpoint:
         )
         self._write_soon = False  # a _write_now callback is scheduled
         self._wake = self._new_event()  # set: the writer has something to send
-        self._batch = _Batch(self._new_event)  # what the next write will carry
+        # What the next write will carry, made only when someone waits for it.
+        self._batch: _Batch | None = None
         self._torn = False  # a write was interrupted: the stream is out of step
         self._waiters: dict[int, _Waiter] = {}
         self._scopes: dict[int, anyio.CancelScope] = {}
@@ -363,7 +364,8 @@ class Endpoint:
                             self._write_at_once()
                 # Graceful end: let the writer send what is left (a Goodbye).
                 with anyio.move_on_after(1, shield=True):
-                    await self._kick().done.wait()
+                    self._kick()
+                    await self._next_batch().done.wait()
                 helpers.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -373,7 +375,7 @@ class Endpoint:
         if self.termination is None:  # cancelled from outside
             self.conn.close(CloseCode.SHUTDOWN, "closed")
             self.handle_events()
-        self._batch.fail()
+        self._next_batch().fail()
         if not self._torn and (data := self.conn.data_to_send()):
             with anyio.move_on_after(1), suppress(*_STREAM_ERRORS):
                 await self._stream.send(bytes(data))  # last words, e.g. our Goodbye
@@ -486,8 +488,15 @@ class Endpoint:
     # for its reply. The reader never waits for a write: if both peers waited
     # to write while neither read, both would wait forever.
 
-    def _kick(self) -> _Batch:
-        """Have what is queued sent; return the batch that carries it.
+    def _next_batch(self) -> _Batch:
+        """The batch the next write will carry (made now if nobody asked before)."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch(self._new_event)
+        return batch
+
+    def _kick(self) -> None:
+        """Have what is queued sent (``_next_batch()`` is what will carry it).
 
         A stream that offers ``write_nowait`` (the asyncio fast path) is
         written from a loop callback scheduled once per loop turn: every frame
@@ -499,10 +508,9 @@ class Endpoint:
             if not self._write_soon:
                 self._write_soon = True
                 direct.call_soon(self._write_now)
-            return self._batch
+            return
         if not self._wake.is_set():
             self._wake.set()
-        return self._batch
 
     def _write_now(self) -> None:
         """Loop callback (fast path): one write for every frame queued this turn."""
@@ -513,11 +521,12 @@ class Endpoint:
                 # congested, closing, or a large write: the writer task sees it through
                 self._wake.set()
             return
-        batch, self._batch = self._batch, _Batch(self._new_event)
+        batch, self._batch = self._batch, None
         if data := self.conn.data_to_send():
             self._writes += 1
             direct.write_nowait(data)
-        batch.finish()
+        if batch is not None:
+            batch.finish()
         self._make_room()  # a reader paused on unsent output may read on
 
     def _write_at_once(self) -> None:
@@ -538,7 +547,8 @@ class Endpoint:
             ConnectionClosedError: the link is gone, or the peer stopped reading
                 for ``send_timeout`` seconds.
         """
-        batch = self._kick()
+        self._kick()
+        batch = self._next_batch()
         await batch.done.wait()
         if batch.failed:
             raise ConnectionClosedError(f"connection to {self.name} is closed ({self.reason})")
@@ -551,20 +561,20 @@ class Endpoint:
         while True:
             await self._wake.wait()
             self._wake = self._new_event()
-            batch, self._batch = self._batch, _Batch(self._new_event)
+            batch, self._batch = self._next_batch(), None
             data = self.conn.data_to_send()
             try:
                 if data:
                     await self._write(data)
             except ConnectionClosedError:
                 batch.fail()
-                self._batch.fail()
+                self._next_batch().fail()
                 return  # the link is gone; _write has ended the connection
             except BaseException:
                 # Cancelled mid-write: whoever waits for these frames, or queued
                 # more behind them, must hear so; nothing waits forever.
                 batch.fail()
-                self._batch.fail()
+                self._next_batch().fail()
                 raise
             del data  # a large frame's buffer must not live on while we wait for the next
             batch.finish()

@@ -259,12 +259,14 @@ class Connection:
         try:
             # _handle may close the connection: re-read the state after every frame.
             while self.state is not CLOSED:
-                if self.state is OPEN and self._parse_open():
-                    continue  # the hot path took whole frames; a split one may follow
-                if (raw := frames.next_body()) is not None:
-                    self._handle(_body_decoder.decode(raw))
-                else:
+                if self.state is OPEN:
+                    self._parse_open()  # the hot path: every whole frame of the input
+                    if self.state is CLOSED:
+                        break
+                # A frame split across reads, one over the limit (raises), or a handshake.
+                if (raw := frames.next_body()) is None:
                     break
+                self._handle(_body_decoder.decode(raw))
         except FrameTooLargeError as exc:
             self._terminate(CloseCode.FRAME_TOO_LARGE, f"protocol error: {exc}")
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -275,17 +277,17 @@ class Connection:
         except _PeerViolation as exc:
             self._terminate(exc.code, str(exc))
 
-    def _parse_open(self) -> bool:
+    def _parse_open(self) -> None:
         """The hot path of an open connection: take every whole frame of the input.
 
         Splits, decodes and handles them in one loop (one call per read, not
         per frame); a plain Message becomes its event without a call. Stops
         before a frame that is split across reads or over the limit, which
-        ``next_body`` then takes (or refuses). Returns whether it took any.
+        ``next_body`` then takes (or refuses).
         """
         frames = self._frames
         data, view, pos = frames.unparsed()
-        first, limit, end_of_input = pos, frames.max_frame_size, len(data)
+        limit, end_of_input = frames.max_frame_size, len(data)
         last = end_of_input - HEADER_SIZE  # the last offset a header fits at
         # Locals, not globals, in a loop that runs once per frame.
         decode, events, handle = _body_decoder.decode, self._events, self._handle
@@ -307,7 +309,6 @@ class Connection:
                         break
         finally:
             frames.parsed_to(pos)
-        return pos != first
 
     def receive_eof(self, why: str | None = None) -> None:
         """The peer's byte stream ended (or the driver gave up on it). Idempotent.

@@ -14,6 +14,7 @@ seconds; ``test_fuzz_10k`` is the large run (10,000 byte streams).
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +28,6 @@ from ipcbus._events import (
     Event,
     HandshakeCompleted,
     MessageReceived,
-    ReplyReceived,
-    RequestCancelled,
     RequestReceived,
 )
 from ipcbus._protocol import Connection, LocalProtocolError, Role, State
@@ -336,14 +335,9 @@ def _main(after_handshake: bool) -> Connection:
 
 def _check_outcome(conn: Connection, events: list[Event]) -> None:
     """Valid events, or valid events then exactly one ConnectionTerminated."""
-    valid = (
-        HandshakeCompleted,
-        MessageReceived,
-        RequestReceived,
-        ReplyReceived,
-        RequestCancelled,
-        ConnectionTerminated,
-    )
+    # Every kind of event: a mutated frame may well be another valid frame
+    # (a Cancel whose tag became PortClose's is a PortClose main must accept).
+    valid = typing.get_args(Event)
     assert all(isinstance(e, valid) for e in events), events
     ends = [i for i, e in enumerate(events) if isinstance(e, ConnectionTerminated)]
     assert len([e for e in events if isinstance(e, HandshakeCompleted)]) <= 1
