@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
@@ -168,9 +169,17 @@ def emit(obj: dict[str, Any]) -> None:
     The pipe is made blocking first: an event loop (uvloop) may have left it
     non-blocking, and a long line then gets a partial write and arrives cut.
     """
-    os.set_blocking(sys.stdout.fileno(), True)
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    data = memoryview((json.dumps(obj) + "\n").encode())
+    sys.stdout.flush()  # anything printed before goes first
+    fd = sys.stdout.fileno()
+    os.set_blocking(fd, True)
+    # Written straight to the descriptor, until every byte is out: once a run
+    # lost the end of an 80 KB line (E's latencies) as the child exited.
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:  # made non-blocking again behind our back
+            select.select([], [fd], [])
 
 
 def raise_fd_limit() -> None:
