@@ -494,6 +494,41 @@ async def test_validation_error_for_typed_send_sync_listener() -> None:
             assert await renderer.send_sync("double", 4) == 8
 
 
+@pytest.mark.parametrize("listeners", [1, 2], ids=["one-listener", "two-listeners"])
+async def test_typed_send_that_does_not_fit_is_skipped_and_logged(
+    listeners: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One-way sends to typed listeners: only those that fit are delivered, in order."""
+    calls: list[tuple[int, int]] = []
+    done = anyio.Event()
+
+    def make(index: int) -> Any:
+        def listener(event: Any, n: int) -> None:
+            calls.append((index, n))
+            if n == 3:
+                done.set()
+
+        return listener
+
+    caplog.set_level(logging.DEBUG, logger="ipcbus")  # the reasons are logged at DEBUG
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            for index in range(listeners):
+                ipc_main.on("count", make(index))
+            await renderer.send("count", 1)
+            await renderer.send("count", "two")  # wrong type
+            await renderer.send("count", 2, 2)  # one too many
+            await renderer.send("count")  # one too few
+            await renderer.send("count", 3)
+            await wait_for(done)
+    assert calls == [(i, n) for n in (1, 3) for i in range(listeners)]
+    skipped = [r.getMessage() for r in caplog.records if "do not fit" in r.getMessage()]
+    assert len(skipped) == 3 * listeners
+    reasons = " ".join(r.getMessage() for r in caplog.records)
+    for reason in ("Expected `int`, got `str`", "expected 1 argument, got 2", "got 0"):
+        assert reason in reasons
+
+
 async def test_validation_error_from_child_caller() -> None:
     calls: list[object] = []
 

@@ -78,7 +78,6 @@ from ._values import (
     decode_argument_list,
     decode_value,
     encode_error,
-    invalid_arguments,
 )
 from ._wire import INVOKE, CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
 
@@ -317,7 +316,9 @@ class Endpoint:
         self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
         self.gate: Gate | None = None
         # Lookups by channel, valid while Registry.changes is _lookups_seen.
-        self._listeners_cache: dict[str, tuple[tuple[Callback, ...], bool, bool]] = {}
+        self._listeners_cache: dict[
+            str, tuple[tuple[Callback, ...], Callable[[msgspec.Raw], Any] | None, bool]
+        ] = {}
         self._handlers_cache: dict[str, Callback] = {}
         self._lookups_seen = -1
         self.stream_close_grace = 5.0  # seconds a closing generator gets to clean up
@@ -921,18 +922,18 @@ class Endpoint:
         found = self._listeners_cache.get(channel)  # _listeners_of, inline for a hit
         if found is None or Registry.changes != self._lookups_seen:
             found = self._listeners_of(channel)
-        listeners, plain, any_async = found
-        if plain and request_id is None and not self._pending_starts:
-            # The common case: a message for plain listeners, called here, in order.
+        listeners, decode, any_async = found
+        if decode is not None and request_id is None and not self._pending_starts:
+            # The common case: a message for sync listeners that take the same
+            # arguments, decoded in one C call, and called here, in order.
             event = self._message_event(channel, self._event_sender)
             if ports:
                 event.ports = ports
             try:
-                args = decode_argument_list(raw)  # Signature.decode (untyped), without a call
-            except DECODE_ERRORS as exc:
-                error = invalid_arguments(channel, exc)
-                for callback in listeners:
-                    self._arguments_failed(callback, channel, error, None)
+                args = decode(raw)
+            except DECODE_ERRORS:
+                for callback in listeners:  # each says why, as Signature.decode does
+                    self._decode_for(callback, channel, raw, None)
                 return
             pending: list[Awaitable[Any]] | None = None
             for callback in listeners:
@@ -986,11 +987,15 @@ class Endpoint:
         elif slot is not None:
             slot.set(None)
 
-    def _listeners_of(self, channel: str) -> tuple[tuple[Callback, ...], bool, bool]:
-        """The listeners to call for one message on ``channel``; are all plain; is any async.
+    def _listeners_of(
+        self, channel: str
+    ) -> tuple[tuple[Callback, ...], Callable[[msgspec.Raw], Any] | None, bool]:
+        """The listeners to call for one message on ``channel``, their shared decoder,
+        and whether any is async.
 
-        Plain: there are some, and each is a sync callable without annotations
-        to check (so one decoding of the arguments serves them all).
+        The shared decoder (a C call: ``Signature.fast_decode``) is there when the
+        listeners are all sync and one decoding serves them all: every one is
+        unannotated, or there is one, with a fixed number of arguments.
 
         Looked up once per channel while no registry changes (one dict lookup
         per message instead of two registries' and a scan for async ones).
@@ -1001,7 +1006,7 @@ class Endpoint:
         found = self._listeners_cache.get(channel)
         if found is None:
             listeners = self._owner.find_listeners(channel)
-            found = (listeners, _all_plain(listeners), _any_async(listeners))
+            found = (listeners, _shared_decoder(listeners), _any_async(listeners))
             # Only channels with listeners (a peer's made-up channels must not
             # fill it), and only if taking them removed no `once` listener.
             if listeners and Registry.changes == changes:
@@ -1129,8 +1134,15 @@ class Endpoint:
                 NoHandlerError(f"No handler registered for {channel!r}"),
             )
             return None
+        signature = callback.signature
         try:
-            args = callback.signature.decode(channel, event.args)
+            if (fast := signature.fast_decode) is not None:
+                try:
+                    args = fast(event.args)  # one C call when the arguments fit
+                except DECODE_ERRORS:
+                    args = signature.decode(channel, event.args)  # raises, saying why
+            else:
+                args = signature.decode(channel, event.args)
         except ValidationError as exc:
             self.reply_error_soon(request_id, ErrorKind.VALIDATION, exc)
             return None
@@ -1317,13 +1329,15 @@ def _any_async(callbacks: tuple[Callback, ...]) -> bool:
     return False
 
 
-def _all_plain(callbacks: tuple[Callback, ...]) -> bool:
-    if not callbacks:
-        return False
-    for callback in callbacks:
-        if callback.is_async or callback.signature.typed:
-            return False
-    return True
+def _shared_decoder(callbacks: tuple[Callback, ...]) -> Callable[[msgspec.Raw], Any] | None:
+    """One C call that decodes the arguments for all of ``callbacks`` (see _listeners_of)."""
+    if not callbacks or any(callback.is_async for callback in callbacks):
+        return None
+    if len(callbacks) == 1:
+        return callbacks[0].signature.fast_decode
+    if any(callback.signature.typed for callback in callbacks):
+        return None
+    return decode_argument_list
 
 
 async def _open_iterator(result: Any, channel: str) -> AsyncIterator[Any]:

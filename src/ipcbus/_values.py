@@ -168,10 +168,17 @@ class Signature:
     to call the callback with, or raises ``ValidationError``.
     """
 
-    __slots__ = ("_decoders", "_max", "_min", "_types", "_variadic", "typed")
+    __slots__ = ("_decoders", "_max", "_min", "_types", "_variadic", "fast_decode", "typed")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.typed = False
+        #: ``fast_decode(raw)``: the arguments in one C call when they fit (any
+        #: argument list if untyped; typed: only of a fixed count), raising one
+        #: of ``DECODE_ERRORS`` otherwise; then ``decode`` says what is wrong.
+        #: ``None`` where the count must be read first (defaults, ``*args``).
+        self.fast_decode: Callable[[msgspec.Raw], list[Any] | tuple[Any, ...]] | None = (
+            decode_argument_list
+        )
         self._types: list[Any] = []
         self._variadic: Any = None
         self._min = 0
@@ -199,6 +206,22 @@ class Signature:
         if variadic:
             self._variadic = hints.get(variadic[0].name, Any)
         self.typed = any(t is not Any for t in self._types) or self._variadic not in (None, Any)
+        if self.typed:
+            self.fast_decode = None
+            if self._max == self._min:
+                try:
+                    self.fast_decode = self._decoder_for(self._min).decode
+                except Exception:  # an annotation msgspec cannot use: reported per call
+                    pass
+
+    def _decoder_for(self, count: int) -> msgspec.msgpack.Decoder[Any]:
+        decoder = self._decoders.get(count)
+        if decoder is None:
+            types = self._types[:count] + [self._variadic] * (count - len(self._types))
+            decoder = msgspec.msgpack.Decoder(tuple[tuple(types)] if types else tuple[()])  # type: ignore[misc]
+            if len(self._decoders) < 64:
+                self._decoders[count] = decoder
+        return decoder
 
     def decode(self, channel: str, raw: msgspec.Raw) -> list[Any] | tuple[Any, ...]:
         """Decode ``raw`` (a msgpack array) into positional arguments."""
@@ -222,12 +245,7 @@ class Signature:
                 f"Invalid arguments for {channel!r}: expected {expected} "
                 f"argument{'s' if expected != '1' else ''}, got {count}"
             )
-        decoder = self._decoders.get(count)
-        if decoder is None:
-            types = self._types[:count] + [self._variadic] * (count - len(self._types))
-            decoder = msgspec.msgpack.Decoder(tuple[tuple(types)] if types else tuple[()])  # type: ignore[misc]
-            if len(self._decoders) < 64:
-                self._decoders[count] = decoder
+        decoder = self._decoder_for(count)
         try:
             return decoder.decode(raw)  # type: ignore[no-any-return]
         except msgspec.ValidationError as exc:
