@@ -670,7 +670,7 @@ class IpcMain(Registry):
                 )
                 contents._endpoint = endpoint
                 link.install_gate(endpoint)
-                tg.start_soon(self._handshake_watchdog, endpoint)
+                tg.start_soon(self._handshake_watchdog, link, endpoint)
                 if task_status is not None:
                     task_status.started(link)
                 try:
@@ -683,9 +683,11 @@ class IpcMain(Registry):
             with anyio.CancelScope(shield=True):
                 await self._finish(link)
 
-    async def _handshake_watchdog(self, endpoint: Endpoint) -> None:
+    async def _handshake_watchdog(self, link: _Link, endpoint: Endpoint) -> None:
         with anyio.move_on_after(self.handshake_timeout):
-            await endpoint.closed.wait()
+            # Set by the handshake or by the end of the connection: either way
+            # this task (and its timer) is gone at once, not handshake_timeout later.
+            await link.handshake.wait()
             return
         if endpoint.conn.state is State.HANDSHAKE:
             await endpoint.close(

@@ -46,6 +46,24 @@ async def test_no_handshake_in_time_is_dropped(
             await setup.check_healthy()
 
 
+async def test_the_handshake_watchdog_ends_with_the_handshake() -> None:
+    """A connected renderer costs no handshake timer: the watchdog task is gone."""
+
+    def watchdogs() -> list[str]:
+        return [t.name for t in anyio.get_running_tasks() if "_handshake_watchdog" in t.name]
+
+    with anyio.fail_after(10):
+        async with bench(handshake_timeout=60) as setup:
+            async with RawPeer.connect(setup.listener.address) as peer:
+                await peer.handshake(setup.listener.token)
+                await setup.check_healthy()  # main has handled the Hello by now
+                for _ in range(100):  # the task ends on the loop's next turns
+                    if not watchdogs():
+                        break
+                    await anyio.sleep(0)
+                assert watchdogs() == []
+
+
 async def test_many_silent_connections_are_all_dropped() -> None:
     """Fifty sockets that say nothing cost nothing after the handshake timeout."""
     with anyio.fail_after(15):
