@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import ipcbus
@@ -60,7 +61,7 @@ async def test_the_handshake_watchdog_ends_with_the_handshake() -> None:
                 for _ in range(100):  # the task ends on the loop's next turns
                     if not watchdogs():
                         break
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
                 assert watchdogs() == []
 
 
