@@ -21,8 +21,8 @@ from ._errors import FrameTooLargeError
 __all__ = ("HEADER_SIZE", "SMALL_BODY", "FrameDecoder", "append_frame", "read_size", "write_size")
 
 HEADER_SIZE: Final = 4
-read_size = _read_size = struct.Struct(">I").unpack_from  # (size,) of the header at an offset
-write_size = _write_size = struct.Struct(">I").pack_into  # writes a header at an offset
+read_size = struct.Struct(">I").unpack_from  # (size,) of the header at an offset
+write_size = struct.Struct(">I").pack_into  # writes a header at an offset
 #: Bodies up to this size are best sliced out of the input as ``bytes``: a
 #: copy of a few bytes costs less than a view, and the cycle collector does
 #: not track ``bytes`` (a long read of small frames held as views would set off
@@ -43,7 +43,7 @@ def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray)
         del out[start:]
         raise
     size = len(out) - start - HEADER_SIZE
-    _write_size(out, start, size)
+    write_size(out, start, size)
     return size
 
 
@@ -120,7 +120,7 @@ class FrameDecoder:
             chunk, pos = self._chunk, self._pos
             start = pos + HEADER_SIZE
             if start <= len(chunk):
-                (size,) = _read_size(chunk, pos)
+                (size,) = read_size(chunk, pos)
                 end = start + size
                 if end <= len(chunk) and size <= self.max_frame_size:
                     self._pos = end
@@ -172,7 +172,7 @@ class FrameDecoder:
             size = int.from_bytes(self._head, "big")
             self._head.clear()
         else:
-            (size,) = _read_size(chunk, pos)
+            (size,) = read_size(chunk, pos)
             pos += HEADER_SIZE
         if size > self.max_frame_size:
             raise FrameTooLargeError(
