@@ -96,7 +96,6 @@ _READ_SIZE = 256 * 1024
 _MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
 _SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
 _BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
-_CALLS = (RequestReceived, MessageReceived)  # the events that start handlers
 _EARLY_WRITE = 16  # in a read of more frames than this, replies leave every this many
 _WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
