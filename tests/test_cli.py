@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -63,6 +64,28 @@ async def test_demo_runs_end_to_end(entry: list[str]) -> None:
         "[main    ] renderer 1 gone: clean-exit",
     ):
         assert line in out, out
+
+
+async def test_demo_finishes_when_nobody_reads_its_output() -> None:
+    """``ipcbus demo | head -1``: once stdout is gone the demo must still finish.
+
+    (A print that raised inside a listener left that call unanswered, and main
+    and the renderer could wait for each other forever.)
+    """
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout raises BrokenPipeError
+    try:
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                [sys.executable, "-m", "ipcbus", "demo"],
+                env=child_env(),
+                stdout=write_end,
+                stderr=write_end,
+                check=False,
+            )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0
 
 
 async def test_generated_tokens_are_safe_on_a_command_line() -> None:

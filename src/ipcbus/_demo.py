@@ -6,6 +6,7 @@ side prints with a prefix so the interleaving is readable.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import anyio
@@ -17,7 +18,15 @@ __all__ = ("run_main", "run_renderer")
 
 
 def _say(side: str, text: str) -> None:
-    print(f"[{side:8}] {text}", flush=True)
+    try:
+        print(f"[{side:8}] {text}", flush=True)
+    except BrokenPipeError:
+        # Whoever read our output stopped (``ipcbus demo | head``). Carry on
+        # without it: a listener that raised here would never answer, and the
+        # two processes would wait for each other forever.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 async def run_main() -> None:
