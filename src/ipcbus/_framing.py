@@ -114,45 +114,13 @@ class FrameDecoder:
             FrameTooLargeError: the next frame's header announces more than
                 ``max_frame_size`` bytes (judged before any of its body is kept).
         """
-        # The common case, once per frame on the hot path: a whole frame lies
-        # in the chunk. The header is read in place, without slicing it out.
-        if self._body is None and not self._head:
-            chunk, pos = self._chunk, self._pos
-            start = pos + HEADER_SIZE
-            if start <= len(chunk):
-                (size,) = read_size(chunk, pos)
-                end = start + size
-                if end <= len(chunk) and size <= self.max_frame_size:
-                    self._pos = end
-                    return chunk[start:end]
-            elif pos == len(chunk):
-                return None  # all parsed: the usual end of a read
-        return self._next_body_split()
-
-    def unparsed(self) -> tuple[bytes, memoryview, int]:
-        """``(input, a view of it, offset)``: where the next frame starts in the fed input.
-
-        For a driver that walks a read of whole frames itself, in one loop
-        (:meth:`Connection._parse_open`): it splits frames as :meth:`next_body`
-        would (a small body is best copied out as ``bytes``: :data:`SMALL_BODY`),
-        then reports how far it got with :meth:`parsed_to`, and leaves any frame
-        it did not take to :meth:`next_body`. While a frame split across feeds
-        is being assembled the offset is the input's end: nothing to walk.
-        """
-        if self._body is not None or self._head:
-            return self._data, self._chunk, len(self._data)
-        return self._data, self._chunk, self._pos
-
-    def parsed_to(self, offset: int) -> None:
-        """The frames before ``offset`` (a frame boundary from :meth:`unparsed`) are taken."""
-        if self._body is None and not self._head:
-            self._pos = offset
-
-    def _next_body_split(self) -> memoryview | bytearray | None:
-        """:meth:`next_body` for a frame that is not wholly in the current chunk."""
+        # Whole frames of an open connection are taken by Connection._parse_open;
+        # this serves the handshake, frames split across reads, and refusals.
         chunk, pos = self._chunk, self._pos
         available = len(chunk) - pos
         body = self._body
+        if not available and body is None:
+            return None  # all parsed: the usual end of a read
         if body is not None:  # continuing a split body
             take = min(len(body) - self._filled, available)
             body[self._filled : self._filled + take] = chunk[pos : pos + take]
@@ -187,3 +155,22 @@ class FrameDecoder:
         self._filled = available
         self._pos = len(chunk)
         return None
+
+    def unparsed(self) -> tuple[bytes, memoryview, int]:
+        """``(input, a view of it, offset)``: where the next frame starts in the fed input.
+
+        For a driver that walks a read of whole frames itself, in one loop
+        (:meth:`Connection._parse_open`): it splits frames as :meth:`next_body`
+        would (a small body is best copied out as ``bytes``: :data:`SMALL_BODY`),
+        then reports how far it got with :meth:`parsed_to`, and leaves any frame
+        it did not take to :meth:`next_body`. While a frame split across feeds
+        is being assembled the offset is the input's end: nothing to walk.
+        """
+        if self._body is not None or self._head:
+            return self._data, self._chunk, len(self._data)
+        return self._data, self._chunk, self._pos
+
+    def parsed_to(self, offset: int) -> None:
+        """The frames before ``offset`` (a frame boundary from :meth:`unparsed`) are taken."""
+        if self._body is None and not self._head:
+            self._pos = offset
