@@ -70,6 +70,7 @@ from ._events import (
     StreamCreditReceived,
     StreamItemReceived,
 )
+from ._framestream import FrameStream
 from ._protocol import CLOSED, OPEN, Connection
 from ._registry import Callback, Registry
 from ._values import (
@@ -336,6 +337,10 @@ class Endpoint:
         receive_into: Callable[[memoryview], Awaitable[int]] | None = getattr(
             self._stream, "receive_into", None
         )
+        # A transport whose every message is one frame body (a WebSocket, NATS).
+        receive: Callable[[bytes], None] = (
+            conn.receive_frame if isinstance(self._stream, FrameStream) else conn.receive_data
+        )
         try:
             async with anyio.create_task_group() as helpers:
                 helpers.start_soon(self._writer)
@@ -349,7 +354,7 @@ class Endpoint:
                             if window is not None and receive_into is not None:
                                 conn.received_into(await receive_into(window))  # a large frame
                             else:
-                                conn.receive_data(await self._stream.receive(_READ_SIZE))
+                                receive(await self._stream.receive(_READ_SIZE))
                         except _STREAM_ERRORS:
                             conn.receive_eof()
                         else:

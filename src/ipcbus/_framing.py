@@ -18,7 +18,15 @@ import msgspec
 
 from ._errors import FrameTooLargeError
 
-__all__ = ("HEADER_SIZE", "SMALL_BODY", "FrameDecoder", "append_frame", "read_size", "write_size")
+__all__ = (
+    "HEADER_SIZE",
+    "SMALL_BODY",
+    "FrameDecoder",
+    "append_frame",
+    "read_size",
+    "split_frames",
+    "write_size",
+)
 
 HEADER_SIZE: Final = 4
 read_size = struct.Struct(">I").unpack_from  # (size,) of the header at an offset
@@ -45,6 +53,25 @@ def append_frame(encoder: msgspec.msgpack.Encoder, body: object, out: bytearray)
     size = len(out) - start - HEADER_SIZE
     write_size(out, start, size)
     return size
+
+
+def split_frames(data: bytes | bytearray | memoryview) -> list[memoryview]:
+    """The bodies of a run of whole frames, as views of ``data`` (no copies).
+
+    For transports whose messages are frames (a WebSocket, NATS): the core
+    writes length-prefixed frames, and such a transport sends each body as
+    one message of its own. ``data`` must be whole frames, as
+    ``Connection.data_to_send`` gives them.
+    """
+    view = memoryview(data)
+    bodies = []
+    pos, end = 0, len(view)
+    while pos < end:
+        (size,) = read_size(view, pos)
+        pos += HEADER_SIZE
+        bodies.append(view[pos : pos + size])
+        pos += size
+    return bodies
 
 
 class FrameDecoder:

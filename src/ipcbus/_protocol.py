@@ -254,6 +254,32 @@ class Connection:
         self._frames.filled(n)
         self._parse()
 
+    def receive_frame(self, body: bytes | bytearray | memoryview) -> None:
+        """Feed one whole frame body, for transports whose messages are frames.
+
+        A WebSocket or NATS message already is one frame (docs/protocol.md,
+        "Transports that carry whole frames"): its body comes here without the
+        length prefix, and goes through the same size limit, decoder and state
+        machine as a frame cut from a byte stream. Never raises for anything
+        the peer sent.
+        """
+        if self.state is CLOSED:
+            return
+        size = len(body)
+        try:
+            if size > self._frames.max_frame_size:
+                raise FrameTooLargeError(
+                    f"frame of {size} bytes exceeds the limit of "
+                    f"{self._frames.max_frame_size} bytes"
+                )
+            decoded = _body_decoder.decode(body)
+            if decoded.__class__ is Message and not decoded.ports and self.state is OPEN:
+                self._events.append(decoded)  # MessageReceived, as in _parse_open
+            else:
+                self._handle(decoded)
+        except BaseException as exc:
+            self._peer_failed(exc)
+
     def _parse(self) -> None:
         frames = self._frames
         try:
@@ -267,15 +293,22 @@ class Connection:
                 if (raw := frames.next_body()) is None:
                     break
                 self._handle(_body_decoder.decode(raw))
-        except FrameTooLargeError as exc:
+        except BaseException as exc:
+            self._peer_failed(exc)
+
+    def _peer_failed(self, exc: BaseException) -> None:
+        """End the connection for what the peer sent; re-raise anything else."""
+        if isinstance(exc, FrameTooLargeError):
             self._terminate(CloseCode.FRAME_TOO_LARGE, f"protocol error: {exc}")
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        elif isinstance(exc, msgspec.DecodeError | UnicodeDecodeError | RecursionError):
             # msgspec raises UnicodeDecodeError for a str that is not UTF-8 and
             # RecursionError for deeply nested arrays (even inside a Raw field):
             # both are the peer's malformed bytes, not our bug.
             self._terminate(CloseCode.PROTOCOL_ERROR, f"protocol error: malformed frame: {exc}")
-        except _PeerViolation as exc:
+        elif isinstance(exc, _PeerViolation):
             self._terminate(exc.code, str(exc))
+        else:
+            raise exc
 
     def _parse_open(self) -> None:
         """The hot path of an open connection: take every whole frame of the input.

@@ -42,9 +42,12 @@ class Feed(enum.Enum):
     WHOLE = "whole"  # one receive_data call per transfer
     BYTEWISE = "bytewise"  # one receive_data call per byte
     GLUED = "glued"  # the data plus the head of one more frame, then its tail
+    FRAMES = "frames"  # one receive_frame call per body, as a WebSocket or NATS delivers
 
 
 FEEDS = tuple(Feed)
+#: The feeds of a byte stream, for cases only a byte stream can carry (a header alone).
+BYTE_FEEDS = (Feed.WHOLE, Feed.BYTEWISE, Feed.GLUED)
 
 
 def frame(body: Any) -> bytes:
@@ -75,6 +78,20 @@ def decode_frames(data: bytes | bytearray) -> list[Body]:
     return bodies
 
 
+def whole_bodies(data: bytes) -> list[bytes]:
+    """The bodies of ``data`` as a message transport delivers them, one per message.
+
+    A trailing partial frame (no message transport sends one) becomes a last,
+    short body: whatever it is, the receiver must not choke on it.
+    """
+    bodies, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        bodies.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return bodies
+
+
 def feed_in_pieces(conn: Connection, data: bytes | bytearray, cuts: Iterable[int]) -> None:
     """Feed ``data`` to ``conn`` split at the offsets in ``cuts`` (any ints; clamped)."""
     data = bytes(data)
@@ -102,6 +119,9 @@ def feed(conn: Connection, data: bytes | bytearray, mode: Feed) -> list[Event]:
     elif mode is Feed.BYTEWISE:
         for i in range(len(data)):
             conn.receive_data(data[i : i + 1])
+    elif mode is Feed.FRAMES:
+        for body in whole_bodies(data):
+            conn.receive_frame(body)
     else:
         glue = frame(Message(GLUE_CHANNEL, raw_args([])))
         conn.receive_data(data + glue[:3])

@@ -34,6 +34,7 @@ from ipcbus._wire import (
 )
 
 from .helpers import (
+    BYTE_FEEDS,
     ENC,
     PROCESS_ID,
     RENDERER_ID,
@@ -146,6 +147,7 @@ def test_oversized_frame_is_refused_from_its_header_alone(
     assert "101" in event.reason and "100" in event.reason
 
 
+@pytest.mark.parametrize("mode", BYTE_FEEDS, ids=[m.value for m in BYTE_FEEDS])
 def test_oversized_frame_by_default_limit(mode: Feed, renderer_receives: bool) -> None:
     conn = _open_end(renderer_receives)
     data = (DEFAULT_MAX_FRAME_SIZE + 1).to_bytes(4, "big") + b"\x00" * 16
