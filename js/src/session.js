@@ -280,10 +280,12 @@ export class Session {
     switch (tag) {
       case W.MESSAGE: {
         need(typeof a === "string", "a Message whose channel is not a string");
+        const channel = /** @type {string} */ (a);
         const ports = this.#land(c);
         if (!Array.isArray(b)) {
-          console.warn(`ipcbus: a message on ${pyRepr(a)} whose arguments are not an array was dropped`);
-        } else if (!this.#host.deliver(/** @type {string} */ (a), b, ports)) {
+          console.warn(`ipcbus: a message on ${pyRepr(channel)} whose arguments are not an array was dropped`);
+          for (const port of ports) port.close();
+        } else if (!this.#host.deliver(channel, b, ports)) {
           for (const port of ports) port.close(); // nobody took them: their peers see "close"
         }
         return;

@@ -97,12 +97,6 @@ export class IpcStream {
     return { done: /** @type {const} */ (true), value: undefined };
   }
 
-  /** `for await` calls this when the loop body throws. @param {unknown} error */
-  async throw(error) {
-    this.#stop();
-    throw error;
-  }
-
   #start() {
     this.#started = true;
     const signal = this.#signal;

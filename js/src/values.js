@@ -28,7 +28,12 @@ const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
 // only the unsafe ones to be bigints, so these two subclasses adjust exactly
 // those three hooks (the library is pinned in package-lock.json and
 // test/values.test.js checks each boundary).
-class IpcEncoder extends Encoder {
+// (typed `any`: the hooks are private in the library's TypeScript declarations)
+const BaseEncoder = /** @type {any} */ (Encoder);
+const BaseDecoder = /** @type {any} */ (Decoder);
+
+class IpcEncoder extends BaseEncoder {
+  /** @param {number} object */
   encodeNumber(object) {
     if (Number.isInteger(object) && (object >= TWO_32 || object < -(2 ** 31))) {
       const big = BigInt(object);
@@ -41,7 +46,7 @@ class IpcEncoder extends Encoder {
   }
 }
 
-class IpcDecoder extends Decoder {
+class IpcDecoder extends BaseDecoder {
   readU64AsBigInt() {
     const value = super.readU64AsBigInt();
     return value <= MAX_SAFE ? Number(value) : value;
@@ -53,8 +58,10 @@ class IpcDecoder extends Decoder {
   }
 }
 
-const encoder = new IpcEncoder({ useBigInt64: true, maxDepth: MAX_DEPTH + 8 });
-const decoder = new IpcDecoder({ useBigInt64: true });
+/** @type {Encoder} */
+const encoder = new /** @type {any} */ (IpcEncoder)({ useBigInt64: true, maxDepth: MAX_DEPTH + 8 });
+/** @type {Decoder} */
+const decoder = new /** @type {any} */ (IpcDecoder)({ useBigInt64: true });
 
 /**
  * Encode one frame body (an array, tag first) to msgpack bytes.
@@ -172,8 +179,8 @@ function check(value, path, depth, parents) {
     if (proto !== Object.prototype && proto !== null) {
       return { path, why: `is ${typeOf(object)}, not a plain object` };
     }
-    for (const key of Object.keys(object)) {
-      const problem = check(object[key], `${path}.${key}`, depth + 1, parents);
+    for (const [key, item] of Object.entries(object)) {
+      const problem = check(item, `${path}.${key}`, depth + 1, parents);
       if (problem !== null) return problem;
     }
     return null;
