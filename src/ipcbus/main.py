@@ -552,7 +552,9 @@ class IpcMain(Registry):
 
         Raises:
             ConnectionClosedError: the child exited, or did not connect within
-                ``handshake_timeout``.
+                ``handshake_timeout``. A child that never completed the
+                handshake is terminated (killed after 1 s) and reaped first,
+                also when ``spawn`` is cancelled.
         """
         tg = self._require_running("spawn")
         token = secrets.token_hex(32)
