@@ -168,7 +168,9 @@ async def test_a_sync_renderer_child_process_gets_on_connect_and_serves_invoke()
             for _ in range(3):
                 greeted: list[object] = []
                 done = anyio.Event()
-                ipc_main.once("greeted", lambda event, arg: (greeted.append(arg), done.set()))
+                ipc_main.once(
+                    "greeted", lambda event, arg, g=greeted, d=done: (g.append(arg), d.set())
+                )
                 contents = await spawn_renderer(ipc_main, "sync_worker")
                 await done.wait()
                 assert greeted == [contents.id]
