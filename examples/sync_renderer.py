@@ -1,9 +1,9 @@
-"""A blocking renderer: ``ipcbus.sync.connect()`` for code without an event loop.
+"""A blocking renderer: ``ipcbus.sync.IpcRenderer`` for code without an event loop.
 
 Main (async, as always) spawns this file with ``--renderer``; the renderer is
 a plain synchronous program. ``ipcbus.sync`` runs the connection on an event
 loop in a background thread and gives blocking ``send``, ``send_sync``,
-``invoke`` and ``on``. Listeners run on that background thread.
+``invoke``; listeners (registered before connecting) run on that background thread.
 
 Run: ``python examples/sync_renderer.py``
 """
@@ -16,7 +16,7 @@ import sys
 import anyio
 
 from ipcbus import IpcMain, IpcMainEvent, IpcRendererEvent
-from ipcbus.sync import connect
+from ipcbus.sync import IpcRenderer
 
 EXPECTED = """
 [renderer] invoke('add', 2, 3) -> 5
@@ -53,14 +53,15 @@ async def main() -> None:
 
 def renderer() -> None:
     inbox: queue.Queue[str] = queue.Queue()
-    with connect() as ipc:  # blocking; no address: the main that spawned us
+    ipc = IpcRenderer()
+
+    @ipc.on("welcome")  # registered before connecting: nothing main sends is lost
+    def on_welcome(event: IpcRendererEvent, text: str) -> None:
+        inbox.put(text)  # runs on the background thread: hand over safely
+
+    with ipc.connect():  # blocking; no address: the main that spawned us
         say("renderer", f"invoke('add', 2, 3) -> {ipc.invoke('add', 2, 3, timeout=5)}")
         say("renderer", f"send_sync('question') -> {ipc.send_sync('question')}")
-
-        def on_welcome(event: IpcRendererEvent, text: str) -> None:
-            inbox.put(text)  # runs on the background thread: hand over safely
-
-        ipc.on("welcome", on_welcome)
         ipc.send("hello", "hello from a blocking renderer")
         say("renderer", f"main sent {inbox.get(timeout=10)!r}")
 

@@ -520,3 +520,59 @@ async def test_renderer_enters_when_welcome_and_goodbye_arrive_together(tmp_path
                 with pytest.raises(ConnectionClosedError):
                     await renderer.send("x")
             tg.cancel_scope.cancel()
+
+
+# ---- a child that never connects -----------------------------------------------------
+
+NEVER_CONNECTS = """
+import os, signal, sys, time
+if sys.argv[2] == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL ends it
+with open(sys.argv[1], "w") as fifo:
+    fifo.write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def _assert_reaped(pid: int) -> None:
+    """The process is gone and reaped: not running, not a zombie."""
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # a zombie would still accept signal 0
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+async def _pid_from(fifo: Path) -> int:
+    return int(await anyio.to_thread.run_sync(fifo.read_text))
+
+
+@pytest.mark.parametrize("kind", ["polite", "stubborn"])
+async def test_spawn_kills_and_reaps_a_child_that_never_connects(tmp_path: Path, kind: str) -> None:
+    fifo = tmp_path / "pid.fifo"
+    os.mkfifo(fifo)
+    pids: list[int] = []
+    with anyio.fail_after(20):
+        async with running_main(handshake_timeout=0.5) as ipc_main:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: _collect(pids, fifo))
+                with pytest.raises(ConnectionClosedError, match="did not connect"):
+                    await spawn_script(ipc_main, tmp_path, NEVER_CONNECTS, str(fifo), kind)
+            # Checked inside ``async with``: spawn itself ended it, not the shutdown.
+            _assert_reaped(pids[0])
+
+
+async def test_a_cancelled_spawn_kills_and_reaps_its_child(tmp_path: Path) -> None:
+    fifo = tmp_path / "pid.fifo"
+    os.mkfifo(fifo)
+    with anyio.fail_after(20):
+        async with running_main(handshake_timeout=60) as ipc_main:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(spawn_script, ipc_main, tmp_path, NEVER_CONNECTS, str(fifo), "-")
+                pid = await _pid_from(fifo)  # the child runs; spawn waits for its handshake
+                tg.cancel_scope.cancel()
+            _assert_reaped(pid)
+            assert ipc_main.get_all_web_contents() == []
+
+
+async def _collect(pids: list[int], fifo: Path) -> None:
+    pids.append(await _pid_from(fifo))

@@ -11,7 +11,7 @@ import pytest
 import ipcbus
 import ipcbus.sync
 
-from .helpers import running_main
+from .helpers import running_main, spawn_renderer
 
 
 async def test_blocking_renderer_in_a_thread() -> None:
@@ -59,3 +59,149 @@ def test_connect_to_nothing_raises_and_leaves_no_thread(tmp_path: Any) -> None:
         ipcbus.sync.connect(f"unix:{tmp_path}/missing.sock", token="x", timeout=5)
     # Compare identities, not counts: a thread of an earlier test may end meanwhile.
     assert set(threading.enumerate()) - before == set()
+
+
+# ---- listeners and handlers first, then connect ----------------------------------------
+
+
+async def _hello_on_connect(contents: ipcbus.WebContents) -> None:
+    await contents.send("hello", contents.id)
+
+
+async def test_what_main_sends_in_on_connect_reaches_a_listener_registered_first() -> None:
+    """Was lost 24 times in 30: ``on`` could only be called after connecting."""
+    with anyio.fail_after(60):
+        async with running_main() as ipc_main:
+            ipc_main.on_connect(_hello_on_connect)
+            listener = await ipc_main.listen()
+
+            def one_run() -> tuple[object, int]:
+                got: list[object] = []
+                arrived = threading.Event()
+                ipc = ipcbus.sync.IpcRenderer()
+
+                @ipc.on("hello")
+                def on_hello(event: ipcbus.IpcRendererEvent, renderer_id: int) -> None:
+                    got.append(renderer_id)
+                    arrived.set()
+
+                with ipc.connect(listener.address, token=listener.token):
+                    arrived.wait(10)
+                    return (got[0] if got else "lost"), ipc.id
+
+            for _ in range(30):
+                got, renderer_id = await anyio.to_thread.run_sync(one_run)
+                assert got == renderer_id
+
+
+async def test_main_invokes_sync_handlers_of_a_renderer_in_a_thread() -> None:
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            ipc_main.handle("add", lambda event, a, b: a + b)
+            connected = anyio.Event()
+            contents_of: list[ipcbus.WebContents] = []
+            ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
+            listener = await ipc_main.listen()
+            threads: dict[str, int] = {}
+            seen: list[object] = []
+
+            def client() -> bool:
+                ipc = ipcbus.sync.IpcRenderer()
+
+                @ipc.handle("title")
+                def title(event: ipcbus.IpcRendererEvent, suffix: str) -> str:
+                    threads["handler"] = threading.get_ident()
+                    assert event.sender is ipc
+                    return "window" + suffix
+
+                ipc.handle("boom", _boom)
+                ipc.handle_once("once", lambda event: "only once")
+                ipc.handle("callback", lambda event, a, b: event.sender.invoke("add", a, b))
+
+                @ipc.once("note")
+                def first_note(event: ipcbus.IpcRendererEvent, n: int) -> None:
+                    threads["listener"] = threading.get_ident()
+                    seen.append(n)
+                    try:
+                        event.sender.send("not", "from a listener")
+                    except RuntimeError as exc:
+                        seen.append(str(exc))
+
+                ipc.on("note", lambda event, n: seen.append(("on", n)))
+                assert ipc.listener_count("note") == 2
+                with ipc.connect(listener.address, token=listener.token):
+                    threads["caller"] = threading.get_ident()
+                    return ipc.wait_closed(20)  # main closes when it is done
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
+                await connected.wait()
+                contents = contents_of[0]
+                assert await contents.invoke("title", "!") == "window!"
+                assert await contents.invoke("once") == "only once"
+                with pytest.raises(ipcbus.NoHandlerError):
+                    await contents.invoke("once")
+                with pytest.raises(ipcbus.RemoteError) as info:
+                    await contents.invoke("boom")
+                assert info.value.type_name == "ValueError"
+                assert "sync handler failed" in str(info.value)
+                assert await contents.invoke("callback", 2, 3) == 5  # blocking call from a handler
+                await contents.send("note", 1)
+                await contents.send("note", 2)
+                await contents.close()  # read after the notes: they are dispatched first
+            assert seen[0] == 1
+            assert "cannot be called from a listener" in str(seen[1])
+            assert seen[2:] == [("on", 1), ("on", 2)]
+            # Listeners on the loop's thread, plain handlers in a worker thread.
+            assert len({threads["caller"], threads["listener"], threads["handler"]}) == 3
+
+
+def _boom(event: ipcbus.IpcRendererEvent) -> None:
+    raise ValueError("sync handler failed")
+
+
+async def test_a_sync_renderer_child_process_gets_on_connect_and_serves_invoke() -> None:
+    with anyio.fail_after(60):
+        async with running_main() as ipc_main:
+            ipc_main.on_connect(_hello_on_connect)
+            ipc_main.handle("add", lambda event, a, b: a + b)
+            for _ in range(3):
+                greeted: list[object] = []
+                done = anyio.Event()
+                ipc_main.once(
+                    "greeted", lambda event, arg, g=greeted, d=done: (g.append(arg), d.set())
+                )
+                contents = await spawn_renderer(ipc_main, "sync_worker")
+                await done.wait()
+                assert greeted == [contents.id]
+                assert await contents.invoke("title", "?") == "sync window?"
+                assert await contents.invoke("once") == "only once"
+                with pytest.raises(ipcbus.NoHandlerError):
+                    await contents.invoke("once")
+                with pytest.raises(ipcbus.RemoteError, match="ValueError: sync handler failed"):
+                    await contents.invoke("boom")
+                assert await contents.invoke("add-via-main", 20, 22) == 42
+                await contents.send("quit")
+                await contents.wait_closed()
+                assert contents.disconnect_details is not None
+                assert contents.disconnect_details.exit_code == 0
+
+
+def test_registration_and_calls_need_the_right_state() -> None:
+    ipc = ipcbus.sync.IpcRenderer()
+    ipc.handle("x", lambda event: 1)
+    with pytest.raises(ipcbus.HandlerExistsError):
+        ipc.handle("x", lambda event: 2)
+    ipc.remove_handler("x")
+    ipc.handle("x", lambda event: 3)
+    listener = ipc.on("y", print)
+    assert ipc.listener_count("y") == 1
+    ipc.off("y", listener)
+    ipc.on("y", print)
+    ipc.remove_all_listeners()
+    assert ipc.listener_count("y") == 0
+    with pytest.raises(ipcbus.ConnectionClosedError, match="not connected"):
+        ipc.invoke("anything")
+    ipc.close()  # nothing to close: fine
+    with pytest.raises(TypeError, match="must be callable"):
+        ipc.on("y", 42)  # type: ignore[call-overload]

@@ -552,7 +552,9 @@ class IpcMain(Registry):
 
         Raises:
             ConnectionClosedError: the child exited, or did not connect within
-                ``handshake_timeout``.
+                ``handshake_timeout``. A child that never completed the
+                handshake is terminated (killed after 1 s) and reaped first,
+                also when ``spawn`` is cancelled.
         """
         tg = self._require_running("spawn")
         token = secrets.token_hex(32)
@@ -575,12 +577,27 @@ class IpcMain(Registry):
             raise
         finally:
             theirs.close()
-        stream = await stream_from_socket(ours)
-        link: _Link = await tg.start(
-            self._serve_started, stream, token, process, _channel_set(allowed_channels)
-        )
-        with anyio.move_on_after(self.handshake_timeout):
-            await link.handshake.wait()
+        try:
+            stream = await stream_from_socket(ours)
+            link: _Link = await tg.start(
+                self._serve_started, stream, token, process, _channel_set(allowed_channels)
+            )
+        except BaseException:
+            ours.close()
+            with anyio.CancelScope(shield=True):
+                await _stop(process)  # nothing serves it yet: it is ours to end
+            raise
+        try:
+            with anyio.move_on_after(self.handshake_timeout):
+                await link.handshake.wait()
+        except BaseException:
+            # Cancelled: end the half-made connection; _finish kills and reaps
+            # the child, and we wait for that so that no process outlives us.
+            with anyio.CancelScope(shield=True):
+                if (endpoint := link.contents._endpoint) is not None:
+                    await endpoint.close(CloseCode.PROTOCOL_ERROR, "spawn was cancelled")
+                await link.contents.wait_closed()
+            raise
         endpoint = link.contents._endpoint
         if endpoint is None or endpoint.conn.state is not OPEN:
             if endpoint is not None and endpoint.conn.state is State.HANDSHAKE:
@@ -702,7 +719,14 @@ class IpcMain(Registry):
         exit_code = None
         process = contents._process
         if process is not None:
-            exit_code = await self._reap(process)
+            if link.connected:
+                exit_code = await self._reap(process)
+            else:
+                # Never a renderer (no handshake): spawn raises, so nobody
+                # else would ever end it. If we closed the connection (timeout,
+                # spawn cancelled) it has nothing to wait for: end it now.
+                ours = termination is None or not termination.remote
+                exit_code = await _stop(process, grace=0.0 if ours else 2.0)
         contents.disconnect_details = _details(termination, exit_code)
         self._links.discard(link)
         self._contents.pop(contents.id, None)
@@ -810,6 +834,19 @@ class IpcMain(Registry):
                 continue
             if inspect.isawaitable(result) and self._tg is not None:
                 self._tg.start_soon(_await_hook, hook, result)
+
+
+async def _stop(process: anyio.abc.Process, grace: float = 0.0) -> int:
+    """End a child: wait ``grace`` s, SIGTERM, 1 s more, SIGKILL; reap it; its exit code."""
+    with anyio.move_on_after(grace):
+        return await process.wait()
+    with suppress(ProcessLookupError):
+        process.terminate()
+    with anyio.move_on_after(1.0):
+        return await process.wait()
+    with suppress(ProcessLookupError):
+        process.kill()
+    return await process.wait()
 
 
 async def _refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:

@@ -21,7 +21,10 @@ Where the messages go (docs/ports-and-streams.md has the long form):
 ``post_message``, ``start`` and ``close`` are plain methods, like Electron's:
 they queue and return. Delivery (listeners, ``async for``) runs in a task of
 the ``IpcMain`` or connected ``IpcRenderer`` that owns the port: the one the
-port arrived through, or the one running when the channel was created.
+port arrived through, or the one running when the channel was created. A
+port with no such owner (a channel made in a plain coroutine, or whose owner
+has stopped) delivers in tasks of the running event loop (``ipcbus._loop``),
+on asyncio and trio alike; with no event loop at all, ``start()`` raises.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import anyio.abc
 import msgspec
 
 from ._errors import SerializationError
+from ._loop import loop_is_running, start_on_loop
 from ._values import ENCODE_ERRORS, decode_value, unencodable
 
 __all__ = ("MessageChannelMain", "MessageEvent", "MessagePortMain")
@@ -196,8 +200,14 @@ class MessagePortMain:
             self._peer._enqueue(Item(data, [port._move() for port in ports]))
 
     def start(self) -> None:
-        """Start delivering messages; the ones that arrived before are kept until now."""
+        """Start delivering messages; the ones that arrived before are kept until now.
+
+        Raises:
+            RuntimeError: no event loop runs in this thread, so nothing could
+                ever deliver (call it from a coroutine or a listener).
+        """
         if not self._neutered and not self._started:
+            _require_loop("start")
             self._started = True
             self._schedule()
 
@@ -227,6 +237,13 @@ class MessagePortMain:
         Works as a call and as a decorator; returns ``listener``. Listeners
         may be ``async``: each finishes before the next message is delivered.
         ``"message"`` listeners start receiving once :meth:`start` is called.
+        Listeners run on the event loop's thread, in a task of the port's
+        owner (``IpcMain`` or connected ``IpcRenderer``) or, if it has none,
+        of the running loop itself.
+
+        Raises:
+            RuntimeError: the port is started and no event loop runs in this
+                thread (register listeners before ``start()``, anywhere).
         """
         return self._add(event, listener, once=False)
 
@@ -290,6 +307,8 @@ class MessagePortMain:
         def register(fn: F) -> F:
             if not callable(fn):
                 raise TypeError(f"listener must be callable, not {type(fn).__name__}")
+            if self._started and not self._neutered:
+                _require_loop("on")
             entry = (fn, once, _is_async(fn))
             self._listeners[event] = (*self._listeners.get(event, ()), entry)
             self._schedule()
@@ -347,8 +366,8 @@ class MessagePortMain:
             except Exception:
                 logger.exception("a MessagePortMain listener %r raised", fn)
                 continue
-            if inspect.isawaitable(result) and self._host is not None:
-                self._host.start_soon(partial(_call, lambda r=result: r))
+            if inspect.isawaitable(result):
+                self._start_soon(partial(_call, lambda r=result: r))
         return True
 
     def _deliverable(self) -> bool:
@@ -376,8 +395,15 @@ class MessagePortMain:
                 iterator.wake()  # it may take the message, or drain if there is no host
         if self._draining or not self._deliverable():
             return
-        if self._host is not None and self._host.start_soon(self._drain):
+        if self._start_soon(self._drain):
             self._draining = True  # the task is on its way; don't start a second
+
+    def _start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``fn`` in a task of the port's owner, else of the running event loop."""
+        host = self._host
+        if host is not None and host.start_soon(fn):
+            return True
+        return start_on_loop(fn)
 
     async def _drain(self) -> None:
         self._draining = True
@@ -591,6 +617,14 @@ def close_ports_in(items: Iterable[Queued]) -> None:
 
 
 _Listener = tuple[Callable[..., Any], bool, bool]  # fn, once, async
+
+
+def _require_loop(method: str) -> None:
+    if not loop_is_running():
+        raise RuntimeError(
+            f"MessagePortMain.{method}() needs a running event loop in this thread to "
+            "deliver messages: call it from a coroutine (asyncio or trio) or a listener"
+        )
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
