@@ -80,6 +80,7 @@ from ._values import (
     encode_error,
 )
 from ._wire import INVOKE, CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
+from .ports import discard_ports
 
 __all__ = ("Endpoint", "Gate", "Owner", "ReplySlot", "StreamWaiter", "logger")
 
@@ -956,8 +957,8 @@ class Endpoint:
         if not listeners:
             if request_id is None:
                 logger.debug("dropped a message on %r from %s: no listener", channel, self.name)
-                for port in ports or ():
-                    port.close()  # its peer learns that nobody took it
+                if ports:
+                    discard_ports(ports)  # their peers learn that nobody took them
             else:
                 self.reply_error_soon(
                     request_id,

@@ -34,7 +34,9 @@ Rules (docs/protocol.md has the long form):
    main's business (``ipcbus._portroute``); the core only checks the shape:
    main hands renderers ends by ids > 0, a renderer names the ends it
    created < 0 (and main then addresses them so), id 0 is never valid, and
-   only a renderer gives frames back (``returned``).
+   only a renderer gives frames back (``returned``). A frame carries at most
+   ``MAX_PORTS_PER_FRAME`` port references: each costs the receiver a port
+   object and routing work out of proportion to its few bytes.
 
 This module imports only the standard library and msgspec.
 """
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import enum
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -69,6 +71,8 @@ from ._framing import (
 )
 from ._wire import (
     DEFAULT_MAX_FRAME_SIZE,
+    MAX_PORTS_PER_FRAME,
+    MIN_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     STREAM,
     Body,
@@ -90,6 +94,7 @@ from ._wire import (
     StreamCredit,
     StreamItem,
     Welcome,
+    check_max_frame_size,
     raw_args,
 )
 
@@ -175,6 +180,7 @@ class Connection:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         new_buffer: Callable[[int], bytearray | memoryview] = bytearray,
     ) -> None:
+        check_max_frame_size(max_frame_size)
         self.role = role
         self.state = HANDSHAKE
         self.renderer_id = renderer_id
@@ -345,7 +351,11 @@ class Connection:
         if self.state is not OPEN:
             self._require_open("send a message")
         # args as the Raw field (see raw_args; the call is left out on this hot path)
-        body = Message(channel, args, tuple(ports)) if ports else Message(channel, args)
+        if ports:
+            self._check_port_count(len(ports))
+            body = Message(channel, args, tuple(ports))
+        else:
+            body = Message(channel, args)
         # append_frame, inline (the hottest call of all, once per send)
         out = self._outbox
         start = len(out)
@@ -438,6 +448,8 @@ class Connection:
                 encoded; nothing was queued.
         """
         self._require_open("send a port message")
+        if ports:
+            self._check_port_count(len(ports))
         self._queue(PortMessage(port_id, raw_args(data), ports or [], returned))
 
     def send_port_close(self, port_id: int, returned: bool = False) -> None:
@@ -519,6 +531,14 @@ class Connection:
                 f"a frame of {size} bytes is over the peer's limit of {limit} bytes"
             )
 
+    @staticmethod
+    def _check_port_count(n: int) -> None:
+        if n > MAX_PORTS_PER_FRAME:
+            raise LocalProtocolError(
+                f"cannot send {n} ports in one message: at most {MAX_PORTS_PER_FRAME} "
+                "may travel together"
+            )
+
     def _require_open(self, action: str) -> None:
         if self.state is not OPEN:
             raise LocalProtocolError(f"cannot {action} while the connection is {self.state.value}")
@@ -550,8 +570,7 @@ class Connection:
         # Ordered by how often each arrives; a decoded body is exactly its class.
         if type(body) is Message:
             if body.ports:
-                for ref in body.ports:
-                    self._check_ref(ref)
+                self._check_refs(body.ports)
             self._events.append(body)  # the frame is the event (MessageReceived)
         elif type(body) is Request:
             request_id = body.request_id
@@ -582,8 +601,8 @@ class Connection:
             self._handle_stream_item(body)
         elif isinstance(body, PortMessage):
             self._check_port(body.port_id, body.returned)
-            for ref in body.ports:
-                self._check_ref(ref)
+            if body.ports:
+                self._check_refs(body.ports)
             self._events.append(
                 PortMessageReceived(body.port_id, body.data, body.ports, body.returned)
             )
@@ -657,13 +676,31 @@ class Connection:
                 f"is not valid from {'main' if self.role is Role.RENDERER else 'a renderer'}"
             )
 
-    def _check_ref(self, ref: PortRef) -> None:
-        # Main hands out ends by its own ids (> 0) only.
-        if ref.id == 0 or (self.role is Role.RENDERER and ref.id < 0):
+    def _check_refs(self, refs: Sequence[PortRef]) -> None:
+        # Each reference makes the receiver build a port and route (or close) it:
+        # far more work than its few bytes, so a frame carries a bounded number.
+        if len(refs) > MAX_PORTS_PER_FRAME:
             raise _PeerViolation(
-                f"protocol error: port id {ref.id} is not valid in a port sent by "
-                f"{'main' if self.role is Role.RENDERER else 'a renderer'}"
+                f"protocol error: a frame carries {len(refs)} port references; "
+                f"at most {MAX_PORTS_PER_FRAME} may travel in one message"
             )
+        # Main hands out ends by its own ids (> 0) only.
+        for ref in refs:
+            if ref.id == 0 or (self.role is Role.RENDERER and ref.id < 0):
+                raise _PeerViolation(
+                    f"protocol error: port id {ref.id} is not valid in a port sent by "
+                    f"{'main' if self.role is Role.RENDERER else 'a renderer'}"
+                )
+
+    @staticmethod
+    def _check_peer_limit(limit: int, frame: str) -> int:
+        # 0: not said. Below the minimum, not even an error reply would fit.
+        if limit and limit < MIN_MAX_FRAME_SIZE:
+            raise _PeerViolation(
+                f"protocol error: {frame} announces a max_frame_size of {limit} bytes; "
+                f"it must be 0 (not said) or at least {MIN_MAX_FRAME_SIZE}"
+            )
+        return limit
 
     def _handle_handshake(self, body: Body) -> None:
         if self.role is Role.MAIN:
@@ -681,7 +718,7 @@ class Connection:
                     f"main speaks version {PROTOCOL_VERSION}",
                     CloseCode.VERSION_MISMATCH,
                 )
-            self._peer_max_frame_size = body.max_frame_size
+            self._peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Hello")
             self._queue(Welcome(PROTOCOL_VERSION, self.renderer_id, self._max_frame_size))
             self._set_state(OPEN)
             self._events.append(HandshakeCompleted(self.renderer_id, body.process_id))
@@ -692,8 +729,8 @@ class Connection:
                     f"the renderer speaks version {PROTOCOL_VERSION}",
                     CloseCode.VERSION_MISMATCH,
                 )
+            self._peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Welcome")
             self.renderer_id = body.renderer_id
-            self._peer_max_frame_size = body.max_frame_size
             self._set_state(OPEN)
             self._events.append(HandshakeCompleted(body.renderer_id, 0))
         elif isinstance(body, Goodbye):

@@ -23,6 +23,8 @@ import msgspec
 
 __all__ = (
     "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_PORTS_PER_FRAME",
+    "MIN_MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
     "Body",
     "Cancel",
@@ -50,6 +52,17 @@ PROTOCOL_VERSION: Final = 1
 
 #: Largest frame body accepted by default (64 MiB); see ``max_frame_size``.
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
+
+#: Smallest ``max_frame_size`` a side may have and announce (1 KiB): an error
+#: reply is cut to fit the peer's limit, and this leaves room for a useful one
+#: (docs/protocol.md, "Handshake"). 0 in a Hello or Welcome means "not said".
+MIN_MAX_FRAME_SIZE: Final = 1024
+
+#: Most port references one ``Message`` or ``PortMessage`` may carry. Each one
+#: costs the receiver far more work than its 3-13 bytes (a port object, routing
+#: entries, a close to send back), so a frame over the limit ends the connection;
+#: Electron apps transfer a handful at a time (docs/protocol.md, "Frame bodies").
+MAX_PORTS_PER_FRAME: Final = 64
 
 
 class RequestKind(enum.IntEnum):
@@ -244,6 +257,19 @@ class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):
     type_name: str
     message: str
     traceback: str | None = None
+
+
+def check_max_frame_size(max_frame_size: int) -> None:
+    """Refuse a ``max_frame_size`` below :data:`MIN_MAX_FRAME_SIZE`.
+
+    Raises:
+        ValueError: naming the value and the minimum.
+    """
+    if max_frame_size < MIN_MAX_FRAME_SIZE:
+        raise ValueError(
+            f"max_frame_size must be at least {MIN_MAX_FRAME_SIZE} bytes "
+            f"(ipcbus.MIN_MAX_FRAME_SIZE), not {max_frame_size}"
+        )
 
 
 def raw_args(args: Any) -> msgspec.Raw:

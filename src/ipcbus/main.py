@@ -43,7 +43,14 @@ from ._transport import (
     stream_from_socket,
 )
 from ._values import ENCODE_ERRORS, encode_error
-from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKind
+from ._wire import (
+    DEFAULT_MAX_FRAME_SIZE,
+    INVOKE,
+    CloseCode,
+    PortRef,
+    RequestKind,
+    check_max_frame_size,
+)
 from .ports import MessagePortMain, check_transfer, current_host
 
 if TYPE_CHECKING:
@@ -400,8 +407,9 @@ class IpcMain(Registry):
         allowed_channels: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
-        if max_in_flight < 1 or max_connections < 1 or max_frame_size < 1:
-            raise ValueError("max_in_flight, max_connections and max_frame_size must be >= 1")
+        if max_in_flight < 1 or max_connections < 1:
+            raise ValueError("max_in_flight and max_connections must be >= 1")
+        check_max_frame_size(max_frame_size)
         self.allowed_channels = _channel_set(allowed_channels)
         self._guards = Guards()
         self._ports = MainPortRouter(lambda: self._tg)
