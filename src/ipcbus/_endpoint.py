@@ -823,7 +823,7 @@ class Endpoint:
 
     def _queue_error(self, request_id: int, kind: ErrorKind, exc: BaseException) -> bool:
         info = error_info(kind, exc, with_traceback=self._send_tracebacks)
-        return self.conn.send_reply(request_id, False, info)
+        return self.conn.send_error(request_id, info)  # cut to fit the caller's limit
 
     # ---- receiving -----------------------------------------------------
 

@@ -95,6 +95,7 @@ from ._wire import (
     StreamItem,
     Welcome,
     check_max_frame_size,
+    fit_error,
     raw_args,
 )
 
@@ -484,6 +485,33 @@ class Connection:
         self._serving.remove(request_id)
         if self._credit:
             self._credit.pop(request_id, None)
+        return True
+
+    def send_error(self, request_id: int, info: ErrorInfo) -> bool:
+        """Answer the peer's request with an error; ``False`` as for :meth:`send_reply`.
+
+        An error always reaches the caller: one over the limit the peer
+        announced is cut to fit it (``fit_error``), which the handshake's
+        ``MIN_MAX_FRAME_SIZE`` leaves room for.
+
+        Raises:
+            TypeError, OverflowError, msgspec.EncodeError: ``info`` cannot be
+                encoded; nothing was queued and the request is still open.
+        """
+        if request_id not in self._serving or self.state is not OPEN:
+            return False
+        out = self._outbox
+        size = append_frame(self._encoder, Reply(request_id, False, raw_args(info)), out)
+        limit = self._peer_max_frame_size
+        if limit and size > limit:
+            del out[-(HEADER_SIZE + size) :]
+            around = size - len(self._encoder.encode(info))  # the Reply's own fields
+            reply = Reply(request_id, False, raw_args(fit_error(info, limit - around)))
+            size = append_frame(self._encoder, reply, out)
+            if size > limit:  # cannot happen with a limit >= MIN_MAX_FRAME_SIZE
+                self._unqueue(size)  # raises
+        self._serving.remove(request_id)
+        self._credit.pop(request_id, None)
         return True
 
     def is_serving(self, request_id: int) -> bool:

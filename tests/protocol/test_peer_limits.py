@@ -9,27 +9,41 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from ipcbus._events import HandshakeCompleted, MessageReceived, PortMessageReceived
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ipcbus._events import HandshakeCompleted, MessageReceived, PortMessageReceived, ReplyReceived
 from ipcbus._protocol import Connection, LocalProtocolError, Role, State
 from ipcbus._wire import (
     MAX_PORTS_PER_FRAME,
+    MESSAGE_CUT,
     MIN_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
+    TRACEBACK_CUT,
     CloseCode,
+    ErrorInfo,
+    ErrorKind,
     Hello,
     Message,
     PortMessage,
     PortRef,
+    Reply,
+    RequestKind,
     Welcome,
+    fit_error,
     raw_args,
 )
 
 from .helpers import (
+    ENC,
     PROCESS_ID,
     RENDERER_ID,
     TOKEN,
+    ConnectionPair,
     Feed,
     assert_terminated_by_us,
     feed,
@@ -135,3 +149,85 @@ def test_our_own_limit_must_be_at_least_the_minimum() -> None:
     for role in Role:
         with pytest.raises(ValueError, match=str(MIN_MAX_FRAME_SIZE)):
             Connection(role, token=TOKEN, max_frame_size=MIN_MAX_FRAME_SIZE - 1)
+
+
+# ---- error replies cut to fit the caller's limit ------------------------------------
+
+
+def _pair_with_small_limit_on(caller_is_renderer: bool, mode: Feed = Feed.WHOLE) -> ConnectionPair:
+    """An open pair whose caller side announced ``MIN_MAX_FRAME_SIZE``."""
+    pair = ConnectionPair(mode)
+    small = MIN_MAX_FRAME_SIZE
+    if caller_is_renderer:
+        pair.renderer = Connection(
+            Role.RENDERER, token=TOKEN, process_id=PROCESS_ID, max_frame_size=small
+        )
+    else:
+        pair.main = Connection(
+            Role.MAIN, token=TOKEN, renderer_id=RENDERER_ID, max_frame_size=small
+        )
+    pair.handshake()
+    return pair
+
+
+def _reply_info(events: list[Any]) -> ErrorInfo:
+    [event] = events
+    assert isinstance(event, ReplyReceived) and not event.ok
+    return msgspec.msgpack.decode(event.value, type=ErrorInfo)
+
+
+def test_an_error_over_the_callers_limit_is_cut_to_fit(mode: Feed, renderer_sends: bool) -> None:
+    """``renderer_sends``: the renderer calls (its limit is small) and main serves."""
+    pair = _pair_with_small_limit_on(renderer_sends, mode)
+    caller, server = pair.ends(renderer_sends)
+    request_id = caller.start_request(RequestKind.INVOKE, "ch", raw_args([]))
+    assert len(pair.send(caller)) == 1
+    message = "m" * 5000 + "END-OF-MESSAGE"
+    traceback = "START-OF-TRACEBACK" + "t" * 9000 + "ValueError: the last line\n"
+    info = ErrorInfo(ErrorKind.REMOTE, "ValueError", message, traceback)
+    assert server.send_error(request_id, info) is True
+    assert not server.is_serving(request_id)
+    data = server.data_to_send()
+    assert len(data) - 4 <= MIN_MAX_FRAME_SIZE
+    got = _reply_info(feed(caller, data, mode))
+    assert caller.state is State.OPEN and server.state is State.OPEN
+    assert got.kind is ErrorKind.REMOTE and got.type_name == "ValueError"
+    assert got.message.startswith("m" * 100) and got.message.endswith(MESSAGE_CUT)
+    assert got.traceback is not None
+    assert got.traceback.startswith(TRACEBACK_CUT)
+    assert got.traceback.endswith("ValueError: the last line\n")
+
+
+def test_an_error_that_fits_is_sent_as_it_is(renderer_sends: bool) -> None:
+    pair = _pair_with_small_limit_on(renderer_sends)
+    caller, server = pair.ends(renderer_sends)
+    request_id = caller.start_request(RequestKind.INVOKE, "ch", raw_args([]))
+    pair.send(caller)
+    info = ErrorInfo(ErrorKind.REMOTE, "ValueError", "short", "Traceback: short\n")
+    assert server.send_error(request_id, info) is True
+    assert _reply_info(pair.send(server)) == info
+
+
+def test_an_error_to_a_request_no_longer_served_is_not_sent() -> None:
+    pair = handshake()
+    info = ErrorInfo(ErrorKind.REMOTE, "ValueError", "x")
+    assert pair.main.send_error(1, info) is False
+    assert pair.main.data_to_send() == b""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    type_name=st.text(min_size=1, max_size=400),
+    message=st.text(max_size=3000),
+    traceback=st.none() | st.text(max_size=6000),
+    limit=st.integers(MIN_MAX_FRAME_SIZE, 4 * MIN_MAX_FRAME_SIZE),
+)
+def test_any_error_is_cut_to_fit_any_allowed_limit(
+    type_name: str, message: str, traceback: str | None, limit: int
+) -> None:
+    info = ErrorInfo(ErrorKind.REMOTE, type_name, message, traceback)
+    overhead = len(frame(Reply(2**63, False, raw_args(None)))) - 4 - 1  # the Reply, less info
+    cut = fit_error(info, limit - overhead)
+    assert len(ENC.encode(Reply(2**63, False, raw_args(cut)))) <= limit
+    assert cut.message == message or cut.message.endswith(MESSAGE_CUT)
+    assert (cut.traceback is None) == (traceback is None)
