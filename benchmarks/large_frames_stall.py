@@ -11,7 +11,9 @@ sends, one scenario at a time:
 * ``ports-1.1m-by-64``: as many references, 64 to a frame (the most a frame
   may carry since the limit), all written at once;
 * ``nil-57m``: ``invoke("echo", [None] * 57 Mi)`` (a 57 MiB array of nils);
-* ``bytes-57m``: ``invoke("echo", b"x" * 57 MiB)``.
+* ``bytes-57m``: ``invoke("echo", b"x" * 57 MiB)``;
+* ``nil-57m-guarded``: the nils again, to a channel whose guard refuses
+  arguments over 1 MiB (``event.args_size``), so they are never decoded.
 
 For each it prints the worst lateness of main's own loop (a task that sleeps
 2 ms and records how late it wakes) and the slowest ``ping`` round trip the
@@ -31,6 +33,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 import anyio
 import msgspec
@@ -42,6 +45,7 @@ SCENARIOS = {
     "ports-1.1m-by-64": ("ports64", int(1.1 * MiB)),
     "nil-57m": ("nil", 57 * MiB),
     "bytes-57m": ("bytes", 57 * MiB),
+    "nil-57m-guarded": ("nil-guarded", 57 * MiB),
 }
 
 
@@ -133,6 +137,15 @@ async def attack(address: str, token: str, kind: str, size: int) -> None:
         each = f" in frames of {per_frame}" if per_frame else ""
         print(f"sending {len(frame) / 1024:.0f} KiB, {n} port refs{each}", flush=True)
         await raw_ports(address, token, frame)
+    elif kind == "nil-guarded":
+        async with ipcbus.connect(address, token=token, timeout=60) as renderer:
+            print(f"sending {size / MiB:.0f} MiB of nil, refused", flush=True)
+            try:
+                await renderer.invoke("limited", [None] * size, timeout=120)
+            except ipcbus.RemoteError:
+                pass
+            else:
+                raise AssertionError("the guard let it through")
     else:
         value = [None] * size if kind == "nil" else b"x" * size
         async with ipcbus.connect(address, token=token, timeout=60) as renderer:
@@ -151,6 +164,14 @@ async def run(only: list[str]) -> None:
     ipc_main = ipcbus.IpcMain()
     ipc_main.handle("ping", lambda event: None)
     ipc_main.handle("echo", lambda event, value: value)
+    ipc_main.handle("limited", lambda event, value: value)
+    if "nil-57m-guarded" in only:
+
+        @ipc_main.add_guard
+        def size_limit(event: Any) -> None:
+            if event.channel == "limited" and event.args_size > MiB:
+                raise ValueError(f"{event.args_size} bytes of arguments; 'limited' takes 1 MiB")
+
     lateness = 0.0
 
     async def monitor() -> None:

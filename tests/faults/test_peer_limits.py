@@ -224,3 +224,29 @@ async def test_renderer_handler_error_over_mains_limit_is_cut_and_the_link_lives
                 assert await contents.invoke("pid") == os.getpid()
             assert (await setup.disconnected(renderer.id)).reason == "clean-exit"
             await setup.check_healthy()
+
+
+# ---- a per-channel size limit, before anything is decoded ---------------------------
+
+
+async def test_a_guard_limits_argument_size_per_channel_before_decoding() -> None:
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            calls: list[str] = []
+            setup.ipc_main.handle("small", lambda event, blob: calls.append("small"))
+            setup.ipc_main.handle("upload", lambda event, blob: calls.append("upload"))
+            seen: dict[str, int] = {}
+
+            @setup.ipc_main.add_guard
+            def size_limit(event: Any) -> None:
+                seen[event.channel] = event.args_size
+                if event.channel != "upload" and event.args_size > 1024:
+                    raise ValueError(f"{event.args_size} bytes on {event.channel!r}")
+
+            blob = b"x" * 4096
+            with pytest.raises(ipcbus.RemoteError, match="bytes on 'small'"):
+                await setup.healthy.invoke("small", blob)
+            await setup.healthy.invoke("upload", blob)
+            await setup.healthy.invoke("small", b"x")
+            assert calls == ["upload", "small"]
+            assert seen["upload"] > 4096 and seen["small"] < 16
