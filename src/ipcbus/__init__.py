@@ -21,7 +21,7 @@ from ._errors import (
 )
 from ._runner import run
 from ._streams import IpcStream
-from ._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION
+from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_PORTS_PER_FRAME, MIN_MAX_FRAME_SIZE, PROTOCOL_VERSION
 from .main import (
     DisconnectDetails,
     IpcMain,
@@ -37,6 +37,8 @@ __version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_PORTS_PER_FRAME",
+    "MIN_MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
     "AuthenticationError",
     "ConnectionClosedError",

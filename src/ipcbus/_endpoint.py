@@ -81,6 +81,7 @@ from ._values import (
     encode_error,
 )
 from ._wire import INVOKE, CloseCode, ErrorInfo, ErrorKind, PortRef, RequestKind
+from .ports import discard_ports
 
 __all__ = ("Endpoint", "Gate", "Owner", "ReplySlot", "StreamWaiter", "logger")
 
@@ -827,7 +828,7 @@ class Endpoint:
 
     def _queue_error(self, request_id: int, kind: ErrorKind, exc: BaseException) -> bool:
         info = error_info(kind, exc, with_traceback=self._send_tracebacks)
-        return self.conn.send_reply(request_id, False, info)
+        return self.conn.send_error(request_id, info)  # cut to fit the caller's limit
 
     # ---- receiving -----------------------------------------------------
 
@@ -961,8 +962,8 @@ class Endpoint:
         if not listeners:
             if request_id is None:
                 logger.debug("dropped a message on %r from %s: no listener", channel, self.name)
-                for port in ports or ():
-                    port.close()  # its peer learns that nobody took it
+                if ports:
+                    discard_ports(ports)  # their peers learn that nobody took them
             else:
                 self.reply_error_soon(
                     request_id,

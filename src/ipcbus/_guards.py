@@ -28,6 +28,7 @@ from ._endpoint import Endpoint, logger
 from ._events import MessageReceived, RequestReceived
 from ._registry import Callback
 from ._wire import ErrorKind
+from .ports import discard_ports
 
 __all__ = ("Gatekeeper", "Guards")
 
@@ -168,5 +169,5 @@ class Gatekeeper:
         )
         if isinstance(event, RequestReceived):
             self._endpoint.reply_error_soon(event.request_id, ErrorKind.REMOTE, exc)
-        for port in ports or ():
-            port.close()  # its peer learns that nobody took it
+        if ports:
+            discard_ports(ports)  # their peers learn that nobody took them

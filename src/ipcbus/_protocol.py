@@ -34,7 +34,9 @@ Rules (docs/protocol.md has the long form):
    main's business (``ipcbus._portroute``); the core only checks the shape:
    main hands renderers ends by ids > 0, a renderer names the ends it
    created < 0 (and main then addresses them so), id 0 is never valid, and
-   only a renderer gives frames back (``returned``).
+   only a renderer gives frames back (``returned``). A frame carries at most
+   ``MAX_PORTS_PER_FRAME`` port references: each costs the receiver a port
+   object and routing work out of proportion to its few bytes.
 
 This module imports only the standard library and msgspec.
 """
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import enum
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -69,6 +71,8 @@ from ._framing import (
 )
 from ._wire import (
     DEFAULT_MAX_FRAME_SIZE,
+    MAX_PORTS_PER_FRAME,
+    MIN_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     STREAM,
     Body,
@@ -90,6 +94,8 @@ from ._wire import (
     StreamCredit,
     StreamItem,
     Welcome,
+    check_max_frame_size,
+    fit_error,
     raw_args,
 )
 
@@ -175,6 +181,7 @@ class Connection:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         new_buffer: Callable[[int], bytearray | memoryview] = bytearray,
     ) -> None:
+        check_max_frame_size(max_frame_size)
         self.role = role
         self.state = HANDSHAKE
         self.renderer_id = renderer_id
@@ -378,7 +385,11 @@ class Connection:
         if self.state is not OPEN:
             self._require_open("send a message")
         # args as the Raw field (see raw_args; the call is left out on this hot path)
-        body = Message(channel, args, tuple(ports)) if ports else Message(channel, args)
+        if ports:
+            self._check_port_count(len(ports))
+            body = Message(channel, args, tuple(ports))
+        else:
+            body = Message(channel, args)
         # append_frame, inline (the hottest call of all, once per send)
         out = self._outbox
         start = len(out)
@@ -471,6 +482,8 @@ class Connection:
                 encoded; nothing was queued.
         """
         self._require_open("send a port message")
+        if ports:
+            self._check_port_count(len(ports))
         self._queue(PortMessage(port_id, raw_args(data), ports or [], returned))
 
     def send_port_close(self, port_id: int, returned: bool = False) -> None:
@@ -505,6 +518,33 @@ class Connection:
         self._serving.remove(request_id)
         if self._credit:
             self._credit.pop(request_id, None)
+        return True
+
+    def send_error(self, request_id: int, info: ErrorInfo) -> bool:
+        """Answer the peer's request with an error; ``False`` as for :meth:`send_reply`.
+
+        An error always reaches the caller: one over the limit the peer
+        announced is cut to fit it (``fit_error``), which the handshake's
+        ``MIN_MAX_FRAME_SIZE`` leaves room for.
+
+        Raises:
+            TypeError, OverflowError, msgspec.EncodeError: ``info`` cannot be
+                encoded; nothing was queued and the request is still open.
+        """
+        if request_id not in self._serving or self.state is not OPEN:
+            return False
+        out = self._outbox
+        size = append_frame(self._encoder, Reply(request_id, False, raw_args(info)), out)
+        limit = self._peer_max_frame_size
+        if limit and size > limit:
+            del out[-(HEADER_SIZE + size) :]
+            around = size - len(self._encoder.encode(info))  # the Reply's own fields
+            reply = Reply(request_id, False, raw_args(fit_error(info, limit - around)))
+            size = append_frame(self._encoder, reply, out)
+            if size > limit:  # cannot happen with a limit >= MIN_MAX_FRAME_SIZE
+                self._unqueue(size)  # raises
+        self._serving.remove(request_id)
+        self._credit.pop(request_id, None)
         return True
 
     def is_serving(self, request_id: int) -> bool:
@@ -552,6 +592,14 @@ class Connection:
                 f"a frame of {size} bytes is over the peer's limit of {limit} bytes"
             )
 
+    @staticmethod
+    def _check_port_count(n: int) -> None:
+        if n > MAX_PORTS_PER_FRAME:
+            raise LocalProtocolError(
+                f"cannot send {n} ports in one message: at most {MAX_PORTS_PER_FRAME} "
+                "may travel together"
+            )
+
     def _require_open(self, action: str) -> None:
         if self.state is not OPEN:
             raise LocalProtocolError(f"cannot {action} while the connection is {self.state.value}")
@@ -583,8 +631,7 @@ class Connection:
         # Ordered by how often each arrives; a decoded body is exactly its class.
         if type(body) is Message:
             if body.ports:
-                for ref in body.ports:
-                    self._check_ref(ref)
+                self._check_refs(body.ports)
             self._events.append(body)  # the frame is the event (MessageReceived)
         elif type(body) is Request:
             request_id = body.request_id
@@ -615,8 +662,8 @@ class Connection:
             self._handle_stream_item(body)
         elif isinstance(body, PortMessage):
             self._check_port(body.port_id, body.returned)
-            for ref in body.ports:
-                self._check_ref(ref)
+            if body.ports:
+                self._check_refs(body.ports)
             self._events.append(
                 PortMessageReceived(body.port_id, body.data, body.ports, body.returned)
             )
@@ -690,13 +737,31 @@ class Connection:
                 f"is not valid from {'main' if self.role is Role.RENDERER else 'a renderer'}"
             )
 
-    def _check_ref(self, ref: PortRef) -> None:
-        # Main hands out ends by its own ids (> 0) only.
-        if ref.id == 0 or (self.role is Role.RENDERER and ref.id < 0):
+    def _check_refs(self, refs: Sequence[PortRef]) -> None:
+        # Each reference makes the receiver build a port and route (or close) it:
+        # far more work than its few bytes, so a frame carries a bounded number.
+        if len(refs) > MAX_PORTS_PER_FRAME:
             raise _PeerViolation(
-                f"protocol error: port id {ref.id} is not valid in a port sent by "
-                f"{'main' if self.role is Role.RENDERER else 'a renderer'}"
+                f"protocol error: a frame carries {len(refs)} port references; "
+                f"at most {MAX_PORTS_PER_FRAME} may travel in one message"
             )
+        # Main hands out ends by its own ids (> 0) only.
+        for ref in refs:
+            if ref.id == 0 or (self.role is Role.RENDERER and ref.id < 0):
+                raise _PeerViolation(
+                    f"protocol error: port id {ref.id} is not valid in a port sent by "
+                    f"{'main' if self.role is Role.RENDERER else 'a renderer'}"
+                )
+
+    @staticmethod
+    def _check_peer_limit(limit: int, frame: str) -> int:
+        # 0: not said. Below the minimum, not even an error reply would fit.
+        if limit and limit < MIN_MAX_FRAME_SIZE:
+            raise _PeerViolation(
+                f"protocol error: {frame} announces a max_frame_size of {limit} bytes; "
+                f"it must be 0 (not said) or at least {MIN_MAX_FRAME_SIZE}"
+            )
+        return limit
 
     def _handle_handshake(self, body: Body) -> None:
         if self.role is Role.MAIN:
@@ -714,7 +779,7 @@ class Connection:
                     f"main speaks version {PROTOCOL_VERSION}",
                     CloseCode.VERSION_MISMATCH,
                 )
-            self._peer_max_frame_size = body.max_frame_size
+            self._peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Hello")
             self._queue(Welcome(PROTOCOL_VERSION, self.renderer_id, self._max_frame_size))
             self._set_state(OPEN)
             self._events.append(HandshakeCompleted(self.renderer_id, body.process_id))
@@ -725,8 +790,8 @@ class Connection:
                     f"the renderer speaks version {PROTOCOL_VERSION}",
                     CloseCode.VERSION_MISMATCH,
                 )
+            self._peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Welcome")
             self.renderer_id = body.renderer_id
-            self._peer_max_frame_size = body.max_frame_size
             self._set_state(OPEN)
             self._events.append(HandshakeCompleted(body.renderer_id, 0))
         elif isinstance(body, Goodbye):

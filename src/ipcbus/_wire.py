@@ -23,6 +23,8 @@ import msgspec
 
 __all__ = (
     "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_PORTS_PER_FRAME",
+    "MIN_MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
     "Body",
     "Cancel",
@@ -50,6 +52,17 @@ PROTOCOL_VERSION: Final = 1
 
 #: Largest frame body accepted by default (64 MiB); see ``max_frame_size``.
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
+
+#: Smallest ``max_frame_size`` a side may have and announce (1 KiB): an error
+#: reply is cut to fit the peer's limit, and this leaves room for a useful one
+#: (docs/protocol.md, "Handshake"). 0 in a Hello or Welcome means "not said".
+MIN_MAX_FRAME_SIZE: Final = 1024
+
+#: Most port references one ``Message`` or ``PortMessage`` may carry. Each one
+#: costs the receiver far more work than its 3-13 bytes (a port object, routing
+#: entries, a close to send back), so a frame over the limit ends the connection;
+#: Electron apps transfer a handful at a time (docs/protocol.md, "Frame bodies").
+MAX_PORTS_PER_FRAME: Final = 64
 
 
 class RequestKind(enum.IntEnum):
@@ -244,6 +257,61 @@ class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):
     type_name: str
     message: str
     traceback: str | None = None
+
+
+#: What an error reply cut to fit the caller's ``max_frame_size`` says it lost.
+MESSAGE_CUT: Final = " [... cut to fit the caller's max_frame_size]"
+TRACEBACK_CUT: Final = "[... traceback cut to fit the caller's max_frame_size ...]\n"
+_TYPE_NAME_MAX = 128  # bytes of an exception's type name kept when cutting
+_STR_HEADER_MAX = 5  # a msgpack str header is 1 to 5 bytes
+
+
+def fit_error(info: ErrorInfo, budget: int) -> ErrorInfo:
+    """``info`` cut to encode in at most ``budget`` bytes (if ``budget`` is above ~300).
+
+    The message keeps its start and the traceback its end (the frames nearest
+    the error, and the exception line), each followed or preceded by a marker
+    saying it was cut. The type name is kept whole unless absurdly long.
+    """
+    type_name = _head(info.type_name.encode(), _TYPE_NAME_MAX)
+    message, traceback = info.message.encode(), (info.traceback or "").encode()
+    bare = ErrorInfo(info.kind, type_name, "", "" if info.traceback is not None else None)
+    room = budget - len(_error_encoder.encode(bare)) - 2 * _STR_HEADER_MAX
+    room -= len(MESSAGE_CUT.encode()) + (len(TRACEBACK_CUT.encode()) if traceback else 0)
+    room = max(room, 0)
+    # The message first (up to half, or more if the traceback is short), then the traceback.
+    keep_message = min(len(message), max(room // 2, room - len(traceback)))
+    keep_traceback = max(0, room - keep_message)
+    if keep_message < len(message):
+        new_message = _head(message, keep_message) + MESSAGE_CUT
+    else:
+        new_message = info.message
+    new_traceback = info.traceback
+    if info.traceback is not None and keep_traceback < len(traceback):
+        tail = traceback[len(traceback) - keep_traceback :] if keep_traceback else b""
+        new_traceback = TRACEBACK_CUT + tail.decode("utf-8", "ignore")
+    return ErrorInfo(info.kind, type_name, new_message, new_traceback)
+
+
+def _head(data: bytes, n: int) -> str:
+    """The first ``n`` bytes of UTF-8 ``data`` as text (a character cut in two is dropped)."""
+    return data[:n].decode("utf-8", "ignore")
+
+
+_error_encoder = msgspec.msgpack.Encoder()
+
+
+def check_max_frame_size(max_frame_size: int) -> None:
+    """Refuse a ``max_frame_size`` below :data:`MIN_MAX_FRAME_SIZE`.
+
+    Raises:
+        ValueError: naming the value and the minimum.
+    """
+    if max_frame_size < MIN_MAX_FRAME_SIZE:
+        raise ValueError(
+            f"max_frame_size must be at least {MIN_MAX_FRAME_SIZE} bytes "
+            f"(ipcbus.MIN_MAX_FRAME_SIZE), not {max_frame_size}"
+        )
 
 
 def raw_args(args: Any) -> msgspec.Raw:

@@ -43,7 +43,14 @@ from ._transport import (
     stream_from_socket,
 )
 from ._values import ENCODE_ERRORS, encode_error
-from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKind
+from ._wire import (
+    DEFAULT_MAX_FRAME_SIZE,
+    INVOKE,
+    CloseCode,
+    PortRef,
+    RequestKind,
+    check_max_frame_size,
+)
 from .ports import MessagePortMain, check_transfer, current_host
 
 if TYPE_CHECKING:
@@ -89,6 +96,8 @@ class IpcMainEvent(msgspec.Struct, eq=False):
         sender: the ``WebContents`` of the renderer that sent it.
         process_id: that renderer's process id.
         ports: message ports sent along (``post_message``), else empty.
+        args_size: in a guard (``add_guard``), the size in bytes of the still
+            encoded arguments, for a per-channel size limit; else 0.
     """
 
     # A msgspec Struct for its speed, not for encoding: one is made per message,
@@ -98,6 +107,7 @@ class IpcMainEvent(msgspec.Struct, eq=False):
     _slot: ReplySlot | None = None
     ports: list[Any] = []
     _return_value: Any = None
+    args_size: int = 0
 
     @property
     def process_id(self) -> int:
@@ -125,10 +135,17 @@ class IpcMainEvent(msgspec.Struct, eq=False):
 
 
 class IpcMainInvokeEvent(msgspec.Struct, eq=False):
-    """What an ``ipc_main.handle`` handler receives with each ``invoke``."""
+    """What an ``ipc_main.handle`` handler receives with each ``invoke``.
+
+    Attributes:
+        channel: the channel invoked.
+        sender: the ``WebContents`` of the renderer that invoked it.
+        args_size: as for :class:`IpcMainEvent` (guards only).
+    """
 
     channel: str  # (a Struct for the speed of making one per call, as IpcMainEvent)
     sender: WebContents
+    args_size: int = 0
 
     @property
     def process_id(self) -> int:
@@ -324,9 +341,10 @@ class _Link:
     def guard_event(
         self, event: RequestReceived | MessageReceived, ports: list[Any] | None
     ) -> IpcMainEvent | IpcMainInvokeEvent:
+        size = len(event.args)  # what decoding them would cost: a guard may refuse first
         if isinstance(event, RequestReceived) and event.kind is not RequestKind.SYNC:
-            return IpcMainInvokeEvent(event.channel, self.contents)
-        return IpcMainEvent(event.channel, self.contents, None, ports or [])
+            return IpcMainInvokeEvent(event.channel, self.contents, size)
+        return IpcMainEvent(event.channel, self.contents, None, ports or [], args_size=size)
 
 
 class Listener:
@@ -400,8 +418,9 @@ class IpcMain(Registry):
         allowed_channels: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
-        if max_in_flight < 1 or max_connections < 1 or max_frame_size < 1:
-            raise ValueError("max_in_flight, max_connections and max_frame_size must be >= 1")
+        if max_in_flight < 1 or max_connections < 1:
+            raise ValueError("max_in_flight and max_connections must be >= 1")
+        check_max_frame_size(max_frame_size)
         self.allowed_channels = _channel_set(allowed_channels)
         self._guards = Guards()
         self._ports = MainPortRouter(lambda: self._tg)
@@ -790,9 +809,11 @@ class IpcMain(Registry):
         """Run ``fn(event)`` before any listener or handler of any channel.
 
         ``fn`` may be plain or ``async``; it sees ``event.channel``,
-        ``event.sender`` and ``event.process_id`` (an ``IpcMainEvent`` for
-        send, send_sync and post_message, an ``IpcMainInvokeEvent`` for
-        invoke and stream), never the arguments. Raising rejects the
+        ``event.sender``, ``event.process_id`` and ``event.args_size`` (an
+        ``IpcMainEvent`` for send, send_sync and post_message, an
+        ``IpcMainInvokeEvent`` for invoke and stream), never the arguments,
+        which are not decoded yet: a guard that refuses large ones per channel
+        spares main the decoding (docs/reliability.md). Raising rejects the
         message: an invoke, send_sync or stream caller gets ``RemoteError``
         with the guard's exception; a send is dropped and logged. Guards run
         in registration order. Usable as a decorator; returns ``fn``.

@@ -45,6 +45,7 @@ import msgspec
 from ._errors import SerializationError
 from ._loop import loop_is_running, start_on_loop
 from ._values import ENCODE_ERRORS, decode_value, unencodable
+from ._wire import MAX_PORTS_PER_FRAME
 
 __all__ = ("MessageChannelMain", "MessageEvent", "MessagePortMain")
 
@@ -213,8 +214,15 @@ class MessagePortMain:
 
     def close(self) -> None:
         """Close this end: both ends emit ``"close"``; undelivered messages are dropped."""
+        if self._shut():
+            self._schedule()
+
+    # ---- internals: closing --------------------------------------------
+
+    def _shut(self) -> bool:
+        """Close this end, leaving ``"close"`` queued; ``False`` if it was closed before."""
         if self._closed or self._neutered:
-            return
+            return False
         self._closed = self._closed_here = True
         dropped, self._inbox = self._inbox, deque([CLOSE])
         router, peer = self._router, self._peer
@@ -225,7 +233,20 @@ class MessagePortMain:
             peer._peer = None
             peer._enqueue(CLOSE)
         close_ports_in(dropped)
-        self._schedule()
+        return True
+
+    def _discard(self) -> None:
+        """Close an end that no code here has seen (it arrived with a message nobody took).
+
+        As :meth:`close`, but with no listener or iterator there is nobody to
+        hear its ``"close"``: no delivery task is started for it, so closing
+        many ports at once costs no task each. Its peer still learns.
+        """
+        if self._listeners or self._iterators:
+            self.close()
+        elif self._shut():
+            self._inbox.clear()
+            self._close_emitted = True
 
     @overload
     def on(self, event: PortEvent) -> Callable[[F], F]: ...
@@ -551,6 +572,7 @@ def check_transfer(
 
     Raises:
         TypeError: naming the index of the first bad entry.
+        ValueError: more than ``MAX_PORTS_PER_FRAME`` ports.
     """
     if transfer == ():
         return []  # the common case: nothing to check
@@ -559,6 +581,11 @@ def check_transfer(
             f"transfer must be a list of MessagePortMain, not {type(transfer).__name__}"
         )
     ports = list(transfer)
+    if len(ports) > MAX_PORTS_PER_FRAME:
+        raise ValueError(
+            f"transfer lists {len(ports)} ports; at most {MAX_PORTS_PER_FRAME} "
+            "(ipcbus.MAX_PORTS_PER_FRAME) travel with one message: send them in several"
+        )
     seen: dict[int, int] = {}
     other = source._other_end() if source is not None and ports else None
     for i, port in enumerate(ports):
@@ -611,9 +638,18 @@ def encode_message(message: Any) -> msgspec.Raw:
 def close_ports_in(items: Iterable[Queued]) -> None:
     """Close the ports carried by messages nobody will read, so their peers learn it."""
     for item in items:
-        if isinstance(item, Item):
-            for port in item.ports:
-                port.close()
+        if isinstance(item, Item) and item.ports:
+            discard_ports(item.ports)
+
+
+def discard_ports(ports: Iterable[MessagePortMain]) -> None:
+    """Close ports that arrived but were never handed to any code, so their peers learn it.
+
+    Nobody can be listening for their ``"close"``, so no task is started per
+    port (a message may carry up to ``MAX_PORTS_PER_FRAME`` of them).
+    """
+    for port in ports:
+        port._discard()
 
 
 _Listener = tuple[Callable[..., Any], bool, bool]  # fn, once, async

@@ -23,7 +23,14 @@ from ._registry import Callback, Registry, check_channel
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
 from ._transport import connect as open_stream
-from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKind
+from ._wire import (
+    DEFAULT_MAX_FRAME_SIZE,
+    INVOKE,
+    CloseCode,
+    PortRef,
+    RequestKind,
+    check_max_frame_size,
+)
 from .ports import MessagePortMain, check_transfer, current_host
 
 __all__ = ("IpcRenderer", "IpcRendererEvent", "connect")
@@ -79,6 +86,7 @@ class IpcRenderer(Registry):
         send_timeout: float | None = 30.0,
     ) -> None:
         super().__init__()
+        check_max_frame_size(max_frame_size)
         self.max_frame_size = max_frame_size
         self.send_tracebacks = send_tracebacks
         self.max_in_flight = max_in_flight

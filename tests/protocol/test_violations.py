@@ -17,6 +17,7 @@ from ipcbus._events import ConnectionTerminated, HandshakeCompleted, RequestRece
 from ipcbus._protocol import Connection, Role, State
 from ipcbus._wire import (
     DEFAULT_MAX_FRAME_SIZE,
+    MIN_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     Body,
     Cancel,
@@ -133,18 +134,19 @@ def test_violation_after_valid_frames_keeps_their_events(mode: Feed) -> None:
 def test_oversized_frame_is_refused_from_its_header_alone(
     renderer_side: bool, cuts: list[int], open_first: bool
 ) -> None:
-    pair = ConnectionPair(max_frame_size=100)
+    pair = ConnectionPair(max_frame_size=MIN_MAX_FRAME_SIZE)
     if open_first:
         pair.handshake()
     conn = pair.renderer if renderer_side else pair.main
     conn.data_to_send()
-    header = (101).to_bytes(4, "big")  # no body byte follows: the header is enough
+    over = MIN_MAX_FRAME_SIZE + 1
+    header = over.to_bytes(4, "big")  # no body byte follows: the header is enough
     start = 0
     for cut in [*cuts, 4]:
         conn.receive_data(header[start:cut])
         start = cut
     event = assert_terminated_by_us(conn, conn.events_received(), CloseCode.FRAME_TOO_LARGE)
-    assert "101" in event.reason and "100" in event.reason
+    assert str(over) in event.reason and str(MIN_MAX_FRAME_SIZE) in event.reason
 
 
 @pytest.mark.parametrize("mode", BYTE_FEEDS, ids=[m.value for m in BYTE_FEEDS])
@@ -159,7 +161,7 @@ def test_oversized_frame_by_default_limit(mode: Feed, renderer_receives: bool) -
 
 
 def test_frame_exactly_at_the_limit_is_accepted(mode: Feed) -> None:
-    data = frame(Message("x" * 200, EMPTY))
+    data = frame(Message("x" * 2000, EMPTY))
     size = len(data) - 4
     pair = ConnectionPair(mode, max_frame_size=size)
     pair.handshake()

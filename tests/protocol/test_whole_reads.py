@@ -17,6 +17,7 @@ from ipcbus._events import ConnectionTerminated, MessageReceived, RequestReceive
 from ipcbus._framing import FrameDecoder
 from ipcbus._protocol import HANDSHAKE_MAX_FRAME_SIZE, Connection, Role, State
 from ipcbus._wire import (
+    MIN_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     CloseCode,
     Goodbye,
@@ -123,11 +124,12 @@ def test_a_violation_mid_read_keeps_what_came_before_and_drops_the_rest() -> Non
 
 
 def test_an_oversize_frame_mid_read_keeps_what_came_before() -> None:
-    main = Connection(Role.MAIN, token=TOKEN, renderer_id=1, max_frame_size=64)
+    main = Connection(Role.MAIN, token=TOKEN, renderer_id=1, max_frame_size=MIN_MAX_FRAME_SIZE)
     main.receive_data(frame(Hello(PROTOCOL_VERSION, TOKEN, PROCESS_ID)))
     main.events_received()
     main.data_to_send()
-    main.receive_data(messages(1) + frame(Message("ch", raw_args(["x" * 100]))) + messages(2))
+    too_large = frame(Message("ch", raw_args(["x" * MIN_MAX_FRAME_SIZE])))
+    main.receive_data(messages(1) + too_large + messages(2))
     events = main.events_received()
     assert events[:1] == delivered(1)
     assert_terminated_by_us(main, events[1:], CloseCode.FRAME_TOO_LARGE)

@@ -1,0 +1,252 @@
+"""Limits a peer cannot talk its way past, over real sockets (issue 10, sections 4-5).
+
+* Port references: at most ``MAX_PORTS_PER_FRAME`` per frame; ports nobody
+  takes are closed without a task each.
+* ``max_frame_size`` in the handshake: 0 or at least ``MIN_MAX_FRAME_SIZE``.
+* A peer's small ``max_frame_size``: an error reply is cut to fit it; a result
+  over it fails that call only. The link lives, in both directions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import ipcbus
+from ipcbus import ports as ports_module
+from ipcbus._wire import (
+    MAX_PORTS_PER_FRAME,
+    MESSAGE_CUT,
+    MIN_MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+    TRACEBACK_CUT,
+    CloseCode,
+    Goodbye,
+    Hello,
+    Message,
+    PortClose,
+    PortRef,
+    Reply,
+    Request,
+    RequestKind,
+    Welcome,
+)
+
+from ._raw import RawPeer, bench, frames, raw_args
+
+# ---- port references -------------------------------------------------------------
+
+
+def _renderer_refs(n: int) -> tuple[PortRef, ...]:
+    """``n`` ends of channels a renderer created, each with its peer still there."""
+    return tuple(PortRef(-(2 * i + 1), -(2 * i + 2)) for i in range(n))
+
+
+async def test_a_frame_with_too_many_port_refs_ends_only_that_connection() -> None:
+    with anyio.fail_after(20):
+        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
+            welcome = await peer.handshake(setup.listener.token)
+            refs = _renderer_refs(MAX_PORTS_PER_FRAME + 1)
+            await peer.send(frames(Message("ch", raw_args(None), refs)))
+            goodbye = await peer.goodbye()
+            assert goodbye.code is CloseCode.PROTOCOL_ERROR
+            assert f"{MAX_PORTS_PER_FRAME + 1} port references" in goodbye.reason
+            assert f"at most {MAX_PORTS_PER_FRAME}" in goodbye.reason
+            details = await setup.disconnected(welcome.renderer_id)
+            assert details.reason == "protocol-error"
+            await setup.check_healthy()
+
+
+async def test_ports_nobody_takes_are_closed_without_a_task_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """64 ports on a channel with no listener: 64 PortCloses back, and no delivery task."""
+    started: list[Any] = []
+    start_soon = ports_module.PortHost.start_soon
+
+    def counting(self: ports_module.PortHost, fn: Any) -> bool:
+        started.append(fn)
+        return start_soon(self, fn)
+
+    monkeypatch.setattr(ports_module.PortHost, "start_soon", counting)
+    with anyio.fail_after(20):
+        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
+            await peer.handshake(setup.listener.token)
+            refs = _renderer_refs(MAX_PORTS_PER_FRAME)
+            await peer.send(
+                frames(
+                    Message("nobody-listens", raw_args(None), refs),
+                    Request(1, RequestKind.INVOKE, "add", raw_args(1, 2)),
+                )
+            )
+            closed: list[int] = []
+            while not isinstance(body := await peer.receive(), Reply):
+                assert isinstance(body, PortClose), body
+                closed.append(body.port_id)
+            # main tells this renderer that each end's peer (held here) is gone
+            assert sorted(closed) == sorted(ref.peer for ref in refs)
+            assert started == []
+            await setup.check_healthy()
+
+
+async def test_post_message_refuses_more_ports_than_a_frame_may_carry() -> None:
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            contents = setup.ipc_main.from_id(setup.healthy.id)
+            assert contents is not None
+            channels = [ipcbus.MessageChannelMain() for _ in range(MAX_PORTS_PER_FRAME + 1)]
+            transfer = [channel.port1 for channel in channels]
+            with pytest.raises(ValueError, match=f"at most {MAX_PORTS_PER_FRAME}"):
+                await setup.healthy.post_message("ch", None, transfer=transfer)
+            with pytest.raises(ValueError, match=f"at most {MAX_PORTS_PER_FRAME}"):
+                await contents.post_message("ch", None, transfer=transfer)
+            with pytest.raises(ValueError, match=f"at most {MAX_PORTS_PER_FRAME}"):
+                channels[0].port2.post_message(None, transfer=[*transfer[1:], channels[1].port2])
+            # nothing was neutered: the ports still work
+            got = anyio.Event()
+            channels[0].port2.on("message", lambda event: got.set())
+            channels[0].port2.start()
+            channels[0].port1.post_message("still here")
+            await got.wait()
+            await setup.check_healthy()
+
+
+# ---- max_frame_size in the handshake ----------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [1, -1, MIN_MAX_FRAME_SIZE - 1])
+async def test_main_refuses_a_hello_with_a_tiny_or_negative_limit(limit: int) -> None:
+    with anyio.fail_after(20):
+        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
+            hello = Hello(PROTOCOL_VERSION, setup.listener.token, os.getpid(), limit)
+            await peer.send(frames(hello))
+            bodies = await peer.until_closed()
+            assert not any(isinstance(body, Welcome) for body in bodies)
+            goodbye = bodies[-1]
+            assert isinstance(goodbye, Goodbye)
+            assert goodbye.code is CloseCode.PROTOCOL_ERROR
+            assert f"max_frame_size of {limit} bytes" in goodbye.reason
+            await setup.check_healthy()
+
+
+async def test_a_renderer_refuses_a_welcome_with_a_tiny_limit(tmp_path: Path) -> None:
+    with anyio.fail_after(10):
+        path = tmp_path / "fake.sock"
+        async with await anyio.create_unix_listener(path) as fake, anyio.create_task_group() as tg:
+
+            async def fake_main() -> None:
+                async with await fake.accept() as stream:
+                    peer = RawPeer(stream)
+                    assert isinstance(await peer.receive(), Hello)
+                    await peer.send(frames(Welcome(PROTOCOL_VERSION, 1, 1)))
+                    await peer.until_closed()
+
+            tg.start_soon(fake_main)
+            with pytest.raises(ipcbus.ProtocolError, match="max_frame_size of 1 bytes"):
+                async with ipcbus.connect(f"unix:{path}", token="t"):
+                    pass
+
+
+def test_our_own_limit_below_the_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match=str(MIN_MAX_FRAME_SIZE)):
+        ipcbus.IpcMain(max_frame_size=MIN_MAX_FRAME_SIZE - 1)
+    with pytest.raises(ValueError, match=str(MIN_MAX_FRAME_SIZE)):
+        ipcbus.IpcRenderer(max_frame_size=1)
+
+
+# ---- a peer's small max_frame_size --------------------------------------------------
+
+SMALL = 4096
+BIG_ERROR = "e" * 5000  # with its traceback, well over SMALL
+
+
+def _raise_big(event: object) -> None:
+    raise ValueError(BIG_ERROR)
+
+
+def _check_cut(caught: pytest.ExceptionInfo[ipcbus.RemoteError]) -> None:
+    err = caught.value
+    assert err.type_name == "ValueError"
+    assert err.remote_message.startswith("e" * 100)
+    assert err.remote_message.endswith(MESSAGE_CUT)
+    assert err.remote_traceback is not None
+    assert err.remote_traceback.startswith(TRACEBACK_CUT)
+    assert err.remote_traceback.endswith("e" * 100 + "\n")  # the end is kept
+    assert len(err.remote_message) + len(err.remote_traceback) < SMALL
+
+
+async def _small_renderer(setup: Any) -> tuple[ipcbus.IpcRenderer, Any]:
+    renderer = ipcbus.IpcRenderer(max_frame_size=SMALL)
+    return renderer, renderer.connect(setup.listener.address, token=setup.listener.token)
+
+
+async def test_main_handler_error_over_the_renderers_limit_is_cut_and_the_link_lives() -> None:
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            setup.ipc_main.handle("big-error", _raise_big)
+            setup.ipc_main.handle("big-result", lambda event: b"r" * (2 * SMALL))
+            renderer, connecting = await _small_renderer(setup)
+            async with connecting:
+                with pytest.raises(ipcbus.RemoteError) as caught:
+                    await renderer.invoke("big-error")
+                _check_cut(caught)
+                with pytest.raises(ipcbus.RemoteError, match="limit of 4096 bytes") as result:
+                    await renderer.invoke("big-result")
+                assert result.value.type_name == "FrameTooLargeError"
+                assert renderer.is_connected()
+                assert await renderer.invoke("add", 1, 2) == 3
+            assert renderer.id not in setup.gone  # not dropped while connected
+            await setup.check_healthy()
+
+
+async def test_renderer_handler_error_over_mains_limit_is_cut_and_the_link_lives() -> None:
+    with anyio.fail_after(20):
+        async with bench(max_frame_size=SMALL) as setup:
+            async with ipcbus.connect(
+                setup.listener.address, token=setup.listener.token
+            ) as renderer:
+                renderer.handle("big-error", _raise_big)
+                renderer.handle("big-result", lambda event: b"r" * (2 * SMALL))
+                renderer.handle("pid", lambda event: os.getpid())
+                contents = setup.ipc_main.from_id(renderer.id)
+                assert contents is not None
+                with pytest.raises(ipcbus.RemoteError) as caught:
+                    await contents.invoke("big-error")
+                _check_cut(caught)
+                with pytest.raises(ipcbus.RemoteError, match="limit of 4096 bytes") as result:
+                    await contents.invoke("big-result")
+                assert result.value.type_name == "FrameTooLargeError"
+                assert not contents.is_destroyed() and renderer.is_connected()
+                assert await contents.invoke("pid") == os.getpid()
+            assert (await setup.disconnected(renderer.id)).reason == "clean-exit"
+            await setup.check_healthy()
+
+
+# ---- a per-channel size limit, before anything is decoded ---------------------------
+
+
+async def test_a_guard_limits_argument_size_per_channel_before_decoding() -> None:
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            calls: list[str] = []
+            setup.ipc_main.handle("small", lambda event, blob: calls.append("small"))
+            setup.ipc_main.handle("upload", lambda event, blob: calls.append("upload"))
+            seen: dict[str, int] = {}
+
+            @setup.ipc_main.add_guard
+            def size_limit(event: Any) -> None:
+                seen[event.channel] = event.args_size
+                if event.channel != "upload" and event.args_size > 1024:
+                    raise ValueError(f"{event.args_size} bytes on {event.channel!r}")
+
+            blob = b"x" * 4096
+            with pytest.raises(ipcbus.RemoteError, match="bytes on 'small'"):
+                await setup.healthy.invoke("small", blob)
+            await setup.healthy.invoke("upload", blob)
+            await setup.healthy.invoke("small", b"x")
+            assert calls == ["upload", "small"]
+            assert seen["upload"] > 4096 and seen["small"] < 16
