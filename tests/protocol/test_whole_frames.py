@@ -24,13 +24,13 @@ from .helpers import (
 
 
 def test_a_body_over_the_limit_ends_the_connection() -> None:
-    pair = ConnectionPair(Feed.FRAMES, max_frame_size=100)
+    pair = ConnectionPair(Feed.FRAMES, max_frame_size=1100)
     pair.handshake()
-    pair.main.receive_frame(b"\x93\x03\xa1x" + b"\x90" * 97)  # 101 bytes
+    pair.main.receive_frame(b"\x93\x03\xa1x" + b"\x90" * 1097)  # 1101 bytes
     event = assert_terminated_by_us(
         pair.main, pair.main.events_received(), CloseCode.FRAME_TOO_LARGE
     )
-    assert "101" in event.reason and "100" in event.reason
+    assert "1101" in event.reason and "1100" in event.reason
 
 
 def test_a_body_over_the_handshake_limit_is_refused_before_the_token() -> None:
