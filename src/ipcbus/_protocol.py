@@ -308,7 +308,8 @@ class Connection:
                     if self.state is CLOSED:  # a Goodbye, or a violation we answered
                         break
         finally:
-            frames.parsed_to(pos)
+            if self.state is not CLOSED:  # else the decoder has let go of its input
+                frames.parsed_to(pos)
 
     def receive_eof(self, why: str | None = None) -> None:
         """The peer's byte stream ended (or the driver gave up on it). Idempotent.
@@ -532,6 +533,9 @@ class Connection:
         if state is OPEN:
             self._frames.max_frame_size = self._max_frame_size
         if state is CLOSED:
+            # Free a partial frame's buffer now: the driver's objects may hold
+            # this Connection in a cycle that only a full collection undoes.
+            self._frames.discard()
             self._awaiting.clear()
             self._cancelled.clear()
             self._serving.clear()
