@@ -503,7 +503,9 @@ class IpcMain(Registry):
         ``allowed_channels`` narrows what renderers connecting here may use.
         """
         tg = self._require_running("listen")
-        created = await create_listener(address, ssl_context, self.handshake_timeout)
+        created = await create_listener(
+            address, ssl_context, self.handshake_timeout, refusal=_OUT_OF_DESCRIPTORS
+        )
         listener = Listener(created, token if token is not None else secrets.token_hex(32))
         listener.allowed_channels = _channel_set(allowed_channels)
         self._listeners_open.add(listener)
@@ -812,14 +814,25 @@ class IpcMain(Registry):
                 self._tg.start_soon(_await_hook, hook, result)
 
 
+def _goodbye(code: CloseCode, reason: str) -> bytes:
+    """The bytes of a lone Goodbye frame."""
+    conn = Connection(Role.MAIN, token="")
+    conn.close(code, reason)
+    return bytes(conn.data_to_send())
+
+
+#: What a connection refused while main is out of file descriptors gets.
+_OUT_OF_DESCRIPTORS = _goodbye(
+    CloseCode.TOO_MANY_CONNECTIONS, "too many connections: main is out of file descriptors"
+)
+
+
 async def _refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
     """Send a lone Goodbye and close: for connections refused before the handshake."""
     logger.warning("refused a connection: %s", reason)
-    conn = Connection(Role.MAIN, token="")
-    conn.close(code, reason)
     with anyio.move_on_after(1, shield=True):
         with suppress(*_SEND_ERRORS):
-            await stream.send(bytes(conn.data_to_send()))
+            await stream.send(_goodbye(code, reason))
     with anyio.CancelScope(shield=True):
         await stream.aclose()
 
