@@ -96,6 +96,7 @@ from ._wire import (
 __all__ = (
     "HANDSHAKE_MAX_FRAME_SIZE",
     "Connection",
+    "HandshakeRefused",
     "LocalProtocolError",
     "Role",
     "State",
@@ -134,6 +135,13 @@ class _PeerViolation(ProtocolError):
         self.code = code
 
 
+class HandshakeRefused(_PeerViolation):
+    """Raised by main's ``admit`` to turn away a peer whose token was right.
+
+    The connection ends with ``Goodbye(code, message)``, as for a violation.
+    """
+
+
 _CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
 _body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
 
@@ -159,6 +167,9 @@ class Connection:
         role: which side this is.
         token: main: the token renderers must present; renderer: the token to present.
         renderer_id: main only: the id to hand this renderer in Welcome.
+        admit: main only: called once the peer's token and version are
+            accepted; returns the renderer id for Welcome (instead of
+            ``renderer_id``), or raises :class:`HandshakeRefused`.
         process_id: renderer only: our process id, sent in Hello.
         max_frame_size: largest body accepted from the peer.
         new_buffer: ``new_buffer(size)`` gives the writable buffer a body
@@ -171,6 +182,7 @@ class Connection:
         *,
         token: str,
         renderer_id: int = 0,
+        admit: Callable[[], int] | None = None,
         process_id: int = 0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         new_buffer: Callable[[int], bytearray | memoryview] = bytearray,
@@ -178,6 +190,7 @@ class Connection:
         self.role = role
         self.state = HANDSHAKE
         self.renderer_id = renderer_id
+        self._admit = admit
         self._token = token
         # Until the handshake is done the peer is unauthenticated: a Hello or
         # Welcome is tiny, so accept no more than HANDSHAKE_MAX_FRAME_SIZE.
@@ -685,6 +698,8 @@ class Connection:
                     f"main speaks version {PROTOCOL_VERSION}",
                     CloseCode.VERSION_MISMATCH,
                 )
+            if self._admit is not None:
+                self.renderer_id = self._admit()  # may raise HandshakeRefused
             self._peer_max_frame_size = body.max_frame_size
             self._queue(Welcome(PROTOCOL_VERSION, self.renderer_id, self._max_frame_size))
             self._set_state(OPEN)

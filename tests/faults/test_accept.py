@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
@@ -22,10 +23,10 @@ import pytest
 
 import ipcbus
 from ipcbus._framing import FrameDecoder
-from ipcbus._wire import Body, CloseCode, Goodbye
+from ipcbus._wire import PROTOCOL_VERSION, Body, CloseCode, Goodbye, Hello
 
 from ..helpers import RENDERERS, child_env, spawn_renderer
-from ._raw import RawPeer, bench, frames, warnings_logged
+from ._raw import _BODY_DECODER, RawPeer, bench, frames, wait_until
 
 NOFILE = 128
 HOGS = NOFILE + 40  # more idle connections than main has descriptors
@@ -58,8 +59,6 @@ async def refusal(sock: socket.socket) -> Body:
         data = sock.recv(65536)
         assert data, "closed without a Goodbye"
         decoder.feed(data)
-    from ._raw import _BODY_DECODER
-
     return _BODY_DECODER.decode(body)
 
 
@@ -96,7 +95,7 @@ async def test_out_of_descriptors_main_refuses_and_keeps_serving(
                     sock.close()
                 hogs.clear()
                 # No event says main has closed its ends: ask it.
-                while await healthy.invoke("fds") > NOFILE - 20:
+                while await healthy.invoke("fds") > NOFILE - 20:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
                 async with ipcbus.connect(address, token=token) as late:
                     assert await late.invoke("echo", "again") == "again"
@@ -112,3 +111,87 @@ async def test_out_of_descriptors_main_refuses_and_keeps_serving(
     lines = log.read_text().splitlines()
     assert len([line for line in lines if "cannot accept connections" in line]) == 1, lines
     assert len([line for line in lines if "accepting connections" in line]) == 1, lines
+
+
+async def test_idle_unauthenticated_sockets_cannot_lock_renderers_out() -> None:
+    """100 sockets that never say a word, against max_connections=16 (and the
+    default budget of 64 pending handshakes): renderers with the token and
+    spawned ones still get in; the sockets that waited longest are dropped."""
+    with anyio.fail_after(30):
+        async with bench(max_connections=16) as setup, AsyncExitStack() as stack:
+            address, token = setup.listener.address, setup.listener.token
+            idle = [await stack.enter_async_context(RawPeer.connect(address)) for _ in range(100)]
+            async with ipcbus.connect(address, token=token) as renderer:
+                assert await renderer.invoke("add", 1, 2) == 3
+                contents = await spawn_renderer(setup.ipc_main, "echo")
+                assert await contents.invoke("echo", "in") == ["in"]
+                await contents.close()
+            dropped = await idle[0].goodbye()
+            assert dropped.code is CloseCode.TOO_MANY_CONNECTIONS
+            assert "waiting for their handshake" in dropped.reason
+            assert "at most 64" in dropped.reason
+            await setup.check_healthy()
+
+
+async def test_the_pending_budget_is_an_option() -> None:
+    with anyio.fail_after(20):
+        async with bench(max_pending_handshakes=2) as setup:
+            address, token = setup.listener.address, setup.listener.token
+            async with RawPeer.connect(address) as first, RawPeer.connect(address) as second:
+                async with RawPeer.connect(address) as third:
+                    goodbye = await first.goodbye()  # the third pushed the first out
+                    assert "at most 2" in goodbye.reason
+                    welcome = await third.handshake(token)
+                    assert welcome.renderer_id > 0
+                    await second.send(frames())  # still waiting, still connected
+    with pytest.raises(ValueError, match="max_pending_handshakes"):
+        ipcbus.IpcMain(max_pending_handshakes=0)
+
+
+async def test_wrong_tokens_use_up_no_renderer_id() -> None:
+    """docs/protocol.md: the id is handed out after the token is accepted."""
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            address, token = setup.listener.address, setup.listener.token
+            async with ipcbus.connect(address, token=token) as a:
+                pass
+            for _ in range(3):
+                with pytest.raises(ipcbus.AuthenticationError):
+                    async with ipcbus.connect(address, token="wrong"):
+                        pass
+            async with ipcbus.connect(address, token=token) as b:
+                assert b.id == a.id + 1
+
+
+async def test_refused_connections_use_up_no_renderer_id() -> None:
+    """Nor do connections refused for want of room, at once or at their Hello."""
+    with anyio.fail_after(30):
+        async with bench(max_connections=3) as setup:  # the healthy renderer is one
+            address, token = setup.listener.address, setup.listener.token
+            async with (
+                RawPeer.connect(address) as early,
+                ipcbus.connect(address, token=token) as a,
+            ):
+                for _ in range(2):  # wrong tokens
+                    async with RawPeer.connect(address) as peer:
+                        await peer.send(frames(Hello(PROTOCOL_VERSION, "wrong", 0)))
+                        goodbye = await peer.goodbye()
+                        assert goodbye.code is CloseCode.AUTHENTICATION_FAILED
+                async with RawPeer.connect(address):
+                    pass  # gone without a word
+                async with ipcbus.connect(address, token=token) as b:
+                    assert b.id == a.id + 1
+                    # Full now. A connection accepted before is refused at its Hello...
+                    await early.send(frames(Hello(PROTOCOL_VERSION, token, 0)))
+                    goodbye = await early.goodbye()
+                    assert goodbye.code is CloseCode.TOO_MANY_CONNECTIONS, goodbye
+                    # ...a new one at once, and a spawned child with a clear error.
+                    with pytest.raises(ipcbus.ConnectionClosedError, match="too many connections"):
+                        async with ipcbus.connect(address, token=token):
+                            pass
+                    with pytest.raises(ipcbus.ConnectionClosedError, match="too many connections"):
+                        await spawn_renderer(setup.ipc_main, "echo")
+                await wait_until(lambda: len(setup.ipc_main.get_all_web_contents()) < 3)
+                async with ipcbus.connect(address, token=token) as c:
+                    assert c.id == b.id + 1
+            await setup.check_healthy()

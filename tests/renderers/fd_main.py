@@ -22,7 +22,11 @@ nofile, backend, address = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-ipc_main = ipcbus.IpcMain(handshake_timeout=60.0, heartbeat_interval=None)
+# Idle sockets may pile up past the descriptors (max_pending_handshakes would
+# otherwise drop the oldest long before): that is what is tested.
+ipc_main = ipcbus.IpcMain(
+    handshake_timeout=60.0, heartbeat_interval=None, max_pending_handshakes=10_000
+)
 ipc_main.handle("echo", lambda event, value: value)
 
 
