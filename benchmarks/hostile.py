@@ -1,4 +1,4 @@
-"""What hostile connections cost main: its RSS, its descriptors, and the stall a healthy renderer sees.
+"""What hostile connections cost main: RSS, descriptors, and a healthy renderer's stall.
 
 Three attacks on a main process of its own (a fresh child per scenario):
 
@@ -180,11 +180,11 @@ async def settle(main: Main, target: int, timeout: float) -> None:
 
 
 async def announce(src: str | None) -> dict[str, Any]:
+    import msgspec
+
     import ipcbus
     from ipcbus._framing import append_frame
     from ipcbus._wire import PROTOCOL_VERSION, Hello
-
-    import msgspec
 
     main = Main(src)
     row: dict[str, Any] = {}
