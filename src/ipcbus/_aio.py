@@ -308,6 +308,8 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             return
         self._closed = True
         protocol = self._protocol
+        protocol.chunks.clear()  # unread input: nobody will read it now
+        protocol.buffered = 0
         protocol._wake_reader()  # a pending receive raises ClosedResourceError
         self._transport.close()  # flushes what is buffered, then closes
         if self._transport.get_write_buffer_size():

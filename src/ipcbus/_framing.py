@@ -183,6 +183,16 @@ class FrameDecoder:
         self._pos = len(chunk)
         return None
 
+    def discard(self) -> None:
+        """Let go of every byte held: the connection is closed, and a partial body's
+        buffer must be freed now, not whenever a cycle holding the decoder is collected."""
+        self._data = b""
+        self._chunk = memoryview(self._data)
+        self._pos = 0
+        self._head.clear()
+        self._body = None
+        self._filled = 0
+
     def unparsed(self) -> tuple[bytes, memoryview, int]:
         """``(input, a view of it, offset)``: where the next frame starts in the fed input.
 

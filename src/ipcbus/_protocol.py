@@ -102,6 +102,7 @@ from ._wire import (
 __all__ = (
     "HANDSHAKE_MAX_FRAME_SIZE",
     "Connection",
+    "HandshakeRefused",
     "LocalProtocolError",
     "Role",
     "State",
@@ -140,6 +141,13 @@ class _PeerViolation(ProtocolError):
         self.code = code
 
 
+class HandshakeRefused(_PeerViolation):
+    """Raised by main's ``admit`` to turn away a peer whose token was right.
+
+    The connection ends with ``Goodbye(code, message)``, as for a violation.
+    """
+
+
 _CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
 _body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
 
@@ -165,6 +173,9 @@ class Connection:
         role: which side this is.
         token: main: the token renderers must present; renderer: the token to present.
         renderer_id: main only: the id to hand this renderer in Welcome.
+        admit: main only: called once the peer's token and version are
+            accepted; returns the renderer id for Welcome (instead of
+            ``renderer_id``), or raises :class:`HandshakeRefused`.
         process_id: renderer only: our process id, sent in Hello.
         max_frame_size: largest body accepted from the peer.
         new_buffer: ``new_buffer(size)`` gives the writable buffer a body
@@ -177,6 +188,7 @@ class Connection:
         *,
         token: str,
         renderer_id: int = 0,
+        admit: Callable[[], int] | None = None,
         process_id: int = 0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         new_buffer: Callable[[int], bytearray | memoryview] = bytearray,
@@ -185,6 +197,7 @@ class Connection:
         self.role = role
         self.state = HANDSHAKE
         self.renderer_id = renderer_id
+        self._admit = admit
         self._token = token
         # Until the handshake is done the peer is unauthenticated: a Hello or
         # Welcome is tiny, so accept no more than HANDSHAKE_MAX_FRAME_SIZE.
@@ -348,7 +361,8 @@ class Connection:
                     if self.state is CLOSED:  # a Goodbye, or a violation we answered
                         break
         finally:
-            frames.parsed_to(pos)
+            if self.state is not CLOSED:  # else the decoder has let go of its input
+                frames.parsed_to(pos)
 
     def receive_eof(self, why: str | None = None) -> None:
         """The peer's byte stream ended (or the driver gave up on it). Idempotent.
@@ -613,6 +627,9 @@ class Connection:
         if state is OPEN:
             self._frames.max_frame_size = self._max_frame_size
         if state is CLOSED:
+            # Free a partial frame's buffer now: the driver's objects may hold
+            # this Connection in a cycle that only a full collection undoes.
+            self._frames.discard()
             self._awaiting.clear()
             self._cancelled.clear()
             self._serving.clear()
@@ -780,6 +797,8 @@ class Connection:
                     CloseCode.VERSION_MISMATCH,
                 )
             self._peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Hello")
+            if self._admit is not None:
+                self.renderer_id = self._admit()  # may raise HandshakeRefused
             self._queue(Welcome(PROTOCOL_VERSION, self.renderer_id, self._max_frame_size))
             self._set_state(OPEN)
             self._events.append(HandshakeCompleted(self.renderer_id, body.process_id))

@@ -30,7 +30,7 @@ from ._events import (
 )
 from ._guards import Gatekeeper, Guards
 from ._portroute import MainPortRouter, Sink
-from ._protocol import OPEN, Connection, Role, State, prepare_message
+from ._protocol import OPEN, Connection, HandshakeRefused, Role, State, prepare_message
 from ._registry import Callback, Registry, check_channel
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import (
@@ -289,6 +289,7 @@ class _Link:
         return IpcMainEvent(channel, self.contents, slot)
 
     def handshake_completed(self, event: HandshakeCompleted) -> None:
+        self.main._pending.pop(self, None)
         if not self.contents.process_id:
             self.contents.process_id = event.process_id
         self.main._contents[self.contents.id] = self.contents
@@ -299,6 +300,7 @@ class _Link:
         # Gone from get_all_web_contents()/from_id() at once; on_disconnect
         # hooks run later, once a spawned child has been reaped.
         self.connected = self.main._contents.pop(self.contents.id, None) is not None
+        self.main._pending.pop(self, None)
         self.handshake.set()
         if self.contents._port_sink is not None:
             self.main._ports.sink_gone(self.contents._port_sink)
@@ -390,7 +392,13 @@ class IpcMain(Registry):
         max_in_flight: per renderer, how many handlers and async listeners
             may run at once; at the limit main stops reading that renderer's
             socket until one finishes (docs/reliability.md, backpressure).
-        max_connections: renderers connected at once; more are refused.
+        max_connections: renderers connected at once (past the handshake);
+            more are refused.
+        max_pending_handshakes: per ``IpcMain``, connections accepted from
+            listeners that have not completed the handshake yet. One more
+            drops the oldest of them, so idle or slow unauthenticated sockets
+            cannot keep renderers with the token out (``spawn`` and
+            ``connect_local`` do not count).
         heartbeat_interval: seconds between pings to each renderer, ``None``
             for none; ``"auto"``: 5 s for TCP connections, none for unix
             sockets and spawned children (the kernel reports their death).
@@ -412,14 +420,17 @@ class IpcMain(Registry):
         send_tracebacks: bool = True,
         max_in_flight: int = 256,
         max_connections: int = 1024,
+        max_pending_handshakes: int = 64,
         heartbeat_interval: float | Literal["auto"] | None = "auto",
         heartbeat_timeout: float | None = None,
         send_timeout: float | None = 30.0,
         allowed_channels: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
-        if max_in_flight < 1 or max_connections < 1:
-            raise ValueError("max_in_flight and max_connections must be >= 1")
+        if min(max_in_flight, max_connections, max_pending_handshakes) < 1:
+            raise ValueError(
+                "max_in_flight, max_connections and max_pending_handshakes must be >= 1"
+            )
         check_max_frame_size(max_frame_size)
         self.allowed_channels = _channel_set(allowed_channels)
         self._guards = Guards()
@@ -431,11 +442,14 @@ class IpcMain(Registry):
         self.send_tracebacks = send_tracebacks
         self.max_in_flight = max_in_flight
         self.max_connections = max_connections
+        self.max_pending_handshakes = max_pending_handshakes
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.send_timeout = send_timeout
         self._contents: dict[int, WebContents] = {}
         self._links: set[_Link] = set()
+        # Accepted connections before their handshake, oldest first (a dict keeps order).
+        self._pending: dict[_Link, None] = {}
         self._listeners_open: set[Listener] = set()
         self._ids = itertools.count(1)
         self._connect_hooks: list[Callable[..., Any]] = []
@@ -522,7 +536,9 @@ class IpcMain(Registry):
         ``allowed_channels`` narrows what renderers connecting here may use.
         """
         tg = self._require_running("listen")
-        created = await create_listener(address, ssl_context, self.handshake_timeout)
+        created = await create_listener(
+            address, ssl_context, self.handshake_timeout, refusal=_OUT_OF_DESCRIPTORS
+        )
         listener = Listener(created, token if token is not None else secrets.token_hex(32))
         listener.allowed_channels = _channel_set(allowed_channels)
         self._listeners_open.add(listener)
@@ -540,6 +556,7 @@ class IpcMain(Registry):
                 None,
                 tcp=tcp,
                 allowed=listener.allowed_channels,
+                accepted=True,
             )
 
         try:
@@ -669,27 +686,31 @@ class IpcMain(Registry):
         *,
         tcp: bool = False,
         allowed: frozenset[str] | None = None,
+        accepted: bool = False,
     ) -> None:
-        """Run one renderer's connection from handshake to the end, then clean up."""
-        if len(self._links) >= self.max_connections:
-            await _refuse(
-                stream,
-                CloseCode.TOO_MANY_CONNECTIONS,
-                f"too many connections: main serves at most {self.max_connections} renderers",
-            )
+        """Run one renderer's connection from handshake to the end, then clean up.
+
+        ``accepted``: it came through a listener, so it counts against
+        ``max_pending_handshakes`` until it has shown the token. Its renderer
+        id is taken only then (``_admit``).
+        """
+        if accepted and len(self._contents) >= self.max_connections:
+            await _refuse(stream, CloseCode.TOO_MANY_CONNECTIONS, self._too_many())
             return
-        renderer_id = next(self._ids)
-        contents = WebContents(self, renderer_id, process_id)
+        contents = WebContents(self, 0, process_id)  # the id comes with the handshake
         contents._process = process
         link = _Link(self, contents, allowed)
         conn = Connection(
             Role.MAIN,
             token=token,
-            renderer_id=renderer_id,
+            admit=lambda: self._admit(link),
             max_frame_size=self.max_frame_size,
             new_buffer=body_buffer,
         )
         self._links.add(link)
+        if accepted:
+            self._make_room_for_a_handshake()
+            self._pending[link] = None
         try:
             async with anyio.create_task_group() as tg:
                 endpoint = Endpoint(
@@ -697,7 +718,7 @@ class IpcMain(Registry):
                     stream,
                     tg,
                     link,
-                    name=f"renderer {renderer_id}",
+                    name="a renderer not yet connected",
                     send_tracebacks=self.send_tracebacks,
                     max_in_flight=self.max_in_flight,
                     send_timeout=self.send_timeout,
@@ -714,10 +735,41 @@ class IpcMain(Registry):
                 finally:
                     tg.cancel_scope.cancel()
         except Exception:
-            logger.exception("internal error serving renderer %d", renderer_id)
+            logger.exception("internal error serving renderer %d", contents.id)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish(link)
+
+    def _too_many(self) -> str:
+        return f"too many connections: main serves at most {self.max_connections} renderers"
+
+    def _admit(self, link: _Link) -> int:
+        """The core accepted ``link``'s token: give it a renderer id, if there is room."""
+        if len(self._contents) >= self.max_connections:
+            raise HandshakeRefused(self._too_many(), CloseCode.TOO_MANY_CONNECTIONS)
+        link.contents.id = renderer_id = next(self._ids)
+        if link.contents._endpoint is not None:
+            link.contents._endpoint.name = f"renderer {renderer_id}"
+        return renderer_id
+
+    def _make_room_for_a_handshake(self) -> None:
+        """At ``max_pending_handshakes``, drop the connection that has waited longest.
+
+        The oldest rather than the newest: a renderer with the token sends its
+        Hello at once, so it is through long before it becomes the oldest,
+        while idle sockets cannot hold the door shut by merely staying open.
+        """
+        while len(self._pending) >= self.max_pending_handshakes:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            endpoint = oldest.contents._endpoint
+            if endpoint is not None and self._tg is not None:
+                self._tg.start_soon(
+                    endpoint.close,
+                    CloseCode.TOO_MANY_CONNECTIONS,
+                    "too many connections waiting for their handshake: main holds at most "
+                    f"{self.max_pending_handshakes}, and this one had waited longest",
+                )
 
     async def _handshake_watchdog(self, link: _Link, endpoint: Endpoint) -> None:
         with anyio.move_on_after(self.handshake_timeout):
@@ -748,6 +800,7 @@ class IpcMain(Registry):
                 exit_code = await _stop(process, grace=0.0 if ours else 2.0)
         contents.disconnect_details = _details(termination, exit_code)
         self._links.discard(link)
+        self._pending.pop(link, None)
         self._contents.pop(contents.id, None)
         contents._finished.set()
         if link.connected:
@@ -870,14 +923,25 @@ async def _stop(process: anyio.abc.Process, grace: float = 0.0) -> int:
     return await process.wait()
 
 
+def _goodbye(code: CloseCode, reason: str) -> bytes:
+    """The bytes of a lone Goodbye frame."""
+    conn = Connection(Role.MAIN, token="")
+    conn.close(code, reason)
+    return bytes(conn.data_to_send())
+
+
+#: What a connection refused while main is out of file descriptors gets.
+_OUT_OF_DESCRIPTORS = _goodbye(
+    CloseCode.TOO_MANY_CONNECTIONS, "too many connections: main is out of file descriptors"
+)
+
+
 async def _refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
     """Send a lone Goodbye and close: for connections refused before the handshake."""
     logger.warning("refused a connection: %s", reason)
-    conn = Connection(Role.MAIN, token="")
-    conn.close(code, reason)
     with anyio.move_on_after(1, shield=True):
         with suppress(*_SEND_ERRORS):
-            await stream.send(bytes(conn.data_to_send()))
+            await stream.send(_goodbye(code, reason))
     with anyio.CancelScope(shield=True):
         await stream.aclose()
 
