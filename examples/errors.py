@@ -43,7 +43,8 @@ RuntimeError: IpcMain.listen() needs a running IpcMain: call it inside 'async wi
 == calls
 NoHandlerError: No handler registered for 'nope'
 NoHandlerError: No listeners registered for 'nope'
-ValidationError: Invalid arguments for 'add': Expected `int`, got `str` - at `$[0]`
+ValidationError: Invalid arguments for 'add': argument 0 (a: int) does not fit its \
+annotation (Expected `int`, got `str` - at `$[0]`)
 ValidationError: Invalid arguments for 'add': expected 2 arguments, got 1
 SerializationError: Cannot invoke on channel 'add': argument 1: objects of type \
 builtins.object cannot be sent.
