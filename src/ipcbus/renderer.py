@@ -407,8 +407,7 @@ class _Connecting(AbstractAsyncContextManager[IpcRenderer]):
 
     def __await__(self) -> Generator[Any, None, NoReturn]:
         raise TypeError(
-            f"{self._what} cannot be awaited: it is an async context manager, "
-            f"write '{self._usage}'"
+            f"{self._what} cannot be awaited: it is an async context manager, write '{self._usage}'"
         )
 
     def __enter__(self) -> NoReturn:
