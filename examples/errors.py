@@ -43,7 +43,8 @@ RuntimeError: IpcMain.listen() needs a running IpcMain: call it inside 'async wi
 == calls
 NoHandlerError: No handler registered for 'nope'
 NoHandlerError: No listeners registered for 'nope'
-ValidationError: Invalid arguments for 'add': Expected `int`, got `str` - at `$[0]`
+ValidationError: Invalid arguments for 'add': argument 0 (a: int) does not fit its \
+annotation (Expected `int`, got `str` - at `$[0]`)
 ValidationError: Invalid arguments for 'add': expected 2 arguments, got 1
 SerializationError: Cannot invoke on channel 'add': argument 1: objects of type \
 builtins.object cannot be sent.
@@ -68,7 +69,6 @@ connect again to send more
    all of them are IpcError: True
 == wrong token
    log WARNING: connection to renderer 1 ended: authentication failed: wrong token
-   log WARNING: connection to main ended: authentication failed: wrong token
 AuthenticationError: main refused the connection: authentication failed: wrong token; \
 check the token (Listener.token in main, token= or $IPCBUS_TOKEN here)
 == shutdown while a handler runs

@@ -29,7 +29,8 @@ EXPECTED = """
 [admin   ]     channel 'shutdown' is not allowed for renderer 1 (see allowed_channels)
 [guest   ] add(5) -> 5
 [guest   ] add('five') -> ValidationError:
-[guest   ]     Invalid arguments for 'add': Expected `int`, got `str` - at `$[0]`
+[guest   ]     Invalid arguments for 'add': argument 0 (n: int) does not fit its \
+annotation (Expected `int`, got `str` - at `$[0]`)
 [guest   ] reset('bogus') -> RemoteError, PermissionError:
 [guest   ]     only admin may reset
 [guest   ] stats() -> RemoteError, PermissionError:

@@ -61,3 +61,17 @@ def test_run_refuses_uvloop_when_missing(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="pip install 'ipcbus\\[uvloop\\]'"):
         ipcbus.run(_scenario, loop="uvloop")
+
+
+@pytest.mark.parametrize("loop", ["curio", "Trio", "", "uvloop "])
+def test_run_refuses_an_unknown_loop_naming_the_valid_ones(loop: str) -> None:
+    """A typo must not silently run asyncio."""
+    ran: list[str] = []
+
+    async def record() -> None:
+        ran.append("ran")
+
+    with pytest.raises(ValueError, match=f"unknown loop {loop!r}") as info:
+        ipcbus.run(record, loop=loop)  # type: ignore[arg-type]
+    assert "'auto', 'asyncio', 'uvloop', 'trio'" in str(info.value)
+    assert ran == []

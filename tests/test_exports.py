@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import pickle
 import re
+import subprocess
+import sys
+import traceback
 from types import ModuleType
 
 import pytest
@@ -133,3 +137,43 @@ def test_exception_tree_spot_checks() -> None:
 def test_every_exception_has_a_raised_when_docstring(cls: type[BaseException]) -> None:
     doc = cls.__doc__ or ""
     assert doc.startswith("Raised ") or cls is ipcbus.IpcError, f"{cls.__name__}: {doc!r}"
+
+
+def _instance(cls: type[BaseException]) -> BaseException:
+    if cls is ipcbus.RemoteError:
+        return ipcbus.RemoteError("ch", "ValueError", "boom", "Traceback ...")
+    return cls("something went wrong on 'ch'")
+
+
+@pytest.mark.parametrize("cls", _exported_exceptions(), ids=lambda c: c.__name__)
+def test_exceptions_are_named_by_their_public_path(cls: type[BaseException]) -> None:
+    """``ipcbus.NoHandlerError: ...`` in a traceback, not ``ipcbus._errors.NoHandlerError``;
+    pickling (e.g. across a process pool) still round-trips."""
+    assert cls.__module__ == "ipcbus"
+    assert getattr(ipcbus, cls.__qualname__) is cls
+    exc = _instance(cls)
+    assert traceback.format_exception_only(exc)[-1].startswith(f"ipcbus.{cls.__name__}: ")
+    assert repr(exc).startswith(f"{cls.__name__}(")
+    copy = pickle.loads(pickle.dumps(exc))
+    assert type(copy) is cls
+    assert str(copy) == str(exc)
+    if isinstance(exc, ipcbus.RemoteError):
+        assert isinstance(copy, ipcbus.RemoteError)
+        assert (copy.channel, copy.type_name, copy.remote_message, copy.remote_traceback) == (
+            exc.channel,
+            exc.type_name,
+            exc.remote_message,
+            exc.remote_traceback,
+        )
+
+
+def test_an_uncaught_ipcbus_error_prints_as_ipcbus_dot_name() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import ipcbus; raise ipcbus.NoHandlerError('nobody')"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == "ipcbus.NoHandlerError: nobody"

@@ -482,6 +482,40 @@ async def test_listen_spawn_connect_local_need_a_running_main(when: str) -> None
                 pass
 
 
+@pytest.mark.parametrize("which", ["ipcbus.connect", "ipc_renderer.connect"])
+async def test_connect_misused_without_async_with_says_async_with(which: str) -> None:
+    """``await connect(...)`` and ``with connect(...)`` name the fix, not Python's internals."""
+
+    def make() -> object:
+        if which == "ipcbus.connect":
+            return ipcbus.connect("unix:/nonexistent/main.sock", token="t")
+        return ipcbus.IpcRenderer().connect("unix:/nonexistent/main.sock", token="t")
+
+    with anyio.fail_after(5):
+        with pytest.raises(TypeError, match=r"cannot be awaited.*'async with ") as awaited:
+            await make()  # type: ignore[misc]
+        assert which in str(awaited.value)
+        with pytest.raises(TypeError, match=r"needs 'async with', not 'with'") as plain:
+            with make():  # type: ignore[attr-defined]
+                pass
+        assert which in str(plain.value)
+    assert "_AsyncGeneratorContextManager" not in str(awaited.value) + str(plain.value)
+
+
+async def test_a_connect_can_be_entered_once_and_still_works() -> None:
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            ipc_main.handle("x", lambda event: "x")
+            listener = await ipc_main.listen()
+            connecting = ipcbus.connect(listener.address, token=listener.token)
+            async with connecting as renderer:
+                assert await renderer.invoke("x") == "x"
+                with pytest.raises(RuntimeError, match="already entered"):
+                    async with connecting:
+                        pass
+                assert await renderer.invoke("x") == "x"
+
+
 async def test_main_can_run_again_after_exit() -> None:
     ipc_main = ipcbus.IpcMain(shutdown_grace=1.0)
     ipc_main.handle("x", lambda event: "x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import sys
@@ -161,6 +162,23 @@ async def test_raw_client_with_right_token_is_welcomed_with_an_id_it_did_not_cho
                 else:
                     assert isinstance(first, Goodbye)
             assert 999 not in [c.id for c in ipc_main.get_all_web_contents()]
+
+
+async def test_a_refused_renderer_reports_it_once_by_its_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No WARNING on the renderer's side besides the AuthenticationError it raises
+    (both printed, with no logging set up, said the same thing twice); main still
+    logs the refusal once on its side."""
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            listener = await ipc_main.listen()
+            with pytest.raises(AuthenticationError):
+                async with ipcbus.connect(listener.address, token="wrong"):
+                    pass
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in warned if "connection to main" in m], warned
+    assert len([m for m in warned if "wrong token" in m]) == 1, warned
 
 
 async def test_connect_with_wrong_token_raises_authentication_error() -> None:

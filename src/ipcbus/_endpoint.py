@@ -71,7 +71,7 @@ from ._events import (
     StreamItemReceived,
 )
 from ._framestream import FrameStream
-from ._protocol import CLOSED, OPEN, Connection
+from ._protocol import CLOSED, OPEN, Connection, Role
 from ._registry import Callback, Registry
 from ._values import (
     DECODE_ERRORS,
@@ -274,6 +274,7 @@ class Endpoint:
         self.conn = conn
         self.name = name
         self.termination: ConnectionTerminated | None = None
+        self._warned = False  # the end was already logged at WARNING (``_link_lost``)
         self.closed = anyio.Event()
         self._stream = stream
         self._tg = task_group
@@ -659,6 +660,7 @@ class Endpoint:
     def _link_lost(self, reason: str) -> None:
         if self.conn.state is not CLOSED:
             logger.warning("connection to %s lost: %s", self.name, reason)
+            self._warned = True
             self.conn.receive_eof(reason)
             self.handle_events()
         self._reader_scope.cancel()
@@ -892,7 +894,13 @@ class Endpoint:
     def _terminated(self, event: ConnectionTerminated) -> None:
         self.termination = event
         self._backlog.clear()  # nobody could receive their replies
-        if event.code not in (None, CloseCode.NORMAL, CloseCode.SHUTDOWN):
+        # Log each end once, at WARNING only if nobody else reports it: a
+        # renderer refused during the handshake raises from connect(), and
+        # that error (printed with its traceback) says the same.
+        refused = self.conn.role is Role.RENDERER and not self.conn.renderer_id
+        if event.code not in (None, CloseCode.NORMAL, CloseCode.SHUTDOWN) and not (
+            refused or self._warned
+        ):
             logger.warning("connection to %s ended: %s", self.name, event.reason)
         else:
             logger.debug("connection to %s ended: %s", self.name, event.reason)

@@ -107,3 +107,10 @@ class FrameTooLargeError(ProtocolError):
 
 class AuthenticationError(IpcError):
     """Raised when a renderer presents a wrong or missing token."""
+
+
+# Tracebacks and reprs name the public path (``ipcbus.NoHandlerError``), not this
+# private module; pickle finds the classes there too, as ``ipcbus`` re-exports them.
+for _name in __all__:
+    globals()[_name].__module__ = "ipcbus"
+del _name

@@ -12,6 +12,8 @@ __all__ = ("run",)
 
 T = TypeVar("T")
 
+_LOOPS = ("auto", "asyncio", "uvloop", "trio")
+
 
 def run(
     func: Callable[..., Awaitable[T]],
@@ -26,8 +28,13 @@ def run(
             loop; ``"asyncio"`` and ``"trio"`` are what they say.
 
     Raises:
+        ValueError: ``loop`` is not one of the four above.
         RuntimeError: ``loop="uvloop"`` but uvloop is not installed.
     """
+    if loop not in _LOOPS:
+        valid = ", ".join(repr(name) for name in _LOOPS)
+        hint = f" (did you mean {loop.lower()!r}?)" if str(loop).lower() in _LOOPS else ""
+        raise ValueError(f"unknown loop {loop!r}{hint}: use one of {valid}")
     if loop == "trio":
         return anyio.run(func, *args, backend="trio")
     has_uvloop = importlib.util.find_spec("uvloop") is not None

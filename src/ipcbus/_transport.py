@@ -371,6 +371,11 @@ async def connect(
                 parsed.host, parsed.port, ssl_context=ssl_context, tls_standard_compatible=False
             )
         return await anyio.connect_tcp(parsed.host, parsed.port)
+    except ssl.SSLError as exc:  # an OSError too, but "is main running?" would mislead
+        raise ConnectionClosedError(
+            f"cannot connect to main at {parsed}: the TLS handshake failed; check that "
+            f"ssl_context trusts main's certificate and matches its TLS settings ({exc})"
+        ) from exc
     except OSError as exc:
         raise ConnectionClosedError(
             f"cannot connect to main at {parsed}: {exc.strerror or exc}; "

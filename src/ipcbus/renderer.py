@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from types import TracebackType
+from typing import Any, Literal, NoReturn
 
 import anyio
 import anyio.abc
@@ -100,16 +101,15 @@ class IpcRenderer(Registry):
 
     # ---- connecting ----------------------------------------------------
 
-    @asynccontextmanager
-    async def connect(
+    def connect(
         self,
         address: str | os.PathLike[str] | None = None,
         *,
         token: str | None = None,
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
-    ) -> AsyncIterator[IpcRenderer]:
-        """Connect to main, run the handshake, and close on exit.
+    ) -> AbstractAsyncContextManager[IpcRenderer]:
+        """Connect to main, run the handshake, and close on exit: ``async with`` it.
 
         With no address: the socket inherited from ``IpcMain.spawn``, else
         ``$IPCBUS_ADDRESS`` and ``$IPCBUS_TOKEN``.
@@ -120,7 +120,22 @@ class IpcRenderer(Registry):
             ConnectionClosedError: there is nothing to connect to, or main
                 closed the connection during the handshake.
             IpcTimeoutError: no handshake within ``timeout`` seconds.
+            TypeError: used with ``await`` or a plain ``with``.
         """
+        return _Connecting(
+            lambda: self._connect(address, token, timeout, ssl_context),
+            "ipc_renderer.connect(...)",
+            "async with ipc_renderer.connect(...):",
+        )
+
+    @asynccontextmanager
+    async def _connect(
+        self,
+        address: str | os.PathLike[str] | None,
+        token: str | None,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None,
+    ) -> AsyncIterator[IpcRenderer]:
         try:
             with anyio.fail_after(timeout):
                 stream, token, tcp = await _open(address, token, ssl_context)
@@ -346,15 +361,68 @@ async def _open(
     return await open_stream(address, ssl_context), token, tcp
 
 
-@asynccontextmanager
-async def connect(
+def connect(
     address: str | os.PathLike[str] | None = None,
     *,
     token: str | None = None,
     timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
-) -> AsyncIterator[IpcRenderer]:
-    """Shortcut: a fresh ``IpcRenderer``, connected; see :meth:`IpcRenderer.connect`."""
+) -> AbstractAsyncContextManager[IpcRenderer]:
+    """Shortcut: a fresh ``IpcRenderer``, connected; see :meth:`IpcRenderer.connect`.
+
+    Use it as ``async with ipcbus.connect(...) as ipc_renderer:``.
+    """
     renderer = IpcRenderer()
-    async with renderer.connect(address, token=token, timeout=timeout, ssl_context=ssl_context):
-        yield renderer
+    return _Connecting(
+        lambda: renderer._connect(address, token, timeout, ssl_context),
+        "ipcbus.connect(...)",
+        "async with ipcbus.connect(...) as ipc_renderer:",
+    )
+
+
+class _Connecting(AbstractAsyncContextManager[IpcRenderer]):
+    """What ``connect()`` returns: an async context manager, and nothing else.
+
+    ``await connect(...)`` or a plain ``with connect(...)`` would otherwise
+    fail with Python's generic TypeError about an ``_AsyncGeneratorContextManager``;
+    this says what to write instead.
+    """
+
+    __slots__ = ("_cm", "_open", "_usage", "_what")
+
+    def __init__(
+        self, open_: Callable[[], AbstractAsyncContextManager[IpcRenderer]], what: str, usage: str
+    ) -> None:
+        self._open = open_
+        self._what = what
+        self._usage = usage
+        self._cm: AbstractAsyncContextManager[IpcRenderer] | None = None
+
+    async def __aenter__(self) -> IpcRenderer:
+        if self._cm is not None:
+            raise RuntimeError(f"{self._what} was already entered; call connect() again")
+        self._cm = self._open()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._cm is not None, "__aexit__ without __aenter__"
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+    def __await__(self) -> Generator[Any, None, NoReturn]:
+        raise TypeError(
+            f"{self._what} cannot be awaited: it is an async context manager, write '{self._usage}'"
+        )
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(
+            f"{self._what} needs 'async with', not 'with': write '{self._usage}' "
+            "(in blocking code, use ipcbus.sync.connect)"
+        )
+
+    def __exit__(self, *exc_info: object) -> None:  # never reached: __enter__ raises
+        return None

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -349,7 +350,10 @@ async def test_arguments_that_are_not_utf8_fail_only_that_call() -> None:
                 assert isinstance(reply, Reply) and reply.request_id == 1 and not reply.ok
                 info = msgspec.msgpack.decode(reply.value, type=ErrorInfo)
                 assert info.kind is ErrorKind.VALIDATION, info
-                assert "utf-8" in info.message
+                # ipcbus's words first (which argument, what happened); msgspec's after
+                assert info.message.startswith(
+                    "Invalid arguments for 'echo': argument 0 could not be decoded"
+                ), info.message
                 await peer.send(frames(Request(2, RequestKind.INVOKE, "echo", raw_args(1))))
                 reply = await peer.receive()
                 assert isinstance(reply, Reply) and reply.ok
@@ -357,11 +361,54 @@ async def test_arguments_that_are_not_utf8_fail_only_that_call() -> None:
             await setup.check_healthy()
 
 
+def _add(event: object, a: int, b: int) -> int:
+    return a + b
+
+
+def _rest(event: object, first: str, *rest: int) -> int:
+    return len(rest)
+
+
+def _untyped(event: Any, *args: Any) -> list[Any]:
+    return list(args)
+
+
+@pytest.mark.parametrize(
+    ("handler", "args", "says"),
+    [
+        (_add, raw_args(1, "x"), "argument 1 (b: int) does not fit its annotation ("),
+        (_rest, raw_args("a", 1, "x"), "argument 2 (*rest: int) does not fit its annotation ("),
+        (_untyped, msgspec.Raw(b"\x92\x01\xa3a\xff\x80"), "argument 1 could not be decoded"),
+        (_add, msgspec.Raw(b"\x92\x01\xa3a\xff\x80"), "argument 1 (b: int) does not fit"),
+    ],
+    ids=["typed", "variadic", "not-utf8", "not-utf8-typed"],
+)
+async def test_invalid_arguments_say_which_and_why_in_ipcbus_words_first(
+    handler: Any, args: msgspec.Raw, says: str
+) -> None:
+    """The ValidationError names the argument and what went wrong before msgspec's detail."""
+    with anyio.fail_after(10):
+        async with bench() as setup:
+            setup.ipc_main.handle("ch", handler)
+            async with RawPeer.connect(setup.listener.address) as peer:
+                await peer.handshake(setup.listener.token)
+                await peer.send(frames(Request(1, RequestKind.INVOKE, "ch", args)))
+                reply = await peer.receive()
+                assert isinstance(reply, Reply) and reply.request_id == 1 and not reply.ok
+                info = msgspec.msgpack.decode(reply.value, type=ErrorInfo)
+                assert info.kind is ErrorKind.VALIDATION, info
+                assert info.message.startswith("Invalid arguments for 'ch': "), info.message
+                ours, _, _detail = info.message.partition(" (")
+                assert says.split(" (")[0] in ours, info.message
+                assert says in info.message, info.message
+            await setup.check_healthy()
+
+
 @pytest.mark.parametrize(
     ("args", "logged"),
     [
         (msgspec.Raw(b"\x05"), "not an argument list"),  # 5, not an array
-        (msgspec.Raw(b"\x91\xa3a\xff\x80"), "utf-8"),  # ["a\xff\x80"]
+        (msgspec.Raw(b"\x91\xa3a\xff\x80"), "argument 0 could not be decoded"),  # ["a\xff\x80"]
     ],
     ids=["not-a-list", "not-utf8"],
 )

@@ -101,6 +101,22 @@ async def test_heartbeat_drops_a_peer_gone_without_a_fin(
             await setup.check_healthy()
 
 
+async def test_a_lost_link_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Heartbeat timeout with half a frame buffered: one WARNING, not "lost" then "ended"."""
+    with anyio.fail_after(10):
+        async with bench(heartbeat_interval=0.1, heartbeat_timeout=0.4) as setup:
+            async with RawPeer.connect(setup.listener.address) as peer:
+                welcome = await peer.handshake(setup.listener.token)
+                await peer.send((100).to_bytes(4, "big") + b"\x95\x04")  # then silence
+                await peer.until_closed()
+            details = await setup.disconnected(welcome.renderer_id)
+            assert "heartbeat" in details.message
+            about_it = warnings_logged(caplog, f"renderer {welcome.renderer_id}")
+            assert len(about_it) == 1, about_it
+            assert "heartbeat" in about_it[0]
+            await setup.check_healthy()
+
+
 async def test_heartbeat_fails_main_pending_invoke_to_a_vanished_renderer() -> None:
     """main waits on a renderer that is gone without a FIN: the invoke fails, no hang."""
     with anyio.fail_after(10):

@@ -101,7 +101,7 @@ async def test_client_that_does_not_trust_the_certificate_fails_clearly(tls: Tls
         async with bench() as setup:
             listener = await setup.ipc_main.listen("tcp://127.0.0.1:0", ssl_context=tls.server)
             untrusting = ssl.create_default_context()  # system CAs only
-            with pytest.raises(ipcbus.ConnectionClosedError, match="CERTIFICATE_VERIFY_FAILED"):
+            with pytest.raises(ipcbus.ConnectionClosedError, match="the TLS handshake failed"):
                 async with ipcbus.connect(
                     listener.address, token=listener.token, ssl_context=untrusting
                 ):
