@@ -16,7 +16,7 @@ import pytest
 import ipcbus
 from ipcbus import _errors
 
-PUBLIC_MODULES = ("ipcbus", "ipcbus.main", "ipcbus.renderer", "ipcbus.cli")
+PUBLIC_MODULES = ("ipcbus", "ipcbus.main", "ipcbus.renderer", "ipcbus.cli", "ipcbus.web")
 
 
 def _sort_key(name: str) -> tuple[int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import anyio
@@ -218,3 +219,12 @@ async def test_streams_flow_to_a_page() -> None:
         with anyio.fail_after(10):
             async with page(web) as (renderer, _):
                 assert [i async for i in renderer.stream("count", 50)] == list(range(50))
+
+
+async def test_without_the_web_extra_serve_web_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ipcbus.web", None)  # as if h11/wsproto were missing
+    async with running_main() as ipc_main:
+        with pytest.raises(ImportError, match=r"pip install 'ipcbus\[web\]'"):
+            await ipc_main.serve_web()

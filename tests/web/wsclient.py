@@ -109,7 +109,9 @@ async def open_websocket(
     ws = WSConnection(ConnectionType.CLIENT)
     headers = [(b"origin", origin.encode())] if origin is not None else []
     try:
-        await stream.send(ws.send(Request(host=f"{host}:{port}", target=path, extra_headers=headers)))
+        await stream.send(
+            ws.send(Request(host=f"{host}:{port}", target=path, extra_headers=headers))
+        )
         status, body = 0, b""
         while True:
             for event in _events(ws):

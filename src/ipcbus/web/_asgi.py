@@ -163,9 +163,7 @@ class AsgiFrames(FrameStream):
                 self._done = True
                 code = message.get("code", 1005)
                 if code in (1000, 1001, 1005):
-                    return said_goodbye(
-                        CloseCode.NORMAL, f"the page closed its WebSocket ({code})"
-                    )
+                    return said_goodbye(CloseCode.NORMAL, f"the page closed its WebSocket ({code})")
                 raise anyio.EndOfStream
 
     async def send_frame(self, body: memoryview) -> None:

@@ -32,7 +32,7 @@ import h11
 from wsproto.utilities import generate_accept_token
 
 from .._transport import TcpAddress, _TLSListener
-from ._static import Response, StaticSite
+from ._static import _CHUNK_SIZE, Response, StaticSite
 from ._upgrade import OriginPolicy, origin_of, refusal
 from ._websocket import WebSocketFrames
 
@@ -45,7 +45,6 @@ logger = logging.getLogger("ipcbus")
 
 MAX_HEAD = 16 * 1024  # bytes of request line and headers
 MAX_HTTP_CONNECTIONS = 256  # open at once, pages' WebSockets not counted
-_CHUNK = 64 * 1024
 _STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
@@ -118,7 +117,9 @@ class WebServer:
         self._open += 1
         handed_over = False
         try:
-            handed_over = await self._http(stream, h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD))
+            handed_over = await self._http(
+                stream, h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+            )
         except (*_STREAM_ERRORS, OSError, TimeoutError):
             pass  # the client went away, or stopped reading: nothing to answer
         except Exception:  # a bug here must not take the server (or IpcMain) down
@@ -154,6 +155,12 @@ class WebServer:
             event = await _next_event(stream, conn)
             if not isinstance(event, h11.Request):
                 return None  # ConnectionClosed
+            if len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers) > MAX_HEAD:
+                # h11 judges only an incomplete head; one that arrived whole is judged here.
+                await self._send_quietly(
+                    stream, conn, self._site.error(431, "request head too large")
+                )
+                return None
             if isinstance(conn.next_event(), h11.EndOfMessage):
                 return event  # no body (an upgrade request pauses here too)
         except h11.RemoteProtocolError as exc:
@@ -221,7 +228,7 @@ class WebServer:
                 if response.file is not None:
                     async with await anyio.open_file(response.file, "rb") as file:
                         sent = 0
-                        while sent < response.size and (chunk := await file.read(_CHUNK)):
+                        while sent < response.size and (chunk := await file.read(_CHUNK_SIZE)):
                             chunk = chunk[: response.size - sent]
                             sent += len(chunk)
                             await stream.send(conn.send(h11.Data(data=chunk)))
@@ -250,7 +257,9 @@ async def _next_event(stream: anyio.abc.ByteStream, conn: h11.Connection) -> obj
         if event is not h11.NEED_DATA:
             return event
         try:
-            data = await stream.receive(_CHUNK)
+            # Reads no larger than the head limit, so h11 sees it exceeded
+            # however the bytes arrive, before it holds much more.
+            data = await stream.receive(MAX_HEAD)
         except anyio.EndOfStream:
             data = b""
         conn.receive_data(data)

@@ -141,7 +141,12 @@ class StaticSite:
         )
 
     def _response(
-        self, status: int, content_type: str, *, body: bytes = b"", file: Path | None = None,
+        self,
+        status: int,
+        content_type: str,
+        *,
+        body: bytes = b"",
+        file: Path | None = None,
         size: int | None = None,
     ) -> Response:
         headers = [

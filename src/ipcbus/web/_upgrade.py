@@ -35,9 +35,7 @@ class OriginPolicy:
     def __init__(self, own: Iterable[str], allowed: Iterable[str] | None) -> None:
         if isinstance(allowed, str):
             raise TypeError("allowed_origins must be a collection of origins, not a str")
-        self.origins = frozenset(
-            origin.rstrip("/").lower() for origin in (*own, *(allowed or ()))
-        )
+        self.origins = frozenset(origin.rstrip("/").lower() for origin in (*own, *(allowed or ())))
 
     def allows(self, origin: str | None) -> bool:
         """Whether a request with this ``Origin`` header (``None``: none) may upgrade."""

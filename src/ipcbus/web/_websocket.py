@@ -23,6 +23,8 @@ module adds is what only the WebSocket knows:
 
 from __future__ import annotations
 
+from typing import cast
+
 import anyio
 import anyio.abc
 import msgspec
@@ -130,7 +132,8 @@ class WebSocketFrames(FrameStream):
             if self._size > self._max:
                 size, self._parts, self._size = self._size, [], 0
                 return oversized(size)  # the core's Goodbye then closes with 1009
-            self._parts.append(event.data)
+            data = event.data
+            self._parts.append(data if isinstance(data, bytes) else bytes(data))
             if not event.message_finished:
                 return None
             body = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
@@ -181,7 +184,8 @@ class WebSocketFrames(FrameStream):
 
     async def _write_bytes(self, data: bytes | bytearray) -> None:
         async with self._write:
-            await self._stream.send(data)
+            # anyio's streams take any bytes-like object; no copy of a long run
+            await self._stream.send(cast(bytes, data))
 
     async def send_eof(self) -> None:
         await self._send_close()
