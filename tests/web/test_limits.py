@@ -26,7 +26,7 @@ async def _open_page(web: WebServer) -> ClientFrames:
     return frames
 
 
-async def _closed_with(frames: ClientFrames) -> tuple[Goodbye | None, int | None, str | None]:
+async def closed_with(frames: ClientFrames) -> tuple[Goodbye | None, int | None, str | None]:
     """The Goodbye the server sent last (if any) and its WebSocket close code and reason."""
     goodbye = None
     try:
@@ -57,7 +57,7 @@ async def test_an_oversized_message_closes_with_1009_and_main_serves_others(
                 for _ in range(fragments - 1):  # one message, never finished
                     await flood.send_raw(piece, finished=False)
                 await flood.send_raw(piece, finished=fragments == 1)
-                goodbye, code, reason = await _closed_with(flood)
+                goodbye, code, reason = await closed_with(flood)
                 await wait_for(gone)
                 assert await healthy.invoke("ping") == "pong"
     assert goodbye is not None and goodbye.code is CloseCode.FRAME_TOO_LARGE
@@ -108,7 +108,7 @@ async def test_garbage_is_a_protocol_error_for_that_page_only(
                     await bad.stream.send(bad.ws.send(TextMessage(data=send)))
                 else:
                     await bad.send_raw(send)
-                _, close_code, reason = await _closed_with(bad)
+                _, close_code, reason = await closed_with(bad)
                 await wait_for(gone)
                 assert await healthy.invoke("ping") == "pong"
     assert close_code == code and reason is not None and words in reason
@@ -126,7 +126,7 @@ async def test_broken_websocket_framing_is_a_protocol_error() -> None:
             frames = await _open_page(web)
             # An unmasked frame from a client breaks RFC 6455 section 5.1.
             await frames.stream.send(b"\x82\x03abc")
-            _, code, reason = await _closed_with(frames)
+            _, code, reason = await closed_with(frames)
             await wait_for(gone)
     assert code == 1002 and reason
     assert details[0].reason == "protocol-error"
@@ -137,6 +137,6 @@ async def test_a_page_that_never_says_hello_is_dropped() -> None:
         web = await ipc_main.serve_web()
         with anyio.fail_after(10):
             frames = await open_websocket("127.0.0.1", web.port, origin=own_origin(web))
-            goodbye, code, _ = await _closed_with(frames)
+            goodbye, code, _ = await closed_with(frames)
     assert goodbye is not None and goodbye.code is CloseCode.PROTOCOL_ERROR
     assert code == 1002
