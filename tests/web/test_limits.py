@@ -65,6 +65,18 @@ async def test_an_oversized_message_closes_with_1009_and_main_serves_others(
     assert details[0].reason == "protocol-error"
 
 
+async def test_before_its_hello_a_page_cannot_make_main_buffer_more_than_64_kib() -> None:
+    async with running_main() as ipc_main:  # max_frame_size: the 64 MiB default
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(10):
+            frames = await open_websocket("127.0.0.1", web.port, origin=own_origin(web))
+            for _ in range(17):  # 68 KiB of a first message that never ends
+                await frames.send_raw(b"x" * 4096, finished=False)
+            goodbye, code, _ = await closed_with(frames)
+    assert goodbye is not None and goodbye.code is CloseCode.FRAME_TOO_LARGE
+    assert code == 1009
+
+
 async def test_a_message_within_the_limit_in_fragments_is_one_frame() -> None:
     async with running_main() as ipc_main:
         got = anyio.Event()

@@ -6,7 +6,8 @@ module adds is what only the WebSocket knows:
 
 * **Size while fragments arrive.** wsproto hands over a message's payload as
   it comes; the bytes of the message so far are counted, and the moment they
-  pass ``max_frame_size`` they are dropped and the core is told the frame is
+  pass ``max_frame_size`` (64 KiB for the first message, the ``Hello``, as
+  the core's handshake limit) they are dropped and the core is told the frame is
   too large (it answers ``Goodbye(FRAME_TOO_LARGE)``). A page can never make
   main hold more than ``max_frame_size`` of one message.
 * **Closing in WebSocket terms.** The core's last frame, a ``Goodbye``, goes
@@ -35,6 +36,7 @@ from wsproto.utilities import LocalProtocolError
 
 from .._framestream import FrameStream
 from .._framing import split_frames
+from .._protocol import HANDSHAKE_MAX_FRAME_SIZE
 from .._wire import CloseCode, Goodbye
 
 __all__ = ("WebSocketFrames", "close_code", "goodbye_in", "oversized", "said_goodbye")
@@ -105,7 +107,10 @@ class WebSocketFrames(FrameStream):
         self._stream = stream
         self._ws = WsConnection(ConnectionType.SERVER)
         self._ws.receive_data(trailing_data)
-        self._max = max_frame_size
+        # Until the Hello has come, the core takes no frame over the handshake
+        # limit; nor is more of one buffered here (an unauthenticated page).
+        self._max = min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE)
+        self._max_after_hello = max_frame_size
         self._parts: list[bytes] = []
         self._size = 0  # of the message being assembled
         self._close: tuple[int, str] | None = None  # what our close frame will say
@@ -138,6 +143,7 @@ class WebSocketFrames(FrameStream):
                 return None
             body = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
             self._parts, self._size = [], 0
+            self._max = self._max_after_hello
             return body
         if isinstance(event, Ping):
             await self._write_bytes(self._ws.send(event.response()))
