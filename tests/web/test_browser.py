@@ -271,3 +271,17 @@ async def test_the_page_csp_blocks_inline_scripts(blank: Path) -> None:
                 title = await page.title()
             await page.close()
     assert title == "safe"
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("1", "fail"), ("", "skip")])
+def test_without_chromium_browser_tests_fail_in_ci_and_skip_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: str
+) -> None:
+    from . import browser
+
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    monkeypatch.setattr(browser.os.path, "exists", lambda path: False)
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if outcome == "fail" else pytest.skip.Exception
+    with pytest.raises(expected):
+        browser.chromium_path()
