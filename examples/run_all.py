@@ -2,7 +2,10 @@
 
 Each ``examples/*.py`` (except this file) is a self-contained program with a
 module-level ``EXPECTED = \"\"\"...\"\"\"`` holding the exact lines it prints to
-stdout. This script runs each one with the current interpreter (60 s limit),
+stdout. An example that is a folder (``examples/web_page/``) has a
+``main.py`` that does the same when run with ``--check``, and exits with
+:data:`SKIP` when it cannot be checked here (no browser, outside CI).
+This script runs each one with the current interpreter (60 s limit),
 compares stdout line by line, prints a diff on a mismatch, and exits non-zero
 if any example failed. ipcbus must be installed (``pip install -e .``).
 
@@ -20,6 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 60.0
+SKIP = 77  # a folder example's "cannot check here"
 
 
 def expected_lines(path: Path) -> list[str]:
@@ -37,14 +41,14 @@ def expected_lines(path: Path) -> list[str]:
 
 
 def run_one(path: Path) -> str | None:
-    """Run one example; ``None`` if it passed, else a description of the failure."""
+    """Run one example; ``None`` if it passed, ``"skip"``, else a description of the failure."""
     try:
         want = expected_lines(path)
     except (SyntaxError, ValueError) as exc:
         return str(exc)
     try:
         proc = subprocess.run(
-            [sys.executable, str(path)],
+            [sys.executable, str(path), *(["--check"] if path.name == "main.py" else [])],
             cwd=HERE,
             capture_output=True,
             text=True,
@@ -53,6 +57,8 @@ def run_one(path: Path) -> str | None:
         )
     except subprocess.TimeoutExpired as exc:
         return f"timed out after {TIMEOUT:.0f} s; stdout so far:\n{exc.stdout or ''}"
+    if path.name == "main.py" and proc.returncode == SKIP:
+        return "skip"
     got = [line.rstrip() for line in proc.stdout.strip("\n").splitlines()]
     problems = []
     if proc.returncode != 0:
@@ -72,18 +78,22 @@ def main(argv: list[str]) -> int:
         print("ipcbus is not installed: run `pip install -e .` first", file=sys.stderr)
         return 2
     paths = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    paths += sorted(HERE.glob("*/main.py"))
     if argv:
-        paths = [p for p in paths if p.stem in argv or p.name in argv]
+        paths = [p for p in paths if {p.stem, p.name, p.parent.name} & set(argv)]
     failed = []
     for path in paths:
         start = time.monotonic()
         problem = run_one(path)
         took = time.monotonic() - start
-        if problem is None:
-            print(f"ok    {path.name} ({took:.1f} s)", flush=True)
+        name = path.name if path.parent == HERE else f"{path.parent.name}/{path.name}"
+        if problem == "skip":
+            print(f"skip  {name} (cannot be checked here)", flush=True)
+        elif problem is None:
+            print(f"ok    {name} ({took:.1f} s)", flush=True)
         else:
-            failed.append(path.name)
-            print(f"FAIL  {path.name} ({took:.1f} s)\n{problem}\n", flush=True)
+            failed.append(name)
+            print(f"FAIL  {name} ({took:.1f} s)\n{problem}\n", flush=True)
     if failed:
         print(f"{len(failed)} of {len(paths)} examples failed: {', '.join(failed)}")
         return 1

@@ -20,7 +20,14 @@ import pytest
 import ipcbus
 from ipcbus import _errors
 
-PUBLIC_MODULES = ("ipcbus", "ipcbus.main", "ipcbus.renderer", "ipcbus.cli", "ipcbus.sync")
+PUBLIC_MODULES = (
+    "ipcbus",
+    "ipcbus.main",
+    "ipcbus.renderer",
+    "ipcbus.cli",
+    "ipcbus.sync",
+    "ipcbus.web",
+)
 
 
 def _sort_key(name: str) -> tuple[int, str]:

@@ -14,7 +14,7 @@ import anyio
 from .main import IpcMain, IpcMainEvent, IpcMainInvokeEvent
 from .renderer import IpcRenderer, IpcRendererEvent
 
-__all__ = ("run_main", "run_renderer")
+__all__ = ("run_main", "run_renderer", "run_web")
 
 
 def _say(side: str, text: str) -> None:
@@ -85,6 +85,22 @@ async def run_renderer() -> None:
         await got_pong.wait()
         _say("renderer", f"invoke add(1, 2) = {await ipc_renderer.invoke('add', 1, 2)}")
         await got_push.wait()
+
+
+def run_web(open_browser: bool, port: int) -> None:
+    """``ipcbus demo --web``: run ``examples/web_page/main.py``, which a wheel carries inside."""
+    import runpy
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    # A wheel has it at ipcbus/web/example (pyproject's force-include); a checkout in examples/.
+    for folder in (here / "web" / "example", here.parent.parent / "examples" / "web_page"):
+        if (folder / "main.py").is_file():
+            break
+    else:
+        raise SystemExit("ipcbus demo --web: the web example is not installed with this ipcbus")
+    example = runpy.run_path(str(folder / "main.py"), run_name="ipcbus_web_example")
+    anyio.run(example["serve"], open_browser, port)
 
 
 if __name__ == "__main__":

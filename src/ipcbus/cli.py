@@ -61,7 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="main spawns a renderer: ping/pong, invoke, push")
+    demo = sub.add_parser("demo", help="main spawns a renderer: ping/pong, invoke, push")
+    demo.add_argument(
+        "--web",
+        action="store_true",
+        help="serve the same in a web page (needs ipcbus[web]); prints the URL and opens it",
+    )
+    demo.add_argument("--no-browser", action="store_true", help="with --web: only print the URL")
+    demo.add_argument("--port", type=int, default=0, help="with --web: default any free port")
     call = sub.add_parser("call", help="invoke a handler and print its JSON result")
     call.add_argument("address", help="e.g. unix:/tmp/ipcbus-xyz/main.sock or tcp://127.0.0.1:PORT")
     call.add_argument("channel")
@@ -140,6 +147,14 @@ def _run_call(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ipcbus`` console script and ``python -m ipcbus``."""
     ns = _parser().parse_args(argv)
+    if ns.command == "demo" and ns.web:
+        from ._demo import run_web
+
+        try:
+            run_web(not ns.no_browser, ns.port)
+        except KeyboardInterrupt:
+            pass
+        return 0
     if ns.command == "demo":
         from ._demo import run_main
 

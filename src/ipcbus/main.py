@@ -55,6 +55,7 @@ from .ports import MessagePortMain, check_transfer, current_host
 
 if TYPE_CHECKING:
     from .renderer import IpcRenderer
+    from .web import WebServer
 
 __all__ = (
     "DisconnectDetails",
@@ -450,7 +451,7 @@ class IpcMain(Registry):
         self._links: set[_Link] = set()
         # Accepted connections before their handshake, oldest first (a dict keeps order).
         self._pending: dict[_Link, None] = {}
-        self._listeners_open: set[Listener] = set()
+        self._listeners_open: set[Listener | WebServer] = set()
         self._ids = itertools.count(1)
         self._connect_hooks: list[Callable[..., Any]] = []
         self._disconnect_hooks: list[Callable[..., Any]] = []
@@ -544,6 +545,53 @@ class IpcMain(Registry):
         self._listeners_open.add(listener)
         tg.start_soon(self._accept_loop, listener, tg)
         return listener
+
+    async def serve_web(
+        self,
+        static_dir: str | os.PathLike[str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        ssl: ssl.SSLContext | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        allowed_channels: Iterable[str] | None = None,
+        content_security_policy: str | None = "script-src 'self'",
+    ) -> WebServer:
+        """Serve web pages as renderers (SPEC section 10, docs/web.md); needs ``ipcbus[web]``.
+
+        Serves ``static_dir`` (``index.html`` at ``/``), the JS client at
+        ``/ipcbus.js`` with its types at ``/ipcbus.d.ts``, and the WebSocket
+        pages connect to at ``/ipcbus``. Each page that connects with the
+        token is a renderer with a ``WebContents``. ``allowed_origins`` adds
+        browser origins besides the server's own that may open the
+        WebSocket; ``allowed_channels`` narrows what pages may use;
+        ``content_security_policy`` is sent with every response (``None``:
+        no header). Open ``WebServer.url``.
+
+        Raises:
+            RuntimeError: not inside ``async with ipc_main:``.
+            ValueError: a non-loopback ``host`` without ``ssl``.
+            ImportError: the ``web`` extra is not installed.
+        """
+        self._require_running("serve_web")
+        try:
+            from .web import _server
+        except ImportError as exc:
+            raise ImportError(
+                f"IpcMain.serve_web() needs the web extra ({exc}): pip install 'ipcbus[web]'"
+            ) from exc
+        return await _server.start(
+            self,
+            None if static_dir is None else os.fspath(static_dir),
+            host=host,
+            port=port,
+            token=token if token is not None else secrets.token_hex(32),
+            ssl=ssl,
+            allowed_origins=allowed_origins,
+            allowed_channels=_channel_set(allowed_channels),
+            content_security_policy=content_security_policy,
+        )
 
     async def _accept_loop(self, listener: Listener, tg: anyio.abc.TaskGroup) -> None:
         tcp = listener.address.startswith("tcp:")

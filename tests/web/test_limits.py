@@ -1,0 +1,154 @@
+"""A page that floods or sends garbage gets a clear close and costs nobody else anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from ipcbus._wire import CloseCode, Goodbye
+from ipcbus.web import WebServer
+
+from ..helpers import running_main, wait_for
+from .helpers import own_origin, page
+from .test_server import hello
+from .wsclient import ClientFrames, open_websocket
+
+LIMIT = 4096
+
+
+async def _open_page(web: WebServer) -> ClientFrames:
+    frames = await open_websocket("127.0.0.1", web.port, origin=own_origin(web))
+    await frames.send_raw(hello(web.token))
+    await frames.receive_frame()  # Welcome
+    return frames
+
+
+async def closed_with(frames: ClientFrames) -> tuple[Goodbye | None, int | None, str | None]:
+    """The Goodbye the server sent last (if any) and its WebSocket close code and reason."""
+    goodbye = None
+    try:
+        while True:
+            body = await frames.receive_frame()
+            if body[:2] == b"\x93\x07":
+                goodbye = msgspec.msgpack.decode(body, type=Goodbye)
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        pass
+    await frames.aclose()
+    return goodbye, frames.close_code, frames.close_reason
+
+
+@pytest.mark.parametrize("fragments", [1, 40])
+async def test_an_oversized_message_closes_with_1009_and_main_serves_others(
+    fragments: int,
+) -> None:
+    gone = anyio.Event()
+    details: list[Any] = []
+    async with running_main(max_frame_size=LIMIT) as ipc_main:
+        ipc_main.handle("ping", lambda event: "pong")
+        ipc_main.on_disconnect(lambda contents, d: (details.append(d), gone.set()))
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(10):
+            async with page(web) as (healthy, _):
+                flood = await _open_page(web)
+                piece = b"x" * (2 * LIMIT // fragments + 1)
+                for _ in range(fragments - 1):  # one message, never finished
+                    await flood.send_raw(piece, finished=False)
+                await flood.send_raw(piece, finished=fragments == 1)
+                goodbye, code, reason = await closed_with(flood)
+                await wait_for(gone)
+                assert await healthy.invoke("ping") == "pong"
+    assert goodbye is not None and goodbye.code is CloseCode.FRAME_TOO_LARGE
+    assert code == 1009 and reason is not None and str(LIMIT) in reason
+    assert details[0].reason == "protocol-error"
+
+
+async def test_before_its_hello_a_page_cannot_make_main_buffer_more_than_64_kib() -> None:
+    async with running_main() as ipc_main:  # max_frame_size: the 64 MiB default
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(10):
+            frames = await open_websocket("127.0.0.1", web.port, origin=own_origin(web))
+            for _ in range(17):  # 68 KiB of a first message that never ends
+                await frames.send_raw(b"x" * 4096, finished=False)
+            goodbye, code, _ = await closed_with(frames)
+    assert goodbye is not None and goodbye.code is CloseCode.FRAME_TOO_LARGE
+    assert code == 1009
+
+
+async def test_a_message_within_the_limit_in_fragments_is_one_frame() -> None:
+    async with running_main() as ipc_main:
+        got = anyio.Event()
+        received: list[bytes] = []
+        ipc_main.on("blob", lambda event, data: (received.append(data), got.set()))
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(10):
+            frames = await _open_page(web)
+            body = msgspec.msgpack.encode([3, "blob", [b"y" * 100_000]])
+            for start in range(0, len(body), 7000):
+                chunk = body[start : start + 7000]
+                await frames.send_raw(chunk, finished=start + 7000 >= len(body))
+            await wait_for(got)
+            await frames.aclose()
+    assert received == [b"y" * 100_000]
+
+
+@pytest.mark.parametrize(
+    ("send", "code", "words"),
+    [
+        (b"\xc1", 1002, "malformed"),  # not msgpack
+        (b"\x92\x63\x01", 1002, "malformed"),  # an unknown frame tag
+        ("hello", 1003, "text"),  # a text message
+    ],
+)
+async def test_garbage_is_a_protocol_error_for_that_page_only(
+    send: bytes | str, code: int, words: str
+) -> None:
+    gone = anyio.Event()
+    details: list[Any] = []
+    async with running_main() as ipc_main:
+        ipc_main.handle("ping", lambda event: "pong")
+        ipc_main.on_disconnect(lambda contents, d: (details.append(d), gone.set()))
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(10):
+            async with page(web) as (healthy, _):
+                bad = await _open_page(web)
+                if isinstance(send, str):
+                    from wsproto.events import TextMessage
+
+                    await bad.stream.send(bad.ws.send(TextMessage(data=send)))
+                else:
+                    await bad.send_raw(send)
+                _, close_code, reason = await closed_with(bad)
+                await wait_for(gone)
+                assert await healthy.invoke("ping") == "pong"
+    assert close_code == code and reason is not None and words in reason
+    assert details[0].reason == "protocol-error"
+    assert words in details[0].message
+
+
+async def test_broken_websocket_framing_is_a_protocol_error() -> None:
+    gone = anyio.Event()
+    details: list[Any] = []
+    async with running_main() as ipc_main:
+        ipc_main.on_disconnect(lambda contents, d: (details.append(d), gone.set()))
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(10):
+            frames = await _open_page(web)
+            # An unmasked frame from a client breaks RFC 6455 section 5.1.
+            await frames.stream.send(b"\x82\x03abc")
+            _, code, reason = await closed_with(frames)
+            await wait_for(gone)
+    assert code == 1002 and reason
+    assert details[0].reason == "protocol-error"
+
+
+async def test_a_page_that_never_says_hello_is_dropped() -> None:
+    async with running_main(handshake_timeout=0.5) as ipc_main:
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(10):
+            frames = await open_websocket("127.0.0.1", web.port, origin=own_origin(web))
+            goodbye, code, _ = await closed_with(frames)
+    assert goodbye is not None and goodbye.code is CloseCode.PROTOCOL_ERROR
+    assert code == 1002
