@@ -7,7 +7,7 @@
 Connects one renderer to an ``IpcMain`` (a real socket, so the endpoint is
 the real one), then feeds main's ``Connection`` a prepared stream of
 ``send("sink", i)`` frames in reads of a given size and dispatches each read
-as the endpoint's reader would (``_dispatch_batch``), timing that alone. The
+as the endpoint's reader would (``Dispatcher.dispatch_batch``), timing that alone. The
 read size matters: a long read holds thousands of frames at once (see
 PROFILE.md, "the cycle collector"). ``--opcodes`` traces the same path with
 ``sys.settrace`` and counts the bytecodes each function runs per message (and
@@ -63,11 +63,12 @@ async def _main(args: argparse.Namespace) -> None:
             endpoint = ipc_main.get_all_web_contents()[0]._endpoint
             assert endpoint is not None
             conn = endpoint.conn
+            dispatch_batch = endpoint.dispatcher.dispatch_batch
 
             def feed(read_size: int) -> None:
                 for offset in range(0, len(data), read_size):
                     conn.receive_data(data[offset : offset + read_size])
-                    endpoint._dispatch_batch(conn.events_received())
+                    dispatch_batch(conn.events_received())
 
             if args.opcodes:
                 feed(4096)  # warm the caches

@@ -92,7 +92,7 @@ async def test_listener_changes_between_messages_take_effect_at_once() -> None:
                 for i in range(100):
                     await renderer.send(f"nobody-{i}", i)
                 await renderer.send_sync("sync")
-                assert set(contents._endpoint._listeners_cache) <= {"ch", "sync"}
+                assert set(contents._endpoint.dispatcher._listeners_cache) <= {"ch", "sync"}
     assert calls == [
         "first 1",
         "first 2",

@@ -143,7 +143,7 @@ class Gatekeeper:
             except Exception as exc:
                 self._reject(pending.event, pending.ports, exc)
             else:
-                self._endpoint.dispatch(pending.event, pending.ports)
+                self._endpoint.dispatcher.dispatch(pending.event, pending.ports)
             finally:
                 self._queue.popleft()
 
@@ -168,6 +168,6 @@ class Gatekeeper:
             exc,
         )
         if isinstance(event, RequestReceived):
-            self._endpoint.reply_error_soon(event.request_id, ErrorKind.REMOTE, exc)
+            self._endpoint.calls.reply_error_soon(event.request_id, ErrorKind.REMOTE, exc)
         if ports:
             discard_ports(ports)  # their peers learn that nobody took them

@@ -76,12 +76,12 @@ class Sink:
     def message(self, wire: int, data: msgspec.Raw, refs: list[PortRef]) -> None:
         if (conn := self._conn()) is not None:
             conn.send_port_message(wire, data, refs)
-            self.endpoint.flush_later()
+            self.endpoint.outbox.flush_later()
 
     def close(self, wire: int) -> None:
         if (conn := self._conn()) is not None:
             conn.send_port_close(wire)
-            self.endpoint.flush_later()
+            self.endpoint.outbox.flush_later()
 
 
 class _End:
@@ -395,7 +395,7 @@ class RendererPortRouter:
 
     def _flush(self) -> None:
         if self._endpoint is not None:
-            self._endpoint.flush_later()
+            self._endpoint.outbox.flush_later()
 
     # ---- the Router protocol -------------------------------------------
 

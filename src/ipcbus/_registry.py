@@ -12,10 +12,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, overload
 
-from ._errors import HandlerExistsError
-from ._values import Signature
+import msgspec
 
-__all__ = ("Callback", "Registry", "check_channel")
+from ._errors import HandlerExistsError
+from ._values import Signature, decode_argument_list
+
+__all__ = ("Callback", "Registry", "any_async", "check_channel", "shared_decoder")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -190,3 +192,21 @@ class Registry:
             return fn
 
         return register if handler is None else register(handler)
+
+
+def any_async(callbacks: tuple[Callback, ...]) -> bool:
+    for callback in callbacks:
+        if callback.is_async:
+            return True
+    return False
+
+
+def shared_decoder(callbacks: tuple[Callback, ...]) -> Callable[[msgspec.Raw], Any] | None:
+    """One C call that decodes the arguments for all of ``callbacks`` (none if they differ)."""
+    if not callbacks or any(callback.is_async for callback in callbacks):
+        return None
+    if len(callbacks) == 1:
+        return callbacks[0].signature.fast_decode
+    if any(callback.signature.typed for callback in callbacks):
+        return None
+    return decode_argument_list

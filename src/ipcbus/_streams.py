@@ -14,7 +14,8 @@ from typing import Any
 
 import anyio
 
-from ._endpoint import Endpoint, StreamWaiter, error_from_reply
+from ._calls import StreamWaiter, error_from_reply
+from ._endpoint import Endpoint
 from ._errors import ConnectionClosedError
 from ._protocol import State
 from ._values import decode_value
@@ -78,7 +79,7 @@ class IpcStream:
                     if self._took_one(endpoint):
                         # Send the grant now, not when this task next waits: the
                         # producer then refills while we work through the rest.
-                        await endpoint.flush_quietly()
+                        await endpoint.outbox.flush_quietly()
                     return decode_value(raw)
                 if waiter.reply is not None:
                     self._finish(cancel=False)
@@ -100,11 +101,11 @@ class IpcStream:
 
     async def _start(self) -> None:
         endpoint = self._endpoint
-        self._request_id, self._waiter = endpoint.start_stream(
+        self._request_id, self._waiter = endpoint.calls.start_stream(
             self.channel, self._args, self._window
         )
         try:
-            await endpoint.flush()
+            await endpoint.outbox.flush()
         except BaseException:
             await self._cancel()
             raise
@@ -125,14 +126,14 @@ class IpcStream:
             return
         self._finished = True
         if self._waiter is not None:
-            self._endpoint.end_stream(self._request_id, cancel)
+            self._endpoint.calls.end_stream(self._request_id, cancel)
 
     async def _cancel(self) -> None:
         if self._finished:
             return
         self._finish(cancel=True)
         with anyio.move_on_after(1, shield=True):
-            await self._endpoint.flush_quietly()  # best effort: stop the generator now
+            await self._endpoint.outbox.flush_quietly()  # best effort: stop the generator now
 
     async def aclose(self) -> None:
         """Stop the stream; the other side closes its generator. Idempotent."""

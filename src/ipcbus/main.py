@@ -18,7 +18,8 @@ import anyio.lowlevel
 import msgspec
 
 from ._buffers import body_buffer
-from ._endpoint import Endpoint, ReplySlot, logger
+from ._calls import ReplySlot
+from ._endpoint import Endpoint, logger
 from ._errors import ConnectionClosedError
 from ._events import (
     ConnectionTerminated,
@@ -194,13 +195,13 @@ class WebContents:
         """
         check_channel(channel)
         endpoint = self._open_endpoint()
-        if endpoint.queue_message(channel, args):
-            await endpoint.flush()
+        if endpoint.outbox.queue_message(channel, args):
+            await endpoint.outbox.flush()
 
     async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """Call the renderer's ``ipc_renderer.handle(channel)`` and return its result."""
         check_channel(channel)
-        return await self._open_endpoint().request(INVOKE, channel, args, timeout)
+        return await self._open_endpoint().calls.request(INVOKE, channel, args, timeout)
 
     async def post_message(
         self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
@@ -219,7 +220,7 @@ class WebContents:
         check_channel(channel)
         router = self._main._ports
         ports = check_transfer(transfer, None, router)
-        await self._open_endpoint().post_message(
+        await self._open_endpoint().outbox.post_message(
             channel,
             message,
             lambda: router.send_out([router.claim(port) for port in ports], self._sink()),
@@ -897,12 +898,13 @@ class IpcMain(Registry):
         queued = [
             endpoint
             for contents in list(self._contents.values())
-            if (endpoint := contents._endpoint) is not None and endpoint.queue_prepared(frame)
+            if (endpoint := contents._endpoint) is not None
+            and endpoint.outbox.queue_prepared(frame)
         ]
         await anyio.lowlevel.checkpoint()  # the writes go out on this loop turn
         for endpoint in queued:
-            if endpoint.congested:
-                await endpoint.flush_quietly()  # a failed one belongs to a renderer now gone
+            if endpoint.outbox.congested:
+                await endpoint.outbox.flush_quietly()  # a failed one belongs to a renderer now gone
 
     # ---- guards --------------------------------------------------------
 

@@ -15,9 +15,11 @@ import anyio.abc
 import msgspec
 
 from ._buffers import body_buffer
-from ._endpoint import Endpoint, ReplySlot
+from ._calls import ReplySlot
+from ._endpoint import Endpoint
 from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
+from ._outbox import Outbox
 from ._portroute import RendererPortRouter
 from ._protocol import OPEN, Connection, Role, State
 from ._registry import Callback, Registry, check_channel
@@ -95,6 +97,7 @@ class IpcRenderer(Registry):
         self.heartbeat_timeout = heartbeat_timeout
         self.send_timeout = send_timeout
         self._endpoint: Endpoint | None = None
+        self._outbox: Outbox | None = None  # the endpoint's, for send()
         self._handshake: anyio.Event | None = None
         self._ports = RendererPortRouter()
         self.id = 0
@@ -180,6 +183,7 @@ class IpcRenderer(Registry):
             heartbeat_timeout=self.heartbeat_timeout,
         )
         self._endpoint = endpoint
+        self._outbox = endpoint.outbox
         self._handshake = anyio.Event()
         self._ports.attach(endpoint)
         host_token = current_host.set(self._ports.host)  # ports made here deliver here
@@ -228,21 +232,21 @@ class IpcRenderer(Registry):
         """Send to main's ``ipc_main.on(channel)`` listeners; fire and forget."""
         if type(channel) is not str or not channel:  # the common case without a call
             check_channel(channel)
-        endpoint = self._endpoint
-        if endpoint is None:
-            endpoint = self._open_endpoint()  # raises
-        if endpoint.queue_message(channel, args):
-            await endpoint.flush()
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._open_endpoint().outbox  # raises
+        if outbox.queue_message(channel, args):
+            await outbox.flush()
 
     async def send_sync(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """Send to main's listeners and return the ``event.return_value`` they set."""
         check_channel(channel)
-        return await self._open_endpoint().request(RequestKind.SYNC, channel, args, timeout)
+        return await self._open_endpoint().calls.request(RequestKind.SYNC, channel, args, timeout)
 
     async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """Call main's ``ipc_main.handle(channel)`` handler and return its result."""
         check_channel(channel)
-        return await self._open_endpoint().request(INVOKE, channel, args, timeout)
+        return await self._open_endpoint().calls.request(INVOKE, channel, args, timeout)
 
     async def post_message(
         self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
@@ -260,7 +264,7 @@ class IpcRenderer(Registry):
         """
         check_channel(channel)
         ports = check_transfer(transfer, None, self._ports)
-        await self._open_endpoint().post_message(
+        await self._open_endpoint().outbox.post_message(
             channel, message, lambda: self._ports.send_out(ports)
         )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcbus._endpoint import error_info
+from ipcbus._calls import error_info
 from ipcbus._protocol import _CANCEL_ACK, Connection, Role
 from ipcbus._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION, CloseCode, ErrorKind, RequestKind
 

@@ -1,0 +1,65 @@
+"""What a transport may offer an endpoint beyond a byte stream: typing Protocols.
+
+An endpoint needs of its stream only anyio's ``ByteStream``: ``receive``,
+``send`` and ``aclose``. A transport may offer more, and the endpoint uses
+what it finds (``hasattr`` once, when the connection starts; no
+``isinstance`` against these, which is slow and not needed):
+
+* :class:`ReceivesInto`: read straight into the core's frame buffer (large
+  frames land without a copy).
+* :class:`WritesNow`: write without a task switch, from a loop callback, and
+  say how many bytes the transport still holds (the send-timeout watchdog).
+* :class:`MakesEvents`: a cheaper event for a single waiter.
+
+The asyncio fast path (``_aio.AsyncioSocketStream``) offers all three; a new
+transport (WebSocket, NATS) may offer none and works the same, a little slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+__all__ = ("MakesEvents", "OneShot", "ReceivesInto", "WritesNow")
+
+
+class OneShot(Protocol):
+    """What a waiter needs of an event: ``anyio.Event``, or the fast path's future."""
+
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self) -> Awaitable[Any]: ...
+
+
+class ReceivesInto(Protocol):
+    """A stream that reads into a buffer the caller lends."""
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Fill the start of ``buffer``; return how many bytes came (never 0)."""
+        ...
+
+
+class WritesNow(Protocol):
+    """A stream that can be written from a loop callback, without awaiting."""
+
+    def can_write_nowait(self) -> bool:
+        """Whether :meth:`write_nowait` may be called now (open, not congested)."""
+        ...
+
+    def write_nowait(self, data: bytes | bytearray) -> None:
+        """Hand ``data`` to the transport now (at most ``_aio.LARGE_WRITE`` bytes)."""
+        ...
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the event loop's next turn."""
+        ...
+
+    def unsent(self) -> int:
+        """Bytes the transport holds that the kernel has not taken yet."""
+        ...
+
+
+class MakesEvents(Protocol):
+    """A stream that makes single-waiter events cheaper than ``anyio.Event``."""
+
+    def new_event(self) -> OneShot: ...

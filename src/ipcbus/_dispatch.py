@@ -1,0 +1,429 @@
+"""The peer's calls on one connection: admission, lookup, decoding, calling, replying.
+
+Admission and dispatch are one object because the reader's hot loop reads
+both per frame (``dispatch_batch``). Rules:
+
+* Callbacks are *called* in the order their messages arrived. Sync callbacks
+  run inline in the reader; async ones in a task of the connection's task
+  group (``_calling``). While any such task has been scheduled but not yet
+  started (``pending_starts``), sync callbacks are scheduled behind it instead
+  of run inline, so they cannot overtake it.
+* At most ``max_in_flight`` async callbacks run at once. While full, calls
+  wait in order in the backlog and start as handlers finish. Reading pauses
+  while full, so a flooding peer fills its own socket buffer rather than our
+  memory -- except while we await the peer's replies: the running handlers
+  may be the very ones waiting for them, so we read on (replies are handled
+  at once) until the backlog holds ``_BACKLOG_LIMIT`` calls, and only then
+  pause. A stream waiting for credit gives its slot back (``lend_slot``).
+* An optional ``gate`` (main sets it: allowlists, guards) sees every message
+  and request before anything decodes its arguments; it dispatches it now,
+  later (``dispatch``), or never. Every call goes through ``admit`` (ports
+  landed, gate asked, then ``dispatch``) except the one measured fast path in
+  ``dispatch_batch``: a message with no gate and no ports.
+* Replies: an invoke gets its handler's result or error; a ``send_sync`` gets
+  the first ``event.return_value`` (``ReplySlot``), else ``None``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from . import _calling
+from ._calling import PLAIN as _PLAIN
+from ._calling import is_awaitable
+from ._calls import Calls, ReplySlot
+from ._errors import NoHandlerError, ValidationError
+from ._events import Event, MessageReceived, RequestReceived
+from ._outbox import Outbox
+from ._protocol import Connection
+from ._registry import Callback, Registry, any_async, shared_decoder
+from ._values import DECODE_ERRORS
+from ._wire import ErrorKind, RequestKind
+from .ports import discard_ports
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint, Gate, Owner
+
+__all__ = ("Dispatcher",)
+
+logger = logging.getLogger("ipcbus")
+
+_MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
+_BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
+_EARLY_WRITE = 16  # in a read of more frames than this, replies leave every this many
+
+Arguments = list[Any] | tuple[Any, ...]
+_Lookup = tuple[tuple[Callback, ...], Callable[[msgspec.Raw], Any] | None, bool]
+
+
+class Dispatcher:
+    """Admits the peer's calls, finds what serves them, calls it, queues the answer."""
+
+    __slots__ = (
+        "_backlog",
+        "_event_sender",
+        "_handlers_cache",
+        "_invoke_event",
+        "_landed",
+        "_listeners_cache",
+        "_lookups_seen",
+        "_max_in_flight",
+        "_message_event",
+        "_owner",
+        "_room",
+        "active",
+        "calls",
+        "conn",
+        "endpoint",
+        "gate",
+        "idle",
+        "new_event",
+        "outbox",
+        "paused",
+        "pending_starts",
+        "scopes",
+    )
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        conn: Connection,
+        owner: Owner,
+        outbox: Outbox,
+        calls: Calls,
+        *,
+        new_event: Callable[[], anyio.Event],
+        max_in_flight: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self.conn = conn
+        self._owner = owner
+        self.outbox = outbox
+        self.calls = calls
+        self.new_event = new_event
+        self._message_event = owner._message_event
+        self._invoke_event = owner._invoke_event
+        self._event_sender = owner._event_sender
+        self.gate: Gate | None = None
+        # admission
+        self.pending_starts = 0  # async dispatch tasks scheduled, not yet started
+        self.active = 0  # async dispatch tasks not yet finished
+        self._max_in_flight = max_in_flight
+        self._backlog: deque[Event] = deque()  # calls held back while full
+        self._room: anyio.Event | None = None  # set when a paused reader may read on
+        self.paused = False  # reading is paused by backpressure
+        self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
+        # handlers running in their own cancel scope, by request id (``_calling``)
+        self.scopes: dict[int, anyio.CancelScope] = {}
+        self.idle: anyio.Event | None = None  # set when the last of them finishes
+        # Lookups by channel, valid while Registry.changes is _lookups_seen.
+        self._listeners_cache: dict[str, _Lookup] = {}
+        self._handlers_cache: dict[str, Callback] = {}
+        self._lookups_seen = -1
+
+    # ---- admission -----------------------------------------------------
+
+    def _full(self) -> bool:
+        # Full too while much output is unsent, so replies made inline cannot
+        # pile up behind a peer that reads slowly.
+        return self.active >= self._max_in_flight or self.conn.pending_output > _MAX_PENDING_OUTPUT
+
+    def must_pause(self) -> bool:
+        """Whether the reader must stop reading until there is room."""
+        return self._full() and (not self.calls.waiters or len(self._backlog) >= _BACKLOG_LIMIT)
+
+    def dispatch_batch(self, events: list[Event]) -> None:
+        """Dispatch one read's events in order, holding calls back while full."""
+        backlog = self._backlog
+        conn = self.conn
+        early = self.outbox.direct is not None and len(events) > _EARLY_WRITE
+        congested = conn.pending_output > _MAX_PENDING_OUTPUT  # checked every few calls
+        countdown = _EARLY_WRITE
+        for event in events:
+            if type(event) is MessageReceived:
+                # not (backlog or self._full()), inline: this runs once per frame
+                if backlog or congested or self.active >= self._max_in_flight:
+                    self._hold(event)
+                    continue
+                if self.gate is None and not event.ports:
+                    # The one fast path past admit(): no gate to ask, no ports to land.
+                    self._dispatch_message(event.channel, event.args, None)  # the commonest
+                else:
+                    self.admit(event)
+            elif type(event) is RequestReceived:
+                if backlog or congested or self.active >= self._max_in_flight:
+                    self._hold(event)
+                    continue
+                self.admit(event)
+            else:
+                self.endpoint.handle(event)
+                continue
+            countdown -= 1
+            if not countdown:
+                countdown = _EARLY_WRITE
+                if early and conn.pending_output:
+                    # A long read: send the replies made so far, so the peer works
+                    # on them while we make the rest (both sides busy at once).
+                    self.outbox.write_at_once()
+                congested = conn.pending_output > _MAX_PENDING_OUTPUT
+
+    def _hold(self, event: MessageReceived | RequestReceived) -> None:
+        """Keep a call for later, in order, while too many are in flight."""
+        if type(event) is MessageReceived and event.ports:
+            # Land its ports now: the frames that follow may name them.
+            self._landed[id(event)] = self._owner.receive_ports(event.ports)
+        self._backlog.append(event)
+
+    async def pause(self) -> None:
+        """Stop reading until the calls in flight and the unsent output allow more."""
+        while self.must_pause():
+            self.outbox.kick()  # replies already made go out first
+            self._room = self.new_event()
+            self.paused = True
+            try:
+                await self._room.wait()
+            finally:
+                self.paused = False
+
+    def make_room(self) -> None:
+        """Start held-back calls while there is room; wake a paused reader."""
+        backlog = self._backlog
+        while backlog and not self._full():
+            self.admit(backlog.popleft())  # type: ignore[arg-type]
+        if self._room is not None and not self.must_pause():
+            self._room.set()
+
+    def lend_slot(self) -> None:
+        """A handler waits for the peer (a stream for credit): not work, give its slot back."""
+        self.active -= 1
+        self.make_room()
+
+    def take_slot(self) -> None:
+        """The handler works again: count it against ``max_in_flight`` again."""
+        self.active += 1
+
+    def schedule(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Run ``fn(*args)`` in a task of its own, counted against ``max_in_flight``."""
+        self.pending_starts += 1
+        self.active += 1
+        self.endpoint.task_group.start_soon(self._tracked, fn, args)
+
+    async def _tracked(self, fn: Callable[..., Coroutine[Any, Any, None]], args: Any) -> None:
+        self.pending_starts -= 1
+        try:
+            await fn(*args)
+        finally:
+            self.active -= 1
+            self.make_room()
+
+    def ended(self) -> None:
+        """The connection ended: forget held-back calls, cancel every running handler."""
+        self._backlog.clear()  # nobody could receive their replies
+        for scope in self.scopes.values():
+            scope.cancel()
+
+    # ---- dispatch ------------------------------------------------------
+
+    def admit(self, event: MessageReceived | RequestReceived) -> None:
+        """Land a message's ports, ask the gate, and dispatch if it lets the call through."""
+        ports = None
+        if type(event) is MessageReceived and event.ports:
+            # Ports are landed on arrival (or were, if the call was held back):
+            # frames that follow may name them.
+            ports = self._landed.pop(id(event), None)
+            if ports is None:
+                ports = self._owner.receive_ports(event.ports)
+        if self.gate is None or self.gate(event, ports):
+            self.dispatch(event, ports)
+
+    def dispatch(self, event: RequestReceived | MessageReceived, ports: list[Any] | None) -> None:
+        """Call what serves ``event`` (the gate, if any, has let it through)."""
+        if isinstance(event, MessageReceived):
+            self._dispatch_message(event.channel, event.args, None, ports)
+        elif event.kind is RequestKind.INVOKE:
+            self._dispatch_invoke(event)
+        elif event.kind is RequestKind.STREAM:
+            self._dispatch_stream(event)
+        else:
+            self._dispatch_message(event.channel, event.args, event.request_id)
+
+    # -- messages and send_sync: every listener, in registration order
+
+    def _dispatch_message(
+        self,
+        channel: str,
+        raw: msgspec.Raw,
+        request_id: int | None,
+        ports: list[Any] | None = None,
+    ) -> None:
+        found = self._listeners_cache.get(channel)  # _listeners_of, inline for a hit
+        if found is None or Registry.changes != self._lookups_seen:
+            found = self._listeners_of(channel)
+        listeners, decode, any_async = found
+        if decode is not None and request_id is None and not self.pending_starts:
+            # The measured fast path: a message for sync listeners that take the
+            # same arguments, decoded in one C call, and called here, in order.
+            # It inlines _listener_calls, _call_listener and is_awaitable:
+            # sharing them costs about 13 bytecodes a message, 7 % of the
+            # receive path (benchmarks/dispatch_path.py --opcodes).
+            event = self._message_event(channel, self._event_sender)
+            if ports:
+                event.ports = ports
+            try:
+                args = decode(raw)
+            except DECODE_ERRORS:
+                for callback in listeners:  # each says why, as Signature.decode does
+                    _calling.decode_for(self, callback, channel, raw, None)
+                return
+            pending: list[Awaitable[Any]] | None = None
+            for callback in listeners:
+                try:
+                    result = callback.fn(event, *args)
+                    if (
+                        result is not None
+                        and type(result) not in _PLAIN
+                        and inspect.isawaitable(result)
+                    ):
+                        # a plain callable that returned a coroutine
+                        (pending := pending or []).append(result)
+                except Exception as exc:
+                    _calling.listener_failed(self, channel, exc, None)
+            if pending:
+                self.schedule(_calling.await_listeners, self, pending, channel, None)
+            return
+        if not listeners:
+            if request_id is None:
+                logger.debug(
+                    "dropped a message on %r from %s: no listener", channel, self.endpoint.name
+                )
+                if ports:
+                    discard_ports(ports)  # their peers learn that nobody took them
+            else:
+                self.calls.reply_error_soon(
+                    request_id,
+                    ErrorKind.NO_HANDLER,
+                    NoHandlerError(f"No listeners registered for {channel!r}"),
+                )
+            return
+        slot = None if request_id is None else ReplySlot(self.calls, request_id, channel)
+        event = self._owner.make_event(channel, slot)
+        if ports:
+            event.ports = ports
+        if self.pending_starts or any_async:
+            self.schedule(_calling.run_listeners, self, listeners, event, slot, channel, raw)
+        else:
+            _calling.call_listeners(self, listeners, event, channel, raw, slot)
+
+    # -- lookups, cached per channel while no registry changes
+
+    def _listeners_of(self, channel: str) -> _Lookup:
+        """The listeners to call for one message on ``channel``, their shared decoder,
+        and whether any is async.
+
+        The shared decoder (a C call: ``Signature.fast_decode``) is there when the
+        listeners are all sync and one decoding serves them all: every one is
+        unannotated, or there is one, with a fixed number of arguments.
+
+        Looked up once per channel while no registry changes (one dict lookup
+        per message instead of two registries' and a scan for async ones).
+        """
+        changes = Registry.changes
+        if changes != self._lookups_seen:
+            self._forget_lookups(changes)
+        found = self._listeners_cache.get(channel)
+        if found is None:
+            listeners = self._owner.find_listeners(channel)
+            found = (listeners, shared_decoder(listeners), any_async(listeners))
+            # Only channels with listeners (a peer's made-up channels must not
+            # fill it), and only if taking them removed no `once` listener.
+            if listeners and Registry.changes == changes:
+                self._listeners_cache[channel] = found
+        return found
+
+    def handler_of(self, channel: str) -> Callback | None:
+        """The handler for one invoke or stream on ``channel`` (cached like listeners)."""
+        changes = Registry.changes
+        if changes != self._lookups_seen:
+            self._forget_lookups(changes)
+        callback = self._handlers_cache.get(channel)
+        if callback is None:
+            callback = self._owner.find_handler(channel)
+            if callback is not None and Registry.changes == changes:  # not a handle_once
+                self._handlers_cache[channel] = callback
+        return callback
+
+    def _forget_lookups(self, changes: int) -> None:
+        self._listeners_cache.clear()
+        self._handlers_cache.clear()
+        self._lookups_seen = changes
+
+    # -- invoke and stream: the one handler
+
+    def _prepare_call(self, event: RequestReceived) -> tuple[Callback, Arguments, Any] | None:
+        """The handler for an invoke or stream request, its arguments and its event.
+
+        ``None`` (and the caller has its error reply) if there is no handler or
+        the arguments do not fit its annotations.
+        """
+        channel, request_id = event.channel, event.request_id
+        callback = self.handler_of(channel)
+        if callback is None:
+            self.calls.reply_error_soon(
+                request_id,
+                ErrorKind.NO_HANDLER,
+                NoHandlerError(f"No handler registered for {channel!r}"),
+            )
+            return None
+        signature = callback.signature
+        try:
+            if (fast := signature.fast_decode) is not None:
+                try:
+                    args = fast(event.args)  # one C call when the arguments fit
+                except DECODE_ERRORS:
+                    args = signature.decode(channel, event.args)  # raises, saying why
+            else:
+                args = signature.decode(channel, event.args)
+        except ValidationError as exc:
+            self.calls.reply_error_soon(request_id, ErrorKind.VALIDATION, exc)
+            return None
+        return callback, args, self._invoke_event(channel, self._event_sender)
+
+    def _dispatch_invoke(self, event: RequestReceived) -> None:
+        prepared = self._prepare_call(event)
+        if prepared is None:
+            return
+        callback, args, call_event = prepared
+        channel, request_id = event.channel, event.request_id
+        if callback.is_async or self.pending_starts:
+            self.schedule(_calling.serve, self, request_id, channel, callback, call_event, args)
+            return
+        try:
+            result = callback.fn(call_event, *args)
+        except Exception as exc:
+            self.calls.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
+            return
+        if is_awaitable(result):
+            self.schedule(_calling.serve_awaitable, self, request_id, channel, result)
+        else:
+            self.calls.reply_soon(request_id, channel, result)
+
+    def _dispatch_stream(self, event: RequestReceived) -> None:
+        prepared = self._prepare_call(event)
+        if prepared is not None:
+            callback, args, call_event = prepared
+            self.schedule(
+                _calling.serve_stream,
+                self,
+                event.request_id,
+                event.channel,
+                callback,
+                call_event,
+                args,
+            )

@@ -1,0 +1,356 @@
+"""The write side of one connection: batching, flushes, backpressure, torn writes.
+
+Frames are queued in the ``Connection``'s outbox by whoever makes them and
+leave in as few writes as possible:
+
+* A stream that writes without waiting (``_capabilities.WritesNow``, the
+  asyncio fast path) is written from a loop callback scheduled once per loop
+  turn: every frame queued in that turn leaves in one write, without a task
+  switch.
+* Otherwise, and on the fast path while congested, for a large write or while
+  closing, the writer task does the write: whatever is queued by the time it
+  runs goes out in one write (one "batch").
+* Callers that must know their frame left (``send`` over the high-water mark:
+  backpressure) wait for that batch; ``invoke`` waits only for its reply. The
+  reader never waits for a write: if both peers waited to write while neither
+  read, both would wait forever.
+* A write interrupted by cancellation may leave half a frame on the wire
+  ("torn"), so it ends the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._aio import LARGE_WRITE
+from ._capabilities import WritesNow
+from ._errors import ConnectionClosedError, FrameTooLargeError
+from ._protocol import OPEN, Connection
+from ._values import ENCODE_ERRORS, encode_error
+from ._wire import PortRef
+
+if TYPE_CHECKING:
+    from ._dispatch import Dispatcher
+    from ._endpoint import Endpoint
+
+__all__ = ("STREAM_ERRORS", "Outbox", "event_factory", "too_large")
+
+STREAM_ERRORS = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    OSError,
+)
+logger = logging.getLogger("ipcbus")
+_SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
+
+
+def event_factory() -> Callable[[], anyio.Event]:
+    """The running backend's Event class, called directly.
+
+    ``anyio.Event()`` looks the backend up on every call (about 1 us); an
+    endpoint makes several Events per call, always on the same backend.
+    """
+    return type(anyio.Event())
+
+
+def too_large(what: str, channel: str, exc: FrameTooLargeError) -> FrameTooLargeError:
+    """The caller's error for a frame over the peer's announced ``max_frame_size``."""
+    return FrameTooLargeError(
+        f"Cannot {what} on channel {channel!r}: {exc}; nothing was sent and the connection "
+        "is fine. Raise max_frame_size on the receiving side (IpcMain(max_frame_size=...) "
+        "or IpcRenderer(max_frame_size=...)) to allow it"
+    )
+
+
+class _Batch:
+    """Frames that leave in one write; ``done`` is set once they have (or failed).
+
+    The Event is made only when someone waits for it (most frames are sent
+    without anyone waiting).
+    """
+
+    __slots__ = ("_done", "_finished", "_new_event", "failed")
+
+    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+        self._new_event = new_event
+        self._done: anyio.Event | None = None
+        self._finished = False
+        self.failed = False
+
+    @property
+    def done(self) -> anyio.Event:
+        if self._done is None:
+            self._done = self._new_event()
+            if self._finished:
+                self._done.set()
+        return self._done
+
+    def finish(self) -> None:
+        """The frames have been handed to the transport (or failed)."""
+        self._finished = True
+        if self._done is not None:
+            self._done.set()
+
+    def fail(self) -> None:
+        self.failed = True
+        self.finish()
+
+
+class Outbox:
+    """Sends what one connection's core has queued, in as few writes as it can."""
+
+    __slots__ = (
+        "_batch",
+        "_endpoint",
+        "_new_event",
+        "_stream",
+        "_wake",
+        "_write_soon",
+        "admission",
+        "conn",
+        "direct",
+        "torn",
+        "writes",
+        "writing",
+    )
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        conn: Connection,
+        stream: anyio.abc.ByteStream,
+        new_event: Callable[[], anyio.Event],
+    ) -> None:
+        self._endpoint = endpoint
+        self.conn = conn
+        self._stream = stream
+        self._new_event = new_event
+        #: The stream, if it can write without waiting (the asyncio fast path).
+        self.direct: WritesNow | None = (
+            cast(WritesNow, stream) if hasattr(stream, "write_nowait") else None
+        )
+        #: Told when a write made room (a reader paused on unsent output reads on).
+        self.admission: Dispatcher | None = None
+        self._write_soon = False  # a write_now callback is scheduled
+        self._wake = new_event()  # set: the writer has something to send
+        # What the next write will carry, made only when someone waits for it.
+        self._batch: _Batch | None = None
+        self.torn = False  # a write was interrupted: the stream is out of step
+        self.writing = False  # the writer task is in a write
+        self.writes = 0  # writes started so far: the watchdog's proof of progress
+
+    # ---- scheduling writes ---------------------------------------------
+
+    def next_batch(self) -> _Batch:
+        """The batch the next write will carry (made now if nobody asked before)."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch(self._new_event)
+        return batch
+
+    def kick(self) -> None:
+        """Have what is queued sent (``next_batch()`` is what will carry it)."""
+        direct = self.direct
+        if direct is not None and not self.writing:
+            if not self._write_soon:
+                self._write_soon = True
+                direct.call_soon(self.write_now)
+            return
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def write_now(self) -> None:
+        """Loop callback (fast path): one write for every frame queued this turn."""
+        self._write_soon = False
+        direct = self.direct
+        assert direct is not None
+        if self.writing or not direct.can_write_nowait() or self.conn.pending_output > LARGE_WRITE:
+            if not self._wake.is_set():
+                # congested, closing, or a large write: the writer task sees it through
+                self._wake.set()
+            return
+        batch, self._batch = self._batch, None
+        if data := self.conn.data_to_send():
+            self.writes += 1
+            direct.write_nowait(data)
+        if batch is not None:
+            batch.finish()
+        self._made_room()
+
+    def write_at_once(self) -> None:
+        """Write what is queued now if the stream can (fast path), else as ``kick`` does.
+
+        Everything queued so far leaves in this write, in order; a write
+        callback already scheduled then finds nothing left to send.
+        """
+        if self.direct is not None and not self.writing:
+            self.write_now()
+        else:
+            self.kick()
+
+    def flush_later(self) -> None:
+        """Have what is queued sent, without waiting for it (plain callers)."""
+        if self.conn.state is OPEN:
+            self.kick()
+
+    async def flush(self) -> None:
+        """Return once everything queued so far has been handed to the transport.
+
+        Raises:
+            ConnectionClosedError: the link is gone, or the peer stopped reading
+                for ``send_timeout`` seconds.
+        """
+        self.kick()
+        batch = self.next_batch()
+        await batch.done.wait()
+        if batch.failed:
+            raise self._closed_error()
+
+    async def flush_quietly(self) -> None:
+        with suppress(ConnectionClosedError):
+            await self.flush()
+
+    def _made_room(self) -> None:
+        if self.admission is not None:
+            self.admission.make_room()
+
+    def _closed_error(self) -> ConnectionClosedError:
+        endpoint = self._endpoint
+        return ConnectionClosedError(f"connection to {endpoint.name} is closed ({endpoint.reason})")
+
+    # ---- the writer task -----------------------------------------------
+
+    async def writer(self) -> None:
+        """Write batches as they are asked for, until the link fails or we are cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake = self._new_event()
+            batch, self._batch = self.next_batch(), None
+            data = self.conn.data_to_send()
+            try:
+                if data:
+                    await self._write(data)
+            except ConnectionClosedError:
+                batch.fail()
+                self.next_batch().fail()
+                return  # the link is gone; _write has ended the connection
+            except BaseException:
+                # Cancelled mid-write: whoever waits for these frames, or queued
+                # more behind them, must hear so; nothing waits forever.
+                batch.fail()
+                self.next_batch().fail()
+                raise
+            del data  # a large frame's buffer must not live on while we wait for the next
+            batch.finish()
+            self._made_room()
+
+    async def _write(self, data: bytearray) -> None:
+        self.writes += 1
+        self.writing = True
+        try:
+            await self._stream.send(data)  # type: ignore[arg-type]
+        except STREAM_ERRORS as exc:
+            self._endpoint.link_lost(f"sending failed: {exc!r}")
+            raise self._closed_error() from exc
+        except BaseException:
+            # Cancelled mid-write: the peer may hold half a frame.
+            self.torn = True
+            self._endpoint.link_lost("a write was interrupted")
+            raise
+        finally:
+            self.writing = False
+
+    async def drain(self) -> None:
+        """Let the writer send what is left (a Goodbye), for at most a second."""
+        with anyio.move_on_after(1, shield=True):
+            self.kick()
+            await self.next_batch().done.wait()
+
+    async def last_words(self) -> None:
+        """Fail what still waits, then send what is queued unless the stream is torn."""
+        self.next_batch().fail()
+        if not self.torn and (data := self.conn.data_to_send()):
+            with anyio.move_on_after(1), suppress(*STREAM_ERRORS):
+                await self._stream.send(bytes(data))  # e.g. our Goodbye
+
+    # ---- queueing frames -----------------------------------------------
+
+    def queue_message(self, channel: str, args: tuple[Any, ...]) -> bool:
+        """Queue a fire-and-forget message and have it sent.
+
+        Returns ``True`` if the caller must then ``await flush()``: more than
+        ``_SEND_HIGH_WATER`` bytes wait to be written (backpressure). Not a
+        coroutine itself, so ``send`` costs one coroutine, not two.
+        """
+        conn = self.conn
+        if conn.state is not OPEN:
+            self._endpoint.require_open()
+        try:
+            pending = conn.send_message(channel, args)
+        except ENCODE_ERRORS as exc:
+            raise encode_error("send", channel, args, exc) from None
+        except FrameTooLargeError as exc:
+            raise too_large("send", channel, exc) from None
+        if pending > _SEND_HIGH_WATER:  # self.congested, inline
+            return True
+        if not self._write_soon:  # else a write already comes on the loop's next turn
+            self.kick()
+        return False
+
+    async def post_message(
+        self,
+        channel: str,
+        message: Any,
+        send_out: Callable[[], tuple[list[PortRef], Callable[[], None]]],
+    ) -> None:
+        """Send ``message`` with ports: encode it first, so a value that cannot
+        be sent fails before any port is claimed; then ``send_out()`` gives the
+        port refs and what to run once the frame is queued."""
+        self._endpoint.require_open()
+        args = (message,)
+        try:
+            raw = msgspec.Raw(msgspec.msgpack.encode(args))
+        except ENCODE_ERRORS as exc:
+            raise encode_error("post_message", channel, args, exc) from None
+        refs, after = send_out()
+        self.conn.send_message(channel, raw, refs)
+        after()
+        await self.queued()
+
+    async def queued(self) -> None:
+        """After queueing a fire-and-forget frame: send it, and apply backpressure.
+
+        Returns at once unless more than ``_SEND_HIGH_WATER`` bytes wait to be
+        written; then it waits until the writer has handed them over.
+        """
+        if self.conn.pending_output > _SEND_HIGH_WATER:  # self.congested, inline
+            await self.flush()
+        else:
+            self.kick()
+
+    def queue_prepared(self, frame: bytes) -> bool:
+        """Queue a prepared frame and have it sent; ``False`` if the link is closed."""
+        if self.conn.state is not OPEN:
+            return False
+        try:
+            self.conn.send_prepared(frame)
+        except FrameTooLargeError as exc:
+            logger.warning("broadcast skipped %s: %s", self._endpoint.name, exc)
+            return False
+        # Write now rather than schedule a callback per connection (a broadcast
+        # reaches every renderer at once).
+        self.write_at_once()
+        return True
+
+    @property
+    def congested(self) -> bool:
+        """Whether a sender should wait for the writer (``queued``'s rule)."""
+        return self.conn.pending_output > _SEND_HIGH_WATER
