@@ -43,7 +43,7 @@ from ._events import (
     StreamItemReceived,
 )
 from ._framestream import FrameStream
-from ._liveness import Liveness
+from ._liveness import Liveness, Sweeper
 from ._outbox import STREAM_ERRORS, Outbox, event_factory
 from ._protocol import CLOSED, OPEN, Connection, Role
 from ._registry import Callback
@@ -99,12 +99,14 @@ class Endpoint:
         send_timeout: float | None = 30.0,
         heartbeat_interval: float | None = None,
         heartbeat_timeout: float | None = None,
+        sweeper: Sweeper | None = None,
     ) -> None:
         self.conn = conn
         self.name = name
         self.termination: ConnectionTerminated | None = None
         self._warned = False  # the end was already logged at WARNING (``link_lost``)
-        self.closed = anyio.Event()
+        self._closed: anyio.Event | None = None  # made when someone waits for it
+        self._done = False  # the stream is closed
         self.stream = stream
         self._tg = task_group
         self._owner = owner
@@ -137,12 +139,23 @@ class Endpoint:
             if heartbeat_interval or send_timeout
             else None
         )
+        # One per IpcMain for all its connections; else the endpoint's own.
+        self._sweeper = sweeper
         self._reader_scope = anyio.CancelScope()
 
     @property
     def task_group(self) -> anyio.abc.TaskGroup:
         """The task group this connection's tasks run in."""
         return self._tg
+
+    @property
+    def closed(self) -> anyio.Event:
+        """Set once the connection has ended and its stream is closed."""
+        if self._closed is None:
+            self._closed = anyio.Event()
+            if self._done:
+                self._closed.set()
+        return self._closed
 
     @property
     def gate(self) -> Gate | None:
@@ -175,35 +188,41 @@ class Endpoint:
         receive: Callable[[bytes], None] = (
             conn.receive_frame if isinstance(self.stream, FrameStream) else conn.receive_data
         )
+        # No task group of its own: the writer task runs in the endpoint's
+        # task group, and one sweeper watches liveness (``_liveness``).
+        liveness = self._liveness
+        if liveness is not None and self._sweeper is None:
+            self._sweeper = Sweeper(self._tg)
         try:
-            async with anyio.create_task_group() as helpers:
-                helpers.start_soon(outbox.writer)
-                if self._liveness is not None:
-                    helpers.start_soon(self._liveness.watch)
-                outbox.kick()  # a renderer's Hello is queued at birth
-                with self._reader_scope:
-                    while conn.state is not CLOSED:
-                        window = conn.receive_buffer() if receive_into is not None else None
-                        try:
-                            if window is not None and receive_into is not None:
-                                conn.received_into(await receive_into(window))  # a large frame
-                            else:
-                                receive(await self.stream.receive(_READ_SIZE))
-                        except STREAM_ERRORS:
-                            conn.receive_eof()
+            if liveness is not None and self._sweeper is not None:
+                self._sweeper.watch(liveness)
+            outbox.start()
+            outbox.kick()  # a renderer's Hello is queued at birth
+            with self._reader_scope:
+                while conn.state is not CLOSED:
+                    window = conn.receive_buffer() if receive_into is not None else None
+                    try:
+                        if window is not None and receive_into is not None:
+                            conn.received_into(await receive_into(window))  # a large frame
                         else:
-                            self.reads += 1  # the watchdog's proof of life; no clock here
-                        window = None
-                        dispatcher.dispatch_batch(conn.events_received())
-                        if dispatcher.must_pause():
-                            await dispatcher.pause()
-                        if conn.pending_output:
-                            # Replies made inline, a Pong, a Goodbye: one write for the
-                            # whole read, now rather than on the loop's next turn.
-                            outbox.write_at_once()
-                await outbox.drain()  # graceful end: a Goodbye
-                helpers.cancel_scope.cancel()
+                            receive(await self.stream.receive(_READ_SIZE))
+                    except STREAM_ERRORS:
+                        conn.receive_eof()
+                    else:
+                        self.reads += 1  # the watchdog's proof of life; no clock here
+                    window = None
+                    dispatcher.dispatch_batch(conn.events_received())
+                    if dispatcher.must_pause():
+                        await dispatcher.pause()
+                    if conn.pending_output:
+                        # Replies made inline, a Pong, a Goodbye: one write for the
+                        # whole read, now rather than on the loop's next turn.
+                        outbox.write_at_once()
+            await outbox.drain()  # graceful end: a Goodbye
         finally:
+            if liveness is not None and self._sweeper is not None:
+                self._sweeper.forget(liveness)
+            outbox.stop()
             with anyio.CancelScope(shield=True):
                 await self._teardown()
 
@@ -213,7 +232,9 @@ class Endpoint:
             self.handle_events()
         await self.outbox.last_words()
         await self.stream.aclose()
-        self.closed.set()
+        self._done = True
+        if self._closed is not None:
+            self._closed.set()
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
         """Say Goodbye, stop reading and wait until the stream is closed."""

@@ -1,15 +1,20 @@
-"""Liveness of one connection: heartbeats, and writes that never finish.
+"""Liveness of connections: heartbeats, and writes that never finish.
 
 Timing writes here, rather than wrapping each write in a scope with a
 deadline, keeps timers off the hot path: the hot path only bumps counters
 (``Endpoint.reads``, ``Outbox.writes``), and :meth:`Liveness.check`, called
-every ``tick`` seconds, reads them:
+every ``tick`` seconds or so by a :class:`Sweeper`, reads them:
 
 * Stalled: the writer's write has not finished, or (fast path) the transport
   holds unsent bytes and that did not shrink, for ``send_timeout`` seconds:
   the peer stopped reading, the link is ended.
 * Silent: nothing read for ``heartbeat_timeout`` seconds while a heartbeat is
   configured: the link is ended. Every ``heartbeat_interval`` a Ping goes out.
+
+One sweeper task serves every connection of an ``IpcMain`` (a renderer has
+its own, for its one connection): a task per connection would cost about 34
+objects per idle connection for the cycle collector to walk (issue 12). The
+sweeper runs only while it has connections to watch.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import math
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 
 from ._protocol import OPEN
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
-__all__ = ("Liveness",)
+__all__ = ("Liveness", "Sweeper")
 
 
 class Liveness:
@@ -33,6 +39,7 @@ class Liveness:
     __slots__ = (
         "_endpoint",
         "_interval",
+        "_last",
         "_nonce",
         "_seen_reads",
         "_seen_unsent",
@@ -66,19 +73,20 @@ class Liveness:
         self._seen_reads = self._seen_writes = self._seen_unsent = 0
         self._silent = self._stalled = self._since_ping = 0.0
         self._nonce = 0
+        self._last = 0.0  # when we last looked (the loop's clock)
 
-    async def watch(self) -> None:
-        """Look every ``tick`` seconds until the link is ended (or we are cancelled)."""
+    def start(self, now: float) -> None:
+        self._last = now
         self._seen_reads = self._endpoint.reads
         self._seen_writes = self._endpoint.outbox.writes
-        while True:
-            await anyio.sleep(self.tick)
-            if await self.check(self.tick):
-                return
 
-    async def check(self, elapsed: float) -> bool:
-        """Look at the counters ``elapsed`` seconds after the last look; ``True`` if it ended."""
+    def check(self, now: float) -> None:
+        """Look at the counters again, ``now`` on the loop's clock; end a dead link."""
+        elapsed = now - self._last
+        self._last = now
         endpoint = self._endpoint
+        if endpoint.termination is not None:
+            return  # ending anyway, within a second or two (``Endpoint.run``)
         outbox = endpoint.outbox
         direct = outbox.direct
         unsent = direct.unsent() if direct is not None else 0
@@ -99,18 +107,63 @@ class Liveness:
                 f"{endpoint.name} stopped reading: a write made no progress "
                 f"for {self._send_timeout} s"
             )
-            await endpoint.stream.aclose()  # wakes the stuck writer
-            return True
+            endpoint.task_group.start_soon(endpoint.stream.aclose)  # wakes the stuck writer
+            return
         interval = self._interval
         if endpoint.conn.state is not OPEN or not interval:
-            return False
+            return
         if self._silent > self._silence_limit:
             endpoint.link_lost(f"no data from {endpoint.name} for {self._silent:.1f} s (heartbeat)")
-            return True
+            return
         self._since_ping += elapsed
         if self._since_ping >= interval:
             self._since_ping = 0.0
             self._nonce += 1
             endpoint.conn.send_ping(self._nonce)
             outbox.kick()
-        return False
+
+
+class Sweeper:
+    """One task that looks at every watched connection's :class:`Liveness` in turn."""
+
+    __slots__ = ("_running", "_scope", "_task_group", "_tick", "_watched")
+
+    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+        self._task_group = task_group  # where the sweeping task runs
+        self._watched: set[Liveness] = set()
+        self._tick = math.inf  # the shortest tick of those watched
+        self._running = False
+        self._scope: anyio.CancelScope | None = None  # the sweeper's sleep
+
+    def watch(self, liveness: Liveness) -> None:
+        """Start looking at ``liveness`` (its connection is up)."""
+        liveness.start(anyio.current_time())
+        self._watched.add(liveness)
+        if liveness.tick < self._tick:
+            self._tick = liveness.tick
+            if self._scope is not None:
+                self._scope.cancel()  # sleep the shorter tick from now on
+        if not self._running:
+            self._running = True
+            self._task_group.start_soon(self._sweep)
+
+    def forget(self, liveness: Liveness) -> None:
+        """Stop looking at ``liveness`` (its connection ended)."""
+        self._watched.discard(liveness)
+        if not self._watched:
+            self._tick = math.inf
+            if self._scope is not None:
+                self._scope.cancel()  # nothing left to watch: the task ends now
+
+    async def _sweep(self) -> None:
+        try:
+            while self._watched:
+                with anyio.CancelScope() as self._scope:
+                    await anyio.sleep(self._tick)
+                self._scope = None
+                now = anyio.current_time()
+                for liveness in list(self._watched):
+                    liveness.check(now)
+        finally:
+            self._running = False
+            self._scope = None

@@ -9,7 +9,8 @@ leave in as few writes as possible:
   switch.
 * Otherwise, and on the fast path while congested, for a large write or while
   closing, the writer task does the write: whatever is queued by the time it
-  runs goes out in one write (one "batch").
+  runs goes out in one write (one "batch"). The task runs in the endpoint's
+  task group from ``start`` to ``stop``.
 * Callers that must know their frame left (``send`` over the high-water mark:
   backpressure) wait for that batch; ``invoke`` waits only for its reply. The
   reader never waits for a write: if both peers waited to write while neither
@@ -20,13 +21,15 @@ leave in as few writes as possible:
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import msgspec
 
 from ._aio import LARGE_WRITE
@@ -70,6 +73,10 @@ def too_large(what: str, channel: str, exc: FrameTooLargeError) -> FrameTooLarge
     )
 
 
+def _given(coro: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+    return coro
+
+
 class _Batch:
     """Frames that leave in one write; ``done`` is set once they have (or failed).
 
@@ -111,9 +118,12 @@ class Outbox:
         "_batch",
         "_endpoint",
         "_new_event",
+        "_stopped",
         "_stream",
         "_wake",
         "_write_soon",
+        "_writer_coro",
+        "_writer_scope",
         "admission",
         "conn",
         "direct",
@@ -140,7 +150,10 @@ class Outbox:
         #: Told when a write made room (a reader paused on unsent output reads on).
         self.admission: Dispatcher | None = None
         self._write_soon = False  # a write_now callback is scheduled
-        self._wake = new_event()  # set: the writer has something to send
+        self._wake: anyio.Event | None = None  # set: the writer has something to send
+        self._writer_scope: anyio.CancelScope | None = None  # the writer task's
+        self._stopped = False  # the connection ended: no writer task any more
+        self._writer_coro: Coroutine[Any, Any, None] | None = None
         # What the next write will carry, made only when someone waits for it.
         self._batch: _Batch | None = None
         self.torn = False  # a write was interrupted: the stream is out of step
@@ -164,8 +177,31 @@ class Outbox:
                 self._write_soon = True
                 direct.call_soon(self.write_now)
             return
-        if not self._wake.is_set():
-            self._wake.set()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        """Have the writer task write what is queued; start it if need be."""
+        wake = self._wake
+        if wake is None:
+            if self._stopped:
+                self.next_batch().fail()  # no writer any more: nobody waits forever
+            return  # not started yet: ``start`` kicks
+        if not wake.is_set():
+            wake.set()
+
+    def start(self) -> None:
+        """Start the writer task (in the endpoint's task group; from a task)."""
+        self._wake = self._new_event()
+        # Started from a coroutine we hold: a task cancelled before its first
+        # step never awaits it, and ``last_words`` then closes it quietly.
+        self._writer_coro = self.writer()
+        self._endpoint.task_group.start_soon(_given, self._writer_coro)
+
+    def stop(self) -> None:
+        """The connection ended: end the writer task (a write in progress is torn)."""
+        self._stopped = True
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
 
     def write_now(self) -> None:
         """Loop callback (fast path): one write for every frame queued this turn."""
@@ -173,9 +209,8 @@ class Outbox:
         direct = self.direct
         assert direct is not None
         if self.writing or not direct.can_write_nowait() or self.conn.pending_output > LARGE_WRITE:
-            if not self._wake.is_set():
-                # congested, closing, or a large write: the writer task sees it through
-                self._wake.set()
+            # congested, closing, or a large write: the writer task sees it through
+            self._wake_writer()
             return
         batch, self._batch = self._batch, None
         if data := self.conn.data_to_send():
@@ -229,8 +264,15 @@ class Outbox:
     # ---- the writer task -----------------------------------------------
 
     async def writer(self) -> None:
-        """Write batches as they are asked for, until the link fails or we are cancelled."""
+        """Write batches as they are asked for, until the link fails or ``stop``."""
+        with anyio.CancelScope() as self._writer_scope:
+            if self._stopped:
+                self._writer_scope.cancel()
+            await self._write_batches()
+
+    async def _write_batches(self) -> None:
         while True:
+            assert self._wake is not None
             await self._wake.wait()
             self._wake = self._new_event()
             batch, self._batch = self.next_batch(), None
@@ -276,6 +318,11 @@ class Outbox:
 
     async def last_words(self) -> None:
         """Fail what still waits, then send what is queued unless the stream is torn."""
+        if (coro := self._writer_coro) is not None:
+            self._writer_coro = None
+            await anyio.lowlevel.checkpoint()  # a writer task scheduled has started now
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                coro.close()  # its task was cancelled before it began
         self.next_batch().fail()
         if not self.torn and (data := self.conn.data_to_send()):
             with anyio.move_on_after(1), suppress(*STREAM_ERRORS):

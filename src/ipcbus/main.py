@@ -30,6 +30,7 @@ from ._events import (
     RequestReceived,
 )
 from ._guards import Gatekeeper, Guards
+from ._liveness import Sweeper
 from ._portroute import MainPortRouter, Sink
 from ._protocol import OPEN, Connection, HandshakeRefused, Role, State, prepare_message
 from ._registry import Callback, Registry, check_channel
@@ -457,6 +458,7 @@ class IpcMain(Registry):
         self._connect_hooks: list[Callable[..., Any]] = []
         self._disconnect_hooks: list[Callable[..., Any]] = []
         self._tg: anyio.abc.TaskGroup | None = None
+        self._sweeper: Sweeper | None = None  # one liveness watchdog for all connections
         self._closing = False
 
     # ---- lifecycle -----------------------------------------------------
@@ -468,6 +470,7 @@ class IpcMain(Registry):
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._sweeper = Sweeper(tg)
         self._host_token = current_host.set(self._ports.host)  # ports made here deliver here
         return self
 
@@ -773,6 +776,7 @@ class IpcMain(Registry):
                     send_timeout=self.send_timeout,
                     heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp),
                     heartbeat_timeout=self.heartbeat_timeout,
+                    sweeper=self._sweeper,
                 )
                 contents._endpoint = endpoint
                 link.install_gate(endpoint)
