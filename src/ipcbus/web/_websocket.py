@@ -169,7 +169,7 @@ class WebSocketFrames(FrameStream):
         return said_goodbye(CloseCode.PROTOCOL_ERROR, f"protocol error: {reason}")
 
     async def send_frame(self, body: memoryview) -> None:
-        await self.send(bytes(body))  # not used by the endpoint, which sends runs
+        await self._write_bytes(self._message(body))
 
     async def send(self, item: bytes) -> None:
         """The core's run of frames as one write: each body one binary message."""
@@ -177,16 +177,20 @@ class WebSocketFrames(FrameStream):
         bodies = split_frames(item)
         try:
             for body in bodies:
-                if (goodbye := goodbye_in(body)) is not None and self._close is None:
-                    self._close = close_code(goodbye)
-                try:
-                    out += self._ws.send(Message(data=bytes(body)))
-                except LocalProtocolError:
-                    raise anyio.ClosedResourceError from None
+                out += self._message(body)
         finally:
             for body in bodies:
                 body.release()
         await self._write_bytes(out)
+
+    def _message(self, body: memoryview) -> bytes:
+        """The WebSocket bytes of one frame body; a Goodbye also picks the close code."""
+        if (goodbye := goodbye_in(body)) is not None and self._close is None:
+            self._close = close_code(goodbye)
+        try:
+            return self._ws.send(Message(data=bytes(body)))
+        except LocalProtocolError:
+            raise anyio.ClosedResourceError from None
 
     async def _write_bytes(self, data: bytes | bytearray) -> None:
         async with self._write:
