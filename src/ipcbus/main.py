@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -28,6 +28,7 @@ from ._events import (
     PortMessageReceived,
     RequestReceived,
 )
+from ._framestream import FrameStream, frame_limit
 from ._guards import Gatekeeper, Guards
 from ._portroute import MainPortRouter, Sink
 from ._protocol import OPEN, Connection, Role, State, prepare_message
@@ -47,6 +48,7 @@ from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKi
 from .ports import MessagePortMain, check_transfer, current_host
 
 if TYPE_CHECKING:
+    from ._nats import Replica
     from .renderer import IpcRenderer
 
 __all__ = (
@@ -359,6 +361,14 @@ class Listener:
         return f"<Listener {self.address}>"
 
 
+class _Joined(Protocol):
+    """An app this main serves as a replica, through a broker (``IpcMain.join``)."""
+
+    async def stop_accepting(self) -> None: ...
+    def check_broadcast(self, frame: bytes) -> None: ...
+    async def broadcast(self, frame: bytes) -> None: ...
+
+
 class IpcMain(Registry):
     """The main process's side of the bus (Electron's ``ipcMain``).
 
@@ -418,6 +428,7 @@ class IpcMain(Registry):
         self._contents: dict[int, WebContents] = {}
         self._links: set[_Link] = set()
         self._listeners_open: set[Listener] = set()
+        self._joined: list[_Joined] = []  # apps served as a replica (join)
         self._ids = itertools.count(1)
         self._connect_hooks: list[Callable[..., Any]] = []
         self._disconnect_hooks: list[Callable[..., Any]] = []
@@ -459,6 +470,8 @@ class IpcMain(Registry):
 
     async def _shutdown(self) -> None:
         self._closing = True
+        for joined in list(self._joined):
+            await joined.stop_accepting()  # no new renderer is assigned to us
         for listener in list(self._listeners_open):
             listener.close()
         links = list(self._links)
@@ -509,6 +522,44 @@ class IpcMain(Registry):
         self._listeners_open.add(listener)
         tg.start_soon(self._accept_loop, listener, tg)
         return listener
+
+    async def join(
+        self,
+        url: str | list[str],
+        *,
+        app: str,
+        token: str | None = None,
+        allowed_channels: Iterable[str] | None = None,
+        timeout: float = 10.0,
+        **nats_options: Any,
+    ) -> Replica:
+        """Serve ``app``'s renderers as one of its replicas, joined through NATS.
+
+        Returns once the server has confirmed the subscriptions, so a renderer
+        connecting right after is served. ``nats_options`` go to
+        ``nats.connect`` (user, password, token, nkeys_seed, tls, ...): the
+        NATS server authenticates. ``token``, if given, is a shared ipcbus
+        token every renderer of the app must present too. See docs/scale-out.md
+        (subjects, permissions, liveness). Needs ``pip install 'ipcbus[nats]'``
+        and the asyncio backend. ``allowed_channels`` narrows what the app's
+        renderers may use here; ``timeout`` bounds reaching the server.
+
+        Raises:
+            ConnectionClosedError: the NATS server cannot be reached within
+                ``timeout`` or refused the credentials.
+        """
+        from ._nats import join
+
+        self._require_running("join")
+        return await join(
+            self,
+            url,
+            app=app,
+            token=token,
+            allowed=_channel_set(allowed_channels),
+            timeout=timeout,
+            nats_options=nats_options,
+        )
 
     async def _accept_loop(self, listener: Listener, tg: anyio.abc.TaskGroup) -> None:
         tcp = listener.address.startswith("tcp:")
@@ -633,8 +684,13 @@ class IpcMain(Registry):
         *,
         tcp: bool = False,
         allowed: frozenset[str] | None = None,
+        renderer_id: int | None = None,
     ) -> None:
-        """Run one renderer's connection from handshake to the end, then clean up."""
+        """Run one renderer's connection from handshake to the end, then clean up.
+
+        ``renderer_id``: the id to give it (a replica's ids are unique across
+        its app); by default the next of this ``IpcMain``'s own.
+        """
         if len(self._links) >= self.max_connections:
             await _refuse(
                 stream,
@@ -642,7 +698,8 @@ class IpcMain(Registry):
                 f"too many connections: main serves at most {self.max_connections} renderers",
             )
             return
-        renderer_id = next(self._ids)
+        if renderer_id is None:
+            renderer_id = next(self._ids)
         contents = WebContents(self, renderer_id, process_id)
         contents._process = process
         link = _Link(self, contents, allowed)
@@ -650,7 +707,7 @@ class IpcMain(Registry):
             Role.MAIN,
             token=token,
             renderer_id=renderer_id,
-            max_frame_size=self.max_frame_size,
+            max_frame_size=frame_limit(self.max_frame_size, stream),
             new_buffer=body_buffer,
         )
         self._links.add(link)
@@ -665,7 +722,7 @@ class IpcMain(Registry):
                     send_tracebacks=self.send_tracebacks,
                     max_in_flight=self.max_in_flight,
                     send_timeout=self.send_timeout,
-                    heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp),
+                    heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp, stream),
                     heartbeat_timeout=self.heartbeat_timeout,
                 )
                 contents._endpoint = endpoint
@@ -750,6 +807,14 @@ class IpcMain(Registry):
             frame = prepare_message(channel, args)
         except ENCODE_ERRORS as exc:
             raise encode_error("broadcast", channel, args, exc) from None
+        for joined in self._joined:
+            joined.check_broadcast(frame)  # too large for the broker: nothing is sent
+        await self._broadcast_frame(frame)
+        for joined in self._joined:
+            await joined.broadcast(frame)  # the app's renderers on the other replicas
+
+    async def _broadcast_frame(self, frame: bytes) -> None:
+        """Queue a prepared Message frame on every live renderer of this main."""
         queued = [
             endpoint
             for contents in list(self._contents.values())
@@ -827,8 +892,12 @@ async def _refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) ->
 _SEND_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
-def _heartbeat(setting: float | Literal["auto"] | None, tcp: bool) -> float | None:
+def _heartbeat(
+    setting: float | Literal["auto"] | None, tcp: bool, stream: anyio.abc.ByteStream
+) -> float | None:
     if setting == "auto":
+        if isinstance(stream, FrameStream):
+            return stream.heartbeat_auto
         return 5.0 if tcp else None
     return setting
 
