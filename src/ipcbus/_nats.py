@@ -1,4 +1,4 @@
-"""NATS as a transport: main's replicas of an app, and the renderers that join them.
+"""NATS as a transport: one ipcbus connection as two subjects, and a renderer's way in.
 
 SPEC section 11; the design, subjects and permissions are in docs/scale-out.md.
 Rules:
@@ -20,15 +20,15 @@ Rules:
 * NATS never reports that a peer died: heartbeats are always on
   (``heartbeat_auto``), so a silent peer is found within 15 s by default.
 * nats-py runs on asyncio only: so does this transport.
+
+The replica's side (the queue group, ids, broadcasts) is in ``_natsreplica``.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import ssl
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -36,41 +36,54 @@ import anyio
 import anyio.abc
 import msgspec
 
-from ._errors import ConnectionClosedError, FrameTooLargeError
+from ._errors import ConnectionClosedError
 from ._framestream import FrameStream
+from ._framing import split_frames
+from ._protocol import Connection, Role
+from ._wire import CloseCode
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from .main import IpcMain
 
-__all__ = ("PREFIX", "SEQ_HEADER", "NatsFrames", "Replica", "join", "open_renderer_stream")
+__all__ = (
+    "HEADROOM",
+    "PREFIX",
+    "SEQ_HEADER",
+    "ConnectReply",
+    "ConnectRequest",
+    "NatsClient",
+    "NatsFrames",
+    "check_app",
+    "connect_subject",
+    "nats_module",
+    "open_renderer_stream",
+)
 
 logger = logging.getLogger("ipcbus")
 
 PREFIX = "ipcbus"  # every subject of an app starts with PREFIX.<app>.
 SEQ_HEADER = "Ipcbus-Seq"  # each message's number, from 1, per direction
 HEARTBEAT = 3.0  # "auto" over NATS: pings every 3 s, a peer silent 9 s is gone
-_HEADROOM = 256  # bytes of the server's max_payload left for the headers
+HEADROOM = 256  # bytes of the server's max_payload left for the headers
 _BUFFER = 256  # messages moved from nats-py's queue, waiting for the reader
-_ID_BITS = 20  # renderer ids: a random 32-bit prefix, then a 20-bit counter
 
 
-class _ConnectRequest(msgspec.Struct, frozen=True, array_like=True):
+class ConnectRequest(msgspec.Struct, frozen=True, array_like=True):
     """A renderer asks for a replica: where to send it its frames."""
 
     inbox: str
 
 
-class _ConnectReply(msgspec.Struct, frozen=True, array_like=True):
+class ConnectReply(msgspec.Struct, frozen=True, array_like=True):
     """A replica answers: where the renderer sends its frames."""
 
     subject: str
 
 
-def _nats() -> Any:
+def nats_module() -> Any:
     try:
         import nats
     except ImportError:
@@ -99,7 +112,7 @@ def _frames_from_seq(value: str | None) -> int | None:
     return None
 
 
-class _Client:
+class NatsClient:
     """One nats-py client and the ipcbus connections that ride on it."""
 
     def __init__(self, nc: Client, where: str) -> None:
@@ -114,9 +127,9 @@ class _Client:
         timeout: float,
         options: Mapping[str, Any],
         tls: ssl.SSLContext | None = None,
-    ) -> _Client:
+    ) -> NatsClient:
         """Connect to NATS; fail at once on refused credentials, else within ``timeout``."""
-        nats = _nats()
+        nats = nats_module()
         options = dict(options)
         hooks = {
             name: options.pop(name, None)
@@ -146,7 +159,8 @@ class _Client:
         async def disconnected_cb() -> None:
             # Messages lost meanwhile show as a gap in Ipcbus-Seq; a peer gone for
             # good, as heartbeats that stop.
-            logger.warning("disconnected from NATS at %s; reconnecting", where)
+            if not nc.is_closed:
+                logger.warning("disconnected from NATS at %s; reconnecting", where)
             await _call(hooks["disconnected_cb"])
 
         async def reconnected_cb() -> None:
@@ -210,7 +224,7 @@ class NatsFrames(FrameStream):
 
     heartbeat_auto = HEARTBEAT
 
-    def __init__(self, client: _Client, *, owns_client: bool) -> None:
+    def __init__(self, client: NatsClient, *, owns_client: bool) -> None:
         self._client = client
         self._nc = client.nc
         self._owns_client = owns_client
@@ -222,7 +236,7 @@ class NatsFrames(FrameStream):
         self._to_reader, self._incoming = anyio.create_memory_object_stream[bytes](_BUFFER)
         self._closed = False
         max_payload = self._nc.max_payload
-        self.max_frame_size = max_payload - _HEADROOM
+        self.max_frame_size = max_payload - HEADROOM
         self.limit_advice = (
             f"Over NATS a frame is one message, and the server's max_payload is "
             f"{max_payload} bytes: send large values in parts (a stream), or raise "
@@ -265,6 +279,9 @@ class NatsFrames(FrameStream):
     async def send_frame(self, body: memoryview) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
+        await self._publish(body)
+
+    async def _publish(self, body: memoryview) -> None:
         self._sent += 1
         try:
             # A view is fine: nats-py copies the payload into its command at once.
@@ -287,11 +304,24 @@ class NatsFrames(FrameStream):
         self._incoming.close()
         self._client.streams.pop(self._subject, None)
         with anyio.CancelScope(shield=True):
+            if self.lost_reason is not None and self.send_subject:
+                # Our side of the link has a hole; the other is whole: tell the
+                # peer now rather than leave it to its heartbeat.
+                with suppress(anyio.BrokenResourceError), anyio.move_on_after(1):
+                    await self._publish(_goodbye(self.lost_reason))
             if self._sub is not None:
                 with suppress(Exception):
                     await self._sub.unsubscribe()
             if self._owns_client:
                 await self._client.close()
+
+
+def _goodbye(reason: str) -> memoryview:
+    """A Goodbye frame body, made by the core as any other."""
+    conn = Connection(Role.MAIN, token="")
+    conn.close(CloseCode.PROTOCOL_ERROR, f"the peer lost messages from us ({reason})")
+    (body,) = split_frames(bytes(conn.data_to_send()))
+    return body
 
 
 async def open_renderer_stream(
@@ -313,13 +343,13 @@ async def open_renderer_stream(
         raise ConnectionClosedError(
             f"no NATS server to join app {app!r}: pass its URL, such as 'nats://127.0.0.1:4222'"
         )
-    nats = _nats()
+    nats = nats_module()
     servers = address if isinstance(address, list) else str(address)
-    client = await _Client.open(servers, timeout, nats_options, ssl_context)
+    client = await NatsClient.open(servers, timeout, nats_options, ssl_context)
     frames = NatsFrames(client, owns_client=True)
     try:
         await frames.subscribe(client.nc.new_inbox())
-        request = msgspec.msgpack.encode(_ConnectRequest(frames._subject))
+        request = msgspec.msgpack.encode(ConnectRequest(frames._subject))
         try:
             answer = await client.nc.request(connect_subject(app), request, timeout=timeout)
         except nats.errors.NoRespondersError:
@@ -332,7 +362,7 @@ async def open_renderer_stream(
                 f"no replica of app {app!r} at {client.where} answered within {timeout} s"
             ) from None
         try:
-            frames.send_subject = msgspec.msgpack.decode(answer.data, type=_ConnectReply).subject
+            frames.send_subject = msgspec.msgpack.decode(answer.data, type=ConnectReply).subject
         except msgspec.DecodeError:
             raise ConnectionClosedError(
                 f"a replica of app {app!r} sent an answer that is not ipcbus's"
@@ -341,201 +371,3 @@ async def open_renderer_stream(
         await frames.aclose()
         raise
     return frames
-
-
-def _renderer_ids() -> Iterator[int]:
-    """Ids unique across an app: a random 32-bit prefix per replica, then a counter.
-
-    They stay below 2**52, so they fit msgpack's int64 and a JavaScript
-    number. Two replicas draw the same prefix with odds of about n**2 / 2**33
-    for n replicas (docs/scale-out.md).
-    """
-    while True:
-        prefix = secrets.randbelow(2**32 - 1) + 1
-        for n in range(1, 2**_ID_BITS):
-            yield (prefix << _ID_BITS) | n
-
-
-class Replica:
-    """This ``IpcMain`` serving one app through NATS; ``IpcMain.join`` returns it.
-
-    Attributes:
-        app: the app's name.
-        replica_id: this replica's name in the app's subjects.
-    """
-
-    def __init__(
-        self,
-        main: IpcMain,
-        client: _Client,
-        app: str,
-        token: str,
-        allowed: frozenset[str] | None,
-    ) -> None:
-        self.app = app
-        self.replica_id = secrets.token_hex(8)
-        self._main = main
-        self._client = client
-        self._token = token
-        self._allowed = allowed
-        self._ids = _renderer_ids()
-        self._streams = itertools.count(1)
-        self._served: set[int] = set()  # renderer ids of ours (while connected)
-        self._connect_sub: Subscription | None = None
-        self._broadcast_sub: Subscription | None = None
-        self._scope = anyio.CancelScope()
-        self._done = anyio.Event()
-
-    @property
-    def _base(self) -> str:
-        return f"{PREFIX}.{self.app}"
-
-    async def _start(self) -> None:
-        nc = self._client.nc
-        self._connect_sub = await nc.subscribe(
-            connect_subject(self.app), queue=self._base, cb=self._on_connect
-        )
-        self._broadcast_sub = await nc.subscribe(f"{self._base}.broadcast.*", cb=self._on_broadcast)
-        await nc.flush()  # the server has the subscriptions: renderers can come
-
-    async def _run(self) -> None:
-        """Hold the NATS client while main runs; close it once main's renderers are gone."""
-        try:
-            with self._scope:
-                await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                with suppress(ValueError):
-                    self._main._joined.remove(self)
-                await self._client.close()
-                self._done.set()
-
-    async def _on_connect(self, msg: Msg) -> None:
-        main = self._main
-        if main._closing or self._connect_sub is None:
-            return  # leaving: no answer, the renderer asks again and gets another replica
-        try:
-            inbox = msgspec.msgpack.decode(msg.data, type=_ConnectRequest).inbox
-        except msgspec.DecodeError:
-            logger.warning("NATS app %r: ignored a connect request that is not ipcbus's", self.app)
-            return
-        if not msg.reply or not inbox or any(c in inbox for c in "*> \t\r\n"):
-            logger.warning(
-                "NATS app %r: ignored a connect request without a usable inbox", self.app
-            )
-            return
-        frames = NatsFrames(self._client, owns_client=False)
-        frames.send_subject = inbox
-        try:
-            await frames.subscribe(f"{self._base}.replica.{self.replica_id}.{next(self._streams)}")
-            await msg.respond(msgspec.msgpack.encode(_ConnectReply(frames._subject)))
-        except Exception as exc:
-            logger.warning("NATS app %r: could not answer a renderer: %r", self.app, exc)
-            await frames.aclose()
-            return
-        renderer_id = next(self._ids)
-        main._require_running("join").start_soon(self._serve, frames, renderer_id)
-
-    async def _serve(self, frames: NatsFrames, renderer_id: int) -> None:
-        self._served.add(renderer_id)
-        try:
-            await self._main._serve(
-                frames, self._token, 0, None, allowed=self._allowed, renderer_id=renderer_id
-            )
-        finally:
-            self._served.discard(renderer_id)
-
-    async def _on_broadcast(self, msg: Msg) -> None:
-        if msg.subject.rsplit(".", 1)[-1] == self.replica_id:
-            return  # our own: our renderers have it already
-        body = msg.data
-        await self._main._broadcast_frame(len(body).to_bytes(4, "big") + body)
-
-    def check_broadcast(self, frame: bytes) -> None:
-        """Refuse a broadcast the NATS server would refuse, before anything is sent."""
-        limit = self._client.nc.max_payload - _HEADROOM
-        if len(frame) - 4 > limit:
-            raise FrameTooLargeError(
-                f"Cannot broadcast: a frame of {len(frame) - 4} bytes is over the limit of "
-                f"{limit} bytes that the NATS server's max_payload "
-                f"({self._client.nc.max_payload}) sets; nothing was sent"
-            )
-
-    async def broadcast(self, frame: bytes) -> None:
-        """Publish a broadcast for the app's renderers on the other replicas."""
-        if self._broadcast_sub is None:
-            return
-        try:
-            await self._client.nc.publish(
-                f"{self._base}.broadcast.{self.replica_id}",
-                memoryview(frame)[4:],  # type: ignore[arg-type]
-            )
-        except Exception as exc:
-            raise ConnectionClosedError(
-                f"broadcast to app {self.app!r} through NATS failed: {exc!r}"
-            ) from exc
-
-    async def stop_accepting(self) -> None:
-        """Leave the queue group (no new renderer comes here) and the broadcasts."""
-        subs, self._connect_sub, self._broadcast_sub = (
-            (self._connect_sub, self._broadcast_sub),
-            None,
-            None,
-        )
-        for sub in subs:
-            if sub is not None:
-                with suppress(Exception):
-                    await sub.unsubscribe()
-        with suppress(Exception), anyio.move_on_after(5):
-            await self._client.nc.flush()  # the server no longer picks us
-
-    async def leave(self) -> None:
-        """Leave the app: no new renderers; ours get a Goodbye; NATS closes.
-
-        ``async with ipc_main`` does this by itself at its end.
-        """
-        await self.stop_accepting()
-        async with anyio.create_task_group() as tg:
-            for renderer_id in list(self._served):
-                if (contents := self._main.from_id(renderer_id)) is not None:
-                    tg.start_soon(contents.close)
-        self._scope.cancel()
-        await self._done.wait()
-
-    def __repr__(self) -> str:
-        return f"<Replica app={self.app!r} id={self.replica_id}>"
-
-
-async def join(
-    main: IpcMain,
-    url: str | list[str],
-    *,
-    app: str,
-    token: str | None,
-    allowed: frozenset[str] | None,
-    timeout: float,
-    nats_options: Mapping[str, Any],
-) -> Replica:
-    """Make ``main`` a replica of ``app`` (``IpcMain.join``)."""
-    check_app(app)
-    if main.heartbeat_interval is None:
-        raise ValueError(
-            "a replica joined through NATS needs heartbeats: NATS does not report a "
-            "renderer that died (IpcMain(heartbeat_interval=...) must not be None)"
-        )
-    tg = main._require_running("join")
-    client = await _Client.open(url, timeout, nats_options)
-    replica = Replica(main, client, app, token or "", allowed)
-    try:
-        await replica._start()
-    except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            await client.close()
-        if isinstance(exc, Exception):
-            raise ConnectionClosedError(
-                f"could not join app {app!r} at {client.where}: {exc!r}"
-            ) from exc
-        raise
-    main._joined.append(replica)
-    tg.start_soon(replica._run)
-    return replica

@@ -48,7 +48,7 @@ from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKi
 from .ports import MessagePortMain, check_transfer, current_host
 
 if TYPE_CHECKING:
-    from ._nats import Replica
+    from ._natsreplica import Replica
     from .renderer import IpcRenderer
 
 __all__ = (
@@ -548,7 +548,7 @@ class IpcMain(Registry):
             ConnectionClosedError: the NATS server cannot be reached within
                 ``timeout`` or refused the credentials.
         """
-        from ._nats import join
+        from ._natsreplica import join
 
         self._require_running("join")
         return await join(

@@ -32,9 +32,7 @@ class NatsServer:
             path.write_text(config)
             argv += ["-c", str(path)]
         self.url = f"nats://127.0.0.1:{self.port}"
-        self._process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_accepting()
 
     def _wait_until_accepting(self) -> None:
