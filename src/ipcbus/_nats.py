@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import msgspec
+import sniffio
 
 from ._errors import ConnectionClosedError
 from ._framestream import FrameStream
@@ -130,6 +131,11 @@ class NatsClient:
     ) -> NatsClient:
         """Connect to NATS; fail at once on refused credentials, else within ``timeout``."""
         nats = nats_module()
+        if sniffio.current_async_library() != "asyncio":
+            raise RuntimeError(
+                "ipcbus over NATS runs on asyncio only (the nats-py client does): "
+                "run it with anyio.run(..., backend='asyncio') or asyncio.run()"
+            )
         options = dict(options)
         hooks = {
             name: options.pop(name, None)
@@ -141,17 +147,16 @@ class NatsClient:
         nc = nats.aio.client.Client()
         client = cls(nc, where)
         refused: list[BaseException] = []
-        connecting = anyio.CancelScope()
         opening = [True]  # until connected: credentials refused end the attempt
 
         async def error_cb(exc: Exception) -> None:
             if isinstance(exc, nats.errors.SlowConsumerError):
                 client.slow_consumer(exc.subject)
-            elif opening[0] and isinstance(
-                exc, nats.errors.AuthorizationError | nats.errors.SecureConnRequiredError
-            ):
-                refused.append(exc)  # retrying will not change the server's mind
-                connecting.cancel()
+            elif opening[0] and _refused(nats, exc):
+                refused.append(exc)
+                # Retrying will not change the server's mind: nats-py gives up
+                # after this attempt (its own way out, which closes everything).
+                nc.options["allow_reconnect"] = False
             else:
                 logger.warning("NATS at %s: %r", where, exc)
             await _call(hooks["error_cb"], exc)
@@ -172,7 +177,7 @@ class NatsClient:
             await _call(hooks["closed_cb"])
 
         try:
-            with connecting, anyio.fail_after(timeout):
+            with anyio.fail_after(timeout):
                 await nc.connect(
                     servers,
                     error_cb=error_cb,
@@ -212,6 +217,16 @@ class NatsClient:
     async def close(self) -> None:
         with suppress(Exception):
             await self.nc.close()
+
+
+def _refused(nats: Any, exc: Exception) -> bool:
+    """Whether the server refused our credentials (it says so as an -ERR line)."""
+    if isinstance(exc, nats.errors.AuthorizationError | nats.errors.SecureConnRequiredError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, nats.errors.Error) and (
+        "authorization violation" in text or "authentication" in text
+    )
 
 
 async def _call(hook: Callable[..., Awaitable[None]] | None, *args: Any) -> None:
