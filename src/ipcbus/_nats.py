@@ -277,9 +277,12 @@ class NatsFrames(FrameStream):
             return
         self._received = expected
         with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            # Waits while the reader is behind: then nats-py's own queue fills,
-            # and past its limits it drops, reports a slow consumer, and we end.
-            await self._to_reader.send(msg.data)
+            try:
+                self._to_reader.send_nowait(msg.data)  # the common case: no extra loop turn
+            except anyio.WouldBlock:
+                # The reader is behind: wait, and nats-py's own queue fills; past
+                # its limits it drops, reports a slow consumer, and we end.
+                await self._to_reader.send(msg.data)
 
     def lose(self, reason: str) -> None:
         """End the connection: the reader sees the end after what came before."""
