@@ -5,6 +5,9 @@ module-level ``EXPECTED = \"\"\"...\"\"\"`` holding the exact lines it prints to
 stdout. This script runs each one with the current interpreter (60 s limit),
 compares stdout line by line, prints a diff on a mismatch, and exits non-zero
 if any example failed. ipcbus must be installed (``pip install -e .``).
+An example made of several programs lives in a directory and is run as its
+``run.py`` (``scale_out/run.py``). One that declares ``NEEDS = "nats-server"``
+is skipped when that program is not installed, except in CI (``$CI`` set).
 
 Run: ``python examples/run_all.py [NAME ...]``
 """
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import difflib
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +39,20 @@ def expected_lines(path: Path) -> list[str]:
         ):
             return node.value.value.strip("\n").splitlines()
     raise ValueError(f"{path.name} has no module-level EXPECTED = '''...''' string")
+
+
+def needs(path: Path) -> str | None:
+    """The program an example declares it needs (``NEEDS = "nats-server"``), if any."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "NEEDS" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value
+    return None
 
 
 def run_one(path: Path) -> str | None:
@@ -65,6 +84,13 @@ def run_one(path: Path) -> str | None:
     return "\n".join(problems) or None
 
 
+def argv_names(path: Path) -> set[str]:
+    """What a command line may call an example: ``invoke``, ``invoke.py``, ``scale_out``."""
+    if path.parent != HERE:
+        return {path.parent.name, str(path.relative_to(HERE))}
+    return {path.stem, path.name}
+
+
 def main(argv: list[str]) -> int:
     try:
         import ipcbus  # noqa: F401
@@ -72,18 +98,22 @@ def main(argv: list[str]) -> int:
         print("ipcbus is not installed: run `pip install -e .` first", file=sys.stderr)
         return 2
     paths = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    paths += sorted(HERE.glob("*/run.py"))  # examples of several programs: scale_out/
     if argv:
-        paths = [p for p in paths if p.stem in argv or p.name in argv]
+        paths = [p for p in paths if argv_names(p) & set(argv)]
     failed = []
     for path in paths:
+        if (tool := needs(path)) and not shutil.which(tool) and not os.environ.get("CI"):
+            print(f"skip  {path.relative_to(HERE)} ({tool} is not installed)", flush=True)
+            continue
         start = time.monotonic()
         problem = run_one(path)
         took = time.monotonic() - start
         if problem is None:
-            print(f"ok    {path.name} ({took:.1f} s)", flush=True)
+            print(f"ok    {path.relative_to(HERE)} ({took:.1f} s)", flush=True)
         else:
-            failed.append(path.name)
-            print(f"FAIL  {path.name} ({took:.1f} s)\n{problem}\n", flush=True)
+            failed.append(str(path.relative_to(HERE)))
+            print(f"FAIL  {path.relative_to(HERE)} ({took:.1f} s)\n{problem}\n", flush=True)
     if failed:
         print(f"{len(failed)} of {len(paths)} examples failed: {', '.join(failed)}")
         return 1
