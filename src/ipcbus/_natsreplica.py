@@ -10,7 +10,6 @@ is assigned to a replica that is going away.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import secrets
 from collections.abc import Iterator, Mapping
@@ -81,7 +80,6 @@ class Replica:
         self._token = token
         self._allowed = allowed
         self._ids = _renderer_ids()
-        self._streams = itertools.count(1)
         self._served: set[int] = set()  # renderer ids of ours (while connected)
         self._connect_sub: Subscription | None = None
         self._broadcast_sub: Subscription | None = None
@@ -129,7 +127,10 @@ class Replica:
         frames = NatsFrames(self._client, owns_client=False)
         frames.send_subject = inbox
         try:
-            await frames.subscribe(f"{self._base}.replica.{self.replica_id}.{next(self._streams)}")
+            # Unguessable: another renderer allowed to publish on the app's
+            # subjects cannot aim at this one's (docs/scale-out.md, spoofing).
+            name = secrets.token_hex(12)
+            await frames.subscribe(f"{self._base}.replica.{self.replica_id}.{name}")
             await msg.respond(msgspec.msgpack.encode(ConnectReply(frames._subject)))
         except Exception as exc:
             logger.warning("NATS app %r: could not answer a renderer: %r", self.app, exc)
