@@ -130,3 +130,30 @@ async def test_invoke_errors_and_cancellation_cross_nats(nats_url: str) -> None:
                 await wait_for(cancelled)  # the Cancel crossed NATS and reached the handler
                 with pytest.raises(ipcbus.IpcTimeoutError):
                     await renderer.invoke("slow", timeout=0.2)
+
+
+async def test_streams_and_main_pushes_over_nats(nats_url: str) -> None:
+    pushed = anyio.Event()
+    with anyio.fail_after(30):
+        async with running_main(**FAST) as ipc_main:
+
+            @ipc_main.handle("count")
+            async def count(event: ipcbus.IpcMainInvokeEvent, n: int) -> Any:
+                for i in range(n):
+                    yield i
+
+            @ipc_main.on_connect
+            async def welcome(contents: ipcbus.WebContents) -> None:
+                await contents.send("hello", contents.id)
+
+            await ipc_main.join(nats_url, app="streams")
+            renderer = ipcbus.IpcRenderer(**FAST)
+            greeted: list[int] = []
+            renderer.on("hello", lambda event, i: (greeted.append(i), pushed.set()))
+            async with renderer.connect(nats_url, app="streams"):
+                # Flow-controlled: far more items than the window, in order.
+                assert [i async for i in renderer.stream("count", 500, window=8)] == list(
+                    range(500)
+                )
+                await wait_for(pushed)
+                assert greeted == [renderer.id]  # on_connect's push reached the listener
