@@ -232,12 +232,19 @@ def error_info(kind: ErrorKind, exc: BaseException, *, with_traceback: bool = Tr
     return ErrorInfo(kind, type(exc).__name__, str(exc), text)
 
 
-def too_large(what: str, channel: str, exc: FrameTooLargeError) -> FrameTooLargeError:
+_RAISE_THE_LIMIT = (
+    "Raise max_frame_size on the receiving side (IpcMain(max_frame_size=...) "
+    "or IpcRenderer(max_frame_size=...)) to allow it"
+)
+
+
+def too_large(
+    what: str, channel: str, exc: FrameTooLargeError, advice: str = _RAISE_THE_LIMIT
+) -> FrameTooLargeError:
     """The caller's error for a frame over the peer's announced ``max_frame_size``."""
     return FrameTooLargeError(
         f"Cannot {what} on channel {channel!r}: {exc}; nothing was sent and the connection "
-        "is fine. Raise max_frame_size on the receiving side (IpcMain(max_frame_size=...) "
-        "or IpcRenderer(max_frame_size=...)) to allow it"
+        f"is fine. {advice}"
     )
 
 
@@ -283,6 +290,8 @@ class Endpoint:
         self._invoke_event = owner._invoke_event
         self._event_sender = owner._event_sender
         self._send_tracebacks = send_tracebacks
+        # A transport with a size limit of its own says what to do about it.
+        self._limit_advice = getattr(stream, "limit_advice", None) or _RAISE_THE_LIMIT
         self._new_event = event_factory()
         # A stream that can write without waiting (the asyncio fast path).
         self._direct: Any = stream if hasattr(stream, "write_nowait") else None
@@ -340,8 +349,9 @@ class Endpoint:
             self._stream, "receive_into", None
         )
         # A transport whose every message is one frame body (a WebSocket, NATS).
+        frames = self._stream if isinstance(self._stream, FrameStream) else None
         receive: Callable[[bytes], None] = (
-            conn.receive_frame if isinstance(self._stream, FrameStream) else conn.receive_data
+            conn.receive_frame if frames is not None else conn.receive_data
         )
         try:
             async with anyio.create_task_group() as helpers:
@@ -358,7 +368,8 @@ class Endpoint:
                             else:
                                 receive(await self._stream.receive(_READ_SIZE))
                         except _STREAM_ERRORS:
-                            conn.receive_eof()
+                            # A transport that knows why its link broke says so.
+                            conn.receive_eof(frames.lost_reason if frames is not None else None)
                         else:
                             self._reads += 1  # the watchdog's proof of life; no clock here
                         window = None
@@ -690,7 +701,7 @@ class Endpoint:
         except _ENCODE_ERRORS as exc:
             raise encode_error("send", channel, args, exc) from None
         except FrameTooLargeError as exc:
-            raise too_large("send", channel, exc) from None
+            raise too_large("send", channel, exc, self._limit_advice) from None
         if pending > _SEND_HIGH_WATER:  # self.congested, inline
             return True
         if not self._write_soon:  # else a write already comes on the loop's next turn
@@ -738,7 +749,7 @@ class Endpoint:
         except _ENCODE_ERRORS as exc:
             raise encode_error(_WHAT[kind], channel, args, exc) from None
         except FrameTooLargeError as exc:
-            raise too_large(_WHAT[kind], channel, exc) from None
+            raise too_large(_WHAT[kind], channel, exc, self._limit_advice) from None
         waiter = self._waiters[request_id] = _Waiter(self._new_waiter_event)
         if self._paused:
             self._make_room()  # a paused reader must read on: our reply will come
@@ -815,7 +826,7 @@ class Endpoint:
         except FrameTooLargeError as exc:
             logger.error("the result for %r is too large to send: %s", channel, exc)
             return self._queue_error(
-                request_id, ErrorKind.REMOTE, too_large("return", channel, exc)
+                request_id, ErrorKind.REMOTE, too_large("return", channel, exc, self._limit_advice)
             )
         except _ENCODE_ERRORS as exc:
             err = encode_error("return a value", channel, value, exc)
