@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from _common import BenchError, Params, round_trips
-from contestants.ipcbus_ import serve
 
 import ipcbus.sync
+from contestants.ipcbus_ import serve
 
 __all__ = ("LOOPS", "run_client", "serve")
 
