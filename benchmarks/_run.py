@@ -28,6 +28,7 @@ CONTESTANTS = {
     "ipcbus": "contestants.ipcbus_",
     "ipcbus-async": "contestants.ipcbus_",
     "ipcbus-sync": "contestants.ipcbus_sync",
+    "ipcbus-wire": "contestants.ipcbus_wire",
     "pyzmq": "contestants.pyzmq_",
     "socketio": "contestants.socketio_",
     "grpc": "contestants.grpc_",

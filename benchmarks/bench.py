@@ -41,18 +41,29 @@ ALL_CONTESTANTS = (
     "ipcbus",
     "ipcbus-async",
     "ipcbus-sync",
+    "ipcbus-wire",
     "pyzmq",
     "socketio",
     "grpc",
     "mpconn",
 )
-DEFAULT_CONTESTANTS = ("floor", "ipcbus", "ipcbus-sync", "pyzmq", "socketio", "grpc", "mpconn")
+DEFAULT_CONTESTANTS = (
+    "floor",
+    "ipcbus",
+    "ipcbus-sync",
+    "ipcbus-wire",
+    "pyzmq",
+    "socketio",
+    "grpc",
+    "mpconn",
+)
 BOTH_LOOPS = ("asyncio", "uvloop")
 LOOPS = {
     "floor": BOTH_LOOPS,
     "ipcbus": BOTH_LOOPS,
     "ipcbus-async": BOTH_LOOPS,
-    "ipcbus-sync": ("asyncio",),  # a blocking client; main runs on the default loop
+    "ipcbus-sync": BOTH_LOOPS,  # a blocking client; the loop is main's
+    "ipcbus-wire": BOTH_LOOPS,  # the same, with no facade: the bound for ipcbus-sync
     "pyzmq": ("asyncio",),
     "socketio": ("asyncio",),
     "grpc": ("asyncio",),
@@ -61,8 +72,11 @@ LOOPS = {
 PEERS = ("pyzmq", "socketio", "grpc")
 SCENARIOS = "ABCDEFGS"
 # Who runs what: G (10,000 renderers) is the floor's and ipcbus's; S (a blocking
-# client's round trip) is the two blocking clients'; ipcbus-sync runs S only.
-ONLY_FOR = {"G": ("floor", "ipcbus", "ipcbus-async"), "S": ("mpconn", "ipcbus-sync")}
+# client's round trip) is the blocking clients'; ipcbus-sync and -wire run S only.
+ONLY_FOR = {
+    "G": ("floor", "ipcbus", "ipcbus-async"),
+    "S": ("mpconn", "ipcbus-wire", "ipcbus-sync"),
+}
 # The column a row is divided by ("xfloor"): S compares with multiprocessing.connection.
 BASE = {"S": "mpconn"}
 
@@ -70,7 +84,7 @@ BASE = {"S": "mpconn"}
 def takes_part(contestant: str, scenario: str) -> bool:
     if scenario in ONLY_FOR:
         return contestant in ONLY_FOR[scenario]
-    return contestant != "ipcbus-sync"
+    return contestant not in ONLY_FOR["S"] or contestant == "mpconn"
 
 
 @dataclass(frozen=True)
@@ -379,7 +393,8 @@ def table(
             row.append(fmt(value) if isinstance(got, dict) else _missing(got))
             if contestant != "floor":
                 base = BASE.get(m.scenario, "floor")
-                floor = data.get((m.scenario, base, loop)) if contestant != base else None
+                base_loop = loop if LOOPS[base] == BOTH_LOOPS else "asyncio"  # mpconn: no loop
+                floor = data.get((m.scenario, base, base_loop)) if contestant != base else None
                 fv = floor.get(m.key) if isinstance(floor, dict) else None
                 row.append(f"{value / fv:.2f}" if value is not None and fv else "")
         cells.append(row)
@@ -494,10 +509,10 @@ def targets_12(
                     lines.append(f"{what}: n/a (missing data)")
                 else:
                     lines.append(f"{what}: {'MET' if kib <= 16 else 'MISSED'} ({kib:.1f} KiB)")
-    if "S" in scenarios and "ipcbus-sync" in contestants:
-        mine = value(data, "S", "ipcbus-sync", "asyncio", "median_us")
+    for loop in loops if "S" in scenarios and "ipcbus-sync" in contestants else ():
+        mine = value(data, "S", "ipcbus-sync", loop, "median_us")
         theirs = value(data, "S", "mpconn", "asyncio", "median_us")
-        what = "S: ipcbus-sync median round trip <= 1.2x mpconn's"
+        what = f"S: ipcbus-sync (main on {loop}) median round trip <= 1.2x mpconn's"
         if mine is None or not theirs:
             lines.append(f"{what}: n/a (missing data)")
         else:
@@ -594,8 +609,8 @@ def main() -> int:
     ]
     if "S" in scenarios:
         out.append(
-            "S: a blocking client's sequential invokes (as A); x = value / mpconn's "
-            "(multiprocessing.connection), in the xfloor column"
+            "S: a blocking client's sequential invokes (as A); the loop is main's; "
+            "xfloor = value / mpconn's (multiprocessing.connection, no loop)"
         )
     if "G" in scenarios:
         out.append(

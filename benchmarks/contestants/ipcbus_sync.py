@@ -17,7 +17,7 @@ from contestants.ipcbus_ import serve
 
 __all__ = ("LOOPS", "run_client", "serve")
 
-LOOPS = ("asyncio",)  # the client runs its own loop in a thread; main's loop is the column's
+LOOPS = ("asyncio", "uvloop")  # main's loop; the client runs its own (or none)
 
 
 def run_client(
