@@ -368,7 +368,9 @@ def _run_on_asyncio(
     try:
         loop.call_soon_threadsafe(start)
         scheduled = True
-        done.acquire()
+        while not done.acquire(timeout=1.0):
+            if loop.is_closed() and not outcome:  # stopped by close() before ``start`` ran
+                raise ConnectionClosedError(f"the renderer closed during {what}()")
     except RuntimeError:
         if scheduled:
             raise
