@@ -819,7 +819,7 @@ class IpcMain(Registry):
                     stream,
                     tg,
                     link,
-                    name="a renderer not yet connected",
+                    name="a renderer before its handshake",
                     send_tracebacks=self.send_tracebacks,
                     max_in_flight=self.max_in_flight,
                     send_timeout=self.send_timeout,
