@@ -145,9 +145,8 @@ async def _serve_ipcbus() -> None:
     ipc_main.on("sink", sink)
     ipc_main.handle("totals", totals)
     with tempfile.TemporaryDirectory(prefix="web_bench") as static:
-        Path(static, "index.html").write_text(
-            "<!doctype html><meta charset=utf-8><title>web_bench ipcbus</title><p>ipcbus"
-        )
+        with open(os.path.join(static, "index.html"), "w") as index:  # noqa: ASYNC230
+            index.write("<!doctype html><meta charset=utf-8><title>web_bench ipcbus</title>")
         async with ipc_main:
             web = await ipc_main.serve_web(static)
             emit({"page": web.url, "ws": "", "pid": os.getpid()})
@@ -170,7 +169,7 @@ def _cpu_seconds(pid: int) -> float:
 async def _start_server(contestant: str, loop: str) -> tuple[asyncio.subprocess.Process, dict]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(Path(__file__).resolve()),
+        str(HERE / "web_bench.py"),
         "--serve",
         contestant,
         "--loop",
@@ -221,7 +220,8 @@ async def run_one(browser: Any, contestant: str, loop: str, p: Params, page_js: 
             except TimeoutError:
                 raise RunFailed(f"no answer within {PHASE_TIMEOUT:.0f} s {errors}") from None
             except Exception as exc:  # the page's error, as Playwright reports it
-                raise RunFailed(str(exc).splitlines()[0] + (f" {errors}" if errors else "")) from None
+                first = str(exc).splitlines()[0]
+                raise RunFailed(first + (f" {errors}" if errors else "")) from None
 
         await page.goto(info["page"])
         isolated = await phase(page_js, {"contestant": contestant, "url": info["ws"]})
@@ -274,7 +274,10 @@ def table(data: dict[tuple[str, str], dict[str, float]], loops: list[str]) -> li
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+        )
         for r in rows
     ]
 
@@ -295,16 +298,12 @@ def targets(data: dict[tuple[str, str], dict[str, float]], loops: list[str]) -> 
     return out
 
 
-async def orchestrate(args: argparse.Namespace) -> int:
+async def orchestrate(args: argparse.Namespace, chromium: str, page_js: str) -> str:
+    """Run every run; the report (and ``args.json``, written by the caller)."""
     from playwright.async_api import async_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-    if not os.path.exists(chromium):
-        print("chromium is not installed (apt-get install chromium)", file=sys.stderr)
-        return 2
     p = Params.make(args.quick)
     loops = list(LOOPS) if args.loop == "both" else [args.loop]
-    page_js = (HERE / "web_page.js").read_text()
     runs = [(c, lp) for _ in range(args.repeat) for lp in loops for c in CONTESTANTS]
     samples: dict[tuple[str, str], list[dict[str, float]]] = {}
     errors: list[str] = []
@@ -327,7 +326,8 @@ async def orchestrate(args: argparse.Namespace) -> int:
                     continue
                 samples.setdefault((contestant, loop), []).append(result)
                 shown = ", ".join(f"{k} {v:,.1f}" for k, v in result.items())
-                print(f"{tag}: {shown} ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+                took = time.monotonic() - t0
+                print(f"{tag}: {shown} ({took:.1f} s)", file=sys.stderr, flush=True)
         finally:
             await browser.close()
     load_after = os.getloadavg()
@@ -342,7 +342,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         f"{time.monotonic() - started:.0f} s, "
         + (f"median of {args.repeat} runs per cell, " if args.repeat > 1 else "")
         + f"python {platform.python_version()}, Chromium {version}, {os.cpu_count()} CPUs",
-        f"command: {' '.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])}",
+        f"command: {args.command}",
         f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
         f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}",
         f"sizes: invoke {p.invoke_calls:,} timed after {p.invoke_warmup:,}; "
@@ -356,11 +356,9 @@ async def orchestrate(args: argparse.Namespace) -> int:
     ]
     if errors:
         out += ["", "errors (these post no number):", *("  " + e for e in errors)]
-    print("\n".join(out))
-    if args.json:
-        raw = {f"{c}/{lp}": v for (c, lp), v in samples.items()}
-        Path(args.json).write_text(json.dumps({"params": p.__dict__, "runs": raw}, indent=1))
-    return 1 if errors else 0
+    args.raw = {"params": p.__dict__, "runs": {f"{c}/{lp}": v for (c, lp), v in samples.items()}}
+    args.failed = bool(errors)
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -374,7 +372,15 @@ def main() -> int:
     if args.serve:
         serve(args.serve, "asyncio" if args.loop == "both" else args.loop)
         return 0
-    return asyncio.run(orchestrate(args))
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        print("chromium is not installed (apt-get install chromium)", file=sys.stderr)
+        return 2
+    args.command = " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    print(asyncio.run(orchestrate(args, chromium, (HERE / "web_page.js").read_text())))
+    if args.json:
+        Path(args.json).write_text(json.dumps(args.raw, indent=1))
+    return 1 if args.failed else 0
 
 
 if __name__ == "__main__":

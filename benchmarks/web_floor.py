@@ -76,10 +76,14 @@ async def connection(stream: anyio.abc.ByteStream) -> None:
             http.start_next_cycle()
 
 
-async def _websocket(stream: anyio.abc.ByteStream, http: h11.Connection, request: h11.Request) -> None:
+async def _websocket(
+    stream: anyio.abc.ByteStream, http: h11.Connection, request: h11.Request
+) -> None:
     key = dict(request.headers).get(b"sec-websocket-key")
     if key is None:
-        await stream.send(http.send(h11.Response(status_code=400, headers=[(b"content-length", b"0")])))
+        await stream.send(
+            http.send(h11.Response(status_code=400, headers=[(b"content-length", b"0")]))
+        )
         return
     switch = h11.InformationalResponse(
         status_code=101,
