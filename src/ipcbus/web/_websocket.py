@@ -180,28 +180,28 @@ class WebSocketFrames(FrameStream):
         return said_goodbye(CloseCode.PROTOCOL_ERROR, f"protocol error: {reason}")
 
     async def send_frame(self, body: memoryview) -> None:
-        await self.send(bytes(body))  # not used by the endpoint, which sends runs
+        await self._write_bytes(self._message(body))
 
     async def send(self, item: bytes) -> None:
         """The core's run of frames as one write: each body one binary message."""
-        await self._write_bytes(self._messages(item))
-
-    def _messages(self, item: bytes | bytearray) -> bytearray:
-        """The WebSocket bytes of the core's run of frames, each body one binary message."""
         out = bytearray()
         bodies = split_frames(item)
         try:
             for body in bodies:
-                if self._close is None and (goodbye := goodbye_in(body)) is not None:
-                    self._close = close_code(goodbye)
-                try:
-                    out += self._ws.send(Message(data=bytes(body)))
-                except LocalProtocolError:
-                    raise anyio.ClosedResourceError from None
+                out += self._message(body)
         finally:
             for body in bodies:
                 body.release()
-        return out
+        await self._write_bytes(out)
+
+    def _message(self, body: memoryview) -> bytes:
+        """The WebSocket bytes of one frame body; a Goodbye also picks the close code."""
+        if (goodbye := goodbye_in(body)) is not None and self._close is None:
+            self._close = close_code(goodbye)
+        try:
+            return self._ws.send(Message(data=bytes(body)))
+        except LocalProtocolError:
+            raise anyio.ClosedResourceError from None
 
     async def _write_bytes(self, data: bytes | bytearray) -> None:
         async with self._write:
@@ -272,8 +272,20 @@ class FastWebSocketFrames(WebSocketFrames):
         )
 
     def write_nowait(self, data: bytes | bytearray) -> None:
-        """Hand the core's run of frames to the transport now (after :meth:`can_write_nowait`)."""
-        self._direct.write_nowait(self._messages(data))
+        """Hand the core's run of frames to the transport now (after :meth:`can_write_nowait`).
+
+        As :meth:`send`, without waiting: the WebSocket is open (no
+        ``LocalProtocolError``) and nothing else is being written.
+        """
+        out = bytearray()
+        bodies = split_frames(data)
+        try:
+            for body in bodies:
+                out += self._message(body)
+        finally:
+            for body in bodies:
+                body.release()
+        self._direct.write_nowait(out)
 
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
