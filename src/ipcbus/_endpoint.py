@@ -300,6 +300,7 @@ class Endpoint:
             stream, "new_event", self._new_event
         )
         self._write_soon = False  # a _write_now callback is scheduled
+        self._welcomed = False  # this read completed the handshake (see run)
         self._wake = self._new_event()  # set: the writer has something to send
         # What the next write will carry, made only when someone waits for it.
         self._batch: _Batch | None = None
@@ -377,9 +378,16 @@ class Endpoint:
                         if self._must_pause():
                             await self._pause()
                         if conn.pending_output:
-                            # Replies made inline, a Pong, a Goodbye: one write for the
-                            # whole read, now rather than on the loop's next turn.
-                            self._write_at_once()
+                            if self._welcomed:
+                                # The Welcome waits for the loop's next turn, so what
+                                # on_connect hooks send first leaves with it: a
+                                # renderer has it before its connect() returns.
+                                self._welcomed = False
+                                self._kick()
+                            else:
+                                # Replies made inline, a Pong, a Goodbye: one write for
+                                # the whole read, now rather than on the loop's next turn.
+                                self._write_at_once()
                 # Graceful end: let the writer send what is left (a Goodbye).
                 with anyio.move_on_after(1, shield=True):
                     self._kick()
@@ -887,6 +895,7 @@ class Endpoint:
             if scope is not None:
                 scope.cancel()
         elif isinstance(event, HandshakeCompleted):
+            self._welcomed = True
             self._owner.handshake_completed(event)
         elif isinstance(event, ConnectionTerminated):
             self._terminated(event)
