@@ -26,6 +26,7 @@ The replica's side (the queue group, ids, broadcasts) is in ``_natsreplica``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import msgspec
-import sniffio
 
 from ._errors import ConnectionClosedError
 from ._framestream import FrameStream
@@ -131,11 +131,13 @@ class NatsClient:
     ) -> NatsClient:
         """Connect to NATS; fail at once on refused credentials, else within ``timeout``."""
         nats = nats_module()
-        if sniffio.current_async_library() != "asyncio":
+        try:  # sniffio is no dependency of ours (nor of a new anyio's)
+            asyncio.get_running_loop()
+        except RuntimeError:
             raise RuntimeError(
                 "ipcbus over NATS runs on asyncio only (the nats-py client does): "
                 "run it with anyio.run(..., backend='asyncio') or asyncio.run()"
-            )
+            ) from None
         options = dict(options)
         hooks = {
             name: options.pop(name, None)
