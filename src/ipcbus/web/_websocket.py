@@ -184,15 +184,19 @@ class WebSocketFrames(FrameStream):
 
     async def send(self, item: bytes) -> None:
         """The core's run of frames as one write: each body one binary message."""
+        await self._write_bytes(self._messages(item))
+
+    def _messages(self, frames: bytes | bytearray) -> bytearray:
+        """The WebSocket bytes of the core's run of frames: each body one binary message."""
         out = bytearray()
-        bodies = split_frames(item)
+        bodies = split_frames(frames)
         try:
             for body in bodies:
                 out += self._message(body)
         finally:
             for body in bodies:
                 body.release()
-        await self._write_bytes(out)
+        return out
 
     def _message(self, body: memoryview) -> bytes:
         """The WebSocket bytes of one frame body; a Goodbye also picks the close code."""
@@ -277,15 +281,7 @@ class FastWebSocketFrames(WebSocketFrames):
         As :meth:`send`, without waiting: the WebSocket is open (no
         ``LocalProtocolError``) and nothing else is being written.
         """
-        out = bytearray()
-        bodies = split_frames(data)
-        try:
-            for body in bodies:
-                out += self._message(body)
-        finally:
-            for body in bodies:
-                body.release()
-        self._direct.write_nowait(out)
+        self._direct.write_nowait(self._messages(data))
 
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
