@@ -20,6 +20,7 @@ import os
 import resource
 import select
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = (
     "expect",
     "percentile",
     "raise_fd_limit",
+    "round_trips",
     "read_go",
     "run_asyncio",
     "stdin_closed",
@@ -92,7 +94,13 @@ class Params:
     f_renderers: int
     f_procs: int
     f_messages: int
+    g_renderers: int
+    g_procs: int
+    g_calls: int
+    g_messages: int
+    g_connecting: int  # connections each G client process opens at once
     timeout: float  # a client gives up on a scenario after this many seconds
+    g_timeout: float  # the same for each phase of G
 
     @classmethod
     def make(cls, quick: bool) -> Params:
@@ -114,7 +122,15 @@ class Params:
             f_renderers=1_000,
             f_procs=4,
             f_messages=20 if quick else 200,
+            g_renderers=10_000,
+            g_procs=8,
+            g_calls=3 if quick else 10,
+            g_messages=5 if quick else 20,
+            # 8 x 6 = 48 handshakes at once stays under main's default
+            # max_pending_handshakes (64), past which main drops the oldest.
+            g_connecting=6,
             timeout=40.0 if quick else 100.0,
+            g_timeout=90.0 if quick else 180.0,
         )
 
     def to_json(self) -> str:
@@ -163,6 +179,36 @@ def percentile(sorted_values: list[int] | list[float], q: float) -> float:
     return float(sorted_values[index])
 
 
+def round_trips(call: Callable[[int], Any], p: Params) -> dict[str, Any]:
+    """Sequential blocking ``call(i) -> i + 1`` round trips: median and p99 (scenario S).
+
+    The blocking twin of the driver's scenario A: ``p.a_warmup`` calls, then
+    calls for ``p.a_seconds`` (at least ``p.a_min``, at most ``p.a_max``).
+    """
+    for i in range(p.a_warmup):
+        expect(call(i), i + 1, "warm-up reply")
+    clock = time.perf_counter_ns
+    deadline = clock() + int(p.a_seconds * 1e9)
+    lat: list[int] = []
+    i = 0
+    while True:
+        t0 = clock()
+        r = call(i)
+        t1 = clock()
+        if r != i + 1:
+            expect(r, i + 1, "reply")
+        lat.append(t1 - t0)
+        i += 1
+        if len(lat) >= p.a_max or (t1 >= deadline and len(lat) >= p.a_min):
+            break
+    lat.sort()
+    return {
+        "n": len(lat),
+        "median_us": percentile(lat, 0.5) / 1e3,
+        "p99_us": percentile(lat, 0.99) / 1e3,
+    }
+
+
 def emit(obj: dict[str, Any]) -> None:
     """One JSON line on stdout: how children talk to the orchestrator.
 
@@ -183,7 +229,7 @@ def emit(obj: dict[str, Any]) -> None:
 
 
 def raise_fd_limit() -> None:
-    """1,000 connections need more than the usual 1,024 descriptors on the server."""
+    """1,000 connections (10,000 in G) need more than the usual 1,024 descriptors."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

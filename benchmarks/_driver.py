@@ -1,4 +1,4 @@
-"""The six scenarios, written once against a small async client interface.
+"""The scenarios A-G, written once against a small async client interface.
 
 A contestant module provides ``connect(info, on_tick)``, an async context
 manager yielding an object with ``call``, ``send``, ``totals``, ``echo`` and
@@ -166,13 +166,14 @@ async def _with_many(
     n: int,
     ticks: list[_Ticks] | None,
     body: Callable[[list[AsyncClient]], Awaitable[dict[str, Any]]],
+    at_once: int = 32,  # stay under any listen backlog
 ) -> dict[str, Any]:
     """Open ``n`` connections (each held by its own task), run ``body``, close them."""
     clients: list[Any] = [None] * n
     up = 0
     all_up = asyncio.Event()
     stop = asyncio.Event()
-    connecting = asyncio.Semaphore(32)  # stay under any listen backlog
+    connecting = asyncio.Semaphore(at_once)
 
     async def hold(i: int) -> None:
         nonlocal up
@@ -203,6 +204,45 @@ async def _with_many(
     return result
 
 
+async def _invokes(clients: list[AsyncClient], calls: int, what: str) -> dict[str, Any]:
+    """``calls`` sequential invokes on every connection, all connections at once."""
+    lat: list[int] = []
+    clock = time.perf_counter_ns
+
+    async def one(c: AsyncClient, k: int) -> None:
+        for j in range(calls):
+            x = k * 1000 + j
+            t0 = clock()
+            r = await c.call(x)
+            lat.append(clock() - t0)
+            if r != x + 1:
+                expect(r, x + 1, f"{what} reply")
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(c, k) for k, c in enumerate(clients)))
+    t1 = time.monotonic()
+    expect(len(lat), len(clients) * calls, f"{what} replies received")
+    return {"latencies_us": [round(v / 1e3, 1) for v in lat], "t0": t0, "t1": t1}
+
+
+async def _all_ticks(ticks: list[_Ticks], m: int, timeout: float, what: str) -> dict[str, Any]:
+    """Wait until every connection has its ``m`` ticks, in order; the deliveries."""
+    try:
+        async with asyncio.timeout(timeout):
+            for t in ticks:
+                await t.done.wait()
+    except TimeoutError:
+        got = sum(t.next for t in ticks)
+        raise BenchError(
+            f"{what}: {got} of {len(ticks) * m} ticks arrived in {timeout} s"
+        ) from None
+    for t in ticks:
+        if t.error is not None:
+            raise BenchError(f"{what}: {t.error}")
+        expect(t.next, m, f"{what} ticks per connection")
+    return {"deliveries": sum(t.next for t in ticks), "t_last": max(t.t_last for t in ticks)}
+
+
 async def scenario_e(
     connect: Connect, info: dict[str, Any], p: Params, index: int, conns: int
 ) -> dict[str, Any]:
@@ -211,23 +251,7 @@ async def scenario_e(
     async def body(clients: list[AsyncClient]) -> dict[str, Any]:
         emit({"connected": len(clients)})
         await read_go()
-        lat: list[int] = []
-        clock = time.perf_counter_ns
-
-        async def one(c: AsyncClient, k: int) -> None:
-            for j in range(p.e_calls):
-                x = k * 1000 + j
-                t0 = clock()
-                r = await c.call(x)
-                lat.append(clock() - t0)
-                if r != x + 1:
-                    expect(r, x + 1, "E reply")
-
-        t0 = time.monotonic()
-        await asyncio.gather(*(one(c, k) for k, c in enumerate(clients)))
-        t1 = time.monotonic()
-        expect(len(lat), len(clients) * p.e_calls, "E replies received")
-        return {"latencies_us": [round(v / 1e3, 1) for v in lat], "t0": t0, "t1": t1}
+        return await _invokes(clients, p.e_calls, "E")
 
     return await _with_many(connect, info, conns, None, body)
 
@@ -244,32 +268,67 @@ async def scenario_f(
         t0 = None
         if index == 0:
             t0 = await clients[0].broadcast(p.f_messages, p.f_renderers)
-        try:
-            async with asyncio.timeout(p.timeout / 2):
-                for t in ticks:
-                    await t.done.wait()
-        except TimeoutError:
-            got = sum(t.next for t in ticks)
-            raise BenchError(
-                f"F: {got} of {conns * p.f_messages} ticks arrived in {p.timeout / 2} s"
-            ) from None
-        for t in ticks:
-            if t.error is not None:
-                raise BenchError(f"F: {t.error}")
-            expect(t.next, p.f_messages, "F ticks per connection")
-        return {
-            "deliveries": sum(t.next for t in ticks),
-            "t_last": max(t.t_last for t in ticks),
-            "t0": t0,
-        }
+        got = await _all_ticks(ticks, p.f_messages, p.timeout / 2, "F")
+        return {**got, "t0": t0}
 
     return await _with_many(connect, info, conns, ticks, body)
 
 
-async def run_scenario(
-    connect: Connect, info: dict[str, Any], scenario: str, p: Params, index: int, conns: int
+Refusal = Callable[[dict[str, Any]], Awaitable[str]]
+
+
+async def scenario_g(
+    connect: Connect,
+    info: dict[str, Any],
+    p: Params,
+    index: int,
+    conns: int,
+    refusal: Refusal | None,
 ) -> dict[str, Any]:
-    """Run one scenario within ``p.timeout`` seconds and return its raw result."""
+    """10,000 renderers: connect, (one refused), a few invokes each, one broadcast to all.
+
+    Three phases, each started by the orchestrator's ``go`` once every client
+    process is through the previous one: (1) all connected, idle (the
+    orchestrator reads main's RSS); (2) process 0 opens one connection too
+    many, which main must refuse (``refusal``, if the contestant has a limit),
+    while every connection makes ``g_calls`` sequential invokes; (3) process 0
+    asks for a broadcast of ``g_messages`` ticks to all ``g_renderers``.
+    """
+    ticks = [_Ticks(p.g_messages) for _ in range(conns)]
+
+    async def body(clients: list[AsyncClient]) -> dict[str, Any]:
+        emit({"connected": len(clients)})
+        await read_go()
+        async with asyncio.timeout(p.g_timeout):
+            # The others are already invoking while this one is refused.
+            refused = await refusal(info) if index == 0 and refusal is not None else None
+            invoked = await _invokes(clients, p.g_calls, "G")
+            invoked["refused"] = refused
+        emit({"invoked": invoked})
+        await read_go()
+        async with asyncio.timeout(p.g_timeout):
+            t0 = None
+            if index == 0:
+                t0 = await clients[0].broadcast(p.g_messages, p.g_renderers)
+            got = await _all_ticks(ticks, p.g_messages, p.g_timeout / 2, "G")
+        return {**got, "t0": t0}
+
+    async with asyncio.timeout(3 * p.g_timeout):  # three phases
+        return await _with_many(connect, info, conns, ticks, body, at_once=p.g_connecting)
+
+
+async def run_scenario(
+    connect: Connect,
+    info: dict[str, Any],
+    scenario: str,
+    p: Params,
+    index: int,
+    conns: int,
+    refusal: Refusal | None = None,
+) -> dict[str, Any]:
+    """Run one scenario within ``p.timeout`` seconds (G: per phase) and return its raw result."""
+    if scenario == "G":
+        return await scenario_g(connect, info, p, index, conns, refusal)
     async with asyncio.timeout(p.timeout):
         if scenario in "ABCD":
             single = {"A": scenario_a, "B": scenario_b, "C": scenario_c, "D": scenario_d}

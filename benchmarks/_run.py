@@ -4,9 +4,12 @@
     python benchmarks/_run.py CONTESTANT client --loop L --scenario S --info JSON
         --params JSON [--index I --conns N]
 
+(and ``--max-connections N`` for a server in scenario G).
+
 A server prints one JSON line (how to reach it), serves until its stdin
-closes. A client prints ``{"connected": n}`` (E and F, then waits for ``go``
-on stdin) and finally ``{"result": {...}}`` or ``{"error": "..."}``.
+closes. A client prints ``{"connected": n}`` (E, F and G, then waits for
+``go`` on stdin; G then prints ``{"invoked": {...}}`` and waits for a second
+``go``) and finally ``{"result": {...}}`` or ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ CONTESTANTS = {
     "floor": "contestants.floor",
     "ipcbus": "contestants.ipcbus_",
     "ipcbus-async": "contestants.ipcbus_",
+    "ipcbus-sync": "contestants.ipcbus_sync",
+    "ipcbus-wire": "contestants.ipcbus_wire",
     "pyzmq": "contestants.pyzmq_",
     "socketio": "contestants.socketio_",
     "grpc": "contestants.grpc_",
@@ -50,13 +55,17 @@ def main() -> None:
     parser.add_argument("--params", default="")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--conns", type=int, default=1)
+    parser.add_argument("--max-connections", type=int, default=0, help="server: 0 = default")
     args = parser.parse_args()
     raise_fd_limit()
     module: Any = importlib.import_module(CONTESTANTS[args.contestant])
     if hasattr(module, "configure"):
         module.configure(args.contestant)
     if args.role == "server":
-        module.serve(args.dir, args.loop)
+        if args.max_connections:  # G: ipcbus's limit; a contestant without one ignores it
+            module.serve(args.dir, args.loop, max_connections=args.max_connections)
+        else:
+            module.serve(args.dir, args.loop)
         return
     params = Params.from_json(args.params) if args.params else Params.make(quick=True)
     info = json.loads(args.info)
@@ -68,7 +77,13 @@ def main() -> None:
 
             async def go() -> dict[str, Any]:
                 return await run_scenario(
-                    module.connect, info, args.scenario, params, args.index, args.conns
+                    module.connect,
+                    info,
+                    args.scenario,
+                    params,
+                    args.index,
+                    args.conns,
+                    getattr(module, "refusal", None),  # G: one connection too many
                 )
 
             runner = getattr(module, "run", run_asyncio)

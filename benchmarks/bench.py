@@ -4,10 +4,11 @@
                                [--loop asyncio|uvloop|both] [--budget SECONDS] [--json PATH]
 
 Every run starts a fresh server process and one client process (four for E
-and F, 250 connections each), on this machine, over unix sockets; the
-clients check every reply and count and print JSON; this script gathers the
-numbers into one table with each contestant's ratio to the floor on the same
-loop, then says which targets of issue 4 were met. See benchmarks/README.md.
+and F, 250 connections each; eight for G, 1,250 each), on this machine, over
+unix sockets; the clients check every reply and count and print JSON; this
+script gathers the numbers into one table with each contestant's ratio to
+the floor on the same loop (S: to multiprocessing.connection), then says
+which targets of issues 4 and 12 were met. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -35,20 +36,55 @@ sys.path.insert(0, str(HERE))
 from _common import MiB, Params, percentile  # noqa: E402
 
 RUN = str(HERE / "_run.py")
-ALL_CONTESTANTS = ("floor", "ipcbus", "ipcbus-async", "pyzmq", "socketio", "grpc", "mpconn")
-DEFAULT_CONTESTANTS = ("floor", "ipcbus", "pyzmq", "socketio", "grpc", "mpconn")
+ALL_CONTESTANTS = (
+    "floor",
+    "ipcbus",
+    "ipcbus-async",
+    "ipcbus-sync",
+    "ipcbus-wire",
+    "pyzmq",
+    "socketio",
+    "grpc",
+    "mpconn",
+)
+DEFAULT_CONTESTANTS = (
+    "floor",
+    "ipcbus",
+    "ipcbus-sync",
+    "ipcbus-wire",
+    "pyzmq",
+    "socketio",
+    "grpc",
+    "mpconn",
+)
 BOTH_LOOPS = ("asyncio", "uvloop")
 LOOPS = {
     "floor": BOTH_LOOPS,
     "ipcbus": BOTH_LOOPS,
     "ipcbus-async": BOTH_LOOPS,
+    "ipcbus-sync": BOTH_LOOPS,  # a blocking client; the loop is main's
+    "ipcbus-wire": BOTH_LOOPS,  # the same, with no facade: the bound for ipcbus-sync
     "pyzmq": ("asyncio",),
     "socketio": ("asyncio",),
     "grpc": ("asyncio",),
     "mpconn": ("asyncio",),  # blocking, no loop: shown in the default column
 }
 PEERS = ("pyzmq", "socketio", "grpc")
-SCENARIOS = "ABCDEF"
+SCENARIOS = "ABCDEFGS"
+# Who runs what: G (10,000 renderers) is the floor's and ipcbus's; S (a blocking
+# client's round trip) is the blocking clients'; ipcbus-sync and -wire run S only.
+ONLY_FOR = {
+    "G": ("floor", "ipcbus", "ipcbus-async"),
+    "S": ("mpconn", "ipcbus-wire", "ipcbus-sync"),
+}
+# The column a row is divided by ("xfloor"): S compares with multiprocessing.connection.
+BASE = {"S": "mpconn"}
+
+
+def takes_part(contestant: str, scenario: str) -> bool:
+    if scenario in ONLY_FOR:
+        return contestant in ONLY_FOR[scenario]
+    return contestant not in ONLY_FOR["S"] or contestant == "mpconn"
 
 
 @dataclass(frozen=True)
@@ -75,10 +111,18 @@ METRICS = (
     Metric("E", "p99_us", "E 1k renderers, p99 us", False),
     Metric("E", "calls_per_s", "E 1k renderers, calls/s", True),
     Metric("F", "deliveries_per_s", "F broadcast, deliveries/s", True),
+    Metric("G", "connect_s", "G 10k renderers, connect s", False),
+    Metric("G", "rss_per_conn_kib", "G main RSS/idle conn, KiB", False),
+    Metric("G", "p50_us", "G 10k invokes, p50 us", False),
+    Metric("G", "p99_us", "G 10k invokes, p99 us", False),
+    Metric("G", "calls_per_s", "G 10k invokes, calls/s", True),
+    Metric("G", "deliveries_per_s", "G broadcast, deliveries/s", True),
+    Metric("S", "median_us", "S sync round trip, median us", False),
+    Metric("S", "p99_us", "S sync round trip, p99 us", False),
 )
 # The one number per scenario that decides "ahead of" a peer.
 PRIMARY = {"A": "median_us", "B": "calls_per_s", "C": "msgs_per_s", "D": "mb_per_s"}
-PRIMARY |= {"E": "p50_us", "F": "deliveries_per_s"}
+PRIMARY |= {"E": "p50_us", "F": "deliveries_per_s", "G": "p50_us", "S": "median_us"}
 HIGHER = {m.key: m.higher_is_better for m in METRICS}
 
 
@@ -189,31 +233,50 @@ def proc_status_kib(pid: int, field: str) -> int:
 # ---- one run ------------------------------------------------------------------------
 
 
+#: What a run said besides numbers, shown under the table (G: the refusal).
+NOTES: dict[tuple[str, str, str], str] = {}
+
+
 def run_one(contestant: str, loop: str, scenario: str, p: Params) -> dict[str, float]:
     """Fresh server, client process(es), merged metrics; raises ``RunFailed``."""
     run_dir = tempfile.mkdtemp(prefix="ipcbench-", dir="/tmp")  # short: ipc:// paths
     py = sys.executable
     base = [py, RUN, contestant]
-    server = Child([*base, "server", "--loop", loop, "--dir", run_dir], f"{contestant} server")
+    argv = [*base, "server", "--loop", loop, "--dir", run_dir]
+    if scenario == "G":
+        argv += ["--max-connections", str(p.g_renderers)]
+    server = Child(argv, f"{contestant} server")
     clients: list[Child] = []
+    extra: dict[str, Any] = {}
     try:
         info = server.line(timeout=30)
         rss_ready = proc_status_kib(server.proc.pid, "VmRSS")
         cpu_ready = cpu_seconds(server.proc.pid)
-        many = scenario in "EF"
-        procs = (p.e_procs if scenario == "E" else p.f_procs) if many else 1
-        renderers = (p.e_renderers if scenario == "E" else p.f_renderers) if many else 1
+        procs, renderers = {"E": (p.e_procs, p.e_renderers), "F": (p.f_procs, p.f_renderers)}.get(
+            scenario, (1, 1)
+        )
+        if scenario == "G":
+            procs, renderers = p.g_procs, p.g_renderers
+        t_start = time.monotonic()
         for i in range(procs):
             argv = [*base, "client", "--loop", loop, "--scenario", scenario]
             argv += ["--info", json.dumps(info), "--params", p.to_json()]
             argv += ["--index", str(i), "--conns", str(renderers // procs)]
             clients.append(Child(argv, f"{contestant} client {i}"))
-        if many:
+        if scenario in "EFG":
+            wait = p.g_timeout if scenario == "G" else p.timeout
             for c in clients:
-                c.line(timeout=p.timeout)  # {"connected": n}
+                c.line(timeout=wait)  # {"connected": n}
+            extra["connect_s"] = time.monotonic() - t_start
+            extra["rss_idle"] = proc_status_kib(server.proc.pid, "VmRSS")
             for c in clients:
                 c.go()
-        results = [c.line(timeout=p.timeout + 15)["result"] for c in clients]
+        if scenario == "G":  # the invokes (and the refusal), then the broadcast
+            extra["invoked"] = [c.line(timeout=p.g_timeout + 15)["invoked"] for c in clients]
+            for c in clients:
+                c.go()
+        wait = p.g_timeout if scenario == "G" else p.timeout
+        results = [c.line(timeout=wait + 15)["result"] for c in clients]
         if server.proc.poll() is not None:
             raise RunFailed(f"the server died: {server.stderr_tail()}")
         hwm = proc_status_kib(server.proc.pid, "VmHWM")
@@ -223,35 +286,61 @@ def run_one(contestant: str, loop: str, scenario: str, p: Params) -> dict[str, f
             c.stop(grace=5)
         server.stop(grace=5)
         shutil.rmtree(run_dir, ignore_errors=True)
-    merged = merge(scenario, results, p, rss_ready, hwm)
+    merged = merge(scenario, results, p, rss_ready, hwm, extra)
     if "ops_total" in results[0]:
         # Includes warm-up and the checks; clock ticks are 10 ms, hence many ops.
         merged["server_cpu_us"] = server_cpu / results[0]["ops_total"] * 1e6
+    if scenario == "G":
+        refused = [r["refused"] for r in extra["invoked"] if r.get("refused")]
+        NOTES[(scenario, contestant, loop)] = (
+            f"connection {p.g_renderers + 1:,} refused: {refused[0]}"
+            if refused
+            else "no connection limit: connection 10,001 not tried"
+        )
     return merged
 
 
+def _latencies(results: list[dict[str, Any]], expected: int, what: str) -> dict[str, float]:
+    lat = sorted(v for r in results for v in r["latencies_us"])
+    if len(lat) != expected:
+        raise RunFailed(f"{what}: {len(lat)} replies, expected {expected}")
+    span = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+    return {
+        "p50_us": percentile(lat, 0.5),
+        "p99_us": percentile(lat, 0.99),
+        "calls_per_s": len(lat) / span,
+    }
+
+
+def _deliveries(results: list[dict[str, Any]], expected: int, what: str) -> dict[str, float]:
+    deliveries = sum(r["deliveries"] for r in results)
+    if deliveries != expected:
+        raise RunFailed(f"{what}: {deliveries} deliveries, expected {expected}")
+    t0 = next(r["t0"] for r in results if r["t0"] is not None)
+    span = max(r["t_last"] for r in results) - t0
+    return {"deliveries_per_s": deliveries / span}
+
+
 def merge(
-    scenario: str, results: list[dict[str, Any]], p: Params, rss_ready: int, hwm: int
+    scenario: str,
+    results: list[dict[str, Any]],
+    p: Params,
+    rss_ready: int,
+    hwm: int,
+    extra: dict[str, Any],
 ) -> dict[str, float]:
     if scenario == "E":
-        lat = sorted(v for r in results for v in r["latencies_us"])
-        expected = p.e_renderers // p.e_procs * p.e_procs * p.e_calls
-        if len(lat) != expected:
-            raise RunFailed(f"E: {len(lat)} replies, expected {expected}")
-        span = max(r["t1"] for r in results) - min(r["t0"] for r in results)
-        return {
-            "p50_us": percentile(lat, 0.5),
-            "p99_us": percentile(lat, 0.99),
-            "calls_per_s": len(lat) / span,
-        }
+        return _latencies(results, p.e_renderers // p.e_procs * p.e_procs * p.e_calls, "E")
     if scenario == "F":
-        deliveries = sum(r["deliveries"] for r in results)
-        expected = p.f_renderers // p.f_procs * p.f_procs * p.f_messages
-        if deliveries != expected:
-            raise RunFailed(f"F: {deliveries} deliveries, expected {expected}")
-        t0 = next(r["t0"] for r in results if r["t0"] is not None)
-        span = max(r["t_last"] for r in results) - t0
-        return {"deliveries_per_s": deliveries / span}
+        return _deliveries(results, p.f_renderers // p.f_procs * p.f_procs * p.f_messages, "F")
+    if scenario == "G":
+        n = p.g_renderers // p.g_procs * p.g_procs
+        return {
+            "connect_s": extra["connect_s"],
+            "rss_per_conn_kib": (extra["rss_idle"] - rss_ready) / n,
+            **_latencies(extra["invoked"], n * p.g_calls, "G"),
+            **_deliveries(results, n * p.g_messages, "G"),
+        }
     out = {k: float(v) for k, v in results[0].items() if k not in ("n", "ops_total")}
     if scenario == "D":
         out["rss_peak_mib"] = hwm / 1024
@@ -303,7 +392,9 @@ def table(
             value = got.get(m.key) if isinstance(got, dict) else None
             row.append(fmt(value) if isinstance(got, dict) else _missing(got))
             if contestant != "floor":
-                floor = data.get((m.scenario, "floor", loop))
+                base = BASE.get(m.scenario, "floor")
+                base_loop = loop if LOOPS[base] == BOTH_LOOPS else "asyncio"  # mpconn: no loop
+                floor = data.get((m.scenario, base, base_loop)) if contestant != base else None
                 fv = floor.get(m.key) if isinstance(floor, dict) else None
                 row.append(f"{value / fv:.2f}" if value is not None and fv else "")
         cells.append(row)
@@ -350,7 +441,7 @@ def targets(
         ("C", "msgs_per_s", ">=", 0.5),
         ("D", "mb_per_s", ">=", 0.8),
     ]
-    for bus in (c for c in contestants if c.startswith("ipcbus")):
+    for bus in (c for c in contestants if c in ("ipcbus", "ipcbus-async")):
         for loop in loops:
             for scenario, key, op, bound in checks:
                 if scenario not in scenarios:
@@ -378,9 +469,10 @@ def targets(
         loop = "asyncio"  # the peers run on the default loop only
         if loop not in loops:
             continue
-        for peer in (c for c in PEERS if c in contestants):
+        versus = "".join(s for s in scenarios if s in "ABCDEF")  # the peers run no G, S
+        for peer in (c for c in PEERS if c in contestants and versus):
             behind, missing = [], []
-            for scenario in scenarios:
+            for scenario in versus:
                 key = PRIMARY[scenario]
                 mine = value(data, scenario, bus, loop, key)
                 theirs = value(data, scenario, peer, loop, key)
@@ -391,12 +483,42 @@ def targets(
                     continue  # a broken peer posts no number; we are ahead of nothing
                 if (mine < theirs) if HIGHER[key] else (mine > theirs):
                     behind.append(scenario)
-            what = f"{bus}/{loop} ahead of {peer} on every scenario ({', '.join(scenarios)})"
+            what = f"{bus}/{loop} ahead of {peer} on every scenario ({', '.join(versus)})"
             if missing:
                 lines.append(f"{what}: n/a (ipcbus missing {', '.join(missing)})")
             else:
                 verdict = "MET" if not behind else f"MISSED (behind on {', '.join(behind)})"
                 lines.append(f"{what}: {verdict}")
+    return lines + targets_12(data, contestants, loops, scenarios)
+
+
+def targets_12(
+    data: dict[tuple[str, str, str], dict[str, float] | str],
+    contestants: list[str],
+    loops: list[str],
+    scenarios: str,
+) -> list[str]:
+    """Issue 12's targets for G (memory per connection) and S (the blocking facade)."""
+    lines = []
+    if "G" in scenarios:
+        for bus in (c for c in contestants if c in ("ipcbus", "ipcbus-async")):
+            for loop in loops:
+                kib = value(data, "G", bus, loop, "rss_per_conn_kib")
+                what = f"G: {bus}/{loop} main RSS per idle connection <= 16 KiB"
+                if kib is None:
+                    lines.append(f"{what}: n/a (missing data)")
+                else:
+                    lines.append(f"{what}: {'MET' if kib <= 16 else 'MISSED'} ({kib:.1f} KiB)")
+    for loop in loops if "S" in scenarios and "ipcbus-sync" in contestants else ():
+        mine = value(data, "S", "ipcbus-sync", loop, "median_us")
+        theirs = value(data, "S", "mpconn", "asyncio", "median_us")
+        what = f"S: ipcbus-sync (main on {loop}) median round trip <= 1.2x mpconn's"
+        if mine is None or not theirs:
+            lines.append(f"{what}: n/a (missing data)")
+        else:
+            ratio = mine / theirs
+            verdict = "MET" if ratio <= 1.2 else "MISSED"
+            lines.append(f"{what}: {verdict} ({fmt(mine)} vs {fmt(theirs)} us, {ratio:.2f}x)")
     return lines
 
 
@@ -405,7 +527,7 @@ def targets(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller counts (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (about 3 minutes)")
     parser.add_argument("--only", default=SCENARIOS, help="scenarios, e.g. A,B (default: all)")
     parser.add_argument(
         "--contestants",
@@ -425,8 +547,13 @@ def main() -> int:
             parser.error(f"unknown contestant {c!r}; choose from {', '.join(ALL_CONTESTANTS)}")
     loop_arg = args.loop or "both"
     loops = list(BOTH_LOOPS) if loop_arg == "both" else [loop_arg]
-    columns = [(c, lp) for lp in loops for c in contestants if lp in LOOPS[c]]
-    budget = args.budget if args.budget is not None else (150.0 if args.quick else 900.0)
+    columns = [
+        (c, lp)
+        for lp in loops
+        for c in contestants
+        if lp in LOOPS[c] and any(takes_part(c, s) for s in scenarios)
+    ]
+    budget = args.budget if args.budget is not None else (300.0 if args.quick else 1200.0)
     p = Params.make(args.quick)
 
     load_before = os.getloadavg()
@@ -434,7 +561,13 @@ def main() -> int:
     data: dict[tuple[str, str, str], dict[str, float] | str] = {}
     errors: list[str] = []
     # Repeats of one scenario go round all columns before the next, spreading noise.
-    runs = [(s, c, lp) for s in scenarios for _ in range(args.repeat) for c, lp in columns]
+    runs = [
+        (s, c, lp)
+        for s in scenarios
+        for _ in range(args.repeat)
+        for c, lp in columns
+        if takes_part(c, s)
+    ]
     samples: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     for n, (scenario, contestant, loop) in enumerate(runs, 1):
         key = (scenario, contestant, loop)
@@ -474,21 +607,39 @@ def main() -> int:
         "columns: contestant/loop (aio = default asyncio loop, uv = uvloop); "
         "xfloor = value / floor's value on the same loop",
     ]
+    if "S" in scenarios:
+        out.append(
+            "S: a blocking client's sequential invokes (as A); the loop is main's; "
+            "xfloor = value / mpconn's (multiprocessing.connection, no loop)"
+        )
+    if "G" in scenarios:
+        out.append(
+            f"G: {p.g_renderers:,} renderers = {p.g_procs} client processes x "
+            f"{p.g_renderers // p.g_procs:,} connections, main's max_connections "
+            f"{p.g_renderers:,}; {p.g_calls} sequential invokes each, all at once; "
+            f"then {p.g_messages} broadcasts to all; RSS/idle conn = main's VmRSS growth "
+            "once all are connected / connections"
+        )
     if any(s in scenarios for s in "EF"):
         out.append(
             f"E/F: {p.e_renderers} renderers = {p.e_procs} client processes x "
             f"{p.e_renderers // p.e_procs} connections; E: {p.e_calls} sequential invokes each, "
             f"all at once; F: {p.f_messages} broadcasts"
         )
-    out.append(
-        f"sizes: A >= {p.a_seconds} s sequential, B {p.b_inflight} in flight {p.b_seconds} s, "
-        f"C {p.c_count:,} sends, D {p.d_size // MiB} MiB x {p.d_reps}; "
-        "D MB = 1e6 bytes of payload one way; RSS growth = server VmHWM - VmRSS when ready"
-    )
+    if any(s in scenarios for s in "ABCD"):
+        out.append(
+            f"sizes: A >= {p.a_seconds} s sequential, B {p.b_inflight} in flight {p.b_seconds} s, "
+            f"C {p.c_count:,} sends, D {p.d_size // MiB} MiB x {p.d_reps}; "
+            "D MB = 1e6 bytes of payload one way; RSS growth = server VmHWM - VmRSS when ready"
+        )
     out.append("")
     out += table(columns, data, scenarios)
+    notes = [f"{s} {c}/{lp}: {note}" for (s, c, lp), note in NOTES.items()]
+    if notes:
+        out.append("")
+        out += notes
     out.append("")
-    out.append("targets (issue 4):")
+    out.append("targets (issues 4 and 12):")
     out += ["  " + t for t in targets(data, contestants, loops, scenarios, p)]
     if errors:
         out.append("")

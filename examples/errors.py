@@ -68,7 +68,8 @@ ConnectionClosedError: connection to main is closed (the renderer disconnected);
 connect again to send more
    all of them are IpcError: True
 == wrong token
-   log WARNING: connection to renderer 1 ended: authentication failed: wrong token
+   log WARNING: connection to a renderer before its handshake ended: \
+authentication failed: wrong token
 AuthenticationError: main refused the connection: authentication failed: wrong token; \
 check the token (Listener.token in main, token= or $IPCBUS_TOKEN here)
 == shutdown while a handler runs

@@ -8,6 +8,9 @@ stdout. An example that is a folder (``examples/web_page/``) has a
 This script runs each one with the current interpreter (60 s limit),
 compares stdout line by line, prints a diff on a mismatch, and exits non-zero
 if any example failed. ipcbus must be installed (``pip install -e .``).
+An example made of several programs lives in a directory and is run as its
+``run.py`` (``scale_out/run.py``). One that declares ``NEEDS = "nats-server"``
+is skipped when that program is not installed, except in CI (``$CI`` set).
 
 Run: ``python examples/run_all.py [NAME ...]``
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import ast
 import difflib
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +43,20 @@ def expected_lines(path: Path) -> list[str]:
         ):
             return node.value.value.strip("\n").splitlines()
     raise ValueError(f"{path.name} has no module-level EXPECTED = '''...''' string")
+
+
+def needs(path: Path) -> str | None:
+    """The program an example declares it needs (``NEEDS = "nats-server"``), if any."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "NEEDS" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value
+    return None
 
 
 def run_one(path: Path) -> str | None:
@@ -71,6 +90,13 @@ def run_one(path: Path) -> str | None:
     return "\n".join(problems) or None
 
 
+def argv_names(path: Path) -> set[str]:
+    """What a command line may call an example: ``invoke``, ``invoke.py``, ``scale_out``."""
+    if path.parent != HERE:
+        return {path.parent.name, str(path.relative_to(HERE))}
+    return {path.stem, path.name}
+
+
 def main(argv: list[str]) -> int:
     try:
         import ipcbus  # noqa: F401
@@ -78,15 +104,19 @@ def main(argv: list[str]) -> int:
         print("ipcbus is not installed: run `pip install -e .` first", file=sys.stderr)
         return 2
     paths = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
-    paths += sorted(HERE.glob("*/main.py"))
+    paths += sorted(HERE.glob("*/main.py"))  # a page and its main: web_page/
+    paths += sorted(HERE.glob("*/run.py"))  # examples of several programs: scale_out/
     if argv:
-        paths = [p for p in paths if {p.stem, p.name, p.parent.name} & set(argv)]
+        paths = [p for p in paths if argv_names(p) & set(argv)]
     failed = []
     for path in paths:
+        if (tool := needs(path)) and not shutil.which(tool) and not os.environ.get("CI"):
+            print(f"skip  {path.relative_to(HERE)} ({tool} is not installed)", flush=True)
+            continue
         start = time.monotonic()
         problem = run_one(path)
         took = time.monotonic() - start
-        name = path.name if path.parent == HERE else f"{path.parent.name}/{path.name}"
+        name = str(path.relative_to(HERE))
         if problem == "skip":
             print(f"skip  {name} (cannot be checked here)", flush=True)
         elif problem is None:

@@ -195,6 +195,26 @@ async def test_connect_and_disconnect_hooks_sync_and_async(tmp_path: Path) -> No
             assert contents.disconnect_details == details
 
 
+async def test_what_on_connect_sends_first_arrives_before_connect_returns() -> None:
+    """SPEC: on_connect runs before connect() resolves. Its first sends leave with the
+    Welcome (the Welcome is not written at once), so a listener registered before
+    connecting already has them when ``connect()`` returns, on every transport."""
+    async with running_main() as ipc_main:
+
+        @ipc_main.on_connect
+        async def push(contents: WebContents) -> None:
+            await contents.send("state", "initial")
+
+        listener = await ipc_main.listen()
+        with anyio.fail_after(20):
+            for _ in range(20):
+                renderer = ipcbus.IpcRenderer()
+                early: list[str] = []
+                renderer.on("state", lambda event, arg, early=early: early.append(arg))
+                async with renderer.connect(listener.address, token=listener.token):
+                    assert early == ["initial"]
+
+
 async def test_a_raising_hook_is_logged_and_others_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -11,7 +14,7 @@ import pytest
 import ipcbus
 import ipcbus.sync
 
-from .helpers import running_main, spawn_renderer
+from .helpers import running_main, spawn_renderer, spawn_script
 
 
 async def test_blocking_renderer_in_a_thread() -> None:
@@ -205,3 +208,100 @@ def test_registration_and_calls_need_the_right_state() -> None:
     ipc.close()  # nothing to close: fine
     with pytest.raises(TypeError, match="must be callable"):
         ipc.on("y", 42)  # type: ignore[call-overload]
+
+
+# ---- a blocking call stopped early ----------------------------------------------
+
+
+async def test_a_blocking_invoke_that_times_out_stops_mains_handler() -> None:
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+            cancelled = anyio.Event()
+
+            @ipc_main.handle("slow")
+            async def slow(event: ipcbus.IpcMainEvent) -> None:
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    cancelled.set()
+
+            ipc_main.handle("add", lambda event, a, b: a + b)
+            listener = await ipc_main.listen()
+
+            def client() -> int:
+                with ipcbus.sync.connect(listener.address, token=listener.token) as ipc:
+                    with pytest.raises(ipcbus.IpcTimeoutError, match="'slow'"):
+                        ipc.invoke("slow", timeout=0.2)
+                    return int(ipc.invoke("add", 1, 2))  # the connection goes on
+
+            assert await anyio.to_thread.run_sync(client) == 3
+            await cancelled.wait()
+
+
+async def test_close_from_another_thread_ends_a_blocked_invoke() -> None:
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+            started = threading.Event()
+
+            @ipc_main.handle("forever")
+            async def forever(event: ipcbus.IpcMainEvent) -> None:
+                started.set()
+                await anyio.sleep_forever()
+
+            listener = await ipc_main.listen()
+            ipc = await anyio.to_thread.run_sync(
+                lambda: ipcbus.sync.connect(listener.address, token=listener.token)
+            )
+
+            def blocked() -> None:
+                with pytest.raises(ipcbus.ConnectionClosedError):
+                    ipc.invoke("forever")
+
+            def closer() -> None:
+                assert started.wait(10)
+                ipc.close()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, blocked)
+                tg.start_soon(anyio.to_thread.run_sync, closer)
+            assert not ipc.is_connected()
+
+
+INTERRUPTED = """
+    import ipcbus.sync
+
+    with ipcbus.sync.connect() as ipc:
+        try:
+            ipc.invoke("slow")
+        except KeyboardInterrupt:
+            # main's handler is told to stop now, not when we disconnect
+            assert ipc.invoke("was-cancelled") == "yes"
+"""
+
+
+async def test_ctrl_c_in_a_blocking_invoke_cancels_it_in_main(tmp_path: Path) -> None:
+    """Was left running in main until the renderer disconnected."""
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            started, cancelled = anyio.Event(), anyio.Event()
+
+            @ipc_main.handle("slow")
+            async def slow(event: ipcbus.IpcMainEvent) -> None:
+                started.set()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    cancelled.set()
+
+            @ipc_main.handle("was-cancelled")
+            async def was_cancelled(event: ipcbus.IpcMainEvent) -> str:
+                with anyio.move_on_after(10):
+                    await cancelled.wait()
+                return "yes" if cancelled.is_set() else "no"
+
+            contents = await spawn_script(ipc_main, tmp_path, INTERRUPTED)
+            await started.wait()
+            os.kill(contents.process_id, signal.SIGINT)
+            await contents.wait_closed()
+            assert contents.disconnect_details is not None
+            assert contents.disconnect_details.exit_code == 0

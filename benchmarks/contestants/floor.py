@@ -114,7 +114,8 @@ async def _serve(run_dir: str) -> None:
         await stdin_closed()
 
 
-def serve(run_dir: str, loop: str) -> None:
+def serve(run_dir: str, loop: str, max_connections: int = 0) -> None:
+    """Serve until stdin closes; the floor has no connection limit (G's is ignored)."""
     from _common import run_asyncio
 
     run_asyncio(lambda: _serve(run_dir), loop)

@@ -11,6 +11,7 @@ ipcbus runs each in a task: the cost of the Electron-style spelling.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -22,6 +23,9 @@ import anyio
 from _common import BenchError, Service, emit, stdin_closed
 
 from ipcbus import IpcMain, IpcRenderer
+from ipcbus._events import ConnectionTerminated, HandshakeCompleted
+from ipcbus._protocol import Connection, Role
+from ipcbus._wire import CloseCode
 
 LOOPS = ("asyncio", "uvloop")
 _async_handlers = False
@@ -84,8 +88,8 @@ def _register(ipc_main: IpcMain, svc: Service) -> None:
     ipc_main.handle("bcast", bcast)
 
 
-async def _serve(run_dir: str) -> None:
-    ipc_main = IpcMain(shutdown_grace=1.0)
+async def _serve(run_dir: str, options: dict[str, Any]) -> None:
+    ipc_main = IpcMain(shutdown_grace=1.0, **options)
     _register(ipc_main, Service())
     async with ipc_main:
         listener = await ipc_main.listen(f"unix:{os.path.join(run_dir, 'ipcbus.sock')}")
@@ -93,8 +97,9 @@ async def _serve(run_dir: str) -> None:
         await stdin_closed()
 
 
-def serve(run_dir: str, loop: str) -> None:
-    run(lambda: _serve(run_dir), loop)
+def serve(run_dir: str, loop: str, **options: Any) -> None:
+    """Serve until stdin closes; ``options`` go to ``IpcMain`` (G: ``max_connections``)."""
+    run(lambda: _serve(run_dir, options), loop)
 
 
 # ---- client ---------------------------------------------------------------------
@@ -109,6 +114,34 @@ class BusClient:
         self.totals = partial(renderer.invoke, "totals")
         self.echo = partial(renderer.invoke, "echo")
         self.broadcast = partial(renderer.invoke, "bcast")
+
+
+async def refusal(info: dict[str, Any]) -> str:
+    """Scenario G: open one connection past main's ``max_connections``; it must be refused.
+
+    Spoken with ipcbus's sans-I/O core over a plain socket, so the Goodbye's
+    code itself is checked (``IpcRenderer.connect`` would turn it into an
+    exception). Returns ``"CODE: reason"``.
+    """
+    reader, writer = await asyncio.open_unix_connection(info["address"].removeprefix("unix:"))
+    try:
+        conn = Connection(Role.RENDERER, token=info["token"], process_id=os.getpid())
+        writer.write(bytes(conn.data_to_send()))
+        while True:
+            data = await reader.read(65536)
+            if data:
+                conn.receive_data(data)
+            else:
+                conn.receive_eof()
+            for event in conn.events_received():
+                if isinstance(event, HandshakeCompleted):
+                    raise BenchError("G: main accepted a connection past max_connections")
+                if isinstance(event, ConnectionTerminated):
+                    if event.code is not CloseCode.TOO_MANY_CONNECTIONS:
+                        raise BenchError(f"G: the connection too many got {event}")
+                    return f"{event.code.name}: {event.reason}"
+    finally:
+        writer.close()
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ from _common import (
     emit,
     expect,
     percentile,
+    round_trips,
 )
 
 LOOPS = ("asyncio",)  # no loop at all; listed under the default column
@@ -159,6 +160,11 @@ def _a(c: _Conn, p: Params) -> dict[str, Any]:
         "median_us": percentile(lat, 0.5) / 1e3,
         "p99_us": percentile(lat, 0.99) / 1e3,
     }
+
+
+def _s(c: _Conn, p: Params) -> dict[str, Any]:
+    """A's round trips through the loop ipcbus-sync uses too: the two are timed alike."""
+    return round_trips(lambda i: c.call("inc", i), p)
 
 
 def _b_window(c: _Conn, p: Params, seconds: float) -> int:
@@ -320,7 +326,7 @@ def run_client(
         return _e(address, p, conns)
     if scenario == "F":
         return _f(address, p, index, conns)
-    single = {"A": _a, "B": _b, "C": _c, "D": _d}
+    single = {"A": _a, "B": _b, "C": _c, "D": _d, "S": _s}
     c = _Conn(address)
     try:
         return single[scenario](c, p)

@@ -1,7 +1,8 @@
 """ipcbus: Electron's IPC model (ipcMain, ipcRenderer, invoke/handle) for Python.
 
 One main process (:class:`IpcMain`) serves any number of renderer processes
-(:class:`IpcRenderer`) over unix sockets or TCP, with msgspec-encoded frames.
+(:class:`IpcRenderer`) over unix sockets or TCP, with msgspec-encoded frames;
+through NATS, several replicas of main serve one app (:meth:`IpcMain.join`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ._errors import (
     SerializationError,
     ValidationError,
 )
+from ._natsreplica import Replica
 from ._runner import run
 from ._streams import IpcStream
 from ._wire import DEFAULT_MAX_FRAME_SIZE, MAX_PORTS_PER_FRAME, MIN_MAX_FRAME_SIZE, PROTOCOL_VERSION
@@ -60,6 +62,7 @@ __all__ = (
     "NoHandlerError",
     "ProtocolError",
     "RemoteError",
+    "Replica",
     "SerializationError",
     "ValidationError",
     "WebContents",

@@ -156,7 +156,7 @@ class Calls:
         except ENCODE_ERRORS as exc:
             raise encode_error(_WHAT[kind], channel, args, exc) from None
         except FrameTooLargeError as exc:
-            raise too_large(_WHAT[kind], channel, exc) from None
+            raise too_large(_WHAT[kind], channel, exc, endpoint.limit_advice) from None
         waiter = self.waiters[request_id] = _Waiter(self._new_waiter_event)
         dispatcher = endpoint.dispatcher
         if dispatcher.paused:
@@ -255,7 +255,11 @@ class Calls:
             return self.conn.send_reply(request_id, True, value)
         except FrameTooLargeError as exc:
             logger.error("the result for %r is too large to send: %s", channel, exc)
-            return self.queue_error(request_id, ErrorKind.REMOTE, too_large("return", channel, exc))
+            return self.queue_error(
+                request_id,
+                ErrorKind.REMOTE,
+                too_large("return", channel, exc, self._endpoint.limit_advice),
+            )
         except ENCODE_ERRORS as exc:
             err = encode_error("return a value", channel, value, exc)
             # The value itself stays out of the log (payloads only at DEBUG).

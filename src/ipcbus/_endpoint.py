@@ -44,7 +44,7 @@ from ._events import (
 )
 from ._framestream import FrameStream
 from ._liveness import Liveness, Sweeper
-from ._outbox import STREAM_ERRORS, Outbox, event_factory
+from ._outbox import RAISE_THE_LIMIT, STREAM_ERRORS, Outbox, event_factory
 from ._protocol import CLOSED, OPEN, Connection, Role
 from ._registry import Callback
 from ._wire import CloseCode, PortRef
@@ -108,6 +108,9 @@ class Endpoint:
         self._closed: anyio.Event | None = None  # made when someone waits for it
         self._done = False  # the stream is closed
         self.stream = stream
+        # A transport with a size limit of its own says what to do about it.
+        self.limit_advice: str = getattr(stream, "limit_advice", None) or RAISE_THE_LIMIT
+        self._welcomed = False  # this read completed the handshake (see run)
         self._tg = task_group
         self._owner = owner
         self.reads = 0  # reads so far: the watchdog's proof of life
@@ -185,8 +188,9 @@ class Endpoint:
             else None
         )
         # A transport whose every message is one frame body (a WebSocket, NATS).
+        frames = self.stream if isinstance(self.stream, FrameStream) else None
         receive: Callable[[bytes], None] = (
-            conn.receive_frame if isinstance(self.stream, FrameStream) else conn.receive_data
+            conn.receive_frame if frames is not None else conn.receive_data
         )
         # No task group of its own: the writer task runs in the endpoint's
         # task group, and one sweeper watches liveness (``_liveness``).
@@ -207,7 +211,8 @@ class Endpoint:
                         else:
                             receive(await self.stream.receive(_READ_SIZE))
                     except STREAM_ERRORS:
-                        conn.receive_eof()
+                        # A transport that knows why its link broke says so.
+                        conn.receive_eof(frames.lost_reason if frames is not None else None)
                     else:
                         self.reads += 1  # the watchdog's proof of life; no clock here
                     window = None
@@ -215,9 +220,16 @@ class Endpoint:
                     if dispatcher.must_pause():
                         await dispatcher.pause()
                     if conn.pending_output:
-                        # Replies made inline, a Pong, a Goodbye: one write for the
-                        # whole read, now rather than on the loop's next turn.
-                        outbox.write_at_once()
+                        if self._welcomed:
+                            # The Welcome waits for the loop's next turn, so what
+                            # on_connect hooks send first leaves with it: a
+                            # renderer has it before its connect() returns.
+                            self._welcomed = False
+                            outbox.kick()
+                        else:
+                            # Replies made inline, a Pong, a Goodbye: one write for
+                            # the whole read, now rather than on the loop's next turn.
+                            outbox.write_at_once()
             await outbox.drain()  # graceful end: a Goodbye
         finally:
             if liveness is not None and self._sweeper is not None:
@@ -298,6 +310,7 @@ class Endpoint:
             if scope is not None:
                 scope.cancel()
         elif isinstance(event, HandshakeCompleted):
+            self._welcomed = True
             self._owner.handshake_completed(event)
         elif isinstance(event, ConnectionTerminated):
             self._terminated(event)

@@ -18,7 +18,7 @@ import anyio.abc
 
 from ._framing import split_frames
 
-__all__ = ("FrameStream",)
+__all__ = ("FrameStream", "frame_limit")
 
 
 class FrameStream(anyio.abc.ByteStream):
@@ -29,7 +29,25 @@ class FrameStream(anyio.abc.ByteStream):
     the peer has closed and ``BrokenResourceError`` / ``ClosedResourceError``
     as an anyio stream would. A subclass that knows its peer's process (it
     rarely does) may say so; otherwise ``WebContents.process_id`` is 0.
+
+    Attributes:
+        max_frame_size: the largest body one message of this transport can
+            carry (``None``: no limit of its own). Each side announces at most
+            this in its handshake, so a larger value fails at its caller with
+            ``FrameTooLargeError``, as over a socket.
+        limit_advice: what such a caller should do instead (the error's last
+            words); ``None``: raise ``max_frame_size`` on the receiving side.
+        heartbeat_auto: the heartbeat interval that ``heartbeat_interval="auto"``
+            means here; ``None`` if the transport reports its peer's end as a
+            socket does (NATS never does: it needs heartbeats).
+        lost_reason: why the link broke, if the transport knows (say, messages
+            were lost); the connection's end reports it.
     """
+
+    max_frame_size: int | None = None
+    limit_advice: str | None = None
+    heartbeat_auto: float | None = None
+    lost_reason: str | None = None
 
     @abc.abstractmethod
     async def receive_frame(self) -> bytes:
@@ -52,3 +70,9 @@ class FrameStream(anyio.abc.ByteStream):
         finally:
             for body in bodies:  # views of the caller's buffer: let it grow again
                 body.release()
+
+
+def frame_limit(configured: int, stream: anyio.abc.ByteStream) -> int:
+    """The frame size limit to announce: ours, or the transport's if that is smaller."""
+    own = stream.max_frame_size if isinstance(stream, FrameStream) else None
+    return configured if own is None else min(configured, own)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._endpoint import Endpoint
 
-__all__ = ("STREAM_ERRORS", "Outbox", "event_factory", "too_large")
+__all__ = ("RAISE_THE_LIMIT", "STREAM_ERRORS", "Outbox", "event_factory", "too_large")
 
 STREAM_ERRORS = (
     anyio.EndOfStream,
@@ -64,12 +64,19 @@ def event_factory() -> Callable[[], anyio.Event]:
     return type(anyio.Event())
 
 
-def too_large(what: str, channel: str, exc: FrameTooLargeError) -> FrameTooLargeError:
+RAISE_THE_LIMIT = (
+    "Raise max_frame_size on the receiving side (IpcMain(max_frame_size=...) "
+    "or IpcRenderer(max_frame_size=...)) to allow it"
+)
+
+
+def too_large(
+    what: str, channel: str, exc: FrameTooLargeError, advice: str = RAISE_THE_LIMIT
+) -> FrameTooLargeError:
     """The caller's error for a frame over the peer's announced ``max_frame_size``."""
     return FrameTooLargeError(
         f"Cannot {what} on channel {channel!r}: {exc}; nothing was sent and the connection "
-        "is fine. Raise max_frame_size on the receiving side (IpcMain(max_frame_size=...) "
-        "or IpcRenderer(max_frame_size=...)) to allow it"
+        f"is fine. {advice}"
     )
 
 
@@ -345,7 +352,7 @@ class Outbox:
         except ENCODE_ERRORS as exc:
             raise encode_error("send", channel, args, exc) from None
         except FrameTooLargeError as exc:
-            raise too_large("send", channel, exc) from None
+            raise too_large("send", channel, exc, self._endpoint.limit_advice) from None
         if pending > _SEND_HIGH_WATER:  # self.congested, inline
             return True
         if not self._write_soon:  # else a write already comes on the loop's next turn

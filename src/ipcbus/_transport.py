@@ -190,6 +190,10 @@ class _PatientListener(anyio.abc.Listener[anyio.abc.ByteStream]):
         listening = self._inner.extra(anyio.abc.SocketAttribute.raw_socket)
         sock, _ = await asyncio.get_running_loop().sock_accept(listening)
         try:
+            if sock.family != socket.AF_UNIX:
+                # as anyio's TCP listener does: a small reply must not wait
+                # for the peer's delayed ACK (Nagle)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return await stream_from_socket(sock)
         except OSError:
             sock.close()  # the peer left before we wrapped it

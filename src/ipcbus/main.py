@@ -10,7 +10,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -29,6 +29,7 @@ from ._events import (
     PortMessageReceived,
     RequestReceived,
 )
+from ._framestream import FrameStream, frame_limit
 from ._guards import Gatekeeper, Guards
 from ._liveness import Sweeper
 from ._portroute import MainPortRouter, Sink
@@ -56,6 +57,7 @@ from ._wire import (
 from .ports import MessagePortMain, check_transfer, current_host
 
 if TYPE_CHECKING:
+    from ._natsreplica import Replica
     from .renderer import IpcRenderer
     from .web import WebServer
 
@@ -382,6 +384,14 @@ class Listener:
         return f"<Listener {self.address}>"
 
 
+class _Joined(Protocol):
+    """An app this main serves as a replica, through a broker (``IpcMain.join``)."""
+
+    async def stop_accepting(self) -> None: ...
+    def check_broadcast(self, frame: bytes) -> None: ...
+    async def broadcast(self, frame: bytes) -> None: ...
+
+
 class IpcMain(Registry):
     """The main process's side of the bus (Electron's ``ipcMain``).
 
@@ -454,6 +464,7 @@ class IpcMain(Registry):
         # Accepted connections before their handshake, oldest first (a dict keeps order).
         self._pending: dict[_Link, None] = {}
         self._listeners_open: set[Listener | WebServer] = set()
+        self._joined: list[_Joined] = []  # apps served as a replica (join)
         self._ids = itertools.count(1)
         self._connect_hooks: list[Callable[..., Any]] = []
         self._disconnect_hooks: list[Callable[..., Any]] = []
@@ -497,6 +508,8 @@ class IpcMain(Registry):
 
     async def _shutdown(self) -> None:
         self._closing = True
+        for joined in list(self._joined):
+            await joined.stop_accepting()  # no new renderer is assigned to us
         for listener in list(self._listeners_open):
             listener.close()
         links = list(self._links)
@@ -595,6 +608,44 @@ class IpcMain(Registry):
             allowed_origins=allowed_origins,
             allowed_channels=_channel_set(allowed_channels),
             content_security_policy=content_security_policy,
+        )
+
+    async def join(
+        self,
+        url: str | list[str],
+        *,
+        app: str,
+        token: str | None = None,
+        allowed_channels: Iterable[str] | None = None,
+        timeout: float = 10.0,
+        **nats_options: Any,
+    ) -> Replica:
+        """Serve ``app``'s renderers as one of its replicas, joined through NATS.
+
+        Returns once the server has confirmed the subscriptions, so a renderer
+        connecting right after is served. ``nats_options`` go to
+        ``nats.connect`` (user, password, token, nkeys_seed, tls, ...): the
+        NATS server authenticates. ``token``, if given, is a shared ipcbus
+        token every renderer of the app must present too. See docs/scale-out.md
+        (subjects, permissions, liveness). Needs ``pip install 'ipcbus[nats]'``
+        and the asyncio backend. ``allowed_channels`` narrows what the app's
+        renderers may use here; ``timeout`` bounds reaching the server.
+
+        Raises:
+            ConnectionClosedError: the NATS server cannot be reached within
+                ``timeout`` or refused the credentials.
+        """
+        from ._natsreplica import join
+
+        self._require_running("join")
+        return await join(
+            self,
+            url,
+            app=app,
+            token=token,
+            allowed=_channel_set(allowed_channels),
+            timeout=timeout,
+            nats_options=nats_options,
         )
 
     async def _accept_loop(self, listener: Listener, tg: anyio.abc.TaskGroup) -> None:
@@ -739,12 +790,14 @@ class IpcMain(Registry):
         tcp: bool = False,
         allowed: frozenset[str] | None = None,
         accepted: bool = False,
+        renderer_id: int | None = None,
     ) -> None:
         """Run one renderer's connection from handshake to the end, then clean up.
 
         ``accepted``: it came through a listener, so it counts against
         ``max_pending_handshakes`` until it has shown the token. Its renderer
-        id is taken only then (``_admit``).
+        id is taken only then (``_admit``), unless ``renderer_id`` gives it
+        (a replica's ids are unique across its app).
         """
         if accepted and len(self._contents) >= self.max_connections:
             await _refuse(stream, CloseCode.TOO_MANY_CONNECTIONS, self._too_many())
@@ -755,8 +808,8 @@ class IpcMain(Registry):
         conn = Connection(
             Role.MAIN,
             token=token,
-            admit=lambda: self._admit(link),
-            max_frame_size=self.max_frame_size,
+            admit=lambda: self._admit(link, renderer_id),
+            max_frame_size=frame_limit(self.max_frame_size, stream),
             new_buffer=body_buffer,
         )
         self._links.add(link)
@@ -770,11 +823,11 @@ class IpcMain(Registry):
                     stream,
                     tg,
                     link,
-                    name="a renderer not yet connected",
+                    name="a renderer before its handshake",
                     send_tracebacks=self.send_tracebacks,
                     max_in_flight=self.max_in_flight,
                     send_timeout=self.send_timeout,
-                    heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp),
+                    heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp, stream),
                     heartbeat_timeout=self.heartbeat_timeout,
                     sweeper=self._sweeper,
                 )
@@ -796,11 +849,11 @@ class IpcMain(Registry):
     def _too_many(self) -> str:
         return f"too many connections: main serves at most {self.max_connections} renderers"
 
-    def _admit(self, link: _Link) -> int:
+    def _admit(self, link: _Link, renderer_id: int | None = None) -> int:
         """The core accepted ``link``'s token: give it a renderer id, if there is room."""
         if len(self._contents) >= self.max_connections:
             raise HandshakeRefused(self._too_many(), CloseCode.TOO_MANY_CONNECTIONS)
-        link.contents.id = renderer_id = next(self._ids)
+        link.contents.id = renderer_id = renderer_id or next(self._ids)
         if link.contents._endpoint is not None:
             link.contents._endpoint.name = f"renderer {renderer_id}"
         return renderer_id
@@ -899,6 +952,14 @@ class IpcMain(Registry):
             frame = prepare_message(channel, args)
         except ENCODE_ERRORS as exc:
             raise encode_error("broadcast", channel, args, exc) from None
+        for joined in self._joined:
+            joined.check_broadcast(frame)  # too large for the broker: nothing is sent
+        await self._broadcast_frame(frame)
+        for joined in self._joined:
+            await joined.broadcast(frame)  # the app's renderers on the other replicas
+
+    async def _broadcast_frame(self, frame: bytes) -> None:
+        """Queue a prepared Message frame on every live renderer of this main."""
         queued = [
             endpoint
             for contents in list(self._contents.values())
@@ -1003,8 +1064,12 @@ async def _refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) ->
 _SEND_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
-def _heartbeat(setting: float | Literal["auto"] | None, tcp: bool) -> float | None:
+def _heartbeat(
+    setting: float | Literal["auto"] | None, tcp: bool, stream: anyio.abc.ByteStream
+) -> float | None:
     if setting == "auto":
+        if isinstance(stream, FrameStream):
+            return stream.heartbeat_auto
         return 5.0 if tcp else None
     return setting
 

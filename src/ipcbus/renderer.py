@@ -19,6 +19,7 @@ from ._calls import ReplySlot
 from ._endpoint import Endpoint
 from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
+from ._framestream import FrameStream, frame_limit
 from ._outbox import Outbox
 from ._portroute import RendererPortRouter
 from ._protocol import OPEN, Connection, Role, State
@@ -111,11 +112,16 @@ class IpcRenderer(Registry):
         token: str | None = None,
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        app: str | None = None,
+        **nats_options: Any,
     ) -> AbstractAsyncContextManager[IpcRenderer]:
         """Connect to main, run the handshake, and close on exit: ``async with`` it.
 
         With no address: the socket inherited from ``IpcMain.spawn``, else
-        ``$IPCBUS_ADDRESS`` and ``$IPCBUS_TOKEN``.
+        ``$IPCBUS_ADDRESS`` and ``$IPCBUS_TOKEN``. With ``app``: ``address``
+        is a NATS server (``"nats://host:4222"``) and this renderer joins one
+        replica of ``app`` (``IpcMain.join``); ``nats_options`` go to
+        ``nats.connect`` (credentials, ``tls``); see docs/scale-out.md.
 
         Raises:
             AuthenticationError: main refused the token.
@@ -126,7 +132,7 @@ class IpcRenderer(Registry):
             TypeError: used with ``await`` or a plain ``with``.
         """
         return _Connecting(
-            lambda: self._connect(address, token, timeout, ssl_context),
+            lambda: self._connect(address, token, timeout, ssl_context, app, nats_options),
             "ipc_renderer.connect(...)",
             "async with ipc_renderer.connect(...):",
         )
@@ -138,7 +144,27 @@ class IpcRenderer(Registry):
         token: str | None,
         timeout: float,
         ssl_context: ssl.SSLContext | None,
+        app: str | None = None,
+        nats_options: dict[str, Any] | None = None,
     ) -> AsyncIterator[IpcRenderer]:
+        if app is not None:
+            from ._nats import open_renderer_stream
+
+            if self.heartbeat_interval is None:
+                raise ValueError(
+                    "a renderer joined through NATS needs heartbeats: NATS does not report "
+                    "a replica that died (heartbeat_interval must not be None)"
+                )
+            frames = await open_renderer_stream(
+                address, app, timeout, ssl_context=ssl_context, nats_options=nats_options or {}
+            )
+            async with self._connect_stream(frames, token or "", timeout):
+                yield self
+            return
+        if nats_options:
+            raise TypeError(
+                f"unexpected keyword arguments {sorted(nats_options)}: NATS options need app=..."
+            )
         try:
             with anyio.fail_after(timeout):
                 stream, token, tcp = await _open(address, token, ssl_context)
@@ -161,10 +187,12 @@ class IpcRenderer(Registry):
             Role.RENDERER,
             token=token,
             process_id=os.getpid(),
-            max_frame_size=self.max_frame_size,
+            max_frame_size=frame_limit(self.max_frame_size, stream),
             new_buffer=body_buffer,
         )
         heartbeat = self.heartbeat_interval
+        if heartbeat == "auto" and isinstance(stream, FrameStream):
+            heartbeat = stream.heartbeat_auto
         # The task group is entered by hand and never sees the body's
         # exception: a caller's `except ConnectionClosedError` must work, not
         # receive an ExceptionGroup.
@@ -371,6 +399,8 @@ def connect(
     token: str | None = None,
     timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
+    app: str | None = None,
+    **nats_options: Any,
 ) -> AbstractAsyncContextManager[IpcRenderer]:
     """Shortcut: a fresh ``IpcRenderer``, connected; see :meth:`IpcRenderer.connect`.
 
@@ -378,7 +408,7 @@ def connect(
     """
     renderer = IpcRenderer()
     return _Connecting(
-        lambda: renderer._connect(address, token, timeout, ssl_context),
+        lambda: renderer._connect(address, token, timeout, ssl_context, app, nats_options),
         "ipcbus.connect(...)",
         "async with ipcbus.connect(...) as ipc_renderer:",
     )

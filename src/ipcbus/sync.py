@@ -40,13 +40,14 @@ that is dropped, as with any channel nobody listens to).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import os
 import ssl
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Coroutine
+from contextlib import ExitStack, suppress
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -111,6 +112,7 @@ class IpcRenderer:
         self._stack: ExitStack | None = None
         self._portal: BlockingPortal | None = None
         self._loop_thread: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the fast path (_call)
 
     # ---- connecting ----------------------------------------------------
 
@@ -140,14 +142,14 @@ class IpcRenderer:
         stack = ExitStack()
         try:
             portal = stack.enter_context(start_blocking_portal())
-            self._loop_thread = portal.call(threading.get_ident)
+            self._loop_thread, self._loop = portal.call(_loop_identity)
             self._portal = portal
             cm = self._renderer.connect(
                 address, token=token, timeout=timeout, ssl_context=ssl_context
             )
             stack.enter_context(portal.wrap_async_context_manager(cm))
         except BaseException:
-            self._portal = self._loop_thread = None
+            self._portal = self._loop_thread = self._loop = None
             stack.close()
             raise
         self._stack = stack
@@ -161,7 +163,7 @@ class IpcRenderer:
             if stack is not None:
                 stack.close()
         finally:
-            self._portal = self._loop_thread = None
+            self._portal = self._loop_thread = self._loop = None
 
     def __enter__(self) -> IpcRenderer:
         return self
@@ -298,18 +300,90 @@ class IpcRenderer:
                 "use a handler (it runs in a worker thread) or hand off to another thread"
             )
 
-    def _call(self, what: str, call: Callable[[], Any]) -> Any:
+    def _call(self, what: str, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        """Run ``call()`` on the loop and block until it is done; its result or exception."""
         self._not_on_loop(what)
-        portal = self._portal
+        portal, loop = self._portal, self._loop
         if portal is None:
             raise ConnectionClosedError(
                 f"not connected: call {what}() inside 'with ipc_renderer.connect(...):'"
             )
-        return portal.call(call)
+        if loop is None:
+            return portal.call(call)  # the loop is not asyncio's: anyio's way
+        return _run_on_asyncio(loop, call, what)
 
 
 #: The name before 0.2: what ``ipcbus.sync.connect`` returns.
 SyncRenderer = IpcRenderer
+
+
+def _loop_identity() -> tuple[int, asyncio.AbstractEventLoop | None]:
+    """The loop thread's id, and its asyncio loop (``None`` under another backend)."""
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    return threading.get_ident(), loop
+
+
+# ---- the fast path of a blocking call --------------------------------------------
+#
+# ``BlockingPortal.call`` makes a concurrent Future, hands the loop a callback
+# that starts a task in the portal's task group under a cancel scope of its
+# own, and waits on the Future's condition. On asyncio this does the least
+# that crossing threads needs: one ``call_soon_threadsafe`` (wakes the loop),
+# one task (the call may await, and a ``timeout=`` is an anyio cancel scope,
+# which needs a task), and a ``threading.Lock`` the task's done-callback
+# releases (wakes this thread). The task belongs to the blocked caller: it
+# waits for it, and cancels it if the wait is interrupted (Ctrl-C), so an
+# invoke stops and main is sent its Cancel. benchmarks/bench.py, scenario S,
+# measures it beside multiprocessing.connection; docs/performance.md has the
+# figures. Other backends take ``portal.call``.
+
+
+def _run_on_asyncio(
+    loop: asyncio.AbstractEventLoop, call: Callable[[], Coroutine[Any, Any, T]], what: str
+) -> T:
+    done = threading.Lock()
+    done.acquire()
+    outcome: list[asyncio.Future[T]] = []
+    started: list[asyncio.Task[T]] = []
+
+    def finished(task: asyncio.Future[T]) -> None:
+        outcome.append(task)
+        done.release()
+
+    def start() -> None:
+        try:
+            task = loop.create_task(call())
+        except BaseException as exc:  # the coroutine could not even be made
+            failed: asyncio.Future[T] = loop.create_future()
+            failed.set_exception(exc)
+            finished(failed)
+            return
+        started.append(task)
+        task.add_done_callback(finished)
+
+    scheduled = False
+    try:
+        loop.call_soon_threadsafe(start)
+        scheduled = True
+        while not done.acquire(timeout=1.0):
+            if loop.is_closed() and not outcome:  # stopped by close() before ``start`` ran
+                raise ConnectionClosedError(f"the renderer closed during {what}()")
+    except RuntimeError:
+        if scheduled:
+            raise
+        # The loop has stopped: close() ran in another thread.
+        raise ConnectionClosedError(f"not connected: {what}() after the renderer closed") from None
+    except BaseException:  # interrupted (KeyboardInterrupt): stop the call, then go
+        with suppress(RuntimeError):  # (the loop may have stopped meanwhile)
+            loop.call_soon_threadsafe(lambda: [task.cancel() for task in started])
+        raise
+    task = outcome[0]
+    if task.cancelled():  # only the loop's shutdown cancels it: the connection is gone
+        raise ConnectionClosedError(f"the renderer closed during {what}()")
+    return task.result()
 
 
 def _in_worker_thread(fn: F) -> F:

@@ -72,6 +72,10 @@ class ClientFrames(FrameStream):
 
     async def send_raw(self, data: bytes, *, finished: bool = True) -> None:
         """One binary message (or a fragment of one: ``finished=False``)."""
+        if self.ws.state is not ConnectionState.OPEN:
+            # closed (or closing) already: as an anyio stream says it, which is
+            # what the renderer's endpoint expects from a FrameStream
+            raise anyio.ClosedResourceError
         await self.stream.send(self.ws.send(Message(data=data, message_finished=finished)))
 
     async def send_eof(self) -> None:

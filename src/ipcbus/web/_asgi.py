@@ -24,7 +24,6 @@ from urllib.parse import quote
 import anyio
 
 from .._framestream import FrameStream
-from .._framing import split_frames
 from .._wire import CloseCode
 from ._static import _CHUNK_SIZE, DEFAULT_CSP, Response, StaticSite
 from ._upgrade import OriginPolicy, origin_of
@@ -178,15 +177,6 @@ class AsgiFrames(FrameStream):
         except (OSError, RuntimeError) as exc:  # the ASGI server's "already closed"
             self._done = True
             raise anyio.BrokenResourceError from exc
-
-    async def send(self, item: bytes) -> None:
-        bodies = split_frames(item)
-        try:
-            for body in bodies:
-                await self.send_frame(body)
-        finally:
-            for body in bodies:
-                body.release()
 
     async def send_eof(self) -> None:
         await self.aclose()

@@ -23,18 +23,20 @@ import ssl as _ssl
 from collections.abc import Iterable
 from functools import partial
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
 import anyio
 import anyio.abc
 import h11
+from anyio.streams.stapled import MultiListener
 from wsproto.utilities import generate_accept_token
 
-from .._transport import TcpAddress, _TLSListener
+from .._aio import AsyncioSocketStream
+from .._transport import TcpAddress, _PatientListener, _TLSListener
 from ._static import _CHUNK_SIZE, Response, StaticSite
 from ._upgrade import OriginPolicy, origin_of, refusal
-from ._websocket import WebSocketFrames
+from ._websocket import FastWebSocketFrames, WebSocketFrames
 
 if TYPE_CHECKING:
     from ..main import IpcMain
@@ -206,7 +208,9 @@ class WebServer:
             )
         )
         trailing, _ = conn.trailing_data
-        frames = WebSocketFrames(stream, bytes(trailing), self._main.max_frame_size)
+        # On the asyncio fast path, replies leave from the reader (FastWebSocketFrames).
+        kind = FastWebSocketFrames if isinstance(stream, AsyncioSocketStream) else WebSocketFrames
+        frames = kind(stream, bytes(trailing), self._main.max_frame_size)  # type: ignore[arg-type]
         serve = partial(self._main._serve, tcp=True, allowed=self._allowed, accepted=True)
         # A page is a renderer of IpcMain's, like one that came in on a socket.
         self._main._tg.start_soon(serve, frames, self.token, 0, None)
@@ -293,10 +297,17 @@ async def start(
     tcp = await anyio.create_tcp_listener(local_host=host.strip("[]"), local_port=port)
     sockname = tcp.extra(anyio.abc.SocketAttribute.local_address)
     assert isinstance(sockname, tuple)
-    listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
+    # Accepting outlives running out of descriptors; plain connections take
+    # the asyncio fast path where it is on (_transport.fast_path()).
+    listener: anyio.abc.Listener[anyio.abc.ByteStream] = MultiListener(
+        [
+            _PatientListener(cast(anyio.abc.SocketListener, one), fast=ssl is None)
+            for one in tcp.listeners
+        ]
+    )
     if ssl is not None:
         listener = _TLSListener(
-            tcp, ssl, standard_compatible=False, handshake_timeout=ipc_main.handshake_timeout
+            listener, ssl, standard_compatible=False, handshake_timeout=ipc_main.handshake_timeout
         )
     server = WebServer(
         ipc_main,

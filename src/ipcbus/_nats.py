@@ -1,0 +1,393 @@
+"""NATS as a transport: one ipcbus connection as two subjects, and a renderer's way in.
+
+SPEC section 11; the design, subjects and permissions are in docs/scale-out.md.
+Rules:
+
+* One ipcbus connection over NATS is a pair of subjects, one NATS message per
+  frame body (docs/protocol.md, "Transports that carry whole frames"): the
+  renderer publishes on the subject its replica named for it, the replica on
+  the renderer's inbox. The same ``Connection`` core and ``Endpoint`` drive it
+  as over a socket; nothing here parses a frame.
+* A renderer finds its replica with one NATS request on
+  ``ipcbus.<app>.connect``, which the replicas serve as one queue group: NATS
+  picks one. No responder means no replica: ``ConnectionClosedError`` naming
+  the app.
+* Core NATS keeps the order of one publisher's messages to one subscriber but
+  may drop messages (a slow consumer, a broken route). Every message carries
+  its number in the ``Ipcbus-Seq`` header; a gap, or a slow-consumer report
+  from nats-py, ends that connection (``"connection-lost"``, "messages were
+  lost") rather than letting the protocol run on with a hole in it.
+* NATS never reports that a peer died: heartbeats are always on
+  (``heartbeat_auto``), so a silent peer is found within 15 s by default.
+* nats-py runs on asyncio only: so does this transport.
+
+The replica's side (the queue group, ids, broadcasts) is in ``_natsreplica``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._errors import ConnectionClosedError
+from ._framestream import FrameStream
+from ._framing import split_frames
+from ._protocol import Connection, Role
+from ._wire import CloseCode
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+
+__all__ = (
+    "HEADROOM",
+    "PREFIX",
+    "SEQ_HEADER",
+    "ConnectReply",
+    "ConnectRequest",
+    "NatsClient",
+    "NatsFrames",
+    "check_app",
+    "connect_subject",
+    "nats_module",
+    "open_renderer_stream",
+)
+
+logger = logging.getLogger("ipcbus")
+
+PREFIX = "ipcbus"  # every subject of an app starts with PREFIX.<app>.
+SEQ_HEADER = "Ipcbus-Seq"  # each message's number, from 1, per direction
+HEARTBEAT = 3.0  # "auto" over NATS: pings every 3 s, a peer silent 9 s is gone
+HEADROOM = 256  # bytes of the server's max_payload left for the headers
+_BUFFER = 256  # messages moved from nats-py's queue, waiting for the reader
+
+
+class ConnectRequest(msgspec.Struct, frozen=True, array_like=True):
+    """A renderer asks for a replica: where to send it its frames."""
+
+    inbox: str
+
+
+class ConnectReply(msgspec.Struct, frozen=True, array_like=True):
+    """A replica answers: where the renderer sends its frames."""
+
+    subject: str
+
+
+def nats_module() -> Any:
+    try:
+        import nats
+    except ImportError:
+        raise ImportError(
+            "ipcbus over NATS needs the nats-py client: pip install 'ipcbus[nats]'"
+        ) from None
+    return nats
+
+
+def check_app(app: str) -> str:
+    """An app name is one NATS subject token: no dots, wildcards or spaces."""
+    if not isinstance(app, str) or not app or any(c in app for c in ".*> \t\r\n"):
+        raise ValueError(
+            f"app must be a non-empty name without '.', '*', '>' or whitespace, not {app!r}"
+        )
+    return app
+
+
+def connect_subject(app: str) -> str:
+    return f"{PREFIX}.{app}.connect"
+
+
+def _frames_from_seq(value: str | None) -> int | None:
+    with suppress(TypeError, ValueError):
+        return int(value)  # type: ignore[arg-type]
+    return None
+
+
+class NatsClient:
+    """One nats-py client and the ipcbus connections that ride on it."""
+
+    def __init__(self, nc: Client, where: str) -> None:
+        self.nc = nc
+        self.where = where
+        self.streams: dict[str, NatsFrames] = {}  # by the subject each receives on
+
+    @classmethod
+    async def open(
+        cls,
+        servers: str | list[str],
+        timeout: float,
+        options: Mapping[str, Any],
+        tls: ssl.SSLContext | None = None,
+    ) -> NatsClient:
+        """Connect to NATS; fail at once on refused credentials, else within ``timeout``."""
+        nats = nats_module()
+        try:  # sniffio is no dependency of ours (nor of a new anyio's)
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "ipcbus over NATS runs on asyncio only (the nats-py client does): "
+                "run it with anyio.run(..., backend='asyncio') or asyncio.run()"
+            ) from None
+        options = dict(options)
+        hooks = {
+            name: options.pop(name, None)
+            for name in ("error_cb", "disconnected_cb", "reconnected_cb", "closed_cb")
+        }
+        if tls is not None:
+            options.setdefault("tls", tls)
+        where = servers if isinstance(servers, str) else ", ".join(servers)
+        nc = nats.aio.client.Client()
+        client = cls(nc, where)
+        refused: list[BaseException] = []
+        opening = [True]  # until connected: credentials refused end the attempt
+
+        async def error_cb(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.SlowConsumerError):
+                client.slow_consumer(exc.subject)
+            elif opening[0] and _refused(nats, exc):
+                refused.append(exc)
+                # Retrying will not change the server's mind: nats-py gives up
+                # after this attempt (its own way out, which closes everything).
+                nc.options["allow_reconnect"] = False
+            else:
+                logger.warning("NATS at %s: %r", where, exc)
+            await _call(hooks["error_cb"], exc)
+
+        async def disconnected_cb() -> None:
+            # Messages lost meanwhile show as a gap in Ipcbus-Seq; a peer gone for
+            # good, as heartbeats that stop.
+            if not nc.is_closed:
+                logger.warning("disconnected from NATS at %s; reconnecting", where)
+            await _call(hooks["disconnected_cb"])
+
+        async def reconnected_cb() -> None:
+            logger.info("reconnected to NATS at %s", where)
+            await _call(hooks["reconnected_cb"])
+
+        async def closed_cb() -> None:
+            client.closed()
+            await _call(hooks["closed_cb"])
+
+        try:
+            with anyio.fail_after(timeout):
+                await nc.connect(
+                    servers,
+                    error_cb=error_cb,
+                    disconnected_cb=disconnected_cb,
+                    reconnected_cb=reconnected_cb,
+                    closed_cb=closed_cb,
+                    **options,
+                )
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await client.close()
+            if refused:
+                raise ConnectionClosedError(
+                    f"the NATS server at {where} refused the credentials ({refused[0]}); "
+                    "check user/password, token, nkeys or TLS in the NATS options"
+                ) from None
+            if isinstance(exc, TimeoutError):
+                raise ConnectionClosedError(
+                    f"could not connect to the NATS server at {where} within {timeout} s"
+                ) from None
+            if isinstance(exc, Exception):
+                raise ConnectionClosedError(
+                    f"could not connect to the NATS server at {where}: {exc!r}"
+                ) from exc
+            raise
+        opening[0] = False
+        return client
+
+    def slow_consumer(self, subject: str) -> None:
+        if (stream := self.streams.get(subject)) is not None:
+            stream.lose("NATS dropped messages for a slow consumer")
+
+    def closed(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.lose(f"the connection to the NATS server at {self.where} is closed")
+
+    async def close(self) -> None:
+        with suppress(Exception):
+            await self.nc.close()
+
+
+def _refused(nats: Any, exc: Exception) -> bool:
+    """Whether the server refused our credentials (it says so as an -ERR line)."""
+    if isinstance(exc, nats.errors.AuthorizationError | nats.errors.SecureConnRequiredError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, nats.errors.Error) and (
+        "authorization violation" in text or "authentication" in text
+    )
+
+
+async def _call(hook: Callable[..., Awaitable[None]] | None, *args: Any) -> None:
+    if hook is not None:
+        await hook(*args)
+
+
+class NatsFrames(FrameStream):
+    """One ipcbus connection over NATS: frames out on one subject, in on another."""
+
+    heartbeat_auto = HEARTBEAT
+
+    def __init__(self, client: NatsClient, *, owns_client: bool) -> None:
+        self._client = client
+        self._nc = client.nc
+        self._owns_client = owns_client
+        self.send_subject = ""
+        self._sub: Subscription | None = None
+        self._subject = ""
+        self._sent = 0
+        self._received = 0
+        self._to_reader, self._incoming = anyio.create_memory_object_stream[bytes](_BUFFER)
+        self._closed = False
+        max_payload = self._nc.max_payload
+        self.max_frame_size = max_payload - HEADROOM
+        self.limit_advice = (
+            f"Over NATS a frame is one message, and the server's max_payload is "
+            f"{max_payload} bytes: send large values in parts (a stream), or raise "
+            "max_payload in the NATS server's configuration"
+        )
+
+    async def subscribe(self, subject: str) -> None:
+        """Start receiving this connection's frames on ``subject``."""
+        self._subject = subject
+        self._client.streams[subject] = self
+        self._sub = await self._nc.subscribe(subject, cb=self._on_message)
+
+    async def _on_message(self, msg: Msg) -> None:
+        headers = msg.headers
+        expected = self._received + 1
+        seq = headers.get(SEQ_HEADER) if headers else None
+        if seq != str(expected):
+            got = _frames_from_seq(seq)
+            self.lose(
+                f"messages were lost: expected message {expected}, got "
+                + (f"message {got}" if got is not None else "one without a valid sequence number")
+            )
+            return
+        self._received = expected
+        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            try:
+                self._to_reader.send_nowait(msg.data)  # the common case: no extra loop turn
+            except anyio.WouldBlock:
+                # The reader is behind: wait, and nats-py's own queue fills; past
+                # its limits it drops, reports a slow consumer, and we end.
+                await self._to_reader.send(msg.data)
+
+    def lose(self, reason: str) -> None:
+        """End the connection: the reader sees the end after what came before."""
+        if self.lost_reason is None and not self._closed:
+            self.lost_reason = reason
+            logger.warning("NATS link on %s: %s", self._subject or "?", reason)
+        self._to_reader.close()
+
+    async def receive_frame(self) -> bytes:
+        return await self._incoming.receive()
+
+    async def send_frame(self, body: memoryview) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        await self._publish(body)
+
+    async def _publish(self, body: memoryview) -> None:
+        self._sent += 1
+        try:
+            # A view is fine: nats-py copies the payload into its command at once.
+            await self._nc.publish(
+                self.send_subject,
+                body,  # type: ignore[arg-type]
+                headers={SEQ_HEADER: str(self._sent)},
+            )
+        except Exception as exc:
+            raise anyio.BrokenResourceError(f"publishing on NATS failed: {exc!r}") from exc
+
+    async def send_eof(self) -> None:
+        """Nothing to do: NATS has no half-close; a Goodbye frame says it."""
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._to_reader.close()
+        self._incoming.close()
+        self._client.streams.pop(self._subject, None)
+        with anyio.CancelScope(shield=True):
+            if self.lost_reason is not None and self.send_subject:
+                # Our side of the link has a hole; the other is whole: tell the
+                # peer now rather than leave it to its heartbeat.
+                with suppress(anyio.BrokenResourceError), anyio.move_on_after(1):
+                    await self._publish(_goodbye(self.lost_reason))
+            if self._sub is not None:
+                with suppress(Exception):
+                    await self._sub.unsubscribe()
+            if self._owns_client:
+                await self._client.close()
+
+
+def _goodbye(reason: str) -> memoryview:
+    """A Goodbye frame body, made by the core as any other."""
+    conn = Connection(Role.MAIN, token="")
+    conn.close(CloseCode.PROTOCOL_ERROR, f"the peer lost messages from us ({reason})")
+    (body,) = split_frames(bytes(conn.data_to_send()))
+    return body
+
+
+async def open_renderer_stream(
+    address: str | Any,
+    app: str,
+    timeout: float,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    nats_options: Mapping[str, Any],
+) -> NatsFrames:
+    """Connect to NATS and be assigned a replica of ``app``: the renderer's transport.
+
+    Raises:
+        ConnectionClosedError: NATS cannot be reached or refused the
+            credentials, or no replica serves ``app``.
+    """
+    check_app(app)
+    if address is None:
+        raise ConnectionClosedError(
+            f"no NATS server to join app {app!r}: pass its URL, such as 'nats://127.0.0.1:4222'"
+        )
+    nats = nats_module()
+    servers = address if isinstance(address, list) else str(address)
+    client = await NatsClient.open(servers, timeout, nats_options, ssl_context)
+    frames = NatsFrames(client, owns_client=True)
+    try:
+        await frames.subscribe(client.nc.new_inbox())
+        request = msgspec.msgpack.encode(ConnectRequest(frames._subject))
+        try:
+            answer = await client.nc.request(connect_subject(app), request, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise ConnectionClosedError(
+                f"no replica serves app {app!r} at {client.where}: start one with "
+                f"ipc_main.join(..., app={app!r}), then connect again"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise ConnectionClosedError(
+                f"no replica of app {app!r} at {client.where} answered within {timeout} s"
+            ) from None
+        try:
+            frames.send_subject = msgspec.msgpack.decode(answer.data, type=ConnectReply).subject
+        except msgspec.DecodeError:
+            raise ConnectionClosedError(
+                f"a replica of app {app!r} sent an answer that is not ipcbus's"
+            ) from None
+    except BaseException:
+        await frames.aclose()
+        raise
+    return frames

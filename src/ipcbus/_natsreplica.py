@@ -1,0 +1,244 @@
+"""A main joined to an app through NATS: the queue group, renderer ids, broadcasts.
+
+SPEC section 11 and docs/scale-out.md. A ``Replica`` answers connect requests
+for its share of the app's renderers (NATS's queue group picks one replica
+per request), serves each over a ``NatsFrames`` with main's own ``_serve``,
+and relays broadcasts between the app's replicas. Leaving the app (or
+``async with ipc_main`` ending) first leaves the queue group, so no renderer
+is assigned to a replica that is going away.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from ._errors import ConnectionClosedError, FrameTooLargeError
+from ._nats import (
+    HEADROOM,
+    PREFIX,
+    ConnectReply,
+    ConnectRequest,
+    NatsClient,
+    NatsFrames,
+    check_app,
+    connect_subject,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from .main import IpcMain
+
+__all__ = ("Replica", "join")
+
+logger = logging.getLogger("ipcbus")
+
+_ID_BITS = 20  # renderer ids: a random 32-bit prefix, then a 20-bit counter
+
+
+def _renderer_ids() -> Iterator[int]:
+    """Ids unique across an app: a random 32-bit prefix per replica, then a counter.
+
+    They stay below 2**52, so they fit msgpack's int64 and a JavaScript
+    number. Two replicas draw the same prefix with odds of about n**2 / 2**33
+    for n replicas (docs/scale-out.md).
+    """
+    while True:
+        prefix = secrets.randbelow(2**32 - 1) + 1
+        for n in range(1, 2**_ID_BITS):
+            yield (prefix << _ID_BITS) | n
+
+
+class Replica:
+    """This ``IpcMain`` serving one app through NATS; ``IpcMain.join`` returns it.
+
+    Attributes:
+        app: the app's name.
+        replica_id: this replica's name in the app's subjects.
+    """
+
+    def __init__(
+        self,
+        main: IpcMain,
+        client: NatsClient,
+        app: str,
+        token: str,
+        allowed: frozenset[str] | None,
+    ) -> None:
+        self.app = app
+        self.replica_id = secrets.token_hex(8)
+        self._main = main
+        self._client = client
+        self._token = token
+        self._allowed = allowed
+        self._ids = _renderer_ids()
+        self._served: set[int] = set()  # renderer ids of ours (while connected)
+        self._connect_sub: Subscription | None = None
+        self._broadcast_sub: Subscription | None = None
+        self._scope = anyio.CancelScope()
+        self._done = anyio.Event()
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}.{self.app}"
+
+    async def _start(self) -> None:
+        nc = self._client.nc
+        self._connect_sub = await nc.subscribe(
+            connect_subject(self.app), queue=self._base, cb=self._on_connect
+        )
+        self._broadcast_sub = await nc.subscribe(f"{self._base}.broadcast.*", cb=self._on_broadcast)
+        await nc.flush()  # the server has the subscriptions: renderers can come
+
+    async def _run(self) -> None:
+        """Hold the NATS client while main runs; close it once main's renderers are gone."""
+        try:
+            with self._scope:
+                await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                with suppress(ValueError):
+                    self._main._joined.remove(self)
+                await self._client.close()
+                self._done.set()
+
+    async def _on_connect(self, msg: Msg) -> None:
+        main = self._main
+        if main._closing or self._connect_sub is None:
+            return  # leaving: no answer, the renderer asks again and gets another replica
+        try:
+            inbox = msgspec.msgpack.decode(msg.data, type=ConnectRequest).inbox
+        except msgspec.DecodeError:
+            logger.warning("NATS app %r: ignored a connect request that is not ipcbus's", self.app)
+            return
+        if not msg.reply or not inbox or any(c in inbox for c in "*> \t\r\n"):
+            logger.warning(
+                "NATS app %r: ignored a connect request without a usable inbox", self.app
+            )
+            return
+        frames = NatsFrames(self._client, owns_client=False)
+        frames.send_subject = inbox
+        try:
+            # Unguessable: another renderer allowed to publish on the app's
+            # subjects cannot aim at this one's (docs/scale-out.md, spoofing).
+            name = secrets.token_hex(12)
+            await frames.subscribe(f"{self._base}.replica.{self.replica_id}.{name}")
+            await msg.respond(msgspec.msgpack.encode(ConnectReply(frames._subject)))
+        except Exception as exc:
+            logger.warning("NATS app %r: could not answer a renderer: %r", self.app, exc)
+            await frames.aclose()
+            return
+        renderer_id = next(self._ids)
+        main._require_running("join").start_soon(self._serve, frames, renderer_id)
+
+    async def _serve(self, frames: NatsFrames, renderer_id: int) -> None:
+        self._served.add(renderer_id)
+        try:
+            await self._main._serve(
+                frames, self._token, 0, None, allowed=self._allowed, renderer_id=renderer_id
+            )
+        finally:
+            self._served.discard(renderer_id)
+
+    async def _on_broadcast(self, msg: Msg) -> None:
+        if msg.subject.rsplit(".", 1)[-1] == self.replica_id:
+            return  # our own: our renderers have it already
+        body = msg.data
+        await self._main._broadcast_frame(len(body).to_bytes(4, "big") + body)
+
+    def check_broadcast(self, frame: bytes) -> None:
+        """Refuse a broadcast the NATS server would refuse, before anything is sent."""
+        limit = self._client.nc.max_payload - HEADROOM
+        if len(frame) - 4 > limit:
+            raise FrameTooLargeError(
+                f"Cannot broadcast: a frame of {len(frame) - 4} bytes is over the limit of "
+                f"{limit} bytes that the NATS server's max_payload "
+                f"({self._client.nc.max_payload}) sets; nothing was sent"
+            )
+
+    async def broadcast(self, frame: bytes) -> None:
+        """Publish a broadcast for the app's renderers on the other replicas."""
+        if self._broadcast_sub is None:
+            return
+        try:
+            await self._client.nc.publish(
+                f"{self._base}.broadcast.{self.replica_id}",
+                memoryview(frame)[4:],  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            raise ConnectionClosedError(
+                f"broadcast to app {self.app!r} through NATS failed: {exc!r}"
+            ) from exc
+
+    async def stop_accepting(self) -> None:
+        """Leave the queue group (no new renderer comes here) and the broadcasts."""
+        subs, self._connect_sub, self._broadcast_sub = (
+            (self._connect_sub, self._broadcast_sub),
+            None,
+            None,
+        )
+        for sub in subs:
+            if sub is not None:
+                with suppress(Exception):
+                    await sub.unsubscribe()
+        with suppress(Exception), anyio.move_on_after(5):
+            await self._client.nc.flush()  # the server no longer picks us
+
+    async def leave(self) -> None:
+        """Leave the app: no new renderers; ours get a Goodbye; NATS closes.
+
+        ``async with ipc_main`` does this by itself at its end.
+        """
+        await self.stop_accepting()
+        async with anyio.create_task_group() as tg:
+            for renderer_id in list(self._served):
+                if (contents := self._main.from_id(renderer_id)) is not None:
+                    tg.start_soon(contents.close)
+        self._scope.cancel()
+        await self._done.wait()
+
+    def __repr__(self) -> str:
+        return f"<Replica app={self.app!r} id={self.replica_id}>"
+
+
+async def join(
+    main: IpcMain,
+    url: str | list[str],
+    *,
+    app: str,
+    token: str | None,
+    allowed: frozenset[str] | None,
+    timeout: float,
+    nats_options: Mapping[str, Any],
+) -> Replica:
+    """Make ``main`` a replica of ``app`` (``IpcMain.join``)."""
+    check_app(app)
+    if main.heartbeat_interval is None:
+        raise ValueError(
+            "a replica joined through NATS needs heartbeats: NATS does not report a "
+            "renderer that died (IpcMain(heartbeat_interval=...) must not be None)"
+        )
+    tg = main._require_running("join")
+    client = await NatsClient.open(url, timeout, nats_options)
+    replica = Replica(main, client, app, token or "", allowed)
+    try:
+        await replica._start()
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await client.close()
+        if isinstance(exc, Exception):
+            raise ConnectionClosedError(
+                f"could not join app {app!r} at {client.where}: {exc!r}"
+            ) from exc
+        raise
+    main._joined.append(replica)
+    tg.start_soon(replica._run)
+    return replica
