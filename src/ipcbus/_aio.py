@@ -17,6 +17,7 @@ when the peer closed, ``BrokenResourceError`` when the link failed,
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import threading
 from collections import deque
@@ -25,6 +26,18 @@ from typing import Any, cast
 
 import anyio
 import anyio.abc
+
+from ._capabilities import Reader
+
+try:
+    # anyio finds the running library through sniffio when sniffio is there.
+    # sniffio sniffs asyncio from the current *task*, which a loop callback
+    # has none of; it lets libraries name it instead, and we do for the
+    # callbacks that hand reads to an endpoint (``deliver_to``), which start
+    # tasks. Without sniffio, anyio asks asyncio for the running loop: fine.
+    from sniffio import current_async_library_cvar as _library
+except ImportError:  # pragma: no cover - anyio >= 4.11 does not need sniffio
+    _library = None  # type: ignore[assignment]
 
 __all__ = ("LARGE_WRITE", "AsyncioSocketStream", "FutureEvent")
 
@@ -71,6 +84,9 @@ class _Protocol(asyncio.BufferedProtocol):
         self.readable: asyncio.Future[None] | None = None
         self.writable: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
+        #: Given every read as it arrives (``deliver_to``), instead of ``chunks``.
+        self.reader: Reader | None = None
+        self.told_end = False  # the reader heard that nothing more will come
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they have its API.
@@ -78,10 +94,22 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # The loop calls buffer_updated right after the read, before anything else.
+        if self.reader is not None:
+            window = self.reader.receive_window()
+            self.sinking = window is not None
+            return window if window is not None else self.buffer
         self.sinking = self.sink is not None
         return self.sink if self.sink is not None else self.buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        reader = self.reader
+        if reader is not None:
+            if self.sinking:
+                self.sinking = False
+                reader.received_into(nbytes)
+            else:
+                reader.received(self.buffer[:nbytes].tobytes())
+            return
         if self.sinking:
             self.sinking = False
             self.sink = None  # one read only: later ones are buffered as usual
@@ -100,6 +128,7 @@ class _Protocol(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_reader()
+        self._tell_end()
         # Keep our side open: a peer that half-closed still reads our replies
         # (and our Goodbye) until we close.
         return True
@@ -111,6 +140,12 @@ class _Protocol(asyncio.BufferedProtocol):
             self.closed.set_result(None)
         self._wake_reader()
         self._wake_writer()
+        self._tell_end()
+
+    def _tell_end(self) -> None:
+        if self.reader is not None and not self.told_end:
+            self.told_end = True
+            self.reader.read_ended()
 
     def pause_writing(self) -> None:
         if self.writable is None or self.writable.done():
@@ -156,9 +191,17 @@ class FutureEvent:
 class AsyncioSocketStream(anyio.abc.ByteStream):
     """anyio ``ByteStream`` over an asyncio transport; build it with :meth:`from_socket`."""
 
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: _Protocol,
+        context: contextvars.Context | None = None,
+    ) -> None:
         self._transport = transport
         self._protocol = protocol
+        # What ``call_soon``'s callbacks run in: a context that names the
+        # library (see ``_library``), taken once rather than copied per call.
+        self._context = context if context is not None else contextvars.copy_context()
         self._closed = False
         self._streak = 0
 
@@ -167,8 +210,15 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         """Take over a connected stream socket (unix or TCP)."""
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        transport, protocol = await loop.connect_accepted_socket(lambda: _Protocol(loop), sock)
-        return cls(transport, protocol)
+        # The transport's callbacks run in a copy of this context, made now.
+        named = _library.set("asyncio") if _library is not None else None
+        try:
+            context = contextvars.copy_context()
+            transport, protocol = await loop.connect_accepted_socket(lambda: _Protocol(loop), sock)
+        finally:
+            if named is not None and _library is not None:
+                _library.reset(named)
+        return cls(transport, protocol, context)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         protocol = self._protocol
@@ -271,6 +321,33 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             if protocol.lost:
                 raise anyio.BrokenResourceError from protocol.error
 
+    def deliver_to(self, reader: Reader) -> None:
+        """From now on, hand every read to ``reader`` from the loop's callback.
+
+        No task waits in :meth:`receive` any more: ``reader`` runs as the data
+        arrives. What was read before is handed over first.
+        """
+        protocol = self._protocol
+        protocol.reader = reader
+        chunks = protocol.chunks
+        while chunks and protocol.reader is reader:
+            reader.received(chunks.popleft())
+        protocol.buffered = 0
+        if protocol.reading_paused:
+            protocol.reading_paused = False
+            self.resume_reading()
+        if protocol.eof or protocol.lost:
+            protocol._tell_end()
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the socket until :meth:`resume_reading`."""
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def can_write_nowait(self) -> bool:
         """Whether :meth:`write_nowait` may be called: open, and not over high water."""
         protocol = self._protocol
@@ -297,7 +374,7 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
 
     def call_soon(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the loop's next turn (a callback, not a task switch)."""
-        self._protocol.loop.call_soon(callback)
+        self._protocol.loop.call_soon(callback, context=self._context)
 
     async def send_eof(self) -> None:
         if self._transport.can_write_eof():
@@ -308,6 +385,7 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             return
         self._closed = True
         protocol = self._protocol
+        protocol.reader = None  # no more reads for it: the connection is over
         protocol.chunks.clear()  # unread input: nobody will read it now
         protocol.buffered = 0
         protocol._wake_reader()  # a pending receive raises ClosedResourceError

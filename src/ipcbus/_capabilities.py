@@ -10,8 +10,11 @@ what it finds (``hasattr`` once, when the connection starts; no
 * :class:`WritesNow`: write without a task switch, from a loop callback, and
   say how many bytes the transport still holds (the send-timeout watchdog).
 * :class:`MakesEvents`: a cheaper event for a single waiter.
+* :class:`DeliversReads`: hand each read to a :class:`Reader` as it arrives,
+  from the loop's callback, so a connection needs no task of its own to read
+  (main's connections; issue 12).
 
-The asyncio fast path (``_aio.AsyncioSocketStream``) offers all three; a new
+The asyncio fast path (``_aio.AsyncioSocketStream``) offers all four; a new
 transport (WebSocket, NATS) may offer none and works the same, a little slower.
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-__all__ = ("MakesEvents", "OneShot", "ReceivesInto", "WritesNow")
+__all__ = ("DeliversReads", "MakesEvents", "OneShot", "Reader", "ReceivesInto", "WritesNow")
 
 
 class OneShot(Protocol):
@@ -63,3 +66,37 @@ class MakesEvents(Protocol):
     """A stream that makes single-waiter events cheaper than ``anyio.Event``."""
 
     def new_event(self) -> OneShot: ...
+
+
+class Reader(Protocol):
+    """What a :class:`DeliversReads` stream hands its reads to (an endpoint)."""
+
+    def receive_window(self) -> memoryview | None:
+        """Where the next read may go straight in (a large frame's body), or ``None``."""
+        ...
+
+    def received(self, data: bytes) -> None:
+        """``data`` was read (a copy: it may be kept)."""
+        ...
+
+    def received_into(self, nbytes: int) -> None:
+        """``nbytes`` were read into the last window :meth:`receive_window` gave."""
+        ...
+
+    def read_ended(self) -> None:
+        """The peer closed its side, or the link failed: nothing more will come."""
+        ...
+
+
+class DeliversReads(Protocol):
+    """A stream that calls a :class:`Reader` from the loop as data arrives."""
+
+    def deliver_to(self, reader: Reader) -> None:
+        """From now on, hand every read to ``reader`` (what was buffered first)."""
+        ...
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the peer until :meth:`resume_reading`."""
+        ...
+
+    def resume_reading(self) -> None: ...

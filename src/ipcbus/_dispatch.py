@@ -88,6 +88,7 @@ class Dispatcher:
         "outbox",
         "paused",
         "pending_starts",
+        "resume_reading",
         "scopes",
     )
 
@@ -119,6 +120,8 @@ class Dispatcher:
         self._backlog: deque[Event] = deque()  # calls held back while full
         self._room: anyio.Event | None = None  # set when a paused reader may read on
         self.paused = False  # reading is paused by backpressure
+        #: Called when a reader paused by the stream (not waiting) may read on.
+        self.resume_reading: Callable[[], None] | None = None
         self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
         # handlers running in their own cancel scope, by request id (``_calling``)
         self.scopes: dict[int, anyio.CancelScope] = {}
@@ -199,6 +202,9 @@ class Dispatcher:
             self.admit(backlog.popleft())  # type: ignore[arg-type]
         if self._room is not None and not self.must_pause():
             self._room.set()
+        elif self.paused and self.resume_reading is not None and not self.must_pause():
+            self.paused = False
+            self.resume_reading()
 
     def lend_slot(self) -> None:
         """A handler waits for the peer (a stream for credit): not work, give its slot back."""
@@ -219,6 +225,11 @@ class Dispatcher:
         self.pending_starts -= 1
         try:
             await fn(*args)
+        except Exception:
+            # A bug in ipcbus (user functions' errors are answered in _calling):
+            # this connection ends, not the task group it shares with others.
+            logger.exception("internal error serving %s", self.endpoint.name)
+            self.endpoint.link_lost("internal error (logged)")
         finally:
             self.active -= 1
             self.make_room()

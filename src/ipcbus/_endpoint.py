@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 
 from ._calls import Calls, ReplySlot
-from ._capabilities import MakesEvents, OneShot, ReceivesInto
+from ._capabilities import DeliversReads, MakesEvents, OneShot, ReceivesInto
 from ._dispatch import Dispatcher
 from ._errors import ConnectionClosedError
 from ._events import (
@@ -144,12 +144,31 @@ class Endpoint:
         )
         # One per IpcMain for all its connections; else the endpoint's own.
         self._sweeper = sweeper
-        self._reader_scope = anyio.CancelScope()
+        self._reader_scope: anyio.CancelScope | None = None  # ``run``'s reading
+        # Set by ``attach``: the stream calls us as data arrives, and this runs
+        # (in a task) once the connection has ended and its stream is closed.
+        self._on_end: Callable[[], Awaitable[None]] | None = None
+        self._ending = False  # ``_end`` was started
 
     @property
     def task_group(self) -> anyio.abc.TaskGroup:
         """The task group this connection's tasks run in."""
         return self._tg
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in a task of this connection's task group.
+
+        An error escaping ``fn`` (a bug in ipcbus) ends this connection, not
+        the task group, which may be the whole ``IpcMain``'s (``attach``).
+        """
+        self._tg.start_soon(self._contained, fn, args)
+
+    async def _contained(self, fn: Callable[..., Awaitable[Any]], args: Any) -> None:
+        try:
+            await fn(*args)
+        except Exception:
+            logger.exception("internal error serving %s", self.name)
+            self.link_lost("internal error (logged)")
 
     @property
     def closed(self) -> anyio.Event:
@@ -202,7 +221,7 @@ class Endpoint:
                 self._sweeper.watch(liveness)
             outbox.start()
             outbox.kick()  # a renderer's Hello is queued at birth
-            with self._reader_scope:
+            with anyio.CancelScope() as self._reader_scope:
                 while conn.state is not CLOSED:
                     window = conn.receive_buffer() if receive_into is not None else None
                     try:
@@ -238,6 +257,89 @@ class Endpoint:
             with anyio.CancelScope(shield=True):
                 await self._teardown()
 
+    # ---- the fast path: reads delivered by the stream ----------------------
+
+    def attach(self, on_end: Callable[[], Awaitable[None]]) -> bool:
+        """Have the stream hand us each read as it arrives, if it can; else ``False``.
+
+        Then no task reads for this connection (the stream's callback does,
+        through :meth:`received`), and none waits while it is idle: about 20
+        objects fewer per connection for the cycle collector, and no task
+        switch per read. ``on_end`` runs, in a task, once the connection has
+        ended and its stream is closed.
+        """
+        if not hasattr(self.stream, "deliver_to"):
+            return False
+        self._on_end = on_end
+        self.outbox.lazy = True
+        if self._liveness is not None:
+            if self._sweeper is None:
+                self._sweeper = Sweeper(self._tg)
+            self._sweeper.watch(self._liveness)
+        self.outbox.kick()
+        cast(DeliversReads, self.stream).deliver_to(self)
+        return True
+
+    def receive_window(self) -> memoryview | None:
+        return self.conn.receive_buffer()
+
+    def received(self, data: bytes) -> None:
+        if self.conn.state is not CLOSED:
+            self.conn.receive_data(data)
+            self.reads += 1
+            self._after_read()
+
+    def received_into(self, nbytes: int) -> None:
+        self.conn.received_into(nbytes)
+        self.reads += 1
+        self._after_read()
+
+    def read_ended(self) -> None:
+        if self.conn.state is not CLOSED:
+            self.conn.receive_eof()
+            self._after_read()
+
+    def _after_read(self) -> None:
+        """What ``run`` does after each read, from the stream's callback."""
+        conn = self.conn
+        dispatcher = self.dispatcher
+        try:
+            dispatcher.dispatch_batch(conn.events_received())
+            if dispatcher.must_pause() and not dispatcher.paused:
+                self.outbox.kick()  # replies already made go out first
+                dispatcher.paused = True
+                dispatcher.resume_reading = self._resume_reading
+                cast(DeliversReads, self.stream).pause_reading()
+            if conn.pending_output:
+                if self._welcomed:
+                    self._welcomed = False  # see run
+                    self.outbox.kick()
+                else:
+                    self.outbox.write_at_once()
+        except Exception:
+            # A bug in ipcbus: this connection ends, every other one carries on.
+            logger.exception("internal error serving %s", self.name)
+            self.link_lost("internal error (logged)")
+
+    def _resume_reading(self) -> None:
+        if self.conn.state is not CLOSED:
+            cast(DeliversReads, self.stream).resume_reading()
+
+    async def _end(self) -> None:
+        """The connection ended (``attach``): send what is left, close, tell the owner."""
+        outbox = self.outbox
+        try:
+            if not outbox.torn:
+                await outbox.drain()  # a Goodbye
+        finally:
+            if self._liveness is not None and self._sweeper is not None:
+                self._sweeper.forget(self._liveness)
+            outbox.stop()
+            with anyio.CancelScope(shield=True):
+                await self._teardown()
+                assert self._on_end is not None
+                await self._on_end()
+
     async def _teardown(self) -> None:
         if self.termination is None:  # cancelled from outside
             self.conn.close(CloseCode.SHUTDOWN, "closed")
@@ -253,7 +355,8 @@ class Endpoint:
         if self.conn.state is not CLOSED:
             self.conn.close(code, reason)
             self.handle_events()
-        self._reader_scope.cancel()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
         await self.closed.wait()
 
     def cancel_handlers(self) -> None:
@@ -275,7 +378,8 @@ class Endpoint:
             self._warned = True
             self.conn.receive_eof(reason)
             self.handle_events()
-        self._reader_scope.cancel()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
 
     @property
     def reason(self) -> str:
@@ -330,3 +434,6 @@ class Endpoint:
         self.calls.wake_all()
         self.dispatcher.ended()  # nobody can receive their replies any more
         self._owner.terminated(event)
+        if self._on_end is not None and not self._ending:
+            self._ending = True
+            self._tg.start_soon(self._end)

@@ -133,7 +133,7 @@ class Gatekeeper:
     def _defer(self, pending: _Pending) -> None:
         self._queue.append(pending)
         if len(self._queue) == 1:
-            self._endpoint.task_group.start_soon(self._work)
+            self._endpoint.start_soon(self._work)
 
     async def _work(self) -> None:
         while self._queue:

@@ -107,7 +107,7 @@ class Liveness:
                 f"{endpoint.name} stopped reading: a write made no progress "
                 f"for {self._send_timeout} s"
             )
-            endpoint.task_group.start_soon(endpoint.stream.aclose)  # wakes the stuck writer
+            endpoint.start_soon(endpoint.stream.aclose)  # wakes the stuck writer
             return
         interval = self._interval
         if endpoint.conn.state is not OPEN or not interval:

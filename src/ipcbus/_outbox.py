@@ -134,6 +134,7 @@ class Outbox:
         "admission",
         "conn",
         "direct",
+        "lazy",
         "torn",
         "writes",
         "writing",
@@ -166,6 +167,9 @@ class Outbox:
         self.torn = False  # a write was interrupted: the stream is out of step
         self.writing = False  # the writer task is in a write
         self.writes = 0  # writes started so far: the watchdog's proof of progress
+        #: The writer task is started when a write cannot be made from a
+        #: callback (congested, large, closing) and ends when it has caught up.
+        self.lazy = False
 
     # ---- scheduling writes ---------------------------------------------
 
@@ -192,7 +196,12 @@ class Outbox:
         if wake is None:
             if self._stopped:
                 self.next_batch().fail()  # no writer any more: nobody waits forever
-            return  # not started yet: ``start`` kicks
+                return
+            if not self.lazy:
+                return  # not started yet: ``start`` kicks
+            self.start()
+            wake = self._wake
+            assert wake is not None
         if not wake.is_set():
             wake.set()
 
@@ -300,6 +309,9 @@ class Outbox:
             del data  # a large frame's buffer must not live on while we wait for the next
             batch.finish()
             self._made_room()
+            if self.lazy and not self._wake.is_set():
+                self._wake = None  # caught up: the next kick that needs a task starts one
+                return
 
     async def _write(self, data: bytearray) -> None:
         self.writes += 1

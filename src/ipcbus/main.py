@@ -816,24 +816,44 @@ class IpcMain(Registry):
         if accepted:
             self._make_room_for_a_handshake()
             self._pending[link] = None
+
+        def endpoint_in(tg: anyio.abc.TaskGroup) -> Endpoint:
+            endpoint = contents._endpoint = Endpoint(
+                conn,
+                stream,
+                tg,
+                link,
+                name="a renderer before its handshake",
+                send_tracebacks=self.send_tracebacks,
+                max_in_flight=self.max_in_flight,
+                send_timeout=self.send_timeout,
+                heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp, stream),
+                heartbeat_timeout=self.heartbeat_timeout,
+                sweeper=self._sweeper,
+            )
+            link.install_gate(endpoint)
+            endpoint.start_soon(self._handshake_watchdog, link, endpoint)
+            return endpoint
+
+        if hasattr(stream, "deliver_to") and self._tg is not None:
+            # The fast path: the stream hands reads to the endpoint from the
+            # loop's callback, and this task ends here. An idle connection then
+            # costs no task at all (issue 12); its handlers, its writer when it
+            # needs one and its end run in IpcMain's task group.
+            try:
+                endpoint = endpoint_in(self._tg)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+                    await self._finish(link)
+                raise
+            if task_status is not None:
+                task_status.started(link)
+            endpoint.attach(lambda: self._finish(link))
+            return
         try:
             async with anyio.create_task_group() as tg:
-                endpoint = Endpoint(
-                    conn,
-                    stream,
-                    tg,
-                    link,
-                    name="a renderer before its handshake",
-                    send_tracebacks=self.send_tracebacks,
-                    max_in_flight=self.max_in_flight,
-                    send_timeout=self.send_timeout,
-                    heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp, stream),
-                    heartbeat_timeout=self.heartbeat_timeout,
-                    sweeper=self._sweeper,
-                )
-                contents._endpoint = endpoint
-                link.install_gate(endpoint)
-                tg.start_soon(self._handshake_watchdog, link, endpoint)
+                endpoint = endpoint_in(tg)
                 if task_status is not None:
                     task_status.started(link)
                 try:
