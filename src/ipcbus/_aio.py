@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import socket
 import threading
 from collections import deque
@@ -67,6 +68,29 @@ def _read_buffer() -> memoryview:
     return buffer
 
 
+def _callback_context(loop: asyncio.AbstractEventLoop) -> contextvars.Context:
+    """The context ``call_soon`` callbacks run in: one per loop, made in a task.
+
+    Copied from the first stream's task, with the library named (``_library``).
+    """
+    cached = getattr(_scratch, "context", None)
+    if cached is not None and cached[0] is loop:
+        return cast(contextvars.Context, cached[1])
+    context = contextvars.copy_context()
+    _scratch.context = (loop, context)
+    return context
+
+
+def _event_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], FutureEvent]:
+    """``FutureEvent(loop)`` as one callable per loop (not a bound method per stream)."""
+    cached = getattr(_scratch, "event_maker", None)
+    if cached is not None and cached[0] is loop:
+        return cast(Callable[[], FutureEvent], cached[1])
+    maker = functools.partial(FutureEvent, loop)
+    _scratch.event_maker = (loop, maker)
+    return maker
+
+
 class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -83,7 +107,8 @@ class _Protocol(asyncio.BufferedProtocol):
         self.reading_paused = False
         self.readable: asyncio.Future[None] | None = None
         self.writable: asyncio.Future[None] | None = None
-        self.closed: asyncio.Future[None] = loop.create_future()
+        #: Resolved once the connection is lost; made when someone waits (aclose).
+        self.closed: asyncio.Future[None] | None = None
         #: Given every read as it arrives (``deliver_to``), instead of ``chunks``.
         self.reader: Reader | None = None
         self.told_end = False  # the reader heard that nothing more will come
@@ -136,7 +161,7 @@ class _Protocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True
         self.error = exc
-        if not self.closed.done():
+        if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
         self._wake_reader()
         self._wake_writer()
@@ -200,8 +225,10 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         self._transport = transport
         self._protocol = protocol
         # What ``call_soon``'s callbacks run in: a context that names the
-        # library (see ``_library``), taken once rather than copied per call.
+        # library (see ``_library``), one per loop rather than copied per call.
         self._context = context if context is not None else contextvars.copy_context()
+        #: A :class:`FutureEvent` maker on this stream's loop (one per loop).
+        self.new_event = _event_maker(protocol.loop)
         self._closed = False
         self._streak = 0
 
@@ -213,7 +240,7 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         # The transport's callbacks run in a copy of this context, made now.
         named = _library.set("asyncio") if _library is not None else None
         try:
-            context = contextvars.copy_context()
+            context = _callback_context(loop)
             transport, protocol = await loop.connect_accepted_socket(lambda: _Protocol(loop), sock)
         finally:
             if named is not None and _library is not None:
@@ -368,10 +395,6 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._transport.get_write_buffer_size()
 
-    def new_event(self) -> FutureEvent:
-        """A :class:`FutureEvent` on this stream's loop, for one waiter."""
-        return FutureEvent(self._protocol.loop)
-
     def call_soon(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the loop's next turn (a callback, not a task switch)."""
         self._protocol.loop.call_soon(callback, context=self._context)
@@ -392,8 +415,11 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         self._transport.close()  # flushes what is buffered, then closes
         if self._transport.get_write_buffer_size():
             # A peer that stopped reading must not hold the socket open forever.
+            if protocol.closed is None and not protocol.lost:
+                protocol.closed = protocol.loop.create_future()
             with anyio.move_on_after(1):
-                await asyncio.shield(protocol.closed)
+                if protocol.closed is not None:
+                    await asyncio.shield(protocol.closed)
             if not protocol.lost:
                 self._transport.abort()
 

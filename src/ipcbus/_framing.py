@@ -74,6 +74,9 @@ def split_frames(data: bytes | bytearray | memoryview) -> list[memoryview]:
     return bodies
 
 
+_NOTHING = memoryview(b"")  # the view of no input, shared
+
+
 class FrameDecoder:
     """Turns a byte stream into frame bodies, one complete frame at a time.
 
@@ -92,7 +95,7 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self._new_buffer = new_buffer  # makes the buffer a split body is assembled in
         self._data = b""  # the input being parsed...
-        self._chunk = memoryview(self._data)  # ...and a view of it
+        self._chunk = _NOTHING  # ...and a view of it
         self._pos = 0  # next unparsed byte in _chunk
         self._head = bytearray()  # a header split across chunks
         self._body: bytearray | memoryview | None = None  # a body split across chunks
@@ -147,7 +150,11 @@ class FrameDecoder:
         available = len(chunk) - pos
         body = self._body
         if not available and body is None:
-            return None  # all parsed: the usual end of a read
+            if chunk is not _NOTHING:
+                # All parsed, the usual end of a read: let go of the read (an
+                # idle connection holds no input, nor a view for the collector).
+                self._data, self._chunk, self._pos = b"", _NOTHING, 0
+            return None
         if body is not None:  # continuing a split body
             take = min(len(body) - self._filled, available)
             body[self._filled : self._filled + take] = chunk[pos : pos + take]
@@ -187,7 +194,7 @@ class FrameDecoder:
         """Let go of every byte held: the connection is closed, and a partial body's
         buffer must be freed now, not whenever a cycle holding the decoder is collected."""
         self._data = b""
-        self._chunk = memoryview(self._data)
+        self._chunk = _NOTHING
         self._pos = 0
         self._head.clear()
         self._body = None
@@ -211,3 +218,5 @@ class FrameDecoder:
         """The frames before ``offset`` (a frame boundary from :meth:`unparsed`) are taken."""
         if self._body is None and not self._head:
             self._pos = offset
+            if offset == len(self._chunk):
+                self._data, self._chunk, self._pos = b"", _NOTHING, 0  # see next_body

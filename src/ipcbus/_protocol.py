@@ -204,14 +204,16 @@ class Connection:
         self._max_frame_size = max_frame_size
         self._peer_max_frame_size = 0  # from the peer's handshake; 0: not said
         self._frames = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE), new_buffer)
-        self._encoder = msgspec.msgpack.Encoder()
+        self._encoder = _prepare_encoder  # stateless: one for all connections
         self._outbox = bytearray()
         self._events: list[Event] = []
         self._next_request_id = 1
         self._peer_last_request_id = 0
-        self._awaiting: set[int] = set()
-        self._cancelled: set[int] = set()
-        self._serving: set[int] = set()
+        # Sets of request ids, kept as dicts (values None): the cycle collector
+        # does not track a dict of ints, while it tracks every set (issue 12).
+        self._awaiting: dict[int, None] = {}
+        self._cancelled: dict[int, None] = {}
+        self._serving: dict[int, None] = {}
         self._granted: dict[int, int] = {}  # our streams: items the peer may still send
         self._credit: dict[int, int] = {}  # streams we serve: items we may still send
         if role is Role.RENDERER:
@@ -436,7 +438,7 @@ class Connection:
         request_id = self._next_request_id
         self._next_request_id += 1
         self._queue_payload(Request(request_id, kind, channel, raw_args(args)))
-        self._awaiting.add(request_id)
+        self._awaiting[request_id] = None
         return request_id
 
     def start_stream(self, channel: str, args: Any, credit: int) -> int:
@@ -509,10 +511,10 @@ class Connection:
         """Give up on our request ``request_id``; tell the peer if still open."""
         if request_id not in self._awaiting:
             return  # already answered, or never ours: nothing to cancel
-        self._awaiting.remove(request_id)
+        del self._awaiting[request_id]
         self._granted.pop(request_id, None)
         if self.state is OPEN:
-            self._cancelled.add(request_id)
+            self._cancelled[request_id] = None
             self._queue(Cancel(request_id))
 
     def send_reply(self, request_id: int, ok: bool, value: Any) -> bool:
@@ -529,7 +531,7 @@ class Connection:
         if request_id not in self._serving or self.state is not OPEN:
             return False
         self._queue_payload(Reply(request_id, ok, raw_args(value)))
-        self._serving.remove(request_id)
+        del self._serving[request_id]
         if self._credit:
             self._credit.pop(request_id, None)
         return True
@@ -557,7 +559,7 @@ class Connection:
             size = append_frame(self._encoder, reply, out)
             if size > limit:  # cannot happen with a limit >= MIN_MAX_FRAME_SIZE
                 self._unqueue(size)  # raises
-        self._serving.remove(request_id)
+        del self._serving[request_id]
         self._credit.pop(request_id, None)
         return True
 
@@ -658,19 +660,19 @@ class Connection:
                     f"(last was {self._peer_last_request_id})"
                 )
             self._peer_last_request_id = request_id
-            self._serving.add(request_id)
+            self._serving[request_id] = None
             if body.kind is STREAM:
                 self._credit[request_id] = 0
             self._events.append(body)  # RequestReceived
         elif type(body) is Reply:
             request_id = body.request_id
             if request_id in self._awaiting:
-                self._awaiting.remove(request_id)
+                del self._awaiting[request_id]
                 if self._granted:
                     self._granted.pop(request_id, None)
                 self._events.append(body)  # ReplyReceived
             elif request_id in self._cancelled:
-                self._cancelled.remove(request_id)  # crossed our Cancel
+                del self._cancelled[request_id]  # crossed our Cancel
             else:
                 raise _PeerViolation(
                     f"protocol error: Reply to request id {request_id}, which was never sent"
@@ -694,7 +696,7 @@ class Connection:
             if request_id in self._serving:
                 # Every request gets exactly one Reply, so the caller can forget
                 # the id: a cancelled one gets this acknowledgement.
-                self._serving.remove(request_id)
+                del self._serving[request_id]
                 self._credit.pop(request_id, None)
                 self._queue(Reply(request_id, False, raw_args(_CANCEL_ACK)))
                 self._events.append(RequestCancelled(request_id))

@@ -174,13 +174,33 @@ class WebContents:
     def __init__(self, main: IpcMain, id: int, process_id: int) -> None:
         self.id = id
         self.process_id = process_id
-        self.ipc = Registry()
+        self._ipc: Registry | None = None  # made when first asked for (issue 12)
         self._main = main
         self._endpoint: Endpoint | None = None
         self._process: anyio.abc.Process | None = None
-        self._finished = anyio.Event()
+        # Set once the renderer is gone; the Event is made only if someone waits.
+        self._is_finished = False
+        self._finished_event: anyio.Event | None = None
         self._port_sink: Sink | None = None
         self.disconnect_details: DisconnectDetails | None = None
+
+    @property
+    def ipc(self) -> Registry:
+        """Listeners and handlers for this renderer only (see the class docstring)."""
+        if self._ipc is None:
+            self._ipc = Registry()
+        return self._ipc
+
+    def _finished(self) -> None:
+        self._is_finished = True
+        if self._finished_event is not None:
+            self._finished_event.set()
+
+    async def _wait_finished(self) -> None:
+        if not self._is_finished:
+            if self._finished_event is None:
+                self._finished_event = anyio.Event()
+            await self._finished_event.wait()
 
     def _open_endpoint(self) -> Endpoint:
         endpoint = self._endpoint
@@ -256,11 +276,11 @@ class WebContents:
         """Close the connection to this renderer (a spawned child is left to exit)."""
         if self._endpoint is not None:
             await self._endpoint.close(CloseCode.NORMAL, "closed by main")
-        await self._finished.wait()
+        await self._wait_finished()
 
     async def wait_closed(self) -> None:
         """Return once the renderer is gone (and, if spawned, its process has exited)."""
-        await self._finished.wait()
+        await self._wait_finished()
 
     def __repr__(self) -> str:
         state = "destroyed" if self.is_destroyed() else "live"
@@ -278,17 +298,46 @@ class _Link:
         self._message_event = IpcMainEvent  # made per message by the endpoint...
         self._invoke_event = IpcMainInvokeEvent
         self._event_sender = contents  # ...with this as their sender
-        self.handshake = anyio.Event()
+        # The handshake completed or failed; the Event is made only if someone waits.
+        self.handshake_over = False
+        self._handshake_event: anyio.Event | None = None
         self.allowed = allowed
+        self.renderer_id: int | None = None  # given, not counted (a replica's)
         self.connected = False  # completed the handshake (and so was registered)
 
+    def _handshake_over(self) -> None:
+        self.handshake_over = True
+        if self._handshake_event is not None:
+            self._handshake_event.set()
+
+    async def wait_handshake(self) -> None:
+        """Return once the handshake has completed, or the connection ended."""
+        if not self.handshake_over:
+            if self._handshake_event is None:
+                self._handshake_event = anyio.Event()
+            await self._handshake_event.wait()
+
+    def admit(self) -> int:
+        """The core accepted the token (``Connection(admit=...)``)."""
+        return self.main._admit(self, self.renderer_id)
+
+    async def finish(self) -> None:
+        """The connection ended and its stream is closed (``Endpoint.attach``)."""
+        await self.main._finish(self)
+
     def find_listeners(self, channel: str) -> tuple[Callback, ...]:
-        scoped = self.contents.ipc.take_listeners(channel)
+        ipc = self.contents._ipc
         general = self.main.take_listeners(channel)
+        if ipc is None:
+            return general
+        scoped = ipc.take_listeners(channel)
         return scoped + general if scoped else general
 
     def find_handler(self, channel: str) -> Callback | None:
-        return self.contents.ipc.take_handler(channel) or self.main.take_handler(channel)
+        ipc = self.contents._ipc
+        return (ipc.take_handler(channel) if ipc is not None else None) or self.main.take_handler(
+            channel
+        )
 
     def make_event(self, channel: str, slot: ReplySlot | None) -> IpcMainEvent:
         return IpcMainEvent(channel, self.contents, slot)
@@ -298,7 +347,7 @@ class _Link:
         if not self.contents.process_id:
             self.contents.process_id = event.process_id
         self.main._contents[self.contents.id] = self.contents
-        self.handshake.set()
+        self._handshake_over()
         self.main._run_hooks(self.main._connect_hooks, self.contents)
 
     def terminated(self, event: ConnectionTerminated) -> None:
@@ -306,7 +355,7 @@ class _Link:
         # hooks run later, once a spawned child has been reaped.
         self.connected = self.main._contents.pop(self.contents.id, None) is not None
         self.main._pending.pop(self, None)
-        self.handshake.set()
+        self._handshake_over()
         if self.contents._port_sink is not None:
             self.main._ports.sink_gone(self.contents._port_sink)
 
@@ -528,7 +577,7 @@ class IpcMain(Registry):
             await endpoint.wait_idle()
             await endpoint.close(CloseCode.SHUTDOWN, "the main process is shutting down")
         with anyio.move_on_after(self.shutdown_grace + 5):
-            await link.contents._finished.wait()
+            await link.contents._wait_finished()
 
     def _require_running(self, what: str) -> anyio.abc.TaskGroup:
         if self._tg is None or self._closing:
@@ -728,7 +777,7 @@ class IpcMain(Registry):
             raise
         try:
             with anyio.move_on_after(self.handshake_timeout):
-                await link.handshake.wait()
+                await link.wait_handshake()
         except BaseException:
             # Cancelled: end the half-made connection; _finish kills and reaps
             # the child, and we wait for that so that no process outlives us.
@@ -805,10 +854,11 @@ class IpcMain(Registry):
         contents = WebContents(self, 0, process_id)  # the id comes with the handshake
         contents._process = process
         link = _Link(self, contents, allowed)
+        link.renderer_id = renderer_id
         conn = Connection(
             Role.MAIN,
             token=token,
-            admit=lambda: self._admit(link, renderer_id),
+            admit=link.admit,
             max_frame_size=frame_limit(self.max_frame_size, stream),
             new_buffer=body_buffer,
         )
@@ -849,7 +899,7 @@ class IpcMain(Registry):
                 raise
             if task_status is not None:
                 task_status.started(link)
-            endpoint.attach(lambda: self._finish(link))
+            endpoint.attach(link.finish)
             return
         try:
             async with anyio.create_task_group() as tg:
@@ -901,7 +951,7 @@ class IpcMain(Registry):
         with anyio.move_on_after(self.handshake_timeout):
             # Set by the handshake or by the end of the connection: either way
             # this task (and its timer) is gone at once, not handshake_timeout later.
-            await link.handshake.wait()
+            await link.wait_handshake()
             return
         if endpoint.conn.state is State.HANDSHAKE:
             await endpoint.close(
@@ -928,7 +978,7 @@ class IpcMain(Registry):
         self._links.discard(link)
         self._pending.pop(link, None)
         self._contents.pop(contents.id, None)
-        contents._finished.set()
+        contents._finished()
         if link.connected:
             self._run_hooks(self._disconnect_hooks, contents, contents.disconnect_details)
 

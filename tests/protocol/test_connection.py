@@ -257,7 +257,7 @@ def test_cancel_before_reply(mode: Feed, renderer_sends: bool) -> None:
     # ...which the caller drops quietly, forgetting the id.
     feed(sender, frame(ack), mode)
     assert sender.events_received() == []
-    assert sender._cancelled == set()
+    assert not sender._cancelled
     assert receiver.state is State.OPEN
     assert sender.state is State.OPEN
 
@@ -322,7 +322,7 @@ def test_cancelled_ids_are_forgotten_once_the_peer_has_dropped_them() -> None:
         pair.renderer.cancel_request(request_id)
         pair.send(pair.renderer)  # main drops the request, acknowledging the Cancel
     pair.send(pair.main)
-    assert pair.renderer._cancelled == set()
+    assert not pair.renderer._cancelled
 
 
 # ---- ping --------------------------------------------------------------------
