@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import traceback
 from typing import Any
@@ -27,6 +28,8 @@ CONTESTANTS = {
     "floor": "contestants.floor",
     "ipcbus": "contestants.ipcbus_",
     "ipcbus-async": "contestants.ipcbus_",
+    # ipcbus as of another checkout ($IPCBUS_BEFORE: its src/): before/after tables
+    "ipcbus-before": "contestants.ipcbus_",
     "ipcbus-sync": "contestants.ipcbus_sync",
     "ipcbus-wire": "contestants.ipcbus_wire",
     "pyzmq": "contestants.pyzmq_",
@@ -58,6 +61,8 @@ def main() -> None:
     parser.add_argument("--max-connections", type=int, default=0, help="server: 0 = default")
     args = parser.parse_args()
     raise_fd_limit()
+    if args.contestant == "ipcbus-before":
+        sys.path.insert(0, os.environ["IPCBUS_BEFORE"])
     module: Any = importlib.import_module(CONTESTANTS[args.contestant])
     if hasattr(module, "configure"):
         module.configure(args.contestant)

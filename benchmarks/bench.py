@@ -40,6 +40,7 @@ ALL_CONTESTANTS = (
     "floor",
     "ipcbus",
     "ipcbus-async",
+    "ipcbus-before",  # another checkout's src/ in $IPCBUS_BEFORE: a before/after table
     "ipcbus-sync",
     "ipcbus-wire",
     "pyzmq",
@@ -62,6 +63,7 @@ LOOPS = {
     "floor": BOTH_LOOPS,
     "ipcbus": BOTH_LOOPS,
     "ipcbus-async": BOTH_LOOPS,
+    "ipcbus-before": BOTH_LOOPS,
     "ipcbus-sync": BOTH_LOOPS,  # a blocking client; the loop is main's
     "ipcbus-wire": BOTH_LOOPS,  # the same, with no facade: the bound for ipcbus-sync
     "pyzmq": ("asyncio",),
@@ -74,7 +76,7 @@ SCENARIOS = "ABCDEFGS"
 # Who runs what: G (10,000 renderers) is the floor's and ipcbus's; S (a blocking
 # client's round trip) is the blocking clients'; ipcbus-sync and -wire run S only.
 ONLY_FOR = {
-    "G": ("floor", "ipcbus", "ipcbus-async"),
+    "G": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
     "S": ("mpconn", "ipcbus-wire", "ipcbus-sync"),
 }
 # The column a row is divided by ("xfloor"): S compares with multiprocessing.connection.

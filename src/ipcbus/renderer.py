@@ -165,6 +165,9 @@ class IpcRenderer(Registry):
             raise TypeError(
                 f"unexpected keyword arguments {sorted(nats_options)}: NATS options need app=..."
             )
+        # The stream's callbacks (``Endpoint.attach``) run in a copy of this
+        # context, taken as it opens: ports made in them deliver here too.
+        host_token = current_host.set(self._ports.host)
         try:
             with anyio.fail_after(timeout):
                 stream, token, tcp = await _open(address, token, ssl_context)
@@ -173,6 +176,8 @@ class IpcRenderer(Registry):
                 f"could not connect to main at {address or 'the spawning process'} "
                 f"within {timeout} s"
             ) from None
+        finally:
+            current_host.reset(host_token)
         async with self._connect_stream(stream, token, timeout, tcp=tcp):
             yield self
 
@@ -215,7 +220,8 @@ class IpcRenderer(Registry):
         self._handshake = anyio.Event()
         self._ports.attach(endpoint)
         host_token = current_host.set(self._ports.host)  # ports made here deliver here
-        tg.start_soon(endpoint.run)
+        if not endpoint.attach(_nothing):  # reads handed over by the stream (fast path)
+            tg.start_soon(endpoint.run)
         try:
             with anyio.move_on_after(timeout) as scope:
                 await self._handshake.wait()
@@ -367,6 +373,10 @@ def _raise_if_refused(termination: ConnectionTerminated | None) -> None:
     raise ConnectionClosedError(
         f"main closed the connection during the handshake: {termination.reason}"
     )
+
+
+async def _nothing() -> None:
+    """What a renderer does once its connection has ended: no more (see ``terminated``)."""
 
 
 async def _open(
