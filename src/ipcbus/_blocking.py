@@ -535,9 +535,7 @@ class BlockingLink:
                 with lock:
                     data = self.conn.data_to_send()
                     if self._tls is not None:
-                        if data:
-                            self._tls.write(data)
-                        data = bytearray(self._tls_out.read())
+                        data = self._wrap(data)
                 if data and not self._torn:
                     self._send(data)
             finally:
@@ -587,6 +585,17 @@ class BlockingLink:
             self._tls_in.write(data)
         if out := self._tls_out.read():
             sock.sendall(out)
+
+    def _wrap(self, data: bytearray) -> bytearray:
+        """``data`` encrypted (under ``_lock``), with any TLS record the reads left to send."""
+        assert self._tls is not None
+        try:
+            if data:
+                self._tls.write(data)
+        except ssl.SSLError:  # a failed handshake, a broken stream: nothing can go out
+            self._tls_out.read()
+            return bytearray()
+        return bytearray(self._tls_out.read())
 
     def _unwrap(self, data: bytes) -> tuple[bytes, str | None]:
         """The plaintext in ``data`` (under ``_lock``), and why the stream ended, if it did."""
