@@ -258,18 +258,30 @@ class BlockingLink:
         """Make a request, wait for its reply in this thread; the decoded value, or raise."""
         conn = self.conn
         waiter = _Waiter()
-        with self._lock:
-            if conn.state is not OPEN:
-                raise self.closed_error()
-            try:
-                request_id = conn.start_request(kind, channel, args)
-            except ENCODE_ERRORS as exc:
-                raise encode_error(_WHAT[kind], channel, args, exc) from None
-            except FrameTooLargeError as exc:
-                raise too_large(_WHAT[kind], channel, exc) from None
-            self._waiters[request_id] = waiter
+        writing = self._write.acquire(False)  # the common case: write it ourselves, at once
         try:
-            self.flush()
+            with self._lock:
+                if conn.state is not OPEN:
+                    raise self.closed_error()
+                try:
+                    request_id = conn.start_request(kind, channel, args)
+                except ENCODE_ERRORS as exc:
+                    raise encode_error(_WHAT[kind], channel, args, exc) from None
+                except FrameTooLargeError as exc:
+                    raise too_large(_WHAT[kind], channel, exc) from None
+                self._waiters[request_id] = waiter
+                if writing:
+                    data = conn.data_to_send()
+                    if self._tls is not None:
+                        data = self._wrap(data)
+            if writing and not self._torn:
+                self._send(data)
+        finally:
+            if writing:
+                self._write.release()
+        try:
+            if not writing or conn.pending_output:
+                self.flush()
             self._wait(waiter, None if timeout is None else time.monotonic() + timeout)
         except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
             if waiter.reply is None:
@@ -444,6 +456,11 @@ class BlockingLink:
             self._deliver(events, own)
 
     def _deliver(self, events: list[Event], own: _Waiter | None) -> None:
+        if len(events) == 1 and own is not None:  # the common case: our reply alone
+            event = events[0]
+            if type(event) is ReplyReceived and self._waiters.get(event.request_id) is own:
+                own.reply = event
+                return
         rest: list[Event] = []
         woke = False
         ended: ConnectionTerminated | None = None
