@@ -27,7 +27,7 @@ import ipcbus
 import ipcbus.sync
 from ipcbus._events import HandshakeCompleted, Request
 from ipcbus._protocol import Connection, Role
-from ipcbus._wire import Ping, Pong
+from ipcbus._wire import Pong
 
 from .faults._raw import make_certificate
 from .helpers import running_main
@@ -202,7 +202,7 @@ class _Main:
 
     def ping(self, nonce: int) -> None:
         """Send a Ping and wait for the renderer's Pong (the core keeps Pongs to itself)."""
-        self.conn._queue(Ping(nonce))  # as main's heartbeat does (send_ping)
+        self.conn.send_ping(nonce)
         self.flush()
         self.sock.settimeout(10)
         data = self.sock.recv(65536)
