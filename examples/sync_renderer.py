@@ -1,9 +1,9 @@
 """A blocking renderer: ``ipcbus.sync.IpcRenderer`` for code without an event loop.
 
 Main (async, as always) spawns this file with ``--renderer``; the renderer is
-a plain synchronous program. ``ipcbus.sync`` runs the connection on an event
-loop in a background thread and gives blocking ``send``, ``send_sync``,
-``invoke``; listeners (registered before connecting) run on that background thread.
+a plain synchronous program. ``ipcbus.sync`` gives blocking ``send``,
+``send_sync``, ``invoke``, which do their I/O in the calling thread; listeners
+(registered before connecting) run on a background thread.
 
 Run: ``python examples/sync_renderer.py``
 """

@@ -5,7 +5,7 @@ Scenario S only. The client speaks ipcbus's protocol with the sans-I/O core
 ``multiprocessing.connection`` does: send the Request, ``recv`` until the
 Reply. No facade can do better against the same main; the gap between this
 and ``mpconn`` is main's, the gap between this and ``ipcbus-sync`` is the
-facade's (its two thread hand-offs per call).
+facade's (its locks, and the bookkeeping that lets threads share the socket).
 """
 
 from __future__ import annotations

@@ -49,10 +49,12 @@ __all__ = (
     "UnixAddress",
     "child_socketpair",
     "connect",
+    "connect_blocking",
     "create_listener",
     "parse_address",
     "peer_pid",
     "stream_from_socket",
+    "tls_failed",
 )
 
 ENV_ADDRESS: Final = "IPCBUS_ADDRESS"
@@ -376,15 +378,55 @@ async def connect(
             )
         return await anyio.connect_tcp(parsed.host, parsed.port)
     except ssl.SSLError as exc:  # an OSError too, but "is main running?" would mislead
-        raise ConnectionClosedError(
-            f"cannot connect to main at {parsed}: the TLS handshake failed; check that "
-            f"ssl_context trusts main's certificate and matches its TLS settings ({exc})"
-        ) from exc
+        raise tls_failed(address, exc) from exc
     except OSError as exc:
         raise ConnectionClosedError(
             f"cannot connect to main at {parsed}: {exc.strerror or exc}; "
             "is the main process running and listening there?"
         ) from exc
+
+
+def connect_blocking(
+    address: str | os.PathLike[str], ssl_context: ssl.SSLContext | None, timeout: float
+) -> tuple[socket.socket, str | None]:
+    """Open a blocking socket to a listening main (for ``ipcbus.sync``).
+
+    Returns the socket and, for TLS, the host name to check main's
+    certificate against (``None``: no TLS); the TLS handshake itself is the
+    caller's (it runs over the socket it drives).
+    """
+    parsed = parse_address(address)
+    try:
+        if isinstance(parsed, UnixAddress):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(parsed.path)
+                sock.settimeout(None)
+            except BaseException:
+                sock.close()
+                raise
+            return sock, None
+        _check_tls(parsed, ssl_context)
+        sock = socket.create_connection((parsed.host, parsed.port), timeout=timeout)
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, (parsed.host if ssl_context is not None else None)
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        raise ConnectionClosedError(
+            f"cannot connect to main at {parsed}: {exc.strerror or exc}; "
+            "is the main process running and listening there?"
+        ) from exc
+
+
+def tls_failed(address: str | os.PathLike[str], exc: ssl.SSLError) -> ConnectionClosedError:
+    """The error for a TLS handshake with main that failed."""
+    return ConnectionClosedError(
+        f"cannot connect to main at {parse_address(address)}: the TLS handshake failed; check "
+        f"that ssl_context trusts main's certificate and matches its TLS settings ({exc})"
+    )
 
 
 def fast_path() -> bool:

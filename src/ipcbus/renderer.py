@@ -233,7 +233,7 @@ class IpcRenderer(Registry):
             if not conn.renderer_id:
                 # No Welcome: refused. A Welcome read together with a Goodbye is
                 # a connection main accepted and then closed: enter, closed.
-                _raise_if_refused(endpoint.termination)
+                raise_if_refused(endpoint.termination)
             yield self
         finally:
             with anyio.CancelScope(shield=True):
@@ -354,7 +354,7 @@ class IpcRenderer(Registry):
             self._ports.port_closed(event)
 
 
-def _raise_if_refused(termination: ConnectionTerminated | None) -> None:
+def raise_if_refused(termination: ConnectionTerminated | None) -> None:
     if termination is None:
         return
     if termination.code is CloseCode.AUTHENTICATION_FAILED:
@@ -379,17 +379,21 @@ async def _nothing() -> None:
     """What a renderer does once its connection has ended: no more (see ``terminated``)."""
 
 
-async def _open(
-    address: str | os.PathLike[str] | None, token: str | None, ssl_context: ssl.SSLContext | None
-) -> tuple[anyio.abc.ByteStream, str, bool]:
+def find_main(
+    address: str | os.PathLike[str] | None, token: str | None
+) -> tuple[socket.socket | str | os.PathLike[str], str]:
+    """Where main is (the socket inherited from ``IpcMain.spawn``, else an address) and the token.
+
+    Shared with ``ipcbus.sync``. No address: the inherited socket, else
+    ``$IPCBUS_ADDRESS``; no token: the inherited one, else ``$IPCBUS_TOKEN``.
+    """
     if address is None:
         fd = os.environ.pop(ENV_FD, None)
         if fd is not None:
             # Spawned by IpcMain.spawn: our end of its socket pair, and its token.
             inherited_token = os.environ.pop(ENV_TOKEN, "")
             sock = socket.socket(fileno=int(fd))
-            stream = await stream_from_socket(sock)
-            return stream, token if token is not None else inherited_token, False
+            return sock, token if token is not None else inherited_token
         address = os.environ.get(ENV_ADDRESS)
         if not address:
             raise ConnectionClosedError(
@@ -399,8 +403,17 @@ async def _open(
             )
     if token is None:
         token = os.environ.get(ENV_TOKEN, "")
-    tcp = str(address).startswith("tcp:")
-    return await open_stream(address, ssl_context), token, tcp
+    return address, token
+
+
+async def _open(
+    address: str | os.PathLike[str] | None, token: str | None, ssl_context: ssl.SSLContext | None
+) -> tuple[anyio.abc.ByteStream, str, bool]:
+    where, token = find_main(address, token)
+    if isinstance(where, socket.socket):
+        return await stream_from_socket(where), token, False
+    tcp = str(where).startswith("tcp:")
+    return await open_stream(where, ssl_context), token, tcp
 
 
 def connect(

@@ -3,24 +3,31 @@
 ``ipcbus.sync.IpcRenderer`` is :class:`ipcbus.IpcRenderer` with blocking
 methods, in the same order of operations: register listeners and handlers
 first, then connect, so nothing main sends once the connection is up (say, in
-its ``on_connect`` hook) is lost. The connection runs on an event loop in a
-background thread (anyio's blocking portal) that ``connect`` starts and
-``close`` stops.
+its ``on_connect`` hook) is lost.
 
-Where your functions run:
+A blocking call does its own I/O, in the calling thread: ``invoke`` writes
+the request and reads the socket until its reply arrives, with no event loop
+and no other thread on the way (``ipcbus._blocking``; docs/architecture.md).
+Between calls a reader thread reads what main sends. Messages and main's
+``contents.invoke`` calls are handed to an event loop in a background thread
+that ``connect`` starts and ``close`` stops, which runs your functions:
 
 * **Listeners** (``on``, ``once``) run on that loop's thread, in the order
   main sent the messages, one at a time, as in the async renderer. They must
   be quick and thread-safe (hand work to your own threads, e.g. through a
   ``queue.Queue``), and must not call this renderer's blocking methods (that
-  raises ``RuntimeError``: the loop would wait for itself). They may be plain
-  or ``async`` functions.
+  raises ``RuntimeError``). They may be plain or ``async`` functions.
 * **Handlers** (``handle``, ``handle_once``) that are plain functions run in a
   worker thread (``anyio.to_thread``), so they may block and may call this
   renderer's blocking methods (``invoke`` main while answering main's
   ``contents.invoke``). Concurrent invokes run in concurrent threads. A
   cancelled invoke (main's timeout) is answered once the function returns:
   a thread cannot be interrupted. ``async`` handlers run on the loop.
+
+Any number of threads may call one renderer at once; each gets its own
+reply. Message ports and streams are the async renderer's: ports main sends
+here are closed (their peers see "close"), and main's ``contents.stream``
+gets ``NoHandlerError``.
 
 Example::
 
@@ -43,41 +50,38 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import os
+import socket
 import ssl
 import threading
-from collections.abc import Callable, Coroutine
-from contextlib import ExitStack, suppress
+from collections.abc import Callable
+from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
+import anyio
+import anyio.abc
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from . import renderer as _async
-from ._errors import ConnectionClosedError
-from ._registry import check_channel
-from ._wire import DEFAULT_MAX_FRAME_SIZE
+from ._blocking import BlockingLink
+from ._buffers import body_buffer
+from ._calling import is_awaitable
+from ._errors import ConnectionClosedError, IpcTimeoutError, NoHandlerError, ValidationError
+from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
+from ._protocol import OPEN, Connection, Role
+from ._registry import Registry, check_channel
+from ._transport import connect_blocking, tls_failed
+from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, ErrorKind, RequestKind, check_max_frame_size
+from .renderer import IpcRendererEvent, find_main, raise_if_refused
 
 __all__ = ("IpcRenderer", "SyncRenderer", "connect")
 
+logger = logging.getLogger("ipcbus")
+
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-
-
-class _Renderer(_async.IpcRenderer):
-    """The async renderer underneath, whose events name the blocking one as ``sender``."""
-
-    def __init__(self, facade: IpcRenderer, **options: Any) -> None:
-        super().__init__(**options)
-        self._facade = facade
-
-    def make_event(self, channel: str, slot: Any) -> _async.IpcRendererEvent:
-        return _async.IpcRendererEvent(channel, self._facade)  # type: ignore[arg-type]
-
-    @property
-    def _event_sender(self) -> Any:
-        return self._facade
 
 
 class IpcRenderer:
@@ -87,7 +91,8 @@ class IpcRenderer:
     ``(event, *args)`` with ``event.sender`` this object. See the module
     docstring for the threads your functions run on.
 
-    Args: as :class:`ipcbus.IpcRenderer`.
+    Args: as :class:`ipcbus.IpcRenderer` (``max_in_flight``: handlers run at
+    once; more wait their turn).
     """
 
     def __init__(
@@ -100,19 +105,22 @@ class IpcRenderer:
         heartbeat_timeout: float | None = None,
         send_timeout: float | None = 30.0,
     ) -> None:
-        self._renderer = _Renderer(
-            self,
-            max_frame_size=max_frame_size,
-            send_tracebacks=send_tracebacks,
-            max_in_flight=max_in_flight,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            send_timeout=send_timeout,
-        )
+        check_max_frame_size(max_frame_size)
+        self.max_frame_size = max_frame_size
+        self.send_tracebacks = send_tracebacks
+        self.max_in_flight = max_in_flight
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.send_timeout = send_timeout
+        self._registry = Registry()
+        self._id = 0
         self._stack: ExitStack | None = None
+        self._link: BlockingLink | None = None
         self._portal: BlockingPortal | None = None
         self._loop_thread: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the fast path (_call)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: asyncio.Queue[list[Event]] | None = None  # the loop's, fed by readers
+        self._scopes: dict[int, anyio.CancelScope] = {}  # handlers running, by request id
 
     # ---- connecting ----------------------------------------------------
 
@@ -139,31 +147,83 @@ class IpcRenderer:
         """
         if self._stack is not None:
             raise RuntimeError("this ipcbus.sync.IpcRenderer is already connected")
+        where, token = find_main(address, token)
         stack = ExitStack()
         try:
-            portal = stack.enter_context(start_blocking_portal())
-            self._loop_thread, self._loop = portal.call(_loop_identity)
-            self._portal = portal
-            cm = self._renderer.connect(
-                address, token=token, timeout=timeout, ssl_context=ssl_context
-            )
-            stack.enter_context(portal.wrap_async_context_manager(cm))
+            sock, hostname = self._open(where, ssl_context, timeout)
+            try:
+                portal = stack.enter_context(start_blocking_portal("asyncio"))
+                stack.callback(portal.call, portal.stop, True)  # cancels running handlers
+                self._loop_thread, self._loop = portal.call(_loop_identity)
+                self._portal = portal
+                self._inbox = portal.start_task(self._dispatch_events)[1]
+                conn = Connection(
+                    Role.RENDERER,
+                    token=token,
+                    process_id=os.getpid(),
+                    max_frame_size=self.max_frame_size,
+                    new_buffer=body_buffer,
+                )
+                tcp = isinstance(where, str) and where.startswith("tcp:")
+                heartbeat = self.heartbeat_interval
+                link = BlockingLink(
+                    sock,
+                    conn,
+                    self._post,
+                    send_timeout=self.send_timeout,
+                    heartbeat_interval=(5.0 if tcp else None) if heartbeat == "auto" else heartbeat,
+                    heartbeat_timeout=self.heartbeat_timeout,
+                    send_tracebacks=self.send_tracebacks,
+                    ssl_context=ssl_context if hostname is not None else None,
+                    server_hostname=hostname,
+                )
+            except BaseException:
+                sock.close()
+                raise
+            stack.callback(link.close)  # before the loop stops (the stack unwinds backwards)
+            self._link = link
+            try:
+                link.start(timeout)
+            except ssl.SSLError as exc:
+                raise tls_failed(str(where), exc) from exc
+            if not conn.renderer_id:
+                raise_if_refused(link.termination)
+            self._id = conn.renderer_id
         except BaseException:
-            self._portal = self._loop_thread = self._loop = None
+            self._forget()
             stack.close()
             raise
         self._stack = stack
         return self
 
+    @staticmethod
+    def _open(
+        where: socket.socket | str | os.PathLike[str],
+        ssl_context: ssl.SSLContext | None,
+        timeout: float,
+    ) -> tuple[socket.socket, str | None]:
+        if isinstance(where, socket.socket):
+            return where, None
+        try:
+            return connect_blocking(where, ssl_context, timeout)
+        except TimeoutError:
+            raise IpcTimeoutError(
+                f"could not connect to main at {where} within {timeout} s"
+            ) from None
+
     def close(self) -> None:
-        """Disconnect and stop the background loop. Idempotent."""
+        """Disconnect and stop the background threads. Idempotent."""
         self._not_on_loop("close")
         stack, self._stack = self._stack, None
         try:
             if stack is not None:
                 stack.close()
         finally:
-            self._portal = self._loop_thread = self._loop = None
+            self._forget()
+
+    def _forget(self) -> None:
+        self._portal = self._loop_thread = self._loop = self._inbox = None
+        self._link = None
 
     def __enter__(self) -> IpcRenderer:
         return self
@@ -179,37 +239,38 @@ class IpcRenderer:
     @property
     def id(self) -> int:
         """The id main gave this renderer (0 before the first connection)."""
-        return self._renderer.id
+        return self._id
 
     def is_connected(self) -> bool:
-        return self._renderer.is_connected()
+        link = self._link
+        return link is not None and link.conn.state is OPEN
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until main ends the connection; ``False`` if ``timeout`` s passed first."""
-
-        async def wait() -> bool:
-            with anyio.move_on_after(timeout):
-                await self._renderer.wait_closed()
-                return True
-            return False
-
-        return bool(self._call("wait_closed", wait))
+        return self._open_link("wait_closed").closed.wait(timeout)
 
     # ---- calls to main (blocking) --------------------------------------
 
     def send(self, channel: str, *args: Any) -> None:
         """As ``IpcRenderer.send``, blocking until the frame is handed to the socket."""
-        self._call("send", functools.partial(self._renderer.send, channel, *args))
+        check_channel(channel)
+        self._open_link("send").send(channel, args)
 
     def send_sync(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """As ``IpcRenderer.send_sync``: main's listeners' ``event.return_value``."""
-        call = functools.partial(self._renderer.send_sync, channel, *args, timeout=timeout)
-        return self._call("send_sync", call)
+        check_channel(channel)
+        return self._open_link("send_sync").call(RequestKind.SYNC, channel, args, timeout)
 
     def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """As ``IpcRenderer.invoke``: the result of main's ``handle(channel)``."""
-        call = functools.partial(self._renderer.invoke, channel, *args, timeout=timeout)
-        return self._call("invoke", call)
+        if type(channel) is not str or not channel:  # the common case without a call
+            check_channel(channel)
+        if self._loop_thread is not None and threading.get_ident() == self._loop_thread:
+            self._not_on_loop("invoke")
+        link = self._link
+        if link is None:
+            link = self._open_link("invoke")  # raises
+        return link.call(INVOKE, channel, args, timeout)
 
     # ---- listeners and handlers ----------------------------------------
 
@@ -219,7 +280,7 @@ class IpcRenderer:
     def on(self, channel: str, listener: F) -> F: ...
     def on(self, channel: str, listener: F | None = None) -> F | Callable[[F], F]:
         """Listen to ``channel``; ``listener(event, *args)`` runs on the loop's thread."""
-        return self._register(self._renderer.on, channel, listener)
+        return self._register(self._registry.on, channel, listener)
 
     @overload
     def once(self, channel: str) -> Callable[[F], F]: ...
@@ -227,20 +288,20 @@ class IpcRenderer:
     def once(self, channel: str, listener: F) -> F: ...
     def once(self, channel: str, listener: F | None = None) -> F | Callable[[F], F]:
         """As :meth:`on`, removed before its first call."""
-        return self._register(self._renderer.once, channel, listener)
+        return self._register(self._registry.once, channel, listener)
 
     def off(self, channel: str, listener: Callable[..., Any]) -> None:
         """Remove the most recent registration of ``listener`` on ``channel``."""
-        self._locally(lambda: self._renderer.off(channel, listener))
+        self._locally(lambda: self._registry.off(channel, listener))
 
     remove_listener = off
 
     def remove_all_listeners(self, channel: str | None = None) -> None:
         """Remove every listener of ``channel``, or of every channel."""
-        self._locally(lambda: self._renderer.remove_all_listeners(channel))
+        self._locally(lambda: self._registry.remove_all_listeners(channel))
 
     def listener_count(self, channel: str) -> int:
-        return self._renderer.listener_count(channel)
+        return self._registry.listener_count(channel)
 
     @overload
     def handle(self, channel: str) -> Callable[[F], F]: ...
@@ -252,7 +313,7 @@ class IpcRenderer:
         Raises:
             HandlerExistsError: ``channel`` already has a handler.
         """
-        return self._register(self._renderer.handle, channel, handler, in_worker=True)
+        return self._register(self._registry.handle, channel, handler, in_worker=True)
 
     @overload
     def handle_once(self, channel: str) -> Callable[[F], F]: ...
@@ -260,11 +321,11 @@ class IpcRenderer:
     def handle_once(self, channel: str, handler: F) -> F: ...
     def handle_once(self, channel: str, handler: F | None = None) -> F | Callable[[F], F]:
         """As :meth:`handle`, removed before its first call."""
-        return self._register(self._renderer.handle_once, channel, handler, in_worker=True)
+        return self._register(self._registry.handle_once, channel, handler, in_worker=True)
 
     def remove_handler(self, channel: str) -> None:
         """Remove the handler of ``channel``; no error if there is none."""
-        self._locally(lambda: self._renderer.remove_handler(channel))
+        self._locally(lambda: self._registry.remove_handler(channel))
 
     # ---- internals -----------------------------------------------------
 
@@ -296,94 +357,130 @@ class IpcRenderer:
         if self._loop_thread is not None and threading.get_ident() == self._loop_thread:
             raise RuntimeError(
                 f"ipcbus.sync.IpcRenderer.{what}() cannot be called from a listener: "
-                "listeners run on the renderer's loop thread, which would wait for itself; "
+                "listeners run on the renderer's loop thread, which must not block; "
                 "use a handler (it runs in a worker thread) or hand off to another thread"
             )
 
-    def _call(self, what: str, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-        """Run ``call()`` on the loop and block until it is done; its result or exception."""
+    def _open_link(self, what: str) -> BlockingLink:
+        """The link, for a blocking method (not from a listener: the loop must not block)."""
         self._not_on_loop(what)
-        portal, loop = self._portal, self._loop
-        if portal is None:
+        link = self._link
+        if link is None:
             raise ConnectionClosedError(
                 f"not connected: call {what}() inside 'with ipc_renderer.connect(...):'"
             )
-        if loop is None:
-            return portal.call(call)  # the loop is not asyncio's: anyio's way
-        return _run_on_asyncio(loop, call, what)
+        return link
+
+    # ---- what main sends: on the loop's thread ---------------------------
+
+    def _post(self, events: list[Event]) -> None:
+        """Hand one read's events to the loop, in order (called by the reading thread)."""
+        loop, inbox = self._loop, self._inbox
+        if loop is not None and inbox is not None:
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, events)
+            except RuntimeError:  # the loop has stopped: we are closing
+                pass
+
+    async def _dispatch_events(
+        self, *, task_status: anyio.abc.TaskStatus[asyncio.Queue[list[Event]]]
+    ) -> None:
+        """The loop's one task: listeners in order; a task per call main makes."""
+        inbox: asyncio.Queue[list[Event]] = asyncio.Queue()
+        limiter = anyio.CapacityLimiter(self.max_in_flight)
+        async with anyio.create_task_group() as tg:
+            task_status.started(inbox)
+            while True:
+                for event in await inbox.get():
+                    if type(event) is MessageReceived:
+                        await self._deliver(event)
+                    elif type(event) is RequestReceived:
+                        tg.start_soon(self._serve, event, limiter)
+                    elif isinstance(event, RequestCancelled):
+                        if (scope := self._scopes.get(event.request_id)) is not None:
+                            scope.cancel()
+                    elif isinstance(event, ConnectionTerminated):
+                        for scope in self._scopes.values():
+                            scope.cancel()  # nobody can receive their replies any more
+                    # Port frames: the ports were closed on arrival (_deliver).
+
+    async def _deliver(self, message: MessageReceived) -> None:
+        channel = message.channel
+        if message.ports and (link := self._link) is not None:
+            logger.warning(
+                "ipcbus.sync.IpcRenderer takes no message ports: closed the %d sent on %r "
+                "(use the async ipcbus.IpcRenderer for ports)",
+                len(message.ports),
+                channel,
+            )
+            link.close_ports(list(message.ports))
+        listeners = self._registry.take_listeners(channel)
+        if not listeners:
+            logger.debug("dropped a message on %r from main: no listener", channel)
+            return
+        event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
+        for callback in listeners:
+            try:
+                args = callback.signature.decode(channel, message.args)
+            except ValidationError as exc:
+                logger.warning(
+                    "listener %r on %r not called: its arguments do not fit its annotations",
+                    callback.fn,
+                    channel,
+                )
+                logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
+                continue
+            try:
+                result = callback.fn(event, *args)
+                if is_awaitable(result):
+                    await result
+            except Exception as exc:
+                logger.error("listener for %r from main raised", channel, exc_info=exc)
+
+    async def _serve(self, request: RequestReceived, limiter: anyio.CapacityLimiter) -> None:
+        """Answer main's ``contents.invoke`` with what the handler returns or raises."""
+        link = self._link
+        if link is None:
+            return
+        channel, request_id = request.channel, request.request_id
+        callback = self._registry.take_handler(channel) if request.kind is INVOKE else None
+        if callback is None:
+            why = (
+                f"No handler registered for {channel!r}"
+                if request.kind is INVOKE
+                else f"ipcbus.sync.IpcRenderer serves no streams ({channel!r}): "
+                "use the async ipcbus.IpcRenderer"
+            )
+            link.reply_error(request_id, ErrorKind.NO_HANDLER, NoHandlerError(why))
+            return
+        try:
+            args = callback.signature.decode(channel, request.args)
+        except ValidationError as exc:
+            link.reply_error(request_id, ErrorKind.VALIDATION, exc)
+            return
+        event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
+        with anyio.CancelScope() as scope:  # main's Cancel: the core has answered it
+            self._scopes[request_id] = scope
+            try:
+                async with limiter:
+                    result = callback.fn(event, *args)
+                    if is_awaitable(result):
+                        result = await result
+            except Exception as exc:
+                link.reply_error(request_id, ErrorKind.REMOTE, exc)
+            else:
+                link.reply(request_id, channel, result)
+            finally:
+                del self._scopes[request_id]
 
 
 #: The name before 0.2: what ``ipcbus.sync.connect`` returns.
 SyncRenderer = IpcRenderer
 
 
-def _loop_identity() -> tuple[int, asyncio.AbstractEventLoop | None]:
-    """The loop thread's id, and its asyncio loop (``None`` under another backend)."""
-    try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    return threading.get_ident(), loop
-
-
-# ---- the fast path of a blocking call --------------------------------------------
-#
-# ``BlockingPortal.call`` makes a concurrent Future, hands the loop a callback
-# that starts a task in the portal's task group under a cancel scope of its
-# own, and waits on the Future's condition. On asyncio this does the least
-# that crossing threads needs: one ``call_soon_threadsafe`` (wakes the loop),
-# one task (the call may await, and a ``timeout=`` is an anyio cancel scope,
-# which needs a task), and a ``threading.Lock`` the task's done-callback
-# releases (wakes this thread). The task belongs to the blocked caller: it
-# waits for it, and cancels it if the wait is interrupted (Ctrl-C), so an
-# invoke stops and main is sent its Cancel. benchmarks/bench.py, scenario S,
-# measures it beside multiprocessing.connection; docs/performance.md has the
-# figures. Other backends take ``portal.call``.
-
-
-def _run_on_asyncio(
-    loop: asyncio.AbstractEventLoop, call: Callable[[], Coroutine[Any, Any, T]], what: str
-) -> T:
-    done = threading.Lock()
-    done.acquire()
-    outcome: list[asyncio.Future[T]] = []
-    started: list[asyncio.Task[T]] = []
-
-    def finished(task: asyncio.Future[T]) -> None:
-        outcome.append(task)
-        done.release()
-
-    def start() -> None:
-        try:
-            task = loop.create_task(call())
-        except BaseException as exc:  # the coroutine could not even be made
-            failed: asyncio.Future[T] = loop.create_future()
-            failed.set_exception(exc)
-            finished(failed)
-            return
-        started.append(task)
-        task.add_done_callback(finished)
-
-    scheduled = False
-    try:
-        loop.call_soon_threadsafe(start)
-        scheduled = True
-        while not done.acquire(timeout=1.0):
-            if loop.is_closed() and not outcome:  # stopped by close() before ``start`` ran
-                raise ConnectionClosedError(f"the renderer closed during {what}()")
-    except RuntimeError:
-        if scheduled:
-            raise
-        # The loop has stopped: close() ran in another thread.
-        raise ConnectionClosedError(f"not connected: {what}() after the renderer closed") from None
-    except BaseException:  # interrupted (KeyboardInterrupt): stop the call, then go
-        with suppress(RuntimeError):  # (the loop may have stopped meanwhile)
-            loop.call_soon_threadsafe(lambda: [task.cancel() for task in started])
-        raise
-    task = outcome[0]
-    if task.cancelled():  # only the loop's shutdown cancels it: the connection is gone
-        raise ConnectionClosedError(f"the renderer closed during {what}()")
-    return task.result()
+def _loop_identity() -> tuple[int, asyncio.AbstractEventLoop]:
+    """The loop thread's id and its asyncio loop."""
+    return threading.get_ident(), asyncio.get_running_loop()
 
 
 def _in_worker_thread(fn: F) -> F:

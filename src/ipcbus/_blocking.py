@@ -1,0 +1,632 @@
+"""A protocol ``Connection`` driven over a blocking socket by the threads that call on it.
+
+``ipcbus.sync`` runs on it. No event loop is on the path of a call: the
+calling thread queues its request, writes it, and reads the socket itself
+until its reply arrives (as ``multiprocessing.connection`` does), handling
+whatever else it reads on the way. Rules:
+
+* **One reader at a time** (leader/follower). A thread reads only while it
+  leads (``_leading``, under ``_cond``), and hands on every event of a read
+  (replies to their waiters, the rest to the sink, in order) before it reads
+  again or steps down: no bytes are read, and no event delivered, out of
+  order. A caller whose reply another leader reads is woken by it; a caller
+  that waits while nobody leads takes over.
+* **Between calls** the reader thread waits for the socket to become
+  readable without leading, then leads for one read that does not block.
+  While any call waits it does not watch the socket (epoll interest off), so
+  a reply wakes only the thread that reads it.
+* **Writing**: ``_lock`` guards the Connection (queueing a frame, feeding it
+  bytes: short holds); ``_write`` is held while bytes go out, and they are
+  taken from the Connection under it, so frames leave in the order queued.
+  A reader never waits for ``_write`` (a write may wait for main to read,
+  and main for us): it only tries, and the holder sends what was queued
+  meanwhile before it lets go.
+* **Liveness**: the reader thread sends heartbeat pings and ends a link that
+  stays silent; a write that makes no progress for ``send_timeout`` ends it.
+  Main's pings are answered by the core, flushed by whoever read them.
+* **The end** (EOF, a Goodbye, ``close``, a dead link) wakes every waiter,
+  which then fails with ``ConnectionClosedError``: nothing waits forever.
+* **TLS**: an ``ssl.SSLObject`` over memory buffers, kept under ``_lock``
+  with the Connection, so the socket stays a plain one any thread may poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+from ._calls import error_from_reply, error_info
+from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError, ProtocolError
+from ._events import ConnectionTerminated, Event, ReplyReceived
+from ._outbox import too_large
+from ._protocol import CLOSED, HANDSHAKE, OPEN, Connection
+from ._values import DECODE_ERRORS, ENCODE_ERRORS, decode_value, encode_error
+from ._wire import CloseCode, ErrorKind, PortRef, RequestKind
+
+__all__ = ("BlockingLink", "Sink")
+
+logger = logging.getLogger("ipcbus")
+
+_READ_SIZE = 256 * 1024
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
+
+#: Receives, in order, every event but replies (messages, main's requests, the end).
+Sink = Callable[[list[Event]], None]
+
+
+class _Waiter:
+    """One call's reply, once read (by its own thread or another leader)."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self) -> None:
+        self.reply: ReplyReceived | None = None
+
+
+class _Watch:
+    """The reader thread's wait for the socket, switched off while calls read it."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._poll = select.poll()
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLIN)
+        else:
+            self._poll.register(fd, select.POLLIN)
+
+    def pause(self) -> None:
+        if self._epoll is not None:
+            with suppress(OSError, ValueError):  # closed meanwhile
+                self._epoll.modify(self._fd, 0)
+
+    def resume(self) -> None:
+        if self._epoll is not None:
+            with suppress(OSError, ValueError):
+                self._epoll.modify(self._fd, select.EPOLLIN)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Whether the socket may be readable (or hung up) before ``timeout`` s."""
+        if self._epoll is not None:
+            return bool(self._epoll.poll(-1 if timeout is None else timeout, 1))
+        return bool(self._poll.poll(None if timeout is None else timeout * 1000))
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+
+
+def _ready(fd: int, events: int, timeout: float | None) -> bool:
+    poll = select.poll()
+    poll.register(fd, events)
+    return bool(poll.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
+class BlockingLink:
+    """One renderer's connection to main, driven by the threads that use it."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        conn: Connection,
+        sink: Sink,
+        *,
+        name: str = "main",
+        send_timeout: float | None,
+        heartbeat_interval: float | None,
+        heartbeat_timeout: float | None,
+        send_tracebacks: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self.conn = conn
+        self.name = name
+        self._sink = sink
+        self._send_timeout = send_timeout
+        self._send_tracebacks = send_tracebacks
+        self._lock = threading.Lock()  # the Connection (and the TLS object)
+        self._write = threading.Lock()  # the socket's sending side
+        self._cond = threading.Condition(threading.Lock())  # leadership, waiters
+        self._leading = False
+        self._active = 0  # calls waiting for their replies
+        self._sleepers = 0  # threads waiting on _cond
+        self._ended = False
+        self._torn = False  # the socket is closed
+        self._waiters: dict[int, _Waiter] = {}
+        self.termination: ConnectionTerminated | None = None
+        self.closed = threading.Event()
+        self._watch = _Watch(sock.fileno())
+        self._reader: threading.Thread | None = None
+        self.reads = 0
+        # liveness (the reader thread's)
+        self._interval = heartbeat_interval
+        self._silence = heartbeat_timeout or (3 * heartbeat_interval if heartbeat_interval else 0)
+        self._seen_reads = 0
+        self._heard = self._next_ping = 0.0
+        self._nonce = 0
+        self._tls: ssl.SSLObject | None = None
+        if ssl_context is not None:
+            self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self._tls = ssl_context.wrap_bio(
+                self._tls_in, self._tls_out, server_hostname=server_hostname
+            )
+
+    # ---- starting and ending ----------------------------------------------------
+
+    def start(self, timeout: float) -> None:
+        """The TLS handshake (if any) and the protocol's; then the reader thread starts.
+
+        Returns once the handshake is done or the link closed (refused:
+        ``conn.renderer_id`` stays 0, ``termination`` says why).
+
+        Raises:
+            IpcTimeoutError: no handshake within ``timeout`` seconds.
+            ssl.SSLError: the TLS handshake failed.
+        """
+        deadline = time.monotonic() + timeout
+        if self._tls is not None:
+            self._tls_handshake(deadline)
+        self._leading = True  # nobody else is here yet
+        try:
+            self.flush()  # the Hello
+            while self.conn.state is HANDSHAKE and not self._ended:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise IpcTimeoutError(
+                        "main accepted the connection but did not complete the handshake "
+                        f"within {timeout} s"
+                    )
+                self._read(remaining, None)
+        finally:
+            self._leading = False
+        if self.conn.state is OPEN:
+            self._heard = time.monotonic()
+            self._next_ping = self._heard + (self._interval or 0)
+            self._reader = threading.Thread(
+                target=self._read_between_calls, name="ipcbus.sync reader", daemon=True
+            )
+            self._reader.start()
+
+    def close(self, reason: str = "the renderer disconnected") -> None:
+        """Say Goodbye, wake every waiter, stop the reader thread and close the socket."""
+        events: list[Event] = []
+        with self._lock:
+            if self.conn.state is not CLOSED:
+                self.conn.close(CloseCode.NORMAL, reason)
+                events = self.conn.events_received()
+        self.flush()  # the Goodbye
+        if events:
+            self._deliver(events, None)
+        self._shutdown()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join()
+        with self._cond:
+            while self._leading:  # a leader reads the end at once and steps down
+                self._sleepers += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._sleepers -= 1
+        with self._write:
+            if not self._torn:
+                self._torn = True
+                self._watch.close()
+                self.sock.close()
+
+    def lost(self, reason: str) -> None:
+        """The link failed (a write, or main's silence): end the connection."""
+        events: list[Event] = []
+        with self._lock:
+            if self.conn.state is not CLOSED:
+                logger.warning("connection to %s lost: %s", self.name, reason)
+                self.conn.receive_eof(reason)
+                events = self.conn.events_received()
+        self._shutdown()
+        if events:
+            self._deliver(events, None)
+
+    def _shutdown(self) -> None:
+        """Wake a thread blocked on the socket (it reads EOF); the descriptor stays open."""
+        with suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    @property
+    def reason(self) -> str:
+        return self.termination.reason if self.termination else "not connected"
+
+    def closed_error(self) -> ConnectionClosedError:
+        return ConnectionClosedError(
+            f"connection to {self.name} is closed ({self.reason}); connect again to send more"
+        )
+
+    # ---- calls to main ----------------------------------------------------------
+
+    def call(
+        self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
+        """Make a request, wait for its reply in this thread; the decoded value, or raise."""
+        conn = self.conn
+        waiter = _Waiter()
+        writing = self._write.acquire(False)  # the common case: write it ourselves, at once
+        try:
+            with self._lock:
+                if conn.state is not OPEN:
+                    raise self.closed_error()
+                try:
+                    request_id = conn.start_request(kind, channel, args)
+                except ENCODE_ERRORS as exc:
+                    raise encode_error(_WHAT[kind], channel, args, exc) from None
+                except FrameTooLargeError as exc:
+                    raise too_large(_WHAT[kind], channel, exc) from None
+                self._waiters[request_id] = waiter
+                if writing:
+                    data = conn.data_to_send()
+                    if self._tls is not None:
+                        data = self._wrap(data)
+            if writing and not self._torn:
+                self._send(data)
+        finally:
+            if writing:
+                self._write.release()
+        try:
+            if not writing or conn.pending_output:
+                self.flush()
+            self._wait(waiter, None if timeout is None else time.monotonic() + timeout)
+        except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
+            if waiter.reply is None:
+                with self._lock:
+                    conn.cancel_request(request_id)
+                self.flush()  # stop main's handler now
+                if isinstance(exc, TimeoutError):
+                    raise IpcTimeoutError(
+                        f"{_WHAT[kind]} {channel!r} got no reply within {timeout} s"
+                        + (
+                            "; the remote handler was told to stop"
+                            if kind is RequestKind.INVOKE
+                            else "; a late reply will be discarded"
+                        )
+                    ) from None
+            raise
+        finally:
+            del self._waiters[request_id]
+        reply = waiter.reply
+        if reply is None:
+            raise ConnectionClosedError(
+                f"connection to {self.name} closed before {channel!r} replied ({self.reason})"
+            )
+        if not reply.ok:
+            raise error_from_reply(channel, reply.value)
+        try:
+            return decode_value(reply.value)
+        except DECODE_ERRORS as exc:
+            raise ProtocolError(
+                f"the reply to {_WHAT[kind]} {channel!r} from {self.name} "
+                f"could not be decoded: {exc}"
+            ) from None
+
+    def _wait(self, waiter: _Waiter, deadline: float | None) -> None:
+        """Until ``waiter`` has its reply or the link ends: lead (read) or follow.
+
+        Raises:
+            TimeoutError: ``deadline`` passed first.
+        """
+        cond = self._cond
+        cond.acquire()
+        self._active += 1
+        if self._active == 1:
+            self._watch.pause()  # the reader thread need not wake for our reply
+        try:
+            while waiter.reply is None and not self._ended:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                if self._leading:  # another thread reads: it wakes us
+                    self._sleepers += 1
+                    try:
+                        cond.wait(remaining)
+                    finally:
+                        self._sleepers -= 1
+                    continue
+                self._leading = True
+                cond.release()
+                try:
+                    while waiter.reply is None and not self._ended:
+                        if deadline is None:
+                            self._read(None, waiter)
+                        else:
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                raise TimeoutError
+                            self._read(remaining, waiter)
+                finally:
+                    cond.acquire()
+                    self._leading = False
+                    if self._sleepers:
+                        cond.notify_all()  # a follower leads next
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._watch.resume()
+                if self._sleepers:
+                    cond.notify_all()  # a reader thread that waited for the calls to end
+            cond.release()
+
+    def send(self, channel: str, args: tuple[Any, ...]) -> None:
+        """Queue a message and write it (blocking while main does not read)."""
+        with self._lock:
+            if self.conn.state is not OPEN:
+                raise self.closed_error()
+            try:
+                self.conn.send_message(channel, args)
+            except ENCODE_ERRORS as exc:
+                raise encode_error("send", channel, args, exc) from None
+            except FrameTooLargeError as exc:
+                raise too_large("send", channel, exc) from None
+        self.flush()
+
+    # ---- answering main -----------------------------------------------------------
+
+    def reply(self, request_id: int, channel: str, value: Any) -> None:
+        """Answer main's request ``request_id`` (if it still wants it) with ``value``."""
+        with self._lock:
+            try:
+                queued = self.conn.send_reply(request_id, True, value)
+            except FrameTooLargeError as exc:
+                logger.error("the result for %r is too large to send: %s", channel, exc)
+                error: Exception = too_large("return", channel, exc)
+                queued = self._queue_error(request_id, ErrorKind.REMOTE, error)
+            except ENCODE_ERRORS as exc:
+                logger.error(
+                    "the result for %r (of type %s) cannot be sent; the caller gets a RemoteError",
+                    channel,
+                    type(value).__qualname__,
+                )
+                error = encode_error("return a value", channel, value, exc)
+                queued = self._queue_error(request_id, ErrorKind.REMOTE, error)
+        if queued:
+            self.flush()
+
+    def reply_error(self, request_id: int, kind: ErrorKind, exc: BaseException) -> None:
+        with self._lock:
+            queued = self._queue_error(request_id, kind, exc)
+        if queued:
+            self.flush()
+
+    def _queue_error(self, request_id: int, kind: ErrorKind, exc: BaseException) -> bool:
+        info = error_info(kind, exc, with_traceback=self._send_tracebacks)
+        return self.conn.send_error(request_id, info)
+
+    def close_ports(self, refs: list[PortRef]) -> None:
+        """Close port ends main sent (this renderer takes none): their peers see "close"."""
+        with self._lock:
+            if self.conn.state is OPEN:
+                for ref in refs:
+                    self.conn.send_port_close(ref.id)
+        self.flush()
+
+    # ---- reading --------------------------------------------------------------------
+
+    def _read(self, timeout: float | None, own: _Waiter | None) -> None:
+        """One read, as the leader: feed it to the core, hand its events on, flush.
+
+        ``timeout``: ``None`` blocks until data (or EOF) comes; 0 does not
+        block; else waits at most that long.
+        """
+        sock = self.sock
+        why = None
+        try:
+            if timeout is None:
+                data = sock.recv(_READ_SIZE)
+            elif timeout == 0 and _DONTWAIT:
+                data = sock.recv(_READ_SIZE, _DONTWAIT)
+            elif _ready(sock.fileno(), select.POLLIN, timeout):
+                data = sock.recv(_READ_SIZE)
+            else:
+                return
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            data, why = b"", f"reading from {self.name} failed: {exc.strerror or exc}"
+        with self._lock:
+            conn = self.conn
+            plain = data
+            if data and self._tls is not None:
+                plain, why = self._unwrap(data)
+            if plain:
+                conn.receive_data(plain)
+            if not data or why is not None:
+                conn.receive_eof(why)
+            events = conn.events_received()
+            pending = conn.pending_output or (self._tls is not None and self._tls_out.pending)
+        self.reads += 1
+        if pending:
+            self.flush(wait=False)  # a Pong, a Goodbye: the writer, if busy, sends it
+        if events:
+            self._deliver(events, own)
+
+    def _deliver(self, events: list[Event], own: _Waiter | None) -> None:
+        if len(events) == 1 and own is not None:  # the common case: our reply alone
+            event = events[0]
+            if type(event) is ReplyReceived and self._waiters.get(event.request_id) is own:
+                own.reply = event
+                return
+        rest: list[Event] = []
+        woke = False
+        ended: ConnectionTerminated | None = None
+        waiters = self._waiters
+        for event in events:
+            if type(event) is ReplyReceived:
+                waiter = waiters.get(event.request_id)
+                if waiter is not None:  # else its caller gave up (timed out)
+                    waiter.reply = event
+                    woke = woke or waiter is not own
+            else:
+                rest.append(event)
+                if type(event) is ConnectionTerminated:
+                    ended = event
+        if rest:
+            self._sink(rest)
+        if ended is not None:
+            self.termination = ended
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+            self.closed.set()
+        elif woke:
+            with self._cond:
+                if self._sleepers:
+                    self._cond.notify_all()
+
+    def _read_between_calls(self) -> None:
+        """The reader thread: reads while no call does; heartbeats."""
+        cond, watch = self._cond, self._watch
+        try:
+            while not self._ended:
+                timeout = self._liveness()
+                if self._ended:
+                    break
+                if not watch.wait(timeout):
+                    continue
+                with cond:
+                    if self._ended:
+                        break
+                    if self._leading or self._active:  # a caller reads: wait for the calls
+                        self._sleepers += 1
+                        try:
+                            cond.wait(timeout)
+                        finally:
+                            self._sleepers -= 1
+                        continue
+                    self._leading = True
+                try:
+                    self._read(0, None)
+                finally:
+                    with cond:
+                        self._leading = False
+                        if self._sleepers:
+                            cond.notify_all()
+        except Exception:  # a bug: say so, and end the link rather than hang its callers
+            logger.exception("the ipcbus.sync reader thread failed")
+            self.lost("the reader thread failed")
+
+    def _liveness(self) -> float | None:
+        """Ping main when due, end a link main left silent; seconds until the next check."""
+        interval = self._interval
+        if not interval or self.conn.state is not OPEN:
+            return None
+        now = time.monotonic()
+        if self.reads != self._seen_reads:
+            self._seen_reads, self._heard = self.reads, now
+        elif now - self._heard > self._silence:
+            self.lost(f"no data from {self.name} for {now - self._heard:.1f} s (heartbeat)")
+            return None
+        if now >= self._next_ping:
+            self._next_ping = now + interval
+            with self._lock:
+                if self.conn.state is OPEN:
+                    self._nonce += 1
+                    self.conn.send_ping(self._nonce)
+            self.flush(wait=False)
+        return max(0.01, min(self._next_ping, self._heard + self._silence) - now)
+
+    # ---- writing ----------------------------------------------------------------------
+
+    def flush(self, wait: bool = True) -> None:
+        """Write what the core has queued; with ``wait=False`` only if nobody is writing."""
+        write, lock = self._write, self._lock
+        while True:
+            if not write.acquire(wait):
+                return  # the writer sends it before it lets go
+            try:
+                with lock:
+                    data = self.conn.data_to_send()
+                    if self._tls is not None:
+                        data = self._wrap(data)
+                if data and not self._torn:
+                    self._send(data)
+            finally:
+                write.release()
+            if not (self.conn.pending_output or (self._tls is not None and self._tls_out.pending)):
+                return
+
+    def _send(self, data: bytearray) -> None:
+        """Write all of ``data`` (holding ``_write``); a stalled or failed write ends the link."""
+        sock = self.sock
+        try:
+            if not _DONTWAIT:
+                sock.sendall(data)
+                return
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[sock.send(view, _DONTWAIT) :]
+                except BlockingIOError:
+                    if not _ready(sock.fileno(), select.POLLOUT, self._send_timeout):
+                        self.lost(
+                            f"{self.name} stopped reading: a write made no progress "
+                            f"for {self._send_timeout} s"
+                        )
+                        return
+        except OSError as exc:
+            self.lost(f"writing to {self.name} failed: {exc.strerror or exc}")
+
+    # ---- TLS ----------------------------------------------------------------------------
+
+    def _tls_handshake(self, deadline: float) -> None:
+        assert self._tls is not None
+        sock = self.sock
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            if out := self._tls_out.read():
+                sock.sendall(out)
+            if not _ready(sock.fileno(), select.POLLIN, deadline - time.monotonic()):
+                raise IpcTimeoutError("the TLS handshake with main did not complete in time")
+            data = sock.recv(_READ_SIZE)
+            if not data:
+                raise ConnectionClosedError("main closed the connection during the TLS handshake")
+            self._tls_in.write(data)
+        if out := self._tls_out.read():
+            sock.sendall(out)
+
+    def _wrap(self, data: bytearray) -> bytearray:
+        """``data`` encrypted (under ``_lock``), with any TLS record the reads left to send."""
+        assert self._tls is not None
+        try:
+            if data:
+                self._tls.write(data)
+        except ssl.SSLError:  # a failed handshake, a broken stream: nothing can go out
+            self._tls_out.read()
+            return bytearray()
+        return bytearray(self._tls_out.read())
+
+    def _unwrap(self, data: bytes) -> tuple[bytes, str | None]:
+        """The plaintext in ``data`` (under ``_lock``), and why the stream ended, if it did."""
+        assert self._tls is not None
+        self._tls_in.write(data)
+        chunks: list[bytes] = []
+        why = None
+        try:
+            while chunk := self._tls.read(_READ_SIZE):
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            why = "main closed the TLS stream"
+        except ssl.SSLError as exc:
+            why = f"TLS error: {exc}"
+        return b"".join(chunks), why

@@ -1,0 +1,289 @@
+"""The blocking renderer's own I/O: calls read the socket in the caller's thread.
+
+What the leader/follower design (``ipcbus._blocking``) risks: pushes read by
+a caller, replies read by one thread for another, the link dying under many
+waiters, heartbeats with and without a call in flight, and main calling the
+renderer while the renderer's thread waits in its own call. Real sockets, a
+real ``IpcMain`` (or, where the test must hold main's frames back, main's
+side of the sans-I/O core on a real socket).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import ipcbus
+import ipcbus.sync
+from ipcbus._events import HandshakeCompleted, Request
+from ipcbus._protocol import Connection, Role
+from ipcbus._wire import Pong
+
+from .faults._raw import make_certificate
+from .helpers import running_main
+
+
+async def test_pushes_during_a_call_reach_the_listener_in_order() -> None:
+    """Main sends while the caller's thread reads for its reply: that thread hands them on."""
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+
+            @ipc_main.handle("work")
+            async def work(event: ipcbus.IpcMainInvokeEvent, n: int) -> str:
+                for i in range(n):
+                    await event.sender.send("push", i)
+                return "done"
+
+            listener = await ipc_main.listen()
+
+            def client() -> list[int]:
+                got: list[int] = []
+                all_in = threading.Event()
+                ipc = ipcbus.sync.IpcRenderer()
+
+                @ipc.on("push")
+                def on_push(event: ipcbus.IpcRendererEvent, i: int) -> None:
+                    got.append(i)
+                    if len(got) == 3 * 200:
+                        all_in.set()
+
+                with ipc.connect(listener.address, token=listener.token):
+                    for _ in range(3):
+                        assert ipc.invoke("work", 200) == "done"
+                    assert all_in.wait(10)
+                return got
+
+            got = await anyio.to_thread.run_sync(client)
+            assert got == list(range(200)) * 3
+
+
+async def test_eight_threads_invoking_at_once_each_get_their_own_replies() -> None:
+    threads = 8
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            arrived = 0
+            everyone = anyio.Event()
+
+            @ipc_main.handle("gather")
+            async def gather(event: ipcbus.IpcMainInvokeEvent, tag: int) -> int:
+                # Replies only once all eight calls wait: seven threads follow
+                # while one leads, and the leader reads the others' replies.
+                nonlocal arrived
+                arrived += 1
+                if arrived == threads:
+                    everyone.set()
+                await everyone.wait()
+                return tag * 10
+
+            ipc_main.handle("inc", lambda event, tag, i: (tag, i + 1))
+            listener = await ipc_main.listen()
+
+            def client() -> list[list[Any]]:
+                results: list[list[Any]] = [[] for _ in range(threads)]
+                with ipcbus.sync.connect(listener.address, token=listener.token) as ipc:
+
+                    def caller(tag: int) -> None:
+                        results[tag].append(ipc.invoke("gather", tag))
+                        for i in range(100):
+                            results[tag].append(ipc.invoke("inc", tag, i))
+
+                    workers = [threading.Thread(target=caller, args=(t,)) for t in range(threads)]
+                    for worker in workers:
+                        worker.start()
+                    for worker in workers:
+                        worker.join(20)
+                return results
+
+            results = await anyio.to_thread.run_sync(client)
+            for tag, got in enumerate(results):
+                assert got == [tag * 10] + [[tag, i + 1] for i in range(100)]
+
+
+async def test_the_link_ending_mid_call_fails_every_waiting_thread() -> None:
+    threads = 6
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+            waiting = 0
+            all_waiting = anyio.Event()
+
+            @ipc_main.handle("hang")
+            async def hang(event: ipcbus.IpcMainInvokeEvent) -> None:
+                nonlocal waiting
+                waiting += 1
+                if waiting == threads:
+                    all_waiting.set()
+                await anyio.sleep_forever()
+
+            connected = anyio.Event()
+            contents_of: list[ipcbus.WebContents] = []
+            ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
+            listener = await ipc_main.listen()
+            ipc = await anyio.to_thread.run_sync(
+                lambda: ipcbus.sync.connect(listener.address, token=listener.token)
+            )
+            errors: list[BaseException] = []
+
+            def caller() -> None:
+                try:
+                    ipc.invoke("hang")
+                except BaseException as exc:
+                    errors.append(exc)
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(threads):
+                        tg.start_soon(anyio.to_thread.run_sync, caller)
+                    await connected.wait()
+                    await all_waiting.wait()
+                    await contents_of[0].close()  # main ends the connection under them
+                assert len(errors) == threads
+                for error in errors:
+                    assert isinstance(error, ipcbus.ConnectionClosedError), repr(error)
+                    assert "'hang'" in str(error)
+                assert await anyio.to_thread.run_sync(ipc.wait_closed, 10)
+                assert not ipc.is_connected()
+                with pytest.raises(ipcbus.ConnectionClosedError):
+                    await anyio.to_thread.run_sync(lambda: ipc.invoke("hang"))
+            finally:
+                await anyio.to_thread.run_sync(ipc.close)
+
+
+async def test_main_invokes_the_renderer_while_its_thread_waits_in_its_own_invoke() -> None:
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+
+            @ipc_main.handle("ask")
+            async def ask(event: ipcbus.IpcMainInvokeEvent, suffix: str) -> str:
+                # The renderer's calling thread leads: it reads this request.
+                return str(await event.sender.invoke("title", suffix)) + "."
+
+            listener = await ipc_main.listen()
+
+            def client() -> list[str]:
+                ipc = ipcbus.sync.IpcRenderer()
+                ipc.handle("title", lambda event, suffix: "window" + suffix)
+                with ipc.connect(listener.address, token=listener.token):
+                    return [ipc.invoke("ask", str(i)) for i in range(20)]
+
+            assert await anyio.to_thread.run_sync(client) == [f"window{i}." for i in range(20)]
+
+
+# ---- heartbeats: main's side of the core on a real socket ---------------------------
+
+
+class _Main:
+    """Main's end of one connection, driven by hand: a test decides when each frame goes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.conn = Connection(Role.MAIN, token="t", renderer_id=7)
+
+    def flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def next_event(self) -> Any:
+        while True:
+            for event in self.conn.events_received():
+                return event
+            data = self.sock.recv(65536)
+            assert data, "the renderer closed the connection"
+            self.conn.receive_data(data)
+            self.flush()  # Welcome, Pong
+
+    def ping(self, nonce: int) -> None:
+        """Send a Ping and wait for the renderer's Pong (the core keeps Pongs to itself)."""
+        self.conn.send_ping(nonce)
+        self.flush()
+        self.sock.settimeout(10)
+        data = self.sock.recv(65536)
+        assert data == _frame(Pong(nonce)), data
+
+
+def _frame(body: Any) -> bytes:
+    conn = Connection(Role.MAIN, token="t")
+    conn._queue(body)
+    return bytes(conn.data_to_send())
+
+
+@pytest.fixture
+def socket_path() -> Iterator[str]:
+    directory = tempfile.mkdtemp(prefix="ipcbus-test-")
+    try:
+        yield os.path.join(directory, "main.sock")
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_pings_are_answered_while_idle_and_while_a_call_is_in_flight(socket_path: str) -> None:
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(socket_path)
+        server.listen()
+        server.settimeout(10)
+        ipc = ipcbus.sync.IpcRenderer(heartbeat_interval=None)
+        connecting = threading.Thread(
+            target=ipc.connect, args=(f"unix:{socket_path}",), kwargs={"token": "t"}
+        )
+        connecting.start()
+        sock, _ = server.accept()
+        with sock:
+            sock.settimeout(10)
+            main = _Main(sock)
+            assert isinstance(main.next_event(), HandshakeCompleted)
+            connecting.join(10)
+            try:
+                main.ping(1)  # idle: the reader thread answers
+                result: list[object] = []
+                calling = threading.Thread(target=lambda: result.append(ipc.invoke("slow", 1)))
+                calling.start()
+                request = main.next_event()
+                assert isinstance(request, Request)
+                main.ping(2)  # the call waits: its own thread reads the Ping and answers
+                main.ping(3)
+                main.conn.send_reply(request.request_id, True, 42)
+                main.flush()
+                calling.join(10)
+                assert result == [42]
+                main.ping(4)  # idle again
+            finally:
+                ipc.close()
+
+
+# ---- TLS -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+async def test_a_blocking_renderer_over_tls(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    with anyio.fail_after(20):
+        async with running_main() as ipc_main:
+            ipc_main.handle("add", lambda event, a, b: a + b)
+            listener = await ipc_main.listen("tcp://127.0.0.1:0", ssl_context=server)
+
+            def blocking() -> None:
+                with ipcbus.sync.connect(
+                    listener.address, token=listener.token, ssl_context=client
+                ) as ipc:
+                    assert ipc.invoke("add", 20, 22) == 42
+                    big = ipc.invoke("add", b"x" * 300_000, b"y")
+                    assert big == b"x" * 300_000 + b"y"
+                with pytest.raises(ipcbus.ConnectionClosedError, match="TLS"):
+                    ipcbus.sync.connect(
+                        listener.address,
+                        token=listener.token,
+                        ssl_context=ssl.create_default_context(),
+                    )
+
+            await anyio.to_thread.run_sync(blocking)
