@@ -404,10 +404,25 @@ class Outbox:
 
     def queue_prepared(self, frame: bytes) -> bool:
         """Queue a prepared frame and have it sent; ``False`` if the link is closed."""
-        if self.conn.state is not OPEN:
+        conn = self.conn
+        if conn.state is not OPEN:
             return False
+        direct = self.direct
         try:
-            self.conn.send_prepared(frame)
+            if (
+                direct is not None
+                and not conn.pending_output
+                and not self.writing
+                and len(frame) <= LARGE_WRITE
+                and direct.can_write_nowait()
+            ):
+                # Nothing queued before it: the frame goes to the transport as
+                # it is, not copied into the core's outbox and out again (a
+                # broadcast does this once per renderer).
+                direct.write_nowait(conn.prepared_to_send(frame))
+                self.writes += 1
+                return True
+            conn.send_prepared(frame)
         except FrameTooLargeError as exc:
             logger.warning("broadcast skipped %s: %s", self._endpoint.name, exc)
             return False

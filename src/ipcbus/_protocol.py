@@ -426,6 +426,18 @@ class Connection:
         self._check_size(len(frame) - HEADER_SIZE)
         self._outbox += frame
 
+    def prepared_to_send(self, frame: bytes) -> bytes:
+        """``send_prepared``'s checks, for a frame the driver writes itself, unqueued.
+
+        Only while nothing is queued (``pending_output`` is 0), so frames keep
+        their order; returns ``frame``, to hand to the transport as it is.
+        """
+        self._require_open("send a message")
+        self._check_size(len(frame) - HEADER_SIZE)
+        if self._outbox:
+            raise LocalProtocolError("frames are queued before it: use send_prepared")
+        return frame
+
     def start_request(self, kind: RequestKind, channel: str, args: Any) -> int:
         """Queue a request and return its id; its Reply comes as ``ReplyReceived``.
 

@@ -20,7 +20,7 @@ from ipcbus._events import (
     RequestCancelled,
     RequestReceived,
 )
-from ipcbus._protocol import Connection, LocalProtocolError, Role, State
+from ipcbus._protocol import Connection, LocalProtocolError, Role, State, prepare_message
 from ipcbus._wire import (
     DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
@@ -117,6 +117,20 @@ def test_message(mode: Feed, renderer_sends: bool) -> None:
     assert event == MessageReceived("ch", raw(ARGS))
     assert msgspec.msgpack.decode(event.args) == ARGS
     assert receiver.data_to_send() == b""
+
+
+def test_a_prepared_frame_may_skip_an_empty_outbox(mode: Feed) -> None:
+    """``prepared_to_send``: a broadcast's frame written as it is, checked like
+    ``send_prepared``, and only while nothing is queued before it (order)."""
+    pair = handshake(mode)
+    frame_ = prepare_message("tick", [1])
+    written = pair.main.prepared_to_send(frame_)
+    assert written is frame_
+    assert pair.main.pending_output == 0  # nothing went through the outbox
+    assert feed(pair.renderer, written, mode) == [MessageReceived("tick", raw([1]))]
+    pair.main.send_message("first", [])
+    with pytest.raises(LocalProtocolError, match="queued before it"):
+        pair.main.prepared_to_send(frame_)
 
 
 def test_messages_arrive_in_order(mode: Feed, renderer_sends: bool) -> None:
