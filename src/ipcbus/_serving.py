@@ -3,8 +3,8 @@
 ``serve`` runs it: a ``WebContents`` and its ``Link`` (the ``Endpoint``'s
 owner: lookups, the gate, ports, the handshake), the admission of its token
 (``max_connections``, ``max_pending_handshakes``, ``handshake_timeout``), and
-at the end ``finish``: a spawned child reaped, ``DisconnectDetails`` set,
-``on_disconnect`` hooks run. Connections refused before any of that get a
+at the end ``finish``: a spawned child reaped (``_children``),
+``DisconnectDetails`` set, ``on_disconnect`` hooks run. Connections refused before any of that get a
 lone Goodbye (``refuse``). The state all of this reads and updates is
 ``IpcMain``'s (its renderers, links and pending handshakes).
 """
@@ -20,6 +20,7 @@ import anyio.abc
 
 from ._buffers import body_buffer
 from ._calls import ReplySlot
+from ._children import reap, stop
 from ._endpoint import Endpoint, logger
 from ._events import (
     ConnectionTerminated,
@@ -40,12 +41,7 @@ from ._wire import CloseCode, PortRef, RequestKind
 if TYPE_CHECKING:
     from .main import IpcMain
 
-__all__ = (
-    "OUT_OF_DESCRIPTORS",
-    "Link",
-    "serve",
-    "stop",
-)
+__all__ = ("OUT_OF_DESCRIPTORS", "Link", "serve")
 
 
 class Link:
@@ -325,35 +321,6 @@ async def finish(main: IpcMain, link: Link) -> None:
     contents._finished()
     if link.connected:
         main._run_hooks(main._disconnect_hooks, contents, contents.disconnect_details)
-
-
-async def reap(main: IpcMain, process: anyio.abc.Process) -> int | None:
-    """Wait for a child that lost its connection; terminate, then kill, if it lingers."""
-    grace = main.shutdown_grace if main._closing else 2.0
-    with anyio.move_on_after(grace):
-        return await process.wait()
-    if not main._closing:
-        return None  # it closed its connection but keeps running: its business
-    with suppress(ProcessLookupError):
-        process.terminate()
-    with anyio.move_on_after(2):
-        return await process.wait()
-    with suppress(ProcessLookupError):
-        process.kill()
-    return await process.wait()
-
-
-async def stop(process: anyio.abc.Process, grace: float = 0.0) -> int:
-    """End a child: wait ``grace`` s, SIGTERM, 1 s more, SIGKILL; reap it; its exit code."""
-    with anyio.move_on_after(grace):
-        return await process.wait()
-    with suppress(ProcessLookupError):
-        process.terminate()
-    with anyio.move_on_after(1.0):
-        return await process.wait()
-    with suppress(ProcessLookupError):
-        process.kill()
-    return await process.wait()
 
 
 def goodbye(code: CloseCode, reason: str) -> bytes:

@@ -4,8 +4,9 @@
 arrive (``listen``, ``serve_web``, ``join``, ``spawn``, ``connect_local``),
 the table of connected renderers, ``broadcast``, guards and hooks. Its
 other rooms: ``_webcontents`` (one renderer, ``WebContents``),
-``_mainevents`` (what listeners, handlers and hooks receive) and
-``_serving`` (one renderer's connection from its first byte to its end).
+``_mainevents`` (what listeners, handlers and hooks receive),
+``_serving`` (one renderer's connection from its first byte to its end)
+and ``_children`` (renderers started as child processes).
 Their public classes are re-exported here and keep ``ipcbus.main`` as
 their module.
 """
@@ -26,18 +27,16 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._children import spawn
 from ._endpoint import logger
-from ._errors import ConnectionClosedError
 from ._guards import Guards
 from ._liveness import Sweeper
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
 from ._portroute import MainPortRouter
-from ._protocol import OPEN, State, prepare_message
-from ._registry import Callback, Registry, check_channel
-from ._serving import OUT_OF_DESCRIPTORS, Link, serve, stop
+from ._protocol import prepare_message
+from ._registry import Callback, Registry, channel_set, check_channel
+from ._serving import OUT_OF_DESCRIPTORS, Link, serve
 from ._transport import (
-    ENV_FD,
-    ENV_TOKEN,
     CreatedListener,
     child_socketpair,
     create_listener,
@@ -163,7 +162,7 @@ class IpcMain(Registry):
                 "max_in_flight, max_connections and max_pending_handshakes must be >= 1"
             )
         check_max_frame_size(max_frame_size)
-        self.allowed_channels = _channel_set(allowed_channels)
+        self.allowed_channels = channel_set(allowed_channels)
         self._guards = Guards()
         self._ports = MainPortRouter(lambda: self._tg)
         self._host_token: Any = None
@@ -276,7 +275,7 @@ class IpcMain(Registry):
             address, ssl_context, self.handshake_timeout, refusal=OUT_OF_DESCRIPTORS
         )
         listener = Listener(created, token if token is not None else secrets.token_hex(32))
-        listener.allowed_channels = _channel_set(allowed_channels)
+        listener.allowed_channels = channel_set(allowed_channels)
         self._listeners_open.add(listener)
         tg.start_soon(self._accept_loop, listener, tg)
         return listener
@@ -324,7 +323,7 @@ class IpcMain(Registry):
             token=token if token is not None else secrets.token_hex(32),
             ssl=ssl,
             allowed_origins=allowed_origins,
-            allowed_channels=_channel_set(allowed_channels),
+            allowed_channels=channel_set(allowed_channels),
             content_security_policy=content_security_policy,
         )
 
@@ -361,7 +360,7 @@ class IpcMain(Registry):
             url,
             app=app,
             token=token,
-            allowed=_channel_set(allowed_channels),
+            allowed=channel_set(allowed_channels),
             timeout=timeout,
             nats_options=nats_options,
         )
@@ -413,63 +412,7 @@ class IpcMain(Registry):
                 handshake is terminated (killed after 1 s) and reaped first,
                 also when ``spawn`` is cancelled.
         """
-        tg = self._require_running("spawn")
-        token = secrets.token_hex(32)
-        ours, theirs = child_socketpair()
-        child_env = dict(os.environ if env is None else env)
-        child_env[ENV_FD] = str(theirs.fileno())
-        child_env[ENV_TOKEN] = token
-        try:
-            process = await anyio.open_process(
-                [os.fspath(a) for a in argv],
-                stdin=None,
-                stdout=None,
-                stderr=None,
-                env=child_env,
-                cwd=cwd,
-                pass_fds=[theirs.fileno()],
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        try:
-            stream = await stream_from_socket(ours)
-            link: Link = await tg.start(
-                self._serve_started, stream, token, process, _channel_set(allowed_channels)
-            )
-        except BaseException:
-            ours.close()
-            with anyio.CancelScope(shield=True):
-                await stop(process)  # nothing serves it yet: it is ours to end
-            raise
-        try:
-            with anyio.move_on_after(self.handshake_timeout):
-                await link.wait_handshake()
-        except BaseException:
-            # Cancelled: end the half-made connection; _finish kills and reaps
-            # the child, and we wait for that so that no process outlives us.
-            with anyio.CancelScope(shield=True):
-                if (endpoint := link.contents._endpoint) is not None:
-                    await endpoint.close(CloseCode.PROTOCOL_ERROR, "spawn was cancelled")
-                await link.contents.wait_closed()
-            raise
-        endpoint = link.contents._endpoint
-        if endpoint is None or endpoint.conn.state is not OPEN:
-            if endpoint is not None and endpoint.conn.state is State.HANDSHAKE:
-                await endpoint.close(CloseCode.PROTOCOL_ERROR, "no handshake in time")
-            await link.contents.wait_closed()
-            details = link.contents.disconnect_details
-            raise ConnectionClosedError(
-                f"renderer {argv!r} did not connect: {details.message if details else 'unknown'}"
-                + (
-                    f" (exit code {details.exit_code})"
-                    if details and details.exit_code is not None
-                    else ""
-                )
-            )
-        return link.contents
+        return await spawn(self, argv, env, cwd, allowed_channels)
 
     @asynccontextmanager
     async def connect_local(self) -> AsyncIterator[IpcRenderer]:
@@ -631,14 +574,6 @@ async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
         await awaitable
     except Exception:
         logger.exception("lifecycle hook %r raised", hook)
-
-
-def _channel_set(channels: Iterable[str] | None) -> frozenset[str] | None:
-    if channels is None:
-        return None
-    if isinstance(channels, str):
-        raise TypeError("allowed_channels must be a collection of channel names, not a str")
-    return frozenset(check_channel(channel) for channel in channels)
 
 
 def _callable(fn: H) -> H:
