@@ -66,6 +66,19 @@ def test_public_classes_are_re_exported_from_the_package(name: str) -> None:
         assert getattr(ipcbus, attr) is getattr(module, attr)
 
 
+@pytest.mark.parametrize("name", ["ipcbus.main", "ipcbus.renderer"])
+def test_public_classes_are_named_by_their_public_module(name: str) -> None:
+    """``ipcbus.main.WebContents`` in reprs, pickles and help(), though it is
+    defined in a private module (main's rooms: docs/architecture.md)."""
+    module: ModuleType = importlib.import_module(name)
+    for attr in module.__all__:
+        obj = getattr(module, attr)
+        if isinstance(obj, type):
+            assert obj.__module__ == name, f"{name}.{attr} says it is from {obj.__module__}"
+    details = ipcbus.DisconnectDetails("killed", -9, "gone")
+    assert pickle.loads(pickle.dumps(details)) == details
+
+
 def test_errors_module_and_package_agree() -> None:
     for attr in _errors.__all__:
         assert attr in ipcbus.__all__, f"{attr} is not re-exported"

@@ -9,7 +9,7 @@ removed while a message is being dispatched still runs for that message
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar, overload
 
 import msgspec
@@ -17,7 +17,7 @@ import msgspec
 from ._errors import HandlerExistsError
 from ._values import Signature, decode_argument_list
 
-__all__ = ("Callback", "Registry", "any_async", "check_channel", "shared_decoder")
+__all__ = ("Callback", "Registry", "any_async", "channel_set", "check_channel", "shared_decoder")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +29,15 @@ def check_channel(channel: object) -> str:
     if not channel:
         raise ValueError("channel must be a non-empty str")
     return channel
+
+
+def channel_set(channels: Iterable[str] | None) -> frozenset[str] | None:
+    """``allowed_channels`` as given by the user: checked, as a set; ``None`` for all."""
+    if channels is None:
+        return None
+    if isinstance(channels, str):
+        raise TypeError("allowed_channels must be a collection of channel names, not a str")
+    return frozenset(check_channel(channel) for channel in channels)
 
 
 class Callback:

@@ -1,4 +1,15 @@
-"""The main process: ``IpcMain``, one ``WebContents`` per renderer, and their events."""
+"""The main process's side of the bus: ``IpcMain``, and ``Listener``.
+
+``IpcMain`` is the part an app holds: its lifecycle, the ways renderers
+arrive (``listen``, ``serve_web``, ``join``, ``spawn``, ``connect_local``),
+the table of connected renderers, ``broadcast``, guards and hooks. Its
+other rooms: ``_webcontents`` (one renderer, ``WebContents``),
+``_mainevents`` (what listeners, handlers and hooks receive),
+``_serving`` (one renderer's connection from its first byte to its end)
+and ``_children`` (renderers started as child processes).
+Their public classes are re-exported here and keep ``ipcbus.main`` as
+their module.
+"""
 
 from __future__ import annotations
 
@@ -15,30 +26,17 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import msgspec
 
-from ._buffers import body_buffer
-from ._calls import ReplySlot
-from ._endpoint import Endpoint, logger
-from ._errors import ConnectionClosedError
-from ._events import (
-    ConnectionTerminated,
-    HandshakeCompleted,
-    MessageReceived,
-    PortClosed,
-    PortMessageReceived,
-    RequestReceived,
-)
-from ._framestream import FrameStream, frame_limit
-from ._guards import Gatekeeper, Guards
+from ._children import spawn
+from ._endpoint import logger
+from ._guards import Guards
 from ._liveness import Sweeper
-from ._portroute import MainPortRouter, Sink
-from ._protocol import OPEN, Connection, HandshakeRefused, Role, State, prepare_message
-from ._registry import Callback, Registry, check_channel
-from ._streams import DEFAULT_WINDOW, IpcStream
+from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
+from ._portroute import MainPortRouter
+from ._protocol import prepare_message
+from ._registry import Callback, Registry, channel_set, check_channel
+from ._serving import OUT_OF_DESCRIPTORS, Link, serve
 from ._transport import (
-    ENV_FD,
-    ENV_TOKEN,
     CreatedListener,
     child_socketpair,
     create_listener,
@@ -46,15 +44,9 @@ from ._transport import (
     stream_from_socket,
 )
 from ._values import ENCODE_ERRORS, encode_error
-from ._wire import (
-    DEFAULT_MAX_FRAME_SIZE,
-    INVOKE,
-    CloseCode,
-    PortRef,
-    RequestKind,
-    check_max_frame_size,
-)
-from .ports import MessagePortMain, check_transfer, current_host
+from ._webcontents import WebContents
+from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, check_max_frame_size
+from .ports import current_host
 
 if TYPE_CHECKING:
     from ._natsreplica import Replica
@@ -70,337 +62,13 @@ __all__ = (
     "WebContents",
 )
 
+# Defined in their own rooms, public here: tracebacks, reprs, pickles and
+# help() name them ipcbus.main.X, as before the split.
+for _public in (DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent, WebContents):
+    _public.__module__ = __name__
+del _public
+
 H = TypeVar("H", bound=Callable[..., Any])
-
-DisconnectReason = Literal["clean-exit", "crashed", "killed", "connection-lost", "protocol-error"]
-
-_UNSET: Any = object()
-
-
-class DisconnectDetails(msgspec.Struct, frozen=True):
-    """Why a renderer went away, passed to ``on_disconnect`` hooks.
-
-    Attributes:
-        reason: ``"clean-exit"``, ``"crashed"``, ``"killed"``, ``"connection-lost"``
-            or ``"protocol-error"``.
-        exit_code: for spawned children, as ``subprocess`` reports it (negative
-            signal number when killed); ``None`` otherwise or if still running.
-        message: the connection's own account, for logs.
-    """
-
-    reason: DisconnectReason
-    exit_code: int | None = None
-    message: str = ""
-
-
-class IpcMainEvent(msgspec.Struct, eq=False):
-    """What an ``ipc_main.on`` listener receives with each message.
-
-    Attributes:
-        channel: the channel the message came on.
-        sender: the ``WebContents`` of the renderer that sent it.
-        process_id: that renderer's process id.
-        ports: message ports sent along (``post_message``), else empty.
-        args_size: in a guard (``add_guard``), the size in bytes of the still
-            encoded arguments, for a per-channel size limit; else 0.
-    """
-
-    # A msgspec Struct for its speed, not for encoding: one is made per message,
-    # and a Struct is built in C (half the time of a slotted class's __init__).
-    channel: str
-    sender: WebContents
-    _slot: ReplySlot | None = None
-    ports: list[Any] = []
-    _return_value: Any = None
-    args_size: int = 0
-
-    @property
-    def process_id(self) -> int:
-        return self.sender.process_id
-
-    @property
-    def return_value(self) -> Any:
-        """Set this to answer a ``send_sync``: the first assignment replies at once."""
-        return self._return_value
-
-    @return_value.setter
-    def return_value(self, value: Any) -> None:
-        if self._slot is not None and not self._slot.replied:
-            self._return_value = value
-            self._slot.set(value)
-        elif self._slot is None:
-            self._return_value = value
-
-    async def reply(self, channel: str, *args: Any) -> None:
-        """Send a message back to the sender; same as ``event.sender.send``."""
-        await self.sender.send(channel, *args)
-
-    def __repr__(self) -> str:
-        return f"<IpcMainEvent channel={self.channel!r} sender={self.sender.id}>"
-
-
-class IpcMainInvokeEvent(msgspec.Struct, eq=False):
-    """What an ``ipc_main.handle`` handler receives with each ``invoke``.
-
-    Attributes:
-        channel: the channel invoked.
-        sender: the ``WebContents`` of the renderer that invoked it.
-        args_size: as for :class:`IpcMainEvent` (guards only).
-    """
-
-    channel: str  # (a Struct for the speed of making one per call, as IpcMainEvent)
-    sender: WebContents
-    args_size: int = 0
-
-    @property
-    def process_id(self) -> int:
-        return self.sender.process_id
-
-    def __repr__(self) -> str:
-        return f"<IpcMainInvokeEvent channel={self.channel!r} sender={self.sender.id}>"
-
-
-class WebContents:
-    """One connected renderer, as main sees it.
-
-    Attributes:
-        id: unique among the renderers of one ``IpcMain``, never reused.
-        process_id: the renderer's process id.
-        ipc: listeners and handlers for messages from this renderer only; they
-            run before ``ipc_main``'s, and a handler here answers ``invoke``
-            instead of ``ipc_main``'s.
-    """
-
-    def __init__(self, main: IpcMain, id: int, process_id: int) -> None:
-        self.id = id
-        self.process_id = process_id
-        self._ipc: Registry | None = None  # made when first asked for (issue 12)
-        self._main = main
-        self._endpoint: Endpoint | None = None
-        self._process: anyio.abc.Process | None = None
-        # Set once the renderer is gone; the Event is made only if someone waits.
-        self._is_finished = False
-        self._finished_event: anyio.Event | None = None
-        self._port_sink: Sink | None = None
-        self.disconnect_details: DisconnectDetails | None = None
-
-    @property
-    def ipc(self) -> Registry:
-        """Listeners and handlers for this renderer only (see the class docstring)."""
-        if self._ipc is None:
-            self._ipc = Registry()
-        return self._ipc
-
-    def _finished(self) -> None:
-        self._is_finished = True
-        if self._finished_event is not None:
-            self._finished_event.set()
-
-    async def _wait_finished(self) -> None:
-        if not self._is_finished:
-            if self._finished_event is None:
-                self._finished_event = anyio.Event()
-            await self._finished_event.wait()
-
-    def _open_endpoint(self) -> Endpoint:
-        endpoint = self._endpoint
-        if endpoint is None or endpoint.conn.state is not OPEN:
-            reason = endpoint.reason if endpoint is not None else "not connected"
-            raise ConnectionClosedError(f"renderer {self.id} is gone ({reason})")
-        return endpoint
-
-    async def send(self, channel: str, *args: Any) -> None:
-        """Send a message to the renderer's ``ipc_renderer.on(channel)`` listeners.
-
-        Raises:
-            ConnectionClosedError: the renderer is gone.
-            SerializationError: an argument cannot be encoded; nothing was sent.
-        """
-        check_channel(channel)
-        endpoint = self._open_endpoint()
-        if endpoint.outbox.queue_message(channel, args):
-            await endpoint.outbox.flush()
-
-    async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
-        """Call the renderer's ``ipc_renderer.handle(channel)`` and return its result."""
-        check_channel(channel)
-        return await self._open_endpoint().calls.request(INVOKE, channel, args, timeout)
-
-    async def post_message(
-        self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
-    ) -> None:
-        """Send ``message`` with the ports in ``transfer`` to ``ipc_renderer.on(channel)``.
-
-        The renderer's listeners get ``(event, message)`` with the ports in
-        ``event.ports``; the ports here are neutered. If the renderer has no
-        listener on ``channel``, it closes the ports (their peers see "close").
-
-        Raises:
-            TypeError: a bad ``transfer`` (the message names the index).
-            SerializationError: ``message`` cannot be encoded; nothing is sent.
-            ConnectionClosedError: the renderer is gone.
-        """
-        check_channel(channel)
-        router = self._main._ports
-        ports = check_transfer(transfer, None, router)
-        await self._open_endpoint().outbox.post_message(
-            channel,
-            message,
-            lambda: router.send_out([router.claim(port) for port in ports], self._sink()),
-        )
-
-    def stream(self, channel: str, *args: Any, window: int = DEFAULT_WINDOW) -> IpcStream:
-        """Iterate what the renderer's async-generator ``handle(channel)`` yields.
-
-        ``window`` items at most are buffered or in flight: a slow loop here
-        pauses the generator there. See :class:`ipcbus.IpcStream`.
-
-        Raises:
-            ConnectionClosedError: the renderer is gone.
-        """
-        check_channel(channel)
-        return IpcStream(self._open_endpoint(), channel, args, window)
-
-    def _sink(self) -> Sink:
-        endpoint = self._endpoint
-        assert endpoint is not None
-        if self._port_sink is None or self._port_sink.endpoint is not endpoint:
-            self._port_sink = Sink(endpoint)
-        return self._port_sink
-
-    def is_destroyed(self) -> bool:
-        """Whether the renderer's connection has ended."""
-        return self._endpoint is None or self._endpoint.conn.state is State.CLOSED
-
-    async def close(self) -> None:
-        """Close the connection to this renderer (a spawned child is left to exit)."""
-        if self._endpoint is not None:
-            await self._endpoint.close(CloseCode.NORMAL, "closed by main")
-        await self._wait_finished()
-
-    async def wait_closed(self) -> None:
-        """Return once the renderer is gone (and, if spawned, its process has exited)."""
-        await self._wait_finished()
-
-    def __repr__(self) -> str:
-        state = "destroyed" if self.is_destroyed() else "live"
-        return f"<WebContents id={self.id} pid={self.process_id} {state}>"
-
-
-class _Link:
-    """Dispatch for one renderer's connection (the Endpoint's owner)."""
-
-    def __init__(
-        self, main: IpcMain, contents: WebContents, allowed: frozenset[str] | None = None
-    ) -> None:
-        self.main = main
-        self.contents = contents
-        self._message_event = IpcMainEvent  # made per message by the endpoint...
-        self._invoke_event = IpcMainInvokeEvent
-        self._event_sender = contents  # ...with this as their sender
-        # The handshake completed or failed; the Event is made only if someone waits.
-        self.handshake_over = False
-        self._handshake_event: anyio.Event | None = None
-        self.allowed = allowed
-        self.renderer_id: int | None = None  # given, not counted (a replica's)
-        self.connected = False  # completed the handshake (and so was registered)
-
-    def _handshake_over(self) -> None:
-        self.handshake_over = True
-        if self._handshake_event is not None:
-            self._handshake_event.set()
-
-    async def wait_handshake(self) -> None:
-        """Return once the handshake has completed, or the connection ended."""
-        if not self.handshake_over:
-            if self._handshake_event is None:
-                self._handshake_event = anyio.Event()
-            await self._handshake_event.wait()
-
-    def admit(self) -> int:
-        """The core accepted the token (``Connection(admit=...)``)."""
-        return self.main._admit(self, self.renderer_id)
-
-    async def finish(self) -> None:
-        """The connection ended and its stream is closed (``Endpoint.attach``)."""
-        await self.main._finish(self)
-
-    def find_listeners(self, channel: str) -> tuple[Callback, ...]:
-        ipc = self.contents._ipc
-        general = self.main.take_listeners(channel)
-        if ipc is None:
-            return general
-        scoped = ipc.take_listeners(channel)
-        return scoped + general if scoped else general
-
-    def find_handler(self, channel: str) -> Callback | None:
-        ipc = self.contents._ipc
-        return (ipc.take_handler(channel) if ipc is not None else None) or self.main.take_handler(
-            channel
-        )
-
-    def make_event(self, channel: str, slot: ReplySlot | None) -> IpcMainEvent:
-        return IpcMainEvent(channel, self.contents, slot)
-
-    def handshake_completed(self, event: HandshakeCompleted) -> None:
-        self.main._pending.pop(self, None)
-        if not self.contents.process_id:
-            self.contents.process_id = event.process_id
-        self.main._contents[self.contents.id] = self.contents
-        self._handshake_over()
-        self.main._run_hooks(self.main._connect_hooks, self.contents)
-
-    def terminated(self, event: ConnectionTerminated) -> None:
-        # Gone from get_all_web_contents()/from_id() at once; on_disconnect
-        # hooks run later, once a spawned child has been reaped.
-        self.connected = self.main._contents.pop(self.contents.id, None) is not None
-        self.main._pending.pop(self, None)
-        self._handshake_over()
-        if self.contents._port_sink is not None:
-            self.main._ports.sink_gone(self.contents._port_sink)
-
-    # ports and checks
-
-    def receive_ports(self, refs: Sequence[PortRef]) -> list[Any]:
-        return self.main._ports.land(self.contents._sink(), refs)
-
-    def port_event(self, event: PortMessageReceived | PortClosed) -> None:
-        sink = self.contents._sink()
-        if isinstance(event, PortMessageReceived):
-            self.main._ports.port_message(sink, event)
-        else:
-            self.main._ports.port_closed(sink, event)
-
-    def install_gate(self, endpoint: Endpoint, *, guarded: bool = False) -> None:
-        """Give ``endpoint`` its gate if anything is to be checked (or ``guarded``).
-
-        Without allowlists or guards there is no gate, and nothing to pay per
-        message; ``IpcMain.add_guard`` installs one later. Once there, it
-        stays: messages waiting for an async guard keep their order.
-        """
-        # The allowlists are fixed when the renderer connects.
-        listed = self.main.allowed_channels is not None or self.allowed is not None
-        if endpoint.gate is None and (listed or guarded or self.main._guards.callbacks):
-            endpoint.gate = Gatekeeper(
-                endpoint,
-                self.is_allowed if listed else None,
-                self.main._guards,
-                self.guard_event,
-            )
-
-    def is_allowed(self, channel: str) -> bool:
-        main_allowed = self.main.allowed_channels
-        return (main_allowed is None or channel in main_allowed) and (
-            self.allowed is None or channel in self.allowed
-        )
-
-    def guard_event(
-        self, event: RequestReceived | MessageReceived, ports: list[Any] | None
-    ) -> IpcMainEvent | IpcMainInvokeEvent:
-        size = len(event.args)  # what decoding them would cost: a guard may refuse first
-        if isinstance(event, RequestReceived) and event.kind is not RequestKind.SYNC:
-            return IpcMainInvokeEvent(event.channel, self.contents, size)
-        return IpcMainEvent(event.channel, self.contents, None, ports or [], args_size=size)
 
 
 class Listener:
@@ -494,7 +162,7 @@ class IpcMain(Registry):
                 "max_in_flight, max_connections and max_pending_handshakes must be >= 1"
             )
         check_max_frame_size(max_frame_size)
-        self.allowed_channels = _channel_set(allowed_channels)
+        self.allowed_channels = channel_set(allowed_channels)
         self._guards = Guards()
         self._ports = MainPortRouter(lambda: self._tg)
         self._host_token: Any = None
@@ -509,9 +177,9 @@ class IpcMain(Registry):
         self.heartbeat_timeout = heartbeat_timeout
         self.send_timeout = send_timeout
         self._contents: dict[int, WebContents] = {}
-        self._links: set[_Link] = set()
+        self._links: set[Link] = set()
         # Accepted connections before their handshake, oldest first (a dict keeps order).
-        self._pending: dict[_Link, None] = {}
+        self._pending: dict[Link, None] = {}
         self._listeners_open: set[Listener | WebServer] = set()
         self._joined: list[_Joined] = []  # apps served as a replica (join)
         self._ids = itertools.count(1)
@@ -570,7 +238,7 @@ class IpcMain(Registry):
             for link in links:
                 tg.start_soon(self._close_link, link)
 
-    async def _close_link(self, link: _Link) -> None:
+    async def _close_link(self, link: Link) -> None:
         endpoint = link.contents._endpoint
         if endpoint is not None:
             endpoint.cancel_handlers()
@@ -604,10 +272,10 @@ class IpcMain(Registry):
         """
         tg = self._require_running("listen")
         created = await create_listener(
-            address, ssl_context, self.handshake_timeout, refusal=_OUT_OF_DESCRIPTORS
+            address, ssl_context, self.handshake_timeout, refusal=OUT_OF_DESCRIPTORS
         )
         listener = Listener(created, token if token is not None else secrets.token_hex(32))
-        listener.allowed_channels = _channel_set(allowed_channels)
+        listener.allowed_channels = channel_set(allowed_channels)
         self._listeners_open.add(listener)
         tg.start_soon(self._accept_loop, listener, tg)
         return listener
@@ -655,7 +323,7 @@ class IpcMain(Registry):
             token=token if token is not None else secrets.token_hex(32),
             ssl=ssl,
             allowed_origins=allowed_origins,
-            allowed_channels=_channel_set(allowed_channels),
+            allowed_channels=channel_set(allowed_channels),
             content_security_policy=content_security_policy,
         )
 
@@ -692,7 +360,7 @@ class IpcMain(Registry):
             url,
             app=app,
             token=token,
-            allowed=_channel_set(allowed_channels),
+            allowed=channel_set(allowed_channels),
             timeout=timeout,
             nats_options=nats_options,
         )
@@ -744,63 +412,7 @@ class IpcMain(Registry):
                 handshake is terminated (killed after 1 s) and reaped first,
                 also when ``spawn`` is cancelled.
         """
-        tg = self._require_running("spawn")
-        token = secrets.token_hex(32)
-        ours, theirs = child_socketpair()
-        child_env = dict(os.environ if env is None else env)
-        child_env[ENV_FD] = str(theirs.fileno())
-        child_env[ENV_TOKEN] = token
-        try:
-            process = await anyio.open_process(
-                [os.fspath(a) for a in argv],
-                stdin=None,
-                stdout=None,
-                stderr=None,
-                env=child_env,
-                cwd=cwd,
-                pass_fds=[theirs.fileno()],
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        try:
-            stream = await stream_from_socket(ours)
-            link: _Link = await tg.start(
-                self._serve_started, stream, token, process, _channel_set(allowed_channels)
-            )
-        except BaseException:
-            ours.close()
-            with anyio.CancelScope(shield=True):
-                await _stop(process)  # nothing serves it yet: it is ours to end
-            raise
-        try:
-            with anyio.move_on_after(self.handshake_timeout):
-                await link.wait_handshake()
-        except BaseException:
-            # Cancelled: end the half-made connection; _finish kills and reaps
-            # the child, and we wait for that so that no process outlives us.
-            with anyio.CancelScope(shield=True):
-                if (endpoint := link.contents._endpoint) is not None:
-                    await endpoint.close(CloseCode.PROTOCOL_ERROR, "spawn was cancelled")
-                await link.contents.wait_closed()
-            raise
-        endpoint = link.contents._endpoint
-        if endpoint is None or endpoint.conn.state is not OPEN:
-            if endpoint is not None and endpoint.conn.state is State.HANDSHAKE:
-                await endpoint.close(CloseCode.PROTOCOL_ERROR, "no handshake in time")
-            await link.contents.wait_closed()
-            details = link.contents.disconnect_details
-            raise ConnectionClosedError(
-                f"renderer {argv!r} did not connect: {details.message if details else 'unknown'}"
-                + (
-                    f" (exit code {details.exit_code})"
-                    if details and details.exit_code is not None
-                    else ""
-                )
-            )
-        return link.contents
+        return await spawn(self, argv, env, cwd, allowed_channels)
 
     @asynccontextmanager
     async def connect_local(self) -> AsyncIterator[IpcRenderer]:
@@ -823,7 +435,7 @@ class IpcMain(Registry):
         process: anyio.abc.Process | None,
         allowed: frozenset[str] | None = None,
         *,
-        task_status: anyio.abc.TaskStatus[_Link],
+        task_status: anyio.abc.TaskStatus[Link],
     ) -> None:
         pid = process.pid if process is not None else os.getpid()
         await self._serve(stream, token, pid, process, task_status, allowed=allowed)
@@ -834,168 +446,30 @@ class IpcMain(Registry):
         token: str,
         process_id: int,
         process: anyio.abc.Process | None,
-        task_status: anyio.abc.TaskStatus[_Link] | None = None,
+        task_status: anyio.abc.TaskStatus[Link] | None = None,
         *,
         tcp: bool = False,
         allowed: frozenset[str] | None = None,
         accepted: bool = False,
         renderer_id: int | None = None,
     ) -> None:
-        """Run one renderer's connection from handshake to the end, then clean up.
+        """Run one renderer's connection to its end (``_serving.serve``).
 
-        ``accepted``: it came through a listener, so it counts against
-        ``max_pending_handshakes`` until it has shown the token. Its renderer
-        id is taken only then (``_admit``), unless ``renderer_id`` gives it
-        (a replica's ids are unique across its app).
+        Every way in ends here: listeners, ``spawn``, ``connect_local``, the
+        web server and a NATS replica.
         """
-        if accepted and len(self._contents) >= self.max_connections:
-            await _refuse(stream, CloseCode.TOO_MANY_CONNECTIONS, self._too_many())
-            return
-        contents = WebContents(self, 0, process_id)  # the id comes with the handshake
-        contents._process = process
-        link = _Link(self, contents, allowed)
-        link.renderer_id = renderer_id
-        conn = Connection(
-            Role.MAIN,
-            token=token,
-            admit=link.admit,
-            max_frame_size=frame_limit(self.max_frame_size, stream),
-            new_buffer=body_buffer,
+        await serve(
+            self,
+            stream,
+            token,
+            process_id,
+            process,
+            task_status,
+            tcp=tcp,
+            allowed=allowed,
+            accepted=accepted,
+            renderer_id=renderer_id,
         )
-        self._links.add(link)
-        if accepted:
-            self._make_room_for_a_handshake()
-            self._pending[link] = None
-
-        def endpoint_in(tg: anyio.abc.TaskGroup) -> Endpoint:
-            endpoint = contents._endpoint = Endpoint(
-                conn,
-                stream,
-                tg,
-                link,
-                name="a renderer before its handshake",
-                send_tracebacks=self.send_tracebacks,
-                max_in_flight=self.max_in_flight,
-                send_timeout=self.send_timeout,
-                heartbeat_interval=_heartbeat(self.heartbeat_interval, tcp, stream),
-                heartbeat_timeout=self.heartbeat_timeout,
-                sweeper=self._sweeper,
-            )
-            link.install_gate(endpoint)
-            endpoint.start_soon(self._handshake_watchdog, link, endpoint)
-            return endpoint
-
-        if hasattr(stream, "deliver_to") and self._tg is not None:
-            # The fast path: the stream hands reads to the endpoint from the
-            # loop's callback, and this task ends here. An idle connection then
-            # costs no task at all (issue 12); its handlers, its writer when it
-            # needs one and its end run in IpcMain's task group.
-            try:
-                endpoint = endpoint_in(self._tg)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
-                    await self._finish(link)
-                raise
-            if task_status is not None:
-                task_status.started(link)
-            endpoint.attach(link.finish)
-            return
-        try:
-            async with anyio.create_task_group() as tg:
-                endpoint = endpoint_in(tg)
-                if task_status is not None:
-                    task_status.started(link)
-                try:
-                    await endpoint.run()
-                finally:
-                    tg.cancel_scope.cancel()
-        except Exception:
-            logger.exception("internal error serving renderer %d", contents.id)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._finish(link)
-
-    def _too_many(self) -> str:
-        return f"too many connections: main serves at most {self.max_connections} renderers"
-
-    def _admit(self, link: _Link, renderer_id: int | None = None) -> int:
-        """The core accepted ``link``'s token: give it a renderer id, if there is room."""
-        if len(self._contents) >= self.max_connections:
-            raise HandshakeRefused(self._too_many(), CloseCode.TOO_MANY_CONNECTIONS)
-        link.contents.id = renderer_id = renderer_id or next(self._ids)
-        if link.contents._endpoint is not None:
-            link.contents._endpoint.name = f"renderer {renderer_id}"
-        return renderer_id
-
-    def _make_room_for_a_handshake(self) -> None:
-        """At ``max_pending_handshakes``, drop the connection that has waited longest.
-
-        The oldest rather than the newest: a renderer with the token sends its
-        Hello at once, so it is through long before it becomes the oldest,
-        while idle sockets cannot hold the door shut by merely staying open.
-        """
-        while len(self._pending) >= self.max_pending_handshakes:
-            oldest = next(iter(self._pending))
-            del self._pending[oldest]
-            endpoint = oldest.contents._endpoint
-            if endpoint is not None and self._tg is not None:
-                self._tg.start_soon(
-                    endpoint.close,
-                    CloseCode.TOO_MANY_CONNECTIONS,
-                    "too many connections waiting for their handshake: main holds at most "
-                    f"{self.max_pending_handshakes}, and this one had waited longest",
-                )
-
-    async def _handshake_watchdog(self, link: _Link, endpoint: Endpoint) -> None:
-        with anyio.move_on_after(self.handshake_timeout):
-            # Set by the handshake or by the end of the connection: either way
-            # this task (and its timer) is gone at once, not handshake_timeout later.
-            await link.wait_handshake()
-            return
-        if endpoint.conn.state is State.HANDSHAKE:
-            await endpoint.close(
-                CloseCode.PROTOCOL_ERROR,
-                f"no handshake within {self.handshake_timeout} s",
-            )
-
-    async def _finish(self, link: _Link) -> None:
-        contents = link.contents
-        endpoint = contents._endpoint
-        termination = endpoint.termination if endpoint is not None else None
-        exit_code = None
-        process = contents._process
-        if process is not None:
-            if link.connected:
-                exit_code = await self._reap(process)
-            else:
-                # Never a renderer (no handshake): spawn raises, so nobody
-                # else would ever end it. If we closed the connection (timeout,
-                # spawn cancelled) it has nothing to wait for: end it now.
-                ours = termination is None or not termination.remote
-                exit_code = await _stop(process, grace=0.0 if ours else 2.0)
-        contents.disconnect_details = _details(termination, exit_code)
-        self._links.discard(link)
-        self._pending.pop(link, None)
-        self._contents.pop(contents.id, None)
-        contents._finished()
-        if link.connected:
-            self._run_hooks(self._disconnect_hooks, contents, contents.disconnect_details)
-
-    async def _reap(self, process: anyio.abc.Process) -> int | None:
-        """Wait for a child that lost its connection; terminate, then kill, if it lingers."""
-        grace = self.shutdown_grace if self._closing else 2.0
-        with anyio.move_on_after(grace):
-            return await process.wait()
-        if not self._closing:
-            return None  # it closed its connection but keeps running: its business
-        with suppress(ProcessLookupError):
-            process.terminate()
-        with anyio.move_on_after(2):
-            return await process.wait()
-        with suppress(ProcessLookupError):
-            process.kill()
-        return await process.wait()
 
     def get_all_web_contents(self) -> list[WebContents]:
         """Every connected renderer, oldest first."""
@@ -1095,55 +569,6 @@ class IpcMain(Registry):
                 self._tg.start_soon(_await_hook, hook, result)
 
 
-async def _stop(process: anyio.abc.Process, grace: float = 0.0) -> int:
-    """End a child: wait ``grace`` s, SIGTERM, 1 s more, SIGKILL; reap it; its exit code."""
-    with anyio.move_on_after(grace):
-        return await process.wait()
-    with suppress(ProcessLookupError):
-        process.terminate()
-    with anyio.move_on_after(1.0):
-        return await process.wait()
-    with suppress(ProcessLookupError):
-        process.kill()
-    return await process.wait()
-
-
-def _goodbye(code: CloseCode, reason: str) -> bytes:
-    """The bytes of a lone Goodbye frame."""
-    conn = Connection(Role.MAIN, token="")
-    conn.close(code, reason)
-    return bytes(conn.data_to_send())
-
-
-#: What a connection refused while main is out of file descriptors gets.
-_OUT_OF_DESCRIPTORS = _goodbye(
-    CloseCode.TOO_MANY_CONNECTIONS, "too many connections: main is out of file descriptors"
-)
-
-
-async def _refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
-    """Send a lone Goodbye and close: for connections refused before the handshake."""
-    logger.warning("refused a connection: %s", reason)
-    with anyio.move_on_after(1, shield=True):
-        with suppress(*_SEND_ERRORS):
-            await stream.send(_goodbye(code, reason))
-    with anyio.CancelScope(shield=True):
-        await stream.aclose()
-
-
-_SEND_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
-
-
-def _heartbeat(
-    setting: float | Literal["auto"] | None, tcp: bool, stream: anyio.abc.ByteStream
-) -> float | None:
-    if setting == "auto":
-        if isinstance(stream, FrameStream):
-            return stream.heartbeat_auto
-        return 5.0 if tcp else None
-    return setting
-
-
 async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
     try:
         await awaitable
@@ -1151,39 +576,7 @@ async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
         logger.exception("lifecycle hook %r raised", hook)
 
 
-def _channel_set(channels: Iterable[str] | None) -> frozenset[str] | None:
-    if channels is None:
-        return None
-    if isinstance(channels, str):
-        raise TypeError("allowed_channels must be a collection of channel names, not a str")
-    return frozenset(check_channel(channel) for channel in channels)
-
-
 def _callable(fn: H) -> H:
     if not callable(fn):
         raise TypeError(f"hook must be callable, not {type(fn).__name__}")
     return fn
-
-
-def _details(termination: ConnectionTerminated | None, exit_code: int | None) -> DisconnectDetails:
-    message = termination.reason if termination is not None else "never connected"
-    protocol_codes = (
-        CloseCode.PROTOCOL_ERROR,
-        CloseCode.AUTHENTICATION_FAILED,
-        CloseCode.VERSION_MISMATCH,
-        CloseCode.FRAME_TOO_LARGE,
-    )
-    reason: DisconnectReason
-    # A process that died explains whatever its connection saw last (say, a
-    # frame cut in half by SIGKILL), so its exit code comes first.
-    if exit_code is not None and exit_code < 0:
-        reason = "killed"
-    elif exit_code is not None and exit_code > 0:
-        reason = "crashed"
-    elif termination is not None and termination.code in protocol_codes:
-        reason = "protocol-error"
-    elif exit_code == 0 or (termination is not None and termination.code is not None):
-        reason = "clean-exit"
-    else:
-        reason = "connection-lost"
-    return DisconnectDetails(reason, exit_code, message)

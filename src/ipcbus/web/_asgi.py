@@ -24,6 +24,7 @@ from urllib.parse import quote
 import anyio
 
 from .._framestream import FrameStream
+from .._registry import channel_set
 from .._wire import CloseCode
 from ._static import _CHUNK_SIZE, DEFAULT_CSP, Response, StaticSite
 from ._upgrade import OriginPolicy, origin_of
@@ -58,15 +59,13 @@ class AsgiApp:
         allowed_channels: Iterable[str] | None = None,
         content_security_policy: str | None = DEFAULT_CSP,
     ) -> None:
-        from ..main import _channel_set
-
         if isinstance(allowed_origins, str):
             raise TypeError("allowed_origins must be a collection of origins, not a str")
         self.token = token if token is not None else secrets.token_hex(32)
         self._main = ipc_main
         self._site = StaticSite(static_dir, content_security_policy)
         self._allowed_origins = tuple(allowed_origins or ())
-        self._allowed = _channel_set(allowed_channels)
+        self._allowed = channel_set(allowed_channels)
 
     def url_for(self, base: str) -> str:
         """``base`` (where the app is mounted, e.g. ``http://127.0.0.1:8000/``) with the token."""
