@@ -500,8 +500,29 @@ def targets_12(
     loops: list[str],
     scenarios: str,
 ) -> list[str]:
-    """Issue 12's targets for G (memory per connection) and S (the blocking facade)."""
+    """Issue 12's targets: C, E and F against the floor, G (memory per connection)
+    and S (the blocking facade)."""
     lines = []
+    checks = [
+        ("C", "msgs_per_s", ">=", 0.8),
+        ("E", "p99_us", "<=", 1.2),
+        ("E", "calls_per_s", ">=", 1.0),
+        ("F", "deliveries_per_s", ">=", 1.0),
+    ]
+    for loop in loops if "ipcbus" in contestants else ():
+        for scenario, key, op, bound in checks:
+            if scenario not in scenarios:
+                continue
+            mine = value(data, scenario, "ipcbus", loop, key)
+            floor = value(data, scenario, "floor", loop, key)
+            what = f"{scenario}: ipcbus/{loop} {key} {op} {bound}x floor (issue 12)"
+            if mine is None or not floor:
+                lines.append(f"{what}: n/a (missing data)")
+                continue
+            ratio = mine / floor
+            ok = ratio <= bound if op == "<=" else ratio >= bound
+            verdict = "MET" if ok else "MISSED"
+            lines.append(f"{what}: {verdict} ({fmt(mine)} vs {fmt(floor)}, {ratio:.2f}x)")
     if "G" in scenarios:
         for bus in (c for c in contestants if c in ("ipcbus", "ipcbus-async")):
             for loop in loops:

@@ -235,7 +235,11 @@ class Endpoint:
                     else:
                         self.reads += 1  # the watchdog's proof of life; no clock here
                     window = None
-                    dispatcher.dispatch_batch(conn.events_received())
+                    outbox.reading = True
+                    try:
+                        dispatcher.dispatch_batch(conn.events_received())
+                    finally:
+                        outbox.reading = False
                     if dispatcher.must_pause():
                         await dispatcher.pause()
                     if conn.pending_output:
@@ -303,8 +307,13 @@ class Endpoint:
         """What ``run`` does after each read, from the stream's callback."""
         conn = self.conn
         dispatcher = self.dispatcher
+        outbox = self.outbox
         try:
-            dispatcher.dispatch_batch(conn.events_received())
+            outbox.reading = True
+            try:
+                dispatcher.dispatch_batch(conn.events_received())
+            finally:
+                outbox.reading = False
             if dispatcher.must_pause() and not dispatcher.paused:
                 self.outbox.kick()  # replies already made go out first
                 dispatcher.paused = True

@@ -135,6 +135,7 @@ class Outbox:
         "conn",
         "direct",
         "lazy",
+        "reading",
         "torn",
         "writes",
         "writing",
@@ -170,6 +171,9 @@ class Outbox:
         #: The writer task is started when a write cannot be made from a
         #: callback (congested, large, closing) and ends when it has caught up.
         self.lazy = False
+        #: The reader is dispatching a read, and writes what it queued right
+        #: after: ``kick`` need not schedule a write of its own meanwhile.
+        self.reading = False
 
     # ---- scheduling writes ---------------------------------------------
 
@@ -184,6 +188,8 @@ class Outbox:
         """Have what is queued sent (``next_batch()`` is what will carry it)."""
         direct = self.direct
         if direct is not None and not self.writing:
+            if self.reading:
+                return  # the reader writes once its read is dispatched
             if not self._write_soon:
                 self._write_soon = True
                 direct.call_soon(self.write_now)
