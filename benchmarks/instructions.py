@@ -10,7 +10,9 @@ N, so start-up and connecting cancel out. Both sides are counted. Needs
 valgrind (``apt-get install valgrind``).
 
 KIND ``C``: one-way ``send`` to a sync ``on`` listener (then one ``invoke``
-that checks the count); ``B``: ``invoke`` of a sync handler, 64 in flight.
+that checks the count); ``B``: ``invoke`` of a sync handler, 64 in flight;
+``A``: the same, one at a time (each call a read and a write on both sides,
+as in scenarios A and E).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ async def _workload(kind: str, n: int) -> None:
                     await renderer.send("sink", i)
                 if await renderer.invoke("totals") != n:
                     raise SystemExit("C: the count is wrong")
+            elif kind == "A":
+                for i in range(n):
+                    if await renderer.invoke("inc", i) != i + 1:
+                        raise SystemExit("A: a wrong result")
             else:
 
                 async def worker() -> None:
@@ -73,7 +79,7 @@ def _instructions(kind: str, n: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=["B", "C"], action="append")
+    parser.add_argument("--kind", choices=["A", "B", "C"], action="append")
     parser.add_argument("--small", type=int, default=2_000)
     parser.add_argument("--large", type=int, default=12_000)
     parser.add_argument("--run", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
@@ -81,8 +87,12 @@ def main() -> None:
     if args.run:
         anyio.run(_workload, args.run[0], int(args.run[1]))
         return
-    names = {"C": "one-way send + listener", "B": "invoke + handler, 64 in flight"}
-    for kind in args.kind or ["C", "B"]:
+    names = {
+        "C": "one-way send + listener",
+        "B": "invoke + handler, 64 in flight",
+        "A": "invoke + handler, one at a time",
+    }
+    for kind in args.kind or ["C", "B", "A"]:
         small, large = _instructions(kind, args.small), _instructions(kind, args.large)
         per_op = (large - small) / (args.large - args.small)
         print(f"{kind} {names[kind]}: {per_op:,.0f} instructions per operation (both sides)")

@@ -150,7 +150,8 @@ class Calls:
     ) -> Any:
         """Make a request and return the decoded reply, or raise what it says."""
         endpoint = self._endpoint
-        endpoint.require_open()
+        if self.conn.state is not OPEN:
+            endpoint.require_open()  # raises
         try:
             request_id = self.conn.start_request(kind, channel, args)
         except ENCODE_ERRORS as exc:

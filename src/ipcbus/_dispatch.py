@@ -40,7 +40,7 @@ from ._calling import PLAIN as _PLAIN
 from ._calling import is_awaitable
 from ._calls import Calls, ReplySlot
 from ._errors import NoHandlerError, ValidationError
-from ._events import Event, MessageReceived, RequestReceived
+from ._events import Event, MessageReceived, ReplyReceived, RequestReceived
 from ._outbox import Outbox
 from ._protocol import Connection
 from ._registry import Callback, Registry, any_async, shared_decoder
@@ -57,6 +57,7 @@ logger = logging.getLogger("ipcbus")
 
 _MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
 _BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
+INVOKE = RequestKind.INVOKE  # a module global: an Enum member lookup costs more
 _EARLY_WRITE = 16  # in a read of more frames than this, replies leave every this many
 
 Arguments = list[Any] | tuple[Any, ...]
@@ -164,7 +165,13 @@ class Dispatcher:
                 if backlog or congested or self.active >= self._max_in_flight:
                     self._hold(event)
                     continue
-                self.admit(event)
+                if self.gate is None and event.kind is INVOKE:
+                    self._dispatch_invoke(event)  # admit() and dispatch(), inline
+                else:
+                    self.admit(event)
+            elif type(event) is ReplyReceived:
+                self.calls.replied(event)  # Endpoint.handle's first case, inline
+                continue
             else:
                 self.endpoint.handle(event)
                 continue

@@ -109,9 +109,9 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes (copied only if mutable, or if unparsed input remains)."""
-        rest = self._chunk[self._pos :]
-        if rest:
-            data = b"".join((rest, data))
+        chunk, pos = self._chunk, self._pos
+        if pos < len(chunk):  # unparsed input remains (no slice made otherwise)
+            data = b"".join((chunk[pos:], data))
         elif type(data) is not bytes:
             data = bytes(data)
         self._data = data

@@ -276,8 +276,10 @@ class Outbox:
             await self.flush()
 
     def _made_room(self) -> None:
-        if self.admission is not None:
-            self.admission.make_room()
+        admission = self.admission
+        # make_room has nothing to do unless calls are held back or reading paused.
+        if admission is not None and (admission.paused or admission._backlog):
+            admission.make_room()
 
     def _closed_error(self) -> ConnectionClosedError:
         endpoint = self._endpoint

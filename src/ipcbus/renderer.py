@@ -279,8 +279,12 @@ class IpcRenderer(Registry):
 
     async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
         """Call main's ``ipc_main.handle(channel)`` handler and return its result."""
-        check_channel(channel)
-        return await self._open_endpoint().calls.request(INVOKE, channel, args, timeout)
+        if type(channel) is not str or not channel:  # the common case without a call
+            check_channel(channel)
+        endpoint = self._endpoint
+        if endpoint is None:
+            endpoint = self._open_endpoint()  # raises
+        return await endpoint.calls.request(INVOKE, channel, args, timeout)
 
     async def post_message(
         self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
