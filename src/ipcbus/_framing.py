@@ -214,6 +214,10 @@ class FrameDecoder:
             return self._data, self._chunk, len(self._data)
         return self._data, self._chunk, self._pos
 
+    def idle(self) -> bool:
+        """Whether nothing is held: no unparsed input, no frame partly received."""
+        return self._chunk is _NOTHING and self._body is None and not self._head
+
     def parsed_to(self, offset: int) -> None:
         """The frames before ``offset`` (a frame boundary from :meth:`unparsed`) are taken."""
         if self._body is None and not self._head:

@@ -253,9 +253,24 @@ class Connection:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes from the peer. Never raises for anything the peer sent."""
-        if self.state is CLOSED:
+        state = self.state
+        if state is CLOSED:
             return
-        self._frames.feed(data)
+        frames = self._frames
+        if state is OPEN and type(data) is bytes and frames.idle():
+            # The usual read: nothing held from the last one, so its whole
+            # frames are taken straight from ``data``, without the decoder's
+            # bookkeeping; only what is left (a frame split across reads, one
+            # over the limit) goes through it.
+            try:
+                pos = self._walk(data, memoryview(data), 0)
+            except BaseException as exc:
+                self._peer_failed(exc)
+                return
+            if pos == len(data) or self.state is CLOSED:
+                return
+            data = data[pos:]
+        frames.feed(data)
         self._parse()
 
     def receive_buffer(self, minimum: int = 64 * 1024) -> memoryview | None:
@@ -342,29 +357,37 @@ class Connection:
         """
         frames = self._frames
         data, view, pos = frames.unparsed()
-        limit, end_of_input = frames.max_frame_size, len(data)
+        pos = self._walk(data, view, pos)
+        if self.state is not CLOSED:  # else the decoder has let go of its input
+            frames.parsed_to(pos)
+
+    def _walk(self, data: bytes, view: memoryview, pos: int) -> int:
+        """Take the whole frames of ``data`` from ``pos`` on; return where they end.
+
+        Stops before a frame split across reads or over the limit, and after
+        a frame that closed the connection. May raise for what the peer sent
+        (a malformed frame, a violation): the caller ends the connection.
+        """
+        limit, end_of_input = self._frames.max_frame_size, len(data)
         last = end_of_input - HEADER_SIZE  # the last offset a header fits at
         # Locals, not globals, in a loop that runs once per frame.
         decode, events, handle = _body_decoder.decode, self._events, self._handle
         unpack, small, message = read_size, SMALL_BODY, Message
-        try:
-            while pos <= last:
-                (size,) = unpack(data, pos)
-                start = pos + HEADER_SIZE
-                end = start + size
-                if end > end_of_input or size > limit:
+        while pos <= last:
+            (size,) = unpack(data, pos)
+            start = pos + HEADER_SIZE
+            end = start + size
+            if end > end_of_input or size > limit:
+                break
+            body = decode(data[start:end] if size <= small else view[start:end])
+            pos = end
+            if body.__class__ is message and not body.ports:
+                events.append(body)  # MessageReceived
+            else:
+                handle(body)
+                if self.state is CLOSED:  # a Goodbye, or a violation we answered
                     break
-                body = decode(data[start:end] if size <= small else view[start:end])
-                pos = end
-                if body.__class__ is message and not body.ports:
-                    events.append(body)  # MessageReceived
-                else:
-                    handle(body)
-                    if self.state is CLOSED:  # a Goodbye, or a violation we answered
-                        break
-        finally:
-            if self.state is not CLOSED:  # else the decoder has let go of its input
-                frames.parsed_to(pos)
+        return pos
 
     def receive_eof(self, why: str | None = None) -> None:
         """The peer's byte stream ended (or the driver gave up on it). Idempotent.
