@@ -42,12 +42,12 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from ._calls import error_from_reply, error_info
-from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError, ProtocolError
+from ._calls import error_info, reply_value
+from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
 from ._events import ConnectionTerminated, Event, ReplyReceived
 from ._outbox import too_large
 from ._protocol import CLOSED, HANDSHAKE, OPEN, Connection
-from ._values import DECODE_ERRORS, ENCODE_ERRORS, decode_value, encode_error
+from ._values import ENCODE_ERRORS, encode_error
 from ._wire import CloseCode, ErrorKind, PortRef, RequestKind
 
 __all__ = ("BlockingLink", "Sink")
@@ -300,20 +300,7 @@ class BlockingLink:
             raise
         finally:
             del self._waiters[request_id]
-        reply = waiter.reply
-        if reply is None:
-            raise ConnectionClosedError(
-                f"connection to {self.name} closed before {channel!r} replied ({self.reason})"
-            )
-        if not reply.ok:
-            raise error_from_reply(channel, reply.value)
-        try:
-            return decode_value(reply.value)
-        except DECODE_ERRORS as exc:
-            raise ProtocolError(
-                f"the reply to {_WHAT[kind]} {channel!r} from {self.name} "
-                f"could not be decoded: {exc}"
-            ) from None
+        return reply_value(waiter.reply, kind, channel, self.name, self.reason)
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> None:
         """Until ``waiter`` has its reply or the link ends: lead (read) or follow.

@@ -91,6 +91,27 @@ class StreamWaiter(_Waiter):
         self.items: deque[msgspec.Raw] = deque()
 
 
+def reply_value(
+    reply: ReplyReceived | None, kind: RequestKind, channel: str, peer: str, reason: str
+) -> Any:
+    """What a call returns for ``reply`` (``None``: the connection ended first), or raises.
+
+    Shared by the async endpoint (``Calls.request``) and the blocking renderer.
+    """
+    if reply is None:
+        raise ConnectionClosedError(
+            f"connection to {peer} closed before {channel!r} replied ({reason})"
+        )
+    if not reply.ok:
+        raise error_from_reply(channel, reply.value)
+    try:
+        return decode_value(reply.value)
+    except DECODE_ERRORS as exc:
+        raise ProtocolError(
+            f"the reply to {_WHAT[kind]} {channel!r} from {peer} could not be decoded: {exc}"
+        ) from None
+
+
 def error_from_reply(channel: str, value: msgspec.Raw) -> IpcError:
     """The exception a caller raises for a failed Reply."""
     try:
@@ -186,21 +207,7 @@ class Calls:
                 raise
         finally:
             del self.waiters[request_id]
-        reply = waiter.reply
-        if reply is None:
-            raise ConnectionClosedError(
-                f"connection to {endpoint.name} closed before {channel!r} replied "
-                f"({endpoint.reason})"
-            )
-        if not reply.ok:
-            raise error_from_reply(channel, reply.value)
-        try:
-            return decode_value(reply.value)
-        except DECODE_ERRORS as exc:
-            raise ProtocolError(
-                f"the reply to {_WHAT[kind]} {channel!r} from {endpoint.name} "
-                f"could not be decoded: {exc}"
-            ) from None
+        return reply_value(waiter.reply, kind, channel, endpoint.name, endpoint.reason)
 
     def start_stream(
         self, channel: str, args: tuple[Any, ...], window: int
