@@ -429,6 +429,25 @@ def value(
     return got.get(key) if isinstance(got, dict) else None
 
 
+def versus_floor(
+    data: dict[tuple[str, str, str], dict[str, float] | str],
+    check: tuple[str, str, str, float],
+    bus: str,
+    loop: str,
+    note: str = "",
+) -> str:
+    """A target line: ``bus`` against the floor; ``check`` is (scenario, key, op, bound)."""
+    scenario, key, op, bound = check
+    mine = value(data, scenario, bus, loop, key)
+    floor = value(data, scenario, "floor", loop, key)
+    what = f"{scenario}: {bus}/{loop} {key} {op} {bound}x floor{note}"
+    if mine is None or not floor:
+        return f"{what}: n/a (missing data)"
+    ratio = mine / floor
+    ok = ratio <= bound if op == "<=" else ratio >= bound
+    return f"{what}: {'MET' if ok else 'MISSED'} ({fmt(mine)} vs {fmt(floor)}, {ratio:.2f}x)"
+
+
 def targets(
     data: dict[tuple[str, str, str], dict[str, float] | str],
     contestants: list[str],
@@ -445,19 +464,9 @@ def targets(
     ]
     for bus in (c for c in contestants if c in ("ipcbus", "ipcbus-async")):
         for loop in loops:
-            for scenario, key, op, bound in checks:
-                if scenario not in scenarios:
-                    continue
-                mine = value(data, scenario, bus, loop, key)
-                floor = value(data, scenario, "floor", loop, key)
-                what = f"{scenario}: {bus}/{loop} {key} {op} {bound}x floor"
-                if mine is None or not floor:
-                    lines.append(f"{what}: n/a (missing data)")
-                    continue
-                ratio = mine / floor
-                ok = ratio <= bound if op == "<=" else ratio >= bound
-                verdict = "MET" if ok else "MISSED"
-                lines.append(f"{what}: {verdict} ({fmt(mine)} vs {fmt(floor)}, {ratio:.2f}x)")
+            lines += [
+                versus_floor(data, check, bus, loop) for check in checks if check[0] in scenarios
+            ]
             if "D" in scenarios:
                 growth = value(data, "D", bus, loop, "rss_growth_mib")
                 limit = 4 * p.d_size / MiB
@@ -510,19 +519,11 @@ def targets_12(
         ("F", "deliveries_per_s", ">=", 1.0),
     ]
     for loop in loops if "ipcbus" in contestants else ():
-        for scenario, key, op, bound in checks:
-            if scenario not in scenarios:
-                continue
-            mine = value(data, scenario, "ipcbus", loop, key)
-            floor = value(data, scenario, "floor", loop, key)
-            what = f"{scenario}: ipcbus/{loop} {key} {op} {bound}x floor (issue 12)"
-            if mine is None or not floor:
-                lines.append(f"{what}: n/a (missing data)")
-                continue
-            ratio = mine / floor
-            ok = ratio <= bound if op == "<=" else ratio >= bound
-            verdict = "MET" if ok else "MISSED"
-            lines.append(f"{what}: {verdict} ({fmt(mine)} vs {fmt(floor)}, {ratio:.2f}x)")
+        lines += [
+            versus_floor(data, check, "ipcbus", loop, " (issue 12)")
+            for check in checks
+            if check[0] in scenarios
+        ]
     if "G" in scenarios:
         for bus in (c for c in contestants if c in ("ipcbus", "ipcbus-async")):
             for loop in loops:
