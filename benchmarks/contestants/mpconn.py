@@ -30,7 +30,6 @@ from _common import (
     Service,
     emit,
     expect,
-    percentile,
     round_trips,
 )
 
@@ -138,28 +137,8 @@ class _Conn:
 
 
 def _a(c: _Conn, p: Params) -> dict[str, Any]:
-    for i in range(p.a_warmup):
-        expect(c.call("inc", i), i + 1, "A warm-up reply")
-    clock = time.perf_counter_ns
-    deadline = clock() + int(p.a_seconds * 1e9)
-    lat: list[int] = []
-    i = 0
-    while True:
-        t0 = clock()
-        r = c.call("inc", i)
-        t1 = clock()
-        if r != i + 1:
-            expect(r, i + 1, "A reply")
-        lat.append(t1 - t0)
-        i += 1
-        if len(lat) >= p.a_max or (t1 >= deadline and len(lat) >= p.a_min):
-            break
-    lat.sort()
-    return {
-        "n": len(lat),
-        "median_us": percentile(lat, 0.5) / 1e3,
-        "p99_us": percentile(lat, 0.99) / 1e3,
-    }
+    """Sequential round trips (``round_trips``, the loop scenario S times too)."""
+    return round_trips(lambda i: c.call("inc", i), p)
 
 
 def _s(c: _Conn, p: Params) -> dict[str, Any]:
