@@ -120,3 +120,104 @@ async def test_handler_changes_between_invokes_take_effect_at_once() -> None:
                     await renderer.invoke("who")
                 ipc_main.handle("who", lambda event: "main again")
                 assert await renderer.invoke("who") == "main again"
+
+
+# A burst of sends from one renderer reaches main in few reads, and main calls
+# the sync listeners of a read's leading messages in one loop
+# (Dispatcher._message_run). These check that the loop keeps every rule.
+
+BURST = 200
+
+
+async def _burst(ipc_main: ipcbus.IpcMain, sends: list[tuple[str, Any]]) -> None:
+    """Send ``sends`` back to back over a real socket, then wait until main has them all."""
+    ipc_main.on("flushed", lambda event: setattr(event, "return_value", True))
+    listener = await ipc_main.listen()
+    async with ipcbus.connect(listener.address, token=listener.token) as renderer:
+        for channel, value in sends:
+            await renderer.send(channel, value)
+        await renderer.send_sync("flushed")  # in order: every send was dispatched before
+
+
+async def test_a_burst_stops_calling_a_listener_removed_by_another_at_once() -> None:
+    seen: list[int] = []
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            # Unannotated: the listeners share one decoding, the fast way.
+            def remover(event, n):  # type: ignore[no-untyped-def]
+                if n == 10:
+                    ipc_main.off("ch", counted)
+
+            def counted(event, n):  # type: ignore[no-untyped-def]
+                seen.append(n)
+
+            ipc_main.on("ch", remover)
+            ipc_main.on("ch", counted)
+            await _burst(ipc_main, [("ch", i) for i in range(BURST)])
+    # Listeners called for one message are the ones registered when it arrived
+    # (message 10 still reaches `counted`).
+    assert seen == list(range(11))
+
+
+async def test_a_coroutine_returned_mid_burst_starts_before_the_next_message() -> None:
+    calls: list[Any] = []
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+
+            async def later(n: int) -> None:
+                calls.append(f"coroutine {n}")  # its first step: before any await
+
+            def listener(event: Any, n: int) -> Any:
+                calls.append(n)
+                return later(n) if n % 50 == 7 else None
+
+            ipc_main.on("ch", listener)
+            await _burst(ipc_main, [("ch", i) for i in range(BURST)])
+    expected: list[Any] = []
+    for n in range(BURST):
+        expected += [n, f"coroutine {n}"] if n % 50 == 7 else [n]
+    assert calls == expected
+
+
+async def test_a_burst_with_bad_arguments_and_failing_listeners_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    got: list[int] = []
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+
+            def typed(event: Any, x: int) -> None:
+                if x % 7 == 3:
+                    raise RuntimeError(f"listener failed on {x}")
+                got.append(x)
+
+            ipc_main.on("ch", typed)
+            sends: list[tuple[str, Any]] = []
+            for i in range(BURST):
+                sends.append(("ch", i))
+                if i % 40 == 5:
+                    sends.append(("ch", f"not an int {i}"))
+                if i % 60 == 9:
+                    sends.append(("other", i))  # nobody listens: dropped
+            await _burst(ipc_main, sends)
+    assert got == [x for x in range(BURST) if x % 7 != 3]
+    failed = [r for r in caplog.records if "raised" in r.getMessage()]
+    assert len(failed) == len([x for x in range(BURST) if x % 7 == 3])
+    invalid = [r for r in caplog.records if "do not fit its annotations" in r.getMessage()]
+    assert len(invalid) == len([i for i in range(BURST) if i % 40 == 5])
+
+
+async def test_an_async_listener_in_a_burst_is_called_in_order() -> None:
+    calls: list[str] = []
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+
+            async def slow(event: Any, n: int) -> None:
+                calls.append(f"async {n}")
+                await anyio.lowlevel.checkpoint()
+
+            ipc_main.on("sync-ch", lambda event, n: calls.append(f"sync {n}"))
+            ipc_main.on("async-ch", slow)
+            sends = [("async-ch" if i % 9 == 4 else "sync-ch", i) for i in range(BURST)]
+            await _burst(ipc_main, sends)
+    assert calls == [f"{'async' if i % 9 == 4 else 'sync'} {i}" for i in range(BURST)]

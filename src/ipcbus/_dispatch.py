@@ -146,6 +146,13 @@ class Dispatcher:
     def dispatch_batch(self, events: list[Event]) -> None:
         """Dispatch one read's events in order, holding calls back while full."""
         backlog = self._backlog
+        if events and type(events[0]) is MessageReceived and self.gate is None and not backlog:
+            # A read that starts with messages (a stream of sends: all of it)
+            taken = self._message_run(events)
+            if taken == len(events):
+                return
+            if taken:
+                events = events[taken:]
         conn = self.conn
         early = self.outbox.direct is not None and len(events) > _EARLY_WRITE
         congested = conn.pending_output > _MAX_PENDING_OUTPUT  # checked every few calls
@@ -274,6 +281,73 @@ class Dispatcher:
 
     # -- messages and send_sync: every listener, in registration order
 
+    def _message_run(self, events: list[Event]) -> int:
+        """Call the sync listeners of the plain messages that begin ``events``.
+
+        Returns how many it took. It stops before the first event that is not
+        such a message (or that needs more: ports, a failed decoding, an
+        async listener, a full connection) and leaves it to the caller.
+        """
+        seen = Registry.changes
+        if seen != self._lookups_seen:
+            self._forget_lookups(seen)
+        cache = self._listeners_cache
+        make_event, sender = self._message_event, self._event_sender
+        max_in_flight, conn, every = self._max_in_flight, self.conn, _EARLY_WRITE
+        if (
+            conn.pending_output > _MAX_PENDING_OUTPUT
+            or self.active >= max_in_flight
+            or self.pending_starts
+        ):
+            return 0  # held back, or queued behind a task, by the general loop
+        last: str | None = None
+        listeners: tuple[Callback, ...] = ()
+        decode: Callable[[msgspec.Raw], Any] | None = None
+        taken = 0
+        for event in events:
+            if type(event) is not MessageReceived or event.ports or Registry.changes != seen:
+                break
+            channel = event.channel
+            if channel != last:
+                found = cache.get(channel)
+                if found is None or found[1] is None:
+                    # A channel not looked up yet (cached there) or with async
+                    # listeners: the general way.
+                    taken += 1
+                    if self._one_message(event):
+                        continue
+                    break
+                listeners, decode, _ = found
+                last = channel
+            try:
+                args = decode(event.args)  # type: ignore[misc]
+            except DECODE_ERRORS:
+                taken += 1  # the general way says why
+                if self._one_message(event):
+                    continue
+                break
+            message_event = make_event(channel, sender)
+            pending: list[Awaitable[Any]] | None = None
+            for callback in listeners:
+                try:
+                    result = callback.fn(message_event, *args)
+                    if (
+                        result is not None
+                        and type(result) not in _PLAIN
+                        and inspect.isawaitable(result)
+                    ):
+                        (pending := pending or []).append(result)
+                except Exception as exc:
+                    _calling.listener_failed(self, channel, exc, None)
+            taken += 1
+            if pending:
+                # Awaited in a task: what follows must not overtake it (pending_starts).
+                self.schedule(_calling.await_listeners, self, pending, channel, None)
+                break
+            if not taken % every and conn.pending_output > _MAX_PENDING_OUTPUT:
+                break  # listeners that send: the rest wait for the peer to read
+        return taken
+
     def _dispatch_message(
         self,
         channel: str,
@@ -338,6 +412,11 @@ class Dispatcher:
             self.schedule(_calling.run_listeners, self, listeners, event, slot, channel, raw)
         else:
             _calling.call_listeners(self, listeners, event, channel, raw, slot)
+
+    def _one_message(self, event: MessageReceived) -> bool:
+        """``_message_run``'s way out for one message; whether the run may go on."""
+        self._dispatch_message(event.channel, event.args, None)
+        return not self.pending_starts and self.active < self._max_in_flight
 
     # -- lookups, cached per channel while no registry changes
 
