@@ -187,3 +187,47 @@ async def test_a_long_read_of_invokes_is_answered_in_several_writes(
         i + 1 for i in range(64)
     ]
     assert len(writes) >= 4, writes
+
+
+class _NeedsTheLibrary:
+    """A reader that, like an endpoint, asks anyio which library runs (to start a task)."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.ended = anyio.Event()
+        self.arrived = anyio.Event()
+
+    def receive_window(self) -> memoryview | None:
+        return None
+
+    def received(self, data: bytes) -> None:
+        anyio.get_cancelled_exc_class()  # raises if anyio cannot tell the library
+        self.got.append(data)
+        self.arrived.set()
+
+    def received_into(self, nbytes: int) -> None:  # pragma: no cover - no windows given
+        raise AssertionError
+
+    def read_ended(self) -> None:
+        anyio.get_cancelled_exc_class()
+        self.ended.set()
+
+
+async def test_reads_resumed_from_any_task_still_know_their_library() -> None:
+    """The loop's read callback runs in the context of whoever last resumed
+    reading; one resumed from a plain task (no library named) must still let
+    the reader start tasks, for data and for the end of the stream alike."""
+    stream, peer = await _pair()
+    reader = _NeedsTheLibrary()
+    with peer, anyio.fail_after(5):
+        stream.deliver_to(reader)
+        stream.pause_reading()
+        stream.resume_reading()  # from this test's task
+        peer.sendall(b"after resume")
+        await reader.arrived.wait()
+        assert reader.got == [b"after resume"]
+        stream.pause_reading()
+        stream.resume_reading()
+        peer.close()
+        await reader.ended.wait()
+    await stream.aclose()

@@ -40,6 +40,22 @@ try:
 except ImportError:  # pragma: no cover - anyio >= 4.11 does not need sniffio
     _library = None  # type: ignore[assignment]
 
+
+def _name_the_library() -> None:
+    """Name asyncio in the context this loop callback runs in, if nobody has.
+
+    asyncio runs a reader callback in a copy of the context of whoever
+    (re)armed it: :meth:`AsyncioSocketStream.resume_reading` called from a
+    plain task, or ``transport.close()`` scheduling ``connection_lost``, arm
+    it in a context that names no library, and the endpoint's
+    ``start_soon`` then fails (anyio cannot tell asyncio from no loop at
+    all). The reader callback's context lives as long as its handle, so
+    after the first read this is one ``get``.
+    """
+    if _library is not None and _library.get() is None:
+        _library.set("asyncio")
+
+
 __all__ = ("LARGE_WRITE", "AsyncioSocketStream", "FutureEvent")
 
 _PAUSE_READING_ABOVE = 1024 * 1024  # buffered bytes; the kernel buffer then fills
@@ -129,6 +145,7 @@ class _Protocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         reader = self.reader
         if reader is not None:
+            _name_the_library()
             if self.sinking:
                 self.sinking = False
                 reader.received_into(nbytes)
@@ -170,6 +187,7 @@ class _Protocol(asyncio.BufferedProtocol):
     def _tell_end(self) -> None:
         if self.reader is not None and not self.told_end:
             self.told_end = True
+            _name_the_library()
             self.reader.read_ended()
 
     def pause_writing(self) -> None:
