@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -164,8 +164,10 @@ class Dispatcher:
                     self._hold(event)
                     continue
                 if self.gate is None and not event.ports:
-                    # The one fast path past admit(): no gate to ask, no ports to land.
-                    self._dispatch_message(event.channel, event.args, None)  # the commonest
+                    # No gate to ask, no ports to land: a run of one (0 if it must
+                    # queue behind a task, which the general way does).
+                    if not self._message_run((event,)):
+                        self._dispatch_message(event.channel, event.args, None)
                 else:
                     self.admit(event)
             elif type(event) is RequestReceived:
@@ -281,7 +283,7 @@ class Dispatcher:
 
     # -- messages and send_sync: every listener, in registration order
 
-    def _message_run(self, events: list[Event]) -> int:
+    def _message_run(self, events: Sequence[Event]) -> int:
         """Call the sync listeners of the plain messages that begin ``events``.
 
         Returns how many it took. It stops before the first event that is not
@@ -358,38 +360,7 @@ class Dispatcher:
         found = self._listeners_cache.get(channel)  # _listeners_of, inline for a hit
         if found is None or Registry.changes != self._lookups_seen:
             found = self._listeners_of(channel)
-        listeners, decode, any_async = found
-        if decode is not None and request_id is None and not self.pending_starts:
-            # The measured fast path: a message for sync listeners that take the
-            # same arguments, decoded in one C call, and called here, in order.
-            # It inlines _listener_calls, _call_listener and is_awaitable:
-            # sharing them costs about 13 bytecodes a message, 7 % of the
-            # receive path (benchmarks/dispatch_path.py --opcodes).
-            event = self._message_event(channel, self._event_sender)
-            if ports:
-                event.ports = ports
-            try:
-                args = decode(raw)
-            except DECODE_ERRORS:
-                for callback in listeners:  # each says why, as Signature.decode does
-                    _calling.decode_for(self, callback, channel, raw, None)
-                return
-            pending: list[Awaitable[Any]] | None = None
-            for callback in listeners:
-                try:
-                    result = callback.fn(event, *args)
-                    if (
-                        result is not None
-                        and type(result) not in _PLAIN
-                        and inspect.isawaitable(result)
-                    ):
-                        # a plain callable that returned a coroutine
-                        (pending := pending or []).append(result)
-                except Exception as exc:
-                    _calling.listener_failed(self, channel, exc, None)
-            if pending:
-                self.schedule(_calling.await_listeners, self, pending, channel, None)
-            return
+        listeners, _, any_async = found
         if not listeners:
             if request_id is None:
                 logger.debug(
