@@ -305,3 +305,76 @@ async def test_ctrl_c_in_a_blocking_invoke_cancels_it_in_main(tmp_path: Path) ->
             await contents.wait_closed()
             assert contents.disconnect_details is not None
             assert contents.disconnect_details.exit_code == 0
+
+
+INTERRUPTED_OFTEN = """
+    import signal, threading
+    import ipcbus.sync
+
+    big = b"x" * (4 << 20)  # written in many pieces: interrupts land mid-frame
+    stop = threading.Event()
+    ok = interrupted = 0
+    armed = False
+
+    def checked_invoke(*args):
+        global armed, ok, interrupted
+        while True:  # until it is answered
+            try:
+                try:
+                    armed = True
+                    result = ipc.invoke(*args)
+                finally:
+                    armed = False
+                ok += 1
+                return result
+            except KeyboardInterrupt:
+                interrupted += 1
+
+    with ipcbus.sync.connect() as ipc:
+        ours = signal.getsignal(signal.SIGINT)  # ipcbus's, while the link is open
+        assert ours is not signal.default_int_handler
+        # Interrupts go to ipcbus's handler only inside the invoke, so every
+        # KeyboardInterrupt is raised where the try above catches it.
+        signal.signal(signal.SIGINT, lambda signum, frame: armed and ours(signum, frame))
+        ipc.on("stop", lambda event: stop.set())
+        ipc.send("ready")
+        while not stop.is_set():
+            assert checked_invoke("size", big) == len(big)
+        # every frame so far arrived whole: the link still works
+        assert checked_invoke("size", big) == len(big)
+        checked_invoke("report", ok, interrupted)
+        signal.signal(signal.SIGINT, ours)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+"""
+
+
+async def test_interrupts_in_the_middle_of_big_writes_leave_the_link_whole(
+    tmp_path: Path,
+) -> None:
+    """An interrupt that lands while a frame is half written (or just after a
+    write or read returned) must not cost the stream a byte: the next frame
+    would be misread and main would end the link."""
+    with anyio.fail_after(60):
+        async with running_main(max_frame_size=8 << 20) as ipc_main:
+            ready, reported = anyio.Event(), anyio.Event()
+            report: list[int] = []
+            ipc_main.handle("size", lambda event, data: len(data))
+            ipc_main.on("ready", lambda event: ready.set())
+
+            @ipc_main.handle("report")
+            def on_report(event: ipcbus.IpcMainEvent, ok: int, interrupted: int) -> None:
+                report.extend((ok, interrupted))
+                reported.set()
+
+            contents = await spawn_script(ipc_main, tmp_path, INTERRUPTED_OFTEN)
+            await ready.wait()
+            for _ in range(300):
+                os.kill(contents.process_id, signal.SIGINT)
+                await anyio.sleep(0.004)  # pacing the signals, not waiting for anything
+            await contents.send("stop")
+            await reported.wait()
+            await contents.wait_closed()
+            assert contents.disconnect_details is not None
+            assert contents.disconnect_details.exit_code == 0
+            ok, interrupted = report
+            assert ok > 0 and interrupted > 0, report

@@ -38,6 +38,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -45,6 +46,7 @@ from typing import Any
 from ._calls import error_info, reply_value
 from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
 from ._events import ConnectionTerminated, Event, ReplyReceived
+from ._interrupts import deliver_deferred, interruptible, link_closed, link_opened
 from ._outbox import too_large
 from ._protocol import CLOSED, HANDSHAKE, OPEN, Connection
 from ._values import ENCODE_ERRORS, encode_error
@@ -56,6 +58,10 @@ logger = logging.getLogger("ipcbus")
 
 _READ_SIZE = 256 * 1024
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_DONTWAIT_ARG = (_DONTWAIT,)  # map()'s iterables in _send and _read
+_READ_ARG = (_READ_SIZE,)
+_BLOCK_ARG = (0,)  # no flags: _recv blocks
+_FOLLOW = 0.1  # seconds a follower waits for the leader before it looks up again
 _WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
 #: Receives, in order, every event but replies (messages, main's requests, the end).
@@ -104,9 +110,31 @@ class _Watch:
             self._epoll.close()
 
 
+@interruptible
 def _ready(fd: int, events: int, timeout: float | None) -> bool:
+    deliver_deferred()
     poll = select.poll()
     poll.register(fd, events)
+    return bool(poll.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
+@interruptible
+def _recv(sock: socket.socket, got: deque[bytes], flags: tuple[int]) -> None:
+    """``got.append(sock.recv(_READ_SIZE, *flags))``, so that Ctrl-C cannot lose a read.
+
+    ``sock.recv`` is called from C by ``map`` and its result kept by
+    ``deque.extend``: Python runs signal handlers once a call has returned,
+    so an interrupt there would lose a plain call's result.
+    """
+    deliver_deferred()
+    got.extend(map(sock.recv, _READ_ARG, flags))
+
+
+def _writable(fd: int, timeout: float | None) -> bool:
+    """``_ready(fd, POLLOUT, timeout)``, but not :func:`interruptible`: a write
+    in progress finishes before Ctrl-C is raised (half a frame would end the link)."""
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
     return bool(poll.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
 
@@ -143,6 +171,8 @@ class BlockingLink:
         self._ended = False
         self._torn = False  # the socket is closed
         self._waiters: dict[int, _Waiter] = {}
+        self._sent: deque[int] = deque()  # the counts of one write's sends (_send)
+        self._sigint = False  # this link counts for _interrupts' SIGINT handler
         self.termination: ConnectionTerminated | None = None
         self.closed = threading.Event()
         self._watch = _Watch(sock.fileno())
@@ -174,6 +204,7 @@ class BlockingLink:
             ssl.SSLError: the TLS handshake failed.
         """
         deadline = time.monotonic() + timeout
+        self._sigint = link_opened()  # Ctrl-C is kept out of our bookkeeping (_interrupts)
         if self._tls is not None:
             self._tls_handshake(deadline)
         self._leading = True  # nobody else is here yet
@@ -223,6 +254,8 @@ class BlockingLink:
                 self._torn = True
                 self._watch.close()
                 self.sock.close()
+        counted, self._sigint = self._sigint, False
+        link_closed(counted)
 
     def lost(self, reason: str) -> None:
         """The link failed (a write, or main's silence): end the connection."""
@@ -274,12 +307,20 @@ class BlockingLink:
                     data = conn.data_to_send()
                     if self._tls is not None:
                         data = self._wrap(data)
-            if writing and not self._torn:
-                self._send(data)
-        finally:
+        except BaseException:
             if writing:
                 self._write.release()
+            raise
         try:
+            # From here on the request is main's: whatever stops us (a timeout,
+            # Ctrl-C, even one that lands while the request is being written)
+            # tells main's handler to stop.
+            try:
+                if writing and not self._torn:
+                    self._send(data)
+            finally:
+                if writing:
+                    self._write.release()
             if not writing or conn.pending_output:
                 self.flush()
             self._wait(waiter, None if timeout is None else time.monotonic() + timeout)
@@ -300,6 +341,7 @@ class BlockingLink:
             raise
         finally:
             del self._waiters[request_id]
+        deliver_deferred()  # a Ctrl-C that came while we read the reply
         return reply_value(waiter.reply, kind, channel, self.name, self.reason)
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> None:
@@ -321,7 +363,9 @@ class BlockingLink:
                 if self._leading:  # another thread reads: it wakes us
                     self._sleepers += 1
                     try:
-                        cond.wait(remaining)
+                        # In slices, so an interrupt noted meanwhile is not kept waiting.
+                        cond.wait(_FOLLOW if remaining is None else min(remaining, _FOLLOW))
+                        deliver_deferred()
                     finally:
                         self._sleepers -= 1
                     continue
@@ -361,6 +405,7 @@ class BlockingLink:
             except FrameTooLargeError as exc:
                 raise too_large("send", channel, exc) from None
         self.flush()
+        deliver_deferred()
 
     # ---- answering main -----------------------------------------------------------
 
@@ -411,20 +456,29 @@ class BlockingLink:
         block; else waits at most that long.
         """
         sock = self.sock
-        why = None
+        got: deque[bytes] = deque()
         try:
             if timeout is None:
-                data = sock.recv(_READ_SIZE)
+                _recv(sock, got, _BLOCK_ARG)
             elif timeout == 0 and _DONTWAIT:
-                data = sock.recv(_READ_SIZE, _DONTWAIT)
+                _recv(sock, got, _DONTWAIT_ARG)
             elif _ready(sock.fileno(), select.POLLIN, timeout):
-                data = sock.recv(_READ_SIZE)
+                _recv(sock, got, _BLOCK_ARG)
             else:
                 return
         except BlockingIOError:
             return
         except OSError as exc:
-            data, why = b"", f"reading from {self.name} failed: {exc.strerror or exc}"
+            self._take(b"", f"reading from {self.name} failed: {exc.strerror or exc}", own)
+            return
+        except BaseException:  # Ctrl-C: what was read is the core's all the same
+            if got:
+                self._take(got.popleft(), None, own)
+            raise
+        self._take(got.popleft(), None, own)
+
+    def _take(self, data: bytes, why: str | None, own: _Waiter | None) -> None:
+        """Feed one read to the core, hand its events on, flush."""
         with self._lock:
             conn = self.conn
             plain = data
@@ -548,25 +602,58 @@ class BlockingLink:
                 return
 
     def _send(self, data: bytearray) -> None:
-        """Write all of ``data`` (holding ``_write``); a stalled or failed write ends the link."""
+        """Write all of ``data`` (holding ``_write``); a stalled or failed write ends the link.
+
+        An exception that lands in the middle (Ctrl-C) must not leave part of
+        a frame behind, or every later frame would be misread: what is left is
+        written if the socket takes it at once, else the link ends.
+        """
         sock = self.sock
+        sent = self._sent
+        sent.clear()
         try:
             if not _DONTWAIT:
                 sock.sendall(data)
                 return
             view = memoryview(data)
-            while view:
-                try:
-                    view = view[sock.send(view, _DONTWAIT) :]
-                except BlockingIOError:
-                    if not _ready(sock.fileno(), select.POLLOUT, self._send_timeout):
-                        self.lost(
-                            f"{self.name} stopped reading: a write made no progress "
-                            f"for {self._send_timeout} s"
-                        )
-                        return
+            end = len(data)
+            try:
+                while (done := sum(sent)) < end:
+                    try:
+                        # sock.send(view[done:], _DONTWAIT), its count kept by
+                        # deque.extend in C (see _recv): where the frame stands
+                        # is never lost, whatever interrupts us.
+                        sent.extend(map(sock.send, (view[done:],), _DONTWAIT_ARG))
+                    except BlockingIOError:
+                        if not _writable(sock.fileno(), self._send_timeout):
+                            self.lost(
+                                f"{self.name} stopped reading: a write made no progress "
+                                f"for {self._send_timeout} s"
+                            )
+                            return
+            except OSError:
+                raise
+            except BaseException:
+                self._finish_interrupted(view[sum(sent) :])
+                raise
         except OSError as exc:
             self.lost(f"writing to {self.name} failed: {exc.strerror or exc}")
+
+    def _finish_interrupted(self, rest: memoryview) -> None:
+        """Write the rest of an interrupted frame, as any write (``send_timeout``);
+        if that fails, or is interrupted again, the link ends."""
+        sock = self.sock
+        try:
+            while rest:
+                try:
+                    rest = rest[sock.send(rest, _DONTWAIT) :]
+                except BlockingIOError:
+                    if not _writable(sock.fileno(), self._send_timeout):
+                        raise
+        except BaseException as exc:
+            self.lost(f"a write to {self.name} was interrupted in the middle of a frame")
+            if not isinstance(exc, OSError):
+                raise
 
     # ---- TLS ----------------------------------------------------------------------------
 
