@@ -221,3 +221,42 @@ async def test_an_async_listener_in_a_burst_is_called_in_order() -> None:
             sends = [("async-ch" if i % 9 == 4 else "sync-ch", i) for i in range(BURST)]
             await _burst(ipc_main, sends)
     assert calls == [f"{'async' if i % 9 == 4 else 'sync'} {i}" for i in range(BURST)]
+
+
+async def test_one_argument_listeners_given_other_counts_in_a_burst_say_so_and_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A listener of one argument is called without ``*args`` on the fast way;
+    a message with another count must still reach it the general way (and fail
+    there as a call with the wrong count does), and a listener with a default
+    is no listener of one argument."""
+    got: list[Any] = []
+    defaulted: list[Any] = []
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+
+            def one(event, x):  # type: ignore[no-untyped-def]
+                got.append(x)
+
+            def with_default(event, x, y="default"):  # type: ignore[no-untyped-def]
+                defaulted.append((x, y))
+
+            ipc_main.on("one", one)
+            ipc_main.on("default", with_default)
+            ipc_main.on("flushed", lambda event: setattr(event, "return_value", True))
+            listener = await ipc_main.listen()
+            async with ipcbus.connect(listener.address, token=listener.token) as renderer:
+                for i in range(BURST):
+                    if i % 30 == 4:
+                        await renderer.send("one", i, "one too many")
+                    elif i % 45 == 8:
+                        await renderer.send("one")
+                    else:
+                        await renderer.send("one", i)
+                    await renderer.send("default", *([i] if i % 2 else [i, "given"]))
+                await renderer.send_sync("flushed")
+    wrong = [i for i in range(BURST) if i % 30 == 4 or (i % 45 == 8 and i % 30 != 4)]
+    assert got == [i for i in range(BURST) if i not in wrong]
+    assert defaulted == [(i, "default" if i % 2 else "given") for i in range(BURST)]
+    failed = [r for r in caplog.records if "raised" in r.getMessage() and "'one'" in r.getMessage()]
+    assert len(failed) == len(wrong)

@@ -43,7 +43,7 @@ from ._errors import NoHandlerError, ValidationError
 from ._events import Event, MessageReceived, ReplyReceived, RequestReceived
 from ._outbox import Outbox
 from ._protocol import Connection
-from ._registry import Callback, Registry, any_async, shared_decoder
+from ._registry import Callback, Registry, any_async, shared_decoder, single_argument
 from ._values import DECODE_ERRORS
 from ._wire import ErrorKind, RequestKind
 from .ports import discard_ports
@@ -61,7 +61,11 @@ INVOKE = RequestKind.INVOKE  # a module global: an Enum member lookup costs more
 _EARLY_WRITE = 16  # in a read of more frames than this, replies leave every this many
 
 Arguments = list[Any] | tuple[Any, ...]
-_Lookup = tuple[tuple[Callback, ...], Callable[[msgspec.Raw], Any] | None, bool]
+#: A channel's listeners, their shared decoder, whether any is async, and the one
+#: listener's function if it takes a single argument (``single_argument``).
+_Lookup = tuple[
+    tuple[Callback, ...], Callable[[msgspec.Raw], Any] | None, bool, Callable[..., Any] | None
+]
 
 
 class Dispatcher:
@@ -319,7 +323,7 @@ class Dispatcher:
                     if self._one_message(event):
                         continue
                     break
-                listeners, decode, _ = found
+                listeners, decode, _, one = found
                 last = channel
             try:
                 args = decode(event.args)  # type: ignore[misc]
@@ -330,17 +334,29 @@ class Dispatcher:
                 break
             message_event = make_event(channel, sender)
             pending: list[Awaitable[Any]] | None = None
-            for callback in listeners:
+            if one is not None:  # one listener of one argument: args is a 1-tuple
                 try:
-                    result = callback.fn(message_event, *args)
+                    result = one(message_event, args[0])
                     if (
                         result is not None
                         and type(result) not in _PLAIN
                         and inspect.isawaitable(result)
                     ):
-                        (pending := pending or []).append(result)
+                        pending = [result]
                 except Exception as exc:
                     _calling.listener_failed(self, channel, exc, None)
+            else:
+                for callback in listeners:
+                    try:
+                        result = callback.fn(message_event, *args)
+                        if (
+                            result is not None
+                            and type(result) not in _PLAIN
+                            and inspect.isawaitable(result)
+                        ):
+                            (pending := pending or []).append(result)
+                    except Exception as exc:
+                        _calling.listener_failed(self, channel, exc, None)
             taken += 1
             if pending:
                 # Awaited in a task: what follows must not overtake it (pending_starts).
@@ -360,7 +376,7 @@ class Dispatcher:
         found = self._listeners_cache.get(channel)  # _listeners_of, inline for a hit
         if found is None or Registry.changes != self._lookups_seen:
             found = self._listeners_of(channel)
-        listeners, _, any_async = found
+        listeners, _, any_async, _ = found
         if not listeners:
             if request_id is None:
                 logger.debug(
@@ -408,7 +424,12 @@ class Dispatcher:
         found = self._listeners_cache.get(channel)
         if found is None:
             listeners = self._owner.find_listeners(channel)
-            found = (listeners, shared_decoder(listeners), any_async(listeners))
+            found = (
+                listeners,
+                shared_decoder(listeners),
+                any_async(listeners),
+                single_argument(listeners),
+            )
             # Only channels with listeners (a peer's made-up channels must not
             # fill it), and only if taking them removed no `once` listener.
             if listeners and Registry.changes == changes:

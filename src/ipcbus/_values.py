@@ -30,6 +30,7 @@ __all__ = (
     "ENCODE_ERRORS",
     "Signature",
     "decode_argument_list",
+    "decode_one_argument",
     "decode_value",
     "encode_error",
     "invalid_arguments",
@@ -42,6 +43,10 @@ untyped_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
 #: The arguments of an untyped callback: any msgpack array, as a list; for
 #: anything else it raises one of ``DECODE_ERRORS`` (see ``invalid_arguments``).
 decode_argument_list: Callable[[msgspec.Raw], list[Any]] = msgspec.msgpack.Decoder(list).decode
+#: Exactly one argument of any type, as a 1-tuple (an untyped callback of one argument).
+decode_one_argument: Callable[[msgspec.Raw], tuple[Any]] = msgspec.msgpack.Decoder(
+    tuple[Any]
+).decode
 
 #: What decoding a peer's bytes can raise: msgspec's errors, and two that are
 #: not msgspec.DecodeError (a str that is not UTF-8; nesting too deep).
@@ -218,6 +223,7 @@ class Signature:
         "_names",
         "_types",
         "_variadic",
+        "arity",
         "fast_decode",
         "typed",
     )
@@ -236,6 +242,8 @@ class Signature:
         self._variadic: Any = None
         self._min = 0
         self._max: int | None = None
+        #: How many arguments the callback takes, if always the same (else None).
+        self.arity: int | None = None
         self._decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
         self._item_decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
         try:
@@ -258,6 +266,7 @@ class Signature:
         self._names = [p.name for p in arguments]
         self._min = sum(1 for p in arguments if p.default is inspect.Parameter.empty)
         self._max = None if variadic else len(arguments)
+        self.arity = self._min if self._min == self._max else None
         if variadic:
             self._variadic = hints.get(variadic[0].name, Any)
             self._names.append(f"*{variadic[0].name}")
