@@ -260,3 +260,26 @@ async def test_one_argument_listeners_given_other_counts_in_a_burst_say_so_and_g
     assert defaulted == [(i, "default" if i % 2 else "given") for i in range(BURST)]
     failed = [r for r in caplog.records if "raised" in r.getMessage() and "'one'" in r.getMessage()]
     assert len(failed) == len(wrong)
+
+
+async def test_one_argument_handlers_take_one_and_refuse_other_counts() -> None:
+    """An invoke handler of one argument is called without ``*args``; other
+    counts reach it the general way and fail as the call would."""
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            ipc_main.handle("untyped", lambda event, x: ["got", x])
+
+            def typed(event: Any, x: int) -> list[Any]:
+                return ["typed", x]
+
+            ipc_main.handle("typed", typed)
+            async with ipc_main.connect_local() as renderer:
+                assert await renderer.invoke("untyped", [1, 2]) == ["got", [1, 2]]
+                assert await renderer.invoke("typed", 7) == ["typed", 7]
+                with pytest.raises(ipcbus.RemoteError, match="positional argument"):
+                    await renderer.invoke("untyped", 1, 2)
+                with pytest.raises(ipcbus.RemoteError, match="positional argument"):
+                    await renderer.invoke("untyped")
+                with pytest.raises(ipcbus.ValidationError):
+                    await renderer.invoke("typed", 1, 2)
+                assert await renderer.invoke("untyped", None) == ["got", None]

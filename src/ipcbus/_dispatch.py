@@ -494,7 +494,10 @@ class Dispatcher:
             self.schedule(_calling.serve, self, request_id, channel, callback, call_event, args)
             return
         try:
-            result = callback.fn(call_event, *args)
+            if callback.one and type(args) is tuple:  # see Callback.one
+                result = callback.fn(call_event, args[0])
+            else:
+                result = callback.fn(call_event, *args)
         except Exception as exc:
             self.calls.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
             return

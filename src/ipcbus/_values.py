@@ -271,6 +271,10 @@ class Signature:
             self._variadic = hints.get(variadic[0].name, Any)
             self._names.append(f"*{variadic[0].name}")
         self.typed = any(t is not Any for t in self._types) or self._variadic not in (None, Any)
+        if not self.typed and self.arity == 1:
+            # A 1-tuple or a DECODE_ERROR: dispatch may then call fn(event, args[0])
+            # (Callback.one); another count goes through decode and fails in the call.
+            self.fast_decode = decode_one_argument
         if self.typed:
             self.fast_decode = None
             if self._max == self._min:
