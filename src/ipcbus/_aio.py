@@ -145,7 +145,8 @@ class _Protocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         reader = self.reader
         if reader is not None:
-            _name_the_library()
+            if _library is not None and _library.get() is None:  # once per armed reader
+                _name_the_library()
             if self.sinking:
                 self.sinking = False
                 reader.received_into(nbytes)
