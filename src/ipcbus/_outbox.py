@@ -410,8 +410,13 @@ class Outbox:
         else:
             self.kick()
 
-    def queue_prepared(self, frame: bytes) -> bool:
-        """Queue a prepared frame and have it sent; ``False`` if the link is closed."""
+    def queue_prepared(self, frame: bytes) -> bool | None:
+        """Queue a prepared frame and have it sent.
+
+        Returns ``None`` if it went to the transport at once (nothing to wait
+        for), ``True`` if it was queued (see :attr:`congested`), ``False`` if
+        the link is closed or the frame is over the peer's limit.
+        """
         conn = self.conn
         if conn.state is not OPEN:
             return False
@@ -429,7 +434,7 @@ class Outbox:
                 # broadcast does this once per renderer).
                 direct.write_nowait(conn.prepared_to_send(frame))
                 self.writes += 1
-                return True
+                return None
             conn.send_prepared(frame)
         except FrameTooLargeError as exc:
             logger.warning("broadcast skipped %s: %s", self._endpoint.name, exc)

@@ -455,8 +455,11 @@ class Connection:
         Only while nothing is queued (``pending_output`` is 0), so frames keep
         their order; returns ``frame``, to hand to the transport as it is.
         """
-        self._require_open("send a message")
-        self._check_size(len(frame) - HEADER_SIZE)
+        # _require_open and _check_size, inline: a broadcast comes here once per renderer.
+        if self.state is not OPEN:
+            self._require_open("send a message")
+        if self._peer_max_frame_size and len(frame) - HEADER_SIZE > self._peer_max_frame_size:
+            self._check_size(len(frame) - HEADER_SIZE)
         if self._outbox:
             raise LocalProtocolError("frames are queued before it: use send_prepared")
         return frame

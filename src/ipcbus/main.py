@@ -504,6 +504,7 @@ class IpcMain(Registry):
 
     async def _broadcast_frame(self, frame: bytes) -> None:
         """Queue a prepared Message frame on every live renderer of this main."""
+        # Only the copies that were queued (not written at once) may have to wait.
         queued = [
             endpoint
             for contents in list(self._contents.values())
