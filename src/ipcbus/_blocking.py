@@ -227,6 +227,7 @@ class BlockingLink:
                 target=self._read_between_calls, name="ipcbus.sync reader", daemon=True
             )
             self._reader.start()
+        deliver_deferred()  # a Ctrl-C that came during the handshake
 
     def close(self, reason: str = "the renderer disconnected") -> None:
         """Say Goodbye, wake every waiter, stop the reader thread and close the socket."""
@@ -256,6 +257,7 @@ class BlockingLink:
                 self.sock.close()
         counted, self._sigint = self._sigint, False
         link_closed(counted)
+        deliver_deferred()  # a Ctrl-C that came while we closed
 
     def lost(self, reason: str) -> None:
         """The link failed (a write, or main's silence): end the connection."""

@@ -17,9 +17,8 @@ internals from KeyboardInterrupt the same way.
 
 from __future__ import annotations
 
-import os
 import signal
-import sysconfig
+import sys
 import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
@@ -29,25 +28,23 @@ __all__ = ("deferred", "deliver_deferred", "interruptible", "link_closed", "link
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 #: The blocking link and the sans-I/O core it drives: where an interrupt must wait.
 #: The rest of ipcbus (``sync``'s wrappers, the async side) counts as the caller's.
+#: By module name, not file: a frame's file is where its code was compiled.
 _GUARDED = frozenset(
-    os.path.join(_HERE, name)
+    f"ipcbus.{name}"
     for name in (
-        "_blocking.py",
-        "_protocol.py",
-        "_framing.py",
-        "_framestream.py",
-        "_wire.py",
-        "_values.py",
-        "_events.py",
-        "_errors.py",
+        "_blocking",
+        "_protocol",
+        "_framing",
+        "_framestream",
+        "_wire",
+        "_values",
+        "_events",
+        "_errors",
     )
 )
-_STDLIB = tuple(
-    os.path.abspath(sysconfig.get_paths()[key]) + os.sep for key in ("stdlib", "platstdlib")
-)
+_STDLIB = sys.stdlib_module_names
 _INTERRUPTIBLE: set[CodeType] = set()
 _MAIN = threading.main_thread().ident
 
@@ -74,16 +71,15 @@ def deliver_deferred() -> None:
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     global deferred
     while frame is not None:
-        code = frame.f_code
-        path = code.co_filename
-        if path in _GUARDED:
-            if code in _INTERRUPTIBLE:
+        module = frame.f_globals.get("__name__", "")
+        if module in _GUARDED:
+            if frame.f_code in _INTERRUPTIBLE:
                 break
             deferred = True  # ipcbus's own state is mid-change: raised at a safe point
             return
-        if not path.startswith(_STDLIB):
+        if module.partition(".")[0] not in _STDLIB:
             break  # the caller's code, or a listener's
-        frame = frame.f_back  # threading, socket...: who called them decides
+        frame = frame.f_back  # threading, ssl, logging...: who called them decides
     deferred = False
     raise KeyboardInterrupt
 
