@@ -43,10 +43,11 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+from ._blockio import DONTWAIT, READ_SIZE, Watch, ready, recv, send_all
 from ._calls import error_info, reply_value
 from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
 from ._events import ConnectionTerminated, Event, ReplyReceived
-from ._interrupts import deliver_deferred, interruptible, link_closed, link_opened
+from ._interrupts import deliver_deferred, link_closed, link_opened
 from ._outbox import too_large
 from ._protocol import CLOSED, HANDSHAKE, OPEN, Connection
 from ._values import ENCODE_ERRORS, encode_error
@@ -56,11 +57,6 @@ __all__ = ("BlockingLink", "Sink")
 
 logger = logging.getLogger("ipcbus")
 
-_READ_SIZE = 256 * 1024
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-_DONTWAIT_ARG = (_DONTWAIT,)  # map()'s iterables in _send and _read
-_READ_ARG = (_READ_SIZE,)
-_BLOCK_ARG = (0,)  # no flags: _recv blocks
 _FOLLOW = 0.1  # seconds a follower waits for the leader before it looks up again
 _WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
@@ -75,67 +71,6 @@ class _Waiter:
 
     def __init__(self) -> None:
         self.reply: ReplyReceived | None = None
-
-
-class _Watch:
-    """The reader thread's wait for the socket, switched off while calls read it."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._poll = select.poll()
-        if self._epoll is not None:
-            self._epoll.register(fd, select.EPOLLIN)
-        else:
-            self._poll.register(fd, select.POLLIN)
-
-    def pause(self) -> None:
-        if self._epoll is not None:
-            with suppress(OSError, ValueError):  # closed meanwhile
-                self._epoll.modify(self._fd, 0)
-
-    def resume(self) -> None:
-        if self._epoll is not None:
-            with suppress(OSError, ValueError):
-                self._epoll.modify(self._fd, select.EPOLLIN)
-
-    def wait(self, timeout: float | None) -> bool:
-        """Whether the socket may be readable (or hung up) before ``timeout`` s."""
-        if self._epoll is not None:
-            return bool(self._epoll.poll(-1 if timeout is None else timeout, 1))
-        return bool(self._poll.poll(None if timeout is None else timeout * 1000))
-
-    def close(self) -> None:
-        if self._epoll is not None:
-            self._epoll.close()
-
-
-@interruptible
-def _ready(fd: int, events: int, timeout: float | None) -> bool:
-    deliver_deferred()
-    poll = select.poll()
-    poll.register(fd, events)
-    return bool(poll.poll(None if timeout is None else max(0.0, timeout) * 1000))
-
-
-@interruptible
-def _recv(sock: socket.socket, got: deque[bytes], flags: tuple[int]) -> None:
-    """``got.append(sock.recv(_READ_SIZE, *flags))``, so that Ctrl-C cannot lose a read.
-
-    ``sock.recv`` is called from C by ``map`` and its result kept by
-    ``deque.extend``: Python runs signal handlers once a call has returned,
-    so an interrupt there would lose a plain call's result.
-    """
-    deliver_deferred()
-    got.extend(map(sock.recv, _READ_ARG, flags))
-
-
-def _writable(fd: int, timeout: float | None) -> bool:
-    """``_ready(fd, POLLOUT, timeout)``, but not :func:`interruptible`: a write
-    in progress finishes before Ctrl-C is raised (half a frame would end the link)."""
-    poll = select.poll()
-    poll.register(fd, select.POLLOUT)
-    return bool(poll.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
 
 class BlockingLink:
@@ -175,7 +110,7 @@ class BlockingLink:
         self._sigint = False  # this link counts for _interrupts' SIGINT handler
         self.termination: ConnectionTerminated | None = None
         self.closed = threading.Event()
-        self._watch = _Watch(sock.fileno())
+        self._watch = Watch(sock.fileno())
         self._reader: threading.Thread | None = None
         self.reads = 0
         # liveness (the reader thread's)
@@ -461,11 +396,11 @@ class BlockingLink:
         got: deque[bytes] = deque()
         try:
             if timeout is None:
-                _recv(sock, got, _BLOCK_ARG)
-            elif timeout == 0 and _DONTWAIT:
-                _recv(sock, got, _DONTWAIT_ARG)
-            elif _ready(sock.fileno(), select.POLLIN, timeout):
-                _recv(sock, got, _BLOCK_ARG)
+                recv(sock, got, block=True)
+            elif timeout == 0 and DONTWAIT:
+                recv(sock, got, block=False)
+            elif ready(sock.fileno(), select.POLLIN, timeout):
+                recv(sock, got, block=True)
             else:
                 return
         except BlockingIOError:
@@ -604,58 +539,8 @@ class BlockingLink:
                 return
 
     def _send(self, data: bytearray) -> None:
-        """Write all of ``data`` (holding ``_write``); a stalled or failed write ends the link.
-
-        An exception that lands in the middle (Ctrl-C) must not leave part of
-        a frame behind, or every later frame would be misread: what is left is
-        written if the socket takes it at once, else the link ends.
-        """
-        sock = self.sock
-        sent = self._sent
-        sent.clear()
-        try:
-            if not _DONTWAIT:
-                sock.sendall(data)
-                return
-            view = memoryview(data)
-            end = len(data)
-            try:
-                while (done := sum(sent)) < end:
-                    try:
-                        # sock.send(view[done:], _DONTWAIT), its count kept by
-                        # deque.extend in C (see _recv): where the frame stands
-                        # is never lost, whatever interrupts us.
-                        sent.extend(map(sock.send, (view[done:],), _DONTWAIT_ARG))
-                    except BlockingIOError:
-                        if not _writable(sock.fileno(), self._send_timeout):
-                            self.lost(
-                                f"{self.name} stopped reading: a write made no progress "
-                                f"for {self._send_timeout} s"
-                            )
-                            return
-            except OSError:
-                raise
-            except BaseException:
-                self._finish_interrupted(view[sum(sent) :])
-                raise
-        except OSError as exc:
-            self.lost(f"writing to {self.name} failed: {exc.strerror or exc}")
-
-    def _finish_interrupted(self, rest: memoryview) -> None:
-        """Write the rest of an interrupted frame, as any write (``send_timeout``);
-        if that fails, or is interrupted again, the link ends."""
-        sock = self.sock
-        try:
-            while rest:
-                try:
-                    rest = rest[sock.send(rest, _DONTWAIT) :]
-                except BlockingIOError:
-                    if not _writable(sock.fileno(), self._send_timeout):
-                        raise
-        except BaseException as exc:
-            self.lost(f"a write to {self.name} was interrupted in the middle of a frame")
-            if not isinstance(exc, OSError):
-                raise
+        """Write all of ``data`` (holding ``_write``); a stalled or failed write ends the link."""
+        send_all(self.sock, data, self._sent, self._send_timeout, self.name, self.lost)
 
     # ---- TLS ----------------------------------------------------------------------------
 
@@ -670,9 +555,9 @@ class BlockingLink:
                 pass
             if out := self._tls_out.read():
                 sock.sendall(out)
-            if not _ready(sock.fileno(), select.POLLIN, deadline - time.monotonic()):
+            if not ready(sock.fileno(), select.POLLIN, deadline - time.monotonic()):
                 raise IpcTimeoutError("the TLS handshake with main did not complete in time")
-            data = sock.recv(_READ_SIZE)
+            data = sock.recv(READ_SIZE)
             if not data:
                 raise ConnectionClosedError("main closed the connection during the TLS handshake")
             self._tls_in.write(data)
@@ -697,7 +582,7 @@ class BlockingLink:
         chunks: list[bytes] = []
         why = None
         try:
-            while chunk := self._tls.read(_READ_SIZE):
+            while chunk := self._tls.read(READ_SIZE):
                 chunks.append(chunk)
         except ssl.SSLWantReadError:
             pass

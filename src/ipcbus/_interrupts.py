@@ -9,7 +9,7 @@ is open, SIGINT gets this module's handler (when it still has Python's
 default one; it is put back when the last link closes). The handler raises
 at once when the main thread is outside ipcbus (in the caller's code, or a
 listener's) or waiting in one of the calls marked :func:`interruptible`
-(each written so an interrupt costs nothing: see ``_blocking._send``);
+(each written so an interrupt costs nothing: see ``_blockio``);
 anywhere else in the link or the core it drives it notes the interrupt, and the link raises it at
 the next safe point (:func:`deliver_deferred`). trio protects its own
 internals from KeyboardInterrupt the same way.
@@ -35,6 +35,7 @@ _GUARDED = frozenset(
     f"ipcbus.{name}"
     for name in (
         "_blocking",
+        "_blockio",
         "_protocol",
         "_framing",
         "_framestream",

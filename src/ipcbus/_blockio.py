@@ -1,0 +1,154 @@
+"""Blocking socket I/O for ``_blocking``: waits, and reads and writes that no interrupt tears.
+
+A Ctrl-C is raised in the main thread between two bytecodes, so also just
+after a ``recv`` or ``send`` has returned and before its result is stored:
+the bytes read, or the count written, would be lost, and with them where the
+stream's frames begin. Here each of those calls is made from C by ``map``
+and its result kept by ``deque.extend``, also in C, so that whatever
+interrupts the thread afterwards, the caller still has it. ``_interrupts``
+decides where an interrupt is raised; the waits marked ``interruptible``
+are where it may be.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+
+from ._interrupts import deliver_deferred, interruptible
+
+__all__ = ("DONTWAIT", "READ_SIZE", "Watch", "ready", "recv", "send_all")
+
+READ_SIZE = 256 * 1024
+DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+# map()'s iterables: recv(READ_SIZE, flags), send(view, DONTWAIT)
+_READ_ARG = (READ_SIZE,)
+_BLOCK_ARG = (0,)
+_DONTWAIT_ARG = (DONTWAIT,)
+
+
+class Watch:
+    """The reader thread's wait for the socket, switched off while calls read it."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._poll = select.poll()
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLIN)
+        else:
+            self._poll.register(fd, select.POLLIN)
+
+    def pause(self) -> None:
+        if self._epoll is not None:
+            with suppress(OSError, ValueError):  # closed meanwhile
+                self._epoll.modify(self._fd, 0)
+
+    def resume(self) -> None:
+        if self._epoll is not None:
+            with suppress(OSError, ValueError):
+                self._epoll.modify(self._fd, select.EPOLLIN)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Whether the socket may be readable (or hung up) before ``timeout`` s."""
+        if self._epoll is not None:
+            return bool(self._epoll.poll(-1 if timeout is None else timeout, 1))
+        return bool(self._poll.poll(None if timeout is None else timeout * 1000))
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+
+
+@interruptible
+def ready(fd: int, events: int, timeout: float | None) -> bool:
+    """Whether ``fd`` has ``events`` (poll flags) within ``timeout`` s; Ctrl-C may stop it."""
+    deliver_deferred()
+    poll = select.poll()
+    poll.register(fd, events)
+    return bool(poll.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
+@interruptible
+def recv(sock: socket.socket, got: deque[bytes], *, block: bool) -> None:
+    """``got.append(sock.recv(READ_SIZE))`` (``MSG_DONTWAIT`` unless ``block``), kept whole.
+
+    Raises what ``recv`` raises (``BlockingIOError`` for nothing to read);
+    if an interrupt is raised after it returned, ``got`` holds the read.
+    """
+    deliver_deferred()
+    got.extend(map(sock.recv, _READ_ARG, _BLOCK_ARG if block else _DONTWAIT_ARG))
+
+
+def _writable(fd: int, timeout: float | None) -> bool:
+    """``ready(fd, POLLOUT, timeout)``, but not :func:`interruptible`: a write
+    in progress finishes before Ctrl-C is raised (half a frame would end the link)."""
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return bool(poll.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
+def send_all(
+    sock: socket.socket,
+    data: bytes | bytearray,
+    sent: deque[int],
+    timeout: float | None,
+    peer: str,
+    lost: Callable[[str], None],
+) -> None:
+    """Write all of ``data``, waiting at most ``timeout`` s for each bit of progress.
+
+    A write that stalls or fails calls ``lost`` with why (and returns). An
+    exception that lands in the middle (a Ctrl-C under a handler of the
+    program's own) is raised after the rest of the frame is written, since
+    half a frame would have every later one misread; if that cannot be done
+    too, ``lost`` is called first. ``sent`` is scratch space, cleared here.
+    """
+    sent.clear()
+    try:
+        if not DONTWAIT:
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        end = len(data)
+        try:
+            while (done := sum(sent)) < end:
+                try:
+                    # sock.send(view[done:], DONTWAIT), its count kept (module docstring)
+                    sent.extend(map(sock.send, (view[done:],), _DONTWAIT_ARG))
+                except BlockingIOError:
+                    if not _writable(sock.fileno(), timeout):
+                        lost(f"{peer} stopped reading: a write made no progress for {timeout} s")
+                        return
+        except OSError:
+            raise
+        except BaseException:
+            _finish(sock, view[sum(sent) :], timeout, peer, lost)
+            raise
+    except OSError as exc:
+        lost(f"writing to {peer} failed: {exc.strerror or exc}")
+
+
+def _finish(
+    sock: socket.socket,
+    rest: memoryview,
+    timeout: float | None,
+    peer: str,
+    lost: Callable[[str], None],
+) -> None:
+    """Write the rest of an interrupted frame as any write; if that fails, or is
+    interrupted again, the link ends."""
+    try:
+        while rest:
+            try:
+                rest = rest[sock.send(rest, DONTWAIT) :]
+            except BlockingIOError:
+                if not _writable(sock.fileno(), timeout):
+                    raise
+    except BaseException as exc:
+        lost(f"a write to {peer} was interrupted in the middle of a frame")
+        if not isinstance(exc, OSError):
+            raise
