@@ -145,12 +145,31 @@ class Dispatcher:
 
     def must_pause(self) -> bool:
         """Whether the reader must stop reading until there is room."""
-        return self._full() and (not self.calls.waiters or len(self._backlog) >= _BACKLOG_LIMIT)
+        # _full, inline: this runs after every read
+        return (
+            self.active >= self._max_in_flight or self.conn.pending_output > _MAX_PENDING_OUTPUT
+        ) and (not self.calls.waiters or len(self._backlog) >= _BACKLOG_LIMIT)
 
     def dispatch_batch(self, events: list[Event]) -> None:
         """Dispatch one read's events in order, holding calls back while full."""
         backlog = self._backlog
-        if events and type(events[0]) is MessageReceived and self.gate is None and not backlog:
+        if not events:
+            return
+        first = type(events[0])
+        if first is ReplyReceived:
+            # A read that starts with replies to our calls (a caller's every read):
+            # each wakes its caller, with none of the general loop's bookkeeping.
+            replied = self.calls.replied
+            taken = 0
+            for event in events:
+                if type(event) is not ReplyReceived:
+                    break
+                replied(event)
+                taken += 1
+            if taken == len(events):
+                return
+            events = events[taken:]
+        elif first is MessageReceived and self.gate is None and not backlog:
             # A read that starts with messages (a stream of sends: all of it)
             taken = self._message_run(events)
             if taken == len(events):
