@@ -36,37 +36,53 @@ class _Chained:
 
 
 @pytest.fixture(autouse=True)
-def _nothing_deferred() -> Any:
+def _nothing_deferred(monkeypatch: pytest.MonkeyPatch) -> Any:
+    retries: list[None] = []
+    # No real SIGINT at this test process: record the retries instead.
+    monkeypatch.setattr(_interrupts, "_retry_later", lambda: retries.append(None))
     _interrupts.deferred = False
-    yield
+    yield retries
     _interrupts.deferred = False
 
 
-def test_outside_ipcbus_a_ctrl_c_is_raised_at_once() -> None:
+def test_outside_a_link_a_ctrl_c_is_raised_at_once() -> None:
     with pytest.raises(KeyboardInterrupt):
         _interrupts._on_sigint(signal.SIGINT, _frame_in("__main__"))
     with pytest.raises(KeyboardInterrupt):
         _interrupts._on_sigint(signal.SIGINT, None)
-    with pytest.raises(KeyboardInterrupt):  # ipcbus's own wrappers are the caller's side
-        _interrupts._on_sigint(signal.SIGINT, _frame_in("ipcbus.sync"))
+    with pytest.raises(KeyboardInterrupt):  # the core, used by an async endpoint
+        _interrupts._on_sigint(signal.SIGINT, _frame_in("ipcbus._protocol"))
 
 
-def test_in_the_links_bookkeeping_it_waits_for_the_next_safe_point() -> None:
+def test_in_a_links_bookkeeping_it_waits_for_the_next_safe_point(
+    _nothing_deferred: list[None],
+) -> None:
     _interrupts._on_sigint(signal.SIGINT, _frame_in("ipcbus._blocking"))  # no raise
     assert _interrupts.deferred
+    assert len(_nothing_deferred) == 1  # and a retry is on its way
     with pytest.raises(KeyboardInterrupt):
         _interrupts.deliver_deferred()
     assert not _interrupts.deferred
     _interrupts.deliver_deferred()  # once only
 
 
-def test_stdlib_frames_are_judged_by_who_called_them() -> None:
-    guarded = _frame_in("ipcbus._protocol")
-    _interrupts._on_sigint(signal.SIGINT, _frame_in("threading", guarded))
-    assert _interrupts.deferred
-    _interrupts.deferred = False
-    with pytest.raises(KeyboardInterrupt):  # a listener's logging call
-        _interrupts._on_sigint(signal.SIGINT, _frame_in("logging", _frame_in("__main__")))
+def test_whatever_runs_on_top_of_a_link_waits_too() -> None:
+    """The core, a sink, a logging handler: the link below is mid-change."""
+    link = _frame_in("ipcbus._blocking")
+    for module in ("ipcbus._protocol", "ipcbus.sync", "threading", "some_logging_handler"):
+        _interrupts.deferred = False
+        _interrupts._on_sigint(signal.SIGINT, _frame_in(module, link))
+        assert _interrupts.deferred, module
+
+
+def test_the_retry_of_an_interrupt_already_raised_is_dropped() -> None:
+    _interrupts._on_sigint(signal.SIGINT, _frame_in("ipcbus._blocking"))
+    with pytest.raises(KeyboardInterrupt):
+        _interrupts.deliver_deferred()
+    _interrupts._resent = True  # its retry arrives after all
+    _interrupts._on_sigint(signal.SIGINT, _frame_in("__main__"))  # no second interrupt
+    with pytest.raises(KeyboardInterrupt):  # the next Ctrl-C is one again
+        _interrupts._on_sigint(signal.SIGINT, _frame_in("__main__"))
 
 
 def test_a_wait_marked_interruptible_is_interrupted_at_once() -> None:

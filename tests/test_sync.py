@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -378,3 +379,40 @@ async def test_interrupts_in_the_middle_of_big_writes_leave_the_link_whole(
             assert contents.disconnect_details.exit_code == 0
             ok, interrupted = report
             assert ok > 0 and interrupted > 0, report
+
+
+STALLED = """
+    import time
+    import ipcbus.sync
+
+    with ipcbus.sync.connect() as ipc:
+        ipc.send("hang")  # main's loop stops: it reads nothing for a while
+        started = time.monotonic()
+        try:
+            ipc.send("big", b"x" * (8 << 20))  # stalls once the socket buffers are full
+        except KeyboardInterrupt:
+            took = time.monotonic() - started
+            assert took < 4, f"Ctrl-C took {took:.1f} s to get out of a stalled write"
+            assert not ipc.is_connected()  # the frame could not be finished
+        else:
+            raise SystemExit("the send was not interrupted")
+"""
+
+
+async def test_ctrl_c_gets_out_of_a_write_main_does_not_take(tmp_path: Path) -> None:
+    """A frame is finished before Ctrl-C is raised, but not for ever: a peer that
+    takes nothing more ends the link about a second after the interrupt."""
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+
+            @ipc_main.on("hang")
+            def hang(event: ipcbus.IpcMainEvent) -> None:
+                # Main's loop hangs (a bug in a handler, say); the interrupt comes meanwhile.
+                pid = event.sender.process_id
+                threading.Timer(1.0, os.kill, (pid, signal.SIGINT)).start()
+                time.sleep(6)
+
+            contents = await spawn_script(ipc_main, tmp_path, STALLED)
+            await contents.wait_closed()
+            assert contents.disconnect_details is not None
+            assert contents.disconnect_details.exit_code == 0

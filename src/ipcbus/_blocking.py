@@ -226,6 +226,14 @@ class BlockingLink:
         self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
     ) -> Any:
         """Make a request, wait for its reply in this thread; the decoded value, or raise."""
+        try:
+            return self._call(kind, channel, args, timeout)
+        finally:
+            deliver_deferred()  # a Ctrl-C that came on the way out, error or not
+
+    def _call(
+        self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
         conn = self.conn
         waiter = _Waiter()
         writing = self._write.acquire(False)  # the common case: write it ourselves, at once
@@ -278,7 +286,6 @@ class BlockingLink:
             raise
         finally:
             del self._waiters[request_id]
-        deliver_deferred()  # a Ctrl-C that came while we read the reply
         return reply_value(waiter.reply, kind, channel, self.name, self.reason)
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> None:
@@ -332,17 +339,19 @@ class BlockingLink:
 
     def send(self, channel: str, args: tuple[Any, ...]) -> None:
         """Queue a message and write it (blocking while main does not read)."""
-        with self._lock:
-            if self.conn.state is not OPEN:
-                raise self.closed_error()
-            try:
-                self.conn.send_message(channel, args)
-            except ENCODE_ERRORS as exc:
-                raise encode_error("send", channel, args, exc) from None
-            except FrameTooLargeError as exc:
-                raise too_large("send", channel, exc) from None
-        self.flush()
-        deliver_deferred()
+        try:
+            with self._lock:
+                if self.conn.state is not OPEN:
+                    raise self.closed_error()
+                try:
+                    self.conn.send_message(channel, args)
+                except ENCODE_ERRORS as exc:
+                    raise encode_error("send", channel, args, exc) from None
+                except FrameTooLargeError as exc:
+                    raise too_large("send", channel, exc) from None
+            self.flush()
+        finally:
+            deliver_deferred()
 
     # ---- answering main -----------------------------------------------------------
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 
+from . import _interrupts
 from ._interrupts import deliver_deferred, interruptible
 
 __all__ = ("DONTWAIT", "READ_SIZE", "Watch", "ready", "recv", "send_all")
@@ -28,6 +30,8 @@ DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _READ_ARG = (READ_SIZE,)
 _BLOCK_ARG = (0,)
 _DONTWAIT_ARG = (DONTWAIT,)
+_SLICE = 0.1  # seconds: how often a stalled write looks for a waiting Ctrl-C
+_GIVE_UP = 1.0  # seconds a stalled write may keep a Ctrl-C waiting
 
 
 class Watch:
@@ -83,12 +87,30 @@ def recv(sock: socket.socket, got: deque[bytes], *, block: bool) -> None:
     got.extend(map(sock.recv, _READ_ARG, _BLOCK_ARG if block else _DONTWAIT_ARG))
 
 
-def _writable(fd: int, timeout: float | None) -> bool:
-    """``ready(fd, POLLOUT, timeout)``, but not :func:`interruptible`: a write
-    in progress finishes before Ctrl-C is raised (half a frame would end the link)."""
+def _writable(fd: int, timeout: float | None) -> bool | None:
+    """Wait until ``fd`` takes more bytes: ``True``; ``False`` once ``timeout`` passed.
+
+    Not :func:`interruptible`: a write in progress is finished before Ctrl-C
+    is raised (half a frame would end the link), unless the peer takes
+    nothing for ``_GIVE_UP`` seconds after it came: then ``None`` (end the
+    link and raise it), so that a peer that stopped reading cannot keep the
+    program from being interrupted.
+    """
     poll = select.poll()
     poll.register(fd, select.POLLOUT)
-    return bool(poll.poll(None if timeout is None else max(0.0, timeout) * 1000))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    noticed = None
+    while True:
+        wait = _SLICE if deadline is None else max(0.0, min(_SLICE, deadline - time.monotonic()))
+        if poll.poll(wait * 1000):
+            return True
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            return False
+        if _interrupts.deferred:
+            noticed = noticed or now
+            if now - noticed >= _GIVE_UP:
+                return None
 
 
 def send_all(
@@ -120,8 +142,8 @@ def send_all(
                     # sock.send(view[done:], DONTWAIT), its count kept (module docstring)
                     sent.extend(map(sock.send, (view[done:],), _DONTWAIT_ARG))
                 except BlockingIOError:
-                    if not _writable(sock.fileno(), timeout):
-                        lost(f"{peer} stopped reading: a write made no progress for {timeout} s")
+                    if not (writable := _writable(sock.fileno(), timeout)):
+                        _stalled(writable, timeout, peer, lost)
                         return
         except OSError:
             raise
@@ -130,6 +152,17 @@ def send_all(
             raise
     except OSError as exc:
         lost(f"writing to {peer} failed: {exc.strerror or exc}")
+
+
+def _stalled(
+    writable: bool | None, timeout: float | None, peer: str, lost: Callable[[str], None]
+) -> None:
+    """End the link over a write the peer does not take; raise a Ctrl-C that waited on it."""
+    if writable is None:
+        lost(f"a write to {peer} was interrupted (Ctrl-C) while {peer} was not reading")
+        deliver_deferred()
+    else:
+        lost(f"{peer} stopped reading: a write made no progress for {timeout} s")
 
 
 def _finish(
@@ -146,8 +179,9 @@ def _finish(
             try:
                 rest = rest[sock.send(rest, DONTWAIT) :]
             except BlockingIOError:
-                if not _writable(sock.fileno(), timeout):
-                    raise
+                if not (writable := _writable(sock.fileno(), timeout)):
+                    _stalled(writable, timeout, peer, lost)
+                    return
     except BaseException as exc:
         lost(f"a write to {peer} was interrupted in the middle of a frame")
         if not isinstance(exc, OSError):

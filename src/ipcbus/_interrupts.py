@@ -7,18 +7,19 @@ half-way through a frame, or leave a lock held and a leader flag set, and the
 next call would misread the stream or wait forever. So while a blocking link
 is open, SIGINT gets this module's handler (when it still has Python's
 default one; it is put back when the last link closes). The handler raises
-at once when the main thread is outside ipcbus (in the caller's code, or a
-listener's) or waiting in one of the calls marked :func:`interruptible`
-(each written so an interrupt costs nothing: see ``_blockio``);
-anywhere else in the link or the core it drives it notes the interrupt, and the link raises it at
-the next safe point (:func:`deliver_deferred`). trio protects its own
-internals from KeyboardInterrupt the same way.
+at once unless a link is at work on the main thread's stack, or when that
+link waits in one of the calls marked :func:`interruptible` (each written so
+an interrupt costs nothing: see ``_blockio``). Otherwise it notes the
+interrupt: the link raises it at its next safe point
+(:func:`deliver_deferred`), and if none comes within ``_RETRY`` seconds the
+signal is sent again, to land wherever the thread is by then. trio protects
+its own internals from KeyboardInterrupt in a similar way.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
@@ -28,29 +29,15 @@ __all__ = ("deferred", "deliver_deferred", "interruptible", "link_closed", "link
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: The blocking link and the sans-I/O core it drives: where an interrupt must wait.
-#: The rest of ipcbus (``sync``'s wrappers, the async side) counts as the caller's.
-#: By module name, not file: a frame's file is where its code was compiled.
-_GUARDED = frozenset(
-    f"ipcbus.{name}"
-    for name in (
-        "_blocking",
-        "_blockio",
-        "_protocol",
-        "_framing",
-        "_framestream",
-        "_wire",
-        "_values",
-        "_events",
-        "_errors",
-    )
-)
-_STDLIB = sys.stdlib_module_names
+#: A frame of this module on the main thread's stack means a link is at work there.
+_LINK = "ipcbus._blocking"
 _INTERRUPTIBLE: set[CodeType] = set()
 _MAIN = threading.main_thread().ident
+_RETRY = 0.05  # seconds before a deferred interrupt is tried again
 
-#: An interrupt noted in ipcbus's bookkeeping, not raised yet (main thread only).
+#: An interrupt noted in a link's bookkeeping, not raised yet (main thread only).
 deferred = False
+_resent = False  # a SIGINT of ours, retrying a deferred one, is on its way
 _links = 0
 _lock = threading.Lock()
 
@@ -62,7 +49,7 @@ def interruptible(fn: _F) -> _F:
 
 
 def deliver_deferred() -> None:
-    """Raise the interrupt noted while ipcbus could not take it, if this is the main thread."""
+    """Raise the interrupt noted while a link could not take it, if this is the main thread."""
     global deferred
     if deferred and threading.get_ident() == _MAIN:
         deferred = False
@@ -70,19 +57,42 @@ def deliver_deferred() -> None:
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    global deferred
+    global deferred, _resent
+    resent, _resent = _resent, False
+    if resent and not deferred:
+        return  # our retry of an interrupt that was raised meanwhile
     while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if module in _GUARDED:
-            if frame.f_code in _INTERRUPTIBLE:
-                break
-            deferred = True  # ipcbus's own state is mid-change: raised at a safe point
+        if frame.f_code in _INTERRUPTIBLE:
+            break  # a wait that an interrupt cannot tear
+        if frame.f_globals.get("__name__") == _LINK:
+            # The link is at work below whatever runs now (the core, a sink, a
+            # logging handler): raised at its next safe point, or retried soon.
+            deferred = True
+            _retry_later()
             return
-        if module.partition(".")[0] not in _STDLIB:
-            break  # the caller's code, or a listener's
-        frame = frame.f_back  # threading, ssl, logging...: who called them decides
+        frame = frame.f_back
     deferred = False
     raise KeyboardInterrupt
+
+
+def _retry_later() -> None:
+    """Send SIGINT again shortly, in case no safe point of the link raises it first.
+
+    The backstop for every way out of a link that does not pass one (an
+    exception, the last bytecodes of a call): a deferred interrupt is
+    raised within ``_RETRY`` seconds of the link's bookkeeping ending.
+    """
+    timer = threading.Timer(_RETRY, _resend)
+    timer.daemon = True
+    timer.start()
+
+
+def _resend() -> None:
+    global _resent
+    with _lock:
+        if deferred:
+            _resent = True
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def link_opened() -> bool:
