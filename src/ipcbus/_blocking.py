@@ -57,6 +57,7 @@ __all__ = ("BlockingLink", "Sink")
 
 logger = logging.getLogger("ipcbus")
 
+_MAIN = threading.main_thread().ident
 _FOLLOW = 0.1  # seconds a follower waits for the leader before it looks up again
 _WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
@@ -226,6 +227,8 @@ class BlockingLink:
         self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
     ) -> Any:
         """Make a request, wait for its reply in this thread; the decoded value, or raise."""
+        if not self._sigint and threading.get_ident() == _MAIN:
+            self._sigint = link_opened()  # connected from another thread: see start
         try:
             return self._call(kind, channel, args, timeout)
         finally:

@@ -296,7 +296,9 @@ class Dispatcher:
     def dispatch(self, event: RequestReceived | MessageReceived, ports: list[Any] | None) -> None:
         """Call what serves ``event`` (the gate, if any, has let it through)."""
         if isinstance(event, MessageReceived):
-            self._dispatch_message(event.channel, event.args, None, ports)
+            # A plain message let through by a guard: a run of one, as in dispatch_batch.
+            if ports or not self._message_run((event,)):
+                self._dispatch_message(event.channel, event.args, None, ports)
         elif event.kind is RequestKind.INVOKE:
             self._dispatch_invoke(event)
         elif event.kind is RequestKind.STREAM:
