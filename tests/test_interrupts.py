@@ -40,6 +40,7 @@ def _nothing_deferred(monkeypatch: pytest.MonkeyPatch) -> Any:
     retries: list[None] = []
     # No real SIGINT at this test process: record the retries instead.
     monkeypatch.setattr(_interrupts, "_retry_later", lambda: retries.append(None))
+    monkeypatch.setattr(_interrupts, "_links", 1)  # as while a link is open
     _interrupts.deferred = False
     yield retries
     _interrupts.deferred = False
@@ -97,7 +98,10 @@ def test_a_wait_marked_interruptible_is_interrupted_at_once() -> None:
         _interrupts._INTERRUPTIBLE.discard(wait.__code__)
 
 
-def test_the_handler_is_ours_only_while_links_are_open_and_only_in_place_of_pythons() -> None:
+def test_the_handler_is_ours_only_while_links_are_open_and_only_in_place_of_pythons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_interrupts, "_links", 0)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     first, second = _interrupts.link_opened(), _interrupts.link_opened()
     assert first and second
@@ -118,3 +122,23 @@ def test_the_handler_is_ours_only_while_links_are_open_and_only_in_place_of_pyth
         assert signal.getsignal(signal.SIGINT) is own
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_handler_left_behind_by_a_close_elsewhere_gives_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last link closed from another thread could not put Python's handler
+    back; the next link adopts ours, and the next Ctrl-C without a link restores it."""
+    monkeypatch.setattr(_interrupts, "_links", 0)
+    signal.signal(signal.SIGINT, _interrupts._on_sigint)  # as left behind
+    try:
+        counted = _interrupts.link_opened()
+        assert counted  # adopted, so its close puts Python's back
+        _interrupts.link_closed(counted)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, _interrupts._on_sigint)  # left behind again
+        with pytest.raises(KeyboardInterrupt):
+            _interrupts._on_sigint(signal.SIGINT, _frame_in("ipcbus._blocking"))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

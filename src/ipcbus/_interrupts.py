@@ -61,6 +61,10 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     resent, _resent = _resent, False
     if resent and not deferred:
         return  # our retry of an interrupt that was raised meanwhile
+    if _links == 0:  # left installed by a close from another thread: Python's again
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        deferred = False
+        raise KeyboardInterrupt
     while frame is not None:
         if frame.f_code in _INTERRUPTIBLE:
             break  # a wait that an interrupt cannot tear
@@ -105,9 +109,11 @@ def link_opened() -> bool:
         return False  # only the main thread may set handlers (and only it is interrupted)
     with _lock:
         if _links == 0:
-            if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-                return False  # the program has its own: leave it be
-            signal.signal(signal.SIGINT, _on_sigint)
+            current = signal.getsignal(signal.SIGINT)
+            if current is not _on_sigint:  # (ours: left by a close from another thread)
+                if current is not signal.default_int_handler:
+                    return False  # the program has its own: leave it be
+                signal.signal(signal.SIGINT, _on_sigint)
         _links += 1
         return True
 
