@@ -145,7 +145,8 @@ class _Protocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         reader = self.reader
         if reader is not None:
-            if _library is not None and _library.get() is None:  # once per armed reader
+            # _name_the_library's test, inline: a call only once per armed reader
+            if _library is not None and _library.get() is None:
                 _name_the_library()
             if self.sinking:
                 self.sinking = False

@@ -108,7 +108,9 @@ class BlockingLink:
         self._torn = False  # the socket is closed
         self._waiters: dict[int, _Waiter] = {}
         self._sent: deque[int] = deque()  # the counts of one write's sends (_send)
-        self._sigint = False  # this link counts for _interrupts' SIGINT handler
+        #: Whether this link counts for _interrupts' SIGINT handler; None: not
+        #: asked yet (it is asked from the main thread only, once).
+        self._sigint: bool | None = None
         self.termination: ConnectionTerminated | None = None
         self.closed = threading.Event()
         self._watch = Watch(sock.fileno())
@@ -140,7 +142,8 @@ class BlockingLink:
             ssl.SSLError: the TLS handshake failed.
         """
         deadline = time.monotonic() + timeout
-        self._sigint = link_opened()  # Ctrl-C is kept out of our bookkeeping (_interrupts)
+        if threading.get_ident() == _MAIN:
+            self._sigint = link_opened()  # Ctrl-C is kept out of our bookkeeping (_interrupts)
         if self._tls is not None:
             self._tls_handshake(deadline)
         self._leading = True  # nobody else is here yet
@@ -191,8 +194,8 @@ class BlockingLink:
                 self._torn = True
                 self._watch.close()
                 self.sock.close()
-        counted, self._sigint = self._sigint, False
-        link_closed(counted)
+        counted, self._sigint = self._sigint, False  # asked, and never again
+        link_closed(bool(counted))
         deliver_deferred()  # a Ctrl-C that came while we closed
 
     def lost(self, reason: str) -> None:
@@ -227,7 +230,7 @@ class BlockingLink:
         self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
     ) -> Any:
         """Make a request, wait for its reply in this thread; the decoded value, or raise."""
-        if not self._sigint and threading.get_ident() == _MAIN:
+        if self._sigint is None and threading.get_ident() == _MAIN:
             self._sigint = link_opened()  # connected from another thread: see start
         try:
             return self._call(kind, channel, args, timeout)
