@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import socket
 import threading
 from collections import deque
@@ -56,7 +55,7 @@ def _name_the_library() -> None:
         _library.set("asyncio")
 
 
-__all__ = ("LARGE_WRITE", "AsyncioSocketStream", "FutureEvent")
+__all__ = ("LARGE_WRITE", "AsyncioSocketStream")
 
 _PAUSE_READING_ABOVE = 1024 * 1024  # buffered bytes; the kernel buffer then fills
 #: Writes larger than this go through ``send``, a slice at a time (see there).
@@ -97,13 +96,13 @@ def _callback_context(loop: asyncio.AbstractEventLoop) -> contextvars.Context:
     return context
 
 
-def _event_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], FutureEvent]:
-    """``FutureEvent(loop)`` as one callable per loop (not a bound method per stream)."""
-    cached = getattr(_scratch, "event_maker", None)
+def _waiter_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Future[Any]]:
+    """``loop.create_future``, one bound method per loop (not one per stream)."""
+    cached = getattr(_scratch, "waiter_maker", None)
     if cached is not None and cached[0] is loop:
-        return cast(Callable[[], FutureEvent], cached[1])
-    maker = functools.partial(FutureEvent, loop)
-    _scratch.event_maker = (loop, maker)
+        return cast(Callable[[], "asyncio.Future[Any]"], cached[1])
+    maker = loop.create_future
+    _scratch.waiter_maker = (loop, maker)
     return maker
 
 
@@ -208,31 +207,6 @@ class _Protocol(asyncio.BufferedProtocol):
             self.writable.set_result(None)
 
 
-class FutureEvent:
-    """A one-shot event for one waiter, on a bare future (the fast path's Event).
-
-    ``anyio.Event`` wraps ``asyncio.Event`` (a waiter list, a loop lookup);
-    a request's reply has exactly one waiter, so a future does. Waiting is
-    cancellable like any await.
-    """
-
-    __slots__ = ("_future",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._future: asyncio.Future[None] = loop.create_future()
-
-    def set(self) -> None:
-        if not self._future.done():
-            self._future.set_result(None)
-
-    def is_set(self) -> bool:
-        return self._future.done()
-
-    def wait(self) -> asyncio.Future[None]:
-        """An awaitable: the future itself, so awaiting it adds no coroutine frame."""
-        return self._future
-
-
 class AsyncioSocketStream(anyio.abc.ByteStream):
     """anyio ``ByteStream`` over an asyncio transport; build it with :meth:`from_socket`."""
 
@@ -247,8 +221,9 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         # What ``call_soon``'s callbacks run in: a context that names the
         # library (see ``_library``), one per loop rather than copied per call.
         self._context = context if context is not None else contextvars.copy_context()
-        #: A :class:`FutureEvent` maker on this stream's loop (one per loop).
-        self.new_event = _event_maker(protocol.loop)
+        #: A call's reply waiter (``MakesWaiters``): a bare future, which
+        #: awaiting adds no frame to and setting costs no Python call.
+        self.new_waiter = _waiter_maker(protocol.loop)
         self._closed = False
         self._streak = 0
 

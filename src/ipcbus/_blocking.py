@@ -292,7 +292,7 @@ class BlockingLink:
             raise
         finally:
             del self._waiters[request_id]
-        return reply_value(waiter.reply, kind, channel, self.name, self.reason)
+        return reply_value(waiter.reply, kind, channel, self)
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> None:
         """Until ``waiter`` has its reply or the link ends: lead (read) or follow.

@@ -1,9 +1,10 @@
 """The table of what one connection owes and is owed: pending calls, reply slots, credit.
 
 * Owed to us: each ``invoke``/``send_sync`` we made waits for its Reply in a
-  :class:`_Waiter`; each stream we consume collects its items in a
-  :class:`StreamWaiter`. When the connection ends every waiter is woken and
-  its caller fails with ``ConnectionClosedError``: nothing waits forever.
+  ``ReplyWaiter`` (a bare future on the fast path, else an :class:`EventWaiter`);
+  each stream we consume collects its items in a :class:`StreamWaiter`. When
+  the connection ends every waiter is woken and its caller fails with
+  ``ConnectionClosedError``: nothing waits forever.
 * Owed by us: the one reply of a peer's ``send_sync`` (:class:`ReplySlot`,
   shared by the events of all its listeners), and the items of a stream we
   serve, which wait for the consumer's credit (``wait_credit``).
@@ -14,13 +15,13 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import msgspec
 
-from ._capabilities import OneShot
+from ._capabilities import ReplyWaiter
 from ._errors import (
     ConnectionClosedError,
     FrameTooLargeError,
@@ -40,7 +41,15 @@ from ._wire import INVOKE, ErrorInfo, ErrorKind, RequestKind
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
-__all__ = ("Calls", "ReplySlot", "StreamWaiter", "error_from_reply", "error_info")
+__all__ = (
+    "Calls",
+    "EventWaiter",
+    "ReplySlot",
+    "StreamWaiter",
+    "error_from_reply",
+    "error_info",
+    "reply_value",
+)
 
 logger = logging.getLogger("ipcbus")
 
@@ -71,36 +80,78 @@ class ReplySlot:
             self._calls.reply_error_soon(self._request_id, kind, exc)
 
 
-class _Waiter:
-    """One caller waiting for one Reply (a single waiter, so ``done`` may be a future)."""
+class EventWaiter:
+    """One caller waiting for one Reply, over an ``anyio.Event``: any transport, any backend.
 
-    __slots__ = ("done", "reply")
+    A ``ReplyWaiter`` with a future's methods; the fast path uses a bare
+    ``asyncio.Future`` instead (no Python call to make, set or await it).
+    Unlike a future it is not cancelled with its caller: a reply that comes
+    after the caller was cancelled is still kept.
+    """
 
-    def __init__(self, new_event: Callable[[], OneShot]) -> None:
-        self.done = new_event()
+    __slots__ = ("_event", "_result")
+
+    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+        self._event = new_event()
+        self._result: ReplyReceived | None = None
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, result: ReplyReceived | None, /) -> None:
+        self._result = result
+        self._event.set()
+
+    def result(self) -> ReplyReceived | None:
+        return self._result
+
+    def __await__(self) -> Generator[Any, None, ReplyReceived | None]:
+        yield from self._event.wait().__await__()
+        return self._result
+
+
+class StreamWaiter:
+    """A stream's items as they arrive, then its Reply (``arrived`` is renewed per wait).
+
+    Shares ``done``/``set_result`` with the call waiters, for the Reply that
+    ends the stream (``None``: the connection ended first).
+    """
+
+    __slots__ = ("arrived", "items", "reply")
+
+    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+        self.arrived = new_event()
+        self.items: deque[msgspec.Raw] = deque()
         self.reply: ReplyReceived | None = None
 
+    def done(self) -> bool:
+        return self.reply is not None
 
-class StreamWaiter(_Waiter):
-    """A stream's items as they arrive, then its Reply (``done`` is renewed per wait)."""
-
-    __slots__ = ("items",)
-
-    def __init__(self, new_event: Callable[[], OneShot]) -> None:
-        super().__init__(new_event)
-        self.items: deque[msgspec.Raw] = deque()
+    def set_result(self, reply: ReplyReceived | None, /) -> None:
+        self.reply = reply
+        self.arrived.set()
 
 
-def reply_value(
-    reply: ReplyReceived | None, kind: RequestKind, channel: str, peer: str, reason: str
-) -> Any:
+class _Peer(Protocol):
+    """Whom a call went to, for the error of a call that got no reply."""
+
+    name: str
+
+    @property
+    def reason(self) -> str: ...
+
+
+def reply_value(reply: ReplyReceived | None, kind: RequestKind, channel: str, peer: _Peer) -> Any:
     """What a call returns for ``reply`` (``None``: the connection ended first), or raises.
 
     Shared by the async endpoint (``Calls.request``) and the blocking renderer.
     """
     if reply is None:
         raise ConnectionClosedError(
-            f"connection to {peer} closed before {channel!r} replied ({reason})"
+            f"connection to {peer.name} closed before {channel!r} replied ({peer.reason})"
         )
     if not reply.ok:
         raise error_from_reply(channel, reply.value)
@@ -108,7 +159,7 @@ def reply_value(
         return decode_value(reply.value)
     except DECODE_ERRORS as exc:
         raise ProtocolError(
-            f"the reply to {_WHAT[kind]} {channel!r} from {peer} could not be decoded: {exc}"
+            f"the reply to {_WHAT[kind]} {channel!r} from {peer.name} could not be decoded: {exc}"
         ) from None
 
 
@@ -140,7 +191,7 @@ class Calls:
         "_credit",
         "_endpoint",
         "_new_event",
-        "_new_waiter_event",
+        "_new_waiter",
         "_send_tracebacks",
         "conn",
         "waiters",
@@ -151,17 +202,17 @@ class Calls:
         endpoint: Endpoint,
         conn: Connection,
         new_event: Callable[[], anyio.Event],
-        new_waiter_event: Callable[[], OneShot],
+        new_waiter: Callable[[], ReplyWaiter] | None,
         *,
         send_tracebacks: bool,
     ) -> None:
         self._endpoint = endpoint
         self.conn = conn
         self._new_event = new_event
-        # A single-waiter event; the fast path offers a cheaper one (a future).
-        self._new_waiter_event = new_waiter_event
+        # The fast path's reply waiter (a future); None: an EventWaiter.
+        self._new_waiter = new_waiter
         self._send_tracebacks = send_tracebacks
-        self.waiters: dict[int, _Waiter] = {}
+        self.waiters: dict[int, ReplyWaiter | StreamWaiter] = {}
         self._credit: dict[int, anyio.Event] = {}  # streams we serve, out of credit
 
     # ---- owed to us ----------------------------------------------------
@@ -179,7 +230,11 @@ class Calls:
             raise encode_error(_WHAT[kind], channel, args, exc) from None
         except FrameTooLargeError as exc:
             raise too_large(_WHAT[kind], channel, exc, endpoint.limit_advice) from None
-        waiter = self.waiters[request_id] = _Waiter(self._new_waiter_event)
+        new_waiter = self._new_waiter
+        waiter: ReplyWaiter = (
+            new_waiter() if new_waiter is not None else EventWaiter(self._new_event)
+        )
+        self.waiters[request_id] = waiter
         dispatcher = endpoint.dispatcher
         if dispatcher.paused:
             dispatcher.make_room()  # a paused reader must read on: our reply will come
@@ -187,12 +242,12 @@ class Calls:
         outbox.kick()  # a lost link wakes us through wake_all; no need to wait here
         try:
             if timeout is None:
-                await waiter.done.wait()
+                reply = await waiter
             else:
                 with anyio.fail_after(timeout):
-                    await waiter.done.wait()
+                    reply = await waiter
         except BaseException as exc:
-            if waiter.reply is None:
+            if not waiter.done() or waiter.cancelled():  # no reply came
                 self.conn.cancel_request(request_id)
                 outbox.kick()  # best effort: stop the remote handler
                 if isinstance(exc, TimeoutError):
@@ -205,9 +260,10 @@ class Calls:
                         )
                     ) from None
                 raise
+            reply = waiter.result()  # it came all the same: the caller gets it
         finally:
             del self.waiters[request_id]
-        return reply_value(waiter.reply, kind, channel, endpoint.name, endpoint.reason)
+        return reply_value(reply, kind, channel, endpoint)
 
     def start_stream(
         self, channel: str, args: tuple[Any, ...], window: int
@@ -230,20 +286,20 @@ class Calls:
 
     def replied(self, event: ReplyReceived) -> None:
         waiter = self.waiters.get(event.request_id)
-        if waiter is not None:
-            waiter.reply = event
-            waiter.done.set()
+        if waiter is not None and not waiter.done():  # a future: not cancelled
+            waiter.set_result(event)
 
     def item(self, event: StreamItemReceived) -> None:
         waiter = self.waiters.get(event.request_id)
         if isinstance(waiter, StreamWaiter):
             waiter.items.append(event.value)
-            waiter.done.set()
+            waiter.arrived.set()
 
     def wake_all(self) -> None:
         """The connection ended: every waiting caller wakes (and finds no reply)."""
         for waiter in self.waiters.values():
-            waiter.done.set()
+            if not waiter.done():
+                waiter.set_result(None)
 
     # ---- owed by us: replies -------------------------------------------------------
 

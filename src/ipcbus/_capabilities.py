@@ -9,7 +9,7 @@ what it finds (``hasattr`` once, when the connection starts; no
   frames land without a copy).
 * :class:`WritesNow`: write without a task switch, from a loop callback, and
   say how many bytes the transport still holds (the send-timeout watchdog).
-* :class:`MakesEvents`: a cheaper event for a single waiter.
+* :class:`MakesWaiters`: a cheaper waiter for a call's one reply.
 * :class:`DeliversReads`: hand each read to a :class:`Reader` as it arrives,
   from the loop's callback, so a connection needs no task of its own to read
   (main's connections; issue 12).
@@ -20,18 +20,32 @@ transport (WebSocket, NATS) may offer none and works the same, a little slower.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
-__all__ = ("DeliversReads", "MakesEvents", "OneShot", "Reader", "ReceivesInto", "WritesNow")
+__all__ = (
+    "DeliversReads",
+    "MakesWaiters",
+    "Reader",
+    "ReceivesInto",
+    "ReplyWaiter",
+    "WritesNow",
+)
 
 
-class OneShot(Protocol):
-    """What a waiter needs of an event: ``anyio.Event``, or the fast path's future."""
+class ReplyWaiter(Protocol):
+    """What one call waits on for its one reply: the fast path's bare ``asyncio.Future``,
+    or ``_calls.EventWaiter`` (over ``anyio.Event``) for any other transport.
 
-    def set(self) -> None: ...
-    def is_set(self) -> bool: ...
-    def wait(self) -> Awaitable[Any]: ...
+    Awaiting it gives what ``set_result`` was given. A future is cancelled
+    with the task that awaits it; it then takes no result.
+    """
+
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def result(self) -> Any: ...
+    def __await__(self) -> Generator[Any, None, Any]: ...
 
 
 class ReceivesInto(Protocol):
@@ -62,10 +76,10 @@ class WritesNow(Protocol):
         ...
 
 
-class MakesEvents(Protocol):
-    """A stream that makes single-waiter events cheaper than ``anyio.Event``."""
+class MakesWaiters(Protocol):
+    """A stream that makes reply waiters cheaper than ``anyio.Event``: futures."""
 
-    def new_event(self) -> OneShot: ...
+    new_waiter: Callable[[], ReplyWaiter]
 
 
 class Reader(Protocol):

@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 
 from ._calls import Calls, ReplySlot
-from ._capabilities import DeliversReads, MakesEvents, OneShot, ReceivesInto
+from ._capabilities import DeliversReads, MakesWaiters, ReceivesInto
 from ._dispatch import Dispatcher
 from ._errors import ConnectionClosedError
 from ._events import (
@@ -116,12 +116,12 @@ class Endpoint:
         self.reads = 0  # reads so far: the watchdog's proof of life
         new_event = event_factory()
         self.outbox = outbox = Outbox(self, conn, stream, new_event)
-        # A single-waiter event; the fast path offers a cheaper one (a future).
-        new_waiter_event: Callable[[], OneShot] = (
-            cast(MakesEvents, stream).new_event if hasattr(stream, "new_event") else new_event
+        # A call's reply waiter: the fast path offers a cheaper one (a future).
+        new_waiter = (
+            cast(MakesWaiters, stream).new_waiter if hasattr(stream, "new_waiter") else None
         )
         self.calls = calls = Calls(
-            self, conn, new_event, new_waiter_event, send_tracebacks=send_tracebacks
+            self, conn, new_event, new_waiter, send_tracebacks=send_tracebacks
         )
         self.dispatcher = outbox.admission = Dispatcher(
             self,

@@ -92,8 +92,8 @@ class IpcStream:
                         f"connection to {endpoint.name} closed before the stream "
                         f"{self.channel!r} ended ({endpoint.reason})"
                     )
-                waiter.done = anyio.Event()
-                await waiter.done.wait()
+                waiter.arrived = anyio.Event()
+                await waiter.arrived.wait()
         except BaseException as exc:
             if not isinstance(exc, StopAsyncIteration):
                 await self._cancel()

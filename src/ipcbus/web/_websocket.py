@@ -41,7 +41,7 @@ from .._protocol import HANDSHAKE_MAX_FRAME_SIZE
 from .._wire import CloseCode, Goodbye
 
 if TYPE_CHECKING:
-    from .._aio import AsyncioSocketStream, FutureEvent
+    from .._aio import AsyncioSocketStream
 
 __all__ = (
     "FastWebSocketFrames",
@@ -266,6 +266,7 @@ class FastWebSocketFrames(WebSocketFrames):
     ) -> None:
         super().__init__(stream, trailing_data, max_frame_size)
         self._direct = stream
+        self.new_waiter = stream.new_waiter  # the fast path's reply waiter (MakesWaiters)
 
     def can_write_nowait(self) -> bool:
         """Whether :meth:`write_nowait` may be called now."""
@@ -286,10 +287,6 @@ class FastWebSocketFrames(WebSocketFrames):
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._direct.unsent()
-
-    def new_event(self) -> FutureEvent:
-        """The fast path's one-waiter event."""
-        return self._direct.new_event()
 
     def call_soon(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the loop's next turn."""
