@@ -200,12 +200,13 @@ class _NeedsTheLibrary:
     def receive_window(self) -> memoryview | None:
         return None
 
-    def received(self, data: bytes) -> None:
+    def received(self, data: bytes) -> bool:
         anyio.get_cancelled_exc_class()  # raises if anyio cannot tell the library
         self.got.append(data)
         self.arrived.set()
+        return False
 
-    def received_into(self, nbytes: int) -> None:  # pragma: no cover - no windows given
+    def received_into(self, nbytes: int) -> bool:  # pragma: no cover - no windows given
         raise AssertionError
 
     def read_ended(self) -> None:

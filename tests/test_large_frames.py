@@ -50,13 +50,14 @@ async def test_large_frames_are_read_straight_into_their_buffer(
     """On the asyncio fast path, the rest of a large frame is read into the frame itself."""
     from ipcbus._protocol import Connection
 
-    reads_into = 0
+    reads_into = bytes_into = 0
     received_into = Connection.received_into
 
-    def counting(self: Connection, n: int) -> None:
-        nonlocal reads_into
+    def counting(self: Connection, n: int) -> bool:
+        nonlocal reads_into, bytes_into
         reads_into += 1
-        received_into(self, n)
+        bytes_into += n
+        return received_into(self, n)
 
     monkeypatch.setattr(Connection, "received_into", counting)
     with anyio.fail_after(30):
@@ -67,3 +68,6 @@ async def test_large_frames_are_read_straight_into_their_buffer(
                 blob = bytes(range(256)) * (SIZE // 256)
                 assert await renderer.invoke("echo", blob) == blob
     assert reads_into > 2  # both ends, several reads each
+    # Once a frame is under way every later read of it goes into it, not just
+    # some: all but the first read's worth of each of the two frames.
+    assert bytes_into > 2 * (SIZE - 1024 * 1024)

@@ -126,6 +126,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self.closed: asyncio.Future[None] | None = None
         #: Given every read as it arrives (``deliver_to``), instead of ``chunks``.
         self.reader: Reader | None = None
+        self.windowed = True  # the reader may offer a window (its last read said so)
         self.told_end = False  # the reader heard that nothing more will come
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -135,6 +136,8 @@ class _Protocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         # The loop calls buffer_updated right after the read, before anything else.
         if self.reader is not None:
+            if not self.windowed:
+                return self.buffer  # the reader holds no part of a frame: no window
             window = self.reader.receive_window()
             self.sinking = window is not None
             return window if window is not None else self.buffer
@@ -149,9 +152,9 @@ class _Protocol(asyncio.BufferedProtocol):
                 _name_the_library()
             if self.sinking:
                 self.sinking = False
-                reader.received_into(nbytes)
+                self.windowed = reader.received_into(nbytes)
             else:
-                reader.received(self.buffer[:nbytes].tobytes())
+                self.windowed = reader.received(self.buffer[:nbytes].tobytes())
             return
         if self.sinking:
             self.sinking = False
@@ -353,7 +356,7 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         protocol.reader = reader
         chunks = protocol.chunks
         while chunks and protocol.reader is reader:
-            reader.received(chunks.popleft())
+            protocol.windowed = reader.received(chunks.popleft())
         protocol.buffered = 0
         if protocol.reading_paused:
             protocol.reading_paused = False

@@ -89,12 +89,19 @@ class Reader(Protocol):
         """Where the next read may go straight in (a large frame's body), or ``None``."""
         ...
 
-    def received(self, data: bytes) -> None:
-        """``data`` was read (a copy: it may be kept)."""
+    def received(self, data: bytes) -> bool:
+        """``data`` was read (a copy: it may be kept).
+
+        Returns whether the next read may go into :meth:`receive_window`
+        (part of a frame is held); while it is ``False`` the stream need not ask.
+        """
         ...
 
-    def received_into(self, nbytes: int) -> None:
-        """``nbytes`` were read into the last window :meth:`receive_window` gave."""
+    def received_into(self, nbytes: int) -> bool:
+        """``nbytes`` were read into the last window :meth:`receive_window` gave.
+
+        Returns what :meth:`received` returns.
+        """
         ...
 
     def read_ended(self) -> None:

@@ -208,7 +208,7 @@ class Endpoint:
         )
         # A transport whose every message is one frame body (a WebSocket, NATS).
         frames = self.stream if isinstance(self.stream, FrameStream) else None
-        receive: Callable[[bytes], None] = (
+        receive: Callable[[bytes], object] = (
             conn.receive_frame if frames is not None else conn.receive_data
         )
         # No task group of its own: the writer task runs in the endpoint's
@@ -287,16 +287,20 @@ class Endpoint:
     def receive_window(self) -> memoryview | None:
         return self.conn.receive_buffer()
 
-    def received(self, data: bytes) -> None:
-        if self.conn.state is not CLOSED:
-            self.conn.receive_data(data)
-            self.reads += 1
-            self._after_read()
-
-    def received_into(self, nbytes: int) -> None:
-        self.conn.received_into(nbytes)
+    def received(self, data: bytes) -> bool:
+        conn = self.conn
+        if conn.state is CLOSED:
+            return False
+        holding = conn.receive_data(data)
         self.reads += 1
         self._after_read()
+        return holding
+
+    def received_into(self, nbytes: int) -> bool:
+        holding = self.conn.received_into(nbytes)
+        self.reads += 1
+        self._after_read()
+        return holding
 
     def read_ended(self) -> None:
         if self.conn.state is not CLOSED:

@@ -204,6 +204,7 @@ class Connection:
         self._max_frame_size = max_frame_size
         self._peer_max_frame_size = 0  # from the peer's handshake; 0: not said
         self._frames = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE), new_buffer)
+        self._holding = False  # not self._frames.idle(), kept by the reads that change it
         self._encoder = _prepare_encoder  # stateless: one for all connections
         self._outbox = bytearray()
         self._events: list[Event] = []
@@ -251,13 +252,17 @@ class Connection:
 
     # ---- inputs --------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes from the peer. Never raises for anything the peer sent."""
+    def receive_data(self, data: bytes | bytearray | memoryview) -> bool:
+        """Feed bytes from the peer. Never raises for anything the peer sent.
+
+        Returns whether bytes of a frame not yet whole are held: only then
+        may the next read go into :meth:`receive_buffer`, so a driver need not
+        ask after every read.
+        """
         state = self.state
         if state is CLOSED:
-            return
-        frames = self._frames
-        if state is OPEN and type(data) is bytes and frames.idle():
+            return False
+        if state is OPEN and not self._holding and type(data) is bytes:
             # The usual read: nothing held from the last one, so its whole
             # frames are taken straight from ``data``, without the decoder's
             # bookkeeping; only what is left (a frame split across reads, one
@@ -266,12 +271,15 @@ class Connection:
                 pos = self._walk(data, memoryview(data), 0)
             except BaseException as exc:
                 self._peer_failed(exc)
-                return
+                return False
             if pos == len(data) or self.state is CLOSED:
-                return
+                return False
             data = data[pos:]
+        frames = self._frames
         frames.feed(data)
         self._parse()
+        self._holding = holding = not frames.idle()
+        return holding
 
     def receive_buffer(self, minimum: int = 64 * 1024) -> memoryview | None:
         """A buffer to read the peer's next bytes into, or ``None``: use ``receive_data``.
@@ -284,12 +292,18 @@ class Connection:
             return None
         return self._frames.window(minimum)
 
-    def received_into(self, n: int) -> None:
-        """``n`` bytes of the peer's were read into the last ``receive_buffer``."""
+    def received_into(self, n: int) -> bool:
+        """``n`` bytes of the peer's were read into the last ``receive_buffer``.
+
+        Returns what :meth:`receive_data` returns.
+        """
         if self.state is CLOSED:
-            return
-        self._frames.filled(n)
+            return False
+        frames = self._frames
+        frames.filled(n)
         self._parse()
+        self._holding = holding = not frames.idle()
+        return holding
 
     def receive_frame(self, body: bytes | bytearray | memoryview) -> None:
         """Feed one whole frame body, for transports whose messages are frames.
