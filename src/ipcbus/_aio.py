@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import socket
 import threading
 from collections import deque
@@ -94,6 +95,18 @@ def _callback_context(loop: asyncio.AbstractEventLoop) -> contextvars.Context:
     context = contextvars.copy_context()
     _scratch.context = (loop, context)
     return context
+
+
+def _soon_maker(
+    loop: asyncio.AbstractEventLoop, context: contextvars.Context
+) -> Callable[[Callable[[], object]], object]:
+    """``loop.call_soon`` in ``context``: one partial per loop and context, not per stream."""
+    cached = getattr(_scratch, "soon_maker", None)
+    if cached is not None and cached[0] is loop and cached[1] is context:
+        return cast(Callable[[Callable[[], object]], object], cached[2])
+    maker = functools.partial(loop.call_soon, context=context)
+    _scratch.soon_maker = (loop, context, maker)
+    return maker
 
 
 def _waiter_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Future[Any]]:
@@ -227,6 +240,9 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         #: A call's reply waiter (``MakesWaiters``): a bare future, which
         #: awaiting adds no frame to and setting costs no Python call.
         self.new_waiter = _waiter_maker(protocol.loop)
+        #: ``call_soon(callback)``: run ``callback`` on the loop's next turn, in
+        #: that context (``WritesNow``); the loop's own method, no Python call.
+        self.call_soon = _soon_maker(protocol.loop, self._context)
         self._closed = False
         self._streak = 0
 
@@ -392,10 +408,6 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._transport.get_write_buffer_size()
-
-    def call_soon(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the loop's next turn (a callback, not a task switch)."""
-        self._protocol.loop.call_soon(callback, context=self._context)
 
     async def send_eof(self) -> None:
         if self._transport.can_write_eof():

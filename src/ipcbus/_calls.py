@@ -35,7 +35,7 @@ from ._errors import (
 from ._events import ReplyReceived, StreamItemReceived
 from ._outbox import too_large
 from ._protocol import OPEN, Connection
-from ._values import DECODE_ERRORS, ENCODE_ERRORS, decode_value, encode_error
+from ._values import DECODE_ERRORS, ENCODE_ERRORS, encode_error, untyped_decoder
 from ._wire import INVOKE, ErrorInfo, ErrorKind, RequestKind
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ __all__ = (
 logger = logging.getLogger("ipcbus")
 
 _WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
+_decode = untyped_decoder.decode  # decode_value's decoder
 
 
 class ReplySlot:
@@ -156,7 +157,7 @@ def reply_value(reply: ReplyReceived | None, kind: RequestKind, channel: str, pe
     if not reply.ok:
         raise error_from_reply(channel, reply.value)
     try:
-        return decode_value(reply.value)
+        return _decode(reply.value)  # decode_value, without the call
     except DECODE_ERRORS as exc:
         raise ProtocolError(
             f"the reply to {_WHAT[kind]} {channel!r} from {peer.name} could not be decoded: {exc}"

@@ -159,12 +159,15 @@ class Dispatcher:
         if first is ReplyReceived:
             # A read that starts with replies to our calls (a caller's every read):
             # each wakes its caller, with none of the general loop's bookkeeping.
-            replied = self.calls.replied
+            waiters = self.calls.waiters
             taken = 0
             for event in events:
                 if type(event) is not ReplyReceived:
                     break
-                replied(event)
+                # Calls.replied, inline (once per reply)
+                waiter = waiters.get(event.request_id)
+                if waiter is not None and not waiter.done():  # a future: not cancelled
+                    waiter.set_result(event)
                 taken += 1
             if taken == len(events):
                 return

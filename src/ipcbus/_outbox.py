@@ -240,7 +240,10 @@ class Outbox:
             direct.write_nowait(data)
         if batch is not None:
             batch.finish()
-        self._made_room()
+        # _made_room, inline: this runs once per write
+        admission = self.admission
+        if admission is not None and (admission.paused or admission._backlog):
+            admission.make_room()
 
     def write_at_once(self) -> None:
         """Write what is queued now if the stream can (fast path), else as ``kick`` does.

@@ -386,7 +386,8 @@ class Connection:
         last = end_of_input - HEADER_SIZE  # the last offset a header fits at
         # Locals, not globals, in a loop that runs once per frame.
         decode, events, handle = _body_decoder.decode, self._events, self._handle
-        unpack, small, message = read_size, SMALL_BODY, Message
+        unpack, small, message, reply, request = read_size, SMALL_BODY, Message, Reply, Request
+        awaiting, serving, stream = self._awaiting, self._serving, STREAM
         while pos <= last:
             (size,) = unpack(data, pos)
             start = pos + HEADER_SIZE
@@ -397,6 +398,21 @@ class Connection:
             pos = end
             if body.__class__ is message and not body.ports:
                 events.append(body)  # MessageReceived
+            elif body.__class__ is reply and body.request_id in awaiting and not self._granted:
+                # _handle's usual Reply (to a call we await, no stream of
+                # ours open), inline: a caller's every read has one
+                del awaiting[body.request_id]
+                events.append(body)  # ReplyReceived
+            elif (
+                body.__class__ is request
+                and body.request_id > self._peer_last_request_id
+                and body.kind is not stream
+            ):
+                # _handle's usual Request (a call, its id in order), inline: main's
+                # every read has one
+                self._peer_last_request_id = request_id = body.request_id
+                serving[request_id] = None
+                events.append(body)  # RequestReceived
             else:
                 handle(body)
                 if self.state is CLOSED:  # a Goodbye, or a violation we answered
@@ -488,8 +504,9 @@ class Connection:
         if self.state is not OPEN:
             self._require_open("start a request")
         request_id = self._next_request_id
-        self._next_request_id += 1
-        self._queue_payload(Request(request_id, kind, channel, raw_args(args)))
+        self._next_request_id = request_id + 1
+        # args as the Raw field (see raw_args; the call is left out on this hot path)
+        self._queue_payload(Request(request_id, kind, channel, args))
         self._awaiting[request_id] = None
         return request_id
 
@@ -582,7 +599,7 @@ class Connection:
         """
         if request_id not in self._serving or self.state is not OPEN:
             return False
-        self._queue_payload(Reply(request_id, ok, raw_args(value)))
+        self._queue_payload(Reply(request_id, ok, value))  # value as the Raw (see raw_args)
         del self._serving[request_id]
         if self._credit:
             self._credit.pop(request_id, None)
@@ -644,7 +661,16 @@ class Connection:
             FrameTooLargeError: the frame is over the limit the peer announced
                 in its handshake; nothing was queued and the connection lives on.
         """
-        size = append_frame(self._encoder, body, self._outbox)
+        # append_frame, inline (once per invoke, reply and stream item)
+        out = self._outbox
+        start = len(out)
+        try:
+            self._encoder.encode_into(body, out, start + HEADER_SIZE)
+        except BaseException:
+            del out[start:]
+            raise
+        size = len(out) - start - HEADER_SIZE
+        write_size(out, start, size)
         if self._peer_max_frame_size and size > self._peer_max_frame_size:
             self._unqueue(size)  # raises
 

@@ -24,7 +24,6 @@ module adds is what only the WebSocket knows:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -267,6 +266,7 @@ class FastWebSocketFrames(WebSocketFrames):
         super().__init__(stream, trailing_data, max_frame_size)
         self._direct = stream
         self.new_waiter = stream.new_waiter  # the fast path's reply waiter (MakesWaiters)
+        self.call_soon = stream.call_soon  # run a callback on the loop's next turn
 
     def can_write_nowait(self) -> bool:
         """Whether :meth:`write_nowait` may be called now."""
@@ -287,7 +287,3 @@ class FastWebSocketFrames(WebSocketFrames):
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._direct.unsent()
-
-    def call_soon(self, callback: Callable[[], object]) -> None:
-        """Run ``callback`` on the loop's next turn."""
-        self._direct.call_soon(callback)
