@@ -37,7 +37,6 @@ import msgspec
 
 from . import _calling
 from ._calling import PLAIN as _PLAIN
-from ._calling import is_awaitable
 from ._calls import Calls, ReplySlot
 from ._errors import NoHandlerError, ValidationError
 from ._events import Event, MessageReceived, ReplyReceived, RequestReceived
@@ -45,7 +44,7 @@ from ._outbox import Outbox
 from ._protocol import Connection
 from ._registry import Callback, Registry, any_async, shared_decoder, single_argument
 from ._values import DECODE_ERRORS
-from ._wire import ErrorKind, RequestKind
+from ._wire import STREAM, ErrorKind, RequestKind
 from .ports import discard_ports
 
 if TYPE_CHECKING:
@@ -201,7 +200,7 @@ class Dispatcher:
                     self._hold(event)
                     continue
                 if self.gate is None and event.kind is INVOKE:
-                    self._dispatch_invoke(event)  # admit() and dispatch(), inline
+                    self._dispatch_call(event)  # admit() and dispatch(), inline
                 else:
                     self.admit(event)
             elif type(event) is ReplyReceived:
@@ -302,10 +301,8 @@ class Dispatcher:
             # A plain message let through by a guard: a run of one, as in dispatch_batch.
             if ports or not self._message_run((event,)):
                 self._dispatch_message(event.channel, event.args, None, ports)
-        elif event.kind is RequestKind.INVOKE:
-            self._dispatch_invoke(event)
-        elif event.kind is RequestKind.STREAM:
-            self._dispatch_stream(event)
+        elif event.kind is not RequestKind.SYNC:
+            self._dispatch_call(event)  # invoke or stream
         else:
             self._dispatch_message(event.channel, event.args, event.request_id)
 
@@ -460,18 +457,6 @@ class Dispatcher:
                 self._listeners_cache[channel] = found
         return found
 
-    def handler_of(self, channel: str) -> Callback | None:
-        """The handler for one invoke or stream on ``channel`` (cached like listeners)."""
-        changes = Registry.changes
-        if changes != self._lookups_seen:
-            self._forget_lookups(changes)
-        callback = self._handlers_cache.get(channel)
-        if callback is None:
-            callback = self._owner.find_handler(channel)
-            if callback is not None and Registry.changes == changes:  # not a handle_once
-                self._handlers_cache[channel] = callback
-        return callback
-
     def _forget_lookups(self, changes: int) -> None:
         self._listeners_cache.clear()
         self._handlers_cache.clear()
@@ -479,21 +464,30 @@ class Dispatcher:
 
     # -- invoke and stream: the one handler
 
-    def _prepare_call(self, event: RequestReceived) -> tuple[Callback, Arguments, Any] | None:
-        """The handler for an invoke or stream request, its arguments and its event.
+    def _dispatch_call(self, event: RequestReceived) -> None:
+        """Serve an invoke or a stream: find its handler, decode its arguments, call it.
 
-        ``None`` (and the caller has its error reply) if there is no handler or
-        the arguments do not fit its annotations.
+        A sync handler of an invoke runs here and its reply is queued; the
+        rest (async handlers, awaitables, streams) run in a task. No handler,
+        or arguments that do not fit its annotations: an error reply.
         """
         channel, request_id = event.channel, event.request_id
-        callback = self.handler_of(channel)
+        # The handler, cached like listeners (valid while Registry.changes stays)
+        changes = Registry.changes
+        if changes != self._lookups_seen:
+            self._forget_lookups(changes)
+        callback = self._handlers_cache.get(channel)
         if callback is None:
-            self.calls.reply_error_soon(
-                request_id,
-                ErrorKind.NO_HANDLER,
-                NoHandlerError(f"No handler registered for {channel!r}"),
-            )
-            return None
+            callback = self._owner.find_handler(channel)
+            if callback is None:
+                self.calls.reply_error_soon(
+                    request_id,
+                    ErrorKind.NO_HANDLER,
+                    NoHandlerError(f"No handler registered for {channel!r}"),
+                )
+                return
+            if Registry.changes == changes:  # not a handle_once
+                self._handlers_cache[channel] = callback
         signature = callback.signature
         try:
             if (fast := signature.fast_decode) is not None:
@@ -505,15 +499,13 @@ class Dispatcher:
                 args = signature.decode(channel, event.args)
         except ValidationError as exc:
             self.calls.reply_error_soon(request_id, ErrorKind.VALIDATION, exc)
-            return None
-        return callback, args, self._invoke_event(channel, self._event_sender)
-
-    def _dispatch_invoke(self, event: RequestReceived) -> None:
-        prepared = self._prepare_call(event)
-        if prepared is None:
             return
-        callback, args, call_event = prepared
-        channel, request_id = event.channel, event.request_id
+        call_event = self._invoke_event(channel, self._event_sender)
+        if event.kind is STREAM:
+            self.schedule(
+                _calling.serve_stream, self, request_id, channel, callback, call_event, args
+            )
+            return
         if callback.is_async or self.pending_starts:
             self.schedule(_calling.serve, self, request_id, channel, callback, call_event, args)
             return
@@ -525,21 +517,8 @@ class Dispatcher:
         except Exception as exc:
             self.calls.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
             return
-        if is_awaitable(result):
+        # is_awaitable, inline (plain values are ruled out without a call)
+        if result is not None and type(result) not in _PLAIN and inspect.isawaitable(result):
             self.schedule(_calling.serve_awaitable, self, request_id, channel, result)
-        else:
-            self.calls.reply_soon(request_id, channel, result)
-
-    def _dispatch_stream(self, event: RequestReceived) -> None:
-        prepared = self._prepare_call(event)
-        if prepared is not None:
-            callback, args, call_event = prepared
-            self.schedule(
-                _calling.serve_stream,
-                self,
-                event.request_id,
-                event.channel,
-                callback,
-                call_event,
-                args,
-            )
+        elif self.calls.queue_reply(request_id, channel, result):  # Calls.reply_soon, inline
+            self.outbox.kick()

@@ -326,9 +326,11 @@ class Endpoint:
             if conn.pending_output:
                 if self._welcomed:
                     self._welcomed = False  # see run
-                    self.outbox.kick()
+                    outbox.kick()
+                elif outbox.direct is not None and not outbox.writing:
+                    outbox.write_now()  # Outbox.write_at_once, inline (once per read)
                 else:
-                    self.outbox.write_at_once()
+                    outbox.kick()
         except Exception:
             # A bug in ipcbus: this connection ends, every other one carries on.
             logger.exception("internal error serving %s", self.name)
