@@ -405,6 +405,21 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         and only up to ``LARGE_WRITE`` bytes (larger ones: :meth:`send`)."""
         self._transport.write(data)
 
+    def try_write(self, data: bytes) -> bool:
+        """:meth:`write_nowait` if :meth:`can_write_nowait`; whether ``data`` was written."""
+        # can_write_nowait, inline: a broadcast comes here once per renderer
+        protocol = self._protocol
+        writable = protocol.writable
+        if (
+            self._closed
+            or protocol.lost
+            or (writable is not None and not writable.done())
+            or self._transport.is_closing()
+        ):
+            return False
+        self._transport.write(data)
+        return True
+
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._transport.get_write_buffer_size()

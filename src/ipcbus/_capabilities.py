@@ -67,6 +67,10 @@ class WritesNow(Protocol):
         """Hand ``data`` to the transport now (at most ``_aio.LARGE_WRITE`` bytes)."""
         ...
 
+    def try_write(self, data: bytes) -> bool:
+        """:meth:`write_nowait` if :meth:`can_write_nowait`, in one call; whether it wrote."""
+        ...
+
     def call_soon(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the event loop's next turn."""
         ...

@@ -43,7 +43,14 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._endpoint import Endpoint
 
-__all__ = ("RAISE_THE_LIMIT", "STREAM_ERRORS", "Outbox", "event_factory", "too_large")
+__all__ = (
+    "RAISE_THE_LIMIT",
+    "STREAM_ERRORS",
+    "Outbox",
+    "event_factory",
+    "queue_prepared",
+    "too_large",
+)
 
 STREAM_ERRORS = (
     anyio.EndOfStream,
@@ -413,41 +420,46 @@ class Outbox:
         else:
             self.kick()
 
-    def queue_prepared(self, frame: bytes) -> bool | None:
-        """Queue a prepared frame and have it sent.
-
-        Returns ``None`` if it went to the transport at once (nothing to wait
-        for), ``True`` if it was queued (see :attr:`congested`), ``False`` if
-        the link is closed or the frame is over the peer's limit.
-        """
-        conn = self.conn
-        if conn.state is not OPEN:
-            return False
-        direct = self.direct
-        try:
-            if (
-                direct is not None
-                and not conn.pending_output
-                and not self.writing
-                and len(frame) <= LARGE_WRITE
-                and direct.can_write_nowait()
-            ):
-                # Nothing queued before it: the frame goes to the transport as
-                # it is, not copied into the core's outbox and out again (a
-                # broadcast does this once per renderer).
-                direct.write_nowait(conn.prepared_to_send(frame))
-                self.writes += 1
-                return None
-            conn.send_prepared(frame)
-        except FrameTooLargeError as exc:
-            logger.warning("broadcast skipped %s: %s", self._endpoint.name, exc)
-            return False
-        # Write now rather than schedule a callback per connection (a broadcast
-        # reaches every renderer at once).
-        self.write_at_once()
-        return True
-
     @property
     def congested(self) -> bool:
         """Whether a sender should wait for the writer (``queued``'s rule)."""
         return self.conn.pending_output > _SEND_HIGH_WATER
+
+
+def queue_prepared(endpoints: list[Endpoint | None], frame: bytes) -> list[Outbox]:
+    """Queue a prepared frame on every open endpoint and have it sent; a broadcast.
+
+    Where nothing is queued before it, the frame goes to the transport as it
+    is, without being copied into the core's outbox and out again. Returns
+    the outboxes it was queued on instead: only those may be congested (see
+    :attr:`Outbox.congested`). Closed endpoints, and those whose peer's limit
+    the frame is over (logged), are skipped.
+    """
+    queued = []
+    small = len(frame) <= LARGE_WRITE
+    # One loop for all: the per-renderer cost is two calls, into the core and the stream.
+    for endpoint in endpoints:
+        if endpoint is None:
+            continue
+        outbox = endpoint.outbox
+        conn = outbox.conn
+        if conn.state is not OPEN:
+            continue
+        direct = outbox.direct
+        try:
+            if small and direct is not None and not outbox.writing:
+                if conn.send_prepared(frame, direct=True):
+                    if direct.try_write(frame):
+                        outbox.writes += 1
+                        continue
+                    conn.send_prepared(frame)  # the transport would not take it now
+            else:
+                conn.send_prepared(frame)
+        except FrameTooLargeError as exc:
+            logger.warning("broadcast skipped %s: %s", endpoint.name, exc)
+            continue
+        # Write now rather than schedule a callback per connection (a broadcast
+        # reaches every renderer at once).
+        outbox.write_at_once()
+        queued.append(outbox)
+    return queued

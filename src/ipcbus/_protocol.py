@@ -473,26 +473,28 @@ class Connection:
             self._unqueue(size)  # raises
         return len(out)
 
-    def send_prepared(self, frame: bytes) -> None:
-        """Queue a frame made by :func:`prepare_message` (one encoding, many peers)."""
-        self._require_open("send a message")
-        self._check_size(len(frame) - HEADER_SIZE)
-        self._outbox += frame
+    def send_prepared(self, frame: bytes, *, direct: bool = False) -> bool:
+        """Queue a frame made by :func:`prepare_message` (one encoding, many peers).
 
-    def prepared_to_send(self, frame: bytes) -> bytes:
-        """``send_prepared``'s checks, for a frame the driver writes itself, unqueued.
+        With ``direct``, a frame that nothing queued precedes is checked but
+        not queued: ``True`` says so, and the driver hands ``frame`` to the
+        transport as it is (a broadcast does this once per renderer, and the
+        order of frames is kept). Otherwise returns ``False``: it was queued.
 
-        Only while nothing is queued (``pending_output`` is 0), so frames keep
-        their order; returns ``frame``, to hand to the transport as it is.
+        Raises:
+            LocalProtocolError: the connection is not open.
+            FrameTooLargeError: over the limit the peer announced; nothing
+                was queued.
         """
-        # _require_open and _check_size, inline: a broadcast comes here once per renderer.
         if self.state is not OPEN:
             self._require_open("send a message")
-        if self._peer_max_frame_size and len(frame) - HEADER_SIZE > self._peer_max_frame_size:
-            self._check_size(len(frame) - HEADER_SIZE)
-        if self._outbox:
-            raise LocalProtocolError("frames are queued before it: use send_prepared")
-        return frame
+        size = len(frame) - HEADER_SIZE
+        if self._peer_max_frame_size and size > self._peer_max_frame_size:
+            self._check_size(size)  # raises
+        if direct and not self._outbox:
+            return True
+        self._outbox += frame
+        return False
 
     def start_request(self, kind: RequestKind, channel: str, args: Any) -> int:
         """Queue a request and return its id; its Reply comes as ``ReplyReceived``.

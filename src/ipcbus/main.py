@@ -32,6 +32,7 @@ from ._endpoint import logger
 from ._guards import Guards
 from ._liveness import Sweeper
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
+from ._outbox import queue_prepared
 from ._portroute import MainPortRouter
 from ._protocol import prepare_message
 from ._registry import Callback, Registry, channel_set, check_channel
@@ -505,16 +506,11 @@ class IpcMain(Registry):
     async def _broadcast_frame(self, frame: bytes) -> None:
         """Queue a prepared Message frame on every live renderer of this main."""
         # Only the copies that were queued (not written at once) may have to wait.
-        queued = [
-            endpoint
-            for contents in list(self._contents.values())
-            if (endpoint := contents._endpoint) is not None
-            and endpoint.outbox.queue_prepared(frame)
-        ]
+        queued = queue_prepared([c._endpoint for c in self._contents.values()], frame)
         await anyio.lowlevel.checkpoint()  # the writes go out on this loop turn
-        for endpoint in queued:
-            if endpoint.outbox.congested:
-                await endpoint.outbox.flush_quietly()  # a failed one belongs to a renderer now gone
+        for outbox in queued:
+            if outbox.congested:
+                await outbox.flush_quietly()  # a failed one belongs to a renderer now gone
 
     # ---- guards --------------------------------------------------------
 

@@ -120,17 +120,22 @@ def test_message(mode: Feed, renderer_sends: bool) -> None:
 
 
 def test_a_prepared_frame_may_skip_an_empty_outbox(mode: Feed) -> None:
-    """``prepared_to_send``: a broadcast's frame written as it is, checked like
-    ``send_prepared``, and only while nothing is queued before it (order)."""
+    """``send_prepared(direct=True)``: a broadcast's frame, checked as usual, is
+    left to the driver to write as it is, but only while nothing is queued
+    before it (order); otherwise it is queued behind what is."""
     pair = handshake(mode)
     frame_ = prepare_message("tick", [1])
-    written = pair.main.prepared_to_send(frame_)
-    assert written is frame_
+    assert pair.main.send_prepared(frame_, direct=True) is True
     assert pair.main.pending_output == 0  # nothing went through the outbox
-    assert feed(pair.renderer, written, mode) == [MessageReceived("tick", raw([1]))]
+    assert feed(pair.renderer, frame_, mode) == [MessageReceived("tick", raw([1]))]
     pair.main.send_message("first", [])
-    with pytest.raises(LocalProtocolError, match="queued before it"):
-        pair.main.prepared_to_send(frame_)
+    assert pair.main.send_prepared(frame_, direct=True) is False  # queued behind "first"
+    assert feed(pair.renderer, pair.main.data_to_send(), mode) == [
+        MessageReceived("first", raw([])),
+        MessageReceived("tick", raw([1])),
+    ]
+    assert pair.main.send_prepared(frame_) is False  # without direct: always queued
+    assert pair.main.pending_output == len(frame_)
 
 
 def test_messages_arrive_in_order(mode: Feed, renderer_sends: bool) -> None:

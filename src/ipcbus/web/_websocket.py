@@ -284,6 +284,13 @@ class FastWebSocketFrames(WebSocketFrames):
         """
         self._direct.write_nowait(self._messages(data))
 
+    def try_write(self, data: bytes) -> bool:
+        """:meth:`write_nowait` if :meth:`can_write_nowait`; whether it wrote."""
+        if not self.can_write_nowait():
+            return False
+        self.write_nowait(data)
+        return True
+
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._direct.unsent()
