@@ -384,10 +384,15 @@ class Connection:
         """
         limit, end_of_input = self._frames.max_frame_size, len(data)
         last = end_of_input - HEADER_SIZE  # the last offset a header fits at
-        # Locals, not globals, in a loop that runs once per frame.
-        decode, events, handle = _body_decoder.decode, self._events, self._handle
-        unpack, small, message, reply, request = read_size, SMALL_BODY, Message, Reply, Request
-        awaiting, serving, stream = self._awaiting, self._serving, STREAM
+        # Locals, not globals, for what every frame needs (a read of one frame
+        # pays for each alias, so the rarer cases below look theirs up).
+        decode, events, unpack, small, message = (
+            _body_decoder.decode,
+            self._events,
+            read_size,
+            SMALL_BODY,
+            Message,
+        )
         while pos <= last:
             (size,) = unpack(data, pos)
             start = pos + HEADER_SIZE
@@ -398,23 +403,25 @@ class Connection:
             pos = end
             if body.__class__ is message and not body.ports:
                 events.append(body)  # MessageReceived
-            elif body.__class__ is reply and body.request_id in awaiting and not self._granted:
+            elif (
+                body.__class__ is Reply and body.request_id in self._awaiting and not self._granted
+            ):
                 # _handle's usual Reply (to a call we await, no stream of
                 # ours open), inline: a caller's every read has one
-                del awaiting[body.request_id]
+                del self._awaiting[body.request_id]
                 events.append(body)  # ReplyReceived
             elif (
-                body.__class__ is request
+                body.__class__ is Request
                 and body.request_id > self._peer_last_request_id
-                and body.kind is not stream
+                and body.kind is not STREAM
             ):
                 # _handle's usual Request (a call, its id in order), inline: main's
                 # every read has one
                 self._peer_last_request_id = request_id = body.request_id
-                serving[request_id] = None
+                self._serving[request_id] = None
                 events.append(body)  # RequestReceived
             else:
-                handle(body)
+                self._handle(body)
                 if self.state is CLOSED:  # a Goodbye, or a violation we answered
                     break
         return pos
