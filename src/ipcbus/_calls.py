@@ -222,11 +222,11 @@ class Calls:
         self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
     ) -> Any:
         """Make a request and return the decoded reply, or raise what it says."""
-        endpoint = self._endpoint
-        if self.conn.state is not OPEN:
+        endpoint, conn = self._endpoint, self.conn
+        if conn.state is not OPEN:
             endpoint.require_open()  # raises
         try:
-            request_id = self.conn.start_request(kind, channel, args)
+            request_id = conn.start_request(kind, channel, args)
         except ENCODE_ERRORS as exc:
             raise encode_error(_WHAT[kind], channel, args, exc) from None
         except FrameTooLargeError as exc:
@@ -249,7 +249,7 @@ class Calls:
                     reply = await waiter
         except BaseException as exc:
             if not waiter.done() or waiter.cancelled():  # no reply came
-                self.conn.cancel_request(request_id)
+                conn.cancel_request(request_id)
                 outbox.kick()  # best effort: stop the remote handler
                 if isinstance(exc, TimeoutError):
                     raise IpcTimeoutError(
@@ -264,6 +264,11 @@ class Calls:
             reply = waiter.result()  # it came all the same: the caller gets it
         finally:
             del self.waiters[request_id]
+        if reply is not None and reply.ok:  # reply_value's usual case, without the call
+            try:
+                return _decode(reply.value)
+            except DECODE_ERRORS:
+                pass  # reply_value says why
         return reply_value(reply, kind, channel, endpoint)
 
     def start_stream(
