@@ -154,8 +154,20 @@ class Dispatcher:
         backlog = self._backlog
         if not events:
             return
-        first = type(events[0])
-        if first is ReplyReceived:
+        first = events[0]
+        if type(first) is RequestReceived and len(events) == 1:
+            # A read of one call (main's every read while each renderer waits
+            # for its reply): the general loop's work for it, without its setup.
+            if (
+                first.kind is INVOKE
+                and self.gate is None
+                and not backlog
+                and self.active < self._max_in_flight
+                and self.conn.pending_output <= _MAX_PENDING_OUTPUT
+            ):
+                self._dispatch_call(first)
+                return
+        elif type(first) is ReplyReceived:
             # A read that starts with replies to our calls (a caller's every read):
             # each wakes its caller, with none of the general loop's bookkeeping.
             waiters = self.calls.waiters
@@ -171,7 +183,7 @@ class Dispatcher:
             if taken == len(events):
                 return
             events = events[taken:]
-        elif first is MessageReceived and self.gate is None and not backlog:
+        elif type(first) is MessageReceived and self.gate is None and not backlog:
             # A read that starts with messages (a stream of sends: all of it)
             taken = self._message_run(events)
             if taken == len(events):
