@@ -41,6 +41,27 @@ async def test_receive_gives_each_read_as_its_own_bytes_despite_the_shared_buffe
         await b.aclose()
 
 
+async def test_try_write_writes_only_while_the_stream_can_take_it() -> None:
+    """``try_write`` (a broadcast's one call per renderer): written while open and
+    under the high-water mark; refused, with nothing written, once over it or closed."""
+    stream, peer = await _pair()
+    with peer:
+        peer.setblocking(False)
+        assert stream.try_write(b"hello") is True
+        big = b"x" * (8 * 1024 * 1024)  # more than the kernel takes: the rest is buffered
+        assert stream.try_write(big) is True
+        assert stream.try_write(b"more") is False  # over the high-water mark
+        assert stream.unsent() > 0
+        received = bytearray()
+        with anyio.fail_after(5):
+            while len(received) < 5 + len(big):
+                await anyio.wait_readable(peer)  # the transport writes what it holds
+                received += peer.recv(1 << 20)
+        assert received[:5] == b"hello" and len(received) == 5 + len(big)  # no "more"
+        await stream.aclose()
+        assert stream.try_write(b"late") is False
+
+
 async def test_receive_into_reads_straight_into_the_buffer() -> None:
     stream, peer = await _pair()
     with peer:

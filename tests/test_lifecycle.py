@@ -17,8 +17,9 @@ import pytest
 import ipcbus
 from ipcbus import ConnectionClosedError, DisconnectDetails, IpcMainEvent, WebContents
 from ipcbus._framing import append_frame
-from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Goodbye, Welcome
+from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Goodbye, Message, Welcome
 
+from .faults._raw import RawPeer
 from .helpers import RENDERERS, child_env, running_main, spawn_renderer, spawn_script, wait_for
 
 QUIT_AT_ONCE = """
@@ -321,6 +322,54 @@ async def test_broadcast_reaches_every_live_renderer_and_skips_closed_ones() -> 
             assert sorted(pongs) == [(alive.id, (1, "x")), (alive.id, (2,))]
             with pytest.raises(ConnectionClosedError):
                 await closed.send("ping")
+
+
+async def test_broadcast_to_a_renderer_that_stops_reading_loses_and_reorders_nothing() -> None:
+    """A renderer that stops reading: its copies queue behind what its transport
+    holds while the others get theirs as they are written; once it reads again
+    every copy arrives, in order. (``broadcast`` waits only for it, once more than
+    256 KiB of its copies are unsent.)"""
+    n, blob = 40, b"x" * (64 * 1024)  # 2.5 MiB each: far over every high-water mark
+    got: list[int] = []
+    early = anyio.Event()
+    everything = anyio.Event()
+
+    def news(event: ipcbus.IpcRendererEvent, i: int, data: bytes) -> None:
+        assert data == blob
+        got.append(i)
+        if len(got) == 4:
+            early.set()
+        if len(got) == n:
+            everything.set()
+
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            listener = await ipc_main.listen()
+            async with (
+                RawPeer.connect(listener.address) as slow,
+                ipcbus.connect(listener.address, token=listener.token) as fast,
+            ):
+                fast.on("news", news)
+                await slow.handshake(listener.token)
+                assert len(ipc_main.get_all_web_contents()) == 2  # both welcomed
+                async with anyio.create_task_group() as tg:
+
+                    async def broadcast_all() -> None:
+                        for i in range(n):
+                            await ipc_main.broadcast("news", i, blob)
+
+                    tg.start_soon(broadcast_all)
+                    await early.wait()  # the reading renderer is served meanwhile
+                    seen = []
+                    while len(seen) < n:
+                        body = await slow.receive()
+                        assert isinstance(body, Message) and body.channel == "news"
+                        i, data = msgspec.msgpack.decode(body.args)
+                        assert data == blob
+                        seen.append(i)
+                    assert seen == list(range(n))
+                await everything.wait()
+                assert got == list(range(n))
 
 
 # ---- close, is_destroyed, wait_closed -----------------------------------------------------
