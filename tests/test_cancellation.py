@@ -77,6 +77,63 @@ async def test_cancelling_the_callers_task_cancels_the_main_handler() -> None:
             assert await renderer.invoke("ok") == "ok"
 
 
+async def _cancelled_as_the_link_ends() -> list[str]:
+    """A caller cancelled in the same loop turn as its connection ends: what it saw."""
+    blocker = Blocker()
+    seen: list[str] = []
+    async with ipcbus.IpcMain(shutdown_grace=1.0) as ipc_main:
+        ipc_main.handle("block", blocker)
+        async with ipc_main.connect_local() as renderer:
+
+            async def caller() -> None:
+                try:
+                    await renderer.invoke("block")
+                except BaseException as exc:
+                    seen.append(type(exc).__name__)
+                    raise
+
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(caller)
+                    await blocker.started.wait()  # the call is in flight
+                    tg.cancel_scope.cancel()  # the caller is cancelled...
+                    assert renderer._endpoint is not None
+                    renderer._endpoint.link_lost("dropped")  # ...and its link ends, same turn
+    return seen
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "asyncio-no-fastpath", "trio"])
+def test_a_cancelled_caller_whose_link_ends_sees_its_cancellation(
+    loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not ``ConnectionClosedError``: the end of the link wakes the caller with no
+    reply, which must not pass for a reply that came (the task group would fail)."""
+    if loop == "asyncio-no-fastpath":
+        monkeypatch.setenv("IPCBUS_NO_FASTPATH", "1")  # the waiter is an EventWaiter
+        loop = "asyncio"
+    assert ipcbus.run(_cancelled_as_the_link_ends, loop=loop) == [
+        "Cancelled" if loop == "trio" else "CancelledError"
+    ]
+
+
+async def test_a_task_cancelled_after_its_link_ended_raises_cancelled_error() -> None:
+    """The link ends (its future gets no reply), then the task is cancelled before
+    it runs again: ``CancelledError``, as for any awaited future."""
+    import asyncio
+
+    blocker = Blocker()
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("block", blocker)
+            task = asyncio.create_task(renderer.invoke("block"))
+            await wait_for(blocker.started)
+            assert renderer._endpoint is not None
+            renderer._endpoint.link_lost("dropped")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
 async def test_move_on_after_around_invoke_cancels_the_handler() -> None:
     blocker = Blocker()
     with anyio.fail_after(5):

@@ -150,6 +150,7 @@ class _Protocol(asyncio.BufferedProtocol):
         # The loop calls buffer_updated right after the read, before anything else.
         if self.reader is not None:
             if not self.windowed:
+                self.sinking = False
                 return self.buffer  # the reader holds no part of a frame: no window
             window = self.reader.receive_window()
             self.sinking = window is not None

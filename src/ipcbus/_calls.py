@@ -248,7 +248,9 @@ class Calls:
                 with anyio.fail_after(timeout):
                     reply = await waiter
         except BaseException as exc:
-            if not waiter.done() or waiter.cancelled():  # no reply came
+            # No reply came: not set, cancelled with us (a future), or set to
+            # None by wake_all when the link ended (that is no reply either).
+            if not waiter.done() or waiter.cancelled() or waiter.result() is None:
                 conn.cancel_request(request_id)
                 outbox.kick()  # best effort: stop the remote handler
                 if isinstance(exc, TimeoutError):
