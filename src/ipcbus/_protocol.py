@@ -207,6 +207,10 @@ class Connection:
         self._holding = False  # not self._frames.idle(), kept by the reads that change it
         self._encoder = _prepare_encoder  # stateless: one for all connections
         self._outbox = bytearray()
+        #: Bytes queued for the peer and not yet taken by ``data_to_send``: an
+        #: attribute kept by every change to the outbox, not a property, as the
+        #: drivers read it several times per call.
+        self.pending_output = 0
         self._events: list[Event] = []
         self._next_request_id = 1
         self._peer_last_request_id = 0
@@ -228,17 +232,13 @@ class Connection:
         # live (empty) one would let later frames appear in the caller's hands
         # and then be taken a second time.
         out, self._outbox = self._outbox, bytearray()
+        self.pending_output = 0
         return out
 
     def events_received(self) -> list[Event]:
         """Take every event since the last call, oldest first."""
         events, self._events = self._events, []  # never the live list (see above)
         return events
-
-    @property
-    def pending_output(self) -> int:
-        """Bytes queued for the peer and not yet taken by ``data_to_send``."""
-        return len(self._outbox)
 
     @property
     def serving(self) -> int:
@@ -474,11 +474,12 @@ class Connection:
         except BaseException:
             del out[start:]
             raise
-        size = len(out) - start - HEADER_SIZE
+        self.pending_output = queued = len(out)
+        size = queued - start - HEADER_SIZE
         write_size(out, start, size)
         if self._peer_max_frame_size and size > self._peer_max_frame_size:
             self._unqueue(size)  # raises
-        return len(out)
+        return queued
 
     def send_prepared(self, frame: bytes, *, direct: bool = False) -> bool:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers).
@@ -501,6 +502,7 @@ class Connection:
         if direct and not self._outbox:
             return True
         self._outbox += frame
+        self.pending_output = len(self._outbox)
         return False
 
     def start_request(self, kind: RequestKind, channel: str, args: Any) -> int:
@@ -637,6 +639,7 @@ class Connection:
             size = append_frame(self._encoder, reply, out)
             if size > limit:  # cannot happen with a limit >= MIN_MAX_FRAME_SIZE
                 self._unqueue(size)  # raises
+        self.pending_output = len(out)
         del self._serving[request_id]
         self._credit.pop(request_id, None)
         return True
@@ -662,6 +665,7 @@ class Connection:
 
     def _queue(self, body: Body) -> None:
         append_frame(self._encoder, body, self._outbox)
+        self.pending_output = len(self._outbox)
 
     def _queue_payload(self, body: Body) -> None:
         """Queue a frame carrying the user's values, refusing one the peer would refuse.
@@ -678,7 +682,8 @@ class Connection:
         except BaseException:
             del out[start:]
             raise
-        size = len(out) - start - HEADER_SIZE
+        self.pending_output = queued = len(out)
+        size = queued - start - HEADER_SIZE
         write_size(out, start, size)
         if self._peer_max_frame_size and size > self._peer_max_frame_size:
             self._unqueue(size)  # raises
@@ -686,6 +691,7 @@ class Connection:
     def _unqueue(self, size: int) -> None:
         """Take back the frame just queued, of ``size`` body bytes, and raise for it."""
         del self._outbox[-(HEADER_SIZE + size) :]
+        self.pending_output = len(self._outbox)
         self._check_size(size)  # raises
 
     def _check_size(self, size: int) -> None:
