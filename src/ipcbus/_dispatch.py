@@ -155,6 +155,13 @@ class Dispatcher:
         if not events:
             return
         first = events[0]
+        if type(first) is ReplyReceived and len(events) == 1:
+            # A read of one reply (a caller's every read while it waits for it):
+            # Calls.replied, inline
+            waiter = self.calls.waiters.get(first.request_id)
+            if waiter is not None and not waiter.done():  # a future: not cancelled
+                waiter.set_result(first)
+            return
         if type(first) is RequestReceived and len(events) == 1:
             # A read of one call (main's every read while each renderer waits
             # for its reply): the general loop's work for it, without its setup.
