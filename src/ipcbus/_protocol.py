@@ -466,20 +466,8 @@ class Connection:
             body = Message(channel, args, tuple(ports))
         else:
             body = Message(channel, args)
-        # append_frame, inline (the hottest call of all, once per send)
-        out = self._outbox
-        start = len(out)
-        try:
-            self._encoder.encode_into(body, out, start + HEADER_SIZE)
-        except BaseException:
-            del out[start:]
-            raise
-        self.pending_output = queued = len(out)
-        size = queued - start - HEADER_SIZE
-        write_size(out, start, size)
-        if self._peer_max_frame_size and size > self._peer_max_frame_size:
-            self._unqueue(size)  # raises
-        return queued
+        self._queue_payload(body)
+        return self.pending_output
 
     def send_prepared(self, frame: bytes, *, direct: bool = False) -> bool:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers).
@@ -674,7 +662,7 @@ class Connection:
             FrameTooLargeError: the frame is over the limit the peer announced
                 in its handshake; nothing was queued and the connection lives on.
         """
-        # append_frame, inline (once per invoke, reply and stream item)
+        # append_frame, inline (once per send, invoke, reply and stream item)
         out = self._outbox
         start = len(out)
         try:
