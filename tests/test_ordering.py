@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 
 import ipcbus
 from ipcbus import IpcMainEvent
@@ -200,3 +201,45 @@ async def test_concurrent_async_handlers_start_in_order_and_finish_out_of_order(
             assert started == [0, 1, 2, 3, 4]
             assert results == {n: n for n in range(5)}
             assert sorted(finished) == [0, 1, 2, 3, 4]
+
+
+async def test_pushes_to_a_renderer_that_stops_reading_arrive_whole_and_in_order() -> None:
+    """Main's pushes outrun a renderer that does not read: the transport refuses
+    more (over its high-water mark), so the bytes already taken from the core go
+    back in front of the rest and the writer task sends them; nothing is lost or
+    reordered when the renderer reads again, and ``send`` waits (backpressure)."""
+    from ipcbus._wire import Message
+
+    from .faults._raw import RawPeer
+
+    n, blob = 40, b"y" * (64 * 1024)
+    sent = 0
+    some_sent = anyio.Event()
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            listener = await ipc_main.listen()
+            async with RawPeer.connect(listener.address) as slow:
+                welcome = await slow.handshake(listener.token)
+                contents = ipc_main.from_id(welcome.renderer_id)
+                assert contents is not None
+
+                async def push_all() -> None:
+                    nonlocal sent
+                    for i in range(n):
+                        await contents.send("push", i, blob)
+                        sent += 1
+                        if sent == 8:  # 512 KiB: over every high-water mark by now
+                            some_sent.set()
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(push_all)
+                    await some_sent.wait()
+                    assert sent < n  # send waits for the renderer (backpressure)
+                    seen = []
+                    while len(seen) < n:
+                        body = await slow.receive()
+                        assert isinstance(body, Message) and body.channel == "push"
+                        i, data = msgspec.msgpack.decode(body.args)
+                        assert data == blob
+                        seen.append(i)
+                    assert seen == list(range(n))

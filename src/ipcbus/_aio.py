@@ -406,7 +406,7 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         and only up to ``LARGE_WRITE`` bytes (larger ones: :meth:`send`)."""
         self._transport.write(data)
 
-    def try_write(self, data: bytes) -> bool:
+    def try_write(self, data: bytes | bytearray) -> bool:
         """:meth:`write_nowait` if :meth:`can_write_nowait`; whether ``data`` was written."""
         # can_write_nowait, inline: a broadcast comes here once per renderer
         protocol = self._protocol

@@ -67,7 +67,7 @@ class WritesNow(Protocol):
         """Hand ``data`` to the transport now (at most ``_aio.LARGE_WRITE`` bytes)."""
         ...
 
-    def try_write(self, data: bytes) -> bool:
+    def try_write(self, data: bytes | bytearray) -> bool:
         """:meth:`write_nowait` if :meth:`can_write_nowait`, in one call; whether it wrote."""
         ...
 

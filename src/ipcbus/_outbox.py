@@ -237,14 +237,23 @@ class Outbox:
         self._write_soon = False
         direct = self.direct
         assert direct is not None
-        if self.writing or not direct.can_write_nowait() or self.conn.pending_output > LARGE_WRITE:
-            # congested, closing, or a large write: the writer task sees it through
-            self._wake_writer()
+        conn = self.conn
+        pending = conn.pending_output
+        if self.writing or pending > LARGE_WRITE:
+            self._wake_writer()  # a write in progress, or a large one: the writer task
+            return
+        if pending:
+            data = conn.data_to_send()
+            if not direct.try_write(data):
+                # congested or closing: the writer task sees it through, these bytes first
+                conn.unsend(data)
+                self._wake_writer()
+                return
+            self.writes += 1
+        elif not direct.can_write_nowait():
+            self._wake_writer()  # closing: the writer tells whoever waits for this batch
             return
         batch, self._batch = self._batch, None
-        if data := self.conn.data_to_send():
-            self.writes += 1
-            direct.write_nowait(data)
         if batch is not None:
             batch.finish()
         # _made_room, inline: this runs once per write

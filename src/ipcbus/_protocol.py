@@ -235,6 +235,13 @@ class Connection:
         self.pending_output = 0
         return out
 
+    def unsend(self, data: bytes | bytearray) -> None:
+        """Give back bytes ``data_to_send`` gave that the driver could not send now:
+        they are queued again before anything queued since, to be taken first."""
+        if data:
+            self._outbox[:0] = data
+            self.pending_output = len(self._outbox)
+
     def events_received(self) -> list[Event]:
         """Take every event since the last call, oldest first."""
         events, self._events = self._events, []  # never the live list (see above)

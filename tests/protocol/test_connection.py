@@ -138,6 +138,23 @@ def test_a_prepared_frame_may_skip_an_empty_outbox(mode: Feed) -> None:
     assert pair.main.pending_output == len(frame_)
 
 
+def test_bytes_given_back_go_first(mode: Feed) -> None:
+    """``unsend``: what the driver took and could not send is taken again before
+    anything queued since, and counts in ``pending_output``."""
+    pair = handshake(mode)
+    pair.main.send_message("first", [])
+    taken = pair.main.data_to_send()
+    pair.main.send_message("second", [])
+    pair.main.unsend(taken)
+    assert pair.main.pending_output == len(taken) + len(prepare_message("second", []))
+    assert pair.send(pair.main) == [
+        MessageReceived("first", raw([])),
+        MessageReceived("second", raw([])),
+    ]
+    pair.main.unsend(bytearray())  # nothing to give back: nothing changes
+    assert pair.main.pending_output == 0
+
+
 def test_messages_arrive_in_order(mode: Feed, renderer_sends: bool) -> None:
     pair = handshake(mode)
     sender, _ = pair.ends(renderer_sends)

@@ -284,7 +284,7 @@ class FastWebSocketFrames(WebSocketFrames):
         """
         self._direct.write_nowait(self._messages(data))
 
-    def try_write(self, data: bytes) -> bool:
+    def try_write(self, data: bytes | bytearray) -> bool:
         """:meth:`write_nowait` if :meth:`can_write_nowait`; whether it wrote."""
         if not self.can_write_nowait():
             return False
