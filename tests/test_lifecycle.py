@@ -17,7 +17,7 @@ import pytest
 import ipcbus
 from ipcbus import ConnectionClosedError, DisconnectDetails, IpcMainEvent, WebContents
 from ipcbus._framing import append_frame
-from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Goodbye, Message, Welcome
+from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Goodbye, Welcome
 
 from .faults._raw import RawPeer
 from .helpers import RENDERERS, child_env, running_main, spawn_renderer, spawn_script, wait_for
@@ -360,14 +360,7 @@ async def test_broadcast_to_a_renderer_that_stops_reading_loses_and_reorders_not
 
                     tg.start_soon(broadcast_all)
                     await early.wait()  # the reading renderer is served meanwhile
-                    seen = []
-                    while len(seen) < n:
-                        body = await slow.receive()
-                        assert isinstance(body, Message) and body.channel == "news"
-                        i, data = msgspec.msgpack.decode(body.args)
-                        assert data == blob
-                        seen.append(i)
-                    assert seen == list(range(n))
+                    assert await slow.messages("news", n) == [[i, blob] for i in range(n)]
                 await everything.wait()
                 assert got == list(range(n))
 

@@ -26,7 +26,7 @@ import pytest
 import ipcbus
 from ipcbus._framing import FrameDecoder, append_frame
 from ipcbus._transport import UnixAddress, parse_address
-from ipcbus._wire import PROTOCOL_VERSION, Body, Goodbye, Hello, Welcome
+from ipcbus._wire import PROTOCOL_VERSION, Body, Goodbye, Hello, Message, Welcome
 
 from ..helpers import running_main
 
@@ -107,6 +107,15 @@ class RawPeer:
             else:
                 self._frames.feed(data)
         return _BODY_DECODER.decode(body)
+
+    async def messages(self, channel: str, n: int) -> list[list[Any]]:
+        """The decoded arguments of the next ``n`` frames, each a Message on ``channel``."""
+        got = []
+        for _ in range(n):
+            body = await self.receive()
+            assert isinstance(body, Message) and body.channel == channel, body
+            got.append(msgspec.msgpack.decode(body.args))
+        return got
 
     async def handshake(self, token: str, version: int = PROTOCOL_VERSION) -> Welcome:
         """Send a Hello and return main's Welcome."""
