@@ -7,6 +7,9 @@ both sizes, nothing is sent, and the connection carries on.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import anyio
 import pytest
 
@@ -61,3 +64,146 @@ async def test_a_result_over_the_callers_limit_fails_that_call_only() -> None:
                     await renderer.invoke("big")
                 assert info.value.type_name == "FrameTooLargeError"
                 assert await renderer.invoke("small") == "ok"
+
+
+async def test_post_message_over_the_peers_limit_sends_nothing_and_keeps_the_ports() -> None:
+    with anyio.fail_after(10):
+        async with running_main(max_frame_size=LIMIT) as ipc_main:
+            listener = await ipc_main.listen()
+            renderer = ipcbus.IpcRenderer(max_frame_size=LIMIT)
+            got: list[Any] = []
+            arrived = anyio.Event()
+
+            def keep(event: Any, message: Any) -> None:
+                got.append((message, event.ports))
+                arrived.set()
+
+            ipc_main.on("ch", keep)
+            renderer.on("ch", keep)
+            async with renderer.connect(listener.address, token=listener.token):
+                [contents] = ipc_main.get_all_web_contents()
+                for post in (renderer.post_message, contents.post_message):
+                    channel = ipcbus.MessageChannelMain()
+                    with pytest.raises(ipcbus.FrameTooLargeError) as info:
+                        await post("ch", b"x" * LIMIT, transfer=[channel.port1])
+                    message = str(info.value)
+                    assert "post_message on channel 'ch'" in message
+                    assert f"limit of {LIMIT} bytes" in message
+                    # the port was not claimed: it still reaches its peer
+                    heard = anyio.Event()
+                    channel.port2.on("message", lambda event, heard=heard: heard.set())
+                    channel.port2.start()
+                    channel.port1.post_message("still mine")
+                    await heard.wait()
+                    # the connection is fine: a message that fits goes, with its port
+                    arrived = anyio.Event()
+                    await post("ch", b"small", transfer=[channel.port1])
+                    await arrived.wait()
+                    assert got[-1][0] == b"small" and len(got[-1][1]) == 1
+
+
+async def test_a_port_message_over_the_peers_limit_raises_and_the_link_lives() -> None:
+    """Posting on a port whose other end is across a connection checks that
+    connection's limit, in main and in a renderer, before any port moves."""
+    with anyio.fail_after(10):
+        async with running_main(max_frame_size=LIMIT) as ipc_main:
+            listener = await ipc_main.listen()
+            renderer = ipcbus.IpcRenderer(max_frame_size=LIMIT)
+            in_renderer: list[ipcbus.MessagePortMain] = []
+            in_main: list[ipcbus.MessagePortMain] = []
+            landed = anyio.Event()
+
+            def land(into: list[ipcbus.MessagePortMain]) -> Any:
+                def listener(event: Any, message: Any) -> None:
+                    into.extend(event.ports)
+                    landed.set()
+
+                return listener
+
+            renderer.on("to-renderer", land(in_renderer))
+            ipc_main.on("to-main", land(in_main))
+            async with renderer.connect(listener.address, token=listener.token):
+                [contents] = ipc_main.get_all_web_contents()
+                from_main = ipcbus.MessageChannelMain()
+                await contents.post_message("to-renderer", None, transfer=[from_main.port2])
+                await landed.wait()
+                landed = anyio.Event()
+                from_renderer = ipcbus.MessageChannelMain()
+                await renderer.post_message("to-main", None, transfer=[from_renderer.port2])
+                await landed.wait()
+                # main's end of the first channel talks to the renderer; the
+                # renderer's end of the second talks to main
+                for near, far in (
+                    (from_main.port1, in_renderer[0]),
+                    (from_renderer.port1, in_main[0]),
+                ):
+                    spare = ipcbus.MessageChannelMain()
+                    with pytest.raises(ipcbus.FrameTooLargeError) as info:
+                        near.post_message(b"x" * LIMIT, transfer=[spare.port1])
+                    assert "post_message on a port" in str(info.value)
+                    assert f"limit of {LIMIT} bytes" in str(info.value)
+                    heard: list[Any] = []
+                    done = anyio.Event()
+                    far.on(
+                        "message",
+                        lambda event, heard=heard, done=done: (
+                            heard.append(event.data),
+                            done.set(),
+                        ),
+                    )
+                    far.start()
+                    near.post_message("fits", transfer=[spare.port1])  # not transferred before
+                    await done.wait()
+                    assert heard == ["fits"]
+                ipc_main.handle("ping", lambda event: "pong")
+                assert await renderer.invoke("ping") == "pong"
+
+
+async def test_a_relayed_port_message_over_the_next_peers_limit_is_dropped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Renderer A's end talks to renderer B's, and B's limit is lower: main cannot
+    raise in A, so it drops that message (logged); later ones and both links live."""
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            listener = await ipc_main.listen()
+            a, b = ipcbus.IpcRenderer(), ipcbus.IpcRenderer(max_frame_size=LIMIT)
+            ends: dict[str, ipcbus.MessagePortMain] = {}
+            both = anyio.Event()
+
+            def land(name: str) -> Any:
+                def listener(event: Any, message: Any) -> None:
+                    ends[name] = event.ports[0]
+                    if len(ends) == 2:
+                        both.set()
+
+                return listener
+
+            a.on("port", land("a"))
+            b.on("port", land("b"))
+            async with (
+                a.connect(listener.address, token=listener.token),
+                b.connect(listener.address, token=listener.token),
+            ):
+                channel = ipcbus.MessageChannelMain()
+                # a connected first, so it has the lower id
+                first, second = sorted(ipc_main.get_all_web_contents(), key=lambda c: c.id)
+                await first.post_message("port", None, transfer=[channel.port1])
+                await second.post_message("port", None, transfer=[channel.port2])
+                await both.wait()
+                heard: list[Any] = []
+                done = anyio.Event()
+                ends["b"].on("message", lambda event: (heard.append(event.data), done.set()))
+                ends["b"].start()
+                with caplog.at_level(logging.WARNING, logger="ipcbus"):
+                    ends["a"].post_message(b"x" * LIMIT)  # fits main's limit, not b's
+                    ends["a"].post_message("fits")
+                    await done.wait()
+                assert heard == ["fits"]
+                assert any(
+                    "dropped a port message" in r.getMessage()
+                    and f"limit of {LIMIT}" in r.getMessage()
+                    for r in caplog.records
+                )
+                ipc_main.handle("ping", lambda event: "pong")
+                assert await a.invoke("ping") == await b.invoke("ping") == "pong"

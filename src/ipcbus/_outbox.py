@@ -402,17 +402,25 @@ class Outbox:
         self,
         channel: str,
         message: Any,
+        ports: int,
         send_out: Callable[[], tuple[list[PortRef], Callable[[], None]]],
     ) -> None:
-        """Send ``message`` with ports: encode it first, so a value that cannot
-        be sent fails before any port is claimed; then ``send_out()`` gives the
-        port refs and what to run once the frame is queued."""
+        """Send ``message`` with ``ports`` port ends.
+
+        What can fail is checked before any port is claimed (claiming
+        neuters it): a value that cannot be encoded, a frame that could be
+        over the peer's limit. Then ``send_out()`` gives the port refs and
+        what to run once the frame is queued.
+        """
         self._endpoint.require_open()
         args = (message,)
         try:
             raw = msgspec.Raw(msgspec.msgpack.encode(args))
+            self.conn.check_message(channel, raw, ports)
         except ENCODE_ERRORS as exc:
             raise encode_error("post_message", channel, args, exc) from None
+        except FrameTooLargeError as exc:
+            raise too_large("post_message", channel, exc, self._endpoint.limit_advice) from None
         refs, after = send_out()
         self.conn.send_message(channel, raw, refs)
         after()

@@ -44,7 +44,9 @@ import anyio.abc
 import msgspec
 
 from ._endpoint import Endpoint
+from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
+from ._outbox import RAISE_THE_LIMIT
 from ._protocol import Connection, State
 from ._wire import PortRef
 from .ports import CLOSE, Item, MessagePortMain, PortHost, Queued, close_ports_in
@@ -60,6 +62,20 @@ def _nothing() -> None:
     pass
 
 
+def _too_large(exc: FrameTooLargeError) -> FrameTooLargeError:
+    """The poster's error for a port message over the peer's ``max_frame_size``."""
+    return FrameTooLargeError(
+        f"Cannot post_message on a port: {exc}; nothing was sent and no port was "
+        f"transferred. {RAISE_THE_LIMIT}"
+    )
+
+
+def _dropped(where: str, item: Item, exc: FrameTooLargeError) -> None:
+    """A port message relayed for someone else that is over its next peer's limit."""
+    logger.warning("dropped a port message %s: %s", where, exc)
+    close_ports_in([item])
+
+
 class Sink:
     """One renderer connection, as main's router sees it."""
 
@@ -73,7 +89,25 @@ class Sink:
         conn = self.endpoint.conn
         return conn if not self.dead and conn.state is State.OPEN else None
 
+    def check(self, wire: int, data: msgspec.Raw, ports: int) -> None:
+        """Raise now if a message for ``wire`` with ``ports`` ends could be over the
+        renderer's limit: before the ports are claimed.
+
+        Raises:
+            FrameTooLargeError: saying so, for the poster.
+        """
+        if (conn := self._conn()) is not None:
+            try:
+                conn.check_port_message(wire, data, ports)
+            except FrameTooLargeError as exc:
+                raise _too_large(exc) from None
+
     def message(self, wire: int, data: msgspec.Raw, refs: list[PortRef]) -> None:
+        """Queue a port message for ``wire``.
+
+        Raises:
+            FrameTooLargeError: over the renderer's limit; nothing was queued.
+        """
         if (conn := self._conn()) is not None:
             conn.send_port_message(wire, data, refs)
             self.endpoint.outbox.flush_later()
@@ -130,8 +164,11 @@ class MainPortRouter:
         end = self._ends.get(port._wire)
         if end is None or not end.peer:
             return  # the channel is closed; CLOSE is on its way to this port
+        peer = self._ends[end.peer]
+        if peer.sink is not None:
+            peer.sink.check(peer.wire, data, len(ports))  # raises before any port is claimed
         item = Item(data, [self.claim(p) for p in ports])
-        self._deliver(self._ends[end.peer], item)
+        self._deliver(peer, item)
 
     def close(self, port: MessagePortMain) -> None:
         end = self._ends.get(port._wire)
@@ -336,15 +373,24 @@ class MainPortRouter:
             inline, self._inline = self._inline, False
             port._enqueue(item, inline)
             return
-        end.sent += 1
         if not isinstance(item, Item):
+            end.sent += 1
             sink.close(end.wire)  # the end stays until its holder acknowledges
             return
         if sink.dead:
+            end.sent += 1
             close_ports_in([item])
             return
-        refs, after = self.send_out(item.ports, sink)
-        sink.message(end.wire, item.data, refs)
+        try:
+            if item.ports:  # checked before send_out claims them
+                sink.check(end.wire, item.data, len(item.ports))
+            refs, after = self.send_out(item.ports, sink)
+            sink.message(end.wire, item.data, refs)
+        except FrameTooLargeError as exc:
+            # Not counted in ``sent``: the holder never sees it, so owes nothing back.
+            _dropped(f"for port {end.id}", item, exc)
+            return
+        end.sent += 1
         after()
 
     def _forget(self, end: _End) -> None:
@@ -403,6 +449,10 @@ class RendererPortRouter:
         conn = self._conn()
         if conn is None or self._ports.get(port._wire) is not port:
             return  # the connection is gone: this port is closing
+        try:
+            conn.check_port_message(port._wire, data, len(ports))  # before send_out
+        except FrameTooLargeError as exc:
+            raise _too_large(exc) from None
         refs, after = self.send_out(ports)
         conn.send_port_message(port._wire, data, refs)
         after()
@@ -456,6 +506,11 @@ class RendererPortRouter:
         if conn is None:
             close_ports_in([item])
         elif isinstance(item, Item):
+            try:
+                conn.check_port_message(wire, item.data, len(item.ports))  # before send_out
+            except FrameTooLargeError as exc:
+                _dropped(f"given back for port {wire}", item, exc)
+                return
             refs, after = self.send_out(item.ports)
             conn.send_port_message(wire, item.data, refs, returned=True)
             after()
@@ -477,7 +532,10 @@ class RendererPortRouter:
         port = self._ports.get(event.port_id)
         if port is None:  # moved on: give it back, main knows where the end went
             if (conn := self._conn()) is not None:
-                conn.send_port_message(event.port_id, event.data, event.ports, returned=True)
+                try:
+                    conn.send_port_message(event.port_id, event.data, event.ports, returned=True)
+                except FrameTooLargeError as exc:
+                    _dropped(f"given back for port {event.port_id}", Item(event.data, []), exc)
             return
         port._received += 1
         ports = self.land(event.ports) if event.ports else []

@@ -148,6 +148,15 @@ class HandshakeRefused(_PeerViolation):
     """
 
 
+#: A port reference at its largest on the wire (an array of four 9-byte ints), for
+#: ``Connection.check_message``.
+_LARGEST_REF = PortRef(-(2**63), -(2**63), -(2**63), -(2**63))
+
+
+def _refs(n: int) -> list[PortRef]:
+    return [_LARGEST_REF] * n
+
+
 _CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
 _body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
 
@@ -464,6 +473,8 @@ class Connection:
         Raises:
             TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be
                 encoded; nothing was queued.
+            FrameTooLargeError: over the limit the peer announced; nothing
+                was queued.
         """
         if self.state is not OPEN:
             self._require_open("send a message")
@@ -475,6 +486,27 @@ class Connection:
             body = Message(channel, args)
         self._queue_payload(body)
         return self.pending_output
+
+    def check_message(self, channel: str, args: Any, ports: int) -> None:
+        """Refuse now a Message that could be over the peer's limit once it carries ``ports``.
+
+        For a sender that must know before it claims the ports it sends (they
+        are neutered once claimed): each reference is counted at its largest,
+        so a message this passes fits whatever references it then carries.
+
+        Raises:
+            FrameTooLargeError: it could be over the limit the peer announced.
+            TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be
+                encoded.
+        """
+        if self._peer_max_frame_size:
+            self._check_size(len(self._encoder.encode(Message(channel, args, tuple(_refs(ports))))))
+
+    def check_port_message(self, port_id: int, data: Any, ports: int) -> None:
+        """:meth:`check_message` for a message on port end ``port_id``."""
+        if self._peer_max_frame_size:
+            body = PortMessage(port_id, data, _refs(ports), returned=True)
+            self._check_size(len(self._encoder.encode(body)))
 
     def send_prepared(self, frame: bytes, *, direct: bool = False) -> bool:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers).
@@ -571,11 +603,13 @@ class Connection:
         Raises:
             TypeError, OverflowError, msgspec.EncodeError: ``data`` cannot be
                 encoded; nothing was queued.
+            FrameTooLargeError: over the limit the peer announced; nothing
+                was queued.
         """
         self._require_open("send a port message")
         if ports:
             self._check_port_count(len(ports))
-        self._queue(PortMessage(port_id, raw_args(data), ports or [], returned))
+        self._queue_payload(PortMessage(port_id, raw_args(data), ports or [], returned))
 
     def send_port_close(self, port_id: int, returned: bool = False) -> None:
         """Queue the close of port end ``port_id`` (see :class:`PortClose`)."""

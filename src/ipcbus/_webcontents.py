@@ -102,6 +102,8 @@ class WebContents:
         Raises:
             TypeError: a bad ``transfer`` (the message names the index).
             SerializationError: ``message`` cannot be encoded; nothing is sent.
+            FrameTooLargeError: the message could be over the peer's
+                ``max_frame_size``; nothing is sent and the ports are untouched.
             ConnectionClosedError: the renderer is gone.
         """
         check_channel(channel)
@@ -110,6 +112,7 @@ class WebContents:
         await self._open_endpoint().outbox.post_message(
             channel,
             message,
+            len(ports),
             lambda: router.send_out([router.claim(port) for port in ports], self._sink()),
         )
 

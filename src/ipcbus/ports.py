@@ -190,6 +190,11 @@ class MessagePortMain:
                 already transferred port.
             SerializationError: ``message`` cannot be encoded; nothing is
                 sent and no port is transferred.
+            FrameTooLargeError: the other end is across a connection whose
+                peer's ``max_frame_size`` the message could be over; nothing
+                is sent and no port is transferred. (A message main relays
+                between two renderers that is over the second one's limit is
+                dropped there, with a warning on the ``ipcbus`` logger.)
         """
         ports = check_transfer(transfer, self, self._router)
         if self._closed or self._neutered:

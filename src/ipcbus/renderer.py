@@ -298,12 +298,14 @@ class IpcRenderer(Registry):
         Raises:
             TypeError: a bad ``transfer`` (the message names the index).
             SerializationError: ``message`` cannot be encoded; nothing is sent.
+            FrameTooLargeError: the message could be over the peer's
+                ``max_frame_size``; nothing is sent and the ports are untouched.
             ConnectionClosedError: not connected.
         """
         check_channel(channel)
         ports = check_transfer(transfer, None, self._ports)
         await self._open_endpoint().outbox.post_message(
-            channel, message, lambda: self._ports.send_out(ports)
+            channel, message, len(ports), lambda: self._ports.send_out(ports)
         )
 
     def stream(self, channel: str, *args: Any, window: int = DEFAULT_WINDOW) -> IpcStream:
