@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from ipcbus._calls import error_info
-from ipcbus._protocol import _CANCEL_ACK, Connection, Role
+from ipcbus._protocol import Connection, Role
+from ipcbus._receiving import CANCEL_ACK
 from ipcbus._wire import DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION, CloseCode, ErrorKind, RequestKind
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -133,6 +134,6 @@ def test_frames_named_in_the_example_have_the_codes_values(call: str) -> None:
 
 
 def test_the_cancel_acknowledgement_in_the_checklist() -> None:
-    ack = _CANCEL_ACK
+    ack = CANCEL_ACK
     said = f'[{int(ack.kind)}, "{ack.type_name}", "{ack.message}", nil]'
     assert said in DOC.read_text(encoding="utf-8")

@@ -1,0 +1,404 @@
+"""What the peer sends: bytes into frames into events, and every check on them.
+
+The receiving half of ``Connection`` (``_protocol``), a base class so the
+hot path stays one object's methods: rules 3, 4, 7 and 8 of ``_protocol``'s
+docstring are enforced here. The handshake itself is ``Connection``'s.
+This module imports only the standard library and msgspec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ._errors import FrameTooLargeError
+from ._events import (
+    ConnectionTerminated,
+    Event,
+    PortClosed,
+    PortMessageReceived,
+    RequestCancelled,
+    StreamCreditReceived,
+    StreamItemReceived,
+)
+from ._framing import HEADER_SIZE, SMALL_BODY, FrameDecoder, read_size
+from ._states import CLOSED, HANDSHAKE, OPEN, PeerViolation, Role, State
+from ._wire import (
+    MAX_PORTS_PER_FRAME,
+    STREAM,
+    Body,
+    Cancel,
+    CloseCode,
+    ErrorInfo,
+    ErrorKind,
+    Goodbye,
+    Message,
+    Ping,
+    Pong,
+    PortClose,
+    PortMessage,
+    PortRef,
+    Reply,
+    Request,
+    StreamCredit,
+    StreamItem,
+    raw_args,
+)
+
+__all__ = ("CANCEL_ACK", "Receiving")
+
+#: The Reply the core sends by itself for a request the peer cancelled.
+CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
+_body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
+
+
+class Receiving:
+    """The peer's bytes in, events out: ``Connection``'s inputs."""
+
+    # Kept by Connection; declared here for the type checker.
+    role: Role
+    state: State
+    _frames: FrameDecoder
+    _holding: bool
+    _events: list[Event]
+    _awaiting: dict[int, None]
+    _cancelled: dict[int, None]
+    _serving: dict[int, None]
+    _granted: dict[int, int]
+    _credit: dict[int, int]
+    _peer_last_request_id: int
+
+    if TYPE_CHECKING:
+
+        def _queue(self, body: Body) -> None: ...
+        def _set_state(self, state: State) -> None: ...
+        def _handle_handshake(self, body: Body) -> None: ...
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> bool:
+        """Feed bytes from the peer. Never raises for anything the peer sent.
+
+        Returns whether bytes of a frame not yet whole are held: only then
+        may the next read go into :meth:`receive_buffer`, so a driver need not
+        ask after every read.
+        """
+        state = self.state
+        if state is CLOSED:
+            return False
+        if state is OPEN and not self._holding and type(data) is bytes:
+            # The usual read: nothing held from the last one, so its whole
+            # frames are taken straight from ``data``, without the decoder's
+            # bookkeeping; only what is left (a frame split across reads, one
+            # over the limit) goes through it.
+            try:
+                pos = self._walk(data, memoryview(data), 0)
+            except BaseException as exc:
+                self._peer_failed(exc)
+                return False
+            if pos == len(data) or self.state is CLOSED:
+                return False
+            data = data[pos:]
+        frames = self._frames
+        frames.feed(data)
+        self._parse()
+        self._holding = holding = not frames.idle()
+        return holding
+
+    def receive_buffer(self, minimum: int = 64 * 1024) -> memoryview | None:
+        """A buffer to read the peer's next bytes into, or ``None``: use ``receive_data``.
+
+        Offered only while a large frame is being assembled (at least
+        ``minimum`` bytes of it still to come): reading into it spares
+        copying the frame chunk by chunk. Report with ``received_into``.
+        """
+        if self.state is CLOSED:
+            return None
+        return self._frames.window(minimum)
+
+    def received_into(self, n: int) -> bool:
+        """``n`` bytes of the peer's were read into the last ``receive_buffer``.
+
+        Returns what :meth:`receive_data` returns.
+        """
+        if self.state is CLOSED:
+            return False
+        frames = self._frames
+        frames.filled(n)
+        self._parse()
+        self._holding = holding = not frames.idle()
+        return holding
+
+    def receive_frame(self, body: bytes | bytearray | memoryview) -> None:
+        """Feed one whole frame body, for transports whose messages are frames.
+
+        A WebSocket or NATS message already is one frame (docs/protocol.md,
+        "Transports that carry whole frames"): its body comes here without the
+        length prefix, and goes through the same size limit, decoder and state
+        machine as a frame cut from a byte stream. Never raises for anything
+        the peer sent.
+        """
+        if self.state is CLOSED:
+            return
+        size = len(body)
+        try:
+            if size > self._frames.max_frame_size:
+                raise FrameTooLargeError(
+                    f"frame of {size} bytes exceeds the limit of "
+                    f"{self._frames.max_frame_size} bytes"
+                )
+            decoded = _body_decoder.decode(body)
+            if decoded.__class__ is Message and not decoded.ports and self.state is OPEN:
+                self._events.append(decoded)  # MessageReceived, as in _parse_open
+            else:
+                self._handle(decoded)
+        except BaseException as exc:
+            self._peer_failed(exc)
+
+    def receive_eof(self, why: str | None = None) -> None:
+        """The peer's byte stream ended (or the driver gave up on it). Idempotent.
+
+        Args:
+            why: the driver's account (write stalled, heartbeat timeout...),
+                used instead of the default reason.
+        """
+        if self.state is CLOSED:
+            return
+        reason = f"connection lost: {why or 'the peer closed the stream without a Goodbye'}"
+        code = None
+        if self._frames.buffered:
+            # A truncated frame: a protocol error, unless the peer died (the
+            # driver knows an exit code and gives that precedence).
+            reason += f" (in the middle of a frame, {self._frames.buffered} bytes buffered)"
+            code = CloseCode.PROTOCOL_ERROR
+        self._set_state(CLOSED)
+        self._events.append(ConnectionTerminated(code, reason, remote=True))
+
+    def _parse(self) -> None:
+        frames = self._frames
+        try:
+            # _handle may close the connection: re-read the state after every frame.
+            while self.state is not CLOSED:
+                if self.state is OPEN:
+                    self._parse_open()  # the hot path: every whole frame of the input
+                    if self.state is CLOSED:
+                        break
+                # A frame split across reads, one over the limit (raises), or a handshake.
+                if (raw := frames.next_body()) is None:
+                    break
+                self._handle(_body_decoder.decode(raw))
+        except BaseException as exc:
+            self._peer_failed(exc)
+
+    def _peer_failed(self, exc: BaseException) -> None:
+        """End the connection for what the peer sent; re-raise anything else."""
+        if isinstance(exc, FrameTooLargeError):
+            self._terminate(CloseCode.FRAME_TOO_LARGE, f"protocol error: {exc}")
+        elif isinstance(exc, msgspec.DecodeError | UnicodeDecodeError | RecursionError):
+            # msgspec raises UnicodeDecodeError for a str that is not UTF-8 and
+            # RecursionError for deeply nested arrays (even inside a Raw field):
+            # both are the peer's malformed bytes, not our bug.
+            self._terminate(CloseCode.PROTOCOL_ERROR, f"protocol error: malformed frame: {exc}")
+        elif isinstance(exc, PeerViolation):
+            self._terminate(exc.code, str(exc))
+        else:
+            raise exc
+
+    def _parse_open(self) -> None:
+        """The hot path of an open connection: take every whole frame of the input.
+
+        Splits, decodes and handles them in one loop (one call per read, not
+        per frame); a plain Message becomes its event without a call. Stops
+        before a frame that is split across reads or over the limit, which
+        ``next_body`` then takes (or refuses).
+        """
+        frames = self._frames
+        data, view, pos = frames.unparsed()
+        pos = self._walk(data, view, pos)
+        if self.state is not CLOSED:  # else the decoder has let go of its input
+            frames.parsed_to(pos)
+
+    def _walk(self, data: bytes, view: memoryview, pos: int) -> int:
+        """Take the whole frames of ``data`` from ``pos`` on; return where they end.
+
+        Stops before a frame split across reads or over the limit, and after
+        a frame that closed the connection. May raise for what the peer sent
+        (a malformed frame, a violation): the caller ends the connection.
+        """
+        limit, end_of_input = self._frames.max_frame_size, len(data)
+        last = end_of_input - HEADER_SIZE  # the last offset a header fits at
+        # Locals, not globals, for what every frame needs (a read of one frame
+        # pays for each alias, so the rarer cases below look theirs up).
+        decode, events, unpack, small, message = (
+            _body_decoder.decode,
+            self._events,
+            read_size,
+            SMALL_BODY,
+            Message,
+        )
+        while pos <= last:
+            (size,) = unpack(data, pos)
+            start = pos + HEADER_SIZE
+            end = start + size
+            if end > end_of_input or size > limit:
+                break
+            body = decode(data[start:end] if size <= small else view[start:end])
+            pos = end
+            if body.__class__ is message and not body.ports:
+                events.append(body)  # MessageReceived
+            elif (
+                body.__class__ is Reply and body.request_id in self._awaiting and not self._granted
+            ):
+                # _handle's usual Reply (to a call we await, no stream of
+                # ours open), inline: a caller's every read has one
+                del self._awaiting[body.request_id]
+                events.append(body)  # ReplyReceived
+            elif (
+                body.__class__ is Request
+                and body.request_id > self._peer_last_request_id
+                and body.kind is not STREAM
+            ):
+                # _handle's usual Request (a call, its id in order), inline: main's
+                # every read has one
+                self._peer_last_request_id = request_id = body.request_id
+                self._serving[request_id] = None
+                events.append(body)  # RequestReceived
+            else:
+                self._handle(body)
+                if self.state is CLOSED:  # a Goodbye, or a violation we answered
+                    break
+        return pos
+
+    def _terminate(self, code: CloseCode, reason: str) -> None:
+        self._queue(Goodbye(code, reason))
+        self._set_state(CLOSED)
+        self._events.append(ConnectionTerminated(code, reason, remote=False))
+
+    def _handle(self, body: Body) -> None:
+        if self.state is HANDSHAKE:
+            self._handle_handshake(body)
+            return
+        # Ordered by how often each arrives; a decoded body is exactly its class.
+        if type(body) is Message:
+            if body.ports:
+                self._check_refs(body.ports)
+            self._events.append(body)  # the frame is the event (MessageReceived)
+        elif type(body) is Request:
+            request_id = body.request_id
+            if request_id <= self._peer_last_request_id:
+                raise PeerViolation(
+                    f"protocol error: request id {request_id} reused or out of order "
+                    f"(last was {self._peer_last_request_id})"
+                )
+            self._peer_last_request_id = request_id
+            self._serving[request_id] = None
+            if body.kind is STREAM:
+                self._credit[request_id] = 0
+            self._events.append(body)  # RequestReceived
+        elif type(body) is Reply:
+            request_id = body.request_id
+            if request_id in self._awaiting:
+                del self._awaiting[request_id]
+                if self._granted:
+                    self._granted.pop(request_id, None)
+                self._events.append(body)  # ReplyReceived
+            elif request_id in self._cancelled:
+                del self._cancelled[request_id]  # crossed our Cancel
+            else:
+                raise PeerViolation(
+                    f"protocol error: Reply to request id {request_id}, which was never sent"
+                )
+        elif isinstance(body, StreamItem):
+            self._handle_stream_item(body)
+        elif isinstance(body, PortMessage):
+            self._check_port(body.port_id, body.returned)
+            if body.ports:
+                self._check_refs(body.ports)
+            self._events.append(
+                PortMessageReceived(body.port_id, body.data, body.ports, body.returned)
+            )
+        elif isinstance(body, StreamCredit):
+            self._handle_stream_credit(body)
+        elif isinstance(body, PortClose):
+            self._check_port(body.port_id, body.returned)
+            self._events.append(PortClosed(body.port_id, body.returned))
+        elif isinstance(body, Cancel):
+            request_id = body.request_id
+            if request_id in self._serving:
+                # Every request gets exactly one Reply, so the caller can forget
+                # the id: a cancelled one gets this acknowledgement.
+                del self._serving[request_id]
+                self._credit.pop(request_id, None)
+                self._queue(Reply(request_id, False, raw_args(CANCEL_ACK)))
+                self._events.append(RequestCancelled(request_id))
+            elif request_id > self._peer_last_request_id:
+                raise PeerViolation(
+                    f"protocol error: Cancel for request id {request_id}, which was never sent"
+                )
+            # else: our Reply crossed the Cancel; nothing to do
+        elif isinstance(body, Ping):
+            self._queue(Pong(body.nonce))
+        elif isinstance(body, Pong):
+            pass  # any received byte proves liveness; the driver tracks that
+        elif isinstance(body, Goodbye):
+            self._set_state(CLOSED)
+            self._events.append(ConnectionTerminated(body.code, body.reason, remote=True))
+        else:
+            raise PeerViolation(
+                f"protocol error: unexpected {type(body).__name__} frame while {self.state.value}"
+            )
+
+    def _handle_stream_item(self, body: StreamItem) -> None:
+        request_id = body.request_id
+        granted = self._granted.get(request_id)
+        if granted is None:
+            if request_id in self._cancelled:
+                return  # crossed our Cancel
+            raise PeerViolation(
+                f"protocol error: StreamItem for request id {request_id}, which is not a "
+                "stream of ours"
+            )
+        if granted < 1:
+            raise PeerViolation(
+                f"protocol error: StreamItem for stream {request_id} beyond the granted credit"
+            )
+        self._granted[request_id] = granted - 1
+        self._events.append(StreamItemReceived(request_id, body.value))
+
+    def _handle_stream_credit(self, body: StreamCredit) -> None:
+        request_id = body.request_id
+        if body.n < 1:
+            raise PeerViolation(f"protocol error: StreamCredit of {body.n} for {request_id}")
+        credit = self._credit.get(request_id)
+        if credit is not None:
+            self._credit[request_id] = credit + body.n
+            self._events.append(StreamCreditReceived(request_id, body.n))
+        elif request_id in self._serving or request_id > self._peer_last_request_id:
+            raise PeerViolation(
+                f"protocol error: StreamCredit for request id {request_id}, which is not a stream"
+            )
+        # else: our Reply crossed the credit; nothing to do
+
+    def _check_port(self, port_id: int, returned: bool) -> None:
+        # Either side may name an end a renderer created (< 0); only renderers give back.
+        if port_id == 0 or (returned and self.role is Role.RENDERER):
+            raise PeerViolation(
+                f"protocol error: port id {port_id}{' (returned)' if returned else ''} "
+                f"is not valid from {'main' if self.role is Role.RENDERER else 'a renderer'}"
+            )
+
+    def _check_refs(self, refs: Sequence[PortRef]) -> None:
+        # Each reference makes the receiver build a port and route (or close) it:
+        # far more work than its few bytes, so a frame carries a bounded number.
+        if len(refs) > MAX_PORTS_PER_FRAME:
+            raise PeerViolation(
+                f"protocol error: a frame carries {len(refs)} port references; "
+                f"at most {MAX_PORTS_PER_FRAME} may travel in one message"
+            )
+        # Main hands out ends by its own ids (> 0) only.
+        for ref in refs:
+            if ref.id == 0 or (self.role is Role.RENDERER and ref.id < 0):
+                raise PeerViolation(
+                    f"protocol error: port id {ref.id} is not valid in a port sent by "
+                    f"{'main' if self.role is Role.RENDERER else 'a renderer'}"
+                )
