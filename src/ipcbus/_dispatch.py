@@ -1,20 +1,16 @@
 """The peer's calls on one connection: admission, lookup, decoding, calling, replying.
 
 Admission and dispatch are one object because the reader's hot loop reads
-both per frame (``dispatch_batch``). Rules:
+both per frame (``dispatch_batch``); admission's half is a base class in
+``_admission``. Rules:
 
 * Callbacks are *called* in the order their messages arrived. Sync callbacks
   run inline in the reader; async ones in a task of the connection's task
   group (``_calling``). While any such task has been scheduled but not yet
   started (``pending_starts``), sync callbacks are scheduled behind it instead
   of run inline, so they cannot overtake it.
-* At most ``max_in_flight`` async callbacks run at once. While full, calls
-  wait in order in the backlog and start as handlers finish. Reading pauses
-  while full, so a flooding peer fills its own socket buffer rather than our
-  memory -- except while we await the peer's replies: the running handlers
-  may be the very ones waiting for them, so we read on (replies are handled
-  at once) until the backlog holds ``_BACKLOG_LIMIT`` calls, and only then
-  pause. A stream waiting for credit gives its slot back (``lend_slot``).
+* At most ``max_in_flight`` async callbacks run at once; the rest wait in
+  order, and reading pauses while full (``_admission`` has the rules).
 * An optional ``gate`` (main sets it: allowlists, guards) sees every message
   and request before anything decodes its arguments; it dispatches it now,
   later (``dispatch``), or never. Every call goes through ``admit`` (ports
@@ -28,14 +24,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
 from . import _calling
+from ._admission import MAX_PENDING_OUTPUT, Admission
 from ._calling import PLAIN as _PLAIN
 from ._calls import Calls, ReplySlot
 from ._errors import NoHandlerError, ValidationError
@@ -54,8 +50,6 @@ __all__ = ("Dispatcher",)
 
 logger = logging.getLogger("ipcbus")
 
-_MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
-_BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
 INVOKE = RequestKind.INVOKE  # a module global: an Enum member lookup costs more
 _EARLY_WRITE = 16  # in a read of more frames than this, replies leave every this many
 
@@ -67,33 +61,17 @@ _Lookup = tuple[
 ]
 
 
-class Dispatcher:
+class Dispatcher(Admission):
     """Admits the peer's calls, finds what serves them, calls it, queues the answer."""
 
     __slots__ = (
-        "_backlog",
         "_event_sender",
         "_handlers_cache",
         "_invoke_event",
-        "_landed",
         "_listeners_cache",
         "_lookups_seen",
-        "_max_in_flight",
         "_message_event",
-        "_owner",
-        "_room",
-        "active",
-        "calls",
-        "conn",
-        "endpoint",
         "gate",
-        "idle",
-        "new_event",
-        "outbox",
-        "paused",
-        "pending_starts",
-        "resume_reading",
-        "scopes",
     )
 
     def __init__(
@@ -107,47 +85,19 @@ class Dispatcher:
         new_event: Callable[[], anyio.Event],
         max_in_flight: int,
     ) -> None:
-        self.endpoint = endpoint
-        self.conn = conn
-        self._owner = owner
-        self.outbox = outbox
-        self.calls = calls
-        self.new_event = new_event
+        super().__init__(
+            endpoint, conn, owner, outbox, calls, new_event=new_event, max_in_flight=max_in_flight
+        )
         self._message_event = owner._message_event
         self._invoke_event = owner._invoke_event
         self._event_sender = owner._event_sender
         self.gate: Gate | None = None
-        # admission
-        self.pending_starts = 0  # async dispatch tasks scheduled, not yet started
-        self.active = 0  # async dispatch tasks not yet finished
-        self._max_in_flight = max_in_flight
-        self._backlog: deque[Event] = deque()  # calls held back while full
-        self._room: anyio.Event | None = None  # set when a paused reader may read on
-        self.paused = False  # reading is paused by backpressure
-        #: Called when a reader paused by the stream (not waiting) may read on.
-        self.resume_reading: Callable[[], None] | None = None
-        self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
-        # handlers running in their own cancel scope, by request id (``_calling``)
-        self.scopes: dict[int, anyio.CancelScope] = {}
-        self.idle: anyio.Event | None = None  # set when the last of them finishes
         # Lookups by channel, valid while Registry.changes is _lookups_seen.
         self._listeners_cache: dict[str, _Lookup] = {}
         self._handlers_cache: dict[str, Callback] = {}
         self._lookups_seen = -1
 
-    # ---- admission -----------------------------------------------------
-
-    def _full(self) -> bool:
-        # Full too while much output is unsent, so replies made inline cannot
-        # pile up behind a peer that reads slowly.
-        return self.active >= self._max_in_flight or self.conn.pending_output > _MAX_PENDING_OUTPUT
-
-    def must_pause(self) -> bool:
-        """Whether the reader must stop reading until there is room."""
-        # _full, inline: this runs after every read
-        return (
-            self.active >= self._max_in_flight or self.conn.pending_output > _MAX_PENDING_OUTPUT
-        ) and (not self.calls.waiters or len(self._backlog) >= _BACKLOG_LIMIT)
+    # ---- the reader's hot loop -------------------------------------------
 
     def dispatch_batch(self, events: list[Event]) -> None:
         """Dispatch one read's events in order, holding calls back while full."""
@@ -170,7 +120,7 @@ class Dispatcher:
                 and self.gate is None
                 and not backlog
                 and self.active < self._max_in_flight
-                and self.conn.pending_output <= _MAX_PENDING_OUTPUT
+                and self.conn.pending_output <= MAX_PENDING_OUTPUT
             ):
                 self._dispatch_call(first)
                 return
@@ -199,7 +149,7 @@ class Dispatcher:
                 events = events[taken:]
         conn = self.conn
         early = self.outbox.direct is not None and len(events) > _EARLY_WRITE
-        congested = conn.pending_output > _MAX_PENDING_OUTPUT  # checked every few calls
+        congested = conn.pending_output > MAX_PENDING_OUTPUT  # checked every few calls
         countdown = _EARLY_WRITE
         for event in events:
             if type(event) is MessageReceived:
@@ -235,70 +185,7 @@ class Dispatcher:
                     # A long read: send the replies made so far, so the peer works
                     # on them while we make the rest (both sides busy at once).
                     self.outbox.write_at_once()
-                congested = conn.pending_output > _MAX_PENDING_OUTPUT
-
-    def _hold(self, event: MessageReceived | RequestReceived) -> None:
-        """Keep a call for later, in order, while too many are in flight."""
-        if type(event) is MessageReceived and event.ports:
-            # Land its ports now: the frames that follow may name them.
-            self._landed[id(event)] = self._owner.receive_ports(event.ports)
-        self._backlog.append(event)
-
-    async def pause(self) -> None:
-        """Stop reading until the calls in flight and the unsent output allow more."""
-        while self.must_pause():
-            self.outbox.kick()  # replies already made go out first
-            self._room = self.new_event()
-            self.paused = True
-            try:
-                await self._room.wait()
-            finally:
-                self.paused = False
-
-    def make_room(self) -> None:
-        """Start held-back calls while there is room; wake a paused reader."""
-        backlog = self._backlog
-        while backlog and not self._full():
-            self.admit(backlog.popleft())  # type: ignore[arg-type]
-        if self._room is not None and not self.must_pause():
-            self._room.set()
-        elif self.paused and self.resume_reading is not None and not self.must_pause():
-            self.paused = False
-            self.resume_reading()
-
-    def lend_slot(self) -> None:
-        """A handler waits for the peer (a stream for credit): not work, give its slot back."""
-        self.active -= 1
-        self.make_room()
-
-    def take_slot(self) -> None:
-        """The handler works again: count it against ``max_in_flight`` again."""
-        self.active += 1
-
-    def schedule(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
-        """Run ``fn(*args)`` in a task of its own, counted against ``max_in_flight``."""
-        self.pending_starts += 1
-        self.active += 1
-        self.endpoint.task_group.start_soon(self._tracked, fn, args)
-
-    async def _tracked(self, fn: Callable[..., Coroutine[Any, Any, None]], args: Any) -> None:
-        self.pending_starts -= 1
-        try:
-            await fn(*args)
-        except Exception:
-            # A bug in ipcbus (user functions' errors are answered in _calling):
-            # this connection ends, not the task group it shares with others.
-            logger.exception("internal error serving %s", self.endpoint.name)
-            self.endpoint.link_lost("internal error (logged)")
-        finally:
-            self.active -= 1
-            self.make_room()
-
-    def ended(self) -> None:
-        """The connection ended: forget held-back calls, cancel every running handler."""
-        self._backlog.clear()  # nobody could receive their replies
-        for scope in self.scopes.values():
-            scope.cancel()
+                congested = conn.pending_output > MAX_PENDING_OUTPUT
 
     # ---- dispatch ------------------------------------------------------
 
@@ -341,7 +228,7 @@ class Dispatcher:
         make_event, sender = self._message_event, self._event_sender
         max_in_flight, conn, every = self._max_in_flight, self.conn, _EARLY_WRITE
         if (
-            conn.pending_output > _MAX_PENDING_OUTPUT
+            conn.pending_output > MAX_PENDING_OUTPUT
             or self.active >= max_in_flight
             or self.pending_starts
         ):
@@ -402,7 +289,7 @@ class Dispatcher:
                 # Awaited in a task: what follows must not overtake it (pending_starts).
                 self.schedule(_calling.await_listeners, self, pending, channel, None)
                 break
-            if not taken % every and conn.pending_output > _MAX_PENDING_OUTPUT:
+            if not taken % every and conn.pending_output > MAX_PENDING_OUTPUT:
                 break  # listeners that send: the rest wait for the peer to read
         return taken
 

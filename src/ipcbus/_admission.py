@@ -1,0 +1,173 @@
+"""What runs and what waits on one connection: ``max_in_flight``, the backlog, pausing.
+
+The admission half of the ``Dispatcher`` (``_dispatch``), a base class
+because the reader's hot loop reads both per frame. Rules:
+
+* At most ``max_in_flight`` async callbacks run at once (``schedule``
+  counts them in ``active``). While full, calls wait in order in the
+  backlog (``_hold``) and start as handlers finish (``make_room``).
+* Reading pauses while full (``must_pause``), so a flooding peer fills its
+  own socket buffer rather than our memory -- except while we await the
+  peer's replies: the running handlers may be the very ones waiting for
+  them, so we read on (replies are handled at once) until the backlog holds
+  ``BACKLOG_LIMIT`` calls, and only then pause. More than
+  ``MAX_PENDING_OUTPUT`` unsent bytes count as full too, so replies made
+  inline cannot pile up behind a peer that reads slowly.
+* A stream waiting for credit gives its slot back (``lend_slot``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._calls import Calls
+from ._events import Event, MessageReceived, RequestReceived
+from ._outbox import Outbox
+from ._protocol import Connection
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint, Owner
+
+__all__ = ("Admission",)
+
+logger = logging.getLogger("ipcbus")
+
+MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
+BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
+
+
+class Admission:
+    """Counts what runs, holds back what must wait, and says when to stop reading."""
+
+    __slots__ = (
+        "_backlog",
+        "_landed",
+        "_max_in_flight",
+        "_owner",
+        "_room",
+        "active",
+        "calls",
+        "conn",
+        "endpoint",
+        "idle",
+        "new_event",
+        "outbox",
+        "paused",
+        "pending_starts",
+        "resume_reading",
+        "scopes",
+    )
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        conn: Connection,
+        owner: Owner,
+        outbox: Outbox,
+        calls: Calls,
+        *,
+        new_event: Callable[[], anyio.Event],
+        max_in_flight: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self.conn = conn
+        self._owner = owner
+        self.outbox = outbox
+        self.calls = calls
+        self.new_event = new_event
+        self.pending_starts = 0  # async dispatch tasks scheduled, not yet started
+        self.active = 0  # async dispatch tasks not yet finished
+        self._max_in_flight = max_in_flight
+        self._backlog: deque[Event] = deque()  # calls held back while full
+        self._room: anyio.Event | None = None  # set when a paused reader may read on
+        self.paused = False  # reading is paused by backpressure
+        #: Called when a reader paused by the stream (not waiting) may read on.
+        self.resume_reading: Callable[[], None] | None = None
+        self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
+        # handlers running in their own cancel scope, by request id (``_calling``)
+        self.scopes: dict[int, anyio.CancelScope] = {}
+        self.idle: anyio.Event | None = None  # set when the last of them finishes
+
+    if TYPE_CHECKING:
+
+        def admit(self, event: MessageReceived | RequestReceived) -> None: ...
+
+    def _full(self) -> bool:
+        # Full too while much output is unsent, so replies made inline cannot
+        # pile up behind a peer that reads slowly.
+        return self.active >= self._max_in_flight or self.conn.pending_output > MAX_PENDING_OUTPUT
+
+    def must_pause(self) -> bool:
+        """Whether the reader must stop reading until there is room."""
+        # _full, inline: this runs after every read
+        return (
+            self.active >= self._max_in_flight or self.conn.pending_output > MAX_PENDING_OUTPUT
+        ) and (not self.calls.waiters or len(self._backlog) >= BACKLOG_LIMIT)
+
+    def _hold(self, event: MessageReceived | RequestReceived) -> None:
+        """Keep a call for later, in order, while too many are in flight."""
+        if type(event) is MessageReceived and event.ports:
+            # Land its ports now: the frames that follow may name them.
+            self._landed[id(event)] = self._owner.receive_ports(event.ports)
+        self._backlog.append(event)
+
+    async def pause(self) -> None:
+        """Stop reading until the calls in flight and the unsent output allow more."""
+        while self.must_pause():
+            self.outbox.kick()  # replies already made go out first
+            self._room = self.new_event()
+            self.paused = True
+            try:
+                await self._room.wait()
+            finally:
+                self.paused = False
+
+    def make_room(self) -> None:
+        """Start held-back calls while there is room; wake a paused reader."""
+        backlog = self._backlog
+        while backlog and not self._full():
+            self.admit(backlog.popleft())  # type: ignore[arg-type]
+        if self._room is not None and not self.must_pause():
+            self._room.set()
+        elif self.paused and self.resume_reading is not None and not self.must_pause():
+            self.paused = False
+            self.resume_reading()
+
+    def lend_slot(self) -> None:
+        """A handler waits for the peer (a stream for credit): not work, give its slot back."""
+        self.active -= 1
+        self.make_room()
+
+    def take_slot(self) -> None:
+        """The handler works again: count it against ``max_in_flight`` again."""
+        self.active += 1
+
+    def schedule(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Run ``fn(*args)`` in a task of its own, counted against ``max_in_flight``."""
+        self.pending_starts += 1
+        self.active += 1
+        self.endpoint.task_group.start_soon(self._tracked, fn, args)
+
+    async def _tracked(self, fn: Callable[..., Coroutine[Any, Any, None]], args: Any) -> None:
+        self.pending_starts -= 1
+        try:
+            await fn(*args)
+        except Exception:
+            # A bug in ipcbus (user functions' errors are answered in _calling):
+            # this connection ends, not the task group it shares with others.
+            logger.exception("internal error serving %s", self.endpoint.name)
+            self.endpoint.link_lost("internal error (logged)")
+        finally:
+            self.active -= 1
+            self.make_room()
+
+    def ended(self) -> None:
+        """The connection ended: forget held-back calls, cancel every running handler."""
+        self._backlog.clear()  # nobody could receive their replies
+        for scope in self.scopes.values():
+            scope.cancel()
