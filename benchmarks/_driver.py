@@ -251,7 +251,9 @@ async def scenario_e(
     async def body(clients: list[AsyncClient]) -> dict[str, Any]:
         emit({"connected": len(clients)})
         await read_go()
-        return await _invokes(clients, p.e_calls, "E")
+        cpu0 = time.process_time()
+        result = await _invokes(clients, p.e_calls, "E")
+        return {**result, "cpu_s": time.process_time() - cpu0}
 
     return await _with_many(connect, info, conns, None, body)
 
@@ -265,11 +267,12 @@ async def scenario_f(
     async def body(clients: list[AsyncClient]) -> dict[str, Any]:
         emit({"connected": len(clients)})
         await read_go()
+        cpu0 = time.process_time()
         t0 = None
         if index == 0:
             t0 = await clients[0].broadcast(p.f_messages, p.f_renderers)
         got = await _all_ticks(ticks, p.f_messages, p.timeout / 2, "F")
-        return {**got, "t0": t0}
+        return {**got, "t0": t0, "cpu_s": time.process_time() - cpu0}
 
     return await _with_many(connect, info, conns, ticks, body)
 

@@ -112,7 +112,11 @@ METRICS = (
     Metric("E", "p50_us", "E 1k renderers, p50 us", False),
     Metric("E", "p99_us", "E 1k renderers, p99 us", False),
     Metric("E", "calls_per_s", "E 1k renderers, calls/s", True),
+    Metric("E", "server_cpu_us", "E main CPU us/call", False),
+    Metric("E", "client_cpu_us", "E renderers CPU us/call", False),
     Metric("F", "deliveries_per_s", "F broadcast, deliveries/s", True),
+    Metric("F", "server_cpu_us", "F main CPU us/delivery", False),
+    Metric("F", "client_cpu_us", "F renderers CPU us/delivery", False),
     Metric("G", "connect_s", "G 10k renderers, connect s", False),
     Metric("G", "rss_per_conn_kib", "G main RSS/idle conn, KiB", False),
     Metric("G", "p50_us", "G 10k invokes, p50 us", False),
@@ -271,6 +275,7 @@ def run_one(contestant: str, loop: str, scenario: str, p: Params) -> dict[str, f
                 c.line(timeout=wait)  # {"connected": n}
             extra["connect_s"] = time.monotonic() - t_start
             extra["rss_idle"] = proc_status_kib(server.proc.pid, "VmRSS")
+            cpu_go = cpu_seconds(server.proc.pid)
             for c in clients:
                 c.go()
         if scenario == "G":  # the invokes (and the refusal), then the broadcast
@@ -283,6 +288,8 @@ def run_one(contestant: str, loop: str, scenario: str, p: Params) -> dict[str, f
             raise RunFailed(f"the server died: {server.stderr_tail()}")
         hwm = proc_status_kib(server.proc.pid, "VmHWM")
         server_cpu = cpu_seconds(server.proc.pid) - cpu_ready
+        if scenario in "EF":
+            extra["server_cpu_s"] = cpu_seconds(server.proc.pid) - cpu_go
     finally:
         for c in clients:
             c.stop(grace=5)
@@ -323,6 +330,15 @@ def _deliveries(results: list[dict[str, Any]], expected: int, what: str) -> dict
     return {"deliveries_per_s": deliveries / span}
 
 
+def _cpu(results: list[dict[str, Any]], ops: int, extra: dict[str, Any]) -> dict[str, float]:
+    """CPU per operation from ``go`` to the last result: main's (from /proc, in
+    10 ms ticks) and all the renderer processes' together."""
+    return {
+        "server_cpu_us": extra["server_cpu_s"] / ops * 1e6,
+        "client_cpu_us": sum(r["cpu_s"] for r in results) / ops * 1e6,
+    }
+
+
 def merge(
     scenario: str,
     results: list[dict[str, Any]],
@@ -332,9 +348,11 @@ def merge(
     extra: dict[str, Any],
 ) -> dict[str, float]:
     if scenario == "E":
-        return _latencies(results, p.e_renderers // p.e_procs * p.e_procs * p.e_calls, "E")
+        n = p.e_renderers // p.e_procs * p.e_procs * p.e_calls
+        return {**_latencies(results, n, "E"), **_cpu(results, n, extra)}
     if scenario == "F":
-        return _deliveries(results, p.f_renderers // p.f_procs * p.f_procs * p.f_messages, "F")
+        n = p.f_renderers // p.f_procs * p.f_procs * p.f_messages
+        return {**_deliveries(results, n, "F"), **_cpu(results, n, extra)}
     if scenario == "G":
         n = p.g_renderers // p.g_procs * p.g_procs
         return {

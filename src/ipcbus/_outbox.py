@@ -35,6 +35,7 @@ import msgspec
 from ._aio import LARGE_WRITE
 from ._capabilities import WritesNow
 from ._errors import ConnectionClosedError, FrameTooLargeError
+from ._framing import HEADER_SIZE
 from ._protocol import OPEN, Connection
 from ._values import ENCODE_ERRORS, encode_error
 from ._wire import PortRef
@@ -453,8 +454,9 @@ def queue_prepared(endpoints: list[Endpoint | None], frame: bytes) -> list[Outbo
     the frame is over (logged), are skipped.
     """
     queued = []
+    size = len(frame) - HEADER_SIZE
     small = len(frame) <= LARGE_WRITE
-    # One loop for all: the per-renderer cost is two calls, into the core and the stream.
+    # One loop for all: the per-renderer cost is one call, into the stream.
     for endpoint in endpoints:
         if endpoint is None:
             continue
@@ -463,15 +465,19 @@ def queue_prepared(endpoints: list[Endpoint | None], frame: bytes) -> list[Outbo
         if conn.state is not OPEN:
             continue
         direct = outbox.direct
+        limit = conn.peer_max_frame_size
+        if (
+            small
+            and direct is not None
+            and not outbox.writing
+            and not conn.pending_output  # nothing queued goes before it: order kept
+            and (not limit or size <= limit)  # Connection.send_prepared's check, inline
+            and direct.try_write(frame)
+        ):
+            outbox.writes += 1
+            continue
         try:
-            if small and direct is not None and not outbox.writing:
-                if conn.send_prepared(frame, direct=True):
-                    if direct.try_write(frame):
-                        outbox.writes += 1
-                        continue
-                    conn.send_prepared(frame)  # the transport would not take it now
-            else:
-                conn.send_prepared(frame)
+            conn.send_prepared(frame)
         except FrameTooLargeError as exc:
             logger.warning("broadcast skipped %s: %s", endpoint.name, exc)
             continue

@@ -129,7 +129,8 @@ class Connection(Receiving, Sending):
         # Until the handshake is done the peer is unauthenticated: a Hello or
         # Welcome is tiny, so accept no more than HANDSHAKE_MAX_FRAME_SIZE.
         self._max_frame_size = max_frame_size
-        self._peer_max_frame_size = 0  # from the peer's handshake; 0: not said
+        #: The largest frame body the peer accepts, from its handshake (0: not said).
+        self.peer_max_frame_size = 0
         self._frames = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE), new_buffer)
         self._holding = False  # not self._frames.idle(), kept by the reads that change it
         self._encoder = ENCODER  # stateless: one for all connections
@@ -230,7 +231,7 @@ class Connection(Receiving, Sending):
                     f"main speaks version {PROTOCOL_VERSION}",
                     CloseCode.VERSION_MISMATCH,
                 )
-            self._peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Hello")
+            self.peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Hello")
             if self._admit is not None:
                 self.renderer_id = self._admit()  # may raise HandshakeRefused
             self._queue(Welcome(PROTOCOL_VERSION, self.renderer_id, self._max_frame_size))
@@ -243,7 +244,7 @@ class Connection(Receiving, Sending):
                     f"the renderer speaks version {PROTOCOL_VERSION}",
                     CloseCode.VERSION_MISMATCH,
                 )
-            self._peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Welcome")
+            self.peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Welcome")
             self.renderer_id = body.renderer_id
             self._set_state(OPEN)
             self._events.append(HandshakeCompleted(body.renderer_id, 0))

@@ -72,7 +72,7 @@ class Sending:
     _encoder: msgspec.msgpack.Encoder
     _events: list[Event]
     _next_request_id: int
-    _peer_max_frame_size: int
+    peer_max_frame_size: int
     _awaiting: dict[int, None]
     _cancelled: dict[int, None]
     _serving: dict[int, None]
@@ -119,22 +119,22 @@ class Sending:
             TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be
                 encoded.
         """
-        if self._peer_max_frame_size:
+        if self.peer_max_frame_size:
             self._check_size(len(self._encoder.encode(Message(channel, args, tuple(_refs(ports))))))
 
     def check_port_message(self, port_id: int, data: Any, ports: int) -> None:
         """:meth:`check_message` for a message on port end ``port_id``."""
-        if self._peer_max_frame_size:
+        if self.peer_max_frame_size:
             body = PortMessage(port_id, data, _refs(ports), returned=True)
             self._check_size(len(self._encoder.encode(body)))
 
-    def send_prepared(self, frame: bytes, *, direct: bool = False) -> bool:
+    def send_prepared(self, frame: bytes) -> None:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers).
 
-        With ``direct``, a frame that nothing queued precedes is checked but
-        not queued: ``True`` says so, and the driver hands ``frame`` to the
-        transport as it is (a broadcast does this once per renderer, and the
-        order of frames is kept). Otherwise returns ``False``: it was queued.
+        A driver may instead hand ``frame`` to the transport itself while
+        :attr:`pending_output` is 0 (nothing queued to go before it) and it
+        is within :attr:`peer_max_frame_size`: a broadcast does, once per
+        renderer.
 
         Raises:
             LocalProtocolError: the connection is not open.
@@ -144,13 +144,10 @@ class Sending:
         if self.state is not OPEN:
             self._require_open("send a message")
         size = len(frame) - HEADER_SIZE
-        if self._peer_max_frame_size and size > self._peer_max_frame_size:
+        if self.peer_max_frame_size and size > self.peer_max_frame_size:
             self._check_size(size)  # raises
-        if direct and not self._outbox:
-            return True
         self._outbox += frame
         self.pending_output = len(self._outbox)
-        return False
 
     def start_request(self, kind: RequestKind, channel: str, args: Any) -> int:
         """Queue a request and return its id; its Reply comes as ``ReplyReceived``.
@@ -280,7 +277,7 @@ class Sending:
             return False
         out = self._outbox
         size = append_frame(self._encoder, Reply(request_id, False, raw_args(info)), out)
-        limit = self._peer_max_frame_size
+        limit = self.peer_max_frame_size
         if limit and size > limit:
             del out[-(HEADER_SIZE + size) :]
             around = size - len(self._encoder.encode(info))  # the Reply's own fields
@@ -334,7 +331,7 @@ class Sending:
         self.pending_output = queued = len(out)
         size = queued - start - HEADER_SIZE
         write_size(out, start, size)
-        if self._peer_max_frame_size and size > self._peer_max_frame_size:
+        if self.peer_max_frame_size and size > self.peer_max_frame_size:
             self._unqueue(size)  # raises
 
     def _unqueue(self, size: int) -> None:
@@ -344,7 +341,7 @@ class Sending:
         self._check_size(size)  # raises
 
     def _check_size(self, size: int) -> None:
-        limit = self._peer_max_frame_size
+        limit = self.peer_max_frame_size
         if limit and size > limit:
             raise FrameTooLargeError(
                 f"a frame of {size} bytes is over the peer's limit of {limit} bytes"

@@ -119,23 +119,22 @@ def test_message(mode: Feed, renderer_sends: bool) -> None:
     assert receiver.data_to_send() == b""
 
 
-def test_a_prepared_frame_may_skip_an_empty_outbox(mode: Feed) -> None:
-    """``send_prepared(direct=True)``: a broadcast's frame, checked as usual, is
-    left to the driver to write as it is, but only while nothing is queued
-    before it (order); otherwise it is queued behind what is."""
+def test_a_prepared_frame_is_queued_as_it_is_in_order(mode: Feed) -> None:
+    """``send_prepared``: a broadcast's frame, made once, is queued byte for byte,
+    behind what was queued before it. While nothing is (``pending_output`` 0) a
+    driver may write it itself instead: the peer reads it the same."""
     pair = handshake(mode)
     frame_ = prepare_message("tick", [1])
-    assert pair.main.send_prepared(frame_, direct=True) is True
-    assert pair.main.pending_output == 0  # nothing went through the outbox
+    assert pair.main.pending_output == 0
     assert feed(pair.renderer, frame_, mode) == [MessageReceived("tick", raw([1]))]
     pair.main.send_message("first", [])
-    assert pair.main.send_prepared(frame_, direct=True) is False  # queued behind "first"
+    queued = pair.main.pending_output
+    pair.main.send_prepared(frame_)
+    assert pair.main.pending_output == queued + len(frame_)
     assert feed(pair.renderer, pair.main.data_to_send(), mode) == [
         MessageReceived("first", raw([])),
         MessageReceived("tick", raw([1])),
     ]
-    assert pair.main.send_prepared(frame_) is False  # without direct: always queued
-    assert pair.main.pending_output == len(frame_)
 
 
 def test_bytes_given_back_go_first(mode: Feed) -> None:
