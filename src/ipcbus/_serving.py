@@ -337,16 +337,34 @@ OUT_OF_DESCRIPTORS = goodbye(
 
 
 async def refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
-    """Send a lone Goodbye and close: for connections refused before the handshake."""
+    """Send a lone Goodbye and close: for connections refused before the handshake.
+
+    A byte stream closes lingering: the renderer speaks first, so its Hello
+    may arrive after our Goodbye, and a socket closed with it unread (or
+    before it comes) fails the renderer's write with ``EPIPE`` or
+    ``ECONNRESET``, which can lose the Goodbye still unread on its side: it
+    would see a broken pipe instead of the reason. So we half-close and read
+    (and drop) what it sends until it closes, ``_LINGER_BYTES`` and one
+    second at most for all of it.
+    """
     logger.warning("refused a connection: %s", reason)
     with anyio.move_on_after(1, shield=True):
-        with suppress(*SEND_ERRORS):
+        with suppress(*SEND_ERRORS, *_LINGER_ENDS):
             await stream.send(goodbye(code, reason))
+            if not isinstance(stream, FrameStream):  # a frame transport closes by message
+                await stream.send_eof()
+                lingered = 0
+                while lingered < _LINGER_BYTES:
+                    lingered += len(await stream.receive())
     with anyio.CancelScope(shield=True):
         await stream.aclose()
 
 
 SEND_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+#: What ``refuse`` waits through besides those: the peer's end, and TLS below
+#: 1.3, which cannot half-close.
+_LINGER_ENDS = (anyio.EndOfStream, NotImplementedError)
+_LINGER_BYTES = 64 * 1024  # a refused peer's bytes ``refuse`` reads before it closes anyway
 
 
 def heartbeat(

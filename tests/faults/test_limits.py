@@ -10,12 +10,14 @@ sends block, then fail after ``send_timeout`` with a clear error. Beyond
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import anyio
 import pytest
 
 import ipcbus
-from ipcbus._wire import CloseCode, Request, RequestKind
+from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Hello, Request, RequestKind
 
 from ._raw import RawPeer, bench, frames, raw_args, wait_until, warnings_logged
 
@@ -276,6 +278,47 @@ async def test_max_connections_refuses_the_next_one_with_a_clear_error(
             await wait_until_connections(setup.ipc_main, 1)
             async with ipcbus.connect(address, token=token) as renderer:  # room again
                 assert await renderer.invoke("add", 1, 1) == 2
+            await setup.check_healthy()
+
+
+async def test_a_refused_renderer_can_still_send_its_hello_after_the_goodbye(
+    tmp_path: Path,
+) -> None:
+    """Main closes a refused connection lingering: the renderer speaks first, and
+    its Hello may come after main's Goodbye; had main closed outright, that write
+    would fail (a broken pipe), and a renderer could lose the Goodbye still
+    unread on its side. Here the peer reads the Goodbye and main's end of
+    stream, then writes its Hello: main must still be reading."""
+    with anyio.fail_after(20):
+        async with bench(max_connections=1) as setup:  # the healthy renderer fills it
+            listener = await setup.ipc_main.listen(f"unix:{tmp_path / 'main.sock'}")
+            async with RawPeer.connect(listener.address) as peer:
+                goodbye = await peer.goodbye()  # reads to main's end of stream
+                assert goodbye.code is CloseCode.TOO_MANY_CONNECTIONS
+                hello = Hello(PROTOCOL_VERSION, listener.token, os.getpid(), 0)
+                assert await peer.send(frames(hello))  # main half-closed: no EPIPE
+            await setup.check_healthy()
+
+
+@pytest.mark.parametrize("where", ["unix", "tcp"])
+async def test_a_refused_renderer_whose_hello_crosses_the_goodbye_gets_the_reason(
+    tmp_path: Path, where: str
+) -> None:
+    """The usual race, run many times: Hello sent at once, Goodbye already on
+    its way. The renderer always reads the reason, never a reset."""
+    with anyio.fail_after(30):
+        async with bench(max_connections=1) as setup:
+            address = f"unix:{tmp_path / 'main.sock'}" if where == "unix" else "tcp://127.0.0.1:0"
+            listener = await setup.ipc_main.listen(address)
+            hello = frames(Hello(PROTOCOL_VERSION, listener.token, os.getpid(), 0))
+            for _ in range(20):
+                async with RawPeer.connect(listener.address) as peer:
+                    await peer.send(hello)
+                    goodbye = await peer.goodbye()
+                    assert goodbye.code is CloseCode.TOO_MANY_CONNECTIONS
+                with pytest.raises(ipcbus.ConnectionClosedError, match="too many connections"):
+                    async with ipcbus.connect(listener.address, token=listener.token):
+                        pass
             await setup.check_healthy()
 
 
