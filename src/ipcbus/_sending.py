@@ -47,6 +47,13 @@ ENCODER = msgspec.msgpack.Encoder()
 _LARGEST_REF = PortRef(-(2**63), -(2**63), -(2**63), -(2**63))
 
 
+_REF_SIZE = len(ENCODER.encode(_LARGEST_REF))
+#: More than a Message or PortMessage adds around its payload, its channel's
+#: UTF-8 (4 bytes a character at most) and its port references: array headers,
+#: tag, port id, flag.
+_AROUND = 64
+
+
 def _refs(n: int) -> list[PortRef]:
     return [_LARGEST_REF] * n
 
@@ -114,17 +121,21 @@ class Sending:
         are neutered once claimed): each reference is counted at its largest,
         so a message this passes fits whatever references it then carries.
 
+        ``args`` is the encoded arguments (``msgspec.Raw``), as for
+        :meth:`send_message`.
+
         Raises:
             FrameTooLargeError: it could be over the limit the peer announced.
-            TypeError, OverflowError, msgspec.EncodeError: ``args`` cannot be
-                encoded.
         """
-        if self.peer_max_frame_size:
+        limit = self.peer_max_frame_size
+        # Encoded to measure only when a bound on its size is over the limit
+        if limit and len(args) + 4 * len(channel) + _AROUND + _REF_SIZE * ports > limit:
             self._check_size(len(self._encoder.encode(Message(channel, args, tuple(_refs(ports))))))
 
     def check_port_message(self, port_id: int, data: Any, ports: int) -> None:
         """:meth:`check_message` for a message on port end ``port_id``."""
-        if self.peer_max_frame_size:
+        limit = self.peer_max_frame_size
+        if limit and len(data) + _AROUND + _REF_SIZE * ports > limit:
             body = PortMessage(port_id, data, _refs(ports), returned=True)
             self._check_size(len(self._encoder.encode(body)))
 
