@@ -79,12 +79,13 @@ RAISE_THE_LIMIT = (
 
 
 def too_large(
-    what: str, channel: str, exc: FrameTooLargeError, advice: str = RAISE_THE_LIMIT
+    what: str, channel: str | None, exc: FrameTooLargeError, advice: str = RAISE_THE_LIMIT
 ) -> FrameTooLargeError:
-    """The caller's error for a frame over the peer's announced ``max_frame_size``."""
+    """The caller's error for a frame over the peer's announced ``max_frame_size``
+    (``channel`` ``None``: a message on a port)."""
+    where = f"channel {channel!r}" if channel is not None else "a port"
     return FrameTooLargeError(
-        f"Cannot {what} on channel {channel!r}: {exc}; nothing was sent and the connection "
-        f"is fine. {advice}"
+        f"Cannot {what} on {where}: {exc}; nothing was sent and the connection is fine. {advice}"
     )
 
 

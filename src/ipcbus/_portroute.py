@@ -46,7 +46,7 @@ import msgspec
 from ._endpoint import Endpoint
 from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
-from ._outbox import RAISE_THE_LIMIT
+from ._outbox import too_large
 from ._protocol import Connection, State
 from ._wire import PortRef
 from .ports import CLOSE, Item, MessagePortMain, PortHost, Queued, close_ports_in
@@ -60,14 +60,6 @@ After = Callable[[], None]
 
 def _nothing() -> None:
     pass
-
-
-def _too_large(exc: FrameTooLargeError) -> FrameTooLargeError:
-    """The poster's error for a port message over the peer's ``max_frame_size``."""
-    return FrameTooLargeError(
-        f"Cannot post_message on a port: {exc}; nothing was sent and no port was "
-        f"transferred. {RAISE_THE_LIMIT}"
-    )
 
 
 def _dropped(where: str, item: Item, exc: FrameTooLargeError) -> None:
@@ -100,7 +92,7 @@ class Sink:
             try:
                 conn.check_port_message(wire, data, ports)
             except FrameTooLargeError as exc:
-                raise _too_large(exc) from None
+                raise too_large("post_message", None, exc) from None
 
     def message(self, wire: int, data: msgspec.Raw, refs: list[PortRef]) -> None:
         """Queue a port message for ``wire``.
@@ -452,7 +444,7 @@ class RendererPortRouter:
         try:
             conn.check_port_message(port._wire, data, len(ports))  # before send_out
         except FrameTooLargeError as exc:
-            raise _too_large(exc) from None
+            raise too_large("post_message", None, exc) from None
         refs, after = self.send_out(ports)
         conn.send_port_message(port._wire, data, refs)
         after()
