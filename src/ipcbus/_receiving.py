@@ -92,7 +92,10 @@ class Receiving:
             # bookkeeping; only what is left (a frame split across reads, one
             # over the limit) goes through it.
             try:
-                pos = self._walk(data, memoryview(data), 0)
+                # A view only where a frame may be large: a small read's
+                # frames are sliced from ``data`` (see _walk)
+                view = memoryview(data) if len(data) > SMALL_BODY else data
+                pos = self._walk(data, view, 0)
             except BaseException as exc:
                 self._peer_failed(exc)
                 return False
@@ -218,8 +221,11 @@ class Receiving:
         if self.state is not CLOSED:  # else the decoder has let go of its input
             frames.parsed_to(pos)
 
-    def _walk(self, data: bytes, view: memoryview, pos: int) -> int:
+    def _walk(self, data: bytes, view: memoryview | bytes, pos: int) -> int:
         """Take the whole frames of ``data`` from ``pos`` on; return where they end.
+
+        ``view`` is ``data`` or a memoryview of it, which a large frame is
+        sliced from without a copy.
 
         Stops before a frame split across reads or over the limit, and after
         a frame that closed the connection. May raise for what the peer sent
