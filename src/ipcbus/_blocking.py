@@ -48,9 +48,8 @@ from ._calls import error_info, reply_value
 from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
 from ._events import ConnectionTerminated, Event, ReplyReceived
 from ._interrupts import deliver_deferred, link_closed, link_opened
-from ._outbox import too_large
 from ._protocol import CLOSED, HANDSHAKE, OPEN, Connection
-from ._values import ENCODE_ERRORS, encode_error
+from ._values import ENCODE_ERRORS, encode_error, too_large
 from ._wire import CloseCode, ErrorKind, PortRef, RequestKind
 
 __all__ = ("BlockingLink", "Sink")

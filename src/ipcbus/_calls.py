@@ -33,9 +33,8 @@ from ._errors import (
     ValidationError,
 )
 from ._events import ReplyReceived, StreamItemReceived
-from ._outbox import too_large
 from ._protocol import OPEN, Connection
-from ._values import DECODE_ERRORS, ENCODE_ERRORS, encode_error, untyped_decoder
+from ._values import DECODE_ERRORS, ENCODE_ERRORS, encode_error, too_large, untyped_decoder
 from ._wire import INVOKE, ErrorInfo, ErrorKind, RequestKind
 
 if TYPE_CHECKING:

@@ -44,9 +44,10 @@ from ._events import (
 )
 from ._framestream import FrameStream
 from ._liveness import Liveness, Sweeper
-from ._outbox import RAISE_THE_LIMIT, STREAM_ERRORS, Outbox, event_factory
+from ._outbox import STREAM_ERRORS, Outbox, event_factory
 from ._protocol import CLOSED, OPEN, Connection, Role
 from ._registry import Callback
+from ._values import RAISE_THE_LIMIT
 from ._wire import CloseCode, PortRef
 
 __all__ = ("Endpoint", "Gate", "Owner", "logger")

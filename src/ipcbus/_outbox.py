@@ -35,23 +35,15 @@ import msgspec
 from ._aio import LARGE_WRITE
 from ._capabilities import WritesNow
 from ._errors import ConnectionClosedError, FrameTooLargeError
-from ._framing import HEADER_SIZE
 from ._protocol import OPEN, Connection
-from ._values import ENCODE_ERRORS, encode_error
+from ._values import ENCODE_ERRORS, encode_error, too_large
 from ._wire import PortRef
 
 if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._endpoint import Endpoint
 
-__all__ = (
-    "RAISE_THE_LIMIT",
-    "STREAM_ERRORS",
-    "Outbox",
-    "event_factory",
-    "queue_prepared",
-    "too_large",
-)
+__all__ = ("STREAM_ERRORS", "Outbox", "event_factory")
 
 STREAM_ERRORS = (
     anyio.EndOfStream,
@@ -70,23 +62,6 @@ def event_factory() -> Callable[[], anyio.Event]:
     endpoint makes several Events per call, always on the same backend.
     """
     return type(anyio.Event())
-
-
-RAISE_THE_LIMIT = (
-    "Raise max_frame_size on the receiving side (IpcMain(max_frame_size=...) "
-    "or IpcRenderer(max_frame_size=...)) to allow it"
-)
-
-
-def too_large(
-    what: str, channel: str | None, exc: FrameTooLargeError, advice: str = RAISE_THE_LIMIT
-) -> FrameTooLargeError:
-    """The caller's error for a frame over the peer's announced ``max_frame_size``
-    (``channel`` ``None``: a message on a port)."""
-    where = f"channel {channel!r}" if channel is not None else "a port"
-    return FrameTooLargeError(
-        f"Cannot {what} on {where}: {exc}; nothing was sent and the connection is fine. {advice}"
-    )
 
 
 def _given(coro: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
@@ -443,47 +418,3 @@ class Outbox:
     def congested(self) -> bool:
         """Whether a sender should wait for the writer (``queued``'s rule)."""
         return self.conn.pending_output > _SEND_HIGH_WATER
-
-
-def queue_prepared(endpoints: list[Endpoint | None], frame: bytes) -> list[Outbox]:
-    """Queue a prepared frame on every open endpoint and have it sent; a broadcast.
-
-    Where nothing is queued before it, the frame goes to the transport as it
-    is, without being copied into the core's outbox and out again. Returns
-    the outboxes it was queued on instead: only those may be congested (see
-    :attr:`Outbox.congested`). Closed endpoints, and those whose peer's limit
-    the frame is over (logged), are skipped.
-    """
-    queued = []
-    size = len(frame) - HEADER_SIZE
-    small = len(frame) <= LARGE_WRITE
-    # One loop for all: the per-renderer cost is one call, into the stream.
-    for endpoint in endpoints:
-        if endpoint is None:
-            continue
-        outbox = endpoint.outbox
-        conn = outbox.conn
-        if conn.state is not OPEN:
-            continue
-        direct = outbox.direct
-        limit = conn.peer_max_frame_size
-        if (
-            small
-            and direct is not None
-            and not outbox.writing
-            and not conn.pending_output  # nothing queued goes before it: order kept
-            and (not limit or size <= limit)  # Connection.send_prepared's check, inline
-            and direct.try_write(frame)
-        ):
-            outbox.writes += 1
-            continue
-        try:
-            conn.send_prepared(frame)
-        except FrameTooLargeError as exc:
-            logger.warning("broadcast skipped %s: %s", endpoint.name, exc)
-            continue
-        # Write now rather than schedule a callback per connection (a broadcast
-        # reaches every renderer at once).
-        outbox.write_at_once()
-        queued.append(outbox)
-    return queued

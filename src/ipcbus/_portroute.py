@@ -46,8 +46,8 @@ import msgspec
 from ._endpoint import Endpoint
 from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
-from ._outbox import too_large
 from ._protocol import Connection, State
+from ._values import too_large
 from ._wire import PortRef
 from .ports import CLOSE, Item, MessagePortMain, PortHost, Queued, close_ports_in
 

@@ -3,7 +3,8 @@
 Encoding is msgspec's own (SPEC section 5 lists nothing msgspec lacks). This
 module adds what msgspec does not say on failure: *which* argument, and where
 inside it, could not be encoded. That walk runs only after a failure, so the
-hot path is one ``encode_into`` per frame.
+hot path is one ``encode_into`` per frame. A value too large for the peer's
+``max_frame_size`` gets its caller's error here too (``too_large``).
 
 Decoding is deferred: arguments arrive as one ``msgspec.Raw`` msgpack array.
 A callback without annotations gets them decoded generically (msgpack forms);
@@ -23,17 +24,19 @@ from typing import Any
 
 import msgspec
 
-from ._errors import SerializationError, ValidationError
+from ._errors import FrameTooLargeError, SerializationError, ValidationError
 
 __all__ = (
     "DECODE_ERRORS",
     "ENCODE_ERRORS",
+    "RAISE_THE_LIMIT",
     "Signature",
     "decode_argument_list",
     "decode_one_argument",
     "decode_value",
     "encode_error",
     "invalid_arguments",
+    "too_large",
     "unencodable",
     "untyped_decoder",
 )
@@ -166,6 +169,23 @@ def encode_error(what: str, channel: str, args: Any, exc: BaseException) -> Seri
     return SerializationError(
         f"Cannot {what} on channel {channel!r}: {unencodable(args, exc)}. "
         f"Supported types are {_SUPPORTED}; any other object could not be cloned."
+    )
+
+
+RAISE_THE_LIMIT = (
+    "Raise max_frame_size on the receiving side (IpcMain(max_frame_size=...) "
+    "or IpcRenderer(max_frame_size=...)) to allow it"
+)
+
+
+def too_large(
+    what: str, channel: str | None, exc: FrameTooLargeError, advice: str = RAISE_THE_LIMIT
+) -> FrameTooLargeError:
+    """The caller's error for a frame over the peer's announced ``max_frame_size``
+    (``channel`` ``None``: a message on a port)."""
+    where = f"channel {channel!r}" if channel is not None else "a port"
+    return FrameTooLargeError(
+        f"Cannot {what} on {where}: {exc}; nothing was sent and the connection is fine. {advice}"
     )
 
 

@@ -27,12 +27,12 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._broadcast import queue_prepared
 from ._children import spawn
 from ._endpoint import logger
 from ._guards import Guards
 from ._liveness import Sweeper
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
-from ._outbox import queue_prepared
 from ._portroute import MainPortRouter
 from ._protocol import prepare_message
 from ._registry import Callback, Registry, channel_set, check_channel
