@@ -25,6 +25,7 @@ from typing import Any, Protocol, cast
 import anyio
 import anyio.abc
 
+from ._admission import MAX_PENDING_OUTPUT
 from ._calls import Calls, ReplySlot
 from ._capabilities import DeliversReads, MakesWaiters, ReceivesInto
 from ._dispatch import Dispatcher
@@ -319,7 +320,13 @@ class Endpoint:
                 dispatcher.dispatch_batch(conn.events_received())
             finally:
                 outbox.reading = False
-            if dispatcher.must_pause() and not dispatcher.paused:
+            # Pausing needs a handler running (max_in_flight >= 1) or output piling
+            # up: only then ask (one call fewer on every other read)
+            if (
+                (dispatcher.active or conn.pending_output > MAX_PENDING_OUTPUT)
+                and dispatcher.must_pause()
+                and not dispatcher.paused
+            ):
                 self.outbox.kick()  # replies already made go out first
                 dispatcher.paused = True
                 dispatcher.resume_reading = self._resume_reading

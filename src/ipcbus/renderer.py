@@ -90,6 +90,8 @@ class IpcRenderer(Registry):
         send_timeout: float | None = 30.0,
     ) -> None:
         super().__init__()
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
         check_max_frame_size(max_frame_size)
         self.max_frame_size = max_frame_size
         self.send_tracebacks = send_tracebacks

@@ -105,6 +105,8 @@ class IpcRenderer:
         heartbeat_timeout: float | None = None,
         send_timeout: float | None = 30.0,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
         check_max_frame_size(max_frame_size)
         self.max_frame_size = max_frame_size
         self.send_tracebacks = send_tracebacks

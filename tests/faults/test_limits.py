@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 import ipcbus
+import ipcbus.sync
 from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Hello, Request, RequestKind
 
 from ._raw import RawPeer, bench, frames, raw_args, wait_until, warnings_logged
@@ -382,3 +384,11 @@ def test_limit_defaults_are_the_documented_ones() -> None:
     assert ipc_main.heartbeat_timeout is None  # three intervals
     assert ipc_main.send_timeout == 30.0
     assert ipc_main.shutdown_grace == 5.0
+
+
+@pytest.mark.parametrize("renderer_class", [ipcbus.IpcRenderer, ipcbus.sync.IpcRenderer])
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_renderer_refuses_a_max_in_flight_below_one(renderer_class: Any, value: int) -> None:
+    """As IpcMain does: with none in flight no async handler could ever run."""
+    with pytest.raises(ValueError, match=f"max_in_flight must be >= 1, not {value}"):
+        renderer_class(max_in_flight=value)
