@@ -31,7 +31,8 @@ from ._outbox import Outbox
 from ._protocol import Connection
 
 if TYPE_CHECKING:
-    from ._endpoint import Endpoint, Owner
+    from ._endpoint import Endpoint
+    from ._owner import Owner
 
 __all__ = ("Admission",)
 

@@ -44,7 +44,8 @@ from ._wire import STREAM, ErrorKind, RequestKind
 from .ports import discard_ports
 
 if TYPE_CHECKING:
-    from ._endpoint import Endpoint, Gate, Owner
+    from ._endpoint import Endpoint
+    from ._owner import Gate, Owner
 
 __all__ = ("Dispatcher",)
 

@@ -19,14 +19,14 @@ is woken and fails with ``ConnectionClosedError``; nothing waits forever.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import anyio
 import anyio.abc
 
 from ._admission import MAX_PENDING_OUTPUT
-from ._calls import Calls, ReplySlot
+from ._calls import Calls
 from ._capabilities import DeliversReads, MakesWaiters, ReceivesInto
 from ._dispatch import Dispatcher
 from ._errors import ConnectionClosedError
@@ -46,43 +46,16 @@ from ._events import (
 from ._framestream import FrameStream
 from ._liveness import Liveness, Sweeper
 from ._outbox import STREAM_ERRORS, Outbox, event_factory
+from ._owner import Gate, Owner
 from ._protocol import CLOSED, OPEN, Connection, Role
-from ._registry import Callback
 from ._values import RAISE_THE_LIMIT
-from ._wire import CloseCode, PortRef
+from ._wire import CloseCode
 
-__all__ = ("Endpoint", "Gate", "Owner", "logger")
+__all__ = ("Endpoint", "logger")
 
 logger = logging.getLogger("ipcbus")
 
 _READ_SIZE = 256 * 1024
-
-
-class Owner(Protocol):
-    """What an Endpoint asks of the side that owns it (main or renderer)."""
-
-    def find_listeners(self, channel: str) -> tuple[Callback, ...]: ...
-    def find_handler(self, channel: str) -> Callback | None: ...
-    def make_event(self, channel: str, slot: ReplySlot | None) -> Any: ...
-    def handshake_completed(self, event: HandshakeCompleted) -> None: ...
-    def terminated(self, event: ConnectionTerminated) -> None: ...
-    def receive_ports(self, refs: Sequence[PortRef]) -> list[Any]: ...
-    def port_event(self, event: PortMessageReceived | PortClosed) -> None: ...
-
-    # Made per message or call, so built here without a call through the owner:
-    # ``_message_event(channel, _event_sender)`` (``make_event`` when a send_sync
-    # reply slot comes with it) and ``_invoke_event(channel, _event_sender)``.
-    @property
-    def _message_event(self) -> Callable[[str, Any], Any]: ...
-    @property
-    def _invoke_event(self) -> Callable[[str, Any], Any]: ...
-    @property
-    def _event_sender(self) -> Any: ...
-
-
-#: ``gate(event, ports)``: ``True`` to dispatch now; ``False`` if it rejected
-#: the event or will dispatch it later (``Endpoint.dispatch``).
-Gate = Callable[[RequestReceived | MessageReceived, list[Any] | None], bool]
 
 
 class Endpoint:
