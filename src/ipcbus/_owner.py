@@ -50,5 +50,5 @@ class Owner(Protocol):
 
 
 #: ``gate(event, ports)``: ``True`` to dispatch now; ``False`` if it rejected
-#: the event or will dispatch it later (``Endpoint.dispatch``).
+#: the event or will dispatch it later (``Dispatcher.dispatch``).
 Gate = Callable[[RequestReceived | MessageReceived, list[Any] | None], bool]
