@@ -34,12 +34,22 @@ if TYPE_CHECKING:
     from ._endpoint import Endpoint
     from ._owner import Owner
 
-__all__ = ("Admission",)
+__all__ = ("Admission", "check_max_in_flight")
 
 logger = logging.getLogger("ipcbus")
 
 MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
 BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
+
+
+def check_max_in_flight(n: int) -> None:
+    """Refuse a ``max_in_flight`` with which no async handler could ever run.
+
+    Raises:
+        ValueError: ``n`` is below 1.
+    """
+    if n < 1:
+        raise ValueError(f"max_in_flight must be >= 1, not {n}")
 
 
 class Admission:

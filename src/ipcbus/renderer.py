@@ -14,6 +14,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ._admission import check_max_in_flight
 from ._buffers import body_buffer
 from ._calls import ReplySlot
 from ._endpoint import Endpoint
@@ -90,8 +91,7 @@ class IpcRenderer(Registry):
         send_timeout: float | None = 30.0,
     ) -> None:
         super().__init__()
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
+        check_max_in_flight(max_in_flight)
         check_max_frame_size(max_frame_size)
         self.max_frame_size = max_frame_size
         self.send_tracebacks = send_tracebacks

@@ -65,6 +65,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._admission import check_max_in_flight
 from ._blocking import BlockingLink
 from ._buffers import body_buffer
 from ._calling import is_awaitable
@@ -105,8 +106,7 @@ class IpcRenderer:
         heartbeat_timeout: float | None = None,
         send_timeout: float | None = 30.0,
     ) -> None:
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
+        check_max_in_flight(max_in_flight)
         check_max_frame_size(max_frame_size)
         self.max_frame_size = max_frame_size
         self.send_tracebacks = send_tracebacks
