@@ -12,22 +12,66 @@ valgrind (``apt-get install valgrind``).
 KIND ``C``: one-way ``send`` to a sync ``on`` listener (then one ``invoke``
 that checks the count); ``B``: ``invoke`` of a sync handler, 64 in flight;
 ``A``: the same, one at a time (each call a read and a write on both sides,
-as in scenarios A and E).
+as in scenarios A and E). ``F``: broadcasts to 20 renderers, made one after
+another by a handler that does not wait in between (as in scenario F), per
+delivery; ``F1``: the same, but the handler yields to the loop after each
+broadcast, so every broadcast is alone in its loop turn.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import subprocess
 import sys
 
 import anyio
+import anyio.lowlevel
 
 from ipcbus import IpcMain, IpcRenderer
 
 
+_FANOUT = 20  # renderers in F and F1
+
+
+async def _fanout(kind: str, n: int) -> None:
+    """``n`` deliveries: ``n // _FANOUT`` broadcasts to ``_FANOUT`` renderers."""
+    m = n // _FANOUT
+    ipc_main = IpcMain()
+
+    async def bcast(event: object) -> None:
+        for i in range(m):
+            await ipc_main.broadcast("tick", i)
+            if kind == "F1":
+                await anyio.lowlevel.checkpoint()
+
+    ipc_main.handle("bcast", bcast)
+    async with ipc_main, contextlib.AsyncExitStack() as stack:
+        listener = await ipc_main.listen()
+        done = anyio.Event()
+        left = m * _FANOUT
+
+        def tick(event: object, i: int) -> None:
+            nonlocal left
+            left -= 1
+            if not left:
+                done.set()
+
+        renderers = []
+        for _ in range(_FANOUT):
+            renderer = IpcRenderer()
+            renderer.on("tick", tick)
+            await stack.enter_async_context(renderer.connect(listener.address, token=listener.token))
+            renderers.append(renderer)
+        await renderers[0].invoke("bcast")
+        await done.wait()
+
+
 async def _workload(kind: str, n: int) -> None:
+    if kind in ("F", "F1"):
+        await _fanout(kind, n)
+        return
     count = 0
 
     def sink(event: object, x: int) -> None:
@@ -79,7 +123,7 @@ def _instructions(kind: str, n: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=["A", "B", "C"], action="append")
+    parser.add_argument("--kind", choices=["A", "B", "C", "F", "F1"], action="append")
     parser.add_argument("--small", type=int, default=2_000)
     parser.add_argument("--large", type=int, default=12_000)
     parser.add_argument("--run", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
@@ -91,6 +135,8 @@ def main() -> None:
         "C": "one-way send + listener",
         "B": "invoke + handler, 64 in flight",
         "A": "invoke + handler, one at a time",
+        "F": f"broadcast to {_FANOUT} renderers, back to back, per delivery",
+        "F1": f"broadcast to {_FANOUT} renderers, one per loop turn, per delivery",
     }
     for kind in args.kind or ["C", "B", "A"]:
         small, large = _instructions(kind, args.small), _instructions(kind, args.large)

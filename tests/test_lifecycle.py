@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import signal
@@ -11,6 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -363,6 +366,69 @@ async def test_broadcast_to_a_renderer_that_stops_reading_loses_and_reorders_not
                     assert await slow.messages("news", n) == [[i, blob] for i in range(n)]
                 await everything.wait()
                 assert got == list(range(n))
+
+
+@pytest.mark.skipif(bool(os.environ.get("IPCBUS_NO_FASTPATH")), reason="a fast-path feature")
+async def test_broadcasts_made_back_to_back_leave_in_one_write_per_renderer() -> None:
+    """A loop of broadcasts that does not yield: the first is written to every
+    renderer at once, the others are queued and leave together when the loop
+    turn ends (one more write each), in order; after that, a broadcast is again
+    the first of its turn."""
+    n, renderers = 50, 3
+    got: list[list[int]] = [[] for _ in range(renderers)]
+    everything = anyio.Event()
+
+    def tick(who: int, event: ipcbus.IpcRendererEvent, i: int) -> None:
+        got[who].append(i)
+        if sum(map(len, got)) == renderers * (n + 1):
+            everything.set()
+
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main, contextlib.AsyncExitStack() as stack:
+            for who in range(renderers):
+                renderer = await stack.enter_async_context(ipc_main.connect_local())
+                renderer.on("tick", functools.partial(tick, who))
+            outboxes = [c._endpoint.outbox for c in ipc_main.get_all_web_contents()]  # type: ignore[union-attr]
+            before = [outbox.writes for outbox in outboxes]
+
+            def writes() -> list[int]:
+                return [outbox.writes - b for outbox, b in zip(outboxes, before, strict=True)]
+
+            await ipc_main.broadcast("tick", 0)
+            assert writes() == [1] * renderers  # at once
+            for i in range(1, n):
+                await ipc_main.broadcast("tick", i)
+            assert writes() == [1] * renderers  # queued: nothing yielded yet
+            await anyio.lowlevel.checkpoint()  # the turn ends: the queued copies leave
+            assert writes() == [2] * renderers
+            await ipc_main.broadcast("tick", n)
+            assert writes() == [3] * renderers  # the first of its turn: at once
+            await everything.wait()
+    assert got == [list(range(n + 1))] * renderers
+
+
+async def test_broadcasts_and_sends_made_in_one_turn_arrive_in_the_order_made() -> None:
+    """Queued broadcasts and ``WebContents.send`` share each renderer's outbox:
+    whatever one turn makes, each renderer gets in that order."""
+    got: list[tuple[str, int]] = []
+    everything = anyio.Event()
+
+    def note(event: ipcbus.IpcRendererEvent, i: int) -> None:
+        got.append((event.channel, i))
+        if len(got) == 8:
+            everything.set()
+
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            renderer.on("all", note)
+            renderer.on("one", note)
+            contents = ipc_main.from_id(renderer.id)
+            assert contents is not None
+            for i in range(0, 8, 2):
+                await ipc_main.broadcast("all", i)
+                await contents.send("one", i + 1)
+            await everything.wait()
+    assert got == [("one" if i % 2 else "all", i) for i in range(8)]
 
 
 # ---- close, is_destroyed, wait_closed -----------------------------------------------------

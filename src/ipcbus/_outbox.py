@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._endpoint import Endpoint
 
-__all__ = ("STREAM_ERRORS", "Outbox", "event_factory")
+__all__ = ("SEND_HIGH_WATER", "STREAM_ERRORS", "Outbox", "event_factory")
 
 STREAM_ERRORS = (
     anyio.EndOfStream,
@@ -52,7 +52,7 @@ STREAM_ERRORS = (
     OSError,
 )
 logger = logging.getLogger("ipcbus")
-_SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
+SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
 
 
 def event_factory() -> Callable[[], anyio.Event]:
@@ -112,7 +112,6 @@ class Outbox:
         "_stopped",
         "_stream",
         "_wake",
-        "_write_soon",
         "_writer_coro",
         "_writer_scope",
         "admission",
@@ -121,6 +120,7 @@ class Outbox:
         "lazy",
         "reading",
         "torn",
+        "write_soon",
         "writes",
         "writing",
     )
@@ -142,7 +142,8 @@ class Outbox:
         )
         #: Told when a write made room (a reader paused on unsent output reads on).
         self.admission: Dispatcher | None = None
-        self._write_soon = False  # a write_now callback is scheduled
+        #: A ``write_now`` callback is scheduled: what is queued leaves on the next turn.
+        self.write_soon = False
         self._wake: anyio.Event | None = None  # set: the writer has something to send
         self._writer_scope: anyio.CancelScope | None = None  # the writer task's
         self._stopped = False  # the connection ended: no writer task any more
@@ -174,8 +175,8 @@ class Outbox:
         if direct is not None and not self.writing:
             if self.reading:
                 return  # the reader writes once its read is dispatched
-            if not self._write_soon:
-                self._write_soon = True
+            if not self.write_soon:
+                self.write_soon = True
                 direct.call_soon(self.write_now)
             return
         self._wake_writer()
@@ -211,7 +212,7 @@ class Outbox:
 
     def write_now(self) -> None:
         """Loop callback (fast path): one write for every frame queued this turn."""
-        self._write_soon = False
+        self.write_soon = False
         direct = self.direct
         assert direct is not None
         conn = self.conn
@@ -357,7 +358,7 @@ class Outbox:
         """Queue a fire-and-forget message and have it sent.
 
         Returns ``True`` if the caller must then ``await flush()``: more than
-        ``_SEND_HIGH_WATER`` bytes wait to be written (backpressure). Not a
+        ``SEND_HIGH_WATER`` bytes wait to be written (backpressure). Not a
         coroutine itself, so ``send`` costs one coroutine, not two.
         """
         conn = self.conn
@@ -369,9 +370,9 @@ class Outbox:
             raise encode_error("send", channel, args, exc) from None
         except FrameTooLargeError as exc:
             raise too_large("send", channel, exc, self._endpoint.limit_advice) from None
-        if pending > _SEND_HIGH_WATER:  # self.congested, inline
+        if pending > SEND_HIGH_WATER:  # self.congested, inline
             return True
-        if not self._write_soon:  # else a write already comes on the loop's next turn
+        if not self.write_soon:  # else a write already comes on the loop's next turn
             self.kick()
         return False
 
@@ -406,10 +407,10 @@ class Outbox:
     async def queued(self) -> None:
         """After queueing a fire-and-forget frame: send it, and apply backpressure.
 
-        Returns at once unless more than ``_SEND_HIGH_WATER`` bytes wait to be
+        Returns at once unless more than ``SEND_HIGH_WATER`` bytes wait to be
         written; then it waits until the writer has handed them over.
         """
-        if self.conn.pending_output > _SEND_HIGH_WATER:  # self.congested, inline
+        if self.conn.pending_output > SEND_HIGH_WATER:  # self.congested, inline
             await self.flush()
         else:
             self.kick()
@@ -417,4 +418,4 @@ class Outbox:
     @property
     def congested(self) -> bool:
         """Whether a sender should wait for the writer (``queued``'s rule)."""
-        return self.conn.pending_output > _SEND_HIGH_WATER
+        return self.conn.pending_output > SEND_HIGH_WATER

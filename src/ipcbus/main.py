@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._broadcast import queue_prepared
+from ._broadcast import Fanout
 from ._children import spawn
 from ._endpoint import logger
 from ._guards import Guards
@@ -183,6 +183,7 @@ class IpcMain(Registry):
         self._pending: dict[Link, None] = {}
         self._listeners_open: set[Listener | WebServer] = set()
         self._joined: list[_Joined] = []  # apps served as a replica (join)
+        self._fanout = Fanout()  # broadcast's writes
         self._ids = itertools.count(1)
         self._connect_hooks: list[Callable[..., Any]] = []
         self._disconnect_hooks: list[Callable[..., Any]] = []
@@ -487,7 +488,10 @@ class IpcMain(Registry):
         write is awaited, so one slow renderer does not delay the others'
         copy. Like ``send``, it returns once the copies are queued, and waits
         only for the connections that have more than 256 KiB unsent
-        (backpressure), until their writer has handed it to the socket.
+        (backpressure), until their writer has handed it to the socket;
+        otherwise it does not yield. Broadcasts made one after another
+        without yielding reach each renderer in one write, at the end of
+        the loop turn (the first of them at once).
 
         Raises:
             SerializationError: an argument cannot be encoded; nothing was sent.
@@ -505,12 +509,9 @@ class IpcMain(Registry):
 
     async def _broadcast_frame(self, frame: bytes) -> None:
         """Queue a prepared Message frame on every live renderer of this main."""
-        # Only the copies that were queued (not written at once) may have to wait.
-        queued = queue_prepared([c._endpoint for c in self._contents.values()], frame)
-        await anyio.lowlevel.checkpoint()  # the writes go out on this loop turn
-        for outbox in queued:
-            if outbox.congested:
-                await outbox.flush_quietly()  # a failed one belongs to a renderer now gone
+        congested = self._fanout.queue([c._endpoint for c in self._contents.values()], frame)
+        for outbox in congested:
+            await outbox.flush_quietly()  # a failed one belongs to a renderer now gone
 
     # ---- guards --------------------------------------------------------
 
