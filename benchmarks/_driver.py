@@ -28,7 +28,7 @@ class AsyncClient(Protocol):
     async def send(self, x: int) -> None: ...
     async def totals(self) -> list[int]: ...
     async def echo(self, data: bytes) -> bytes: ...
-    async def broadcast(self, m: int, expected: int) -> float: ...
+    async def broadcast(self, m: int, expected: int, paced: bool = False) -> float: ...
 
 
 TickCallback = Callable[[int], None]
@@ -259,9 +259,13 @@ async def scenario_e(
 
 
 async def scenario_f(
-    connect: Connect, info: dict[str, Any], p: Params, index: int, conns: int
+    connect: Connect, info: dict[str, Any], p: Params, index: int, conns: int, paced: bool
 ) -> dict[str, Any]:
-    """Index 0 asks the server to broadcast ``f_messages`` ticks; all count them."""
+    """Index 0 asks the server to broadcast ``f_messages`` ticks; all count them.
+
+    ``paced`` (scenario H): the server yields to its loop after each broadcast,
+    so no two broadcasts can share a write.
+    """
     ticks = [_Ticks(p.f_messages) for _ in range(conns)]
 
     async def body(clients: list[AsyncClient]) -> dict[str, Any]:
@@ -270,8 +274,8 @@ async def scenario_f(
         cpu0 = time.process_time()
         t0 = None
         if index == 0:
-            t0 = await clients[0].broadcast(p.f_messages, p.f_renderers)
-        got = await _all_ticks(ticks, p.f_messages, p.timeout / 2, "F")
+            t0 = await clients[0].broadcast(p.f_messages, p.f_renderers, paced)
+        got = await _all_ticks(ticks, p.f_messages, p.timeout / 2, "H" if paced else "F")
         return {**got, "t0": t0, "cpu_s": time.process_time() - cpu0}
 
     return await _with_many(connect, info, conns, ticks, body)
@@ -339,6 +343,6 @@ async def run_scenario(
                 return await single[scenario](c, p)
         if scenario == "E":
             return await scenario_e(connect, info, p, index, conns)
-        if scenario == "F":
-            return await scenario_f(connect, info, p, index, conns)
+        if scenario in "FH":
+            return await scenario_f(connect, info, p, index, conns, paced=scenario == "H")
     raise ValueError(f"unknown scenario {scenario!r}")

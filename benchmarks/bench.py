@@ -72,12 +72,14 @@ LOOPS = {
     "mpconn": ("asyncio",),  # blocking, no loop: shown in the default column
 }
 PEERS = ("pyzmq", "socketio", "grpc")
-SCENARIOS = "ABCDEFGS"
+SCENARIOS = "ABCDEFHGS"
 # Who runs what: G (10,000 renderers) is the floor's and ipcbus's; S (a blocking
 # client's round trip) is the blocking clients'; ipcbus-sync and -wire run S only.
 ONLY_FOR = {
     "G": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
     "S": ("mpconn", "ipcbus-wire", "ipcbus-sync"),
+    # F with a yield after each broadcast: what one broadcast costs when nothing batches it
+    "H": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
 }
 # The column a row is divided by ("xfloor"): S compares with multiprocessing.connection.
 BASE = {"S": "mpconn"}
@@ -117,6 +119,9 @@ METRICS = (
     Metric("F", "deliveries_per_s", "F broadcast, deliveries/s", True),
     Metric("F", "server_cpu_us", "F main CPU us/delivery", False),
     Metric("F", "client_cpu_us", "F renderers CPU us/delivery", False),
+    Metric("H", "deliveries_per_s", "H paced broadcast, deliv/s", True),
+    Metric("H", "server_cpu_us", "H main CPU us/delivery", False),
+    Metric("H", "client_cpu_us", "H renderers CPU us/delivery", False),
     Metric("G", "connect_s", "G 10k renderers, connect s", False),
     Metric("G", "rss_per_conn_kib", "G main RSS/idle conn, KiB", False),
     Metric("G", "p50_us", "G 10k invokes, p50 us", False),
@@ -129,6 +134,7 @@ METRICS = (
 # The one number per scenario that decides "ahead of" a peer.
 PRIMARY = {"A": "median_us", "B": "calls_per_s", "C": "msgs_per_s", "D": "mb_per_s"}
 PRIMARY |= {"E": "p50_us", "F": "deliveries_per_s", "G": "p50_us", "S": "median_us"}
+PRIMARY |= {"H": "deliveries_per_s"}
 HIGHER = {m.key: m.higher_is_better for m in METRICS}
 
 
@@ -258,7 +264,8 @@ def run_one(contestant: str, loop: str, scenario: str, p: Params) -> dict[str, f
         info = server.line(timeout=30)
         rss_ready = proc_status_kib(server.proc.pid, "VmRSS")
         cpu_ready = cpu_seconds(server.proc.pid)
-        procs, renderers = {"E": (p.e_procs, p.e_renderers), "F": (p.f_procs, p.f_renderers)}.get(
+        fanout = (p.f_procs, p.f_renderers)
+        procs, renderers = {"E": (p.e_procs, p.e_renderers), "F": fanout, "H": fanout}.get(
             scenario, (1, 1)
         )
         if scenario == "G":
@@ -269,7 +276,7 @@ def run_one(contestant: str, loop: str, scenario: str, p: Params) -> dict[str, f
             argv += ["--info", json.dumps(info), "--params", p.to_json()]
             argv += ["--index", str(i), "--conns", str(renderers // procs)]
             clients.append(Child(argv, f"{contestant} client {i}"))
-        if scenario in "EFG":
+        if scenario in "EFHG":
             wait = p.g_timeout if scenario == "G" else p.timeout
             for c in clients:
                 c.line(timeout=wait)  # {"connected": n}
@@ -288,7 +295,7 @@ def run_one(contestant: str, loop: str, scenario: str, p: Params) -> dict[str, f
             raise RunFailed(f"the server died: {server.stderr_tail()}")
         hwm = proc_status_kib(server.proc.pid, "VmHWM")
         server_cpu = cpu_seconds(server.proc.pid) - cpu_ready
-        if scenario in "EF":
+        if scenario in "EFH":
             extra["server_cpu_s"] = cpu_seconds(server.proc.pid) - cpu_go
     finally:
         for c in clients:
@@ -350,9 +357,9 @@ def merge(
     if scenario == "E":
         n = p.e_renderers // p.e_procs * p.e_procs * p.e_calls
         return {**_latencies(results, n, "E"), **_cpu(results, n, extra)}
-    if scenario == "F":
+    if scenario in "FH":
         n = p.f_renderers // p.f_procs * p.f_procs * p.f_messages
-        return {**_deliveries(results, n, "F"), **_cpu(results, n, extra)}
+        return {**_deliveries(results, n, scenario), **_cpu(results, n, extra)}
     if scenario == "G":
         n = p.g_renderers // p.g_procs * p.g_procs
         return {
@@ -662,11 +669,12 @@ def main() -> int:
             f"then {p.g_messages} broadcasts to all; RSS/idle conn = main's VmRSS growth "
             "once all are connected / connections"
         )
-    if any(s in scenarios for s in "EF"):
+    if any(s in scenarios for s in "EFH"):
         out.append(
-            f"E/F: {p.e_renderers} renderers = {p.e_procs} client processes x "
+            f"E/F/H: {p.e_renderers} renderers = {p.e_procs} client processes x "
             f"{p.e_renderers // p.e_procs} connections; E: {p.e_calls} sequential invokes each, "
-            f"all at once; F: {p.f_messages} broadcasts"
+            f"all at once; F: {p.f_messages} broadcasts, back to back (a burst); "
+            f"H: the same, with a yield to the loop after each"
         )
     if any(s in scenarios for s in "ABCD"):
         out.append(

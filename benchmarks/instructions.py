@@ -31,7 +31,6 @@ import anyio.lowlevel
 
 from ipcbus import IpcMain, IpcRenderer
 
-
 _FANOUT = 20  # renderers in F and F1
 
 
@@ -62,7 +61,8 @@ async def _fanout(kind: str, n: int) -> None:
         for _ in range(_FANOUT):
             renderer = IpcRenderer()
             renderer.on("tick", tick)
-            await stack.enter_async_context(renderer.connect(listener.address, token=listener.token))
+            connecting = renderer.connect(listener.address, token=listener.token)
+            await stack.enter_async_context(connecting)
             renderers.append(renderer)
         await renderers[0].invoke("bcast")
         await done.wait()

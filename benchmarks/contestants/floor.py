@@ -60,7 +60,9 @@ async def _serve(run_dir: str) -> None:
     writers: set[asyncio.StreamWriter] = set()
     tasks: set[asyncio.Task[None]] = set()
 
-    async def bcast(origin: asyncio.StreamWriter, request_id: int, m: int, expected: int) -> None:
+    async def bcast(
+        origin: asyncio.StreamWriter, request_id: int, m: int, expected: int, paced: bool = False
+    ) -> None:
         out = bytearray()
         if len(writers) != expected:
             append_frame(_enc, (ERROR, request_id, "", f"{len(writers)} clients"), out)
@@ -76,6 +78,8 @@ async def _serve(run_dir: str) -> None:
             for w in targets:
                 if w.transport.get_write_buffer_size() > HIGH_WATER:
                     await w.drain()
+            if paced:
+                await asyncio.sleep(0)  # scenario H: each broadcast in its own loop turn
         append_frame(_enc, (REPLY, request_id, "", t0), out)
         origin.write(out)
 
@@ -191,8 +195,8 @@ class FloorClient:
         if self._transport.get_write_buffer_size() > HIGH_WATER:
             await self._writer.drain()
 
-    async def broadcast(self, m: int, expected: int) -> float:
-        return await self._request("bcast", [m, expected])  # type: ignore[no-any-return]
+    async def broadcast(self, m: int, expected: int, paced: bool = False) -> float:
+        return await self._request("bcast", [m, expected, paced])  # type: ignore[no-any-return]
 
 
 @asynccontextmanager

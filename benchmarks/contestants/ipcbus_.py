@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from _common import BenchError, Service, emit, stdin_closed
 
 from ipcbus import IpcMain, IpcRenderer
@@ -72,13 +73,15 @@ def _register(ipc_main: IpcMain, svc: Service) -> None:
         def echo(event: Any, data: Any) -> Any:  # type: ignore[misc]
             return data
 
-    async def bcast(event: Any, m: int, expected: int) -> float:
+    async def bcast(event: Any, m: int, expected: int, paced: bool = False) -> float:
         connected = len(ipc_main.get_all_web_contents())
         if connected != expected:
             raise BenchError(f"{connected} renderers connected, expected {expected}")
         t0 = time.monotonic()
         for seq in range(m):
             await ipc_main.broadcast("tick", seq)
+            if paced:
+                await anyio.lowlevel.checkpoint()  # scenario H: each broadcast in its own turn
         return t0
 
     ipc_main.handle("inc", inc)
