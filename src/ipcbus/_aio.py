@@ -135,6 +135,11 @@ class _Protocol(asyncio.BufferedProtocol):
         self.reading_paused = False
         self.readable: asyncio.Future[None] | None = None
         self.writable: asyncio.Future[None] | None = None
+        #: Writes may be handed to the transport now: connected, not lost, not
+        #: over the high-water mark, not closed by us. One flag, kept by the
+        #: callbacks below and ``AsyncioSocketStream.aclose``, so the checks
+        #: before a write (once per renderer in a broadcast) are one load.
+        self.can_write = False
         #: Resolved once the connection is lost; made when someone waits (aclose).
         self.closed: asyncio.Future[None] | None = None
         #: Given every read as it arrives (``deliver_to``), instead of ``chunks``.
@@ -145,6 +150,7 @@ class _Protocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they have its API.
         self.transport = cast(asyncio.Transport, transport)
+        self.can_write = True
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # The loop calls buffer_updated right after the read, before anything else.
@@ -195,6 +201,7 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True
+        self.can_write = False
         self.error = exc
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
@@ -209,10 +216,14 @@ class _Protocol(asyncio.BufferedProtocol):
             self.reader.read_ended()
 
     def pause_writing(self) -> None:
+        self.can_write = False
         if self.writable is None or self.writable.done():
             self.writable = self.loop.create_future()
 
     def resume_writing(self) -> None:
+        # Once closed (by us, or after a fatal error) it stays unwritable.
+        transport = self.transport
+        self.can_write = not self.lost and transport is not None and not transport.is_closing()
         self._wake_writer()
 
     def _wake_reader(self) -> None:
@@ -391,15 +402,13 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             self._transport.resume_reading()
 
     def can_write_nowait(self) -> bool:
-        """Whether :meth:`write_nowait` may be called: open, and not over high water."""
-        protocol = self._protocol
-        writable = protocol.writable
-        return (
-            not self._closed
-            and not protocol.lost
-            and not self._transport.is_closing()
-            and (writable is None or writable.done())
-        )
+        """Whether :meth:`write_nowait` may be called: open, and not over high water.
+
+        A transport that failed on this loop turn (asyncio closes it at once
+        and tells us on the next turn) may still say yes: what is written to
+        it is dropped, as it would be had it reached the kernel just before.
+        """
+        return self._protocol.can_write
 
     def write_nowait(self, data: bytes | bytearray) -> None:
         """Hand ``data`` to the transport now; only after :meth:`can_write_nowait`,
@@ -408,18 +417,10 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
 
     def try_write(self, data: bytes | bytearray) -> bool:
         """:meth:`write_nowait` if :meth:`can_write_nowait`; whether ``data`` was written."""
-        # can_write_nowait, inline: a broadcast comes here once per renderer
-        protocol = self._protocol
-        writable = protocol.writable
-        if (
-            self._closed
-            or protocol.lost
-            or (writable is not None and not writable.done())
-            or self._transport.is_closing()
-        ):
-            return False
-        self._transport.write(data)
-        return True
+        if self._protocol.can_write:  # can_write_nowait, inline: once per renderer in a broadcast
+            self._transport.write(data)
+            return True
+        return False
 
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
@@ -434,6 +435,7 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             return
         self._closed = True
         protocol = self._protocol
+        protocol.can_write = False
         protocol.reader = None  # no more reads for it: the connection is over
         protocol.chunks.clear()  # unread input: nobody will read it now
         protocol.buffered = 0
