@@ -407,6 +407,41 @@ async def test_broadcasts_made_back_to_back_leave_in_one_write_per_renderer() ->
     assert got == [list(range(n + 1))] * renderers
 
 
+async def test_a_broadcast_reaches_renderers_that_came_after_the_last_one() -> None:
+    """Main keeps the list of outboxes a broadcast walks between broadcasts: a
+    renderer that connects later is on it, one that left is off it."""
+    got: list[tuple[str, int]] = []
+    arrived = anyio.Event()
+
+    def news(who: str, event: ipcbus.IpcRendererEvent, i: int) -> None:
+        got.append((who, i))
+        arrived.set()
+
+    async def next_news() -> None:
+        nonlocal arrived
+        await arrived.wait()
+        arrived = anyio.Event()
+
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main, ipc_main.connect_local() as first:
+            first.on("news", functools.partial(news, "first"))
+            await ipc_main.broadcast("news", 1)
+            await next_news()
+            async with ipc_main.connect_local() as second:
+                second.on("news", functools.partial(news, "second"))
+                await ipc_main.broadcast("news", 2)
+                while len(got) < 3:
+                    await next_news()
+                gone = ipc_main.from_id(second.id)
+                assert gone is not None
+            await gone.wait_closed()
+            assert ipc_main.get_all_web_contents() == [ipc_main.from_id(first.id)]
+            await ipc_main.broadcast("news", 3)
+            while len(got) < 4:
+                await next_news()
+    assert sorted(got) == [("first", 1), ("first", 2), ("first", 3), ("second", 2)]
+
+
 async def test_broadcasts_and_sends_made_in_one_turn_arrive_in_the_order_made() -> None:
     """Queued broadcasts and ``WebContents.send`` share each renderer's outbox:
     whatever one turn makes, each renderer gets in that order."""

@@ -1,7 +1,8 @@
 """A broadcast: one encoded frame queued on, or written straight to, every renderer.
 
 ``IpcMain.broadcast`` encodes the frame once (``prepare_message``) and hands
-it here with every renderer's endpoint; per renderer the cost is one call.
+it here with every renderer's outbox (a list kept until a renderer comes or
+goes); per renderer the cost is one call.
 
 The first broadcast of a loop turn goes straight to each renderer's socket
 (the asyncio fast path), where nothing is queued before it: one write per
@@ -24,7 +25,6 @@ from ._outbox import SEND_HIGH_WATER
 from ._protocol import OPEN
 
 if TYPE_CHECKING:
-    from ._endpoint import Endpoint
     from ._outbox import Outbox
 
 __all__ = ("Fanout",)
@@ -36,21 +36,24 @@ CallSoon = Callable[[Callable[[], object]], object]
 class Fanout:
     """Queues one main's broadcasts: at once for the first of a loop turn, then batched."""
 
-    __slots__ = ("_burst",)
+    __slots__ = ("_burst", "outboxes")
 
     def __init__(self) -> None:
         self._burst = False  # a broadcast was written at once this loop turn
+        #: Every renderer's outbox, made by the first broadcast after a renderer
+        #: came or went (``IpcMain`` sets it to ``None`` then).
+        self.outboxes: list[Outbox] | None = None
 
-    def queue(self, endpoints: list[Endpoint | None], frame: bytes) -> list[Outbox]:
-        """Queue a prepared frame on every open endpoint and have it sent.
+    def queue(self, outboxes: list[Outbox], frame: bytes) -> list[Outbox]:
+        """Queue a prepared frame on every open connection and have it sent.
 
         Returns the outboxes over ``SEND_HIGH_WATER``, which the caller must
         flush (backpressure). Closed endpoints, and those whose peer's limit
         the frame is over (logged), are skipped.
         """
         if self._burst:
-            return _queue_each(endpoints, frame)
-        congested, call_soon = _write_each(endpoints, frame)
+            return _queue_each(outboxes, frame)
+        congested, call_soon = _write_each(outboxes, frame)
         if call_soon is not None:
             self._burst = True
             call_soon(self._end_burst)
@@ -62,9 +65,7 @@ class Fanout:
         self._burst = False
 
 
-def _write_each(
-    endpoints: list[Endpoint | None], frame: bytes
-) -> tuple[list[Outbox], CallSoon | None]:
+def _write_each(outboxes: list[Outbox], frame: bytes) -> tuple[list[Outbox], CallSoon | None]:
     """The first broadcast of a turn: to every socket at once, where nothing is queued.
 
     Where nothing is queued before it, the frame goes to the transport as it
@@ -76,10 +77,7 @@ def _write_each(
     call_soon: CallSoon | None = None
     size = len(frame) - HEADER_SIZE
     small = len(frame) <= LARGE_WRITE
-    for endpoint in endpoints:
-        if endpoint is None:
-            continue
-        outbox = endpoint.outbox
+    for outbox in outboxes:
         conn = outbox.conn
         if conn.state is not OPEN:
             continue
@@ -99,7 +97,7 @@ def _write_each(
         try:
             conn.send_prepared(frame)
         except FrameTooLargeError as exc:
-            logger.warning("broadcast skipped %s: %s", endpoint.name, exc)
+            logger.warning("broadcast skipped %s: %s", outbox.name, exc)
             continue
         # Write now rather than schedule a callback per connection (a broadcast
         # reaches every renderer at once).
@@ -109,20 +107,17 @@ def _write_each(
     return congested, call_soon
 
 
-def _queue_each(endpoints: list[Endpoint | None], frame: bytes) -> list[Outbox]:
+def _queue_each(outboxes: list[Outbox], frame: bytes) -> list[Outbox]:
     """A later broadcast of the turn: queued; each renderer's copies leave in one write."""
     congested = []
-    for endpoint in endpoints:
-        if endpoint is None:
-            continue
-        outbox = endpoint.outbox
+    for outbox in outboxes:
         conn = outbox.conn
         if conn.state is not OPEN:
             continue
         try:
             conn.send_prepared(frame)
         except FrameTooLargeError as exc:
-            logger.warning("broadcast skipped %s: %s", endpoint.name, exc)
+            logger.warning("broadcast skipped %s: %s", outbox.name, exc)
             continue
         if conn.pending_output > SEND_HIGH_WATER:  # Outbox.congested, inline
             congested.append(outbox)  # its flush() has it written

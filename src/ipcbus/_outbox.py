@@ -160,6 +160,11 @@ class Outbox:
         #: after: ``kick`` need not schedule a write of its own meanwhile.
         self.reading = False
 
+    @property
+    def name(self) -> str:
+        """The connection's name, for logs and errors ("renderer 3")."""
+        return self._endpoint.name
+
     # ---- scheduling writes ---------------------------------------------
 
     def next_batch(self) -> _Batch:

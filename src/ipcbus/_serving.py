@@ -103,14 +103,14 @@ class Link:
         self.main._pending.pop(self, None)
         if not self.contents.process_id:
             self.contents.process_id = event.process_id
-        self.main._contents[self.contents.id] = self.contents
+        self.main._add_renderer(self.contents)
         self._handshake_over()
         self.main._run_hooks(self.main._connect_hooks, self.contents)
 
     def terminated(self, event: ConnectionTerminated) -> None:
         # Gone from get_all_web_contents()/from_id() at once; on_disconnect
         # hooks run later, once a spawned child has been reaped.
-        self.connected = self.main._contents.pop(self.contents.id, None) is not None
+        self.connected = self.main._remove_renderer(self.contents)
         self.main._pending.pop(self, None)
         self._handshake_over()
         if self.contents._port_sink is not None:
@@ -317,7 +317,7 @@ async def finish(main: IpcMain, link: Link) -> None:
     contents.disconnect_details = disconnect_details(termination, exit_code)
     main._links.discard(link)
     main._pending.pop(link, None)
-    main._contents.pop(contents.id, None)
+    main._remove_renderer(contents)
     contents._finished()
     if link.connected:
         main._run_hooks(main._disconnect_hooks, contents, contents.disconnect_details)

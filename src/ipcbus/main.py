@@ -473,6 +473,16 @@ class IpcMain(Registry):
             renderer_id=renderer_id,
         )
 
+    def _add_renderer(self, contents: WebContents) -> None:
+        """A renderer's handshake is over: it is connected."""
+        self._contents[contents.id] = contents
+        self._fanout.outboxes = None
+
+    def _remove_renderer(self, contents: WebContents) -> bool:
+        """A renderer is gone; whether it was connected."""
+        self._fanout.outboxes = None
+        return self._contents.pop(contents.id, None) is not None
+
     def get_all_web_contents(self) -> list[WebContents]:
         """Every connected renderer, oldest first."""
         return list(self._contents.values())
@@ -509,7 +519,13 @@ class IpcMain(Registry):
 
     async def _broadcast_frame(self, frame: bytes) -> None:
         """Queue a prepared Message frame on every live renderer of this main."""
-        congested = self._fanout.queue([c._endpoint for c in self._contents.values()], frame)
+        fanout = self._fanout
+        outboxes = fanout.outboxes
+        if outboxes is None:  # a renderer came or went since the last broadcast
+            outboxes = fanout.outboxes = [
+                c._endpoint.outbox for c in self._contents.values() if c._endpoint is not None
+            ]
+        congested = fanout.queue(outboxes, frame)
         for outbox in congested:
             await outbox.flush_quietly()  # a failed one belongs to a renderer now gone
 
