@@ -8,7 +8,8 @@ With py-spy (the default) both processes run under ``py-spy record --format
 raw`` (collapsed stacks, idle samples excluded); this script then prints, for
 each, the functions with the most *self* samples (where the CPU really was)
 and the most *total* samples (what was on the stack). With pyinstrument each
-process writes its own text report into ``--out``. Scenarios A-D only.
+process writes its own text report into ``--out``. Scenarios A-D, and E, F
+and H with their client processes, of which only the first is profiled.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def summarize(path: Path, top: int) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", default="B", choices=list("ABCD"))
+    parser.add_argument("--scenario", default="B", choices=list("ABCDEFH"))
     parser.add_argument("--contestant", default="ipcbus")
     parser.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop"))
     parser.add_argument("--tool", default="py-spy", choices=("py-spy", "pyinstrument"))
@@ -116,17 +117,35 @@ def main() -> int:
         "server",
     )
     client = None
+    others: list[Child] = []
+    many = args.scenario in "EFH"
+    procs, renderers = (
+        (p.e_procs, p.e_renderers) if args.scenario == "E" else (p.f_procs, p.f_renderers)
+    )
     try:
         info = server.line(timeout=30)
         argv = [*base, "client", "--loop", args.loop, "--scenario", args.scenario]
         argv += ["--info", json.dumps(info), "--params", p.to_json()]
+        if many:
+            argv += ["--conns", str(renderers // procs)]
+            others = [Child([*argv, "--index", str(i)], f"client {i}") for i in range(1, procs)]
+            argv += ["--index", "0"]
         client = Child(wrap(args.tool, args.rate, client_out, argv), "client")
+        if many:
+            for c in (client, *others):
+                c.line(timeout=p.timeout)  # {"connected": n}
+            for c in (client, *others):
+                c.go()
+            for c in others:
+                c.line(timeout=p.timeout + 30)
         result = client.line(timeout=p.timeout + 30)["result"]
         print(f"{tag}: {result}")
     except RunFailed as exc:
         print(f"{tag}: ERROR {exc}", file=sys.stderr)
         return 1
     finally:
+        for c in others:
+            c.stop(grace=5)
         if client is not None:
             client.proc.wait(30)  # let the profiler write its file
             client.stop(grace=5)
