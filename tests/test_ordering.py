@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 import ipcbus
@@ -241,3 +242,43 @@ async def test_pushes_to_a_renderer_that_stops_reading_arrive_whole_and_in_order
                     await some_sent.wait()
                     assert sent < n  # send waits for the renderer (backpressure)
                     assert await slow.messages("push", n) == [[i, blob] for i in range(n)]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "anyio-streams"])
+async def test_a_long_read_of_small_messages_is_delivered_whole_in_order_a_batch_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, fast_path: bool
+) -> None:
+    """Main takes a long read's frames a batch at a time (Connection.batch): every
+    message still arrives, in order, and the call behind them sees all of them."""
+    from ipcbus._protocol import Connection
+    from ipcbus._wire import Message, Reply, Request, RequestKind
+
+    from .faults._raw import RawPeer, frames, raw_args
+
+    if not fast_path:
+        monkeypatch.setenv("IPCBUS_NO_FASTPATH", "1")
+    more = Connection.receive_more
+    batches = 0
+
+    def counting(self: Connection) -> bool:
+        nonlocal batches
+        batches += 1
+        return more(self)
+
+    monkeypatch.setattr(Connection, "receive_more", counting)
+    n = 20_000
+    got: list[int] = []
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            ipc_main.on("n", lambda event, i: got.append(i))
+            ipc_main.handle("count", lambda event: len(got))
+            listener = await ipc_main.listen()
+            async with RawPeer.connect(listener.address) as peer:
+                await peer.handshake(listener.token)
+                burst = frames(*(Message("n", raw_args(i)) for i in range(n)))
+                await peer.send(burst + frames(Request(1, RequestKind.INVOKE, "count", raw_args())))
+                reply = await peer.receive()
+    assert isinstance(reply, Reply) and reply.ok
+    assert msgspec.msgpack.decode(reply.value) == n
+    assert got == list(range(n))
+    assert batches > 0  # some read was long enough to be cut into batches

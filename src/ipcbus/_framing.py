@@ -107,16 +107,19 @@ class FrameDecoder:
         partial = len(self._head) + (HEADER_SIZE + self._filled if self._body is not None else 0)
         return partial + len(self._chunk) - self._pos
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Add received bytes (copied only if mutable, or if unparsed input remains)."""
+    def feed(self, data: bytes | bytearray | memoryview, start: int = 0) -> None:
+        """Add received bytes from ``start`` on (copied only if mutable, or if
+        unparsed input remains)."""
         chunk, pos = self._chunk, self._pos
         if pos < len(chunk):  # unparsed input remains (no slice made otherwise)
-            data = b"".join((chunk[pos:], data))
+            data = b"".join((chunk[pos:], memoryview(data)[start:]))
+            start = 0
         elif type(data) is not bytes:
-            data = bytes(data)
+            data = bytes(memoryview(data)[start:])
+            start = 0
         self._data = data
         self._chunk = memoryview(data)
-        self._pos = 0
+        self._pos = start
 
     def window(self, minimum: int) -> memoryview | None:
         """Where the next received bytes belong, if they can go there directly.

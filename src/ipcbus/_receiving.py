@@ -47,7 +47,10 @@ from ._wire import (
     raw_args,
 )
 
-__all__ = ("CANCEL_ACK", "Receiving")
+__all__ = ("ALL", "CANCEL_ACK", "Receiving")
+
+#: ``Connection.batch`` that takes every whole frame of a read at once.
+ALL = 1 << 62
 
 #: The Reply the core sends by itself for a request the peer cancelled.
 CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
@@ -62,6 +65,8 @@ class Receiving:
     state: State
     _frames: FrameDecoder
     _holding: bool
+    batch: int
+    more: bool
     _events: list[Event]
     _awaiting: dict[int, None]
     _cancelled: dict[int, None]
@@ -101,9 +106,26 @@ class Receiving:
                 return False
             if pos == len(data) or self.state is CLOSED:
                 return False
+            if self.more:  # the rest waits for receive_more, where it lies
+                self._frames.feed(data, pos)
+                self._holding = True
+                return True
             data = data[pos:]
         frames = self._frames
         frames.feed(data)
+        self._parse()
+        self._holding = holding = not frames.idle()
+        return holding
+
+    def receive_more(self) -> bool:
+        """Take the next ``batch`` of a read that stopped early (:attr:`more`).
+
+        Returns what :meth:`receive_data` returns.
+        """
+        self.more = False
+        if self.state is CLOSED:
+            return False
+        frames = self._frames
         self._parse()
         self._holding = holding = not frames.idle()
         return holding
@@ -184,7 +206,7 @@ class Receiving:
             while self.state is not CLOSED:
                 if self.state is OPEN:
                     self._parse_open()  # the hot path: every whole frame of the input
-                    if self.state is CLOSED:
+                    if self.state is CLOSED or self.more:
                         break
                 # A frame split across reads, one over the limit (raises), or a handshake.
                 if (raw := frames.next_body()) is None:
@@ -233,6 +255,7 @@ class Receiving:
         """
         limit, end_of_input = self._frames.max_frame_size, len(data)
         last = end_of_input - HEADER_SIZE  # the last offset a header fits at
+        stop = min(last, pos + self.batch)  # where this batch ends
         # Locals, not globals, for what every frame needs (a read of one frame
         # pays for each alias, so the rarer cases below look theirs up).
         decode, events, unpack, small, message = (
@@ -242,7 +265,7 @@ class Receiving:
             SMALL_BODY,
             Message,
         )
-        while pos <= last:
+        while pos <= stop:
             (size,) = unpack(data, pos)
             start = pos + HEADER_SIZE
             end = start + size
@@ -273,6 +296,8 @@ class Receiving:
                 self._handle(body)
                 if self.state is CLOSED:  # a Goodbye, or a violation we answered
                     break
+        else:
+            self.more = pos <= last  # stopped at the batch's end: whole frames may remain
         return pos
 
     def _terminate(self, code: CloseCode, reason: str) -> None:
