@@ -11,6 +11,7 @@ side of the sans-I/O core on a real socket).
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -107,6 +108,43 @@ async def test_eight_threads_invoking_at_once_each_get_their_own_replies() -> No
             results = await anyio.to_thread.run_sync(client)
             for tag, got in enumerate(results):
                 assert got == [tag * 10] + [[tag, i + 1] for i in range(100)]
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="the reader thread watches with epoll")
+async def test_the_reader_thread_stops_watching_before_a_request_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call's reply wakes only the caller: the reader thread's watch is off before
+    the request is written, so when the reply is there to read the watch does not
+    see it (when it was switched off after the write, a quick reply woke the reader
+    thread too, which then fought the caller for the GIL and the lock)."""
+    from ipcbus._blocking import BlockingLink
+
+    send = BlockingLink._send
+    seen: list[bool] = []
+
+    def send_then_wait_for_the_reply(self: BlockingLink, data: bytearray) -> None:
+        send(self, data)
+        if not self._active:
+            return  # the Hello, or the Goodbye: no call waits
+        poll = select.poll()
+        poll.register(self.sock.fileno(), select.POLLIN)
+        assert poll.poll(10_000), "no reply within 10 s"
+        seen.append(self._watch.wait(0))  # would the reader thread wake for it now?
+
+    monkeypatch.setattr(BlockingLink, "_send", send_then_wait_for_the_reply)
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            ipc_main.handle("inc", lambda event, i: i + 1)
+            listener = await ipc_main.listen()
+
+            def client() -> list[int]:
+                with ipcbus.sync.connect(listener.address, token=listener.token) as ipc:
+                    return [ipc.invoke("inc", i) for i in range(20)]
+
+            assert await anyio.to_thread.run_sync(client) == list(range(1, 21))
+    assert len(seen) == 20
+    assert not any(seen)
 
 
 async def test_the_link_ending_mid_call_fails_every_waiting_thread() -> None:

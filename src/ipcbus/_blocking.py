@@ -261,6 +261,14 @@ class BlockingLink:
             if writing:
                 self._write.release()
             raise
+        # Before the request leaves: were the reader thread still watching the
+        # socket when the reply came, it would wake and fight us for the GIL
+        # and the lock (twice the round trip on a busy 2-core machine).
+        cond = self._cond
+        with cond:
+            self._active += 1
+            if self._active == 1:
+                self._watch.pause()  # the reader thread need not wake for our reply
         try:
             # From here on the request is main's: whatever stops us (a timeout,
             # Ctrl-C, even one that lands while the request is being written)
@@ -291,6 +299,12 @@ class BlockingLink:
             raise
         finally:
             del self._waiters[request_id]
+            with cond:
+                self._active -= 1
+                if not self._active:
+                    self._watch.resume()
+                    if self._sleepers:
+                        cond.notify_all()  # a reader thread that waited for the calls to end
         return reply_value(waiter.reply, kind, channel, self)
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> None:
@@ -301,9 +315,6 @@ class BlockingLink:
         """
         cond = self._cond
         cond.acquire()
-        self._active += 1
-        if self._active == 1:
-            self._watch.pause()  # the reader thread need not wake for our reply
         try:
             while waiter.reply is None and not self._ended:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -335,11 +346,6 @@ class BlockingLink:
                     if self._sleepers:
                         cond.notify_all()  # a follower leads next
         finally:
-            self._active -= 1
-            if not self._active:
-                self._watch.resume()
-                if self._sleepers:
-                    cond.notify_all()  # a reader thread that waited for the calls to end
             cond.release()
 
     def send(self, channel: str, args: tuple[Any, ...]) -> None:
