@@ -108,7 +108,13 @@ def _write_each(outboxes: list[Outbox], frame: bytes) -> tuple[list[Outbox], Cal
 
 
 def _queue_each(outboxes: list[Outbox], frame: bytes) -> list[Outbox]:
-    """A later broadcast of the turn: queued; each renderer's copies leave in one write."""
+    """A later broadcast of the turn: queued; each renderer's copies leave in one write.
+
+    The queueing (``send_prepared``, the warning for a renderer whose limit the
+    frame is over, the congestion check) is ``_write_each``'s fallback written
+    out again, not shared through a function: a broadcast costs main one
+    Python call per renderer, and a helper would make it two.
+    """
     congested = []
     for outbox in outboxes:
         conn = outbox.conn
