@@ -147,6 +147,23 @@ async def test_the_reader_thread_stops_watching_before_a_request_leaves(
     assert not any(seen)
 
 
+async def test_replies_larger_than_one_read_arrive_intact() -> None:
+    """Every read goes into one buffer the link keeps: what a read took must be
+    copied out before the next read overwrites it (a frame spans many reads)."""
+    blobs = [os.urandom(n) for n in (1, 70_000, 300_000, 3 << 20)]
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            ipc_main.handle("blob", lambda event, i: blobs[i])
+            listener = await ipc_main.listen()
+
+            def client() -> list[bytes]:
+                with ipcbus.sync.connect(listener.address, token=listener.token) as ipc:
+                    return [ipc.invoke("blob", i) for i in (3, 0, 2, 1, 3)]
+
+            got = await anyio.to_thread.run_sync(client)
+    assert got == [blobs[i] for i in (3, 0, 2, 1, 3)]
+
+
 async def test_the_link_ending_mid_call_fails_every_waiting_thread() -> None:
     threads = 6
     with anyio.fail_after(20):

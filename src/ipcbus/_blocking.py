@@ -107,6 +107,7 @@ class BlockingLink:
         self._torn = False  # the socket is closed
         self._waiters: dict[int, _Waiter] = {}
         self._sent: deque[int] = deque()  # the counts of one write's sends (_send)
+        self._buffer = memoryview(bytearray(READ_SIZE))  # what one read takes (_read)
         #: Whether this link counts for _interrupts' SIGINT handler; None: not
         #: asked yet (it is asked from the main thread only, once).
         self._sigint: bool | None = None
@@ -413,14 +414,15 @@ class BlockingLink:
         block; else waits at most that long.
         """
         sock = self.sock
-        got: deque[bytes] = deque()
+        got: deque[int] = deque()
+        buffer = self._buffer
         try:
             if timeout is None:
-                recv(sock, got, block=True)
+                recv(sock, got, buffer, block=True)
             elif timeout == 0 and DONTWAIT:
-                recv(sock, got, block=False)
+                recv(sock, got, buffer, block=False)
             elif ready(sock.fileno(), select.POLLIN, timeout):
-                recv(sock, got, block=True)
+                recv(sock, got, buffer, block=True)
             else:
                 return
         except BlockingIOError:
@@ -430,9 +432,9 @@ class BlockingLink:
             return
         except BaseException:  # Ctrl-C: what was read is the core's all the same
             if got:
-                self._take(got.popleft(), None, own)
+                self._take(bytes(buffer[: got.popleft()]), None, own)
             raise
-        self._take(got.popleft(), None, own)
+        self._take(bytes(buffer[: got.popleft()]), None, own)
 
     def _take(self, data: bytes, why: str | None, own: _Waiter | None) -> None:
         """Feed one read to the core, hand its events on, flush."""
