@@ -111,11 +111,8 @@ class Receiving:
                 self._holding = True
                 return True
             data = data[pos:]
-        frames = self._frames
-        frames.feed(data)
-        self._parse()
-        self._holding = holding = not frames.idle()
-        return holding
+        self._frames.feed(data)
+        return self._parse_fed()
 
     def receive_more(self) -> bool:
         """Take the next ``batch`` of a read that stopped early (:attr:`more`).
@@ -125,10 +122,7 @@ class Receiving:
         self.more = False
         if self.state is CLOSED:
             return False
-        frames = self._frames
-        self._parse()
-        self._holding = holding = not frames.idle()
-        return holding
+        return self._parse_fed()
 
     def receive_buffer(self, minimum: int = 64 * 1024) -> memoryview | None:
         """A buffer to read the peer's next bytes into, or ``None``: use ``receive_data``.
@@ -148,11 +142,8 @@ class Receiving:
         """
         if self.state is CLOSED:
             return False
-        frames = self._frames
-        frames.filled(n)
-        self._parse()
-        self._holding = holding = not frames.idle()
-        return holding
+        self._frames.filled(n)
+        return self._parse_fed()
 
     def receive_frame(self, body: bytes | bytearray | memoryview) -> None:
         """Feed one whole frame body, for transports whose messages are frames.
@@ -198,6 +189,12 @@ class Receiving:
             code = CloseCode.PROTOCOL_ERROR
         self._set_state(CLOSED)
         self._events.append(ConnectionTerminated(code, reason, remote=True))
+
+    def _parse_fed(self) -> bool:
+        """Parse what the decoder was fed; whether part of a frame is held (``_holding``)."""
+        self._parse()
+        self._holding = holding = not self._frames.idle()
+        return holding
 
     def _parse(self) -> None:
         frames = self._frames
