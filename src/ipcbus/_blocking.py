@@ -13,8 +13,9 @@ whatever else it reads on the way. Rules:
   that waits while nobody leads takes over.
 * **Between calls** the reader thread waits for the socket to become
   readable without leading, then leads for one read that does not block.
-  While any call waits it does not watch the socket (epoll interest off), so
-  a reply wakes only the thread that reads it.
+  From before a call's request is written until no call waits, it does not
+  watch the socket (epoll interest off), so a reply wakes only the thread
+  that reads it.
 * **Writing**: ``_lock`` guards the Connection (queueing a frame, feeding it
   bytes: short holds); ``_write`` is held while bytes go out, and they are
   taken from the Connection under it, so frames leave in the order queued.
