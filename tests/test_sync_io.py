@@ -125,11 +125,13 @@ async def test_the_reader_thread_stops_watching_before_a_request_leaves(
 
     def send_then_wait_for_the_reply(self: BlockingLink, data: bytearray) -> None:
         send(self, data)
-        if not self._active:
-            return  # the Hello, or the Goodbye: no call waits
+        if not self._waiters:
+            return  # the Hello, or the Goodbye: no call waits for a reply
         poll = select.poll()
         poll.register(self.sock.fileno(), select.POLLIN)
-        assert poll.poll(10_000), "no reply within 10 s"
+        # Not there within 10 s: another thread read it (the reader thread,
+        # still watching), which is what the test rules out.
+        assert poll.poll(10_000), "the reply was not left for the caller to read"
         seen.append(self._watch.wait(0))  # would the reader thread wake for it now?
 
     monkeypatch.setattr(BlockingLink, "_send", send_then_wait_for_the_reply)

@@ -112,10 +112,10 @@ class FrameDecoder:
         unparsed input remains)."""
         chunk, pos = self._chunk, self._pos
         if pos < len(chunk):  # unparsed input remains (no slice made otherwise)
-            data = b"".join((chunk[pos:], memoryview(data)[start:]))
+            data = b"".join((chunk[pos:], memoryview(data)[start:] if start else data))
             start = 0
         elif type(data) is not bytes:
-            data = bytes(memoryview(data)[start:])
+            data = bytes(memoryview(data)[start:] if start else data)
             start = 0
         self._data = data
         self._chunk = memoryview(data)
