@@ -32,6 +32,7 @@ CONTESTANTS = {
     "ipcbus-before": "contestants.ipcbus_",
     "ipcbus-sync": "contestants.ipcbus_sync",
     "ipcbus-wire": "contestants.ipcbus_wire",
+    "loop-wire": "contestants.loop_wire",
     "pyzmq": "contestants.pyzmq_",
     "socketio": "contestants.socketio_",
     "grpc": "contestants.grpc_",

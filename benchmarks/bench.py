@@ -43,6 +43,7 @@ ALL_CONTESTANTS = (
     "ipcbus-before",  # another checkout's src/ in $IPCBUS_BEFORE: a before/after table
     "ipcbus-sync",
     "ipcbus-wire",
+    "loop-wire",
     "pyzmq",
     "socketio",
     "grpc",
@@ -53,6 +54,7 @@ DEFAULT_CONTESTANTS = (
     "ipcbus",
     "ipcbus-sync",
     "ipcbus-wire",
+    "loop-wire",
     "pyzmq",
     "socketio",
     "grpc",
@@ -66,6 +68,7 @@ LOOPS = {
     "ipcbus-before": BOTH_LOOPS,
     "ipcbus-sync": BOTH_LOOPS,  # a blocking client; the loop is main's
     "ipcbus-wire": BOTH_LOOPS,  # the same, with no facade: the bound for ipcbus-sync
+    "loop-wire": BOTH_LOOPS,  # mpconn's client, the least server a loop can be: a bound for main
     "pyzmq": ("asyncio",),
     "socketio": ("asyncio",),
     "grpc": ("asyncio",),
@@ -77,7 +80,7 @@ SCENARIOS = "ABCDEFHGS"
 # client's round trip) is the blocking clients'; ipcbus-sync and -wire run S only.
 ONLY_FOR = {
     "G": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
-    "S": ("mpconn", "ipcbus-wire", "ipcbus-sync"),
+    "S": ("mpconn", "loop-wire", "ipcbus-wire", "ipcbus-sync"),
     # F with a yield after each broadcast: what one broadcast costs when nothing batches it
     "H": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
 }
