@@ -44,6 +44,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+from . import _interrupts
 from ._blockio import DONTWAIT, READ_SIZE, Watch, ready, recv, send_all
 from ._calls import error_info, reply_value
 from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
@@ -68,10 +69,9 @@ Sink = Callable[[list[Event]], None]
 class _Waiter:
     """One call's reply, once read (by its own thread or another leader)."""
 
-    __slots__ = ("reply",)
-
-    def __init__(self) -> None:
-        self.reply: ReplyReceived | None = None
+    # A class default, not an __init__: making one is then a call in C alone
+    # (one per call of the link; the instance dict appears with the reply).
+    reply: ReplyReceived | None = None
 
 
 class BlockingLink:
@@ -100,7 +100,11 @@ class BlockingLink:
         self._send_tracebacks = send_tracebacks
         self._lock = threading.Lock()  # the Connection (and the TLS object)
         self._write = threading.Lock()  # the socket's sending side
-        self._cond = threading.Condition(threading.Lock())  # leadership, waiters
+        # Leadership and waiters. ``_held`` is _cond's lock: ``with held`` is
+        # a call in C, ``with cond`` two in Python (Condition's __enter__ and
+        # __exit__); a call's short holds that neither wait nor notify use it.
+        self._held = threading.Lock()
+        self._cond = threading.Condition(self._held)
         self._leading = False
         self._active = 0  # calls waiting for their replies
         self._sleepers = 0  # threads waiting on _cond
@@ -236,7 +240,8 @@ class BlockingLink:
         try:
             return self._call(kind, channel, args, timeout)
         finally:
-            deliver_deferred()  # a Ctrl-C that came on the way out, error or not
+            if _interrupts.deferred:  # deliver_deferred() without the call, as a rule
+                deliver_deferred()  # a Ctrl-C that came on the way out, error or not
 
     def _call(
         self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
@@ -266,11 +271,14 @@ class BlockingLink:
         # Before the request leaves: were the reader thread still watching the
         # socket when the reply came, it would wake and fight us for the GIL
         # and the lock (twice the round trip on a busy 2-core machine).
-        cond = self._cond
-        with cond:
+        held = self._held
+        with held:
             self._active += 1
             if self._active == 1:
-                self._watch.pause()  # the reader thread need not wake for our reply
+                try:
+                    self._watch.off()  # the reader thread need not wake for our reply
+                except (OSError, ValueError):  # closed meanwhile
+                    pass
         try:
             # From here on the request is main's: whatever stops us (a timeout,
             # Ctrl-C, even one that lands while the request is being written)
@@ -301,12 +309,15 @@ class BlockingLink:
             raise
         finally:
             del self._waiters[request_id]
-            with cond:
+            with held:
                 self._active -= 1
                 if not self._active:
-                    self._watch.resume()
-                    if self._sleepers:
-                        cond.notify_all()  # a reader thread that waited for the calls to end
+                    try:
+                        self._watch.on()
+                    except (OSError, ValueError):  # closed meanwhile
+                        pass
+                    if self._sleepers:  # a reader thread that waited for the calls to end
+                        self._cond.notify_all()
         return reply_value(waiter.reply, kind, channel, self)
 
     def _wait(self, waiter: _Waiter, deadline: float | None) -> None:
@@ -454,14 +465,14 @@ class BlockingLink:
         if pending:
             self.flush(wait=False)  # a Pong, a Goodbye: the writer, if busy, sends it
         if events:
+            if len(events) == 1 and own is not None:  # the common case: our reply alone
+                event = events[0]
+                if type(event) is ReplyReceived and self._waiters.get(event.request_id) is own:
+                    own.reply = event
+                    return
             self._deliver(events, own)
 
     def _deliver(self, events: list[Event], own: _Waiter | None) -> None:
-        if len(events) == 1 and own is not None:  # the common case: our reply alone
-            event = events[0]
-            if type(event) is ReplyReceived and self._waiters.get(event.request_id) is own:
-                own.reply = event
-                return
         rest: list[Event] = []
         woke = False
         ended: ConnectionTerminated | None = None

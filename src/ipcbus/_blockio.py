@@ -17,6 +17,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 from . import _interrupts
 from ._interrupts import deliver_deferred, interruptible
@@ -32,6 +33,10 @@ _SLICE = 0.1  # seconds: how often a stalled write looks for a waiting Ctrl-C
 _GIVE_UP = 1.0  # seconds a stalled write may keep a Ctrl-C waiting
 
 
+def _nothing() -> None:
+    """Where there is no epoll, the watch (a poll) cannot be switched off."""
+
+
 class Watch:
     """The reader thread's wait for the socket, switched off while calls read it."""
 
@@ -39,26 +44,18 @@ class Watch:
         self._fd = fd
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         self._poll = select.poll()
+        # Switching the watch off and on (with epoll; a poll cannot be): the
+        # bound epoll.modify, partly applied, so that the two switches of
+        # every call are no Python call. They raise OSError or ValueError
+        # once the link is closed, which the caller ignores.
+        self.off: Callable[[], object] = _nothing
+        self.on: Callable[[], object] = _nothing
         if self._epoll is not None:
             self._epoll.register(fd, select.EPOLLIN)
+            self.off = partial(self._epoll.modify, fd, 0)
+            self.on = partial(self._epoll.modify, fd, select.EPOLLIN)
         else:
             self._poll.register(fd, select.POLLIN)
-
-    # try/except rather than contextlib.suppress: these run twice per call, and
-    # suppress is three Python calls each time.
-    def pause(self) -> None:
-        if self._epoll is not None:
-            try:
-                self._epoll.modify(self._fd, 0)
-            except (OSError, ValueError):  # closed meanwhile
-                pass
-
-    def resume(self) -> None:
-        if self._epoll is not None:
-            try:
-                self._epoll.modify(self._fd, select.EPOLLIN)
-            except (OSError, ValueError):  # closed meanwhile
-                pass
 
     def wait(self, timeout: float | None) -> bool:
         """Whether the socket may be readable (or hung up) before ``timeout`` s."""
@@ -93,7 +90,8 @@ def recv(sock: socket.socket, got: deque[int], buffer: memoryview, *, block: boo
     read); if an interrupt is raised after it returned, ``got`` holds the
     count and ``buffer`` the bytes.
     """
-    deliver_deferred()
+    if _interrupts.deferred:  # deliver_deferred() without the call, as a rule
+        deliver_deferred()
     got.extend(map(sock.recv_into, (buffer,), _BLOCK_ARG, _BLOCK_ARG if block else _DONTWAIT_ARG))
 
 
@@ -144,8 +142,21 @@ def send_all(
         if not DONTWAIT:
             sock.sendall(data)
             return
-        view = memoryview(data)
         end = len(data)
+        try:
+            # The first try takes ``data`` itself: a small frame leaves whole,
+            # with no view made and none sliced.
+            sent.extend(map(sock.send, (data,), _DONTWAIT_ARG))
+        except BlockingIOError:
+            pass
+        except OSError:
+            raise
+        except BaseException:
+            _finish(sock, memoryview(data)[sum(sent) :], timeout, peer, lost)
+            raise
+        if sum(sent) == end:
+            return
+        view = memoryview(data)
         try:
             while (done := sum(sent)) < end:
                 try:
