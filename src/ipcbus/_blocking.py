@@ -27,8 +27,9 @@ whatever else it reads on the way. Rules:
   Main's pings are answered by the core, flushed by whoever read them.
 * **The end** (EOF, a Goodbye, ``close``, a dead link) wakes every waiter,
   which then fails with ``ConnectionClosedError``: nothing waits forever.
-* **TLS**: an ``ssl.SSLObject`` over memory buffers, kept under ``_lock``
-  with the Connection, so the socket stays a plain one any thread may poll.
+* **TLS** (``_blocktls``): an ``ssl.SSLObject`` over memory buffers, kept
+  under ``_lock`` with the Connection, so the socket stays a plain one any
+  thread may poll.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Any
 
 from . import _interrupts
 from ._blockio import DONTWAIT, READ_SIZE, Watch, ready, recv, send_all
+from ._blocktls import MemoryTLS
 from ._calls import error_info, reply_value
 from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
 from ._events import ConnectionTerminated, Event, ReplyReceived
@@ -127,12 +129,9 @@ class BlockingLink:
         self._seen_reads = 0
         self._heard = self._next_ping = 0.0
         self._nonce = 0
-        self._tls: ssl.SSLObject | None = None
+        self._tls: MemoryTLS | None = None
         if ssl_context is not None:
-            self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-            self._tls = ssl_context.wrap_bio(
-                self._tls_in, self._tls_out, server_hostname=server_hostname
-            )
+            self._tls = MemoryTLS(ssl_context, server_hostname)
 
     # ---- starting and ending ----------------------------------------------------
 
@@ -150,7 +149,7 @@ class BlockingLink:
         if threading.get_ident() == _MAIN:
             self._sigint = link_opened()  # Ctrl-C is kept out of our bookkeeping (_interrupts)
         if self._tls is not None:
-            self._tls_handshake(deadline)
+            self._tls.handshake(self.sock, deadline)
         self._leading = True  # nobody else is here yet
         try:
             self.flush()  # the Hello
@@ -263,7 +262,7 @@ class BlockingLink:
                 if writing:
                     data = conn.data_to_send()
                     if self._tls is not None:
-                        data = self._wrap(data)
+                        data = self._tls.wrap(data)
         except BaseException:
             if writing:
                 self._write.release()
@@ -454,13 +453,13 @@ class BlockingLink:
             conn = self.conn
             plain = data
             if data and self._tls is not None:
-                plain, why = self._unwrap(data)
+                plain, why = self._tls.unwrap(data)
             if plain:
                 conn.receive_data(plain)
             if not data or why is not None:
                 conn.receive_eof(why)
             events = conn.events_received()
-            pending = conn.pending_output or (self._tls is not None and self._tls_out.pending)
+            pending = conn.pending_output or (self._tls is not None and self._tls.pending)
         self.reads += 1
         if pending:
             self.flush(wait=False)  # a Pong, a Goodbye: the writer, if busy, sends it
@@ -564,64 +563,14 @@ class BlockingLink:
                 with lock:
                     data = self.conn.data_to_send()
                     if self._tls is not None:
-                        data = self._wrap(data)
+                        data = self._tls.wrap(data)
                 if data and not self._torn:
                     self._send(data)
             finally:
                 write.release()
-            if not (self.conn.pending_output or (self._tls is not None and self._tls_out.pending)):
+            if not (self.conn.pending_output or (self._tls is not None and self._tls.pending)):
                 return
 
     def _send(self, data: bytearray) -> None:
         """Write all of ``data`` (holding ``_write``); a stalled or failed write ends the link."""
         send_all(self.sock, data, self._sent, self._send_timeout, self.name, self.lost)
-
-    # ---- TLS ----------------------------------------------------------------------------
-
-    def _tls_handshake(self, deadline: float) -> None:
-        assert self._tls is not None
-        sock = self.sock
-        while True:
-            try:
-                self._tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                pass
-            if out := self._tls_out.read():
-                sock.sendall(out)
-            if not ready(sock.fileno(), select.POLLIN, deadline - time.monotonic()):
-                raise IpcTimeoutError("the TLS handshake with main did not complete in time")
-            data = sock.recv(READ_SIZE)
-            if not data:
-                raise ConnectionClosedError("main closed the connection during the TLS handshake")
-            self._tls_in.write(data)
-        if out := self._tls_out.read():
-            sock.sendall(out)
-
-    def _wrap(self, data: bytearray) -> bytearray:
-        """``data`` encrypted (under ``_lock``), with any TLS record the reads left to send."""
-        assert self._tls is not None
-        try:
-            if data:
-                self._tls.write(data)
-        except ssl.SSLError:  # a failed handshake, a broken stream: nothing can go out
-            self._tls_out.read()
-            return bytearray()
-        return bytearray(self._tls_out.read())
-
-    def _unwrap(self, data: bytes) -> tuple[bytes, str | None]:
-        """The plaintext in ``data`` (under ``_lock``), and why the stream ended, if it did."""
-        assert self._tls is not None
-        self._tls_in.write(data)
-        chunks: list[bytes] = []
-        why = None
-        try:
-            while chunk := self._tls.read(READ_SIZE):
-                chunks.append(chunk)
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLZeroReturnError:
-            why = "main closed the TLS stream"
-        except ssl.SSLError as exc:
-            why = f"TLS error: {exc}"
-        return b"".join(chunks), why
