@@ -46,10 +46,11 @@ import msgspec
 from ._endpoint import Endpoint
 from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
+from ._portparts import CLOSE, Item, PortHost, Queued
 from ._protocol import Connection, State
 from ._values import too_large
 from ._wire import PortRef
-from .ports import CLOSE, Item, MessagePortMain, PortHost, Queued, close_ports_in
+from .ports import MessagePortMain, close_ports_in
 
 __all__ = ("MainPortRouter", "RendererPortRouter", "Sink")
 

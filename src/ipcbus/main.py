@@ -33,6 +33,7 @@ from ._endpoint import logger
 from ._guards import Guards
 from ._liveness import Sweeper
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
+from ._portparts import current_host
 from ._portroute import MainPortRouter
 from ._protocol import prepare_message
 from ._registry import Callback, Registry, channel_set, check_channel
@@ -47,7 +48,6 @@ from ._transport import (
 from ._values import ENCODE_ERRORS, encode_error
 from ._webcontents import WebContents
 from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, check_max_frame_size
-from .ports import current_host
 
 if TYPE_CHECKING:
     from ._natsreplica import Replica

@@ -34,17 +34,16 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from contextvars import ContextVar
 from functools import partial
-from typing import Any, Final, Literal, Protocol, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
-import anyio
-import anyio.abc
 import msgspec
 
 from ._errors import SerializationError
 from ._loop import loop_is_running, start_on_loop
-from ._values import ENCODE_ERRORS, decode_value, unencodable
+from ._portiter import PortIterator
+from ._portparts import CLOSE, Close, Item, MessageEvent, Queued, Router, current_host
+from ._values import ENCODE_ERRORS, unencodable
 from ._wire import MAX_PORTS_PER_FRAME
 
 __all__ = ("MessageChannelMain", "MessageEvent", "MessagePortMain")
@@ -56,102 +55,6 @@ PortEvent = Literal["message", "close"]
 
 _encoder = msgspec.msgpack.Encoder()
 _ENCODE_ERRORS = ENCODE_ERRORS
-
-
-class _Close:
-    """The end of a port's message sequence: the channel is closed."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "CLOSE"
-
-
-CLOSE: Final = _Close()
-
-
-class Item:
-    """One message in flight or queued: encoded data and the ports it carries."""
-
-    __slots__ = ("data", "ports")
-
-    def __init__(self, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
-        self.data = data
-        self.ports = ports
-
-
-Queued = Item | _Close
-
-
-class PortHost:
-    """Where deliveries run: the task group of an ``IpcMain`` or a connection."""
-
-    __slots__ = ("_task_group",)
-
-    def __init__(self, task_group: Callable[[], anyio.abc.TaskGroup | None]) -> None:
-        self._task_group = task_group
-
-    def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
-        """Run ``fn`` in a task; ``False`` if the owner is no longer running."""
-        tg = self._task_group()
-        if tg is None:
-            return False
-        try:
-            tg.start_soon(fn)
-        except RuntimeError:  # the task group is shutting down
-            return False
-        return True
-
-
-#: The host of ports created here: set inside ``async with ipc_main:`` and
-#: while an ``IpcRenderer`` is connected.
-current_host: ContextVar[PortHost | None] = ContextVar("ipcbus_port_host", default=None)
-
-
-class Router(Protocol):
-    """What a routed port asks of the side that carries it (``ipcbus._portroute``)."""
-
-    host: PortHost
-
-    def post(self, port: MessagePortMain, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
-        """``port`` posted ``data`` carrying ``ports`` (checked, not yet neutered)."""
-
-    def close(self, port: MessagePortMain) -> None:
-        """``port`` was closed by its holder."""
-
-    def moved(self, old: MessagePortMain, new: MessagePortMain) -> None:
-        """The end held by ``old`` is now held by ``new`` (same process)."""
-
-    def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
-        """The other end, if it is an object in this process; else ``None``."""
-
-
-class MessageEvent:
-    """What ``"message"`` listeners and ``async for`` receive.
-
-    Attributes:
-        data: the posted message, in its msgpack form (a tuple arrives as a
-            list, as with ``send``); decoded on first access.
-        ports: the ports that travelled with it, else empty.
-    """
-
-    __slots__ = ("_data", "_raw", "ports")
-
-    _UNDECODED: Final[Any] = object()
-
-    def __init__(self, raw: msgspec.Raw, ports: list[MessagePortMain]) -> None:
-        self._raw = raw
-        self._data: Any = MessageEvent._UNDECODED
-        self.ports = ports
-
-    @property
-    def data(self) -> Any:
-        if self._data is MessageEvent._UNDECODED:
-            self._data = decode_value(self._raw)
-        return self._data
-
-    def __repr__(self) -> str:
-        return f"<MessageEvent data={self.data!r} ports={len(self.ports)}>"
 
 
 class MessagePortMain:
@@ -167,7 +70,7 @@ class MessagePortMain:
         self._host = current_host.get()
         self._inbox: deque[Queued] = deque()
         self._listeners: dict[str, tuple[_Listener, ...]] = {}
-        self._iterators: weakref.WeakSet[_PortIterator] = weakref.WeakSet()
+        self._iterators: weakref.WeakSet[PortIterator] = weakref.WeakSet()
         self._started = False
         self._closed = False  # no more posting; CLOSE is queued or delivered
         self._closed_here = False  # close() was called on this end: deliver even unstarted
@@ -301,9 +204,9 @@ class MessagePortMain:
     def listener_count(self, event: PortEvent) -> int:
         return len(self._listeners.get(event, ()))
 
-    def __aiter__(self) -> _PortIterator:
+    def __aiter__(self) -> PortIterator:
         """``async for message_event in port``: starts the port; ends on ``"close"``."""
-        iterator = _PortIterator(self)
+        iterator = PortIterator(self)
         self._iterators.add(iterator)
         if self._started:
             self._schedule()
@@ -360,7 +263,7 @@ class MessagePortMain:
         if self._neutered:
             close_ports_in([item])
             return
-        if isinstance(item, _Close):
+        if isinstance(item, Close):
             if self._closed:
                 return  # both ends closed at once: one close is enough
             self._closed = True
@@ -436,7 +339,7 @@ class MessagePortMain:
         try:
             while self._deliverable():
                 item = self._inbox.popleft()
-                if isinstance(item, _Close):
+                if isinstance(item, Close):
                     await self._emit_close()
                     break
                 event = MessageEvent(item.data, item.ports)
@@ -489,60 +392,6 @@ class MessagePortMain:
         if self._peer is not None:
             return self._peer
         return self._router.peer_of(self) if self._router is not None else None
-
-
-class _PortIterator:
-    """``async for message_event in port``.
-
-    Without ``"message"`` listeners an iterator takes messages straight from
-    the port's inbox (several iterators share them); with listeners, every
-    iterator also gets a copy of what they get.
-    """
-
-    __slots__ = ("__weakref__", "_done", "_port", "_queue", "_wake")
-
-    def __init__(self, port: MessagePortMain) -> None:
-        self._port = port
-        self._queue: deque[MessageEvent | _Close] = deque()
-        self._wake: anyio.Event | None = None
-        self._done = False
-
-    def push(self, event: MessageEvent | _Close) -> None:
-        self._queue.append(event)
-        self.wake()
-
-    def wake(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-
-    def __aiter__(self) -> _PortIterator:
-        return self
-
-    async def __anext__(self) -> MessageEvent:
-        port = self._port
-        while True:
-            if self._queue:
-                event = self._queue.popleft()
-                if isinstance(event, _Close):
-                    self._done = True
-                    raise StopAsyncIteration
-                return event
-            if self._done or port._close_emitted or port._neutered:
-                raise StopAsyncIteration
-            if port._started and port._inbox and not port._draining:
-                head = port._inbox[0]
-                if isinstance(head, Item) and not port._listeners.get("message"):
-                    port._inbox.popleft()
-                    port._schedule()  # a "close" behind it must still be emitted
-                    return MessageEvent(head.data, head.ports)
-                if port._host is None and port._deliverable():
-                    await port._drain()  # nobody else will: deliver from this task
-                    continue
-            self._wake = anyio.Event()
-            try:
-                await self._wake.wait()
-            finally:
-                self._wake = None
 
 
 class MessageChannelMain:

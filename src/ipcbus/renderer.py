@@ -22,6 +22,7 @@ from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
 from ._framestream import FrameStream, frame_limit
 from ._outbox import Outbox
+from ._portparts import current_host
 from ._portroute import RendererPortRouter
 from ._protocol import OPEN, Connection, Role, State
 from ._registry import Callback, Registry, check_channel
@@ -36,7 +37,7 @@ from ._wire import (
     RequestKind,
     check_max_frame_size,
 )
-from .ports import MessagePortMain, check_transfer, current_host
+from .ports import MessagePortMain, check_transfer
 
 __all__ = ("IpcRenderer", "IpcRendererEvent", "connect")
 

@@ -1,0 +1,129 @@
+"""The small parts message ports are made of (``ports``, ``_portroute``).
+
+What an end's inbox holds (``Item``, ``CLOSE``), where its deliveries run
+(``PortHost``, ``current_host``), what a routed end asks of the connection
+that carries it (``Router``), and what listeners receive (``MessageEvent``).
+None of them needs a port at run time, so ``ports`` and the routers import
+them without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import anyio.abc
+import msgspec
+
+from ._values import decode_value
+
+if TYPE_CHECKING:
+    from .ports import MessagePortMain
+
+__all__ = (
+    "CLOSE",
+    "Close",
+    "Item",
+    "MessageEvent",
+    "PortHost",
+    "Queued",
+    "Router",
+    "current_host",
+)
+
+
+class Close:
+    """The end of a port's message sequence: the channel is closed."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "CLOSE"
+
+
+CLOSE: Final = Close()
+
+
+class Item:
+    """One message in flight or queued: encoded data and the ports it carries."""
+
+    __slots__ = ("data", "ports")
+
+    def __init__(self, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        self.data = data
+        self.ports = ports
+
+
+Queued = Item | Close
+
+
+class PortHost:
+    """Where deliveries run: the task group of an ``IpcMain`` or a connection."""
+
+    __slots__ = ("_task_group",)
+
+    def __init__(self, task_group: Callable[[], anyio.abc.TaskGroup | None]) -> None:
+        self._task_group = task_group
+
+    def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``fn`` in a task; ``False`` if the owner is no longer running."""
+        tg = self._task_group()
+        if tg is None:
+            return False
+        try:
+            tg.start_soon(fn)
+        except RuntimeError:  # the task group is shutting down
+            return False
+        return True
+
+
+#: The host of ports created here: set inside ``async with ipc_main:`` and
+#: while an ``IpcRenderer`` is connected.
+current_host: ContextVar[PortHost | None] = ContextVar("ipcbus_port_host", default=None)
+
+
+class Router(Protocol):
+    """What a routed port asks of the side that carries it (``ipcbus._portroute``)."""
+
+    host: PortHost
+
+    def post(self, port: MessagePortMain, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        """``port`` posted ``data`` carrying ``ports`` (checked, not yet neutered)."""
+
+    def close(self, port: MessagePortMain) -> None:
+        """``port`` was closed by its holder."""
+
+    def moved(self, old: MessagePortMain, new: MessagePortMain) -> None:
+        """The end held by ``old`` is now held by ``new`` (same process)."""
+
+    def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
+        """The other end, if it is an object in this process; else ``None``."""
+
+
+class MessageEvent:
+    """What ``"message"`` listeners and ``async for`` receive.
+
+    Attributes:
+        data: the posted message, in its msgpack form (a tuple arrives as a
+            list, as with ``send``); decoded on first access.
+        ports: the ports that travelled with it, else empty.
+    """
+
+    __slots__ = ("_data", "_raw", "ports")
+
+    _UNDECODED: Final[Any] = object()
+
+    def __init__(self, raw: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        self._raw = raw
+        self._data: Any = MessageEvent._UNDECODED
+        self.ports = ports
+
+    @property
+    def data(self) -> Any:
+        if self._data is MessageEvent._UNDECODED:
+            self._data = decode_value(self._raw)
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"<MessageEvent data={self.data!r} ports={len(self.ports)}>"
