@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 import ipcbus
-from ipcbus import ports as ports_module
+from ipcbus._portparts import PortHost
 from ipcbus._wire import (
     MAX_PORTS_PER_FRAME,
     MESSAGE_CUT,
@@ -66,13 +66,13 @@ async def test_ports_nobody_takes_are_closed_without_a_task_each(
 ) -> None:
     """64 ports on a channel with no listener: 64 PortCloses back, and no delivery task."""
     started: list[Any] = []
-    start_soon = ports_module.PortHost.start_soon
+    start_soon = PortHost.start_soon
 
-    def counting(self: ports_module.PortHost, fn: Any) -> bool:
+    def counting(self: PortHost, fn: Any) -> bool:
         started.append(fn)
         return start_soon(self, fn)
 
-    monkeypatch.setattr(ports_module.PortHost, "start_soon", counting)
+    monkeypatch.setattr(PortHost, "start_soon", counting)
     with anyio.fail_after(20):
         async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
             await peer.handshake(setup.listener.token)
