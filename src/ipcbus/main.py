@@ -5,8 +5,9 @@ arrive (``listen``, ``serve_web``, ``join``, ``spawn``, ``connect_local``),
 the table of connected renderers, ``broadcast``, guards and hooks. Its
 other rooms: ``_webcontents`` (one renderer, ``WebContents``),
 ``_mainevents`` (what listeners, handlers and hooks receive),
-``_serving`` (one renderer's connection from its first byte to its end)
-and ``_children`` (renderers started as child processes).
+``_serving`` (one renderer's connection from its first byte to its end),
+``_listening`` (``Listener``: renderers that connect to a socket) and
+``_children`` (renderers started as child processes).
 Their public classes are re-exported here and keep ``ipcbus.main`` as
 their module.
 """
@@ -31,6 +32,7 @@ from ._broadcast import Fanout
 from ._children import spawn
 from ._endpoint import logger
 from ._guards import Guards
+from ._listening import Listener, accept
 from ._liveness import Sweeper
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
 from ._portparts import current_host
@@ -39,10 +41,8 @@ from ._protocol import prepare_message
 from ._registry import Callback, Registry, channel_set, check_channel
 from ._serving import OUT_OF_DESCRIPTORS, Link, serve
 from ._transport import (
-    CreatedListener,
     child_socketpair,
     create_listener,
-    peer_pid,
     stream_from_socket,
 )
 from ._values import ENCODE_ERRORS, encode_error
@@ -65,41 +65,11 @@ __all__ = (
 
 # Defined in their own rooms, public here: tracebacks, reprs, pickles and
 # help() name them ipcbus.main.X, as before the split.
-for _public in (DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent, WebContents):
+for _public in (DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent, Listener, WebContents):
     _public.__module__ = __name__
 del _public
 
 H = TypeVar("H", bound=Callable[..., Any])
-
-
-class Listener:
-    """A listening socket that renderers connect to.
-
-    Attributes:
-        address: ``"unix:/path"`` or ``"tcp://host:port"`` (the real port).
-        token: what a renderer must present to be accepted.
-    """
-
-    def __init__(self, created: CreatedListener, token: str) -> None:
-        self.address = str(created.address)
-        self.token = token
-        self.allowed_channels: frozenset[str] | None = None
-        self._created = created
-        self._scope = anyio.CancelScope()
-        self._done = anyio.Event()
-
-    def close(self) -> None:
-        """Stop accepting renderers and remove the socket file; connected ones stay."""
-        self._scope.cancel()
-        self._created.remove_files()
-
-    async def aclose(self) -> None:
-        """As :meth:`close`, and wait until the listening socket is closed."""
-        self.close()
-        await self._done.wait()
-
-    def __repr__(self) -> str:
-        return f"<Listener {self.address}>"
 
 
 class _Joined(Protocol):
@@ -279,7 +249,7 @@ class IpcMain(Registry):
         listener = Listener(created, token if token is not None else secrets.token_hex(32))
         listener.allowed_channels = channel_set(allowed_channels)
         self._listeners_open.add(listener)
-        tg.start_soon(self._accept_loop, listener, tg)
+        tg.start_soon(accept, self, listener, tg)
         return listener
 
     async def serve_web(
@@ -366,32 +336,6 @@ class IpcMain(Registry):
             timeout=timeout,
             nats_options=nats_options,
         )
-
-    async def _accept_loop(self, listener: Listener, tg: anyio.abc.TaskGroup) -> None:
-        tcp = listener.address.startswith("tcp:")
-
-        async def handle(stream: anyio.abc.ByteStream) -> None:
-            await self._serve(
-                stream,
-                listener.token,
-                peer_pid(stream) or 0,
-                None,
-                tcp=tcp,
-                allowed=listener.allowed_channels,
-                accepted=True,
-            )
-
-        try:
-            with listener._scope:
-                # Connections run in IpcMain's task group, not the listener's:
-                # closing a listener stops accepting and leaves them connected.
-                await listener._created.serve(handle, tg)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await listener._created.listener.aclose()
-            listener._created.remove_files()
-            self._listeners_open.discard(listener)
-            listener._done.set()
 
     async def spawn(
         self,
