@@ -23,9 +23,9 @@ from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortM
 from ._framestream import FrameStream, frame_limit
 from ._outbox import Outbox
 from ._portparts import current_host
-from ._portroute import RendererPortRouter
 from ._protocol import OPEN, Connection, Role, State
 from ._registry import Callback, Registry, check_channel
+from ._rendererports import RendererPortRouter
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
 from ._transport import connect as open_stream

@@ -1,0 +1,173 @@
+"""Routing message ports in a renderer: its ends that go through main (``_portroute``).
+
+A renderer knows only its own ends, by the ids main knows them by (its own
+negative ids for ends of channels it created and sent). Everything it posts
+goes to main; main says where the other end is.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Sequence
+
+import anyio.abc
+import msgspec
+
+from ._endpoint import Endpoint
+from ._errors import FrameTooLargeError
+from ._events import PortClosed, PortMessageReceived
+from ._portparts import CLOSE, Item, PortHost, Queued
+from ._portroute import After, dropped, nothing
+from ._protocol import Connection, State
+from ._values import too_large
+from ._wire import PortRef
+from .ports import MessagePortMain, close_ports_in
+
+__all__ = ("RendererPortRouter",)
+
+
+class RendererPortRouter:
+    """A renderer's ports that go through main, by the id main knows them by."""
+
+    def __init__(self) -> None:
+        self._endpoint: Endpoint | None = None
+        self.host = PortHost(self._task_group)
+        self._ports: dict[int, MessagePortMain] = {}
+        self._ids = itertools.count(-1, -1)
+
+    def _task_group(self) -> anyio.abc.TaskGroup | None:
+        endpoint = self._endpoint
+        if endpoint is None or endpoint.conn.state is State.CLOSED:
+            return None
+        return endpoint.task_group
+
+    def attach(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+
+    def _conn(self) -> Connection | None:
+        endpoint = self._endpoint
+        if endpoint is None or endpoint.conn.state is not State.OPEN:
+            return None
+        return endpoint.conn
+
+    def _flush(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.outbox.flush_later()
+
+    # ---- the Router protocol -------------------------------------------
+
+    def post(self, port: MessagePortMain, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
+        conn = self._conn()
+        if conn is None or self._ports.get(port._wire) is not port:
+            return  # the connection is gone: this port is closing
+        try:
+            conn.check_port_message(port._wire, data, len(ports))  # before send_out
+        except FrameTooLargeError as exc:
+            raise too_large("post_message", None, exc) from None
+        refs, after = self.send_out(ports)
+        conn.send_port_message(port._wire, data, refs)
+        after()
+        self._flush()
+
+    def close(self, port: MessagePortMain) -> None:
+        if self._ports.get(port._wire) is port:
+            del self._ports[port._wire]
+            if (conn := self._conn()) is not None:
+                conn.send_port_close(port._wire)
+                self._flush()
+
+    def moved(self, old: MessagePortMain, new: MessagePortMain) -> None:
+        if self._ports.get(old._wire) is old:
+            self._ports[old._wire] = new
+
+    def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
+        return None  # only main knows where the other end is
+
+    # ---- ports leaving for main ----------------------------------------
+
+    def send_out(self, ports: list[MessagePortMain]) -> tuple[list[PortRef], After]:
+        """Refs for ``ports`` (checked); run ``after`` once the carrying frame is queued."""
+        if not ports:
+            return [], nothing
+        refs: list[PortRef] = []
+        moves: list[tuple[int, deque[Queued]]] = []
+        for port in ports:
+            peer = received = 0
+            if port._router is self and self._ports.get(port._wire) is port:
+                wire, received = port._wire, port._received
+                del self._ports[wire]
+            elif port._router is None and port._peer is not None:
+                wire, peer = next(self._ids), next(self._ids)
+                self._register(port._peer, peer)
+            else:  # closed: travels as a new end whose channel is closed
+                wire = next(self._ids)
+            items = port._neuter()
+            refs.append(PortRef(wire, peer, received, len(items)))
+            moves.append((wire, items))
+
+        def after() -> None:
+            for wire, items in moves:
+                for item in items:
+                    self._give_back(wire, item)
+
+        return refs, after
+
+    def _give_back(self, wire: int, item: Queued) -> None:
+        conn = self._conn()
+        if conn is None:
+            close_ports_in([item])
+        elif isinstance(item, Item):
+            try:
+                conn.check_port_message(wire, item.data, len(item.ports))  # before send_out
+            except FrameTooLargeError as exc:
+                dropped(f"given back for port {wire}", item, exc)
+                return
+            refs, after = self.send_out(item.ports)
+            conn.send_port_message(wire, item.data, refs, returned=True)
+            after()
+        else:
+            conn.send_port_close(wire, returned=True)
+
+    def _register(self, port: MessagePortMain, wire: int) -> MessagePortMain:
+        port._router, port._wire, port._peer, port._host = self, wire, None, self.host
+        self._ports[wire] = port
+        return port
+
+    # ---- frames from main ----------------------------------------------
+
+    def land(self, refs: Sequence[PortRef]) -> list[MessagePortMain]:
+        """Ports main sent (``event.ports``)."""
+        return [self._register(MessagePortMain(), ref.id) for ref in refs]
+
+    def port_message(self, event: PortMessageReceived) -> None:
+        port = self._ports.get(event.port_id)
+        if port is None:  # moved on: give it back, main knows where the end went
+            if (conn := self._conn()) is not None:
+                try:
+                    conn.send_port_message(event.port_id, event.data, event.ports, returned=True)
+                except FrameTooLargeError as exc:
+                    dropped(f"given back for port {event.port_id}", Item(event.data, []), exc)
+            return
+        port._received += 1
+        ports = self.land(event.ports) if event.ports else []
+        port._enqueue(Item(event.data, ports), inline=True)
+
+    def port_closed(self, event: PortClosed) -> None:
+        port = self._ports.pop(event.port_id, None)
+        conn = self._conn()
+        if port is None:
+            if conn is not None:
+                conn.send_port_close(event.port_id, returned=True)
+            return
+        port._received += 1
+        if conn is not None:
+            conn.send_port_close(event.port_id)  # acknowledge: main may forget the end
+        port._enqueue(CLOSE)
+
+    def connection_lost(self) -> None:
+        """Main is gone: every routed port is closed."""
+        ports = list(self._ports.values())
+        self._ports.clear()
+        for port in ports:
+            port._enqueue(CLOSE)
