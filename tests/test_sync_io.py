@@ -10,11 +10,13 @@ side of the sans-I/O core on a real socket).
 
 from __future__ import annotations
 
+import dis
 import os
 import select
 import shutil
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -344,3 +346,77 @@ async def test_a_blocking_renderer_over_tls(tmp_path: Path) -> None:
                     )
 
             await anyio.to_thread.run_sync(blocking)
+
+
+def _send_all_interrupted_at(opcode: int, size: int) -> tuple[bool, int, list[str]]:
+    """``send_all`` of ``size`` bytes with a KeyboardInterrupt raised at its
+    ``opcode``-th instruction: (whether it fired, bytes the peer got, ``lost`` calls)."""
+    from collections import deque
+
+    from ipcbus._blockio import send_all
+
+    code = send_all.__code__
+    nops = {i.offset for i in dis.get_instructions(code) if i.opname == "NOP"}
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    got: list[int] = []
+
+    def drain() -> None:
+        while data := b.recv(65536):
+            got.append(len(data))
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    seen = 0
+    fired = False
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal seen, fired
+        # A signal's handler runs at a call or a jump, never at a NOP.
+        if event == "opcode" and frame.f_lasti not in nops:
+            seen += 1
+            if seen == opcode:
+                fired = True
+                raise KeyboardInterrupt
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is not code:
+            return None
+        frame.f_trace_opcodes, frame.f_trace_lines = True, False
+        return local
+
+    lost: list[str] = []
+    try:
+        sys.settrace(tracer)
+        try:
+            send_all(a, bytearray(size), deque(), 5.0, "main", lost.append)
+        finally:
+            sys.settrace(None)
+    except KeyboardInterrupt:
+        pass
+    a.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    a.close()
+    b.close()
+    return fired, sum(got), lost
+
+
+def test_a_ctrl_c_anywhere_in_a_write_leaves_no_half_frame() -> None:
+    """Raised at any instruction of ``send_all`` while a large frame goes out in
+    several sends, an interrupt leaves the peer the whole frame, or none of it,
+    or the link ended (``lost``): never half a frame on a live link, which would
+    have every later frame misread. (An early version of the first, whole-frame
+    send tried it outside the guard that finishes an interrupted frame.)"""
+    size = 64 * 1024  # many sends through 4 KiB buffers
+    for opcode in range(1, 5000):
+        fired, got, lost = _send_all_interrupted_at(opcode, size)
+        if not fired:
+            break  # past its last instruction: every one was tried
+        assert got in (0, size) or lost, (
+            f"an interrupt at instruction {opcode} of send_all left {got} of {size} bytes "
+            "on a link that was not ended"
+        )
+    else:
+        pytest.fail("send_all did not finish within 5,000 instructions")

@@ -26,7 +26,7 @@ __all__ = ("DONTWAIT", "READ_SIZE", "Watch", "ready", "recv", "send_all")
 
 READ_SIZE = 256 * 1024
 DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-# map()'s iterables: recv_into(buffer, 0, flags), send(view, DONTWAIT)
+# map()'s iterables: recv_into(buffer, 0, flags), send(data or a view of it, DONTWAIT)
 _BLOCK_ARG = (0,)
 _DONTWAIT_ARG = (DONTWAIT,)
 _SLICE = 0.1  # seconds: how often a stalled write looks for a waiting Ctrl-C
@@ -144,20 +144,15 @@ def send_all(
             return
         end = len(data)
         try:
-            # The first try takes ``data`` itself: a small frame leaves whole,
-            # with no view made and none sliced.
-            sent.extend(map(sock.send, (data,), _DONTWAIT_ARG))
-        except BlockingIOError:
-            pass
-        except OSError:
-            raise
-        except BaseException:
-            _finish(sock, memoryview(data)[sum(sent) :], timeout, peer, lost)
-            raise
-        if sum(sent) == end:
-            return
-        view = memoryview(data)
-        try:
+            try:
+                # The first try takes ``data`` itself: a small frame leaves
+                # whole, with no view made and none sliced.
+                sent.extend(map(sock.send, (data,), _DONTWAIT_ARG))
+            except BlockingIOError:
+                pass
+            if sum(sent) == end:
+                return
+            view = memoryview(data)
             while (done := sum(sent)) < end:
                 try:
                     # sock.send(view[done:], DONTWAIT), its count kept (module docstring)
@@ -169,7 +164,7 @@ def send_all(
         except OSError:
             raise
         except BaseException:
-            _finish(sock, view[sum(sent) :], timeout, peer, lost)
+            _finish(sock, memoryview(data)[sum(sent) :], timeout, peer, lost)
             raise
     except OSError as exc:
         lost(f"writing to {peer} failed: {exc.strerror or exc}")
