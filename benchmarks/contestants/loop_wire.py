@@ -45,9 +45,10 @@ class _Server(asyncio.BufferedProtocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._end == len(self._buf):  # a frame larger than the buffer: grow
-            self._buf.extend(bytes(len(self._buf)))
-            self._view = memoryview(self._buf)
+        if self._end == len(self._buf):  # a frame larger than the buffer: a bigger one
+            bigger = bytearray(2 * len(self._buf))  # (a bytearray with a view cannot grow)
+            bigger[: self._end] = self._buf
+            self._buf, self._view = bigger, memoryview(bigger)
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:

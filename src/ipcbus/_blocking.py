@@ -104,7 +104,8 @@ class BlockingLink:
         self._write = threading.Lock()  # the socket's sending side
         # Leadership and waiters. ``_held`` is _cond's lock: ``with held`` is
         # a call in C, ``with cond`` two in Python (Condition's __enter__ and
-        # __exit__); a call's short holds that neither wait nor notify use it.
+        # __exit__); a call's short holds that do not wait use it (notifying
+        # under it is notifying under _cond).
         self._held = threading.Lock()
         self._cond = threading.Condition(self._held)
         self._leading = False

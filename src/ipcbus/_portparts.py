@@ -1,4 +1,4 @@
-"""The small parts message ports are made of (``ports``, ``_portroute``).
+"""The small parts message ports are made of (``ports``, and both routers).
 
 What an end's inbox holds (``Item``, ``CLOSE``), where its deliveries run
 (``PortHost``, ``current_host``), what a routed end asks of the connection
@@ -84,7 +84,7 @@ current_host: ContextVar[PortHost | None] = ContextVar("ipcbus_port_host", defau
 
 
 class Router(Protocol):
-    """What a routed port asks of the side that carries it (``ipcbus._portroute``)."""
+    """What a routed port asks of the side that carries it (``_portroute``, ``_rendererports``)."""
 
     host: PortHost
 

@@ -29,8 +29,8 @@ its own ``PortClose``: the acknowledgement that lets main forget the end). A
 connection that ends closes every end held there, so their peers see
 ``"close"``.
 
-A renderer's side is ``_rendererports``. No awaits here: the routers queue
-frames on the protocol core and ask the endpoint to flush soon.
+A renderer's side is ``_rendererports``. No awaits here: the router queues
+frames on the protocol core and asks the endpoint to flush soon.
 """
 
 from __future__ import annotations

@@ -48,6 +48,10 @@ from ._wire import MAX_PORTS_PER_FRAME
 
 __all__ = ("MessageChannelMain", "MessageEvent", "MessagePortMain")
 
+# Defined with the parts the routers share, public here: reprs, pickles and
+# help() name it ipcbus.ports.MessageEvent, as before the split.
+MessageEvent.__module__ = __name__
+
 logger = logging.getLogger("ipcbus")
 
 F = TypeVar("F", bound=Callable[..., Any])
