@@ -207,3 +207,48 @@ async def test_a_relayed_port_message_over_the_next_peers_limit_is_dropped_and_l
                 )
                 ipc_main.handle("ping", lambda event: "pong")
                 assert await a.invoke("ping") == await b.invoke("ping") == "pong"
+
+
+async def test_ports_carried_by_a_dropped_relayed_message_are_closed_and_forgotten() -> None:
+    """The message main drops for the next peer's limit carried a port: that end is
+    closed (its other end, still in the sender, hears "close") and main forgets
+    both ends, rather than keeping them until the connection ends."""
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            ipc_main.handle("ping", lambda event: "pong")
+            listener = await ipc_main.listen()
+            a, b = ipcbus.IpcRenderer(), ipcbus.IpcRenderer(max_frame_size=LIMIT)
+            ends: dict[str, ipcbus.MessagePortMain] = {}
+            both = anyio.Event()
+
+            def land(name: str) -> Any:
+                def listener(event: Any, message: Any) -> None:
+                    ends[name] = event.ports[0]
+                    if len(ends) == 2:
+                        both.set()
+
+                return listener
+
+            a.on("port", land("a"))
+            b.on("port", land("b"))
+            async with (
+                a.connect(listener.address, token=listener.token),
+                b.connect(listener.address, token=listener.token),
+            ):
+                channel = ipcbus.MessageChannelMain()
+                first, second = sorted(ipc_main.get_all_web_contents(), key=lambda c: c.id)
+                await first.post_message("port", None, transfer=[channel.port1])
+                await second.post_message("port", None, transfer=[channel.port2])
+                await both.wait()
+                ends["b"].start()
+                known = len(ipc_main._ports)
+                extra = ipcbus.MessageChannelMain()  # made in renderer a
+                closed = anyio.Event()
+                extra.port2.on("close", closed.set)
+                extra.port2.start()
+                ends["a"].post_message(b"x" * LIMIT, transfer=[extra.port1])  # over b's limit
+                await closed.wait()
+                # a acknowledges main's PortClose before this call's request: by the
+                # reply, main has read it
+                assert await a.invoke("ping") == "pong"
+                assert len(ipc_main._ports) == known
