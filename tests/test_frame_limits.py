@@ -8,6 +8,8 @@ both sizes, nothing is sent, and the connection carries on.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -159,6 +161,40 @@ async def test_a_port_message_over_the_peers_limit_raises_and_the_link_lives() -
                 assert await renderer.invoke("ping") == "pong"
 
 
+@asynccontextmanager
+async def _small_b_shares_a_channel_with_a(
+    ipc_main: ipcbus.IpcMain,
+) -> AsyncIterator[tuple[ipcbus.IpcRenderer, ipcbus.IpcRenderer, list[Any]]]:
+    """Renderers a and b (b's ``max_frame_size`` is ``LIMIT``), connected, each
+    holding one end of a channel main made: yields a, b and their ends, a's first."""
+    listener = await ipc_main.listen()
+    a, b = ipcbus.IpcRenderer(), ipcbus.IpcRenderer(max_frame_size=LIMIT)
+    ends: dict[str, ipcbus.MessagePortMain] = {}
+    both = anyio.Event()
+
+    def land(name: str) -> Any:
+        def listener(event: Any, message: Any) -> None:
+            ends[name] = event.ports[0]
+            if len(ends) == 2:
+                both.set()
+
+        return listener
+
+    a.on("port", land("a"))
+    b.on("port", land("b"))
+    async with (
+        a.connect(listener.address, token=listener.token),
+        b.connect(listener.address, token=listener.token),
+    ):
+        channel = ipcbus.MessageChannelMain()
+        # a connected first, so it has the lower id
+        first, second = sorted(ipc_main.get_all_web_contents(), key=lambda c: c.id)
+        await first.post_message("port", None, transfer=[channel.port1])
+        await second.post_message("port", None, transfer=[channel.port2])
+        await both.wait()
+        yield a, b, [ends["a"], ends["b"]]
+
+
 async def test_a_relayed_port_message_over_the_next_peers_limit_is_dropped_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -166,38 +202,14 @@ async def test_a_relayed_port_message_over_the_next_peers_limit_is_dropped_and_l
     raise in A, so it drops that message (logged); later ones and both links live."""
     with anyio.fail_after(10):
         async with running_main() as ipc_main:
-            listener = await ipc_main.listen()
-            a, b = ipcbus.IpcRenderer(), ipcbus.IpcRenderer(max_frame_size=LIMIT)
-            ends: dict[str, ipcbus.MessagePortMain] = {}
-            both = anyio.Event()
-
-            def land(name: str) -> Any:
-                def listener(event: Any, message: Any) -> None:
-                    ends[name] = event.ports[0]
-                    if len(ends) == 2:
-                        both.set()
-
-                return listener
-
-            a.on("port", land("a"))
-            b.on("port", land("b"))
-            async with (
-                a.connect(listener.address, token=listener.token),
-                b.connect(listener.address, token=listener.token),
-            ):
-                channel = ipcbus.MessageChannelMain()
-                # a connected first, so it has the lower id
-                first, second = sorted(ipc_main.get_all_web_contents(), key=lambda c: c.id)
-                await first.post_message("port", None, transfer=[channel.port1])
-                await second.post_message("port", None, transfer=[channel.port2])
-                await both.wait()
+            async with _small_b_shares_a_channel_with_a(ipc_main) as (a, b, (end_a, end_b)):
                 heard: list[Any] = []
                 done = anyio.Event()
-                ends["b"].on("message", lambda event: (heard.append(event.data), done.set()))
-                ends["b"].start()
+                end_b.on("message", lambda event: (heard.append(event.data), done.set()))
+                end_b.start()
                 with caplog.at_level(logging.WARNING, logger="ipcbus"):
-                    ends["a"].post_message(b"x" * LIMIT)  # fits main's limit, not b's
-                    ends["a"].post_message("fits")
+                    end_a.post_message(b"x" * LIMIT)  # fits main's limit, not b's
+                    end_a.post_message("fits")
                     await done.wait()
                 assert heard == ["fits"]
                 assert any(
@@ -216,37 +228,14 @@ async def test_ports_carried_by_a_dropped_relayed_message_are_closed_and_forgott
     with anyio.fail_after(10):
         async with running_main() as ipc_main:
             ipc_main.handle("ping", lambda event: "pong")
-            listener = await ipc_main.listen()
-            a, b = ipcbus.IpcRenderer(), ipcbus.IpcRenderer(max_frame_size=LIMIT)
-            ends: dict[str, ipcbus.MessagePortMain] = {}
-            both = anyio.Event()
-
-            def land(name: str) -> Any:
-                def listener(event: Any, message: Any) -> None:
-                    ends[name] = event.ports[0]
-                    if len(ends) == 2:
-                        both.set()
-
-                return listener
-
-            a.on("port", land("a"))
-            b.on("port", land("b"))
-            async with (
-                a.connect(listener.address, token=listener.token),
-                b.connect(listener.address, token=listener.token),
-            ):
-                channel = ipcbus.MessageChannelMain()
-                first, second = sorted(ipc_main.get_all_web_contents(), key=lambda c: c.id)
-                await first.post_message("port", None, transfer=[channel.port1])
-                await second.post_message("port", None, transfer=[channel.port2])
-                await both.wait()
-                ends["b"].start()
+            async with _small_b_shares_a_channel_with_a(ipc_main) as (a, _, (end_a, end_b)):
+                end_b.start()
                 known = len(ipc_main._ports)
                 extra = ipcbus.MessageChannelMain()  # made in renderer a
                 closed = anyio.Event()
                 extra.port2.on("close", closed.set)
                 extra.port2.start()
-                ends["a"].post_message(b"x" * LIMIT, transfer=[extra.port1])  # over b's limit
+                end_a.post_message(b"x" * LIMIT, transfer=[extra.port1])  # over b's limit
                 await closed.wait()
                 # a acknowledges main's PortClose before this call's request: by the
                 # reply, main has read it
