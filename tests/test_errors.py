@@ -428,6 +428,60 @@ async def test_unencodable_result_is_remote_error_naming_the_type(
                 assert await renderer.invoke("good") == "fine"
 
 
+def _nested(depth: int) -> list[Any]:
+    """A list ``depth`` levels deep (no cycle): deeper than msgspec and Python recurse."""
+    outer: list[Any] = []
+    inner = outer
+    for _ in range(depth):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+async def test_a_value_nested_too_deeply_fails_the_call_not_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Too deep to encode, and too deep to walk for the error message: the call fails
+    with SerializationError at the caller (RemoteError for a result), never a bare
+    RecursionError, and the connection lives on. (Building the message used to
+    recurse again: a deep result ended the renderer's connection.)"""
+    deep = _nested(5000)
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("deep", lambda event: deep)
+            ipc_main.handle("echo", lambda event, value: value)
+            renderer.handle("echo", lambda event, value: value)
+            contents = ipc_main.get_all_web_contents()[0]
+            for call in (
+                lambda: renderer.invoke("echo", deep),
+                lambda: renderer.send("echo", deep),
+                lambda: ipc_main.broadcast("echo", deep),
+                lambda: contents.send("echo", deep),
+            ):
+                with pytest.raises(SerializationError, match=r"argument 0: .*nested too deeply"):
+                    await call()
+            with caplog.at_level(logging.ERROR, logger="ipcbus"):
+                with pytest.raises(RemoteError, match=r"the value: .*nested too deeply") as info:
+                    await renderer.invoke("deep")
+            assert info.value.type_name == "SerializationError"
+            assert await renderer.invoke("echo", "alive") == "alive"
+            assert await contents.invoke("echo", "alive") == "alive"
+
+
+async def test_a_result_that_cannot_be_sent_is_named_as_the_value() -> None:
+    """A list result is one value, not an argument list: the message points into it."""
+    looped: list[Any] = [5]
+    looped.append(looped)
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("looped", lambda event: looped)
+            ipc_main.handle("opaque", lambda event: [1, _Opaque()])
+            with pytest.raises(RemoteError, match=r"the value\[1\]: it contains itself"):
+                await renderer.invoke("looped")
+            with pytest.raises(RemoteError, match=r"the value\[1\]: objects of type .*_Opaque"):
+                await renderer.invoke("opaque")
+
+
 async def test_unencodable_send_sync_return_value_is_remote_error() -> None:
     def listener(event: Any) -> None:
         event.return_value = _Opaque()

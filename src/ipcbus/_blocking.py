@@ -394,7 +394,7 @@ class BlockingLink:
                     channel,
                     type(value).__qualname__,
                 )
-                error = encode_error("return a value", channel, value, exc)
+                error = encode_error("return a value", channel, value, exc, named="the value")
                 queued = self._queue_error(request_id, ErrorKind.REMOTE, error)
         if queued:
             self.flush()

@@ -302,7 +302,7 @@ async def _pump_stream(
             if not conn.send_stream_item(request_id, item):
                 return
         except ENCODE_ERRORS as exc:
-            raise encode_error("yield a value", channel, item, exc) from None
+            raise encode_error("yield a value", channel, item, exc, named="the item") from None
         d.outbox.flush_later()
 
 

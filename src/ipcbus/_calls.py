@@ -332,7 +332,7 @@ class Calls:
                 too_large("return", channel, exc, self._endpoint.limit_advice),
             )
         except ENCODE_ERRORS as exc:
-            err = encode_error("return a value", channel, value, exc)
+            err = encode_error("return a value", channel, value, exc, named="the value")
             # The value itself stays out of the log (payloads only at DEBUG).
             logger.error(
                 "the result for %r (of type %s) cannot be sent; the caller gets a RemoteError",

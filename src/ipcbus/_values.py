@@ -160,14 +160,17 @@ class _Cycle:
 _CYCLE = _Cycle()
 
 
-def encode_error(what: str, channel: str, args: Any, exc: BaseException) -> SerializationError:
+def encode_error(
+    what: str, channel: str, args: Any, exc: BaseException, *, named: str | None = None
+) -> SerializationError:
     """Build the ``SerializationError`` for ``args`` that failed to encode with ``exc``.
 
-    ``what`` names the call ("send", "invoke", "the result of"...), and the
+    ``what`` names the call ("send", "invoke", "return a value"...), and the
     message names the channel, the position inside the arguments and the type.
+    ``named``: ``args`` is one value (a result, an item), called so.
     """
     return SerializationError(
-        f"Cannot {what} on channel {channel!r}: {unencodable(args, exc)}. "
+        f"Cannot {what} on channel {channel!r}: {unencodable(args, exc, named=named)}. "
         f"Supported types are {_SUPPORTED}; any other object could not be cloned."
     )
 
@@ -189,17 +192,28 @@ def too_large(
     )
 
 
-def unencodable(args: Any, exc: BaseException) -> str:
-    """Where in ``args`` (a list, or one value) encoding failed, and why."""
+def unencodable(args: Any, exc: BaseException, *, named: str | None = None) -> str:
+    """Where in ``args`` encoding failed, and why.
+
+    ``args`` is an argument list, or with ``named`` one value called so ("the
+    value", "the message"). Never raises: a value nested deeper than Python
+    can walk is reported as such, with the position of the argument it is in.
+    """
     found = None
-    if isinstance(args, (list, tuple)):
-        for i, arg in enumerate(args):
-            if (found := _find_unencodable(arg, f"argument {i}")) is not None:
-                break
-    else:
-        found = _find_unencodable(args, "the value")
-    where, bad = found if found is not None else ("the value", args)
-    if bad is _CYCLE or (found is None and isinstance(exc, RecursionError)):
+    where = named or "the value"
+    too_deep = False
+    try:
+        if named is None and isinstance(args, (list, tuple)):
+            for i, arg in enumerate(args):
+                where = f"argument {i}"
+                if (found := _find_unencodable(arg, where)) is not None:
+                    break
+        else:
+            found = _find_unencodable(args, where)
+    except RecursionError:  # the walk itself went too deep: no inner path to give
+        found, too_deep = None, True
+    where, bad = found if found is not None else (where, args)
+    if bad is _CYCLE or (found is None and (too_deep or isinstance(exc, RecursionError))):
         problem = (
             "it contains itself (a reference cycle), or is nested too deeply; "
             "values are sent by copy, so send a structure without cycles"

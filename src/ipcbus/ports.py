@@ -487,7 +487,7 @@ def encode_message(message: Any) -> msgspec.Raw:
     try:
         return msgspec.Raw(_encoder.encode(message))
     except _ENCODE_ERRORS as exc:
-        where = unencodable([message], exc).replace("argument 0", "the message", 1)
+        where = unencodable(message, exc, named="the message")
         raise SerializationError(
             f"Cannot post_message on a MessagePortMain: {where}. Send what send() can send."
         ) from None
