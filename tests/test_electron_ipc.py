@@ -83,8 +83,8 @@ async def test_invoke_receives_a_response_from_a_synchronous_handler() -> None:
 
 
 async def test_invoke_receives_a_response_from_a_lazy_awaitable() -> None:
-    """api-ipc-spec.ts, invoke: it('receives a response from a handler that returns a lazy
-    thenable').
+    """Beside api-ipc-spec.ts, invoke: it('receives a response from an asynchronous
+    handler'): the handler returns a lazy awaitable (no Electron test of that name).
 
     Python's thenable is an awaitable that is not a coroutine: an object whose
     ``__await__`` only starts the work. The reply must come from awaiting it.
@@ -127,8 +127,8 @@ async def test_invoke_handler_returning_a_future() -> None:
 
 
 async def test_invoke_error_when_the_result_cannot_be_cloned() -> None:
-    """api-ipc-spec.ts, invoke: it('receives an error when the handler result cannot be
-    cloned'): ``{notCloneable() {}}`` -> a dict holding a function."""
+    """Beside api-ipc-renderer-spec.ts, send(): it('does not crash when sending external
+    objects'), for a result (no Electron test of that name): a dict holding a function."""
     with anyio.fail_after(5):
         async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
             ipc_main.handle_once("test", lambda event: {"not_cloneable": lambda: None})
@@ -144,8 +144,8 @@ async def test_invoke_error_when_the_result_cannot_be_cloned() -> None:
 async def test_invoke_handler_that_raises_before_its_first_await_is_not_unhandled(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """api-ipc-spec.ts, invoke: it('does not report an unhandled rejection for a handler
-    that rejects').
+    """Beside api-ipc-spec.ts, invoke: it('receives an error from an asynchronous
+    handler'): and nothing is reported as unhandled (no Electron test of that name).
 
     Python's unhandled rejection is asyncio's "Task exception was never
     retrieved" (logged on the ``asyncio`` logger when the task is collected)
@@ -446,8 +446,9 @@ async def test_send_of_a_cyclic_value_raises_serialization_error() -> None:
 
 
 async def test_non_ascii_channel_names() -> None:
-    """api-ipc-renderer-spec.ts, sendTo(): it('sends message on channel with non-ASCII
-    characters to WebContents'): ``ping-æøåü`` / ``pong-æøåü``, through every call kind."""
+    """api-ipc-renderer-spec.ts, sendTo() (removed from Electron since): it('sends message
+    on channel with non-ASCII characters to WebContents'): ``ping-æøåü`` /
+    ``pong-æøåü``, through every call kind."""
     ping, pong = "ping-æøåü", "pong-æøåü"
     with anyio.fail_after(5):
         async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
