@@ -49,7 +49,7 @@ from ._events import PortClosed, PortMessageReceived
 from ._portparts import CLOSE, Item, PortHost, Queued
 from ._protocol import Connection, State
 from ._values import too_large
-from ._wire import PortRef
+from ._wire import CloseCode, PortRef
 from .ports import MessagePortMain, close_ports_in
 
 __all__ = ("After", "MainPortRouter", "Sink", "dropped", "nothing")
@@ -72,11 +72,24 @@ def dropped(where: str, item: Item, exc: FrameTooLargeError) -> None:
 class Sink:
     """One renderer connection, as main's router sees it."""
 
-    __slots__ = ("dead", "endpoint")
+    __slots__ = ("dead", "endpoint", "introduced", "refused")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.dead = False  # set once main has handled the connection's end
+        #: Ends of channels this renderer made that are in main's table
+        #: (``max_open_ports`` bounds them: each costs main kilobytes).
+        self.introduced = 0
+        self.refused = False  # over max_open_ports: its connection is ending
+
+    def refuse(self, reason: str) -> None:
+        """End this renderer's connection over what it sent (``Goodbye`` saying why).
+
+        From a task of its own: this runs inside the dispatch of its frame.
+        """
+        if not self.refused:
+            self.refused = True
+            self.endpoint.start_soon(self.endpoint.close, CloseCode.PROTOCOL_ERROR, reason)
 
     def _conn(self) -> Connection | None:
         conn = self.endpoint.conn
@@ -114,7 +127,18 @@ class Sink:
 class _End:
     """One port end known to main."""
 
-    __slots__ = ("held", "id", "owed", "peer", "port", "returned", "sent", "sink", "wire")
+    __slots__ = (
+        "held",
+        "id",
+        "origin",
+        "owed",
+        "peer",
+        "port",
+        "returned",
+        "sent",
+        "sink",
+        "wire",
+    )
 
     def __init__(self, id: int, peer: int) -> None:
         self.id = id
@@ -126,6 +150,7 @@ class _End:
         self.owed: dict[Sink, int] = {}  # frames a former holder still gives back
         self.returned: deque[Queued] = deque()  # given back while the end is away
         self.held: deque[Queued] = deque()  # new traffic waiting for ``owed``
+        self.origin: Sink | None = None  # the renderer that made it (Sink.introduced)
 
 
 def _closed_port(host: PortHost) -> MessagePortMain:
@@ -139,8 +164,13 @@ def _closed_port(host: PortHost) -> MessagePortMain:
 class MainPortRouter:
     """Main's table of port ends and the rules that move messages between them."""
 
-    def __init__(self, task_group: Callable[[], anyio.abc.TaskGroup | None]) -> None:
+    def __init__(
+        self,
+        task_group: Callable[[], anyio.abc.TaskGroup | None],
+        max_open_ports: Callable[[], int],
+    ) -> None:
         self.host = PortHost(task_group)
+        self._max_open_ports = max_open_ports  # per renderer, read when used: see land
         self._ends: dict[int, _End] = {}
         self._wires: dict[tuple[Sink, int], int] = {}  # renderer-named ends (< 0)
         self._at: dict[Sink, set[int]] = {}  # ends held on each connection
@@ -228,8 +258,33 @@ class MainPortRouter:
     # ---- frames from a renderer ----------------------------------------
 
     def land(self, sink: Sink, refs: Sequence[PortRef]) -> list[MessagePortMain]:
-        """Ports a renderer sent: each becomes an object in main (``event.ports``)."""
+        """Ports a renderer sent: each becomes an object in main (``event.ports``).
+
+        A renderer may have at most ``max_open_ports`` ends of channels it made
+        in main's table (each costs main kilobytes for a few bytes sent, and
+        stays until it is closed). A frame that would pass that ends its
+        connection (``PROTOCOL_ERROR``); its ports arrive closed.
+        """
+        limit = self._max_open_ports()
+        if sink.refused or sink.introduced + self._new_ends(sink, refs) > limit:
+            sink.refuse(
+                f"more than {limit} message-port ends of channels this renderer "
+                "made are open in main (IpcMain(max_open_ports=...)); close the ports "
+                "you do not use"
+            )
+            return [_closed_port(self.host) for _ in refs]
         return [self._land(sink, ref) for ref in refs]
+
+    def _new_ends(self, sink: Sink, refs: Sequence[PortRef]) -> int:
+        """How many ends main would first hear of from ``refs`` (``_land`` makes them)."""
+        wires = self._wires
+        new = {
+            wire
+            for ref in refs
+            for wire in (ref.id, ref.peer)
+            if wire < 0 and (sink, wire) not in wires
+        }
+        return len(new)
 
     def port_message(self, sink: Sink, event: PortMessageReceived) -> None:
         ports = self.land(sink, event.ports) if event.ports else []
@@ -282,7 +337,8 @@ class MainPortRouter:
 
     def _new_at(self, sink: Sink, wire: int, peer: int) -> _End:
         end = self._new(peer)
-        end.sink, end.wire = sink, wire
+        end.sink, end.wire, end.origin = sink, wire, sink
+        sink.introduced += 1
         self._wires[(sink, wire)] = end.id
         self._at.setdefault(sink, set()).add(end.id)
         return end
@@ -387,7 +443,8 @@ class MainPortRouter:
         after()
 
     def _forget(self, end: _End) -> None:
-        self._ends.pop(end.id, None)
+        if self._ends.pop(end.id, None) is not None and end.origin is not None:
+            end.origin.introduced -= 1
         if end.sink is not None:
             self._at.get(end.sink, set()).discard(end.id)
             if end.wire < 0:

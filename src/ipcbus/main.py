@@ -110,6 +110,9 @@ class IpcMain(Registry):
         allowed_channels: if given, the only channels renderers may send,
             invoke or stream on; the rest are rejected before their
             arguments are decoded (SPEC section 9).
+        max_open_ports: per renderer, ends of message channels it made that
+            may be open in main at once (each costs main a few kilobytes
+            for a few bytes sent); one more ends its connection.
     """
 
     def __init__(
@@ -126,16 +129,18 @@ class IpcMain(Registry):
         heartbeat_timeout: float | None = None,
         send_timeout: float | None = 30.0,
         allowed_channels: Iterable[str] | None = None,
+        max_open_ports: int = 4096,
     ) -> None:
         super().__init__()
-        if min(max_in_flight, max_connections, max_pending_handshakes) < 1:
+        if min(max_in_flight, max_connections, max_pending_handshakes, max_open_ports) < 1:
             raise ValueError(
-                "max_in_flight, max_connections and max_pending_handshakes must be >= 1"
+                "max_in_flight, max_connections, max_pending_handshakes and max_open_ports "
+                "must be >= 1"
             )
         check_max_frame_size(max_frame_size)
         self.allowed_channels = channel_set(allowed_channels)
         self._guards = Guards()
-        self._ports = MainPortRouter(lambda: self._tg)
+        self._ports = MainPortRouter(lambda: self._tg, lambda: self.max_open_ports)
         self._host_token: Any = None
         self.max_frame_size = max_frame_size
         self.handshake_timeout = handshake_timeout
@@ -144,6 +149,7 @@ class IpcMain(Registry):
         self.max_in_flight = max_in_flight
         self.max_connections = max_connections
         self.max_pending_handshakes = max_pending_handshakes
+        self.max_open_ports = max_open_ports
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.send_timeout = send_timeout

@@ -1,7 +1,8 @@
 """Limits a peer cannot talk its way past, over real sockets (issue 10, sections 4-5).
 
 * Port references: at most ``MAX_PORTS_PER_FRAME`` per frame; ports nobody
-  takes are closed without a task each.
+  takes are closed without a task each; at most ``max_open_ports`` ends of a
+  renderer's own channels open in main.
 * ``max_frame_size`` in the handshake: 0 or at least ``MIN_MAX_FRAME_SIZE``.
 * A peer's small ``max_frame_size``: an error reply is cut to fit it; a result
   over it fails that call only. The link lives, in both directions.
@@ -36,6 +37,7 @@ from ipcbus._wire import (
     Welcome,
 )
 
+from ..helpers import running_main
 from ._raw import RawPeer, bench, frames, raw_args
 
 # ---- port references -------------------------------------------------------------
@@ -91,6 +93,76 @@ async def test_ports_nobody_takes_are_closed_without_a_task_each(
             assert sorted(closed) == sorted(ref.peer for ref in refs)
             assert started == []
             await setup.check_healthy()
+
+
+async def test_a_renderer_past_max_open_ports_is_cut_off_and_main_forgets_its_ends() -> None:
+    """Ports a listener ignores stay open (as in Electron, until closed): a peer that
+    sends more ends of its own channels than max_open_ports is disconnected with a
+    Goodbye saying so, and main drops every end it had made for them. Without the
+    bound each port reference (a few bytes) cost main about 5 KiB, for as long as
+    the connection lived."""
+    limit = 200
+    with anyio.fail_after(20):
+        async with (
+            bench(max_open_ports=limit) as setup,
+            RawPeer.connect(setup.listener.address) as peer,
+        ):
+            setup.ipc_main.on("ch", lambda event, *args: None)  # keeps no port
+            known = len(setup.ipc_main._ports)
+            welcome = await peer.handshake(setup.listener.token)
+            sent = 0
+            next_wire = 1
+            while sent <= limit:  # each frame: 64 ends here, whose peers stay there
+                refs = tuple(
+                    PortRef(-(next_wire + 2 * i), -(next_wire + 2 * i + 1)) for i in range(64)
+                )
+                next_wire += 128
+                sent += 128
+                if not await peer.send(frames(Message("ch", raw_args(None), refs))):
+                    break
+            goodbye = await peer.goodbye()
+            assert goodbye.code is CloseCode.PROTOCOL_ERROR
+            assert f"more than {limit} message-port ends" in goodbye.reason
+            assert "max_open_ports" in goodbye.reason
+            details = await setup.disconnected(welcome.renderer_id)
+            assert details.reason == "protocol-error"
+            assert len(setup.ipc_main._ports) == known
+            await setup.check_healthy()
+
+
+async def test_a_renderer_that_closes_its_ports_never_reaches_max_open_ports() -> None:
+    """Ends count only while open: a renderer that sends main a port per exchange and
+    closes it after stays connected far past the bound."""
+
+    def echo(event: ipcbus.IpcMainEvent, message: Any) -> None:
+        port = event.ports[0]
+        port.on("message", lambda reply: port.post_message(reply.data))
+        port.start()
+
+    async def exchange(renderer: ipcbus.IpcRenderer, value: int) -> Any:
+        channel = ipcbus.MessageChannelMain()
+        got = anyio.Event()
+        heard: list[Any] = []
+        channel.port2.on("message", lambda reply: (heard.append(reply.data), got.set()))
+        channel.port2.start()
+        await renderer.post_message("port", None, transfer=[channel.port1])
+        channel.port2.post_message(value)
+        await got.wait()
+        channel.port2.close()
+        return heard[0]
+
+    with anyio.fail_after(20):
+        async with running_main(max_open_ports=4) as ipc_main:
+            ipc_main.on("port", echo)
+            ipc_main.handle("add", lambda event, a, b: a + b)
+            async with ipc_main.connect_local() as renderer:
+                assert [await exchange(renderer, i) for i in range(50)] == list(range(50))
+                assert await renderer.invoke("add", 1, 2) == 3
+
+
+def test_max_open_ports_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_open_ports"):
+        ipcbus.IpcMain(max_open_ports=0)
 
 
 async def test_post_message_refuses_more_ports_than_a_frame_may_carry() -> None:
