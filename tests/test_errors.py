@@ -468,6 +468,32 @@ async def test_a_value_nested_too_deeply_fails_the_call_not_the_connection(
             assert await contents.invoke("echo", "alive") == "alive"
 
 
+class _BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr here")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**5000, {10**5000: 1}, {_BrokenRepr(): 1}],
+    ids=["an int too long to print", "such an int as a key", "a key whose repr raises"],
+)
+async def test_a_value_that_breaks_its_own_error_message_fails_only_the_call(value: Any) -> None:
+    """Writing where the bad part is must not fail in turn (Python refuses to print
+    an int of over 4,300 digits; a repr may raise): SerializationError at the caller,
+    RemoteError for a result, and the connection lives on."""
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            ipc_main.handle("bad", lambda event: value)
+            ipc_main.handle("echo", lambda event, v: v)
+            with pytest.raises(SerializationError, match="argument 0"):
+                await renderer.invoke("echo", value)
+            with pytest.raises(RemoteError, match="the value") as info:
+                await renderer.invoke("bad")
+            assert info.value.type_name == "SerializationError"
+            assert await renderer.invoke("echo", "alive") == "alive"
+
+
 async def test_a_result_that_cannot_be_sent_is_named_as_the_value() -> None:
     """A list result is one value, not an argument list: the message points into it."""
     looped: list[Any] = [5]

@@ -139,8 +139,9 @@ def _find_unencodable(
     children: list[tuple[str, Any]] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            children.append((f"{path}[{key!r}] (key)", key))
-            children.append((f"{path}[{key!r}]", item))
+            shown = _shown(key)
+            children.append((f"{path}[{shown}] (key)", key))
+            children.append((f"{path}[{shown}]", item))
     elif isinstance(value, (list, tuple, set, frozenset)):
         children = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
     elif isinstance(value, msgspec.Struct):
@@ -151,6 +152,16 @@ def _find_unencodable(
         if (found := _find_unencodable(child, child_path, seen)) is not None:
             return found
     return path, value
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message, short, and never raising: a repr that
+    fails (an int past Python's 4,300 digits, a broken ``__repr__``) names the type."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__qualname__} object>"
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 class _Cycle:
@@ -212,6 +223,8 @@ def unencodable(args: Any, exc: BaseException, *, named: str | None = None) -> s
             found = _find_unencodable(args, where)
     except RecursionError:  # the walk itself went too deep: no inner path to give
         found, too_deep = None, True
+    except Exception:  # a value that breaks the walk itself: say where it began
+        found = None
     where, bad = found if found is not None else (where, args)
     if bad is _CYCLE or (found is None and (too_deep or isinstance(exc, RecursionError))):
         problem = (
@@ -221,7 +234,7 @@ def unencodable(args: Any, exc: BaseException, *, named: str | None = None) -> s
     elif isinstance(exc, OverflowError) or (
         isinstance(bad, int) and not isinstance(bad, enum.Enum)
     ):
-        problem = f"the integer {bad!r} is outside msgpack's range (-2**63 to 2**64-1)"
+        problem = f"the integer {_shown(bad)} is outside msgpack's range (-2**63 to 2**64-1)"
     else:
         problem = f"objects of type {type(bad).__module__}.{type(bad).__qualname__} cannot be sent"
     return f"{where}: {problem}"
