@@ -52,11 +52,14 @@ from ._values import too_large
 from ._wire import CloseCode, PortRef
 from .ports import MessagePortMain, close_ports_in
 
-__all__ = ("After", "MainPortRouter", "Sink", "dropped", "nothing")
+__all__ = ("MAX_HELD", "After", "Budget", "MainPortRouter", "Sink", "dropped", "nothing")
 
 logger = logging.getLogger("ipcbus")
 
 After = Callable[[], None]
+
+#: Frames held for an end while a renderer owes frames back for it (``_deliver``).
+MAX_HELD = 10_000
 
 
 def nothing() -> None:
@@ -69,18 +72,31 @@ def dropped(where: str, item: Item, exc: FrameTooLargeError) -> None:
     close_ports_in([item])
 
 
+class Budget:
+    """How many ends of channels one renderer made are in main's table.
+
+    Apart from the ``Sink``: an end that outlives its connection must not
+    keep the connection's objects alive.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class Sink:
     """One renderer connection, as main's router sees it."""
 
-    __slots__ = ("dead", "endpoint", "introduced", "refused")
+    __slots__ = ("budget", "dead", "endpoint", "refused")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.dead = False  # set once main has handled the connection's end
         #: Ends of channels this renderer made that are in main's table
         #: (``max_open_ports`` bounds them: each costs main kilobytes).
-        self.introduced = 0
-        self.refused = False  # over max_open_ports: its connection is ending
+        self.budget = Budget()
+        self.refused = False  # over max_open_ports, or lied about a port: ending
 
     def refuse(self, reason: str) -> None:
         """End this renderer's connection over what it sent (``Goodbye`` saying why).
@@ -150,7 +166,8 @@ class _End:
         self.owed: dict[Sink, int] = {}  # frames a former holder still gives back
         self.returned: deque[Queued] = deque()  # given back while the end is away
         self.held: deque[Queued] = deque()  # new traffic waiting for ``owed``
-        self.origin: Sink | None = None  # the renderer that made it (Sink.introduced)
+        #: The budget of the renderer that made it, until main moves it on.
+        self.origin: Budget | None = None
 
 
 def _closed_port(host: PortHost) -> MessagePortMain:
@@ -245,6 +262,9 @@ class MainPortRouter:
             end = self._new(0)  # a closed port travels as an end with no peer
         end.port, end.sink, end.wire, end.sent = None, sink, end.id, 0
         self._at.setdefault(sink, set()).add(end.id)
+        if end.origin is not None:  # main moved it on: no longer its maker's to answer for
+            end.origin.count -= 1
+            end.origin = None
 
         def after() -> None:
             if end.owed:  # a former holder still gives frames back: these go first
@@ -266,7 +286,7 @@ class MainPortRouter:
         connection (``PROTOCOL_ERROR``); its ports arrive closed.
         """
         limit = self._max_open_ports()
-        if sink.refused or sink.introduced + self._new_ends(sink, refs) > limit:
+        if sink.refused or sink.budget.count + self._new_ends(sink, refs) > limit:
             sink.refuse(
                 f"more than {limit} message-port ends of channels this renderer "
                 "made are open in main (IpcMain(max_open_ports=...)); close the ports "
@@ -337,8 +357,8 @@ class MainPortRouter:
 
     def _new_at(self, sink: Sink, wire: int, peer: int) -> _End:
         end = self._new(peer)
-        end.sink, end.wire, end.origin = sink, wire, sink
-        sink.introduced += 1
+        end.sink, end.wire, end.origin = sink, wire, sink.budget
+        sink.budget.count += 1
         self._wires[(sink, wire)] = end.id
         self._at.setdefault(sink, set()).add(end.id)
         return end
@@ -407,6 +427,15 @@ class MainPortRouter:
     def _deliver(self, end: _End, item: Queued) -> None:
         if end.owed:
             end.held.append(item)
+            if len(end.held) > MAX_HELD:
+                # The renderer said how many frames it gives back (``returning``),
+                # and main cannot check that: one that does not give them back
+                # is cut off, which releases what waited.
+                for sink in end.owed:
+                    sink.refuse(
+                        f"port {end.id}: {end.owed[sink]} frames this renderer owes back "
+                        f"did not come while {len(end.held)} frames waited for them"
+                    )
         else:
             self._put(end, item)
 
@@ -444,7 +473,13 @@ class MainPortRouter:
 
     def _forget(self, end: _End) -> None:
         if self._ends.pop(end.id, None) is not None and end.origin is not None:
-            end.origin.introduced -= 1
+            end.origin.count -= 1
+            end.origin = None
+        if end.owed:  # closed while frames were owed for it: nothing will take them now
+            for sink in end.owed:
+                self._owing.get(sink, set()).discard(end.id)
+            for key in [key for key, end_id in self._wires.items() if end_id == end.id]:
+                del self._wires[key]
         if end.sink is not None:
             self._at.get(end.sink, set()).discard(end.id)
             if end.wire < 0:

@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 import ipcbus
+from ipcbus import _portroute
 from ipcbus._portparts import PortHost
 from ipcbus._wire import (
     MAX_PORTS_PER_FRAME,
@@ -30,6 +31,7 @@ from ipcbus._wire import (
     Hello,
     Message,
     PortClose,
+    PortMessage,
     PortRef,
     Reply,
     Request,
@@ -158,6 +160,93 @@ async def test_a_renderer_that_closes_its_ports_never_reaches_max_open_ports() -
             async with ipc_main.connect_local() as renderer:
                 assert [await exchange(renderer, i) for i in range(50)] == list(range(50))
                 assert await renderer.invoke("add", 1, 2) == 3
+
+
+async def test_an_end_main_forwards_is_not_charged_to_the_renderer_that_made_it() -> None:
+    """Once main moves an end on (here to a renderer that never acknowledges closes,
+    so the end stays in main's table), it no longer counts against its maker."""
+    with anyio.fail_after(20):
+        async with (
+            bench(max_open_ports=4) as setup,
+            RawPeer.connect(setup.listener.address) as keeper,
+        ):
+            welcome = await keeper.handshake(setup.listener.token)
+            to_keeper = setup.ipc_main.from_id(welcome.renderer_id)
+            assert to_keeper is not None
+
+            async def forward(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                await to_keeper.post_message("take", None, transfer=event.ports)
+
+            setup.ipc_main.on("forward", forward)
+            for _ in range(20):
+                channel = ipcbus.MessageChannelMain()
+                await setup.healthy.post_message("forward", None, transfer=[channel.port1])
+                while not isinstance(body := await keeper.receive(), Message):
+                    pass  # the keeper reads what main sends, and answers nothing
+                assert body.channel == "take" and len(body.ports) == 1
+                channel.port2.close()  # the keeper's end is told, and never says so
+            await setup.check_healthy()
+
+
+async def test_a_renderer_that_never_gives_back_what_it_owes_is_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Main holds an end's traffic until the frames a renderer said it gives back
+    (``returning``) are back; it cannot check the count. One that never sends them
+    is cut off once MAX_HELD frames wait, which releases them."""
+    monkeypatch.setattr(_portroute, "MAX_HELD", 50)
+    with anyio.fail_after(20):
+        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
+            got: list[Any] = []
+            heard = anyio.Event()
+
+            def keep(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                port = event.ports[0]
+                port.on("message", lambda message: (got.append(message.data), heard.set()))
+                port.start()
+
+            setup.ipc_main.on("take", keep)
+            welcome = await peer.handshake(setup.listener.token)
+            # -1 goes to main, owing a billion frames it never sends; -2 stays here
+            taking = Message("take", raw_args(None), (PortRef(-1, -2, 0, 10**9),))
+            posts = [PortMessage(-2, raw_args(i)) for i in range(60)]
+            await peer.send(frames(taking, *posts))
+            goodbye = await peer.goodbye()
+            assert goodbye.code is CloseCode.PROTOCOL_ERROR
+            assert "owes back did not come" in goodbye.reason
+            details = await setup.disconnected(welcome.renderer_id)
+            assert details.reason == "protocol-error"
+            await heard.wait()  # released once the connection ended
+            assert got[:3] == [[0], [1], [2]]
+            await setup.check_healthy()
+
+
+async def test_ends_closed_while_owed_leave_nothing_behind() -> None:
+    """An end that comes owing a frame it never sends, and is closed: main forgets
+    every entry it kept for it (they used to stay until the connection ended)."""
+    with anyio.fail_after(20):
+        async with (
+            bench(max_open_ports=10) as setup,
+            RawPeer.connect(setup.listener.address) as peer,
+        ):
+
+            def close_all(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                for port in event.ports:
+                    port.close()
+
+            setup.ipc_main.on("ch", close_all)
+            router = setup.ipc_main._ports
+            await peer.handshake(setup.listener.token)
+            out = []
+            for k in range(500):
+                wire = -(2 * k + 1)
+                owing = PortRef(wire, wire - 1, 0, 1)
+                out += [Message("ch", raw_args(None), (owing,)), PortClose(wire - 1)]
+            await peer.send(frames(*out, Request(1, RequestKind.INVOKE, "add", raw_args(1, 2))))
+            while not isinstance(await peer.receive(), Reply):
+                pass  # main's PortCloses; its reply comes after all of the above
+            assert len(router._wires) < 10
+            assert sum(map(len, router._owing.values())) < 10
 
 
 def test_max_open_ports_below_one_is_refused() -> None:
