@@ -37,145 +37,24 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
 from collections.abc import Callable, Sequence
 
 import anyio.abc
 import msgspec
 
-from ._endpoint import Endpoint
 from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
+from ._portends import After, End, Sink, closed_port, dropped, nothing
 from ._portparts import CLOSE, Item, PortHost, Queued
-from ._protocol import Connection, State
-from ._values import too_large
-from ._wire import CloseCode, PortRef
+from ._wire import PortRef
 from .ports import MessagePortMain, close_ports_in
 
-__all__ = ("MAX_HELD", "After", "Budget", "MainPortRouter", "Sink", "dropped", "nothing")
+__all__ = ("MAX_HELD", "MainPortRouter")
 
 logger = logging.getLogger("ipcbus")
 
-After = Callable[[], None]
-
 #: Frames held for an end while a renderer owes frames back for it (``_deliver``).
 MAX_HELD = 10_000
-
-
-def nothing() -> None:
-    """An ``After`` with nothing to do."""
-
-
-def dropped(where: str, item: Item, exc: FrameTooLargeError) -> None:
-    """A port message relayed for someone else that is over its next peer's limit."""
-    logger.warning("dropped a port message %s: %s", where, exc)
-    close_ports_in([item])
-
-
-class Budget:
-    """How many ends of channels one renderer made are in main's table.
-
-    Apart from the ``Sink``: an end that outlives its connection must not
-    keep the connection's objects alive.
-    """
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-class Sink:
-    """One renderer connection, as main's router sees it."""
-
-    __slots__ = ("budget", "dead", "endpoint", "refused")
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.dead = False  # set once main has handled the connection's end
-        #: Ends of channels this renderer made that are in main's table
-        #: (``max_open_ports`` bounds them: each costs main kilobytes).
-        self.budget = Budget()
-        self.refused = False  # over max_open_ports, or lied about a port: ending
-
-    def refuse(self, reason: str) -> None:
-        """End this renderer's connection over what it sent (``Goodbye`` saying why).
-
-        From a task of its own: this runs inside the dispatch of its frame.
-        """
-        if not self.refused:
-            self.refused = True
-            self.endpoint.start_soon(self.endpoint.close, CloseCode.PROTOCOL_ERROR, reason)
-
-    def _conn(self) -> Connection | None:
-        conn = self.endpoint.conn
-        return conn if not self.dead and conn.state is State.OPEN else None
-
-    def check(self, wire: int, data: msgspec.Raw, ports: int) -> None:
-        """Raise now if a message for ``wire`` with ``ports`` ends could be over the
-        renderer's limit: before the ports are claimed.
-
-        Raises:
-            FrameTooLargeError: saying so, for the poster.
-        """
-        if (conn := self._conn()) is not None:
-            try:
-                conn.check_port_message(wire, data, ports)
-            except FrameTooLargeError as exc:
-                raise too_large("post_message", None, exc) from None
-
-    def message(self, wire: int, data: msgspec.Raw, refs: list[PortRef]) -> None:
-        """Queue a port message for ``wire``.
-
-        Raises:
-            FrameTooLargeError: over the renderer's limit; nothing was queued.
-        """
-        if (conn := self._conn()) is not None:
-            conn.send_port_message(wire, data, refs)
-            self.endpoint.outbox.flush_later()
-
-    def close(self, wire: int) -> None:
-        if (conn := self._conn()) is not None:
-            conn.send_port_close(wire)
-            self.endpoint.outbox.flush_later()
-
-
-class _End:
-    """One port end known to main."""
-
-    __slots__ = (
-        "held",
-        "id",
-        "origin",
-        "owed",
-        "peer",
-        "port",
-        "returned",
-        "sent",
-        "sink",
-        "wire",
-    )
-
-    def __init__(self, id: int, peer: int) -> None:
-        self.id = id
-        self.peer = peer  # the other end's id; 0 once the channel is closed
-        self.sink: Sink | None = None  # None: in main, as ``port``
-        self.wire = 0  # id on ``sink``'s connection
-        self.port: MessagePortMain | None = None
-        self.sent = 0  # frames sent to ``sink`` for this end since it went there
-        self.owed: dict[Sink, int] = {}  # frames a former holder still gives back
-        self.returned: deque[Queued] = deque()  # given back while the end is away
-        self.held: deque[Queued] = deque()  # new traffic waiting for ``owed``
-        #: The budget of the renderer that made it, until main moves it on.
-        self.origin: Budget | None = None
-
-
-def _closed_port(host: PortHost) -> MessagePortMain:
-    port = MessagePortMain()
-    port._host = host
-    port._closed = True
-    port._inbox.append(CLOSE)
-    return port
 
 
 class MainPortRouter:
@@ -188,7 +67,7 @@ class MainPortRouter:
     ) -> None:
         self.host = PortHost(task_group)
         self._max_open_ports = max_open_ports  # per renderer, read when used: see land
-        self._ends: dict[int, _End] = {}
+        self._ends: dict[int, End] = {}
         self._wires: dict[tuple[Sink, int], int] = {}  # renderer-named ends (< 0)
         self._at: dict[Sink, set[int]] = {}  # ends held on each connection
         self._owing: dict[Sink, set[int]] = {}  # ends each connection owes frames for
@@ -268,7 +147,7 @@ class MainPortRouter:
 
         def after() -> None:
             if end.owed:  # a former holder still gives frames back: these go first
-                end.returned.extendleft(reversed(items))
+                end.returned[:0] = items
             else:
                 for item in items:
                     self._put(end, item)
@@ -292,7 +171,7 @@ class MainPortRouter:
                 "made are open in main (IpcMain(max_open_ports=...)); close the ports "
                 "you do not use"
             )
-            return [_closed_port(self.host) for _ in refs]
+            return [closed_port(self.host) for _ in refs]
         return [self._land(sink, ref) for ref in refs]
 
     def _new_ends(self, sink: Sink, refs: Sequence[PortRef]) -> int:
@@ -350,12 +229,12 @@ class MainPortRouter:
 
     # ---- internals -----------------------------------------------------
 
-    def _new(self, peer: int) -> _End:
-        end = _End(next(self._ids), peer)
+    def _new(self, peer: int) -> End:
+        end = End(next(self._ids), peer)
         self._ends[end.id] = end
         return end
 
-    def _new_at(self, sink: Sink, wire: int, peer: int) -> _End:
+    def _new_at(self, sink: Sink, wire: int, peer: int) -> End:
         end = self._new(peer)
         end.sink, end.wire, end.origin = sink, wire, sink.budget
         sink.budget.count += 1
@@ -363,13 +242,13 @@ class MainPortRouter:
         self._at.setdefault(sink, set()).add(end.id)
         return end
 
-    def _held_by(self, sink: Sink, wire: int) -> _End | None:
+    def _held_by(self, sink: Sink, wire: int) -> End | None:
         end_id = wire if wire > 0 else self._wires.get((sink, wire), 0)
         end = self._ends.get(end_id)
         return end if end is not None and end.sink is sink and end.wire == wire else None
 
     def _land(self, sink: Sink, ref: PortRef) -> MessagePortMain:
-        end: _End | None
+        end: End | None
         if ref.id > 0 or (sink, ref.id) in self._wires:
             end = self._held_by(sink, ref.id)
         else:  # an end of a channel the renderer created, new to main
@@ -378,7 +257,7 @@ class MainPortRouter:
                 end.peer = self._new_at(sink, ref.peer, end.id).id
         if end is None:
             logger.debug("a renderer sent port %d, which it does not hold", ref.id)
-            return _closed_port(self.host)
+            return closed_port(self.host)
         self._at[sink].discard(end.id)
         owed = ref.returning + max(0, end.sent - ref.received)
         if owed:
@@ -390,7 +269,7 @@ class MainPortRouter:
         port._router, port._wire, port._host = self, end.id, self.host
         end.port, end.sink, end.wire, end.sent = port, None, 0, 0
         while end.returned and end.id in self._ends:
-            self._put(end, end.returned.popleft())
+            self._put(end, end.returned.pop(0))
         return port
 
     def _give_back(self, sink: Sink, wire: int, item: Queued) -> None:
@@ -414,7 +293,7 @@ class MainPortRouter:
         if not end.owed:
             self._release(end)
 
-    def _release(self, end: _End) -> None:
+    def _release(self, end: End) -> None:
         items = end.returned + end.held
         end.returned.clear()
         end.held.clear()
@@ -424,7 +303,7 @@ class MainPortRouter:
             else:
                 close_ports_in([item])
 
-    def _deliver(self, end: _End, item: Queued) -> None:
+    def _deliver(self, end: End, item: Queued) -> None:
         if end.owed:
             end.held.append(item)
             if len(end.held) > MAX_HELD:
@@ -439,7 +318,7 @@ class MainPortRouter:
         else:
             self._put(end, item)
 
-    def _put(self, end: _End, item: Queued) -> None:
+    def _put(self, end: End, item: Queued) -> None:
         sink = end.sink
         if sink is None:
             port = end.port
@@ -471,7 +350,7 @@ class MainPortRouter:
         end.sent += 1
         after()
 
-    def _forget(self, end: _End) -> None:
+    def _forget(self, end: End) -> None:
         if self._ends.pop(end.id, None) is not None and end.origin is not None:
             end.origin.count -= 1
             end.origin = None
@@ -485,14 +364,14 @@ class MainPortRouter:
             if end.wire < 0:
                 self._wires.pop((end.sink, end.wire), None)
 
-    def _drop(self, end: _End) -> None:
+    def _drop(self, end: End) -> None:
         self._forget(end)
         close_ports_in(end.returned)
         close_ports_in(end.held)
         end.returned.clear()
         end.held.clear()
 
-    def _peer_gone(self, end: _End) -> None:
+    def _peer_gone(self, end: End) -> None:
         peer = self._ends.get(end.peer)
         end.peer = 0
         if peer is not None:

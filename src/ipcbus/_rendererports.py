@@ -17,8 +17,8 @@ import msgspec
 from ._endpoint import Endpoint
 from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
+from ._portends import After, dropped, nothing
 from ._portparts import CLOSE, Item, PortHost, Queued
-from ._portroute import After, dropped, nothing
 from ._protocol import Connection, State
 from ._values import too_large
 from ._wire import PortRef

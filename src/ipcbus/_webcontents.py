@@ -11,7 +11,7 @@ import anyio.abc
 from ._endpoint import Endpoint
 from ._errors import ConnectionClosedError
 from ._mainevents import DisconnectDetails
-from ._portroute import Sink
+from ._portends import Sink
 from ._protocol import OPEN, State
 from ._registry import Registry, check_channel
 from ._streams import DEFAULT_WINDOW, IpcStream

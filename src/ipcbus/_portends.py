@@ -1,0 +1,144 @@
+"""What main's port router keeps: each renderer connection (``Sink``) with its
+``Budget``, and each port end (``End``); and what both routers share.
+
+``_portroute`` holds the table and its rules; these are its records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import msgspec
+
+from ._endpoint import Endpoint
+from ._errors import FrameTooLargeError
+from ._portparts import CLOSE, Item, PortHost, Queued
+from ._protocol import Connection, State
+from ._values import too_large
+from ._wire import CloseCode, PortRef
+from .ports import MessagePortMain, close_ports_in
+
+__all__ = ("After", "Budget", "End", "Sink", "closed_port", "dropped", "nothing")
+
+logger = logging.getLogger("ipcbus")
+
+After = Callable[[], None]
+
+
+def nothing() -> None:
+    """An ``After`` with nothing to do."""
+
+
+def dropped(where: str, item: Item, exc: FrameTooLargeError) -> None:
+    """A port message relayed for someone else that is over its next peer's limit."""
+    logger.warning("dropped a port message %s: %s", where, exc)
+    close_ports_in([item])
+
+
+class Budget:
+    """How many ends of channels one renderer made are in main's table.
+
+    Apart from the ``Sink``: an end that outlives its connection must not
+    keep the connection's objects alive.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class Sink:
+    """One renderer connection, as main's router sees it."""
+
+    __slots__ = ("budget", "dead", "endpoint", "refused")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.dead = False  # set once main has handled the connection's end
+        #: Ends of channels this renderer made that are in main's table
+        #: (``max_open_ports`` bounds them: each costs main kilobytes).
+        self.budget = Budget()
+        self.refused = False  # over max_open_ports, or lied about a port: ending
+
+    def refuse(self, reason: str) -> None:
+        """End this renderer's connection over what it sent (``Goodbye`` saying why).
+
+        From a task of its own: this runs inside the dispatch of its frame.
+        """
+        if not self.refused:
+            self.refused = True
+            self.endpoint.start_soon(self.endpoint.close, CloseCode.PROTOCOL_ERROR, reason)
+
+    def _conn(self) -> Connection | None:
+        conn = self.endpoint.conn
+        return conn if not self.dead and conn.state is State.OPEN else None
+
+    def check(self, wire: int, data: msgspec.Raw, ports: int) -> None:
+        """Raise now if a message for ``wire`` with ``ports`` ends could be over the
+        renderer's limit: before the ports are claimed.
+
+        Raises:
+            FrameTooLargeError: saying so, for the poster.
+        """
+        if (conn := self._conn()) is not None:
+            try:
+                conn.check_port_message(wire, data, ports)
+            except FrameTooLargeError as exc:
+                raise too_large("post_message", None, exc) from None
+
+    def message(self, wire: int, data: msgspec.Raw, refs: list[PortRef]) -> None:
+        """Queue a port message for ``wire``.
+
+        Raises:
+            FrameTooLargeError: over the renderer's limit; nothing was queued.
+        """
+        if (conn := self._conn()) is not None:
+            conn.send_port_message(wire, data, refs)
+            self.endpoint.outbox.flush_later()
+
+    def close(self, wire: int) -> None:
+        if (conn := self._conn()) is not None:
+            conn.send_port_close(wire)
+            self.endpoint.outbox.flush_later()
+
+
+class End:
+    """One port end known to main."""
+
+    __slots__ = (
+        "held",
+        "id",
+        "origin",
+        "owed",
+        "peer",
+        "port",
+        "returned",
+        "sent",
+        "sink",
+        "wire",
+    )
+
+    def __init__(self, id: int, peer: int) -> None:
+        self.id = id
+        self.peer = peer  # the other end's id; 0 once the channel is closed
+        self.sink: Sink | None = None  # None: in main, as ``port``
+        self.wire = 0  # id on ``sink``'s connection
+        self.port: MessagePortMain | None = None
+        self.sent = 0  # frames sent to ``sink`` for this end since it went there
+        self.owed: dict[Sink, int] = {}  # frames a former holder still gives back
+        # Lists, not deques: empty nearly always (they fill only while an end
+        # moves), and an empty deque is 760 bytes to a list's 56.
+        self.returned: list[Queued] = []  # given back while the end is away
+        self.held: list[Queued] = []  # new traffic waiting for ``owed``
+        #: The budget of the renderer that made it, until main moves it on.
+        self.origin: Budget | None = None
+
+
+def closed_port(host: PortHost) -> MessagePortMain:
+    port = MessagePortMain()
+    port._host = host
+    port._closed = True
+    port._inbox.append(CLOSE)
+    return port
