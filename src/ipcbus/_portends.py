@@ -52,7 +52,7 @@ class Budget:
 class Sink:
     """One renderer connection, as main's router sees it."""
 
-    __slots__ = ("budget", "dead", "endpoint", "refused")
+    __slots__ = ("budget", "dead", "endpoint", "promised", "refused")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -61,6 +61,8 @@ class Sink:
         #: (``max_open_ports`` bounds them: each costs main kilobytes).
         self.budget = Budget()
         self.refused = False  # over max_open_ports, or lied about a port: ending
+        #: Frames it said it gives back right after the ports it sent (``returning``).
+        self.promised = 0
 
     def refuse(self, reason: str) -> None:
         """End this renderer's connection over what it sent (``Goodbye`` saying why).

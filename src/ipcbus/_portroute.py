@@ -54,7 +54,7 @@ __all__ = ("MAX_HELD", "MainPortRouter")
 logger = logging.getLogger("ipcbus")
 
 #: Frames held for an end while a renderer owes frames back for it (``_deliver``).
-MAX_HELD = 10_000
+MAX_HELD = 100_000
 
 
 class MainPortRouter:
@@ -70,7 +70,8 @@ class MainPortRouter:
         self._ends: dict[int, End] = {}
         self._wires: dict[tuple[Sink, int], int] = {}  # renderer-named ends (< 0)
         self._at: dict[Sink, set[int]] = {}  # ends held on each connection
-        self._owing: dict[Sink, set[int]] = {}  # ends each connection owes frames for
+        # The ends each connection owes frames for, with the wire it names each by.
+        self._owing: dict[Sink, dict[int, int]] = {}
         self._ids = itertools.count(1)
         self._inline = False  # delivering what a reader just received (see _put)
 
@@ -157,22 +158,46 @@ class MainPortRouter:
     # ---- frames from a renderer ----------------------------------------
 
     def land(self, sink: Sink, refs: Sequence[PortRef]) -> list[MessagePortMain]:
-        """Ports a renderer sent: each becomes an object in main (``event.ports``).
+        """The ports of a renderer's ``Message`` or ``Request`` (``event.ports``)."""
+        if not self._kept_promise(sink):
+            return [closed_port(self.host) for _ in refs]
+        return self._land_all(sink, refs)
+
+    def _land_all(self, sink: Sink, refs: Sequence[PortRef]) -> list[MessagePortMain]:
+        """Ports a renderer sent: each becomes an object in main.
 
         A renderer may have at most ``max_open_ports`` ends of channels it made
         in main's table (each costs main kilobytes for a few bytes sent, and
         stays until it is closed). A frame that would pass that ends its
         connection (``PROTOCOL_ERROR``); its ports arrive closed.
         """
+        if sink.refused:
+            return [closed_port(self.host) for _ in refs]
         limit = self._max_open_ports()
-        if sink.refused or sink.budget.count + self._new_ends(sink, refs) > limit:
+        if sink.budget.count + self._new_ends(sink, refs) > limit:
             sink.refuse(
                 f"more than {limit} message-port ends of channels this renderer "
                 "made are open in main (IpcMain(max_open_ports=...)); close the ports "
                 "you do not use"
             )
             return [closed_port(self.host) for _ in refs]
+        # Each ref's ``returning`` frames come right after this frame (PortRef).
+        sink.promised += sum(ref.returning for ref in refs)
         return [self._land(sink, ref) for ref in refs]
+
+    def _kept_promise(self, sink: Sink) -> bool:
+        """Whether a frame that gives nothing back may come from ``sink`` now.
+
+        Main holds an end's new traffic until the frames a renderer said it
+        gives back are back, and cannot check that count: a renderer that
+        sends anything else first broke its word, and is cut off.
+        """
+        if sink.promised and not sink.refused:
+            sink.refuse(
+                f"this renderer said {sink.promised} more frames would be given back "
+                "right after the ports it sent, and sent another frame first"
+            )
+        return not sink.refused
 
     def _new_ends(self, sink: Sink, refs: Sequence[PortRef]) -> int:
         """How many ends main would first hear of from ``refs`` (``_land`` makes them)."""
@@ -186,7 +211,11 @@ class MainPortRouter:
         return len(new)
 
     def port_message(self, sink: Sink, event: PortMessageReceived) -> None:
-        ports = self.land(sink, event.ports) if event.ports else []
+        if event.returned:
+            sink.promised = max(0, sink.promised - 1)
+        elif not self._kept_promise(sink):
+            return  # its connection is ending
+        ports = self._land_all(sink, event.ports) if event.ports else []
         item = Item(event.data, ports)
         if event.returned:
             self._give_back(sink, event.port_id, item)
@@ -205,7 +234,10 @@ class MainPortRouter:
 
     def port_closed(self, sink: Sink, event: PortClosed) -> None:
         if event.returned:
+            sink.promised = max(0, sink.promised - 1)
             self._give_back(sink, event.port_id, CLOSE)
+            return
+        if not self._kept_promise(sink):
             return
         end = self._held_by(sink, event.port_id)
         if end is not None:
@@ -220,7 +252,7 @@ class MainPortRouter:
             if end is not None and end.sink is sink:
                 self._drop(end)
                 self._peer_gone(end)
-        for end_id in sorted(self._owing.pop(sink, ())):
+        for end_id in sorted(self._owing.pop(sink, {})):
             end = self._ends.get(end_id)
             if end is not None and end.owed.pop(sink, None) is not None and not end.owed:
                 self._release(end)
@@ -262,14 +294,18 @@ class MainPortRouter:
         owed = ref.returning + max(0, end.sent - ref.received)
         if owed:
             end.owed[sink] = end.owed.get(sink, 0) + owed
-            self._owing.setdefault(sink, set()).add(end.id)
+            self._owing.setdefault(sink, {})[end.id] = ref.id
         elif ref.id < 0:
             del self._wires[(sink, ref.id)]
         port = MessagePortMain()
         port._router, port._wire, port._host = self, end.id, self.host
         end.port, end.sink, end.wire, end.sent = port, None, 0, 0
-        while end.returned and end.id in self._ends:
-            self._put(end, end.returned.pop(0))
+        returned, end.returned = end.returned, []
+        for i, item in enumerate(returned):
+            if end.id not in self._ends:  # closed by one of them: the rest are dropped
+                close_ports_in(returned[i:])
+                break
+            self._put(end, item)
         return port
 
     def _give_back(self, sink: Sink, wire: int, item: Queued) -> None:
@@ -283,7 +319,7 @@ class MainPortRouter:
             end.owed[sink] = left
         else:
             del end.owed[sink]
-            self._owing[sink].discard(end.id)
+            self._owing[sink].pop(end.id, None)
             if wire < 0 and not (end.sink is sink and end.wire == wire):
                 self._wires.pop((sink, wire), None)
         if end.sink is None:
@@ -354,11 +390,10 @@ class MainPortRouter:
         if self._ends.pop(end.id, None) is not None and end.origin is not None:
             end.origin.count -= 1
             end.origin = None
-        if end.owed:  # closed while frames were owed for it: nothing will take them now
-            for sink in end.owed:
-                self._owing.get(sink, set()).discard(end.id)
-            for key in [key for key, end_id in self._wires.items() if end_id == end.id]:
-                del self._wires[key]
+        for sink in end.owed:  # closed while frames were owed: nothing will take them now
+            wire = self._owing.get(sink, {}).pop(end.id, 0)
+            if wire < 0 and self._wires.get((sink, wire)) == end.id:
+                del self._wires[(sink, wire)]
         if end.sink is not None:
             self._at.get(end.sink, set()).discard(end.id)
             if end.wire < 0:

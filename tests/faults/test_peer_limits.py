@@ -188,36 +188,55 @@ async def test_an_end_main_forwards_is_not_charged_to_the_renderer_that_made_it(
             await setup.check_healthy()
 
 
-async def test_a_renderer_that_never_gives_back_what_it_owes_is_cut_off(
+async def test_a_renderer_that_does_not_give_back_what_it_said_is_cut_off() -> None:
+    """Main holds an end's traffic until the frames a renderer said it gives back
+    (``returning``) are back, and they come right after the frame that carried the
+    port: a renderer that sends another port frame first is cut off at once."""
+    with anyio.fail_after(20):
+        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
+            setup.ipc_main.on("take", lambda event, _: event.ports[0].start())
+            welcome = await peer.handshake(setup.listener.token)
+            # -1 goes to main, owing a billion frames it never sends; -2 stays here
+            taking = Message("take", raw_args(None), (PortRef(-1, -2, 0, 10**9),))
+            await peer.send(frames(taking, PortMessage(-2, raw_args(0))))
+            goodbye = await peer.goodbye()
+            assert goodbye.code is CloseCode.PROTOCOL_ERROR
+            assert "said 1000000000 more frames would be given back" in goodbye.reason
+            details = await setup.disconnected(welcome.renderer_id)
+            assert details.reason == "protocol-error"
+            await setup.check_healthy()
+
+
+async def test_a_quiet_renderer_that_owes_frames_is_cut_off_past_max_held(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Main holds an end's traffic until the frames a renderer said it gives back
-    (``returning``) are back; it cannot check the count. One that never sends them
-    is cut off once MAX_HELD frames wait, which releases them."""
+    """A renderer that promised frames back and then sends nothing: main holds the
+    end's traffic (here main's own posts) up to MAX_HELD frames, then cuts it off,
+    which releases them in order."""
     monkeypatch.setattr(_portroute, "MAX_HELD", 50)
     with anyio.fail_after(20):
         async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
             got: list[Any] = []
-            heard = anyio.Event()
+            all_in = anyio.Event()
 
-            def keep(event: ipcbus.IpcMainEvent, _: Any) -> None:
-                port = event.ports[0]
-                port.on("message", lambda message: (got.append(message.data), heard.set()))
-                port.start()
+            def take(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                owed, other = event.ports  # both ends of the renderer's channel
+                owed.on("message", lambda m: (got.append(m.data), len(got) == 60 and all_in.set()))
+                owed.start()
+                for i in range(60):
+                    other.post_message(i)  # held: the renderer owes frames for ``owed``
 
-            setup.ipc_main.on("take", keep)
+            setup.ipc_main.on("take", take)
             welcome = await peer.handshake(setup.listener.token)
-            # -1 goes to main, owing a billion frames it never sends; -2 stays here
-            taking = Message("take", raw_args(None), (PortRef(-1, -2, 0, 10**9),))
-            posts = [PortMessage(-2, raw_args(i)) for i in range(60)]
-            await peer.send(frames(taking, *posts))
+            both = (PortRef(-1, -2, 0, 10**9), PortRef(-2, -1))
+            await peer.send(frames(Message("take", raw_args(None), both)))
             goodbye = await peer.goodbye()
             assert goodbye.code is CloseCode.PROTOCOL_ERROR
             assert "owes back did not come" in goodbye.reason
             details = await setup.disconnected(welcome.renderer_id)
             assert details.reason == "protocol-error"
-            await heard.wait()  # released once the connection ended
-            assert got[:3] == [[0], [1], [2]]
+            await all_in.wait()
+            assert got == list(range(60))
             await setup.check_healthy()
 
 
