@@ -1,7 +1,7 @@
-"""What main's port router keeps: each renderer connection (``Sink``) with its
-``Budget``, and each port end (``End``); and what both routers share.
+"""The records main's port router keeps: connections (``Sink``, ``Budget``) and ends (``End``).
 
-``_portroute`` holds the table and its rules; these are its records.
+``_portroute`` holds the table and its rules; these are its records, with
+the little both routers share (``After``, ``nothing``, ``dropped``).
 """
 
 from __future__ import annotations
