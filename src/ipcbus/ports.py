@@ -34,6 +34,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Set as AbstractSet
 from functools import partial
 from typing import Any, Literal, TypeVar, overload
 
@@ -74,7 +75,9 @@ class MessagePortMain:
         self._host = current_host.get()
         self._inbox: deque[Queued] = deque()
         self._listeners: dict[str, tuple[_Listener, ...]] = {}
-        self._iterators: weakref.WeakSet[PortIterator] = weakref.WeakSet()
+        # Made by the first ``async for`` (a WeakSet is 880 bytes, most ports never
+        # have one); empty until then.
+        self._iterators: AbstractSet[PortIterator] = frozenset()
         self._started = False
         self._closed = False  # no more posting; CLOSE is queued or delivered
         self._closed_here = False  # close() was called on this end: deliver even unstarted
@@ -211,7 +214,10 @@ class MessagePortMain:
     def __aiter__(self) -> PortIterator:
         """``async for message_event in port``: starts the port; ends on ``"close"``."""
         iterator = PortIterator(self)
-        self._iterators.add(iterator)
+        iterators = self._iterators
+        if not isinstance(iterators, weakref.WeakSet):
+            iterators = self._iterators = weakref.WeakSet()
+        iterators.add(iterator)
         if self._started:
             self._schedule()
         else:
