@@ -40,7 +40,7 @@ from ipcbus._wire import (
 )
 
 from ..helpers import running_main
-from ._raw import RawPeer, bench, frames, raw_args
+from ._raw import Bench, RawPeer, bench, frames, raw_args
 
 # ---- port references -------------------------------------------------------------
 
@@ -50,19 +50,31 @@ def _renderer_refs(n: int) -> tuple[PortRef, ...]:
     return tuple(PortRef(-(2 * i + 1), -(2 * i + 2)) for i in range(n))
 
 
+async def _cut_off(setup: Bench, peer: RawPeer, renderer_id: int, *said: str) -> None:
+    """``peer`` got a ``PROTOCOL_ERROR`` Goodbye saying each of ``said``, main reported
+    its end as ``"protocol-error"``, and the other renderers are served."""
+    goodbye = await peer.goodbye()
+    assert goodbye.code is CloseCode.PROTOCOL_ERROR
+    for words in said:
+        assert words in goodbye.reason
+    details = await setup.disconnected(renderer_id)
+    assert details.reason == "protocol-error"
+    await setup.check_healthy()
+
+
 async def test_a_frame_with_too_many_port_refs_ends_only_that_connection() -> None:
     with anyio.fail_after(20):
         async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
             welcome = await peer.handshake(setup.listener.token)
             refs = _renderer_refs(MAX_PORTS_PER_FRAME + 1)
             await peer.send(frames(Message("ch", raw_args(None), refs)))
-            goodbye = await peer.goodbye()
-            assert goodbye.code is CloseCode.PROTOCOL_ERROR
-            assert f"{MAX_PORTS_PER_FRAME + 1} port references" in goodbye.reason
-            assert f"at most {MAX_PORTS_PER_FRAME}" in goodbye.reason
-            details = await setup.disconnected(welcome.renderer_id)
-            assert details.reason == "protocol-error"
-            await setup.check_healthy()
+            await _cut_off(
+                setup,
+                peer,
+                welcome.renderer_id,
+                f"{MAX_PORTS_PER_FRAME + 1} port references",
+                f"at most {MAX_PORTS_PER_FRAME}",
+            )
 
 
 async def test_ports_nobody_takes_are_closed_without_a_task_each(
@@ -122,14 +134,14 @@ async def test_a_renderer_past_max_open_ports_is_cut_off_and_main_forgets_its_en
                 sent += 128
                 if not await peer.send(frames(Message("ch", raw_args(None), refs))):
                     break
-            goodbye = await peer.goodbye()
-            assert goodbye.code is CloseCode.PROTOCOL_ERROR
-            assert f"more than {limit} message-port ends" in goodbye.reason
-            assert "max_open_ports" in goodbye.reason
-            details = await setup.disconnected(welcome.renderer_id)
-            assert details.reason == "protocol-error"
+            await _cut_off(
+                setup,
+                peer,
+                welcome.renderer_id,
+                f"more than {limit} message-port ends",
+                "max_open_ports",
+            )
             assert len(setup.ipc_main._ports) == known
-            await setup.check_healthy()
 
 
 async def test_a_renderer_that_closes_its_ports_never_reaches_max_open_ports() -> None:
@@ -199,12 +211,9 @@ async def test_a_renderer_that_does_not_give_back_what_it_said_is_cut_off() -> N
             # -1 goes to main, owing a billion frames it never sends; -2 stays here
             taking = Message("take", raw_args(None), (PortRef(-1, -2, 0, 10**9),))
             await peer.send(frames(taking, PortMessage(-2, raw_args(0))))
-            goodbye = await peer.goodbye()
-            assert goodbye.code is CloseCode.PROTOCOL_ERROR
-            assert "said 1000000000 more frames would be given back" in goodbye.reason
-            details = await setup.disconnected(welcome.renderer_id)
-            assert details.reason == "protocol-error"
-            await setup.check_healthy()
+            await _cut_off(
+                setup, peer, welcome.renderer_id, "said 1000000000 more frames would be given back"
+            )
 
 
 async def test_a_quiet_renderer_that_owes_frames_is_cut_off_past_max_held(
@@ -230,14 +239,9 @@ async def test_a_quiet_renderer_that_owes_frames_is_cut_off_past_max_held(
             welcome = await peer.handshake(setup.listener.token)
             both = (PortRef(-1, -2, 0, 10**9), PortRef(-2, -1))
             await peer.send(frames(Message("take", raw_args(None), both)))
-            goodbye = await peer.goodbye()
-            assert goodbye.code is CloseCode.PROTOCOL_ERROR
-            assert "owes back did not come" in goodbye.reason
-            details = await setup.disconnected(welcome.renderer_id)
-            assert details.reason == "protocol-error"
+            await _cut_off(setup, peer, welcome.renderer_id, "owes back did not come")
             await all_in.wait()
             assert got == list(range(60))
-            await setup.check_healthy()
 
 
 async def test_ends_closed_while_owed_leave_nothing_behind() -> None:
