@@ -241,3 +241,35 @@ async def test_ports_carried_by_a_dropped_relayed_message_are_closed_and_forgott
                 # reply, main has read it
                 assert await a.invoke("ping") == "pong"
                 assert len(ipc_main._ports) == known
+
+
+async def test_a_queued_port_message_over_mains_limit_is_dropped_before_the_port_moves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A renderer's port carries, queued, a message main's limit refuses: it is
+    dropped (logged) before the port goes, so the frames the renderer says it gives
+    back are the ones that follow, and main does not cut it off for a missing one."""
+    with anyio.fail_after(10):
+        async with running_main(max_frame_size=LIMIT) as ipc_main:
+            heard: list[Any] = []
+            got = [anyio.Event(), anyio.Event()]
+
+            def take(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                port = event.ports[0]
+                port.on("message", lambda m: (heard.append(m.data), got[len(heard) - 1].set()))
+                port.start()
+
+            ipc_main.on("take", take)
+            ipc_main.handle("ping", lambda event: "pong")
+            async with ipc_main.connect_local() as renderer:
+                channel = ipcbus.MessageChannelMain()  # made in the renderer
+                channel.port1.post_message(b"x" * LIMIT)  # queued at port2, too large for main
+                channel.port1.post_message("small")
+                with caplog.at_level(logging.WARNING, logger="ipcbus"):
+                    await renderer.post_message("take", None, transfer=[channel.port2])
+                    await got[0].wait()
+                channel.port1.post_message("later")  # routed through main now
+                await got[1].wait()
+                assert heard == ["small", "later"]
+                assert any("dropped a port message" in r.getMessage() for r in caplog.records)
+                assert await renderer.invoke("ping") == "pong"

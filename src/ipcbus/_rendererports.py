@@ -102,7 +102,7 @@ class RendererPortRouter:
                 self._register(port._peer, peer)
             else:  # closed: travels as a new end whose channel is closed
                 wire = next(self._ids)
-            items = port._neuter()
+            items = self._fitting(wire, port._neuter())
             refs.append(PortRef(wire, peer, received, len(items)))
             moves.append((wire, items))
 
@@ -112,6 +112,26 @@ class RendererPortRouter:
                     self._give_back(wire, item)
 
         return refs, after
+
+    def _fitting(self, wire: int, items: deque[Queued]) -> deque[Queued]:
+        """``items`` without the messages main would refuse for size (dropped now).
+
+        ``returning`` promises main exactly the frames that follow; one dropped
+        after the promise would have main wait for it (and cut us off).
+        """
+        conn = self._conn()
+        if conn is None or not items:
+            return items
+        kept: deque[Queued] = deque()
+        for item in items:
+            if isinstance(item, Item):
+                try:
+                    conn.check_port_message(wire, item.data, len(item.ports))
+                except FrameTooLargeError as exc:
+                    dropped(f"given back for port {wire}", item, exc)
+                    continue
+            kept.append(item)
+        return kept
 
     def _give_back(self, wire: int, item: Queued) -> None:
         conn = self._conn()
