@@ -273,3 +273,55 @@ async def test_a_queued_port_message_over_mains_limit_is_dropped_before_the_port
                 assert heard == ["small", "later"]
                 assert any("dropped a port message" in r.getMessage() for r in caplog.records)
                 assert await renderer.invoke("ping") == "pong"
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["queued at the port", "one port deeper"])
+async def test_ports_of_a_dropped_queued_message_close_after_the_move(nested: bool) -> None:
+    """The dropped message carried a port main routes: it is closed (its other end,
+    in main, hears "close"), but only after every frame given back has gone, so the
+    renderer keeps its word to main and is not cut off."""
+    with anyio.fail_after(10):
+        async with running_main(max_frame_size=LIMIT) as ipc_main:
+            closed = anyio.Event()
+
+            def keep(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                event.ports[0].on("close", closed.set)
+                event.ports[0].start()
+
+            ipc_main.on("keep", keep)
+            ipc_main.on("take", lambda event, _: event.ports[0].start())
+            ipc_main.handle("ping", lambda event: "pong")
+            async with ipc_main.connect_local() as renderer:
+                routed = ipcbus.MessageChannelMain()
+                await renderer.post_message("keep", None, transfer=[routed.port1])
+                queued = ipcbus.MessageChannelMain()
+                queued.port1.post_message(b"x" * LIMIT, [routed.port2])  # too large for main
+                moving = queued.port2
+                if nested:
+                    outer = ipcbus.MessageChannelMain()
+                    outer.port1.post_message("carrier", [queued.port2])
+                    moving = outer.port2
+                await renderer.post_message("take", None, transfer=[moving])
+                await closed.wait()
+                assert await renderer.invoke("ping") == "pong"
+
+
+async def test_the_peer_of_a_moving_port_inside_a_dropped_message_is_closed() -> None:
+    """Both ends leave in one transfer, one of them inside a message main refuses:
+    the end main gets hears "close" (its peer's close used to go out before main
+    knew the peer, and was lost)."""
+    with anyio.fail_after(10):
+        async with running_main(max_frame_size=LIMIT) as ipc_main:
+            closed = anyio.Event()
+
+            def take(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                event.ports[0].on("close", closed.set)
+                event.ports[0].start()
+
+            ipc_main.on("take", take)
+            async with ipc_main.connect_local() as renderer:
+                pair = ipcbus.MessageChannelMain()
+                carrier = ipcbus.MessageChannelMain()
+                carrier.port1.post_message(b"x" * LIMIT, [pair.port2])  # too large for main
+                await renderer.post_message("take", None, transfer=[pair.port1, carrier.port2])
+                await closed.wait()

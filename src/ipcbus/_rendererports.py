@@ -8,6 +8,7 @@ goes to main; main says where the other end is.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from collections.abc import Sequence
 
@@ -26,6 +27,8 @@ from .ports import MessagePortMain, close_ports_in
 
 __all__ = ("RendererPortRouter",)
 
+logger = logging.getLogger("ipcbus")
+
 
 class RendererPortRouter:
     """A renderer's ports that go through main, by the id main knows them by."""
@@ -35,6 +38,12 @@ class RendererPortRouter:
         self.host = PortHost(self._task_group)
         self._ports: dict[int, MessagePortMain] = {}
         self._ids = itertools.count(-1, -1)
+        # Messages dropped while ports move (too large for main), whose own
+        # ports are closed only once every frame given back has gone: a
+        # PortClose among them would break the count main was promised (or
+        # name an end main does not know yet).
+        self._doomed: list[Queued] = []
+        self._giving_back = 0  # nested after()s under way
 
     def _task_group(self) -> anyio.abc.TaskGroup | None:
         endpoint = self._endpoint
@@ -107,9 +116,16 @@ class RendererPortRouter:
             moves.append((wire, items))
 
         def after() -> None:
-            for wire, items in moves:
-                for item in items:
-                    self._give_back(wire, item)
+            self._giving_back += 1
+            try:
+                for wire, items in moves:
+                    for item in items:
+                        self._give_back(wire, item)
+            finally:
+                self._giving_back -= 1
+            if not self._giving_back and self._doomed:
+                doomed, self._doomed = self._doomed, []
+                close_ports_in(doomed)
 
         return refs, after
 
@@ -128,10 +144,15 @@ class RendererPortRouter:
                 try:
                     conn.check_port_message(wire, item.data, len(item.ports))
                 except FrameTooLargeError as exc:
-                    dropped(f"given back for port {wire}", item, exc)
+                    self._doom(f"given back for port {wire}", item, exc)
                     continue
             kept.append(item)
         return kept
+
+    def _doom(self, where: str, item: Item, exc: FrameTooLargeError) -> None:
+        """Drop ``item`` (logged); its ports close after the frames given back (``after``)."""
+        logger.warning("dropped a port message %s: %s", where, exc)
+        self._doomed.append(item)
 
     def _give_back(self, wire: int, item: Queued) -> None:
         conn = self._conn()
@@ -141,7 +162,7 @@ class RendererPortRouter:
             try:
                 conn.check_port_message(wire, item.data, len(item.ports))  # before send_out
             except FrameTooLargeError as exc:
-                dropped(f"given back for port {wire}", item, exc)
+                self._doom(f"given back for port {wire}", item, exc)
                 return
             refs, after = self.send_out(item.ports)
             conn.send_port_message(wire, item.data, refs, returned=True)
@@ -187,6 +208,8 @@ class RendererPortRouter:
 
     def connection_lost(self) -> None:
         """Main is gone: every routed port is closed."""
+        doomed, self._doomed = self._doomed, []
+        close_ports_in(doomed)
         ports = list(self._ports.values())
         self._ports.clear()
         for port in ports:
