@@ -275,6 +275,16 @@ async def test_a_queued_port_message_over_mains_limit_is_dropped_before_the_port
                 assert await renderer.invoke("ping") == "pong"
 
 
+def _first_port_hears_close(closed: anyio.Event) -> Any:
+    """A listener that starts the first port it gets and sets ``closed`` on its "close"."""
+
+    def listener(event: ipcbus.IpcMainEvent, _: Any) -> None:
+        event.ports[0].on("close", closed.set)
+        event.ports[0].start()
+
+    return listener
+
+
 @pytest.mark.parametrize("nested", [False, True], ids=["queued at the port", "one port deeper"])
 async def test_ports_of_a_dropped_queued_message_close_after_the_move(nested: bool) -> None:
     """The dropped message carried a port main routes: it is closed (its other end,
@@ -283,12 +293,7 @@ async def test_ports_of_a_dropped_queued_message_close_after_the_move(nested: bo
     with anyio.fail_after(10):
         async with running_main(max_frame_size=LIMIT) as ipc_main:
             closed = anyio.Event()
-
-            def keep(event: ipcbus.IpcMainEvent, _: Any) -> None:
-                event.ports[0].on("close", closed.set)
-                event.ports[0].start()
-
-            ipc_main.on("keep", keep)
+            ipc_main.on("keep", _first_port_hears_close(closed))
             ipc_main.on("take", lambda event, _: event.ports[0].start())
             ipc_main.handle("ping", lambda event: "pong")
             async with ipc_main.connect_local() as renderer:
@@ -313,12 +318,7 @@ async def test_the_peer_of_a_moving_port_inside_a_dropped_message_is_closed() ->
     with anyio.fail_after(10):
         async with running_main(max_frame_size=LIMIT) as ipc_main:
             closed = anyio.Event()
-
-            def take(event: ipcbus.IpcMainEvent, _: Any) -> None:
-                event.ports[0].on("close", closed.set)
-                event.ports[0].start()
-
-            ipc_main.on("take", take)
+            ipc_main.on("take", _first_port_hears_close(closed))
             async with ipc_main.connect_local() as renderer:
                 pair = ipcbus.MessageChannelMain()
                 carrier = ipcbus.MessageChannelMain()
