@@ -64,6 +64,11 @@ class Sink:
         #: Frames it said it gives back right after the ports it sent (``returning``).
         self.promised = 0
 
+    def gave_back(self) -> None:
+        """A frame given back came: one fewer promised (frames main sent after a
+        move come back the same way, so the count stops at 0)."""
+        self.promised = max(0, self.promised - 1)
+
     def refuse(self, reason: str) -> None:
         """End this renderer's connection over what it sent (``Goodbye`` saying why).
 
@@ -136,6 +141,12 @@ class End:
         self.held: list[Queued] = []  # new traffic waiting for ``owed``
         #: The budget of the renderer that made it, until main moves it on.
         self.origin: Budget | None = None
+
+    def uncharge(self) -> None:
+        """Stop counting against the budget of the renderer that made it."""
+        if self.origin is not None:
+            self.origin.count -= 1
+            self.origin = None
 
 
 def closed_port(host: PortHost) -> MessagePortMain:

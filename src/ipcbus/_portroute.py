@@ -142,9 +142,7 @@ class MainPortRouter:
             end = self._new(0)  # a closed port travels as an end with no peer
         end.port, end.sink, end.wire, end.sent = None, sink, end.id, 0
         self._at.setdefault(sink, set()).add(end.id)
-        if end.origin is not None:  # main moved it on: no longer its maker's to answer for
-            end.origin.count -= 1
-            end.origin = None
+        end.uncharge()  # main moved it on: no longer its maker's to answer for
 
         def after() -> None:
             if end.owed:  # a former holder still gives frames back: these go first
@@ -212,7 +210,7 @@ class MainPortRouter:
 
     def port_message(self, sink: Sink, event: PortMessageReceived) -> None:
         if event.returned:
-            sink.promised = max(0, sink.promised - 1)
+            sink.gave_back()
         elif not self._kept_promise(sink):
             return  # its connection is ending
         ports = self._land_all(sink, event.ports) if event.ports else []
@@ -234,7 +232,7 @@ class MainPortRouter:
 
     def port_closed(self, sink: Sink, event: PortClosed) -> None:
         if event.returned:
-            sink.promised = max(0, sink.promised - 1)
+            sink.gave_back()
             self._give_back(sink, event.port_id, CLOSE)
             return
         if not self._kept_promise(sink):
@@ -387,9 +385,8 @@ class MainPortRouter:
         after()
 
     def _forget(self, end: End) -> None:
-        if self._ends.pop(end.id, None) is not None and end.origin is not None:
-            end.origin.count -= 1
-            end.origin = None
+        if self._ends.pop(end.id, None) is not None:
+            end.uncharge()
         for sink in end.owed:  # closed while frames were owed: nothing will take them now
             wire = self._owing.get(sink, {}).pop(end.id, 0)
             if wire < 0 and self._wires.get((sink, wire)) == end.id:
