@@ -7,6 +7,7 @@ the little both routers share (``After``, ``nothing``, ``dropped``).
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 
 import msgspec
@@ -132,7 +133,9 @@ class End:
         self.peer = peer  # the other end's id; 0 once the channel is closed
         self.sink: Sink | None = None  # None: in main, as ``port``
         self.wire = 0  # id on ``sink``'s connection
-        self.port: MessagePortMain | None = None
+        # Weak: an end in main that nobody refers to and that is not started
+        # (then it is pinned) is collected, and closes (``MainPortRouter.collected``).
+        self.port: weakref.ref[MessagePortMain] | None = None
         self.sent = 0  # frames sent to ``sink`` for this end since it went there
         self.owed: dict[Sink, int] = {}  # frames a former holder still gives back
         # Lists, not deques: empty nearly always (they fill only while an end
@@ -141,6 +144,10 @@ class End:
         self.held: list[Queued] = []  # new traffic waiting for ``owed``
         #: The budget of the renderer that made it, until main moves it on.
         self.origin: Budget | None = None
+
+    def holder(self) -> MessagePortMain | None:
+        """The object holding this end in main; ``None`` if it is elsewhere or was collected."""
+        return self.port() if self.port is not None else None
 
     def uncharge(self) -> None:
         """Stop counting against the budget of the renderer that made it."""

@@ -59,12 +59,19 @@ Queued = Item | Close
 
 
 class PortHost:
-    """Where deliveries run: the task group of an ``IpcMain`` or a connection."""
+    """Where deliveries run: the task group of an ``IpcMain`` or a connection.
 
-    __slots__ = ("_task_group",)
+    It also holds its started ends (``pins``: an end that could still receive
+    messages is not collected, as in Electron) and the way back onto its loop
+    from a garbage collection (``wake``, see ``_loop.waker``).
+    """
+
+    __slots__ = ("_task_group", "pins", "wake")
 
     def __init__(self, task_group: Callable[[], anyio.abc.TaskGroup | None]) -> None:
         self._task_group = task_group
+        self.pins: set[MessagePortMain] = set()
+        self.wake: Callable[[Callable[[], object]], object] | None = None
 
     def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``fn`` in a task; ``False`` if the owner is no longer running."""
@@ -99,6 +106,13 @@ class Router(Protocol):
 
     def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
         """The other end, if it is an object in this process; else ``None``."""
+
+    def collected(self, wire: int) -> None:
+        """The object holding end ``wire`` was garbage-collected while the channel was open.
+
+        Called from ``MessagePortMain.__del__``: inside the collector, maybe in
+        another thread. It may only note the end and wake its loop (``PortHost.wake``).
+        """
 
 
 class MessageEvent:

@@ -23,6 +23,9 @@ read but did not deliver and every frame that arrives after the move
 (``owed``) are back, then releases them first. While an end waits, main sends
 nothing to its holder, so only one connection at a time owes frames.
 
+An end in main is held weakly (``End.port``): one that nobody refers to and
+that is not started is collected, and closes its channel (``collected``).
+
 Closing: a holder's ``PortClose`` closes the channel and main tells the peer
 (``CLOSE`` in the inbox, or ``PortClose`` to its holder, which answers with
 its own ``PortClose``: the acknowledgement that lets main forget the end). A
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 
 import anyio.abc
@@ -74,6 +78,8 @@ class MainPortRouter:
         self._owing: dict[Sink, dict[int, int]] = {}
         self._ids = itertools.count(1)
         self._inline = False  # delivering what a reader just received (see _put)
+        self._reaped: list[int] = []  # ends in main whose objects were collected
+        self._reaping = False  # a _reap is on its way
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -92,26 +98,45 @@ class MainPortRouter:
 
     def close(self, port: MessagePortMain) -> None:
         end = self._ends.get(port._wire)
-        if end is not None and end.sink is None and end.port is port:
+        if end is not None and end.sink is None and end.holder() is port:
             self._drop(end)
             self._peer_gone(end)
 
     def moved(self, old: MessagePortMain, new: MessagePortMain) -> None:
         end = self._ends.get(old._wire)
-        if end is not None and end.port is old:
-            end.port = new
+        if end is not None and end.holder() is old:
+            end.port = weakref.ref(new)
 
     def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
         end = self._ends.get(port._wire)
         peer = self._ends.get(end.peer) if end is not None else None
-        return peer.port if peer is not None and peer.sink is None else None
+        return peer.holder() if peer is not None and peer.sink is None else None
+
+    def collected(self, wire: int) -> None:
+        self._reaped.append(wire)
+        if not self._reaping and (wake := self.host.wake) is not None:
+            self._reaping = True
+            try:
+                wake(self._reap)
+            except RuntimeError:  # that loop is closed: the next one reaps
+                self._reaping = False
+
+    def _reap(self) -> None:
+        """Close the ends in main whose objects were collected (``collected``), on the loop."""
+        self._reaping = False
+        reaped, self._reaped = self._reaped, []
+        for wire in reaped:
+            end = self._ends.get(wire)
+            if end is not None and end.sink is None and end.holder() is None:
+                self._drop(end)
+                self._peer_gone(end)
 
     # ---- sending ports to a renderer -----------------------------------
 
     def claim(self, port: MessagePortMain) -> MessagePortMain:
         """Take ``port`` (checked by ``check_transfer``) for sending; neuter it."""
-        if port._router is None and port._peer is not None:
-            self._adopt(port, port._peer)
+        if port._router is None and port._pair is not None and (peer := port._pair()) is not None:
+            self._adopt(port, peer)
         return port._move()
 
     def send_out(self, ports: list[MessagePortMain], sink: Sink) -> tuple[list[PortRef], After]:
@@ -132,8 +157,8 @@ class MainPortRouter:
         b = self._new(a.id)
         a.peer = b.id
         for end, obj in ((a, port), (b, peer)):
-            end.port = obj
-            obj._router, obj._wire, obj._peer, obj._host = self, end.id, None, self.host
+            end.port = weakref.ref(obj)
+            obj._router, obj._wire, obj._pair, obj._host = self, end.id, None, self.host
 
     def _export(self, port: MessagePortMain, sink: Sink) -> tuple[PortRef, After]:
         end = self._ends.get(port._wire) if port._router is self else None
@@ -171,6 +196,8 @@ class MainPortRouter:
         """
         if sink.refused:
             return [closed_port(self.host) for _ in refs]
+        if self._reaped:  # ends collected since: they count no more (not at the next turn)
+            self._reap()
         limit = self._max_open_ports()
         if sink.budget.count + self._new_ends(sink, refs) > limit:
             sink.refuse(
@@ -297,7 +324,7 @@ class MainPortRouter:
             del self._wires[(sink, ref.id)]
         port = MessagePortMain()
         port._router, port._wire, port._host = self, end.id, self.host
-        end.port, end.sink, end.wire, end.sent = port, None, 0, 0
+        end.port, end.sink, end.wire, end.sent = weakref.ref(port), None, 0, 0
         returned, end.returned = end.returned, []
         for i, item in enumerate(returned):
             if end.id not in self._ends:  # closed by one of them: the rest are dropped
@@ -355,14 +382,16 @@ class MainPortRouter:
     def _put(self, end: End, item: Queued) -> None:
         sink = end.sink
         if sink is None:
-            port = end.port
-            assert port is not None
+            port = end.holder()
             if item is CLOSE:
                 self._forget(end)
             # Only the one delivery a reader asked for may run listeners inline;
             # whatever they post in turn is delivered from tasks.
             inline, self._inline = self._inline, False
-            port._enqueue(item, inline)
+            if port is None:  # collected: its own close is on its way (_reap)
+                close_ports_in([item])
+            else:
+                port._enqueue(item, inline)
             return
         if not isinstance(item, Item):
             end.sent += 1

@@ -2,13 +2,16 @@
 
 A renderer knows only its own ends, by the ids main knows them by (its own
 negative ids for ends of channels it created and sent). Everything it posts
-goes to main; main says where the other end is.
+goes to main; main says where the other end is. It holds its ends weakly:
+one that nobody refers to and that is not started is collected, and closes
+(``collected``).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import weakref
 from collections import deque
 from collections.abc import Sequence
 
@@ -18,12 +21,13 @@ import msgspec
 from ._endpoint import Endpoint
 from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
+from ._loop import waker
 from ._portends import After, dropped, nothing
 from ._portparts import CLOSE, Item, PortHost, Queued
 from ._protocol import Connection, State
 from ._values import too_large
 from ._wire import PortRef
-from .ports import MessagePortMain, close_ports_in
+from .ports import MessagePortMain, close_ports_in, discard_ports
 
 __all__ = ("RendererPortRouter",)
 
@@ -36,7 +40,7 @@ class RendererPortRouter:
     def __init__(self) -> None:
         self._endpoint: Endpoint | None = None
         self.host = PortHost(self._task_group)
-        self._ports: dict[int, MessagePortMain] = {}
+        self._ports: dict[int, weakref.ref[MessagePortMain]] = {}
         self._ids = itertools.count(-1, -1)
         # Messages dropped while ports move (too large for main), whose own
         # ports are closed only once every frame given back has gone: a
@@ -44,6 +48,8 @@ class RendererPortRouter:
         # name an end main does not know yet).
         self._doomed: list[Queued] = []
         self._giving_back = 0  # nested after()s under way
+        self._reaped: list[int] = []  # ends whose objects were collected
+        self._reaping = False  # a _reap is on its way
 
     def _task_group(self) -> anyio.abc.TaskGroup | None:
         endpoint = self._endpoint
@@ -53,6 +59,12 @@ class RendererPortRouter:
 
     def attach(self, endpoint: Endpoint) -> None:
         self._endpoint = endpoint
+        self.host.wake = waker()
+
+    def _port(self, wire: int) -> MessagePortMain | None:
+        """The object holding end ``wire`` here, if any (and not collected)."""
+        ref = self._ports.get(wire)
+        return ref() if ref is not None else None
 
     def _conn(self) -> Connection | None:
         endpoint = self._endpoint
@@ -68,7 +80,7 @@ class RendererPortRouter:
 
     def post(self, port: MessagePortMain, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
         conn = self._conn()
-        if conn is None or self._ports.get(port._wire) is not port:
+        if conn is None or self._port(port._wire) is not port:
             return  # the connection is gone: this port is closing
         try:
             conn.check_port_message(port._wire, data, len(ports))  # before send_out
@@ -80,18 +92,39 @@ class RendererPortRouter:
         self._flush()
 
     def close(self, port: MessagePortMain) -> None:
-        if self._ports.get(port._wire) is port:
-            del self._ports[port._wire]
-            if (conn := self._conn()) is not None:
-                conn.send_port_close(port._wire)
-                self._flush()
+        if self._port(port._wire) is port:
+            self._closed(port._wire)
+
+    def _closed(self, wire: int) -> None:
+        del self._ports[wire]
+        if (conn := self._conn()) is not None:
+            conn.send_port_close(wire)
+            self._flush()
 
     def moved(self, old: MessagePortMain, new: MessagePortMain) -> None:
-        if self._ports.get(old._wire) is old:
-            self._ports[old._wire] = new
+        if self._port(old._wire) is old:
+            self._ports[old._wire] = weakref.ref(new)
 
     def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
         return None  # only main knows where the other end is
+
+    def collected(self, wire: int) -> None:
+        self._reaped.append(wire)
+        if not self._reaping and (wake := self.host.wake) is not None:
+            self._reaping = True
+            try:
+                wake(self._reap)
+            except RuntimeError:  # that loop is closed
+                self._reaping = False
+
+    def _reap(self) -> None:
+        """Close the ends whose objects were collected (``collected``), on the loop."""
+        self._reaping = False
+        reaped, self._reaped = self._reaped, []
+        for wire in reaped:
+            ref = self._ports.get(wire)
+            if ref is not None and ref() is None:
+                self._closed(wire)
 
     # ---- ports leaving for main ----------------------------------------
 
@@ -103,12 +136,12 @@ class RendererPortRouter:
         moves: list[tuple[int, deque[Queued]]] = []
         for port in ports:
             peer = received = 0
-            if port._router is self and self._ports.get(port._wire) is port:
+            if port._router is self and self._port(port._wire) is port:
                 wire, received = port._wire, port._received
                 del self._ports[wire]
-            elif port._router is None and port._peer is not None:
+            elif port._router is None and (other := port._other_end()) is not None:
                 wire, peer = next(self._ids), next(self._ids)
-                self._register(port._peer, peer)
+                self._register(other, peer)
             else:  # closed: travels as a new end whose channel is closed
                 wire = next(self._ids)
             items = self._fitting(wire, port._neuter())
@@ -171,8 +204,8 @@ class RendererPortRouter:
             conn.send_port_close(wire, returned=True)
 
     def _register(self, port: MessagePortMain, wire: int) -> MessagePortMain:
-        port._router, port._wire, port._peer, port._host = self, wire, None, self.host
-        self._ports[wire] = port
+        port._router, port._wire, port._pair, port._host = self, wire, None, self.host
+        self._ports[wire] = weakref.ref(port)
         return port
 
     # ---- frames from main ----------------------------------------------
@@ -182,7 +215,11 @@ class RendererPortRouter:
         return [self._register(MessagePortMain(), ref.id) for ref in refs]
 
     def port_message(self, event: PortMessageReceived) -> None:
-        port = self._ports.get(event.port_id)
+        ref = self._ports.get(event.port_id)
+        port = ref() if ref is not None else None
+        if ref is not None and port is None:  # collected: closing (_reap), nobody reads it
+            discard_ports(self.land(event.ports))  # their peers learn
+            return
         if port is None:  # moved on: give it back, main knows where the end went
             if (conn := self._conn()) is not None:
                 try:
@@ -195,22 +232,23 @@ class RendererPortRouter:
         port._enqueue(Item(event.data, ports), inline=True)
 
     def port_closed(self, event: PortClosed) -> None:
-        port = self._ports.pop(event.port_id, None)
+        ref = self._ports.pop(event.port_id, None)
         conn = self._conn()
-        if port is None:
+        if ref is None:
             if conn is not None:
                 conn.send_port_close(event.port_id, returned=True)
             return
-        port._received += 1
         if conn is not None:
             conn.send_port_close(event.port_id)  # acknowledge: main may forget the end
-        port._enqueue(CLOSE)
+        if (port := ref()) is not None:
+            port._received += 1
+            port._enqueue(CLOSE)
 
     def connection_lost(self) -> None:
         """Main is gone: every routed port is closed."""
         doomed, self._doomed = self._doomed, []
         close_ports_in(doomed)
-        ports = list(self._ports.values())
+        ports = [port for ref in self._ports.values() if (port := ref()) is not None]
         self._ports.clear()
         for port in ports:
             port._enqueue(CLOSE)

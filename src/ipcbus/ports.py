@@ -18,6 +18,13 @@ Where the messages go (docs/ports-and-streams.md has the long form):
   the two ends therefore talk through main: one extra hop, no decoding of the
   payload in main.
 
+Lifetime, as in Electron (and Blink): an end that is started and whose
+channel is open could still receive messages, so it is kept alive (pinned in
+its ``PortHost``, or in ``_UNHOSTED``) even if no code refers to it. Any other
+end lives only as long as something refers to it; one that is collected
+while its channel is open closes it, and the other end hears ``"close"``.
+Neither end refers to the other strongly.
+
 ``post_message``, ``start`` and ``close`` are plain methods, like Electron's:
 they queue and return. Delivery (listeners, ``async for``) runs in a task of
 the ``IpcMain`` or connected ``IpcRenderer`` that owns the port: the one the
@@ -41,7 +48,7 @@ from typing import Any, Literal, TypeVar, overload
 import msgspec
 
 from ._errors import SerializationError
-from ._loop import loop_is_running, start_on_loop
+from ._loop import loop_is_running, start_on_loop, waker
 from ._portiter import PortIterator
 from ._portparts import CLOSE, Close, Item, MessageEvent, Queued, Router, current_host
 from ._values import ENCODE_ERRORS, unencodable
@@ -61,6 +68,11 @@ PortEvent = Literal["message", "close"]
 _encoder = msgspec.msgpack.Encoder()
 _ENCODE_ERRORS = ENCODE_ERRORS
 
+#: Started ends with no host (a channel made in a plain coroutine): see ``_pin``.
+_UNHOSTED: set[MessagePortMain] = set()
+
+_Wake = Callable[[Callable[[], object]], object]
+
 
 class MessagePortMain:
     """One end of a :class:`MessageChannelMain` (Electron's ``MessagePortMain``).
@@ -71,7 +83,10 @@ class MessagePortMain:
     def __init__(self) -> None:
         self._router: Router | None = None  # routed: the pair's traffic goes through it
         self._wire = 0  # this end's id in its router
-        self._peer: MessagePortMain | None = None  # direct: the other end, same process
+        # Direct: the other end, same process. Weak: an end nobody can reach is
+        # collected. It is the other end's own ``_self`` (see ``_weak``).
+        self._pair: weakref.ref[MessagePortMain] | None = None
+        self._self: weakref.ref[MessagePortMain] | None = None
         self._host = current_host.get()
         self._inbox: deque[Queued] = deque()
         self._listeners: dict[str, tuple[_Listener, ...]] = {}
@@ -79,6 +94,8 @@ class MessagePortMain:
         # have one); empty until then.
         self._iterators: AbstractSet[PortIterator] = frozenset()
         self._started = False
+        self._pinned: set[MessagePortMain] | None = None  # where it is kept alive (_pin)
+        self._wake: _Wake | None = None  # back onto the loop it was started on
         self._closed = False  # no more posting; CLOSE is queued or delivered
         self._closed_here = False  # close() was called on this end: deliver even unstarted
         self._close_emitted = False
@@ -112,8 +129,8 @@ class MessagePortMain:
         data = encode_message(message)
         if self._router is not None:
             self._router.post(self, data, ports)
-        elif self._peer is not None:
-            self._peer._enqueue(Item(data, [port._move() for port in ports]))
+        elif (peer := self._other_end()) is not None:
+            peer._enqueue(Item(data, [port._move() for port in ports]))
 
     def start(self) -> None:
         """Start delivering messages; the ones that arrived before are kept until now.
@@ -125,6 +142,8 @@ class MessagePortMain:
         if not self._neutered and not self._started:
             _require_loop("start")
             self._started = True
+            self._wake = waker()
+            self._pin()
             self._schedule()
 
     def close(self) -> None:
@@ -132,20 +151,86 @@ class MessagePortMain:
         if self._shut():
             self._schedule()
 
-    # ---- internals: closing --------------------------------------------
+    # ---- internals: lifetime and closing ------------------------------
+
+    def _pin(self) -> None:
+        """Keep this end alive while it could receive messages: started, channel open.
+
+        Electron's rule (``MessagePort::HasPendingActivity``): a started end
+        delivers to its listeners with no other reference to it; an end never
+        started, that nothing refers to, can never be read, and is collected.
+        """
+        if self._pinned is None and not (self._closed or self._neutered):
+            host = self._host
+            self._pinned = host.pins if host is not None else _UNHOSTED
+            self._pinned.add(self)
+
+    def _weak(self) -> weakref.ref[MessagePortMain]:
+        """A weak reference to this end, for the other end's ``_pair``, held by this end.
+
+        The collector clears a weak reference that is itself garbage before it
+        runs ``__del__``: the one in a collected end's ``_pair`` must belong to
+        its peer, which lives on, or the peer could not be told.
+        """
+        if self._self is None:
+            self._self = weakref.ref(self)
+        return self._self
+
+    def _unpin(self) -> None:
+        if self._pinned is not None:
+            self._pinned.discard(self)
+            self._pinned = None
+
+    def __del__(self) -> None:
+        # Collected while its channel was open (an end that is started is
+        # pinned, so this one never was): nobody can post on it or read it
+        # any more, so the channel closes and the other end hears "close", as
+        # in Electron. This runs inside the garbage collector, maybe in
+        # another thread: it only changes state and asks a loop to deliver.
+        try:
+            if self._closed or self._neutered:
+                return
+            if self._router is not None:
+                self._router.collected(self._wire)
+            elif (peer := self._other_end()) is not None:
+                peer._peer_collected()
+        except Exception:  # nothing can be raised to anyone from here
+            pass
+
+    def _peer_collected(self) -> None:
+        """The other end of this direct pair was collected: close here (see ``__del__``)."""
+        if self._hear_close() and self._wake is not None:
+            try:
+                self._wake(self._schedule)  # started: its listeners and iterators hear it
+            except RuntimeError:  # the loop it was started on is closed
+                pass
+
+    def _hear_close(self) -> bool:
+        """The channel was closed from the other end: queue ``"close"`` (no task yet).
+
+        ``False`` if this end was closed or had moved on already.
+        """
+        if self._closed or self._neutered:
+            return False
+        self._closed = True
+        self._router = self._pair = None
+        self._unpin()
+        self._inbox.append(CLOSE)
+        return True
 
     def _shut(self) -> bool:
         """Close this end, leaving ``"close"`` queued; ``False`` if it was closed before."""
         if self._closed or self._neutered:
             return False
         self._closed = self._closed_here = True
+        self._unpin()
         dropped, self._inbox = self._inbox, deque([CLOSE])
-        router, peer = self._router, self._peer
-        self._router = self._peer = None
+        router, pair = self._router, self._pair
+        self._router = self._pair = None
+        peer = pair() if pair is not None else None
         if router is not None:
             router.close(self)
         elif peer is not None:
-            peer._peer = None
             peer._enqueue(CLOSE)
         close_ports_in(dropped)
         return True
@@ -274,11 +359,10 @@ class MessagePortMain:
             close_ports_in([item])
             return
         if isinstance(item, Close):
-            if self._closed:
-                return  # both ends closed at once: one close is enough
-            self._closed = True
-            self._router = self._peer = None
-        elif inline and self._deliver_inline(item):
+            if self._hear_close():  # (both ends closed at once: one close is enough)
+                self._schedule()
+            return
+        if inline and self._deliver_inline(item):
             return
         self._inbox.append(item)
         self._schedule()
@@ -379,7 +463,8 @@ class MessagePortMain:
         if self._closed and not (items and items[-1] is CLOSE):
             items.append(CLOSE)  # the next holder must learn the channel is closed
         self._neutered = True
-        self._router = self._peer = None
+        self._router = self._pair = None
+        self._unpin()
         for iterator in list(self._iterators):
             iterator.wake()
         return items
@@ -387,20 +472,20 @@ class MessagePortMain:
     def _move(self) -> MessagePortMain:
         """Hand this end to a fresh object in this process; this one is neutered."""
         new = MessagePortMain()
-        new._router, new._wire, new._peer = self._router, self._wire, self._peer
+        new._router, new._wire, new._pair = self._router, self._wire, self._pair
         new._host = self._host if self._host is not None else new._host
         new._received = self._received
         new._closed = self._closed
-        if self._peer is not None:
-            self._peer._peer = new
+        if self._pair is not None and (peer := self._pair()) is not None:
+            peer._pair = new._weak()
         if self._router is not None:
             self._router.moved(self, new)
         new._inbox = self._neuter()
         return new
 
     def _other_end(self) -> MessagePortMain | None:
-        if self._peer is not None:
-            return self._peer
+        if self._pair is not None:
+            return self._pair()
         return self._router.peer_of(self) if self._router is not None else None
 
 
@@ -417,8 +502,8 @@ class MessageChannelMain:
     def __init__(self) -> None:
         self.port1 = MessagePortMain()
         self.port2 = MessagePortMain()
-        self.port1._peer = self.port2
-        self.port2._peer = self.port1
+        self.port1._pair = self.port2._weak()
+        self.port2._pair = self.port1._weak()
 
     def __repr__(self) -> str:
         return f"<MessageChannelMain {self.port1!r} {self.port2!r}>"
