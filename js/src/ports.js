@@ -1,6 +1,9 @@
 // Message ports main sends to a page (event.ports): one end each, shaped like
 // the DOM's MessagePort (postMessage, start, close, onmessage, "message" and
 // "close" events). Main routes the other end (docs/ports-and-streams.md).
+// As the DOM's, a port that is started and open is kept alive by its
+// connection; any other port lives as long as the page refers to it, and one
+// that is garbage-collected closes its channel (session.js, #collected).
 
 /** The event a port's "message" listeners get: `data` and `ports`. */
 export class IpcMessageEvent extends Event {
@@ -16,6 +19,7 @@ export class IpcMessageEvent extends Event {
  * @typedef {object} PortLink  what a port needs from its connection
  * @property {(id: number, data: unknown) => void} post
  * @property {(id: number) => void} close
+ * @property {(port: IpcMessagePort, kept: boolean) => void} keep  started and open: keep it alive
  */
 
 export class IpcMessagePort extends EventTarget {
@@ -54,6 +58,7 @@ export class IpcMessagePort extends EventTarget {
   start() {
     if (this.#started) return;
     this.#started = true;
+    if (!this.#closed) this.#link.keep(this, true);
     const queue = this.#queue;
     this.#queue = [];
     for (const event of queue) this.dispatchEvent(event);
@@ -64,6 +69,7 @@ export class IpcMessagePort extends EventTarget {
     if (this.#closed) return;
     this.#closed = true;
     this.#queue = [];
+    this.#link.keep(this, false);
     this.#link.close(this.#id);
     this.dispatchEvent(new Event("close"));
   }
@@ -100,6 +106,7 @@ export class IpcMessagePort extends EventTarget {
   _closed() {
     if (this.#closed) return;
     this.#closed = true;
+    this.#link.keep(this, false);
     this.#emit(new Event("close"));
   }
 

@@ -73,8 +73,11 @@ export class Session {
   #cancelled = new Set();
   /** @type {Map<number, Served>} */
   #serving = new Map();
-  /** @type {Map<number, IpcMessagePort>} */
+  /** Ports main sent us, held weakly: one the page lets go of closes (#collected). @type {Map<number, WeakRef<IpcMessagePort>>} */
   #ports = new Map();
+  /** Started, open ports: they could still receive, so they are kept. @type {Set<IpcMessagePort>} */
+  #kept = new Set();
+  #gone = new FinalizationRegistry((/** @type {number} */ id) => this.#collected(id));
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   #handshakeTimer;
   /** @type {(value: void) => void} */
@@ -104,6 +107,10 @@ export class Session {
       },
       close: (/** @type {number} */ id) => {
         if (this.#ports.delete(id) && this.state === "open") this.#write([W.PORT_CLOSE, id]);
+      },
+      keep: (/** @type {IpcMessagePort} */ port, /** @type {boolean} */ kept) => {
+        if (kept) this.#kept.add(port);
+        else this.#kept.delete(port);
       },
     };
     socket.binaryType = "arraybuffer";
@@ -337,10 +344,16 @@ export class Session {
       case W.PORT_MESSAGE: {
         need(isInt(a) && /** @type {number} */ (a) > 0, "a PortMessage with a bad port id");
         const id = /** @type {number} */ (a);
-        const port = this.#ports.get(id);
-        if (port === undefined) {
+        const ref = this.#ports.get(id);
+        if (ref === undefined) {
           // closed here already: give it back, main knows what to do with it
           this.#write([W.PORT_MESSAGE, id, b, Array.isArray(c) ? c : [], true]);
+          return;
+        }
+        const port = ref.deref();
+        if (port === undefined) {
+          // collected, its close on the way: nobody can read this, or the ports it carries
+          for (const carried of this.#land(c)) carried.close();
           return;
         }
         port._deliver(b, this.#land(c));
@@ -349,14 +362,14 @@ export class Session {
       case W.PORT_CLOSE: {
         need(isInt(a) && /** @type {number} */ (a) > 0, "a PortClose with a bad port id");
         const id = /** @type {number} */ (a);
-        const port = this.#ports.get(id);
-        if (port === undefined) {
+        const ref = this.#ports.get(id);
+        if (ref === undefined) {
           this.#write([W.PORT_CLOSE, id, true]);
           return;
         }
         this.#ports.delete(id);
         this.#write([W.PORT_CLOSE, id]); // acknowledge: main may forget the end
-        port._closed();
+        ref.deref()?._closed();
         return;
       }
       case W.STREAM_ITEM: {
@@ -399,9 +412,24 @@ export class Session {
       const id = Array.isArray(ref) ? ref[0] : undefined;
       need(isInt(id) && id > 0, "a port reference with a bad id");
       const port = new IpcMessagePort(id, this.#portLink);
-      this.#ports.set(id, port);
+      this.#ports.set(id, new WeakRef(port));
+      this.#gone.register(port, id);
       return port;
     });
+  }
+
+  /**
+   * A port main sent us was garbage-collected while open (a started one is
+   * kept, see #kept): nobody can read it or post on it, so its channel closes
+   * and the other end hears "close", as with the DOM's MessagePort.
+   * @param {number} id
+   */
+  #collected(id) {
+    const ref = this.#ports.get(id);
+    if (ref !== undefined && ref.deref() === undefined) {
+      this.#ports.delete(id);
+      if (this.state === "open") this.#write([W.PORT_CLOSE, id]);
+    }
   }
 
   // ---- serving main's requests ------------------------------------------------
@@ -587,9 +615,9 @@ export class Session {
     const served = [...this.#serving.values()];
     this.#serving.clear();
     for (const item of served) this.#stop(item, `the connection to main ended (${reason})`);
-    const ports = [...this.#ports.values()];
+    const ports = [...this.#ports.values()].map((ref) => ref.deref());
     this.#ports.clear();
-    for (const port of ports) port._closed();
+    for (const port of ports) port?._closed();
     if (wasOpen) {
       this.#host.closed(this, code, reason);
     } else {

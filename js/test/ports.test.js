@@ -62,3 +62,28 @@ test("postMessage sends a Message with the message as its one argument", async (
   assert.deepEqual(await main.next(), [3, "pm", [{ a: 1 }]]);
   assert.throws(() => ipc.postMessage("pm", 1, [{}]), /cannot transfer message ports/);
 });
+
+// As the DOM's MessagePort: a port the page lets go of closes its channel, and
+// one that is started stays (it could still receive). Run with --expose-gc.
+test("a port the page lets go of is collected and closes; a started one is kept", async () => {
+  const { ipc, main } = await connected();
+  const got = deferred();
+  ipc.on("ports", (event) => {
+    event.ports[1].onmessage = (e) => got.resolve(e.data); // started: kept
+  }); // event.ports[0] is let go of
+  main.push([3, "ports", [null], [[7], [8]]]);
+  await collectUntil(() => main.pending > 0);
+  assert.deepEqual(await main.next(), [11, 7]);
+  main.push([10, 8, "still here", []]);
+  assert.equal(await got.promise, "still here");
+  assert.equal(main.pending, 0);
+});
+
+/** Collect garbage, letting finalizers run, until `done()` (at most 100 rounds). */
+async function collectUntil(/** @type {() => boolean} */ done) {
+  for (let i = 0; i < 100 && !done(); i++) {
+    /** @type {any} */ (globalThis).gc();
+    await new Promise((resolve) => setImmediate(resolve)); // finalizers run between tasks
+  }
+  assert.ok(done(), "the port was not collected");
+}

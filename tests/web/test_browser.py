@@ -124,6 +124,56 @@ async def test_a_page_round_trips_everything(blank: Path) -> None:
     assert out["mainAsked"] == "title: test page"
 
 
+PORTS_LET_GO = """
+async () => {
+  const { ipcRenderer, connect } = await import("/ipcbus.js");
+  const kept = new Promise((resolve) => ipcRenderer.on("ports", (event) => {
+    event.ports[1].onmessage = (e) => resolve(e.data);  // started: kept by the client
+  }));  // event.ports[0] is let go of
+  await connect();
+  ipcRenderer.send("ready");
+  return await kept;
+}
+"""
+
+
+async def test_a_port_a_page_lets_go_of_closes_and_a_started_one_is_kept(blank: Path) -> None:
+    """As a web page's MessagePort in Electron: a port the page no longer refers to is
+    garbage-collected and its channel closes (main's end hears "close"); one the page
+    started lives on with no reference but its listener."""
+    async with running_main() as ipc_main:
+        ready = anyio.Event()
+        ipc_main.on("ready", lambda event: ready.set())
+        web = await ipc_main.serve_web(blank)
+        async with chromium() as browser:
+            page = await browser.new_page()
+            with anyio.fail_after(30):
+                await page.goto(web.url)
+                answer = page.evaluate(PORTS_LET_GO)
+                async with anyio.create_task_group() as tg:
+                    out: list[Any] = []
+
+                    async def evaluate() -> None:
+                        out.append(await answer)
+
+                    tg.start_soon(evaluate)
+                    await ready.wait()
+                    (contents,) = ipc_main.get_all_web_contents()
+                    let_go, kept = ipcbus.MessageChannelMain(), ipcbus.MessageChannelMain()
+                    closed = anyio.Event()
+                    let_go.port1.on("close", closed.set)
+                    let_go.port1.start()
+                    await contents.post_message("ports", None, [let_go.port2, kept.port2])
+                    cdp = await page.context.new_cdp_session(page)
+                    while not closed.is_set():  # the page's finalizers run after a collection
+                        await cdp.send("HeapProfiler.collectGarbage")
+                        with anyio.move_on_after(0.2):
+                            await closed.wait()
+                    kept.port1.post_message("still here")
+                assert out == ["still here"]
+            await page.close()
+
+
 INVOKE_WITH = """
 async () => {
   const { ipcRenderer, connect } = await import("/ipcbus.js");

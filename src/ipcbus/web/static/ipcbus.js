@@ -161,6 +161,7 @@ var IpcMessagePort = class extends EventTarget {
   start() {
     if (this.#started) return;
     this.#started = true;
+    if (!this.#closed) this.#link.keep(this, true);
     const queue = this.#queue;
     this.#queue = [];
     for (const event of queue) this.dispatchEvent(event);
@@ -170,6 +171,7 @@ var IpcMessagePort = class extends EventTarget {
     if (this.#closed) return;
     this.#closed = true;
     this.#queue = [];
+    this.#link.keep(this, false);
     this.#link.close(this.#id);
     this.dispatchEvent(new Event("close"));
   }
@@ -208,6 +210,7 @@ var IpcMessagePort = class extends EventTarget {
   _closed() {
     if (this.#closed) return;
     this.#closed = true;
+    this.#link.keep(this, false);
     this.#emit(new Event("close"));
   }
   /** @param {Event} event */
@@ -1880,8 +1883,11 @@ var Session = class {
   #cancelled = /* @__PURE__ */ new Set();
   /** @type {Map<number, Served>} */
   #serving = /* @__PURE__ */ new Map();
-  /** @type {Map<number, IpcMessagePort>} */
+  /** Ports main sent us, held weakly: one the page lets go of closes (#collected). @type {Map<number, WeakRef<IpcMessagePort>>} */
   #ports = /* @__PURE__ */ new Map();
+  /** Started, open ports: they could still receive, so they are kept. @type {Set<IpcMessagePort>} */
+  #kept = /* @__PURE__ */ new Set();
+  #gone = new FinalizationRegistry((id) => this.#collected(id));
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   #handshakeTimer;
   /** @type {(value: void) => void} */
@@ -1912,6 +1918,10 @@ var Session = class {
       },
       close: (id) => {
         if (this.#ports.delete(id) && this.state === "open") this.#write([PORT_CLOSE, id]);
+      },
+      keep: (port, kept) => {
+        if (kept) this.#kept.add(port);
+        else this.#kept.delete(port);
       }
     };
     socket.binaryType = "arraybuffer";
@@ -2189,9 +2199,14 @@ var Session = class {
           /** @type {number} */
           a
         );
-        const port = this.#ports.get(id);
-        if (port === void 0) {
+        const ref = this.#ports.get(id);
+        if (ref === void 0) {
           this.#write([PORT_MESSAGE, id, b, Array.isArray(c) ? c : [], true]);
+          return;
+        }
+        const port = ref.deref();
+        if (port === void 0) {
+          for (const carried of this.#land(c)) carried.close();
           return;
         }
         port._deliver(b, this.#land(c));
@@ -2204,14 +2219,14 @@ var Session = class {
           /** @type {number} */
           a
         );
-        const port = this.#ports.get(id);
-        if (port === void 0) {
+        const ref = this.#ports.get(id);
+        if (ref === void 0) {
           this.#write([PORT_CLOSE, id, true]);
           return;
         }
         this.#ports.delete(id);
         this.#write([PORT_CLOSE, id]);
-        port._closed();
+        ref.deref()?._closed();
         return;
       }
       case STREAM_ITEM: {
@@ -2271,10 +2286,24 @@ var Session = class {
         const id = Array.isArray(ref) ? ref[0] : void 0;
         need(isInt(id) && id > 0, "a port reference with a bad id");
         const port = new IpcMessagePort(id, this.#portLink);
-        this.#ports.set(id, port);
+        this.#ports.set(id, new WeakRef(port));
+        this.#gone.register(port, id);
         return port;
       })
     );
+  }
+  /**
+   * A port main sent us was garbage-collected while open (a started one is
+   * kept, see #kept): nobody can read it or post on it, so its channel closes
+   * and the other end hears "close", as with the DOM's MessagePort.
+   * @param {number} id
+   */
+  #collected(id) {
+    const ref = this.#ports.get(id);
+    if (ref !== void 0 && ref.deref() === void 0) {
+      this.#ports.delete(id);
+      if (this.state === "open") this.#write([PORT_CLOSE, id]);
+    }
   }
   // ---- serving main's requests ------------------------------------------------
   /** @param {number} id @param {number} kind @param {string} channel @param {unknown} args */
@@ -2443,9 +2472,9 @@ var Session = class {
     const served = [...this.#serving.values()];
     this.#serving.clear();
     for (const item of served) this.#stop(item, `the connection to main ended (${reason})`);
-    const ports = [...this.#ports.values()];
+    const ports = [...this.#ports.values()].map((ref) => ref.deref());
     this.#ports.clear();
-    for (const port of ports) port._closed();
+    for (const port of ports) port?._closed();
     if (wasOpen) {
       this.#host.closed(this, code, reason);
     } else {
