@@ -18,9 +18,11 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
+import ipcbus
 from ipcbus import IpcMainEvent, MessageChannelMain, MessageEvent, MessagePortMain
 
 from .helpers import running_main
+from .test_backends import LOOPS as ALL_LOOPS
 from .test_ports_anywhere import LOOPS, run_on
 
 
@@ -184,87 +186,106 @@ async def _first(port: MessagePortMain) -> MessageEvent:
 # ---- across a connection --------------------------------------------------------------
 
 
-async def test_an_end_a_renderer_ignores_closes_its_channel_in_main() -> None:
+@pytest.mark.parametrize("loop", ALL_LOOPS)
+def test_an_end_a_renderer_ignores_closes_its_channel_in_main(loop: str) -> None:
     """Main sends port2 to a renderer whose listener ignores ``event.ports``."""
-    with anyio.fail_after(5):
-        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
-            arrived = anyio.Event()
-            renderer.on("port", lambda event, *args: arrived.set())
-            closed = anyio.Event()
-            channel = MessageChannelMain()
-            channel.port1.on("close", closed.set)
-            channel.port1.start()
-            contents = ipc_main.from_id(renderer.id)
-            assert contents is not None
-            await contents.post_message("port", None, [channel.port2])
-            await arrived.wait()
-            gc.collect()
-            await closed.wait()
+
+    async def scenario() -> None:
+        with anyio.fail_after(5):
+            async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+                arrived = anyio.Event()
+                renderer.on("port", lambda event, *args: arrived.set())
+                closed = anyio.Event()
+                channel = MessageChannelMain()
+                channel.port1.on("close", closed.set)
+                channel.port1.start()
+                contents = ipc_main.from_id(renderer.id)
+                assert contents is not None
+                await contents.post_message("port", None, [channel.port2])
+                await arrived.wait()
+                gc.collect()
+                await closed.wait()
+
+    ipcbus.run(scenario, loop=loop)
 
 
-async def test_an_end_main_ignores_closes_its_channel_in_the_renderer() -> None:
+@pytest.mark.parametrize("loop", ALL_LOOPS)
+def test_an_end_main_ignores_closes_its_channel_in_the_renderer(loop: str) -> None:
     """api-ipc-spec.ts, close event: the other end of a port sent to a listener that
     does nothing with it: collected in main, so the renderer's end hears "close"."""
-    with anyio.fail_after(5):
-        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
-            ipc_main.on("port", lambda event, *args: None)
-            closed = anyio.Event()
-            channel = MessageChannelMain()
-            channel.port2.on("close", closed.set)
-            channel.port2.start()
-            await renderer.post_message("port", None, [channel.port1])
-            await closed.wait()
+
+    async def scenario() -> None:
+        with anyio.fail_after(5):
+            async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+                ipc_main.on("port", lambda event, *args: None)
+                closed = anyio.Event()
+                channel = MessageChannelMain()
+                channel.port2.on("close", closed.set)
+                channel.port2.start()
+                await renderer.post_message("port", None, [channel.port1])
+                await closed.wait()
+
+    ipcbus.run(scenario, loop=loop)
 
 
-async def test_ends_main_ignores_leave_its_table_and_the_renderers_budget() -> None:
+@pytest.mark.parametrize("loop", ALL_LOOPS)
+def test_ends_main_ignores_leave_its_table_and_the_renderers_budget(loop: str) -> None:
     """Both ends of a renderer's channels, sent to a listener that ignores them: main
     lets them go, so a renderer can do so forever without reaching max_open_ports."""
-    limit = 8
-    with anyio.fail_after(20):
-        async with (
-            running_main(max_open_ports=limit) as ipc_main,
-            ipc_main.connect_local() as renderer,
-        ):
-            heard = 0
 
-            def ignore(event: IpcMainEvent, *args: Any) -> None:
-                nonlocal heard
-                heard += len(event.ports)
+    async def scenario() -> None:
+        limit = 8
+        with anyio.fail_after(20):
+            async with (
+                running_main(max_open_ports=limit) as ipc_main,
+                ipc_main.connect_local() as renderer,
+            ):
+                heard = 0
 
-            ipc_main.on("pair", ignore)
+                def ignore(event: IpcMainEvent, *args: Any) -> None:
+                    nonlocal heard
+                    heard += len(event.ports)
 
-            @ipc_main.handle("ends")
-            async def ends(event: Any) -> int:
-                gc.collect()  # the reader may still refer to the last event
-                await anyio.lowlevel.checkpoint()  # the ends collected close first
-                return len(ipc_main._ports)
+                ipc_main.on("pair", ignore)
 
-            # In one burst: each event goes once its listener returns, and its ends
-            # with it, before the next frame's ends are counted.
-            for _ in range(50 * limit):
+                @ipc_main.handle("ends")
+                async def ends(event: Any) -> int:
+                    gc.collect()  # the reader may still refer to the last event
+                    await anyio.lowlevel.checkpoint()  # the ends collected close first
+                    return len(ipc_main._ports)
+
+                # In one burst: each event goes once its listener returns, and its ends
+                # with it, before the next frame's ends are counted.
+                for _ in range(50 * limit):
+                    channel = MessageChannelMain()
+                    await renderer.post_message("pair", None, [channel.port1, channel.port2])
+                assert await renderer.invoke("ends") == 0  # still connected: never over the limit
+                assert heard == 100 * limit
+
+    ipcbus.run(scenario, loop=loop)
+
+
+@pytest.mark.parametrize("loop", ALL_LOOPS)
+def test_an_end_main_keeps_is_not_closed(loop: str) -> None:
+    async def scenario() -> None:
+        with anyio.fail_after(5):
+            async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+                kept: list[MessagePortMain] = []
+                ipc_main.on("port", lambda event, *args: kept.extend(event.ports))
                 channel = MessageChannelMain()
-                await renderer.post_message("pair", None, [channel.port1, channel.port2])
-            assert await renderer.invoke("ends") == 0  # still connected: never over the limit
-            assert heard == 100 * limit
+                await renderer.post_message("port", None, [channel.port1])
 
+                @ipc_main.handle("collect")
+                def collect(event: Any) -> None:
+                    gc.collect()
 
-async def test_an_end_main_keeps_is_not_closed() -> None:
-    with anyio.fail_after(5):
-        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
-            kept: list[MessagePortMain] = []
-            ipc_main.on("port", lambda event, *args: kept.extend(event.ports))
-            channel = MessageChannelMain()
-            await renderer.post_message("port", None, [channel.port1])
+                await renderer.invoke("collect")
+                assert len(kept) == 1
+                kept[0].post_message("from main")
+                event: MessageEvent
+                async for event in channel.port2:
+                    assert event.data == "from main"
+                    break
+                kept[0].close()
 
-            @ipc_main.handle("collect")
-            def collect(event: Any) -> None:
-                gc.collect()
-
-            await renderer.invoke("collect")
-            assert len(kept) == 1
-            kept[0].post_message("from main")
-            event: MessageEvent
-            async for event in channel.port2:
-                assert event.data == "from main"
-                break
-            kept[0].close()
+    ipcbus.run(scenario, loop=loop)
