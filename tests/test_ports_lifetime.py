@@ -8,7 +8,11 @@ port is sent to nowhere'); describe('GC behavior') is in test_electron_ports.py.
 
 from __future__ import annotations
 
+import asyncio
+import dis
 import gc
+import inspect
+import sys
 import threading
 import weakref
 from typing import Any
@@ -19,7 +23,8 @@ import anyio.to_thread
 import pytest
 
 import ipcbus
-from ipcbus import IpcMainEvent, MessageChannelMain, MessageEvent, MessagePortMain
+from ipcbus import IpcMainEvent, MessageChannelMain, MessageEvent, MessagePortMain, _portroute
+from ipcbus._loop import LoopHold
 
 from .helpers import running_main
 from .test_backends import LOOPS as ALL_LOOPS
@@ -251,7 +256,10 @@ def test_ends_main_ignores_leave_its_table_and_the_renderers_budget(loop: str) -
                 @ipc_main.handle("ends")
                 async def ends(event: Any) -> int:
                     gc.collect()  # the reader may still refer to the last event
-                    await anyio.lowlevel.checkpoint()  # the ends collected close first
+                    for _ in range(100):  # their close runs in a task of its own, soon
+                        if not len(ipc_main._ports):
+                            break
+                        await anyio.lowlevel.checkpoint()
                     return len(ipc_main._ports)
 
                 # In one burst: each event goes once its listener returns, and its ends
@@ -289,3 +297,336 @@ def test_an_end_main_keeps_is_not_closed(loop: str) -> None:
                 kept[0].close()
 
     ipcbus.run(scenario, loop=loop)
+
+
+# ---- a collection in another thread, at the worst moment ------------------------------
+#
+# ``__del__`` may run in any thread, at any point. These pause it there (a tracer on the
+# collecting thread) while the loop's thread acts on the surviving end, then let it go.
+
+
+def _drop_paused_in(code: Any, line_text: str, held: list[Any]) -> tuple[threading.Thread, Any]:
+    """Drop ``held``'s last item in a thread that pauses in ``code`` at ``line_text``.
+
+    Returns the thread and ``(paused, resume)`` events.
+    """
+    paused, resume = threading.Event(), threading.Event()
+    source = inspect.getsource(code).splitlines()
+    first = code.co_firstlineno
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is not code:
+            return None
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "line" and line_text in source[frame.f_lineno - first]:
+                paused.set()
+                resume.wait(5)
+            return local
+
+        return local
+
+    def drop() -> None:
+        sys.settrace(tracer)
+        try:
+            held.clear()
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=drop)
+    thread.start()
+    assert paused.wait(5), f"{code.co_name} never reached {line_text!r}"
+    return thread, resume
+
+
+@pytest.mark.parametrize("started", [True, False], ids=["started", "not-started"])
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_end_moved_while_its_peer_is_collected_elsewhere_hears_close(
+    loop: str, started: bool
+) -> None:
+    async def scenario() -> None:
+        channel = MessageChannelMain()
+        survivor, held = channel.port2, [channel.port1]
+        del channel
+        if started:
+            survivor.start()
+        thread, resume = _drop_paused_in(
+            MessagePortMain.__del__.__code__, "(hold := peer._hold)", held
+        )
+        outer = MessageChannelMain()
+        outer.port1.post_message("take it", [survivor])  # moved while __del__ is paused
+        resume.set()
+        await anyio.to_thread.run_sync(thread.join)
+        moved = (await _first(outer.port2)).ports[0]
+        closed = anyio.Event()
+        moved.on("close", closed.set)
+        moved.start()
+        await closed.wait()
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_close_is_emitted_once_when_closed_here_while_the_peer_is_collected(
+    loop: str,
+) -> None:
+    async def scenario() -> None:
+        channel = MessageChannelMain()
+        survivor, held = channel.port2, [channel.port1]
+        del channel
+        heard: list[str] = []
+        closed = anyio.Event()
+        survivor.on("close", lambda: (heard.append("close"), closed.set()))
+        survivor.start()
+        thread, resume = _drop_paused_in(
+            MessagePortMain.__del__.__code__, "hold.wake(peer._pair_gone)", held
+        )
+        survivor.close()  # closed here while the collection is under way
+        resume.set()
+        await anyio.to_thread.run_sync(thread.join)
+        await closed.wait()
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()  # a second "close" would have come by now
+        assert heard == ["close"]
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_every_end_collected_elsewhere_while_main_reaps_is_closed(loop: str) -> None:
+    """Two ends in main go, the second in another thread paused inside ``collected``
+    after it read the queue of collected ends, while the loop reaps the first."""
+    code = _portroute.MainPortRouter.collected.__code__
+    reads = [i for i in dis.get_instructions(code) if i.argval == "_reaped"]
+    after_read = next(i.offset for i in dis.get_instructions(code) if i.offset > reads[0].offset)
+
+    async def scenario() -> None:
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            held: list[MessagePortMain] = []
+            both = anyio.Event()
+
+            def keep(event: IpcMainEvent, *args: Any) -> None:
+                held.extend(event.ports)
+                both.set()
+
+            ipc_main.on("ends", keep)
+            heard = [anyio.Event(), anyio.Event()]
+            channels = [MessageChannelMain(), MessageChannelMain()]
+            for channel, closed in zip(channels, heard, strict=True):
+                channel.port2.on("close", closed.set)
+                channel.port2.start()
+            await renderer.post_message("ends", None, [c.port1 for c in channels])
+            await both.wait()
+            second = [held.pop()]
+            paused, resume = threading.Event(), threading.Event()
+
+            def tracer(frame: Any, event: str, arg: Any) -> Any:
+                if frame.f_code is not code:
+                    return None
+                frame.f_trace_opcodes = True
+
+                def local(frame: Any, event: str, arg: Any) -> Any:
+                    if event == "opcode" and frame.f_lasti == after_read:
+                        paused.set()
+                        resume.wait(5)
+                    return local
+
+                return local
+
+            def drop() -> None:
+                sys.settrace(tracer)
+                try:
+                    second.clear()
+                finally:
+                    sys.settrace(None)
+
+            held.clear()  # the first end goes here: a reap is on its way
+            thread = threading.Thread(target=drop)
+            thread.start()
+            assert paused.wait(5)
+            await heard[0].wait()  # the loop reaped the first meanwhile
+            resume.set()
+            await anyio.to_thread.run_sync(thread.join)
+            await heard[1].wait()
+
+    run_on(loop, scenario)
+
+
+# ---- ports an IpcMain or a connection hosts, on plain asyncio (pytest-asyncio) ----------
+#
+# A collected end's peer hears "close" in a task of its host's task group, which anyio
+# can only start from a task: never from the bare callback the collector's wake-up is.
+
+
+async def test_a_local_pair_made_in_main_closes_when_an_end_is_collected() -> None:
+    with anyio.fail_after(5):
+        async with running_main():
+            closed = anyio.Event()
+            _started_with_a_dropped_peer(closed)
+            await closed.wait()
+
+
+async def test_a_local_pair_made_in_a_renderer_closes_when_an_end_is_collected() -> None:
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local():
+            closed = anyio.Event()
+            _started_with_a_dropped_peer(closed)
+            await closed.wait()
+
+
+async def test_an_end_in_main_dropped_in_another_thread_closes_its_channel() -> None:
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            closed = anyio.Event()
+            held: list[MessagePortMain] = []
+            arrived = anyio.Event()
+
+            def keep_one(event: IpcMainEvent, *args: Any) -> None:
+                port1, port2 = event.ports
+                event.ports.clear()  # the reader may keep the event a while: only held keeps it
+                port1.on("close", closed.set)
+                port1.start()
+                held.append(port2)
+                arrived.set()
+
+            ipc_main.on("pair", keep_one)
+            channel = MessageChannelMain()
+            await renderer.post_message("pair", None, [channel.port1, channel.port2])
+            del channel
+            await arrived.wait()
+            thread = threading.Thread(target=held.clear)
+            thread.start()
+            await anyio.to_thread.run_sync(thread.join)
+            await closed.wait()
+
+
+# ---- what is kept, and for how long ---------------------------------------------------
+
+
+def test_started_ends_are_let_go_when_their_loop_ends() -> None:
+    """A started end is kept while its loop runs (it could receive), not after."""
+    ends: list[weakref.ref[MessagePortMain]] = []
+
+    async def once() -> None:
+        channel = MessageChannelMain()
+        channel.port1.on("message", lambda event: None)
+        channel.port1.start()
+        channel.port1.post_message("one")
+        async for _ in channel.port2:  # started by async for, left after one
+            break
+        ends.append(weakref.ref(channel.port1))
+        channel.port2.post_message("unread")
+
+    async def scenario() -> None:
+        await once()
+        gc.collect()
+        assert ends[-1]() is not None  # still pinned: the loop runs
+
+    for _ in range(5):
+        asyncio.run(scenario())
+    gc.collect()
+    assert [end() for end in ends] == [None] * 5
+
+
+async def test_a_local_pair_carried_in_a_queued_message_still_works_once_routed() -> None:
+    """A port posted on a local channel waits in the other end's inbox; that end is then
+    sent to a renderer: the carried port must travel as the live end it is."""
+    with anyio.fail_after(5):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            outer, inner = MessageChannelMain(), MessageChannelMain()
+            outer.port1.post_message("carrying", [inner.port1])  # waits in outer.port2
+            arrived: list[MessagePortMain] = []
+            got = anyio.Event()
+
+            def take(event: Any, *args: Any) -> None:
+                arrived.extend(event.ports)
+                got.set()
+
+            renderer.on("outer", take)
+            contents = ipc_main.from_id(renderer.id)
+            assert contents is not None
+            await contents.post_message("outer", None, [outer.port2])
+            await got.wait()
+            carried = (await _first(arrived[0])).ports[0]  # inner.port1, in the renderer
+            carried.post_message("to main")
+            assert (await _first(inner.port2)).data == "to main"
+            inner.port2.post_message("to the renderer")
+            assert (await _first(carried)).data == "to the renderer"
+
+
+def _drop_paused_on_return(code: Any, held: list[Any]) -> tuple[threading.Thread, Any]:
+    """Drop ``held``'s last item in a thread that pauses as ``code`` returns."""
+    paused, resume = threading.Event(), threading.Event()
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is not code:
+            return None
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "return":
+                paused.set()
+                resume.wait(5)
+            return local
+
+        return local
+
+    def drop() -> None:
+        sys.settrace(tracer)
+        try:
+            held.clear()
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=drop)
+    thread.start()
+    assert paused.wait(5), f"{code.co_name} never returned"
+    return thread, resume
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_peer_that_looks_before_the_collection_is_over_still_closes(loop: str) -> None:
+    """The wake-up lets the loop run while ``__del__`` is still under way, so the weak
+    reference to the end being collected still answers: it must count as gone."""
+
+    async def scenario() -> None:
+        channel = MessageChannelMain()
+        survivor, held = channel.port2, [channel.port1]
+        del channel
+        closed = anyio.Event()
+        survivor.on("close", closed.set)
+        survivor.start()
+        thread, resume = _drop_paused_on_return(LoopHold.wake.__code__, held)
+        await closed.wait()  # heard while the collecting thread is still paused
+        resume.set()
+        await anyio.to_thread.run_sync(thread.join)
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_main_reaps_an_end_whose_collection_is_not_over(loop: str) -> None:
+    async def scenario() -> None:
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            held: list[MessagePortMain] = []
+            arrived = anyio.Event()
+
+            def keep(event: IpcMainEvent, *args: Any) -> None:
+                held.extend(event.ports)
+                event.ports.clear()  # the reader may keep the event a while
+                arrived.set()
+
+            ipc_main.on("end", keep)
+            channel = MessageChannelMain()
+            closed = anyio.Event()
+            channel.port2.on("close", closed.set)
+            channel.port2.start()
+            await renderer.post_message("end", None, [channel.port1])
+            await arrived.wait()
+            thread, resume = _drop_paused_on_return(
+                _portroute.MainPortRouter.collected.__code__, held
+            )
+            await closed.wait()  # the renderer's end hears it while main's is mid-collection
+            resume.set()
+            await anyio.to_thread.run_sync(thread.join)
+
+    run_on(loop, scenario)

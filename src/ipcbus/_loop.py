@@ -14,19 +14,22 @@ one place anyio offers no vocabulary for:
 
 The tasks are short: one drains a port's inbox and ends.
 
-``waker`` is the one other thing ports need of the loop: a way back onto it
-from a garbage collection that may run anywhere (a collected port's peer must
-hear ``"close"``).
+``LoopHold`` is the rest of what ports need of the loop: a place to keep
+started ports alive for as long as the loop runs, and a way back onto it
+from a garbage collection that may run anywhere (a collected port's peer
+must hear ``"close"``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
-__all__ = ("loop_is_running", "start_on_loop", "waker")
+__all__ = ("LoopHold", "loop_hold", "loop_is_running", "start_on_loop")
 
 _tasks: set[asyncio.Task[None]] = set()  # strong references: asyncio keeps only weak ones
 
@@ -70,33 +73,81 @@ def start_on_loop(fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
     return True
 
 
-#: What ``waker`` gave last, by the loop it serves (one bound method per loop,
-#: shared by every port started on it).
-_last_waker: tuple[object, Callable[[Callable[[], object]], object]] | None = None
+class LoopHold:
+    """What ports keep per running loop, for as long as its tasks run.
 
-
-def waker() -> Callable[[Callable[[], object]], object] | None:
-    """A way to run a plain function soon on this thread's running loop, from anywhere.
-
-    What it returns may be called from any thread and from inside the garbage
-    collector (``MessagePortMain.__del__``): asyncio's ``call_soon_threadsafe``
-    or trio's ``TrioToken.run_sync_soon``. ``None`` if no loop runs here.
+    ``pins``: started ports, kept alive while they could still receive (an
+    asyncio loop keeps them until its tasks are cancelled, as ``asyncio.run``
+    does at the end; a trio run, until it ends). ``wake(fn)``: have ``fn()``
+    run in a task of that loop soon, from any thread and from inside the
+    garbage collector; ``False`` once the loop has ended.
     """
-    global _last_waker
+
+    __slots__ = ("_call", "pins")
+
+    def __init__(self, call: Callable[..., object] | None) -> None:
+        self._call = call  # call_soon_threadsafe / run_sync_soon; None once ended
+        self.pins: set[Any] = set()
+
+    def wake(self, fn: Callable[[], object]) -> bool:
+        call = self._call
+        if call is None:
+            return False
+        try:
+            call(_in_a_task, fn)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+
+def _in_a_task(fn: Callable[[], object]) -> None:
+    # A task, not this bare callback: anyio (a host's task group) needs to
+    # know which loop it runs on, and only a task says so.
+    async def run() -> None:
+        fn()
+
+    start_on_loop(run)
+
+
+#: One ``LoopHold`` per running loop (by ``id`` of the asyncio loop or trio
+#: token), from its first started port until the loop's tasks are cancelled.
+_holds: dict[int, LoopHold] = {}
+
+
+def loop_hold() -> LoopHold | None:
+    """This thread's running loop's ``LoopHold`` (made on first use); ``None`` if none runs."""
     loop: Any
+    trio: Any = None
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         if not _trio_running():
             return None
-        loop = sys.modules["trio"].lowlevel.current_trio_token()
-    last = _last_waker
-    if last is not None and last[0] is loop:
-        return last[1]
-    wake: Callable[[Callable[[], object]], object] = (
-        loop.call_soon_threadsafe
-        if isinstance(loop, asyncio.AbstractEventLoop)
-        else loop.run_sync_soon
-    )
-    _last_waker = (loop, wake)
-    return wake
+        trio = sys.modules["trio"]
+        loop = trio.lowlevel.current_trio_token()
+        call = loop.run_sync_soon
+    else:
+        call = partial(loop.call_soon_threadsafe, context=contextvars.Context())
+    hold = _holds.get(id(loop))
+    if hold is None:
+        hold = _holds[id(loop)] = LoopHold(call)
+        if not start_on_loop(partial(_keep, id(loop), hold, trio)):
+            del _holds[id(loop)]
+            return None
+    return hold
+
+
+async def _keep(key: int, hold: LoopHold, trio: Any) -> None:
+    """Hold ``hold`` until the loop cancels its tasks; then let its pins go quietly."""
+    try:
+        if trio is not None:
+            await trio.sleep_forever()
+        else:
+            await asyncio.get_running_loop().create_future()
+    finally:
+        if _holds.get(key) is hold:
+            del _holds[key]
+        hold._call = None
+        pins, hold.pins = hold.pins, set()
+        for port in pins:
+            port._loop_ended()

@@ -18,7 +18,7 @@ from ._portparts import CLOSE, Item, PortHost, Queued
 from ._protocol import Connection, State
 from ._values import too_large
 from ._wire import CloseCode, PortRef
-from .ports import MessagePortMain, close_ports_in
+from .ports import MessagePortMain, close_ports_in, living
 
 __all__ = ("After", "Budget", "End", "Sink", "closed_port", "dropped", "nothing")
 
@@ -147,7 +147,7 @@ class End:
 
     def holder(self) -> MessagePortMain | None:
         """The object holding this end in main; ``None`` if it is elsewhere or was collected."""
-        return self.port() if self.port is not None else None
+        return living(self.port)
 
     def uncharge(self) -> None:
         """Stop counting against the budget of the renderer that made it."""

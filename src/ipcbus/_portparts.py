@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import anyio.abc
 import msgspec
 
+from ._loop import LoopHold
 from ._values import decode_value
 
 if TYPE_CHECKING:
@@ -61,17 +62,15 @@ Queued = Item | Close
 class PortHost:
     """Where deliveries run: the task group of an ``IpcMain`` or a connection.
 
-    It also holds its started ends (``pins``: an end that could still receive
-    messages is not collected, as in Electron) and the way back onto its loop
-    from a garbage collection (``wake``, see ``_loop.waker``).
+    ``hold`` is its loop's ``LoopHold``, the way back onto that loop from a
+    garbage collection (a router's collected ends close there).
     """
 
-    __slots__ = ("_task_group", "pins", "wake")
+    __slots__ = ("_task_group", "hold")
 
     def __init__(self, task_group: Callable[[], anyio.abc.TaskGroup | None]) -> None:
         self._task_group = task_group
-        self.pins: set[MessagePortMain] = set()
-        self.wake: Callable[[Callable[[], object]], object] | None = None
+        self.hold: LoopHold | None = None
 
     def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``fn`` in a task; ``False`` if the owner is no longer running."""
@@ -111,7 +110,7 @@ class Router(Protocol):
         """The object holding end ``wire`` was garbage-collected while the channel was open.
 
         Called from ``MessagePortMain.__del__``: inside the collector, maybe in
-        another thread. It may only note the end and wake its loop (``PortHost.wake``).
+        another thread. It may only note the end and wake its loop (``PortHost.hold``).
         """
 
 

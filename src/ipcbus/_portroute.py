@@ -41,6 +41,7 @@ from __future__ import annotations
 import itertools
 import logging
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import anyio.abc
@@ -48,6 +49,7 @@ import msgspec
 
 from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
+from ._loop import LoopHold
 from ._portends import After, End, Sink, closed_port, dropped, nothing
 from ._portparts import CLOSE, Item, PortHost, Queued
 from ._wire import PortRef
@@ -78,7 +80,7 @@ class MainPortRouter:
         self._owing: dict[Sink, dict[int, int]] = {}
         self._ids = itertools.count(1)
         self._inline = False  # delivering what a reader just received (see _put)
-        self._reaped: list[int] = []  # ends in main whose objects were collected
+        self._reaped: deque[int] = deque()  # ends in main whose objects were collected
         self._reaping = False  # a _reap is on its way
 
     def __len__(self) -> int:
@@ -113,19 +115,23 @@ class MainPortRouter:
         return peer.holder() if peer is not None and peer.sink is None else None
 
     def collected(self, wire: int) -> None:
-        self._reaped.append(wire)
-        if not self._reaping and (wake := self.host.wake) is not None:
+        self._reaped.append(wire)  # (a deque: this may run in another thread than _reap)
+        if not self._reaping and (hold := self.host.hold) is not None:
             self._reaping = True
-            try:
-                wake(self._reap)
-            except RuntimeError:  # that loop is closed: the next one reaps
+            if not hold.wake(self._reap):  # that loop has ended
                 self._reaping = False
+
+    def bind(self, hold: LoopHold | None) -> None:
+        """Main runs on the loop of ``hold`` now: collected ends close there."""
+        self.host.hold = hold
+        self._reaping = False
 
     def _reap(self) -> None:
         """Close the ends in main whose objects were collected (``collected``), on the loop."""
         self._reaping = False
-        reaped, self._reaped = self._reaped, []
-        for wire in reaped:
+        reaped = self._reaped
+        while reaped:
+            wire = reaped.popleft()
             end = self._ends.get(wire)
             if end is not None and end.sink is None and end.holder() is None:
                 self._drop(end)
@@ -135,7 +141,7 @@ class MainPortRouter:
 
     def claim(self, port: MessagePortMain) -> MessagePortMain:
         """Take ``port`` (checked by ``check_transfer``) for sending; neuter it."""
-        if port._router is None and port._pair is not None and (peer := port._pair()) is not None:
+        if port._router is None and (peer := port._other_end()) is not None:
             self._adopt(port, peer)
         return port._move()
 
@@ -161,6 +167,8 @@ class MainPortRouter:
             obj._router, obj._wire, obj._pair, obj._host = self, end.id, None, self.host
 
     def _export(self, port: MessagePortMain, sink: Sink) -> tuple[PortRef, After]:
+        if port._router is None and (peer := port._other_end()) is not None:
+            self._adopt(port, peer)  # a direct pair carried in a message that was queued
         end = self._ends.get(port._wire) if port._router is self else None
         items = port._neuter()
         if end is None:

@@ -21,13 +21,13 @@ import msgspec
 from ._endpoint import Endpoint
 from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
-from ._loop import waker
+from ._loop import loop_hold
 from ._portends import After, dropped, nothing
 from ._portparts import CLOSE, Item, PortHost, Queued
 from ._protocol import Connection, State
 from ._values import too_large
 from ._wire import PortRef
-from .ports import MessagePortMain, close_ports_in, discard_ports
+from .ports import MessagePortMain, close_ports_in, discard_ports, living
 
 __all__ = ("RendererPortRouter",)
 
@@ -48,7 +48,7 @@ class RendererPortRouter:
         # name an end main does not know yet).
         self._doomed: list[Queued] = []
         self._giving_back = 0  # nested after()s under way
-        self._reaped: list[int] = []  # ends whose objects were collected
+        self._reaped: deque[int] = deque()  # ends whose objects were collected
         self._reaping = False  # a _reap is on its way
 
     def _task_group(self) -> anyio.abc.TaskGroup | None:
@@ -59,12 +59,13 @@ class RendererPortRouter:
 
     def attach(self, endpoint: Endpoint) -> None:
         self._endpoint = endpoint
-        self.host.wake = waker()
+        self.host.hold = loop_hold()  # collected ends close on this loop
+        self._reaping = False
 
     def _port(self, wire: int) -> MessagePortMain | None:
         """The object holding end ``wire`` here, if any (and not collected)."""
         ref = self._ports.get(wire)
-        return ref() if ref is not None else None
+        return living(ref)
 
     def _conn(self) -> Connection | None:
         endpoint = self._endpoint
@@ -109,21 +110,20 @@ class RendererPortRouter:
         return None  # only main knows where the other end is
 
     def collected(self, wire: int) -> None:
-        self._reaped.append(wire)
-        if not self._reaping and (wake := self.host.wake) is not None:
+        self._reaped.append(wire)  # (a deque: this may run in another thread than _reap)
+        if not self._reaping and (hold := self.host.hold) is not None:
             self._reaping = True
-            try:
-                wake(self._reap)
-            except RuntimeError:  # that loop is closed
+            if not hold.wake(self._reap):  # that loop has ended
                 self._reaping = False
 
     def _reap(self) -> None:
         """Close the ends whose objects were collected (``collected``), on the loop."""
         self._reaping = False
-        reaped, self._reaped = self._reaped, []
-        for wire in reaped:
+        reaped = self._reaped
+        while reaped:
+            wire = reaped.popleft()
             ref = self._ports.get(wire)
-            if ref is not None and ref() is None:
+            if ref is not None and living(ref) is None:
                 self._closed(wire)
 
     # ---- ports leaving for main ----------------------------------------
@@ -216,7 +216,7 @@ class RendererPortRouter:
 
     def port_message(self, event: PortMessageReceived) -> None:
         ref = self._ports.get(event.port_id)
-        port = ref() if ref is not None else None
+        port = living(ref)
         if ref is not None and port is None:  # collected: closing (_reap), nobody reads it
             discard_ports(self.land(event.ports))  # their peers learn
             return
@@ -240,7 +240,7 @@ class RendererPortRouter:
             return
         if conn is not None:
             conn.send_port_close(event.port_id)  # acknowledge: main may forget the end
-        if (port := ref()) is not None:
+        if (port := living(ref)) is not None:
             port._received += 1
             port._enqueue(CLOSE)
 
@@ -248,7 +248,7 @@ class RendererPortRouter:
         """Main is gone: every routed port is closed."""
         doomed, self._doomed = self._doomed, []
         close_ports_in(doomed)
-        ports = [port for ref in self._ports.values() if (port := ref()) is not None]
+        ports = [port for ref in self._ports.values() if (port := living(ref)) is not None]
         self._ports.clear()
         for port in ports:
             port._enqueue(CLOSE)

@@ -34,7 +34,7 @@ from ._endpoint import logger
 from ._guards import Guards
 from ._listening import Listener, accept
 from ._liveness import Sweeper
-from ._loop import waker
+from ._loop import loop_hold
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
 from ._portparts import current_host
 from ._portroute import MainPortRouter
@@ -179,7 +179,7 @@ class IpcMain(Registry):
         self._tg = tg
         self._sweeper = Sweeper(tg)
         self._host_token = current_host.set(self._ports.host)  # ports made here deliver here
-        self._ports.host.wake = waker()  # collected ports close on this loop
+        self._ports.bind(loop_hold())  # collected ports close on this loop
         return self
 
     async def __aexit__(

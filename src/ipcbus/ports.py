@@ -20,10 +20,10 @@ Where the messages go (docs/ports-and-streams.md has the long form):
 
 Lifetime, as in Electron (and Blink): an end that is started and whose
 channel is open could still receive messages, so it is kept alive (pinned in
-its ``PortHost``, or in ``_UNHOSTED``) even if no code refers to it. Any other
-end lives only as long as something refers to it; one that is collected
-while its channel is open closes it, and the other end hears ``"close"``.
-Neither end refers to the other strongly.
+its loop's ``LoopHold``, until the loop's tasks are cancelled) even if no code
+refers to it. Any other end lives only as long as something refers to it; one
+that is collected while its channel is open closes it, and the other end
+hears ``"close"``. Neither end refers to the other strongly.
 
 ``post_message``, ``start`` and ``close`` are plain methods, like Electron's:
 they queue and return. Delivery (listeners, ``async for``) runs in a task of
@@ -48,7 +48,7 @@ from typing import Any, Literal, TypeVar, overload
 import msgspec
 
 from ._errors import SerializationError
-from ._loop import loop_is_running, start_on_loop, waker
+from ._loop import LoopHold, loop_hold, loop_is_running, start_on_loop
 from ._portiter import PortIterator
 from ._portparts import CLOSE, Close, Item, MessageEvent, Queued, Router, current_host
 from ._values import ENCODE_ERRORS, unencodable
@@ -68,17 +68,17 @@ PortEvent = Literal["message", "close"]
 _encoder = msgspec.msgpack.Encoder()
 _ENCODE_ERRORS = ENCODE_ERRORS
 
-#: Started ends with no host (a channel made in a plain coroutine): see ``_pin``.
-_UNHOSTED: set[MessagePortMain] = set()
-
-_Wake = Callable[[Callable[[], object]], object]
-
 
 class MessagePortMain:
     """One end of a :class:`MessageChannelMain` (Electron's ``MessagePortMain``).
 
     Get one from a ``MessageChannelMain`` or from ``event.ports``.
     """
+
+    #: Set by ``__del__``: this object is being collected. A weak reference to
+    #: it may still answer for a moment (``__del__`` can let another thread run
+    #: before the references are cleared): ``living`` says no.
+    _collected = False
 
     def __init__(self) -> None:
         self._router: Router | None = None  # routed: the pair's traffic goes through it
@@ -94,8 +94,8 @@ class MessagePortMain:
         # have one); empty until then.
         self._iterators: AbstractSet[PortIterator] = frozenset()
         self._started = False
-        self._pinned: set[MessagePortMain] | None = None  # where it is kept alive (_pin)
-        self._wake: _Wake | None = None  # back onto the loop it was started on
+        self._hold: LoopHold | None = None  # pinned there while started and open (_pin)
+        self._successor: MessagePortMain | None = None  # who holds this end after _move
         self._closed = False  # no more posting; CLOSE is queued or delivered
         self._closed_here = False  # close() was called on this end: deliver even unstarted
         self._close_emitted = False
@@ -131,6 +131,8 @@ class MessagePortMain:
             self._router.post(self, data, ports)
         elif (peer := self._other_end()) is not None:
             peer._enqueue(Item(data, [port._move() for port in ports]))
+        else:
+            self._pair_check()  # the other end was collected: this one is closed
 
     def start(self) -> None:
         """Start delivering messages; the ones that arrived before are kept until now.
@@ -142,7 +144,7 @@ class MessagePortMain:
         if not self._neutered and not self._started:
             _require_loop("start")
             self._started = True
-            self._wake = waker()
+            self._pair_check()  # the other end may have been collected meanwhile
             self._pin()
             self._schedule()
 
@@ -159,11 +161,28 @@ class MessagePortMain:
         Electron's rule (``MessagePort::HasPendingActivity``): a started end
         delivers to its listeners with no other reference to it; an end never
         started, that nothing refers to, can never be read, and is collected.
+        The pin lasts until the loop's tasks are cancelled (``_loop_ended``).
         """
-        if self._pinned is None and not (self._closed or self._neutered):
-            host = self._host
-            self._pinned = host.pins if host is not None else _UNHOSTED
-            self._pinned.add(self)
+        if self._hold is None and not (self._closed or self._neutered):
+            hold = loop_hold()
+            if hold is not None:
+                hold.pins.add(self)
+                self._hold = hold
+
+    def _unpin(self) -> None:
+        hold = self._hold
+        if hold is not None:
+            hold.pins.discard(self)
+            self._hold = None
+
+    def _loop_ended(self) -> None:
+        """The loop it was started on has cancelled its tasks: nothing can deliver here now.
+
+        It is let go quietly (closed, with no ``"close"`` to emit and no peer
+        to tell: its channel ends with the loop).
+        """
+        self._hold = None
+        self._closed = self._close_emitted = True
 
     def _weak(self) -> weakref.ref[MessagePortMain]:
         """A weak reference to this end, for the other end's ``_pair``, held by this end.
@@ -176,34 +195,38 @@ class MessagePortMain:
             self._self = weakref.ref(self)
         return self._self
 
-    def _unpin(self) -> None:
-        if self._pinned is not None:
-            self._pinned.discard(self)
-            self._pinned = None
-
     def __del__(self) -> None:
         # Collected while its channel was open (an end that is started is
-        # pinned, so this one never was): nobody can post on it or read it
-        # any more, so the channel closes and the other end hears "close", as
-        # in Electron. This runs inside the garbage collector, maybe in
-        # another thread: it only changes state and asks a loop to deliver.
+        # pinned, so this one never was): nobody can post on it or read it any
+        # more, so the channel closes and the other end hears "close", as in
+        # Electron. This runs inside the garbage collector, at any point and
+        # maybe in another thread, so it changes nothing itself: it asks the
+        # loop of whoever must learn to look (a routed end's router, or a
+        # started peer). A peer never started learns when it is used.
         try:
             if self._closed or self._neutered:
                 return
+            self._collected = True
             if self._router is not None:
                 self._router.collected(self._wire)
-            elif (peer := self._other_end()) is not None:
-                peer._peer_collected()
+            elif (peer := living(self._pair)) is not None:
+                if (hold := peer._hold) is not None:
+                    hold.wake(peer._pair_gone)
         except Exception:  # nothing can be raised to anyone from here
             pass
 
-    def _peer_collected(self) -> None:
-        """The other end of this direct pair was collected: close here (see ``__del__``)."""
-        if self._hear_close() and self._wake is not None:
-            try:
-                self._wake(self._schedule)  # started: its listeners and iterators hear it
-            except RuntimeError:  # the loop it was started on is closed
-                pass
+    def _pair_gone(self) -> None:
+        """On the loop: the other end of this direct pair was collected (``__del__``)."""
+        port = self
+        while port._successor is not None:  # moved meanwhile: the end is held there
+            port = port._successor
+        port._pair_check()
+
+    def _pair_check(self) -> None:
+        """If the other end of this direct pair was collected, the channel is closed."""
+        pair = self._pair
+        if pair is not None and living(pair) is None and self._hear_close():
+            self._schedule()
 
     def _hear_close(self) -> bool:
         """The channel was closed from the other end: queue ``"close"`` (no task yet).
@@ -227,7 +250,7 @@ class MessagePortMain:
         dropped, self._inbox = self._inbox, deque([CLOSE])
         router, pair = self._router, self._pair
         self._router = self._pair = None
-        peer = pair() if pair is not None else None
+        peer = living(pair)
         if router is not None:
             router.close(self)
         elif peer is not None:
@@ -310,11 +333,12 @@ class MessagePortMain:
         return iterator
 
     def __repr__(self) -> str:
+        gone = self._pair is not None and living(self._pair) is None  # the other end went
         state = (
             "neutered"
             if self._neutered
             else "closed"
-            if self._closed
+            if self._closed or gone
             else "started"
             if self._started
             else "not started"
@@ -449,6 +473,8 @@ class MessagePortMain:
                     iterator.wake()  # the listeners went away: iterators take over
 
     async def _emit_close(self) -> None:
+        if self._close_emitted:
+            return
         self._close_emitted = True
         for iterator in list(self._iterators):
             iterator.push(CLOSE)
@@ -472,11 +498,15 @@ class MessagePortMain:
     def _move(self) -> MessagePortMain:
         """Hand this end to a fresh object in this process; this one is neutered."""
         new = MessagePortMain()
-        new._router, new._wire, new._pair = self._router, self._wire, self._pair
+        pair = self._pair
+        if pair is not None and living(pair) is None:  # the other end was collected: closed
+            self._closed, pair = True, None
+        new._router, new._wire, new._pair = self._router, self._wire, pair
         new._host = self._host if self._host is not None else new._host
         new._received = self._received
         new._closed = self._closed
-        if self._pair is not None and (peer := self._pair()) is not None:
+        self._successor = new
+        if (peer := living(pair)) is not None:
             peer._pair = new._weak()
         if self._router is not None:
             self._router.moved(self, new)
@@ -485,7 +515,7 @@ class MessagePortMain:
 
     def _other_end(self) -> MessagePortMain | None:
         if self._pair is not None:
-            return self._pair()
+            return living(self._pair)
         return self._router.peer_of(self) if self._router is not None else None
 
 
@@ -582,6 +612,12 @@ def encode_message(message: Any) -> msgspec.Raw:
         raise SerializationError(
             f"Cannot post_message on a MessagePortMain: {where}. Send what send() can send."
         ) from None
+
+
+def living(ref: weakref.ref[MessagePortMain] | None) -> MessagePortMain | None:
+    """What ``ref`` refers to, unless that is gone or being collected (``_collected``)."""
+    port = ref() if ref is not None else None
+    return None if port is None or port._collected else port
 
 
 def close_ports_in(items: Iterable[Queued]) -> None:
