@@ -630,3 +630,68 @@ def test_main_reaps_an_end_whose_collection_is_not_over(loop: str) -> None:
             await anyio.to_thread.run_sync(thread.join)
 
     run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_transferred_port_the_sender_keeps_does_not_keep_its_successor(loop: str) -> None:
+    """Code may keep the neutered object it transferred (``channel.port2``): the end that
+    travelled on is still collected, and closes the channel, when its receiver drops it."""
+
+    async def scenario() -> None:
+        channel, outer = MessageChannelMain(), MessageChannelMain()
+        closed = anyio.Event()
+        channel.port1.on("close", closed.set)
+        channel.port1.start()
+        outer.port1.post_message("take it", [channel.port2])  # channel keeps the old object
+        event = await _first(outer.port2)
+        moved = weakref.ref(event.ports[0])
+        del event
+        gc.collect()
+        assert moved() is None
+        await closed.wait()
+        assert "neutered" in repr(channel.port2)
+
+    run_on(loop, scenario)
+
+
+def test_started_ports_add_no_task_that_user_code_could_wait_for_or_cancel() -> None:
+    """On asyncio, what keeps started ports alive is no task: code that waits for, or
+    cancels, every other task (shutdown helpers) neither hangs nor breaks ports."""
+
+    async def scenario() -> None:
+        channel = MessageChannelMain()
+        heard: list[Any] = []
+        closed = asyncio.Event()
+        channel.port2.on("message", lambda event: heard.append(event.data))
+        channel.port2.on("close", closed.set)
+        channel.port2.start()
+        channel.port1.post_message("before")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert others == set()
+        for task in others:
+            task.cancel()
+        channel.port1.post_message("after")
+        channel.port1.close()
+        await asyncio.wait_for(closed.wait(), 5)
+        assert heard == ["before", "after"]
+
+    asyncio.run(scenario())
+
+
+def test_a_loop_closed_without_cancelling_its_tasks_lets_its_started_ports_go() -> None:
+    async def start_one() -> tuple[weakref.ref[MessagePortMain], MessagePortMain]:
+        channel = MessageChannelMain()
+        channel.port2.on("message", lambda event: None)
+        channel.port2.start()  # pinned while the loop lives
+        return weakref.ref(channel.port2), channel.port1  # port1 kept: the channel stays open
+
+    loop = asyncio.new_event_loop()
+    port, _other = loop.run_until_complete(start_one())
+    gc.collect()
+    assert port() is not None
+    loop.close()
+    del loop
+    gc.collect()
+    assert port() is None

@@ -352,8 +352,10 @@ export class Session {
         }
         const port = ref.deref();
         if (port === undefined) {
-          // collected, its close on the way: nobody can read this, or the ports it carries
+          // collected: nobody can read this, or the ports it carries; close it now
+          // rather than wait for the finalizer, which may come late or never
           for (const carried of this.#land(c)) carried.close();
+          this.#collected(id);
           return;
         }
         port._deliver(b, this.#land(c));

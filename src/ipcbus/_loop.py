@@ -26,6 +26,7 @@ import asyncio
 import contextvars
 import sys
 from collections.abc import Callable, Coroutine
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -74,16 +75,18 @@ def start_on_loop(fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
 
 
 class LoopHold:
-    """What ports keep per running loop, for as long as its tasks run.
+    """What ports keep per running loop, for as long as the loop lives.
 
-    ``pins``: started ports, kept alive while they could still receive (an
-    asyncio loop keeps them until its tasks are cancelled, as ``asyncio.run``
-    does at the end; a trio run, until it ends). ``wake(fn)``: have ``fn()``
-    run in a task of that loop soon, from any thread and from inside the
-    garbage collector; ``False`` once the loop has ended.
+    ``pins``: started ports, kept alive while they could still receive. On
+    asyncio (and uvloop) the hold is an attribute of the loop object itself,
+    so it goes with the loop: no task, no table, nothing for user code that
+    waits for all tasks to see. On trio it is held by a system task until the
+    run ends. ``wake(fn)``: have ``fn()`` run in a task of that loop soon, from
+    any thread and from inside the garbage collector; ``False`` once the loop
+    has ended.
     """
 
-    __slots__ = ("_call", "pins")
+    __slots__ = ("__weakref__", "_call", "pins")
 
     def __init__(self, call: Callable[..., object] | None) -> None:
         self._call = call  # call_soon_threadsafe / run_sync_soon; None once ended
@@ -95,7 +98,7 @@ class LoopHold:
             return False
         try:
             call(_in_a_task, fn)
-        except RuntimeError:  # the loop is closed
+        except RuntimeError:  # the loop is closed (trio: RunFinishedError)
             return False
         return True
 
@@ -109,44 +112,47 @@ def _in_a_task(fn: Callable[[], object]) -> None:
     start_on_loop(run)
 
 
-#: One ``LoopHold`` per running loop (by ``id`` of the asyncio loop or trio
-#: token), from its first started port until the loop's tasks are cancelled.
-_holds: dict[int, LoopHold] = {}
+#: trio runs' holds, by ``id`` of the run's token, until the run ends.
+_trio_holds: dict[int, LoopHold] = {}
 
 
 def loop_hold() -> LoopHold | None:
     """This thread's running loop's ``LoopHold`` (made on first use); ``None`` if none runs."""
-    loop: Any
-    trio: Any = None
     try:
-        loop = asyncio.get_running_loop()
+        loop: Any = asyncio.get_running_loop()
     except RuntimeError:
-        if not _trio_running():
-            return None
-        trio = sys.modules["trio"]
-        loop = trio.lowlevel.current_trio_token()
-        call = loop.run_sync_soon
-    else:
-        call = partial(loop.call_soon_threadsafe, context=contextvars.Context())
-    hold = _holds.get(id(loop))
+        return _trio_hold() if _trio_running() else None
+    hold: LoopHold | None = getattr(loop, "_ipcbus_hold", None)
     if hold is None:
-        hold = _holds[id(loop)] = LoopHold(call)
-        if not start_on_loop(partial(_keep, id(loop), hold, trio)):
-            del _holds[id(loop)]
+        # A fresh context: a wake-up must not carry (and keep alive) whatever
+        # context happened to make the hold.
+        hold = LoopHold(partial(loop.call_soon_threadsafe, context=contextvars.Context()))
+        with suppress(AttributeError):  # a loop that takes no attributes: pins go
+            loop._ipcbus_hold = hold  # with the ports themselves (nothing keeps them)
+    return hold
+
+
+def _trio_hold() -> LoopHold | None:
+    trio: Any = sys.modules["trio"]
+    token = trio.lowlevel.current_trio_token()
+    hold = _trio_holds.get(id(token))
+    if hold is None:
+        hold = _trio_holds[id(token)] = LoopHold(token.run_sync_soon)
+        try:
+            trio.lowlevel.spawn_system_task(_keep, id(token), hold, trio)
+        except RuntimeError:  # the run is ending
+            del _trio_holds[id(token)]
             return None
     return hold
 
 
 async def _keep(key: int, hold: LoopHold, trio: Any) -> None:
-    """Hold ``hold`` until the loop cancels its tasks; then let its pins go quietly."""
+    """Hold a trio run's ``hold`` until the run ends; then let its pins go quietly."""
     try:
-        if trio is not None:
-            await trio.sleep_forever()
-        else:
-            await asyncio.get_running_loop().create_future()
+        await trio.sleep_forever()
     finally:
-        if _holds.get(key) is hold:
-            del _holds[key]
+        if _trio_holds.get(key) is hold:
+            del _trio_holds[key]
         hold._call = None
         pins, hold.pins = hold.pins, set()
         for port in pins:

@@ -20,7 +20,7 @@ Where the messages go (docs/ports-and-streams.md has the long form):
 
 Lifetime, as in Electron (and Blink): an end that is started and whose
 channel is open could still receive messages, so it is kept alive (pinned in
-its loop's ``LoopHold``, until the loop's tasks are cancelled) even if no code
+its loop's ``LoopHold``, for as long as the loop lives) even if no code
 refers to it. Any other end lives only as long as something refers to it; one
 that is collected while its channel is open closes it, and the other end
 hears ``"close"``. Neither end refers to the other strongly.
@@ -95,7 +95,9 @@ class MessagePortMain:
         self._iterators: AbstractSet[PortIterator] = frozenset()
         self._started = False
         self._hold: LoopHold | None = None  # pinned there while started and open (_pin)
-        self._successor: MessagePortMain | None = None  # who holds this end after _move
+        # Who holds this end after ``_move`` (weak: the old object may be kept by
+        # its sender's code, and must not keep the new one alive).
+        self._successor: weakref.ref[MessagePortMain] | None = None
         self._closed = False  # no more posting; CLOSE is queued or delivered
         self._closed_here = False  # close() was called on this end: deliver even unstarted
         self._close_emitted = False
@@ -161,7 +163,7 @@ class MessagePortMain:
         Electron's rule (``MessagePort::HasPendingActivity``): a started end
         delivers to its listeners with no other reference to it; an end never
         started, that nothing refers to, can never be read, and is collected.
-        The pin lasts until the loop's tasks are cancelled (``_loop_ended``).
+        The pin lasts as long as the loop (a trio run: ``_loop_ended``).
         """
         if self._hold is None and not (self._closed or self._neutered):
             hold = loop_hold()
@@ -176,7 +178,7 @@ class MessagePortMain:
             self._hold = None
 
     def _loop_ended(self) -> None:
-        """The loop it was started on has cancelled its tasks: nothing can deliver here now.
+        """The trio run it was started on has ended: nothing can deliver here now.
 
         It is let go quietly (closed, with no ``"close"`` to emit and no peer
         to tell: its channel ends with the loop).
@@ -217,10 +219,11 @@ class MessagePortMain:
 
     def _pair_gone(self) -> None:
         """On the loop: the other end of this direct pair was collected (``__del__``)."""
-        port = self
-        while port._successor is not None:  # moved meanwhile: the end is held there
-            port = port._successor
-        port._pair_check()
+        port: MessagePortMain | None = self
+        while port is not None and port._successor is not None:  # moved meanwhile
+            port = port._successor()  # (None: collected as well; nobody is left to tell)
+        if port is not None:
+            port._pair_check()
 
     def _pair_check(self) -> None:
         """If the other end of this direct pair was collected, the channel is closed."""
@@ -386,6 +389,9 @@ class MessagePortMain:
             if self._hear_close():  # (both ends closed at once: one close is enough)
                 self._schedule()
             return
+        if self._closed:  # after "close" nothing more is delivered
+            close_ports_in([item])
+            return
         if inline and self._deliver_inline(item):
             return
         self._inbox.append(item)
@@ -505,7 +511,7 @@ class MessagePortMain:
         new._host = self._host if self._host is not None else new._host
         new._received = self._received
         new._closed = self._closed
-        self._successor = new
+        self._successor = new._weak()
         if (peer := living(pair)) is not None:
             peer._pair = new._weak()
         if self._router is not None:

@@ -2207,6 +2207,7 @@ var Session = class {
         const port = ref.deref();
         if (port === void 0) {
           for (const carried of this.#land(c)) carried.close();
+          this.#collected(id);
           return;
         }
         port._deliver(b, this.#land(c));
