@@ -15,6 +15,7 @@ import inspect
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -25,6 +26,7 @@ import pytest
 import ipcbus
 from ipcbus import IpcMainEvent, MessageChannelMain, MessageEvent, MessagePortMain, _portroute
 from ipcbus._loop import LoopHold
+from ipcbus._portparts import Reaper
 
 from .helpers import running_main
 from .test_backends import LOOPS as ALL_LOOPS
@@ -308,18 +310,33 @@ def test_an_end_main_keeps_is_not_closed(loop: str) -> None:
 def _drop_paused_in(code: Any, line_text: str, held: list[Any]) -> tuple[threading.Thread, Any]:
     """Drop ``held``'s last item in a thread that pauses in ``code`` at ``line_text``.
 
-    Returns the thread and ``(paused, resume)`` events.
+    Returns the thread and the event that lets it go on.
     """
-    paused, resume = threading.Event(), threading.Event()
     source = inspect.getsource(code).splitlines()
     first = code.co_firstlineno
+
+    def at_line(frame: Any, event: str) -> bool:
+        return event == "line" and line_text in source[frame.f_lineno - first]
+
+    return _drop_paused(code, at_line, f"reached {line_text!r}", held)
+
+
+def _drop_paused_on_return(code: Any, held: list[Any]) -> tuple[threading.Thread, Any]:
+    """Drop ``held``'s last item in a thread that pauses as ``code`` returns."""
+    return _drop_paused(code, lambda frame, event: event == "return", "returned", held)
+
+
+def _drop_paused(
+    code: Any, pause: Callable[[Any, str], bool], what: str, held: list[Any]
+) -> tuple[threading.Thread, Any]:
+    paused, resume = threading.Event(), threading.Event()
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
         if frame.f_code is not code:
             return None
 
         def local(frame: Any, event: str, arg: Any) -> Any:
-            if event == "line" and line_text in source[frame.f_lineno - first]:
+            if pause(frame, event):
                 paused.set()
                 resume.wait(5)
             return local
@@ -335,7 +352,7 @@ def _drop_paused_in(code: Any, line_text: str, held: list[Any]) -> tuple[threadi
 
     thread = threading.Thread(target=drop)
     thread.start()
-    assert paused.wait(5), f"{code.co_name} never reached {line_text!r}"
+    assert paused.wait(5), f"{code.co_name} never {what}"
     return thread, resume
 
 
@@ -394,10 +411,11 @@ def test_close_is_emitted_once_when_closed_here_while_the_peer_is_collected(
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_every_end_collected_elsewhere_while_main_reaps_is_closed(loop: str) -> None:
-    """Two ends in main go, the second in another thread paused inside ``collected``
-    after it read the queue of collected ends, while the loop reaps the first."""
-    code = _portroute.MainPortRouter.collected.__code__
-    reads = [i for i in dis.get_instructions(code) if i.argval == "_reaped"]
+    """Two ends in main go, the second in another thread paused inside
+    ``Reaper.collected`` after it read the queue of collected ends, while the loop reaps
+    the first."""
+    code = Reaper.collected.__code__
+    reads = [i for i in dis.get_instructions(code) if i.argval == "_queue"]
     after_read = next(i.offset for i in dis.get_instructions(code) if i.offset > reads[0].offset)
 
     async def scenario() -> None:
@@ -552,35 +570,6 @@ async def test_a_local_pair_carried_in_a_queued_message_still_works_once_routed(
             assert (await _first(inner.port2)).data == "to main"
             inner.port2.post_message("to the renderer")
             assert (await _first(carried)).data == "to the renderer"
-
-
-def _drop_paused_on_return(code: Any, held: list[Any]) -> tuple[threading.Thread, Any]:
-    """Drop ``held``'s last item in a thread that pauses as ``code`` returns."""
-    paused, resume = threading.Event(), threading.Event()
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_code is not code:
-            return None
-
-        def local(frame: Any, event: str, arg: Any) -> Any:
-            if event == "return":
-                paused.set()
-                resume.wait(5)
-            return local
-
-        return local
-
-    def drop() -> None:
-        sys.settrace(tracer)
-        try:
-            held.clear()
-        finally:
-            sys.settrace(None)
-
-    thread = threading.Thread(target=drop)
-    thread.start()
-    assert paused.wait(5), f"{code.co_name} never returned"
-    return thread, resume
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -9,6 +9,7 @@ them without importing each other.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -29,6 +30,7 @@ __all__ = (
     "MessageEvent",
     "PortHost",
     "Queued",
+    "Reaper",
     "Router",
     "current_host",
 )
@@ -82,6 +84,43 @@ class PortHost:
         except RuntimeError:  # the task group is shutting down
             return False
         return True
+
+
+class Reaper:
+    """Ends whose objects were collected, closed on their loop: what both routers share.
+
+    ``collected`` runs inside ``MessagePortMain.__del__`` (in the collector, in
+    any thread): it only queues the end and wakes the loop. ``reap`` runs on
+    the loop and hands each end to ``close``, which checks it is still gone.
+    """
+
+    __slots__ = ("_close", "_due", "_host", "_queue")
+
+    def __init__(self, host: PortHost, close: Callable[[int], None]) -> None:
+        self._host = host
+        self._close = close
+        self._queue: deque[int] = deque()  # appended in any thread, drained here
+        self._due = False  # a reap is on its way
+
+    def __bool__(self) -> bool:
+        return bool(self._queue)
+
+    def collected(self, wire: int) -> None:
+        self._queue.append(wire)
+        if not self._due and (hold := self._host.hold) is not None:
+            self._due = True
+            if not hold.wake(self.reap):  # that loop has ended
+                self._due = False
+
+    def rebound(self) -> None:
+        """The host has a new loop (or none): a reap due on the old one will not come."""
+        self._due = False
+
+    def reap(self) -> None:
+        self._due = False
+        queue, close = self._queue, self._close
+        while queue:
+            close(queue.popleft())
 
 
 #: The host of ports created here: set inside ``async with ipc_main:`` and

@@ -41,7 +41,6 @@ from __future__ import annotations
 import itertools
 import logging
 import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
 
 import anyio.abc
@@ -51,7 +50,7 @@ from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
 from ._loop import LoopHold
 from ._portends import After, End, Sink, closed_port, dropped, nothing
-from ._portparts import CLOSE, Item, PortHost, Queued
+from ._portparts import CLOSE, Item, PortHost, Queued, Reaper
 from ._wire import PortRef
 from .ports import MessagePortMain, close_ports_in
 
@@ -80,8 +79,7 @@ class MainPortRouter:
         self._owing: dict[Sink, dict[int, int]] = {}
         self._ids = itertools.count(1)
         self._inline = False  # delivering what a reader just received (see _put)
-        self._reaped: deque[int] = deque()  # ends in main whose objects were collected
-        self._reaping = False  # a _reap is on its way
+        self._reaper = Reaper(self.host, self._reap_one)  # ends whose objects were collected
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -115,27 +113,19 @@ class MainPortRouter:
         return peer.holder() if peer is not None and peer.sink is None else None
 
     def collected(self, wire: int) -> None:
-        self._reaped.append(wire)  # (a deque: this may run in another thread than _reap)
-        if not self._reaping and (hold := self.host.hold) is not None:
-            self._reaping = True
-            if not hold.wake(self._reap):  # that loop has ended
-                self._reaping = False
+        self._reaper.collected(wire)
 
     def bind(self, hold: LoopHold | None) -> None:
         """Main runs on the loop of ``hold`` now: collected ends close there."""
         self.host.hold = hold
-        self._reaping = False
+        self._reaper.rebound()
 
-    def _reap(self) -> None:
-        """Close the ends in main whose objects were collected (``collected``), on the loop."""
-        self._reaping = False
-        reaped = self._reaped
-        while reaped:
-            wire = reaped.popleft()
-            end = self._ends.get(wire)
-            if end is not None and end.sink is None and end.holder() is None:
-                self._drop(end)
-                self._peer_gone(end)
+    def _reap_one(self, wire: int) -> None:
+        """Close an end in main whose object was collected (``collected``), on the loop."""
+        end = self._ends.get(wire)
+        if end is not None and end.sink is None and end.holder() is None:
+            self._drop(end)
+            self._peer_gone(end)
 
     # ---- sending ports to a renderer -----------------------------------
 
@@ -204,8 +194,8 @@ class MainPortRouter:
         """
         if sink.refused:
             return [closed_port(self.host) for _ in refs]
-        if self._reaped:  # ends collected since: they count no more (not at the next turn)
-            self._reap()
+        if self._reaper:  # ends collected since: they count no more (not at the next turn)
+            self._reaper.reap()
         limit = self._max_open_ports()
         if sink.budget.count + self._new_ends(sink, refs) > limit:
             sink.refuse(
@@ -396,7 +386,7 @@ class MainPortRouter:
             # Only the one delivery a reader asked for may run listeners inline;
             # whatever they post in turn is delivered from tasks.
             inline, self._inline = self._inline, False
-            if port is None:  # collected: its own close is on its way (_reap)
+            if port is None:  # collected: its own close is on its way (Reaper)
                 close_ports_in([item])
             else:
                 port._enqueue(item, inline)

@@ -23,7 +23,7 @@ from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
 from ._loop import loop_hold
 from ._portends import After, dropped, nothing
-from ._portparts import CLOSE, Item, PortHost, Queued
+from ._portparts import CLOSE, Item, PortHost, Queued, Reaper
 from ._protocol import Connection, State
 from ._values import too_large
 from ._wire import PortRef
@@ -48,8 +48,7 @@ class RendererPortRouter:
         # name an end main does not know yet).
         self._doomed: list[Queued] = []
         self._giving_back = 0  # nested after()s under way
-        self._reaped: deque[int] = deque()  # ends whose objects were collected
-        self._reaping = False  # a _reap is on its way
+        self._reaper = Reaper(self.host, self._reap_one)  # ends whose objects were collected
 
     def _task_group(self) -> anyio.abc.TaskGroup | None:
         endpoint = self._endpoint
@@ -60,7 +59,7 @@ class RendererPortRouter:
     def attach(self, endpoint: Endpoint) -> None:
         self._endpoint = endpoint
         self.host.hold = loop_hold()  # collected ends close on this loop
-        self._reaping = False
+        self._reaper.rebound()
 
     def _port(self, wire: int) -> MessagePortMain | None:
         """The object holding end ``wire`` here, if any (and not collected)."""
@@ -110,21 +109,13 @@ class RendererPortRouter:
         return None  # only main knows where the other end is
 
     def collected(self, wire: int) -> None:
-        self._reaped.append(wire)  # (a deque: this may run in another thread than _reap)
-        if not self._reaping and (hold := self.host.hold) is not None:
-            self._reaping = True
-            if not hold.wake(self._reap):  # that loop has ended
-                self._reaping = False
+        self._reaper.collected(wire)
 
-    def _reap(self) -> None:
-        """Close the ends whose objects were collected (``collected``), on the loop."""
-        self._reaping = False
-        reaped = self._reaped
-        while reaped:
-            wire = reaped.popleft()
-            ref = self._ports.get(wire)
-            if ref is not None and living(ref) is None:
-                self._closed(wire)
+    def _reap_one(self, wire: int) -> None:
+        """Close an end whose object was collected (``collected``), on the loop."""
+        ref = self._ports.get(wire)
+        if ref is not None and living(ref) is None:
+            self._closed(wire)
 
     # ---- ports leaving for main ----------------------------------------
 
@@ -217,7 +208,7 @@ class RendererPortRouter:
     def port_message(self, event: PortMessageReceived) -> None:
         ref = self._ports.get(event.port_id)
         port = living(ref)
-        if ref is not None and port is None:  # collected: closing (_reap), nobody reads it
+        if ref is not None and port is None:  # collected: closing (Reaper), nobody reads it
             discard_ports(self.land(event.ports))  # their peers learn
             return
         if port is None:  # moved on: give it back, main knows where the end went
