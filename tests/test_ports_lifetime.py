@@ -684,3 +684,58 @@ def test_a_loop_closed_without_cancelling_its_tasks_lets_its_started_ports_go() 
     del loop
     gc.collect()
     assert port() is None
+
+
+@pytest.mark.parametrize("loop", ALL_LOOPS)
+def test_an_end_in_main_collected_after_main_stopped_still_closes_its_channel(
+    loop: str,
+) -> None:
+    """Both ends of a renderer's channel are kept in main; one is let go after
+    ``async with ipc_main`` has ended: the other still hears "close"."""
+
+    async def scenario() -> None:
+        held: list[MessagePortMain] = []
+        closed = anyio.Event()
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            arrived = anyio.Event()
+
+            def keep(event: IpcMainEvent, *args: Any) -> None:
+                kept, let_go = event.ports
+                event.ports.clear()  # the reader may keep the event a while
+                kept.on("close", closed.set)
+                kept.start()
+                held.append(let_go)
+                arrived.set()
+
+            ipc_main.on("pair", keep)
+            channel = MessageChannelMain()
+            await renderer.post_message("pair", None, [channel.port1, channel.port2])
+            del channel
+            await arrived.wait()
+        assert not closed.is_set()
+        held.clear()  # collected now, main having stopped
+        with anyio.fail_after(5):
+            await closed.wait()
+
+    ipcbus.run(scenario, loop=loop)
+
+
+@pytest.mark.parametrize("loop", [loop for loop in ALL_LOOPS if loop != "trio"])
+def test_a_close_on_its_way_survives_code_that_cancels_every_other_task(loop: str) -> None:
+    """Shutdown helpers cancel every task but their own: the close a collection set
+    off is not a task, so it is not lost."""
+
+    async def cancel_the_others() -> None:
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    async def scenario() -> None:
+        closed = anyio.Event()
+        _started_with_a_dropped_peer(closed)  # port1 goes here: the close is on its way
+        await cancel_the_others()
+        with anyio.fail_after(5):
+            await closed.wait()
+
+    ipcbus.run(scenario, loop=loop)

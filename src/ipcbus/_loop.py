@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import sys
+import weakref
 from collections.abc import Callable, Coroutine
-from contextlib import suppress
 from functools import partial
 from typing import Any
 
 __all__ = ("LoopHold", "loop_hold", "loop_is_running", "start_on_loop")
+
+logger = logging.getLogger("ipcbus")
 
 _tasks: set[asyncio.Task[None]] = set()  # strong references: asyncio keeps only weak ones
 
@@ -81,9 +84,11 @@ class LoopHold:
     asyncio (and uvloop) the hold is an attribute of the loop object itself,
     so it goes with the loop: no task, no table, nothing for user code that
     waits for all tasks to see. On trio it is held by a system task until the
-    run ends. ``wake(fn)``: have ``fn()`` run in a task of that loop soon, from
-    any thread and from inside the garbage collector; ``False`` once the loop
-    has ended.
+    run ends. ``wake(fn)``: have ``fn()`` run on that loop soon, from any
+    thread and from inside the garbage collector; ``False`` once the loop has
+    ended. ``fn`` runs as a callback of the loop itself, not in a task: no
+    code of the app can cancel it before it runs (code that cancels every
+    other task is common at shutdown), and an error it raises is logged.
     """
 
     __slots__ = ("__weakref__", "_call", "pins")
@@ -97,23 +102,38 @@ class LoopHold:
         if call is None:
             return False
         try:
-            call(_in_a_task, fn)
+            call(_quietly, fn)
         except RuntimeError:  # the loop is closed (trio: RunFinishedError)
             return False
         return True
 
 
-def _in_a_task(fn: Callable[[], object]) -> None:
-    # A task, not this bare callback: anyio (a host's task group) needs to
-    # know which loop it runs on, and only a task says so.
-    async def run() -> None:
+def _quietly(fn: Callable[[], object]) -> None:
+    try:
         fn()
+    except Exception:  # a loop callback's error must not stop trio's run
+        logger.exception("closing the channel of a collected message port failed")
 
-    start_on_loop(run)
+
+def _asyncio_callback_context() -> contextvars.Context:
+    """A fresh context for wake-ups on asyncio, one that says it is asyncio's.
+
+    Fresh: a wake-up must not carry (and keep alive) whatever context made
+    the hold. Saying asyncio: anyio asks sniffio, when it is installed, which
+    loop runs, and sniffio knows it in a task but not in a bare callback.
+    """
+    context = contextvars.Context()
+    sniffio: Any = sys.modules.get("sniffio")
+    if sniffio is not None:
+        context.run(sniffio.current_async_library_cvar.set, "asyncio")
+    return context
 
 
 #: trio runs' holds, by ``id`` of the run's token, until the run ends.
 _trio_holds: dict[int, LoopHold] = {}
+
+#: Holds of asyncio loops that take no attributes (none known; custom loops may).
+_other_holds: weakref.WeakKeyDictionary[Any, LoopHold] = weakref.WeakKeyDictionary()
 
 
 def loop_hold() -> LoopHold | None:
@@ -122,13 +142,14 @@ def loop_hold() -> LoopHold | None:
         loop: Any = asyncio.get_running_loop()
     except RuntimeError:
         return _trio_hold() if _trio_running() else None
-    hold: LoopHold | None = getattr(loop, "_ipcbus_hold", None)
+    hold: LoopHold | None = getattr(loop, "_ipcbus_hold", None) or _other_holds.get(loop)
     if hold is None:
-        # A fresh context: a wake-up must not carry (and keep alive) whatever
-        # context happened to make the hold.
-        hold = LoopHold(partial(loop.call_soon_threadsafe, context=contextvars.Context()))
-        with suppress(AttributeError):  # a loop that takes no attributes: pins go
-            loop._ipcbus_hold = hold  # with the ports themselves (nothing keeps them)
+        call = partial(loop.call_soon_threadsafe, context=_asyncio_callback_context())
+        hold = LoopHold(call)
+        try:
+            loop._ipcbus_hold = hold
+        except AttributeError:  # a loop that takes no attributes: a weak table, which
+            _other_holds[loop] = hold  # keeps it as long as the pins do not refer to it
     return hold
 
 

@@ -9,6 +9,7 @@ them without importing each other.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
@@ -65,14 +66,24 @@ class PortHost:
     """Where deliveries run: the task group of an ``IpcMain`` or a connection.
 
     ``hold`` is its loop's ``LoopHold``, the way back onto that loop from a
-    garbage collection (a router's collected ends close there).
+    garbage collection (a router's collected ends close there). Held weakly:
+    an ``IpcMain`` that has stopped must not keep its last loop alive, yet
+    ends collected after it stopped still close there while that loop lives.
     """
 
-    __slots__ = ("_task_group", "hold")
+    __slots__ = ("_hold", "_task_group")
 
     def __init__(self, task_group: Callable[[], anyio.abc.TaskGroup | None]) -> None:
         self._task_group = task_group
-        self.hold: LoopHold | None = None
+        self._hold: weakref.ref[LoopHold] | None = None
+
+    @property
+    def hold(self) -> LoopHold | None:
+        return self._hold() if self._hold is not None else None
+
+    @hold.setter
+    def hold(self, hold: LoopHold | None) -> None:
+        self._hold = weakref.ref(hold) if hold is not None else None
 
     def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``fn`` in a task; ``False`` if the owner is no longer running."""
@@ -107,14 +118,21 @@ class Reaper:
 
     def collected(self, wire: int) -> None:
         self._queue.append(wire)
-        if not self._due and (hold := self._host.hold) is not None:
+        if not self._due:
+            self._wake()
+
+    def rebound(self) -> None:
+        """The host runs on a new loop: a reap due on the old one will not come, and
+        ends collected meanwhile are reaped on this one."""
+        self._due = False
+        if self._queue:
+            self._wake()
+
+    def _wake(self) -> None:
+        if (hold := self._host.hold) is not None:
             self._due = True
             if not hold.wake(self.reap):  # that loop has ended
                 self._due = False
-
-    def rebound(self) -> None:
-        """The host has a new loop (or none): a reap due on the old one will not come."""
-        self._due = False
 
     def reap(self) -> None:
         self._due = False

@@ -237,7 +237,6 @@ class RendererPortRouter:
 
     def connection_lost(self) -> None:
         """Main is gone: every routed port is closed."""
-        self.host.hold = None  # not keep this loop (and what it pins) alive
         doomed, self._doomed = self._doomed, []
         close_ports_in(doomed)
         ports = [port for ref in self._ports.values() if (port := living(ref)) is not None]

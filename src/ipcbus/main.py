@@ -196,7 +196,6 @@ class IpcMain(Registry):
         finally:
             tg.cancel_scope.cancel()
             self._tg = None
-            self._ports.bind(None)  # not keep this loop (and what it pins) alive
             with suppress(ValueError):  # exited in another context than entered
                 current_host.reset(self._host_token)
             # The body's own exception is not handed to the task group, so it
