@@ -722,8 +722,9 @@ def test_an_end_in_main_collected_after_main_stopped_still_closes_its_channel(
 
 @pytest.mark.parametrize("loop", [loop for loop in ALL_LOOPS if loop != "trio"])
 def test_a_close_on_its_way_survives_code_that_cancels_every_other_task(loop: str) -> None:
-    """Shutdown helpers cancel every task but their own: the close a collection set
-    off is not a task, so it is not lost."""
+    """Shutdown helpers cancel every task but their own: the wake-up a collection
+    sets off is a loop callback, not a task, so such a helper run before it cannot
+    lose it. (The delivery it then starts is a task like any other of ipcbus's.)"""
 
     async def cancel_the_others() -> None:
         others = asyncio.all_tasks() - {asyncio.current_task()}
@@ -739,3 +740,34 @@ def test_a_close_on_its_way_survives_code_that_cancels_every_other_task(loop: st
             await closed.wait()
 
     ipcbus.run(scenario, loop=loop)
+
+
+class _LoopWithoutAttributes(asyncio.SelectorEventLoop):
+    """A loop that refuses the attribute ipcbus keeps started ports in (none known does)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_ipcbus_hold":
+            raise AttributeError(name)
+        super().__setattr__(name, value)
+
+
+def test_a_loop_that_takes_no_attributes_still_keeps_started_ports_while_it_lives() -> None:
+    kept: list[MessagePortMain] = []  # port1: the channel stays open
+
+    async def start_one() -> weakref.ref[MessagePortMain]:
+        channel = MessageChannelMain()
+        channel.port2.on("message", lambda event: None)
+        channel.port2.start()
+        kept.append(channel.port1)
+        port = weakref.ref(channel.port2)
+        del channel
+        gc.collect()
+        assert port() is not None  # kept: started, and the channel is open
+        return port
+
+    loop = _LoopWithoutAttributes()
+    port = loop.run_until_complete(start_one())
+    loop.close()
+    del loop
+    gc.collect()
+    assert port() is None  # the loop went, and what it kept with it

@@ -28,6 +28,7 @@ import logging
 import sys
 import weakref
 from collections.abc import Callable, Coroutine
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -142,15 +143,36 @@ def loop_hold() -> LoopHold | None:
         loop: Any = asyncio.get_running_loop()
     except RuntimeError:
         return _trio_hold() if _trio_running() else None
-    hold: LoopHold | None = getattr(loop, "_ipcbus_hold", None) or _other_holds.get(loop)
+    hold: LoopHold | None = getattr(loop, "_ipcbus_hold", None)
     if hold is None:
-        call = partial(loop.call_soon_threadsafe, context=_asyncio_callback_context())
-        hold = LoopHold(call)
+        with suppress(TypeError):  # (a loop with no weak references is in no table)
+            hold = _other_holds.get(loop)
+    if hold is None:
+        hold = LoopHold(_call_soon_threadsafe(loop))
         try:
             loop._ipcbus_hold = hold
         except AttributeError:  # a loop that takes no attributes: a weak table, which
-            _other_holds[loop] = hold  # keeps it as long as the pins do not refer to it
+            with suppress(TypeError):  # keeps it while the loop lives
+                _other_holds[loop] = hold
     return hold
+
+
+def _call_soon_threadsafe(loop: Any) -> Callable[..., object]:
+    """``loop.call_soon_threadsafe`` in a wake-up's context, through a weak reference
+    to the loop where it has them: the hold is the loop's, and must not keep it."""
+    context = _asyncio_callback_context()
+    try:
+        weak = weakref.ref(loop)
+    except TypeError:
+        return partial(loop.call_soon_threadsafe, context=context)
+
+    def call(fn: Callable[..., object], arg: object) -> object:
+        alive = weak()
+        if alive is None:
+            raise RuntimeError("the event loop is gone")
+        return alive.call_soon_threadsafe(fn, arg, context=context)
+
+    return call
 
 
 def _trio_hold() -> LoopHold | None:
