@@ -33,12 +33,21 @@ from .test_backends import LOOPS as ALL_LOOPS
 from .test_ports_anywhere import LOOPS, run_on
 
 
+def _started_end_and_peer(
+    on_close: Callable[[], object],
+) -> tuple[MessagePortMain, list[MessagePortMain]]:
+    """port2 of a new channel, started and listening for "close", and port1 alone in a
+    list: clearing the list lets port1 go (no channel object keeps it)."""
+    channel = MessageChannelMain()
+    channel.port2.on("close", on_close)
+    channel.port2.start()
+    return channel.port2, [channel.port1]
+
+
 def _started_with_a_dropped_peer(closed: anyio.Event) -> weakref.ref[MessagePortMain]:
     """Start port2 of a new channel, listening for "close"; nothing keeps port1."""
-    channel = MessageChannelMain()
-    channel.port2.on("close", closed.set)
-    channel.port2.start()
-    return weakref.ref(channel.port1)
+    _, held = _started_end_and_peer(closed.set)
+    return weakref.ref(held.pop())
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -90,13 +99,7 @@ def test_an_end_collected_in_another_thread_closes_on_the_loop(loop: str) -> Non
             heard_in.append(threading.get_ident())
             closed.set()
 
-        def make() -> list[MessagePortMain]:
-            channel = MessageChannelMain()
-            channel.port2.on("close", heard)
-            channel.port2.start()
-            return [channel.port1]
-
-        held = make()
+        _, held = _started_end_and_peer(heard)
         await anyio.to_thread.run_sync(held.clear)  # the last reference goes in a thread
         await closed.wait()
         assert heard_in == [on_loop]
@@ -108,14 +111,10 @@ def test_an_end_collected_in_another_thread_closes_on_the_loop(loop: str) -> Non
 def test_a_started_end_is_let_go_once_its_channel_is_closed(loop: str) -> None:
     async def scenario() -> None:
         closed = anyio.Event()
-
-        def make() -> weakref.ref[MessagePortMain]:
-            channel = MessageChannelMain()
-            channel.port2.on("close", closed.set)
-            channel.port2.start()
-            return weakref.ref(channel.port2)
-
-        port2 = make()  # port1 goes at once: port2 closes
+        survivor, held = _started_end_and_peer(closed.set)
+        port2 = weakref.ref(survivor)
+        del survivor
+        held.clear()  # port1 goes at once: port2 closes
         await closed.wait()
         await anyio.lowlevel.checkpoint()  # the task that emitted "close" ends
         gc.collect()
@@ -388,13 +387,9 @@ def test_close_is_emitted_once_when_closed_here_while_the_peer_is_collected(
     loop: str,
 ) -> None:
     async def scenario() -> None:
-        channel = MessageChannelMain()
-        survivor, held = channel.port2, [channel.port1]
-        del channel
         heard: list[str] = []
         closed = anyio.Event()
-        survivor.on("close", lambda: (heard.append("close"), closed.set()))
-        survivor.start()
+        survivor, held = _started_end_and_peer(lambda: (heard.append("close"), closed.set()))
         thread, resume = _drop_paused_in(
             MessagePortMain.__del__.__code__, "hold.wake(peer._pair_gone)", held
         )
@@ -578,12 +573,8 @@ def test_a_peer_that_looks_before_the_collection_is_over_still_closes(loop: str)
     reference to the end being collected still answers: it must count as gone."""
 
     async def scenario() -> None:
-        channel = MessageChannelMain()
-        survivor, held = channel.port2, [channel.port1]
-        del channel
         closed = anyio.Event()
-        survivor.on("close", closed.set)
-        survivor.start()
+        _, held = _started_end_and_peer(closed.set)
         thread, resume = _drop_paused_on_return(LoopHold.wake.__code__, held)
         await closed.wait()  # heard while the collecting thread is still paused
         resume.set()
