@@ -31,6 +31,7 @@ CONTESTANTS = {
     # ipcbus as of another checkout ($IPCBUS_BEFORE: its src/): before/after tables
     "ipcbus-before": "contestants.ipcbus_",
     "ipcbus-sync": "contestants.ipcbus_sync",
+    "ipcbus-sync-sleep": "contestants.ipcbus_sync_sleep",
     "ipcbus-wire": "contestants.ipcbus_wire",
     "loop-wire": "contestants.loop_wire",
     "pyzmq": "contestants.pyzmq_",

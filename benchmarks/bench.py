@@ -42,6 +42,7 @@ ALL_CONTESTANTS = (
     "ipcbus-async",
     "ipcbus-before",  # another checkout's src/ in $IPCBUS_BEFORE: a before/after table
     "ipcbus-sync",
+    "ipcbus-sync-sleep",
     "ipcbus-wire",
     "loop-wire",
     "pyzmq",
@@ -53,6 +54,7 @@ DEFAULT_CONTESTANTS = (
     "floor",
     "ipcbus",
     "ipcbus-sync",
+    "ipcbus-sync-sleep",
     "ipcbus-wire",
     "loop-wire",
     "pyzmq",
@@ -67,7 +69,8 @@ LOOPS = {
     "ipcbus-async": BOTH_LOOPS,
     "ipcbus-before": BOTH_LOOPS,
     "ipcbus-sync": BOTH_LOOPS,  # a blocking client; the loop is main's
-    "ipcbus-wire": BOTH_LOOPS,  # the same, with no facade: the bound for ipcbus-sync
+    "ipcbus-sync-sleep": BOTH_LOOPS,  # the same with spin=0: sleeps in recv as mpconn does
+    "ipcbus-wire": BOTH_LOOPS,  # a bare client, no facade: the bound for ipcbus-sync-sleep
     "loop-wire": BOTH_LOOPS,  # mpconn's client, the least server a loop can be: a bound for main
     "pyzmq": ("asyncio",),
     "socketio": ("asyncio",),
@@ -77,10 +80,10 @@ LOOPS = {
 PEERS = ("pyzmq", "socketio", "grpc")
 SCENARIOS = "ABCDEFHGS"
 # Who runs what: G (10,000 renderers) is the floor's and ipcbus's; S (a blocking
-# client's round trip) is the blocking clients'; ipcbus-sync and -wire run S only.
+# client's round trip) is the blocking clients'; ipcbus-sync(-sleep) and -wire run S only.
 ONLY_FOR = {
     "G": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
-    "S": ("mpconn", "loop-wire", "ipcbus-wire", "ipcbus-sync"),
+    "S": ("mpconn", "loop-wire", "ipcbus-wire", "ipcbus-sync-sleep", "ipcbus-sync"),
     # F with a yield after each broadcast: what one broadcast costs when nothing batches it
     "H": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
 }

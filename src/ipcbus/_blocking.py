@@ -46,13 +46,14 @@ from contextlib import suppress
 from typing import Any
 
 from . import _interrupts
-from ._blockio import DONTWAIT, READ_SIZE, Watch, ready, recv, send_all
+from ._blockio import DONTWAIT, READ_SIZE, Watch, poll_recv, ready, recv, send_all
 from ._blocktls import MemoryTLS
 from ._calls import error_info, reply_value
 from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
 from ._events import ConnectionTerminated, Event, ReplyReceived
 from ._interrupts import deliver_deferred, link_closed, link_opened
 from ._protocol import CLOSED, HANDSHAKE, OPEN, Connection
+from ._spin import Spin
 from ._values import ENCODE_ERRORS, encode_error, too_large
 from ._wire import CloseCode, ErrorKind, PortRef, RequestKind
 
@@ -92,6 +93,7 @@ class BlockingLink:
         send_tracebacks: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        spin: float = 0.0,
     ) -> None:
         sock.setblocking(True)
         self.sock = sock
@@ -122,6 +124,7 @@ class BlockingLink:
         self.termination: ConnectionTerminated | None = None
         self.closed = threading.Event()
         self._watch = Watch(sock.fileno())
+        self.spin = Spin(spin, sock, can_poll=bool(DONTWAIT))
         self._reader: threading.Thread | None = None
         self.reads = 0
         # liveness (the reader thread's)
@@ -248,6 +251,7 @@ class BlockingLink:
     ) -> Any:
         conn = self.conn
         waiter = _Waiter()
+        start = time.monotonic_ns()
         writing = self._write.acquire(False)  # the common case: write it ourselves, at once
         try:
             with self._lock:
@@ -291,7 +295,11 @@ class BlockingLink:
                     self._write.release()
             if not writing or conn.pending_output:
                 self.flush()
-            self._wait(waiter, None if timeout is None else time.monotonic() + timeout)
+            self._wait(
+                waiter,
+                None if timeout is None else time.monotonic() + timeout,
+                self.spin.until(start),
+            )
         except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
             if waiter.reply is None:
                 with self._lock:
@@ -318,10 +326,14 @@ class BlockingLink:
                         pass
                     if self._sleepers:  # a reader thread that waited for the calls to end
                         self._cond.notify_all()
+        self.spin.took(time.monotonic_ns() - start)
         return reply_value(waiter.reply, kind, channel, self)
 
-    def _wait(self, waiter: _Waiter, deadline: float | None) -> None:
+    def _wait(self, waiter: _Waiter, deadline: float | None, spin_until: int) -> None:
         """Until ``waiter`` has its reply or the link ends: lead (read) or follow.
+
+        A leader polls the socket until ``spin_until`` (``time.monotonic_ns``;
+        0: not at all) before its reads sleep (``_spin``).
 
         Raises:
             TimeoutError: ``deadline`` passed first.
@@ -345,6 +357,12 @@ class BlockingLink:
                 self._leading = True
                 cond.release()
                 try:
+                    if spin_until and deadline is not None:
+                        spin_until = min(spin_until, int(deadline * 1e9))
+                    while spin_until and waiter.reply is None and not self._ended:
+                        self._read(None, waiter, spin_until)
+                        if time.monotonic_ns() >= spin_until:
+                            spin_until = 0
                     while waiter.reply is None and not self._ended:
                         if deadline is None:
                             self._read(None, waiter)
@@ -419,17 +437,24 @@ class BlockingLink:
 
     # ---- reading --------------------------------------------------------------------
 
-    def _read(self, timeout: float | None, own: _Waiter | None) -> None:
+    def _read(self, timeout: float | None, own: _Waiter | None, spin_until: int = 0) -> None:
         """One read, as the leader: feed it to the core, hand its events on, flush.
 
         ``timeout``: ``None`` blocks until data (or EOF) comes; 0 does not
-        block; else waits at most that long.
+        block; else waits at most that long. With ``spin_until``, polls
+        instead, until then (``time.monotonic_ns``), and reads nothing if
+        nothing came.
         """
         sock = self.sock
         got: deque[int] = deque()
         buffer = self._buffer
         try:
-            if timeout is None:
+            if spin_until:
+                if not poll_recv(sock, got, buffer, spin_until):
+                    self.spin.misses += 1
+                    return
+                self.spin.hits += 1
+            elif timeout is None:
                 recv(sock, got, buffer, block=True)
             elif timeout == 0 and DONTWAIT:
                 recv(sock, got, buffer, block=False)

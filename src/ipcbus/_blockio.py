@@ -22,7 +22,7 @@ from functools import partial
 from . import _interrupts
 from ._interrupts import deliver_deferred, interruptible
 
-__all__ = ("DONTWAIT", "READ_SIZE", "Watch", "ready", "recv", "send_all")
+__all__ = ("DONTWAIT", "READ_SIZE", "Watch", "poll_recv", "ready", "recv", "send_all")
 
 READ_SIZE = 256 * 1024
 DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
@@ -93,6 +93,29 @@ def recv(sock: socket.socket, got: deque[int], buffer: memoryview, *, block: boo
     if _interrupts.deferred:  # deliver_deferred() without the call, as a rule
         deliver_deferred()
     got.extend(map(sock.recv_into, (buffer,), _BLOCK_ARG, _BLOCK_ARG if block else _DONTWAIT_ARG))
+
+
+@interruptible
+def poll_recv(sock: socket.socket, got: deque[int], buffer: memoryview, until: int) -> bool:
+    """``recv`` without blocking, again and again, until bytes (or EOF) come: True;
+    False once ``time.monotonic_ns()`` reaches ``until`` with nothing read.
+
+    Kept whole as :func:`recv` is: if an interrupt is raised after a read
+    returned, ``got`` holds its count. Raises what ``recv_into`` raises, but
+    ``BlockingIOError``.
+    """
+    if _interrupts.deferred:  # deliver_deferred() without the call, as a rule
+        deliver_deferred()
+    clock = time.monotonic_ns
+    into = sock.recv_into
+    args = (buffer,)
+    while True:
+        try:
+            got.extend(map(into, args, _BLOCK_ARG, _DONTWAIT_ARG))
+            return True
+        except BlockingIOError:
+            if clock() >= until:
+                return False
 
 
 def _writable(fd: int, timeout: float | None) -> bool | None:
