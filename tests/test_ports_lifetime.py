@@ -733,6 +733,41 @@ def test_a_close_on_its_way_survives_code_that_cancels_every_other_task(loop: st
     ipcbus.run(scenario, loop=loop)
 
 
+@pytest.mark.parametrize("loop", [loop for loop in ALL_LOOPS if loop != "trio"])
+def test_a_delivery_cancelled_before_it_ran_does_not_stall_the_port(loop: str) -> None:
+    """A helper that cancels every other task can cancel a port's delivery task
+    before its first step, so that none of its code runs: the port must notice,
+    and deliver what was queued and what comes next, in order (it used to
+    believe a delivery was still on its way, and delivered nothing ever again)."""
+
+    async def cancel_the_others() -> None:
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    async def scenario() -> None:
+        channel = MessageChannelMain()
+        got: list[Any] = []
+        both = anyio.Event()
+
+        async def on_message(event: MessageEvent) -> None:  # async: delivered by a task
+            got.append(event.data)
+            if len(got) == 2:
+                both.set()
+
+        channel.port2.on("message", on_message)
+        channel.port2.start()
+        channel.port1.post_message("first")  # its delivery task is created, not run yet
+        await cancel_the_others()
+        channel.port1.post_message("second")
+        with anyio.fail_after(5):
+            await both.wait()
+        assert got == ["first", "second"]
+
+    ipcbus.run(scenario, loop=loop)
+
+
 class _LoopWithoutAttributes(asyncio.SelectorEventLoop):
     """A loop that refuses the attribute ipcbus keeps started ports in (none known does)."""
 

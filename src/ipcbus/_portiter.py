@@ -53,7 +53,7 @@ class PortIterator:
                 return event
             if self._done or port._close_emitted or port._neutered:
                 raise StopAsyncIteration
-            if port._started and port._inbox and not port._draining:
+            if port._started and port._inbox and not port._delivering():
                 head = port._inbox[0]
                 if isinstance(head, Item) and not port._listeners.get("message"):
                     port._inbox.popleft()

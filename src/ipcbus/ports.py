@@ -102,7 +102,8 @@ class MessagePortMain:
         self._closed_here = False  # close() was called on this end: deliver even unstarted
         self._close_emitted = False
         self._neutered = False
-        self._draining = False
+        # A delivery task: False (none), its coroutine (on its way), True (at work).
+        self._draining: bool | Coroutine[Any, Any, None] = False
         self._received = 0  # frames main sent to this end that we read (renderer side)
 
     # ---- the Electron API ----------------------------------------------
@@ -446,10 +447,31 @@ class MessagePortMain:
         if self._iterators:  # (a WeakSet: iterating it costs more than the rest)
             for iterator in list(self._iterators):
                 iterator.wake()  # it may take the message, or drain if there is no host
-        if self._draining or not self._deliverable():
+        if self._delivering() or not self._deliverable():
             return
-        if self._start_soon(self._drain):
-            self._draining = True  # the task is on its way; don't start a second
+        if not self._start_soon(self._delivery):
+            self._draining = False
+
+    def _delivery(self) -> Coroutine[Any, Any, None]:
+        """The delivery task's coroutine, kept until it runs: don't start a second."""
+        coro = self._drain()
+        self._draining = coro
+        return coro
+
+    def _delivering(self) -> bool:
+        """Whether a delivery task is on its way or at work.
+
+        Code that cancels every other task (a shutdown helper) may cancel one
+        before its first step: none of ``_drain`` runs, not even its
+        ``finally``, and its coroutine is left here, closed. Then there is none.
+        """
+        draining = self._draining
+        if draining is True or draining is False:
+            return draining
+        if inspect.getcoroutinestate(draining) == inspect.CORO_CLOSED:
+            self._draining = False
+            return False
+        return True
 
     def _start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``fn`` in a task of the port's owner, else of the running event loop."""
