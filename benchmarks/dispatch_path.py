@@ -69,6 +69,9 @@ async def _main(args: argparse.Namespace) -> None:
                 for offset in range(0, len(data), read_size):
                     conn.receive_data(data[offset : offset + read_size])
                     dispatch_batch(conn.events_received())
+                    while conn.more:  # a long read is parsed a batch at a time
+                        conn.receive_more()
+                        dispatch_batch(conn.events_received())
 
             if args.opcodes:
                 feed(4096)  # warm the caches
