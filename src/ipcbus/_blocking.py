@@ -298,9 +298,11 @@ class BlockingLink:
             self._wait(
                 waiter,
                 None if timeout is None else time.monotonic() + timeout,
-                self.spin.until(start),
+                # polling would keep the GIL from the others' threads (_spin)
+                self.spin.until(start) if self._active == 1 else 0,
             )
         except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
+            self.spin.took(time.monotonic_ns() - start)  # a call that times out: slow
             if waiter.reply is None:
                 with self._lock:
                     conn.cancel_request(request_id)
@@ -360,8 +362,9 @@ class BlockingLink:
                     if spin_until and deadline is not None:
                         spin_until = min(spin_until, int(deadline * 1e9))
                     while spin_until and waiter.reply is None and not self._ended:
-                        self._read(None, waiter, spin_until)
-                        if time.monotonic_ns() >= spin_until:
+                        if self._read(None, waiter, spin_until):
+                            spin_until = 0  # another thread has work: let it have the GIL
+                        elif time.monotonic_ns() >= spin_until:
                             spin_until = 0
                     while waiter.reply is None and not self._ended:
                         if deadline is None:
@@ -437,13 +440,13 @@ class BlockingLink:
 
     # ---- reading --------------------------------------------------------------------
 
-    def _read(self, timeout: float | None, own: _Waiter | None, spin_until: int = 0) -> None:
+    def _read(self, timeout: float | None, own: _Waiter | None, spin_until: int = 0) -> bool:
         """One read, as the leader: feed it to the core, hand its events on, flush.
 
         ``timeout``: ``None`` blocks until data (or EOF) comes; 0 does not
         block; else waits at most that long. With ``spin_until``, polls
         instead, until then (``time.monotonic_ns``), and reads nothing if
-        nothing came.
+        nothing came. Returns whether it handed anything to another thread.
         """
         sock = self.sock
         got: deque[int] = deque()
@@ -452,7 +455,7 @@ class BlockingLink:
             if spin_until:
                 if not poll_recv(sock, got, buffer, spin_until):
                     self.spin.misses += 1
-                    return
+                    return False
                 self.spin.hits += 1
             elif timeout is None:
                 recv(sock, got, buffer, block=True)
@@ -461,20 +464,19 @@ class BlockingLink:
             elif ready(sock.fileno(), select.POLLIN, timeout):
                 recv(sock, got, buffer, block=True)
             else:
-                return
+                return False
         except BlockingIOError:
-            return
+            return False
         except OSError as exc:
-            self._take(b"", f"reading from {self.name} failed: {exc.strerror or exc}", own)
-            return
+            return self._take(b"", f"reading from {self.name} failed: {exc.strerror or exc}", own)
         except BaseException:  # Ctrl-C: what was read is the core's all the same
             if got:
                 self._take(bytes(buffer[: got.popleft()]), None, own)
             raise
-        self._take(bytes(buffer[: got.popleft()]), None, own)
+        return self._take(bytes(buffer[: got.popleft()]), None, own)
 
-    def _take(self, data: bytes, why: str | None, own: _Waiter | None) -> None:
-        """Feed one read to the core, hand its events on, flush."""
+    def _take(self, data: bytes, why: str | None, own: _Waiter | None) -> bool:
+        """Feed one read to the core, hand its events on, flush; as ``_read``."""
         with self._lock:
             conn = self.conn
             plain = data
@@ -494,10 +496,12 @@ class BlockingLink:
                 event = events[0]
                 if type(event) is ReplyReceived and self._waiters.get(event.request_id) is own:
                     own.reply = event
-                    return
-            self._deliver(events, own)
+                    return False
+            return self._deliver(events, own)
+        return False
 
-    def _deliver(self, events: list[Event], own: _Waiter | None) -> None:
+    def _deliver(self, events: list[Event], own: _Waiter | None) -> bool:
+        """Replies to their waiters, the rest to the sink; whether another thread got any."""
         rest: list[Event] = []
         woke = False
         ended: ConnectionTerminated | None = None
@@ -524,6 +528,7 @@ class BlockingLink:
             with self._cond:
                 if self._sleepers:
                     self._cond.notify_all()
+        return woke or bool(rest)
 
     def _read_between_calls(self) -> None:
         """The reader thread: reads while no call does; heartbeats."""

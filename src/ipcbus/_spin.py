@@ -12,9 +12,18 @@ seconds, and only then sleeps. It does so only while that pays:
   longer than ``limit`` (a slow handler, a busy main), calls sleep at once,
   until round trips are quick again. Polling then costs at most ``limit`` of
   CPU per call that turns out slow.
+* While polling is off, one call in ``_PROBE`` polls all the same: the
+  mean would otherwise see only calls that slept, slower by the very
+  wake-up that polling saves, and could stay over the limit for good.
 * Never where it cannot pay: with one CPU (main could not run meanwhile),
-  with main in this same process (it would wait for the GIL that this thread
-  takes back between polls), or where sockets have no ``MSG_DONTWAIT``.
+  while an ``IpcMain`` runs in this process, or main is this process's own
+  unix peer (its loop would wait for the GIL, which a polling thread takes
+  back between polls), or where sockets have no ``MSG_DONTWAIT``.
+* A polling thread holds the GIL but for the instants of its ``recv``, so
+  other threads of the process wait: the link stops polling once a read hands
+  something to another thread (``_blocking``), does not poll while other calls
+  of it are in flight, and ``limit`` is at most ``MAX_SPIN``, Python's
+  default thread switch interval.
 """
 
 from __future__ import annotations
@@ -22,12 +31,31 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import threading
 
-__all__ = ("Spin", "peer_is_this_process")
+__all__ = ("MAX_SPIN", "Spin", "main_entered", "main_left", "peer_is_this_process")
+
+MAX_SPIN = 0.005  # seconds: sys.getswitchinterval()'s default
 
 _PEERCRED = getattr(socket, "SO_PEERCRED", None)  # Linux: (pid, uid, gid) of a unix peer
 _CRED = struct.Struct("3i")
 _WEIGHT = 8  # the running mean moves 1/8 of the way to each new round trip
+_PROBE = 16  # while polling is off, one call in this many polls all the same
+_mains = 0  # IpcMains running in this process
+_mains_lock = threading.Lock()
+
+
+def main_entered() -> None:
+    """An ``IpcMain`` of this process started: no blocking call polls until it stops."""
+    global _mains
+    with _mains_lock:
+        _mains += 1
+
+
+def main_left() -> None:
+    global _mains
+    with _mains_lock:
+        _mains -= 1
 
 
 def _cpus() -> int:
@@ -49,23 +77,32 @@ def peer_is_this_process(sock: socket.socket) -> bool:
 
 
 class Spin:
-    """One link's polling policy; times in nanoseconds of ``time.monotonic_ns``."""
+    """One link's polling policy; times in nanoseconds of ``time.monotonic_ns``.
 
-    __slots__ = ("hits", "limit", "misses", "recent")
+    ``limit`` is seconds, at most ``MAX_SPIN`` (checked by the caller).
+    """
+
+    __slots__ = ("hits", "limit", "misses", "recent", "skipped")
 
     def __init__(self, limit: float, sock: socket.socket, *, can_poll: bool) -> None:
         worth = can_poll and limit > 0 and _cpus() > 1 and not peer_is_this_process(sock)
         self.limit = int(limit * 1e9) if worth else 0
         self.recent = 0  # the running mean of round trips
+        self.skipped = 0  # calls that did not poll since the last that did
         self.hits = 0  # reads that polling took (for tests and curious users)
         self.misses = 0  # polls that ran out, so the call slept
 
     def until(self, start: int) -> int:
         """When a call started at ``start`` stops polling; 0: do not poll."""
         limit = self.limit
-        if limit and self.recent <= limit:
-            return start + limit
-        return 0
+        if not limit or _mains:
+            return 0
+        if self.recent > limit:
+            self.skipped += 1
+            if self.skipped % _PROBE:
+                return 0
+        self.skipped = 0
+        return start + limit
 
     def took(self, elapsed: int) -> None:
         """A call's round trip took ``elapsed``: move the running mean."""

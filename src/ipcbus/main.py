@@ -41,6 +41,7 @@ from ._portroute import MainPortRouter
 from ._protocol import prepare_message
 from ._registry import Callback, Registry, channel_set, check_channel
 from ._serving import OUT_OF_DESCRIPTORS, Link, serve
+from ._spin import main_entered, main_left
 from ._transport import (
     child_socketpair,
     create_listener,
@@ -180,6 +181,7 @@ class IpcMain(Registry):
         self._sweeper = Sweeper(tg)
         self._host_token = current_host.set(self._ports.host)  # ports made here deliver here
         self._ports.bind(loop_hold())  # collected ports close on this loop
+        main_entered()  # blocking calls in this process stop polling (_spin)
         return self
 
     async def __aexit__(
@@ -194,6 +196,7 @@ class IpcMain(Registry):
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
         finally:
+            main_left()
             tg.cancel_scope.cancel()
             self._tg = None
             with suppress(ValueError):  # exited in another context than entered

@@ -73,6 +73,7 @@ from ._errors import ConnectionClosedError, IpcTimeoutError, NoHandlerError, Val
 from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
 from ._protocol import OPEN, Connection, Role
 from ._registry import Registry, check_channel
+from ._spin import MAX_SPIN
 from ._transport import connect_blocking, tls_failed
 from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, ErrorKind, RequestKind, check_max_frame_size
 from .renderer import IpcRendererEvent, find_main, raise_if_refused
@@ -98,10 +99,11 @@ class IpcRenderer:
 
     Args: as :class:`ipcbus.IpcRenderer` (``max_in_flight``: handlers run at
     once; more wait their turn), and ``spin``: seconds a call polls the
-    socket for its reply before its thread sleeps (0: never). Polling saves
-    the wake-up, half a quick round trip on some machines, at the cost of
-    that much CPU per call that turns out slow; it stops by itself while
-    replies take longer, and is off with one CPU or main in this process.
+    socket for its reply before its thread sleeps (0: never; at most 0.005).
+    Polling saves the wake-up, half a quick round trip on some machines, at
+    the cost of that much CPU per call that turns out slow; it stops by
+    itself while replies take longer, and is off with one CPU or while an
+    ``IpcMain`` runs in this process.
     """
 
     def __init__(
@@ -119,8 +121,8 @@ class IpcRenderer:
         check_max_frame_size(max_frame_size)
         if isinstance(spin, bool) or not isinstance(spin, (int, float)):
             raise TypeError(f"spin must be a number of seconds, not {type(spin).__name__}")
-        if not 0 <= spin <= 1:
-            raise ValueError(f"spin must be from 0 to 1 (seconds), not {spin!r}")
+        if not 0 <= spin <= MAX_SPIN:
+            raise ValueError(f"spin must be from 0 to {MAX_SPIN} (seconds), not {spin!r}")
         self.max_frame_size = max_frame_size
         self.send_tracebacks = send_tracebacks
         self.max_in_flight = max_in_flight
