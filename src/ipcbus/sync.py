@@ -8,7 +8,8 @@ its ``on_connect`` hook) is lost.
 A blocking call does its own I/O, in the calling thread: ``invoke`` writes
 the request and reads the socket until its reply arrives, with no event loop
 and no other thread on the way (``ipcbus._blocking``; docs/architecture.md).
-Between calls a reader thread reads what main sends. Messages and main's
+It polls the socket for a quick reply before it sleeps (``spin``, see
+:class:`IpcRenderer`). Between calls a reader thread reads what main sends. Messages and main's
 ``contents.invoke`` calls are handed to an event loop in a background thread
 that ``connect`` starts and ``close`` stops, which runs your functions:
 
