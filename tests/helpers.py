@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dis
 import os
 import sys
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from types import CodeType, FrameType
 from typing import Any
 
 import anyio
@@ -54,3 +56,31 @@ async def wait_for(event: anyio.Event, timeout: float = 5.0) -> None:
     """Wait for ``event``; fail the test (not hang) after ``timeout`` seconds."""
     with anyio.fail_after(timeout):
         await event.wait()
+
+
+@contextmanager
+def each_instruction(code: CodeType, step: Callable[[FrameType], None]) -> Iterator[None]:
+    """Call ``step(frame)`` before each instruction of ``code`` a signal could land on.
+
+    That is every one but a NOP (Python runs a signal's handler at a call or a
+    jump), so a ``step`` that raises KeyboardInterrupt at the n-th is a Ctrl-C
+    landing there.
+    """
+    nops = {i.offset for i in dis.get_instructions(code) if i.opname == "NOP"}
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode" and frame.f_lasti not in nops:
+            step(frame)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code is not code:
+            return None
+        frame.f_trace_opcodes, frame.f_trace_lines = True, False
+        return local
+
+    sys.settrace(tracer)
+    try:
+        yield
+    finally:
+        sys.settrace(None)

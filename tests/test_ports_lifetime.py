@@ -711,22 +711,24 @@ def test_an_end_in_main_collected_after_main_stopped_still_closes_its_channel(
     ipcbus.run(scenario, loop=loop)
 
 
+async def _cancel_the_others() -> None:
+    """What shutdown helpers do on asyncio: cancel every task but this one, and wait."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
 @pytest.mark.parametrize("loop", [loop for loop in ALL_LOOPS if loop != "trio"])
 def test_a_close_on_its_way_survives_code_that_cancels_every_other_task(loop: str) -> None:
     """Shutdown helpers cancel every task but their own: the wake-up a collection
     sets off is a loop callback, not a task, so such a helper run before it cannot
     lose it. (The delivery it then starts is a task like any other of ipcbus's.)"""
 
-    async def cancel_the_others() -> None:
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-
     async def scenario() -> None:
         closed = anyio.Event()
         _started_with_a_dropped_peer(closed)  # port1 goes here: the close is on its way
-        await cancel_the_others()
+        await _cancel_the_others()
         with anyio.fail_after(5):
             await closed.wait()
 
@@ -739,12 +741,6 @@ def test_a_delivery_cancelled_before_it_ran_does_not_stall_the_port(loop: str) -
     before its first step, so that none of its code runs: the port must notice,
     and deliver what was queued and what comes next, in order (it used to
     believe a delivery was still on its way, and delivered nothing ever again)."""
-
-    async def cancel_the_others() -> None:
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
 
     async def scenario() -> None:
         channel = MessageChannelMain()
@@ -759,7 +755,7 @@ def test_a_delivery_cancelled_before_it_ran_does_not_stall_the_port(loop: str) -
         channel.port2.on("message", on_message)
         channel.port2.start()
         channel.port1.post_message("first")  # its delivery task is created, not run yet
-        await cancel_the_others()
+        await _cancel_the_others()
         channel.port1.post_message("second")
         with anyio.fail_after(5):
             await both.wait()

@@ -10,17 +10,16 @@ side of the sans-I/O core on a real socket).
 
 from __future__ import annotations
 
-import dis
 import os
 import select
 import shutil
 import socket
 import ssl
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -33,7 +32,7 @@ from ipcbus._protocol import Connection, Role
 from ipcbus._wire import Pong
 
 from .faults._raw import make_certificate
-from .helpers import running_main
+from .helpers import each_instruction, running_main
 
 
 async def test_pushes_during_a_call_reach_the_listener_in_order() -> None:
@@ -355,8 +354,6 @@ def _send_all_interrupted_at(opcode: int, size: int) -> tuple[bool, int, list[st
 
     from ipcbus._blockio import send_all
 
-    code = send_all.__code__
-    nops = {i.offset for i in dis.get_instructions(code) if i.opname == "NOP"}
     a, b = socket.socketpair()
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -371,29 +368,17 @@ def _send_all_interrupted_at(opcode: int, size: int) -> tuple[bool, int, list[st
     seen = 0
     fired = False
 
-    def local(frame: Any, event: str, arg: Any) -> Any:
+    def step(frame: FrameType) -> None:
         nonlocal seen, fired
-        # A signal's handler runs at a call or a jump, never at a NOP.
-        if event == "opcode" and frame.f_lasti not in nops:
-            seen += 1
-            if seen == opcode:
-                fired = True
-                raise KeyboardInterrupt
-        return local
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_code is not code:
-            return None
-        frame.f_trace_opcodes, frame.f_trace_lines = True, False
-        return local
+        seen += 1
+        if seen == opcode:
+            fired = True
+            raise KeyboardInterrupt
 
     lost: list[str] = []
     try:
-        sys.settrace(tracer)
-        try:
+        with each_instruction(send_all.__code__, step):
             send_all(a, bytearray(size), deque(), 5.0, "main", lost.append)
-        finally:
-            sys.settrace(None)
     except KeyboardInterrupt:
         pass
     a.shutdown(socket.SHUT_WR)

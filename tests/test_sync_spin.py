@@ -8,15 +8,14 @@ longer than ``spin`` may be (``MAX_SPIN``), the child sets its link's limit.
 
 from __future__ import annotations
 
-import dis
 import inspect
 import os
 import signal
 import socket
-import sys
 import time
 from collections import deque
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
@@ -27,7 +26,7 @@ import ipcbus.sync
 from ipcbus._blockio import poll_recv
 from ipcbus._spin import MAX_SPIN, Spin, _cpus, peer_is_this_process
 
-from .helpers import running_main, spawn_script
+from .helpers import each_instruction, running_main, spawn_script
 
 #: Tests that show polling happen: with one CPU there is none, by design.
 polls = pytest.mark.skipif(_cpus() < 2, reason="blocking calls do not poll with one CPU")
@@ -308,8 +307,6 @@ def _poll_recv_interrupted_at(opcode: int, late: bool) -> tuple[bool, int, int]:
     ``opcode``-th instruction: (whether it fired, bytes counted in ``got``,
     bytes still in the socket, less those sent). The bytes wait from the start, or (``late``)
     are sent once a first read found nothing, so that the loop goes round."""
-    code = poll_recv.__code__
-    nops = {i.offset for i in dis.get_instructions(code) if i.opname == "NOP"}
     lines, first = inspect.getsourcelines(poll_recv)
     retry = first + next(i for i, line in enumerate(lines) if "clock() >= until" in line)
     a, b = socket.socketpair()
@@ -317,23 +314,15 @@ def _poll_recv_interrupted_at(opcode: int, late: bool) -> tuple[bool, int, int]:
     fired = False
     sent = not late
 
-    def local(frame: Any, event: str, arg: Any) -> Any:
+    def step(frame: FrameType) -> None:
         nonlocal seen, fired, sent
-        if event == "opcode" and frame.f_lasti not in nops:  # no signal lands on a NOP
-            if not sent and frame.f_lineno == retry:
-                b.sendall(b"0123456789")  # arrives while the loop goes round
-                sent = True
-            seen += 1
-            if seen == opcode:
-                fired = True
-                raise KeyboardInterrupt
-        return local
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if frame.f_code is not code:
-            return None
-        frame.f_trace_opcodes, frame.f_trace_lines = True, False
-        return local
+        if not sent and frame.f_lineno == retry:
+            b.sendall(b"0123456789")  # arrives while the loop goes round
+            sent = True
+        seen += 1
+        if seen == opcode:
+            fired = True
+            raise KeyboardInterrupt
 
     with a, b:
         if not late:
@@ -341,11 +330,8 @@ def _poll_recv_interrupted_at(opcode: int, late: bool) -> tuple[bool, int, int]:
         got: deque[int] = deque()
         buffer = memoryview(bytearray(64))
         try:
-            sys.settrace(tracer)
-            try:
+            with each_instruction(poll_recv.__code__, step):
                 poll_recv(a, got, buffer, time.monotonic_ns() + 10**9)
-            finally:
-                sys.settrace(None)
         except KeyboardInterrupt:
             pass
         a.setblocking(False)
