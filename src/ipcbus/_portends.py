@@ -160,5 +160,5 @@ def closed_port(host: PortHost) -> MessagePortMain:
     port = MessagePortMain()
     port._host = host
     port._closed = True
-    port._inbox.append(CLOSE)
+    port._queue(CLOSE)
     return port

@@ -53,10 +53,11 @@ class PortIterator:
                 return event
             if self._done or port._close_emitted or port._neutered:
                 raise StopAsyncIteration
-            if port._started and port._inbox and not port._delivering():
-                head = port._inbox[0]
+            inbox = port._inbox
+            if port._started and inbox and not port._delivering():
+                head = inbox[0]
                 if isinstance(head, Item) and not port._listeners.get("message"):
-                    port._inbox.popleft()
+                    inbox.popleft()
                     port._schedule()  # a "close" behind it must still be emitted
                     return MessageEvent(head.data, head.ports)
                 if port._host is None and port._deliverable():

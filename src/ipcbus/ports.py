@@ -88,7 +88,8 @@ class MessagePortMain:
         self._pair: weakref.ref[MessagePortMain] | None = None
         self._self: weakref.ref[MessagePortMain] | None = None
         self._host = current_host.get()
-        self._inbox: deque[Queued] = deque()
+        # Made by the first item queued: a deque is 760 bytes, most of an idle port.
+        self._inbox: deque[Queued] | None = None
         self._listeners: dict[str, tuple[_Listener, ...]] = {}
         # Made by the first ``async for`` (a WeakSet is 880 bytes, most ports never
         # have one); empty until then.
@@ -242,7 +243,7 @@ class MessagePortMain:
         self._closed = True
         self._router = self._pair = None
         self._unpin()
-        self._inbox.append(CLOSE)
+        self._queue(CLOSE)
         return True
 
     def _shut(self) -> bool:
@@ -259,7 +260,8 @@ class MessagePortMain:
             router.close(self)
         elif peer is not None:
             peer._enqueue(CLOSE)
-        close_ports_in(dropped)
+        if dropped:
+            close_ports_in(dropped)
         return True
 
     def _discard(self) -> None:
@@ -272,7 +274,7 @@ class MessagePortMain:
         if self._listeners or self._iterators:
             self.close()
         elif self._shut():
-            self._inbox.clear()
+            self._inbox = None
             self._close_emitted = True
 
     @overload
@@ -395,8 +397,14 @@ class MessagePortMain:
             return
         if inline and self._deliver_inline(item):
             return
-        self._inbox.append(item)
+        self._queue(item)
         self._schedule()
+
+    def _queue(self, item: Queued) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(item)
 
     def _deliver_inline(self, item: Item) -> bool:
         """Deliver ``item`` now if nothing is ahead of it and no listener is async."""
@@ -430,11 +438,12 @@ class MessagePortMain:
         Without listeners, messages wait in the inbox for ``async for`` to take
         them one at a time, so an iterator left early loses nothing.
         """
-        if not self._inbox:
+        inbox = self._inbox
+        if not inbox:
             return False
-        if self._inbox[0] is CLOSE:
+        if inbox[0] is CLOSE:
             return self._started or self._closed_here
-        if self._started and not self._iterators and self._inbox[-1] is CLOSE:
+        if self._started and not self._iterators and inbox[-1] is CLOSE:
             # Closed, and nobody reads messages here: like Electron, the ones
             # still queued are dropped and "close" is emitted; it must not
             # wait forever behind them (SPEC 4: closing emits "close" on both).
@@ -484,7 +493,9 @@ class MessagePortMain:
         self._draining = True
         try:
             while self._deliverable():
-                item = self._inbox.popleft()
+                inbox = self._inbox
+                assert inbox  # _deliverable: something is queued
+                item = inbox.popleft()
                 if isinstance(item, Close):
                     await self._emit_close()
                     break
@@ -513,7 +524,8 @@ class MessagePortMain:
 
     def _neuter(self) -> deque[Queued]:
         """Give up this end: return what was not delivered (ending in CLOSE if closed)."""
-        items, self._inbox = self._inbox, deque()
+        items = self._inbox if self._inbox is not None else deque()
+        self._inbox = None
         if self._closed and not (items and items[-1] is CLOSE):
             items.append(CLOSE)  # the next holder must learn the channel is closed
         self._neutered = True
@@ -538,7 +550,7 @@ class MessagePortMain:
             peer._pair = new._weak()
         if self._router is not None:
             self._router.moved(self, new)
-        new._inbox = self._neuter()
+        new._inbox = self._neuter() or None
         return new
 
     def _other_end(self) -> MessagePortMain | None:
