@@ -14,6 +14,7 @@ import gc
 import inspect
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -677,6 +678,31 @@ def test_a_loop_closed_without_cancelling_its_tasks_lets_its_started_ports_go() 
     assert port() is None
 
 
+def test_a_loop_closed_with_a_delivery_still_pending_lets_its_ports_go() -> None:
+    """The delivery task (an async listener's) never ran: it, and through it the
+    port, are the closed loop's to drop, not a table's of ipcbus for ever."""
+
+    async def start_one() -> tuple[weakref.ref[MessagePortMain], MessagePortMain]:
+        channel = MessageChannelMain()
+
+        async def on_message(event: MessageEvent) -> None:
+            pass
+
+        channel.port2.on("message", on_message)
+        channel.port2.start()
+        channel.port1.post_message("never delivered")  # a task, not run before the close
+        return weakref.ref(channel.port2), channel.port1
+
+    loop = asyncio.new_event_loop()
+    port, _other = loop.run_until_complete(start_one())
+    loop.close()
+    del loop
+    with warnings.catch_warnings():  # the never-run coroutine, collected with its task
+        warnings.simplefilter("ignore", RuntimeWarning)
+        gc.collect()
+    assert port() is None
+
+
 @pytest.mark.parametrize("loop", ALL_LOOPS)
 def test_an_end_in_main_collected_after_main_stopped_still_closes_its_channel(
     loop: str,
@@ -736,30 +762,92 @@ def test_a_close_on_its_way_survives_code_that_cancels_every_other_task(loop: st
 
 
 @pytest.mark.parametrize("loop", [loop for loop in ALL_LOOPS if loop != "trio"])
-def test_a_delivery_cancelled_before_it_ran_does_not_stall_the_port(loop: str) -> None:
+def test_a_delivery_cancelled_before_it_ran_is_started_again(loop: str) -> None:
     """A helper that cancels every other task can cancel a port's delivery task
-    before its first step, so that none of its code runs: the port must notice,
-    and deliver what was queued and what comes next, in order (it used to
-    believe a delivery was still on its way, and delivered nothing ever again)."""
+    before its first step, so that none of its code runs: the port notices by
+    itself, and delivers what was queued, then what comes next, in order (it
+    used to believe a delivery was still on its way, and delivered nothing ever
+    again)."""
 
     async def scenario() -> None:
         channel = MessageChannelMain()
         got: list[Any] = []
-        both = anyio.Event()
+        arrived = [anyio.Event(), anyio.Event()]
 
         async def on_message(event: MessageEvent) -> None:  # async: delivered by a task
             got.append(event.data)
-            if len(got) == 2:
-                both.set()
+            arrived[len(got) - 1].set()
 
         channel.port2.on("message", on_message)
         channel.port2.start()
         channel.port1.post_message("first")  # its delivery task is created, not run yet
         await _cancel_the_others()
+        with anyio.fail_after(5):
+            await arrived[0].wait()  # with nothing more posted
         channel.port1.post_message("second")
         with anyio.fail_after(5):
-            await both.wait()
+            await arrived[1].wait()
         assert got == ["first", "second"]
+
+    ipcbus.run(scenario, loop=loop)
+
+
+@pytest.mark.parametrize("loop", [loop for loop in ALL_LOOPS if loop != "trio"])
+def test_a_close_whose_delivery_was_cancelled_before_it_ran_is_still_emitted(
+    loop: str,
+) -> None:
+    """Nothing can be posted to a closed port to set it going again."""
+
+    async def scenario() -> None:
+        channel = MessageChannelMain()
+        closed = anyio.Event()
+        channel.port2.on("close", closed.set)
+        channel.port2.start()
+        channel.port1.close()  # port2's "close" is on its way, in a task
+        await _cancel_the_others()
+        with anyio.fail_after(5):
+            await closed.wait()
+
+    ipcbus.run(scenario, loop=loop)
+
+
+@pytest.mark.parametrize("loop", [loop for loop in ALL_LOOPS if loop != "trio"])
+def test_a_delivery_in_mains_task_group_cancelled_before_it_ran_is_started_again(
+    loop: str,
+) -> None:
+    """In an ``IpcMain``'s task group anyio runs the delivery inside a coroutine
+    of its own, which is what a cancel before the first step closes: the port's
+    own coroutine is left never started. (anyio then stops the group, so main.)"""
+
+    async def scenario() -> None:
+        got: list[Any] = []
+        arrived = anyio.Event()
+
+        async def on_message(event: MessageEvent) -> None:
+            got.append(event.data)
+            arrived.set()
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "coroutine ... was never awaited" included
+            try:
+                async with ipcbus.IpcMain(shutdown_grace=1.0):
+                    channel = MessageChannelMain()
+                    channel.port2.on("message", on_message)
+                    channel.port2.start()
+                    before = asyncio.all_tasks()
+                    channel.port1.post_message("first")
+                    for task in asyncio.all_tasks() - before:  # the delivery task
+                        task.cancel()
+                    with anyio.fail_after(5):
+                        await arrived.wait()
+            except asyncio.CancelledError:  # main's group was cancelled with its task
+                current = asyncio.current_task()
+                assert current is not None
+                current.uncancel()
+                with anyio.fail_after(5):
+                    await arrived.wait()
+            gc.collect()
+        assert got == ["first"]
 
     ipcbus.run(scenario, loop=loop)
 

@@ -283,6 +283,7 @@ class BlockingLink:
                     self._watch.off()  # the reader thread need not wake for our reply
                 except (OSError, ValueError):  # closed meanwhile
                     pass
+        spin_until = self.spin.until(start)
         try:
             # From here on the request is main's: whatever stops us (a timeout,
             # Ctrl-C, even one that lands while the request is being written)
@@ -295,14 +296,9 @@ class BlockingLink:
                     self._write.release()
             if not writing or conn.pending_output:
                 self.flush()
-            self._wait(
-                waiter,
-                None if timeout is None else time.monotonic() + timeout,
-                # polling would keep the GIL from the others' threads (_spin)
-                self.spin.until(start) if self._active == 1 else 0,
-            )
+            self._wait(waiter, None if timeout is None else time.monotonic() + timeout, spin_until)
         except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
-            self.spin.took(time.monotonic_ns() - start)  # a call that times out: slow
+            self.spin.took(time.monotonic_ns() - start, False)  # one that timed out: slow
             if waiter.reply is None:
                 with self._lock:
                     conn.cancel_request(request_id)
@@ -328,7 +324,7 @@ class BlockingLink:
                         pass
                     if self._sleepers:  # a reader thread that waited for the calls to end
                         self._cond.notify_all()
-        self.spin.took(time.monotonic_ns() - start)
+        self.spin.took(time.monotonic_ns() - start, spin_until != 0)
         return reply_value(waiter.reply, kind, channel, self)
 
     def _wait(self, waiter: _Waiter, deadline: float | None, spin_until: int) -> None:

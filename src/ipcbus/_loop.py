@@ -6,9 +6,10 @@ made in a plain coroutine has no such owner, yet Electron's ports simply work
 there. Its deliveries then run as tasks that the event loop itself owns, the
 one place anyio offers no vocabulary for:
 
-* asyncio: ``loop.create_task``, kept referenced here until done; the loop
-  cancels whatever is left when it closes (``asyncio.run`` and
-  ``asyncio.Runner`` do).
+* asyncio: ``loop.create_task``, kept referenced by the loop's ``LoopHold``
+  until done (so by the loop: one closed with tasks left pending takes them
+  with it); the loop cancels whatever is left when it closes
+  (``asyncio.run`` and ``asyncio.Runner`` do).
 * trio: ``trio.lowlevel.spawn_system_task``; trio cancels system tasks when
   the main task ends.
 
@@ -35,8 +36,6 @@ from typing import Any
 __all__ = ("LoopHold", "loop_hold", "loop_is_running", "start_on_loop")
 
 logger = logging.getLogger("ipcbus")
-
-_tasks: set[asyncio.Task[None]] = set()  # strong references: asyncio keeps only weak ones
 
 
 def _trio_running() -> bool:
@@ -72,16 +71,19 @@ def start_on_loop(fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         except RuntimeError:  # the run is ending: its system tasks are being cancelled
             return False
         return True
+    hold = loop_hold()
+    assert hold is not None  # (a loop runs)
     task = loop.create_task(fn())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    hold.tasks.add(task)  # a strong reference: asyncio keeps only weak ones
+    task.add_done_callback(hold.tasks.discard)
     return True
 
 
 class LoopHold:
     """What ports keep per running loop, for as long as the loop lives.
 
-    ``pins``: started ports, kept alive while they could still receive. On
+    ``pins``: started ports, kept alive while they could still receive;
+    ``tasks``: on asyncio, the tasks :func:`start_on_loop` started. On
     asyncio (and uvloop) the hold is an attribute of the loop object itself,
     so it goes with the loop: no task, no table, nothing for user code that
     waits for all tasks to see. On trio it is held by a system task until the
@@ -92,11 +94,12 @@ class LoopHold:
     other task is common at shutdown), and an error it raises is logged.
     """
 
-    __slots__ = ("__weakref__", "_call", "pins")
+    __slots__ = ("__weakref__", "_call", "pins", "tasks")
 
     def __init__(self, call: Callable[..., object] | None) -> None:
         self._call = call  # call_soon_threadsafe / run_sync_soon; None once ended
         self.pins: set[Any] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # asyncio: start_on_loop's, until done
 
     def wake(self, fn: Callable[[], object]) -> bool:
         call = self._call

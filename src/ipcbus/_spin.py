@@ -12,7 +12,8 @@ seconds, and only then sleeps. It does so only while that pays:
   longer than ``limit`` (a slow handler, a busy main), calls sleep at once,
   until round trips are quick again. Polling then costs at most ``limit`` of
   CPU per call that turns out slow.
-* While polling is off, one call in ``_PROBE`` polls all the same: the
+* While polling is off, one call in ``_PROBE`` polls all the same, and a
+  call that polled and was quick brings the mean down to its own time: the
   mean would otherwise see only calls that slept, slower by the very
   wake-up that polling saves, and could stay over the limit for good.
 * Never where it cannot pay: with one CPU (main could not run meanwhile),
@@ -21,9 +22,9 @@ seconds, and only then sleeps. It does so only while that pays:
   back between polls), or where sockets have no ``MSG_DONTWAIT``.
 * A polling thread holds the GIL but for the instants of its ``recv``, so
   other threads of the process wait: the link stops polling once a read hands
-  something to another thread (``_blocking``), does not poll while other calls
-  of it are in flight, and ``limit`` is at most ``MAX_SPIN``, Python's
-  default thread switch interval.
+  something to another thread (``_blocking``; other callers wait on a
+  condition, not for the GIL, until then), and ``limit`` is at most
+  ``MAX_SPIN``, Python's default thread switch interval.
 """
 
 from __future__ import annotations
@@ -56,6 +57,16 @@ def main_left() -> None:
     global _mains
     with _mains_lock:
         _mains -= 1
+
+
+def _forked() -> None:
+    """In a forked child: the parent's mains do not run here."""
+    global _mains, _mains_lock
+    _mains, _mains_lock = 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 def _cpus() -> int:
@@ -104,6 +115,9 @@ class Spin:
         self.skipped = 0
         return start + limit
 
-    def took(self, elapsed: int) -> None:
+    def took(self, elapsed: int, polled: bool) -> None:
         """A call's round trip took ``elapsed``: move the running mean."""
-        self.recent += (elapsed - self.recent) // _WEIGHT
+        recent = self.recent + (elapsed - self.recent) // _WEIGHT
+        if polled and elapsed <= self.limit:
+            recent = min(recent, elapsed)  # polling paid: go on
+        self.recent = recent

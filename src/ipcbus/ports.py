@@ -36,12 +36,14 @@ on asyncio and trio alike; with no event loop at all, ``start()`` raises.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from collections.abc import Set as AbstractSet
+from contextlib import suppress
 from functools import partial
 from typing import Any, Literal, TypeVar, overload
 
@@ -460,6 +462,9 @@ class MessagePortMain:
             return
         if not self._start_soon(self._delivery):
             self._draining = False
+            return
+        with suppress(RuntimeError):  # not asyncio: trio starts every task it spawns
+            asyncio.get_running_loop().call_soon(self._delivery_check)
 
     def _delivery(self) -> Coroutine[Any, Any, None]:
         """The delivery task's coroutine, kept until it runs: don't start a second."""
@@ -468,12 +473,7 @@ class MessagePortMain:
         return coro
 
     def _delivering(self) -> bool:
-        """Whether a delivery task is on its way or at work.
-
-        Code that cancels every other task (a shutdown helper) may cancel one
-        before its first step: none of ``_drain`` runs, not even its
-        ``finally``, and its coroutine is left here, closed. Then there is none.
-        """
+        """Whether a delivery task is on its way or at work (see ``_delivery_check``)."""
         draining = self._draining
         if draining is True or draining is False:
             return draining
@@ -481,6 +481,24 @@ class MessagePortMain:
             self._draining = False
             return False
         return True
+
+    def _delivery_check(self) -> None:
+        """After the delivery task's first step: did it start ``_drain``?
+
+        Code that cancels every other task (a shutdown helper) may cancel it
+        before that step: then none of ``_drain`` runs, not even the
+        ``finally`` that says it is over, and this port would wait for it for
+        ever. A loop callback, queued after the task's first step, which no
+        such code can cancel, finds its coroutine still here (closed; or never
+        started, in anyio's wrapper, which starts it in that first step) and
+        starts another delivery.
+        """
+        draining = self._draining
+        if draining is True or draining is False:
+            return  # it ran
+        draining.close()  # never started: no "never awaited" warning for it
+        self._draining = False
+        self._schedule()
 
     def _start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``fn`` in a task of the port's owner, else of the running event loop."""
