@@ -270,6 +270,45 @@ async def test_a_call_stops_polling_once_it_hands_work_to_another_thread(tmp_pat
     assert cpu < 0.5, f"the caller used {cpu:.3f} s of CPU waiting 2 s for its reply"
 
 
+HUNG_UP = """
+    import time
+    import ipcbus, ipcbus.sync
+
+    ipc = ipcbus.sync.IpcRenderer()
+    ipc.connect()
+    ipc._link.spin.limit = 10**10  # poll for up to 10 s
+    started = time.monotonic()
+    try:
+        ipc.invoke("hang-up")
+    except ipcbus.ConnectionClosedError as exc:
+        took = time.monotonic() - started
+        said = str(exc)
+    else:
+        raise SystemExit("the call did not fail")
+    ipc.close()
+    print(took, said, flush=True)
+    raise SystemExit(0 if took < 5 else 1)
+"""
+
+
+@polls
+async def test_main_hanging_up_while_a_call_polls_fails_the_call_at_once(
+    tmp_path: Path,
+) -> None:
+    """The end of the stream, read by the poll, ends the link and the call with it."""
+    with anyio.fail_after(60):
+        async with running_main() as ipc_main:
+
+            @ipc_main.handle("hang-up")
+            async def hang_up(event: ipcbus.IpcMainInvokeEvent) -> None:
+                await event.sender.close()
+
+            contents = await spawn_script(ipc_main, tmp_path, HUNG_UP)
+            await contents.wait_closed()
+    # main reaps a child whose connection ended: its status says how the call went
+    assert contents.disconnect_details.exit_code == 0, contents.disconnect_details
+
+
 INTERRUPTED = """
     import time
     import traceback
