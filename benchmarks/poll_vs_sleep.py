@@ -3,11 +3,13 @@
     python benchmarks/poll_vs_sleep.py              # main on asyncio
     python benchmarks/poll_vs_sleep.py --uvloop
 
-Four cells, in alternating passes: ``multiprocessing.connection``'s client
+Five cells, in alternating passes: ``multiprocessing.connection``'s client
 against its own blocking server, sleeping in ``recv`` (as scenario S's
 ``mpconn``) and polling (``recv`` with ``MSG_DONTWAIT`` in a loop, by hand);
-and ``ipcbus.sync`` against an ``IpcMain`` in another process, with
-``spin=0`` (sleeping) and its default (polling). Each pass prints the median
+and against an ``IpcMain`` in another process, a bare client that polls
+(the sans-I/O ``Connection`` over a plain socket, as S's ``ipcbus-wire`` but
+polling: what main costs) and ``ipcbus.sync`` with ``spin=0`` (sleeping)
+and its default (polling). Each pass prints the median
 round trip of every cell; the summary is the median over passes and the ratio
 to ``mpconn`` sleeping. The two servers run in child processes; the client is
 this one.
@@ -29,6 +31,10 @@ from multiprocessing.connection import Client
 from typing import Any
 
 import ipcbus.sync
+from ipcbus._events import HandshakeCompleted, ReplyReceived
+from ipcbus._protocol import Connection, Role
+from ipcbus._values import decode_value
+from ipcbus._wire import INVOKE
 
 _MAIN = """
 import json, sys, anyio
@@ -70,6 +76,31 @@ def _median_us(call: Callable[[int], Any], n: int) -> float:
         call(i)
         times.append(clock() - start)
     return statistics.median(times) / 1e3
+
+
+def _bare_client(address: str, token: str) -> tuple[Callable[[int], Any], socket.socket]:
+    """``inc`` invokes with the sans-I/O core over a plain socket, polling for replies."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(address.removeprefix("unix:"))
+    conn = Connection(Role.RENDERER, token=token, process_id=os.getpid())
+    sock.sendall(conn.data_to_send())
+    while not any(isinstance(e, HandshakeCompleted) for e in conn.events_received()):
+        conn.receive_data(sock.recv(65536))
+
+    def call(x: int) -> Any:
+        request_id = conn.start_request(INVOKE, "inc", (x,))
+        sock.sendall(conn.data_to_send())
+        while True:
+            try:
+                data = sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            conn.receive_data(data)
+            for event in conn.events_received():
+                if isinstance(event, ReplyReceived) and event.request_id == request_id:
+                    return decode_value(event.value)
+
+    return call, sock
 
 
 def main() -> None:
@@ -114,11 +145,13 @@ def main() -> None:
                     pass
             return reply
 
+        bare, bare_sock = _bare_client(address, token)
         sleeping = ipcbus.sync.IpcRenderer(spin=0).connect(address, token=token)
         polling = ipcbus.sync.IpcRenderer().connect(address, token=token)
         cells: dict[str, Callable[[int], Any]] = {
             "mpconn, sleeping": mp_sleeping,
             "mpconn, polling": mp_polling,
+            "bare client, polling": bare,
             "ipcbus.sync, spin=0": lambda i: sleeping.invoke("inc", i),
             "ipcbus.sync, polling": lambda i: polling.invoke("inc", i),
         }
@@ -132,6 +165,7 @@ def main() -> None:
                     + ", ".join(f"{name} {values[-1]:.1f}" for name, values in results.items())
                 )
         finally:
+            bare_sock.close()
             sleeping.close()
             polling.close()
             mp.close()
