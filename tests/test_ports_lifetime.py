@@ -17,7 +17,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.lowlevel
@@ -850,6 +850,116 @@ def test_a_delivery_in_mains_task_group_cancelled_before_it_ran_is_started_again
         assert got == ["first"]
 
     ipcbus.run(scenario, loop=loop)
+
+
+class _LoopThatSlipsACallbackIn(asyncio.SelectorEventLoop):
+    """Queues one callback right after a task is made: what another thread's
+    ``call_soon_threadsafe`` does when the GIL switches to it just then."""
+
+    slip: ClassVar[list[Callable[[], object]]] = []
+
+    def create_task(self, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:  # type: ignore[override]
+        task = super().create_task(coro, **kwargs)
+        if self.slip:
+            self.call_soon(self.slip.pop())
+        return task
+
+
+@pytest.mark.parametrize("in_main", [False, True], ids=["no owner", "in main"])
+def test_a_check_left_over_from_a_delivery_leaves_the_next_one_alone(in_main: bool) -> None:
+    """The check queued after a delivery task looks at that delivery only: a post
+    that slips in between (from another thread) starts the next delivery, which
+    the check used to close before it ran, and every later one after it."""
+    errors: list[dict[str, Any]] = []
+
+    async def scenario() -> list[Any]:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        got: list[Any] = []
+
+        async def body() -> None:
+            channel = MessageChannelMain()
+            channel.port2.on("message", lambda event: got.append(event.data))
+            channel.port2.start()
+            await asyncio.sleep(0)
+            _LoopThatSlipsACallbackIn.slip.append(lambda: channel.port1.post_message("second"))
+            channel.port1.post_message("first")
+            for _ in range(10):
+                await asyncio.sleep(0)
+
+        if in_main:
+            async with ipcbus.IpcMain(shutdown_grace=1.0):
+                await body()
+        else:
+            await body()
+        return got
+
+    got = anyio.run(
+        scenario, backend="asyncio", backend_options={"loop_factory": _LoopThatSlipsACallbackIn}
+    )
+    assert got == ["first", "second"]
+    assert not errors
+
+
+def test_a_delivery_in_trio_as_a_guest_of_asyncio_is_left_to_trio() -> None:
+    """asyncio's loop is running there too, but the delivery is a trio task that
+    starts later: a check on asyncio's loop would close it before it ran."""
+    trio = pytest.importorskip("trio")
+
+    async def trio_main() -> list[Any]:
+        got: list[Any] = []
+        async with ipcbus.IpcMain(shutdown_grace=1.0):
+            channel = MessageChannelMain()
+            arrived = anyio.Event()
+
+            async def on_message(event: MessageEvent) -> None:
+                got.append(event.data)
+                arrived.set()
+
+            channel.port2.on("message", on_message)
+            channel.port2.start()
+            channel.port1.post_message("hello")
+            with anyio.fail_after(5):
+                await arrived.wait()
+        return got
+
+    async def host() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            trio_main,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+            host_uses_signal_set_wakeup_fd=True,
+        )
+        outcome = await done
+        result: list[Any] = outcome.unwrap()
+        return result
+
+    assert asyncio.run(host()) == ["hello"]
+
+
+def test_a_delivery_started_from_a_loop_callback_leaves_no_coroutine_behind() -> None:
+    """Under ``asyncio.run`` anyio may make the delivery's coroutine and then refuse
+    to start it from a bare callback: that coroutine is closed, not left to warn."""
+
+    async def scenario() -> None:
+        async with ipcbus.IpcMain(shutdown_grace=1.0):
+            channel = MessageChannelMain()
+            arrived = anyio.Event()
+
+            async def on_message(event: MessageEvent) -> None:
+                arrived.set()
+
+            channel.port2.on("message", on_message)
+            channel.port2.start()
+            asyncio.get_running_loop().call_soon(channel.port1.post_message, "x")
+            with anyio.fail_after(5):
+                await arrived.wait()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "coroutine ... was never awaited"
+        asyncio.run(scenario())
+        gc.collect()
 
 
 class _LoopWithoutAttributes(asyncio.SelectorEventLoop):

@@ -33,12 +33,19 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-__all__ = ("LoopHold", "loop_hold", "loop_is_running", "start_on_loop")
+__all__ = (
+    "LoopHold",
+    "asyncio_callback_context",
+    "loop_hold",
+    "loop_is_running",
+    "start_on_loop",
+    "trio_running",
+)
 
 logger = logging.getLogger("ipcbus")
 
 
-def _trio_running() -> bool:
+def trio_running() -> bool:
     trio: Any = sys.modules.get("trio")
     if trio is None:
         return False
@@ -54,7 +61,7 @@ def loop_is_running() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _trio_running()
+        return trio_running()
     return True
 
 
@@ -63,7 +70,7 @@ def start_on_loop(fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        if not _trio_running():
+        if not trio_running():
             return False
         trio: Any = sys.modules["trio"]
         try:
@@ -119,7 +126,7 @@ def _quietly(fn: Callable[[], object]) -> None:
         logger.exception("closing the channel of a collected message port failed")
 
 
-def _asyncio_callback_context() -> contextvars.Context:
+def asyncio_callback_context() -> contextvars.Context:
     """A fresh context for wake-ups on asyncio, one that says it is asyncio's.
 
     Fresh: a wake-up must not carry (and keep alive) whatever context made
@@ -145,7 +152,7 @@ def loop_hold() -> LoopHold | None:
     try:
         loop: Any = asyncio.get_running_loop()
     except RuntimeError:
-        return _trio_hold() if _trio_running() else None
+        return _trio_hold() if trio_running() else None
     hold: LoopHold | None = getattr(loop, "_ipcbus_hold", None)
     if hold is None:
         with suppress(TypeError):  # (a loop with no weak references is in no table)
@@ -163,7 +170,7 @@ def loop_hold() -> LoopHold | None:
 def _call_soon_threadsafe(loop: Any) -> Callable[..., object]:
     """``loop.call_soon_threadsafe`` in a wake-up's context, through a weak reference
     to the loop where it has them: the hold is the loop's, and must not keep it."""
-    context = _asyncio_callback_context()
+    context = asyncio_callback_context()
     try:
         weak = weakref.ref(loop)
     except TypeError:

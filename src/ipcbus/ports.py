@@ -50,7 +50,14 @@ from typing import Any, Literal, TypeVar, overload
 import msgspec
 
 from ._errors import SerializationError
-from ._loop import LoopHold, loop_hold, loop_is_running, start_on_loop
+from ._loop import (
+    LoopHold,
+    asyncio_callback_context,
+    loop_hold,
+    loop_is_running,
+    start_on_loop,
+    trio_running,
+)
 from ._portiter import PortIterator
 from ._portparts import CLOSE, Close, Item, MessageEvent, Queued, Router, current_host
 from ._values import ENCODE_ERRORS, unencodable
@@ -463,8 +470,18 @@ class MessagePortMain:
         if not self._start_soon(self._delivery):
             self._draining = False
             return
-        with suppress(RuntimeError):  # not asyncio: trio starts every task it spawns
-            asyncio.get_running_loop().call_soon(self._delivery_check)
+        coro = self._draining
+        if (
+            coro is True
+            or coro is False
+            or inspect.getcoroutinestate(coro) != inspect.CORO_CREATED  # eager: it ran
+            or trio_running()  # trio (guest mode too): trio starts every task it spawns
+        ):
+            return
+        with suppress(RuntimeError):
+            asyncio.get_running_loop().call_soon(
+                self._delivery_check, coro, context=asyncio_callback_context()
+            )
 
     def _delivery(self) -> Coroutine[Any, Any, None]:
         """The delivery task's coroutine, kept until it runs: don't start a second."""
@@ -482,7 +499,7 @@ class MessagePortMain:
             return False
         return True
 
-    def _delivery_check(self) -> None:
+    def _delivery_check(self, coro: Coroutine[Any, Any, None]) -> None:
         """After the delivery task's first step: did it start ``_drain``?
 
         Code that cancels every other task (a shutdown helper) may cancel it
@@ -493,18 +510,28 @@ class MessagePortMain:
         started, in anyio's wrapper, which starts it in that first step) and
         starts another delivery.
         """
-        draining = self._draining
-        if draining is True or draining is False:
-            return  # it ran
-        draining.close()  # never started: no "never awaited" warning for it
+        if self._draining is not coro:
+            return  # it ran (and maybe another delivery is on its way: not ours to judge)
+        coro.close()  # never started: no "never awaited" warning for it
         self._draining = False
         self._schedule()
 
     def _start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``fn`` in a task of the port's owner, else of the running event loop."""
         host = self._host
-        if host is not None and host.start_soon(fn):
-            return True
+        if host is not None:
+            if host.start_soon(fn):
+                return True
+            # anyio may have called fn, then failed (anyio >= 4.14 outside a task, on
+            # asyncio.run): that coroutine is no task's, close it
+            draining = self._draining
+            if (
+                draining is not True
+                and draining is not False
+                and inspect.getcoroutinestate(draining) == inspect.CORO_CREATED
+            ):
+                draining.close()
+                self._draining = False
         return start_on_loop(fn)
 
     async def _drain(self) -> None:
