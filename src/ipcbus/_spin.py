@@ -90,7 +90,8 @@ def peer_is_this_process(sock: socket.socket) -> bool:
 class Spin:
     """One link's polling policy; times in nanoseconds of ``time.monotonic_ns``.
 
-    ``limit`` is seconds, at most ``MAX_SPIN`` (checked by the caller).
+    The ``limit`` argument is in seconds, at most ``MAX_SPIN`` (the caller
+    checks it); the attribute keeps it in nanoseconds, 0 where polling is off.
     """
 
     __slots__ = ("hits", "limit", "misses", "recent", "skipped")
