@@ -30,11 +30,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Client
 from typing import Any
 
+from contestants.ipcbus_wire import bare_client
+
 import ipcbus.sync
-from ipcbus._events import HandshakeCompleted, ReplyReceived
-from ipcbus._protocol import Connection, Role
-from ipcbus._values import decode_value
-from ipcbus._wire import INVOKE
 
 _MAIN = """
 import json, sys, anyio
@@ -76,31 +74,6 @@ def _median_us(call: Callable[[int], Any], n: int) -> float:
         call(i)
         times.append(clock() - start)
     return statistics.median(times) / 1e3
-
-
-def _bare_client(address: str, token: str) -> tuple[Callable[[int], Any], socket.socket]:
-    """``inc`` invokes with the sans-I/O core over a plain socket, polling for replies."""
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(address.removeprefix("unix:"))
-    conn = Connection(Role.RENDERER, token=token, process_id=os.getpid())
-    sock.sendall(conn.data_to_send())
-    while not any(isinstance(e, HandshakeCompleted) for e in conn.events_received()):
-        conn.receive_data(sock.recv(65536))
-
-    def call(x: int) -> Any:
-        request_id = conn.start_request(INVOKE, "inc", (x,))
-        sock.sendall(conn.data_to_send())
-        while True:
-            try:
-                data = sock.recv(65536, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-            conn.receive_data(data)
-            for event in conn.events_received():
-                if isinstance(event, ReplyReceived) and event.request_id == request_id:
-                    return decode_value(event.value)
-
-    return call, sock
 
 
 def main() -> None:
@@ -145,7 +118,9 @@ def main() -> None:
                     pass
             return reply
 
-        bare, bare_sock = _bare_client(address, token)
+        bare_sock = socket.socket(socket.AF_UNIX)
+        bare_sock.connect(address.removeprefix("unix:"))
+        bare = bare_client(bare_sock, token, poll=True)
         sleeping = ipcbus.sync.IpcRenderer(spin=0).connect(address, token=token)
         polling = ipcbus.sync.IpcRenderer().connect(address, token=token)
         cells: dict[str, Callable[[int], Any]] = {
