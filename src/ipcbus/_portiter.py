@@ -54,7 +54,7 @@ class PortIterator:
             if self._done or port._close_emitted or port._neutered:
                 raise StopAsyncIteration
             inbox = port._inbox
-            if port._started and inbox and not port._delivering():
+            if port._started and inbox and not port._draining:
                 head = inbox[0]
                 if isinstance(head, Item) and not port._listeners.get("message"):
                     inbox.popleft()

@@ -465,11 +465,15 @@ class MessagePortMain:
         if self._iterators:  # (a WeakSet: iterating it costs more than the rest)
             for iterator in list(self._iterators):
                 iterator.wake()  # it may take the message, or drain if there is no host
-        if self._delivering() or not self._deliverable():
+        if self._draining or not self._deliverable():
             return
-        if not self._start_soon(self._delivery):
+        if self._start_soon(self._delivery):
+            self._check_delivery_soon()
+        else:
             self._draining = False
-            return
+
+    def _check_delivery_soon(self) -> None:
+        """Queue ``_delivery_check`` for a delivery task that has not started yet."""
         coro = self._draining
         if (
             coro is True
@@ -488,16 +492,6 @@ class MessagePortMain:
         coro = self._drain()
         self._draining = coro
         return coro
-
-    def _delivering(self) -> bool:
-        """Whether a delivery task is on its way or at work (see ``_delivery_check``)."""
-        draining = self._draining
-        if draining is True or draining is False:
-            return draining
-        if inspect.getcoroutinestate(draining) == inspect.CORO_CLOSED:
-            self._draining = False
-            return False
-        return True
 
     def _delivery_check(self, coro: Coroutine[Any, Any, None]) -> None:
         """After the delivery task's first step: did it start ``_drain``?
