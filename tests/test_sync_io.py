@@ -119,23 +119,24 @@ async def test_the_reader_thread_stops_watching_before_a_request_leaves(
     the request is written, so when the reply is there to read the watch does not
     see it (when it was switched off after the write, a quick reply woke the reader
     thread too, which then fought the caller for the GIL and the lock)."""
-    from ipcbus._blocking import BlockingLink
+    from ipcbus import _blocking
 
-    send = BlockingLink._send
+    send_all = _blocking.send_all
     seen: list[bool] = []
 
-    def send_then_wait_for_the_reply(self: BlockingLink, data: bytearray) -> None:
-        send(self, data)
-        if not self._waiters:
+    def send_then_wait_for_the_reply(sock: socket.socket, data: bytearray, *rest: Any) -> None:
+        send_all(sock, data, *rest)
+        link = rest[-1].__self__  # send_all(..., lost=link.lost)
+        if not link._waiters:
             return  # the Hello, or the Goodbye: no call waits for a reply
         poll = select.poll()
-        poll.register(self.sock.fileno(), select.POLLIN)
+        poll.register(sock.fileno(), select.POLLIN)
         # Not there within 10 s: another thread read it (the reader thread,
         # still watching), which is what the test rules out.
         assert poll.poll(10_000), "the reply was not left for the caller to read"
-        seen.append(self._watch.wait(0))  # would the reader thread wake for it now?
+        seen.append(link._watch.wait(0))  # would the reader thread wake for it now?
 
-    monkeypatch.setattr(BlockingLink, "_send", send_then_wait_for_the_reply)
+    monkeypatch.setattr(_blocking, "send_all", send_then_wait_for_the_reply)
     with anyio.fail_after(30):
         async with running_main() as ipc_main:
             ipc_main.handle("inc", lambda event, i: i + 1)

@@ -135,7 +135,7 @@ def test_while_polling_is_off_one_call_in_sixteen_polls_and_a_quick_one_turns_it
 ) -> None:
     """Else the mean would see only calls that slept, slower by the wake-up that
     polling saves, and could stay over the limit for good."""
-    monkeypatch.setattr(_spin, "_mains", 0)  # whatever other tests left running
+    monkeypatch.setattr(_spin, "mains", 0)  # whatever other tests left running
     with socket.socket() as tcp:
         spin = Spin(MAX_SPIN, tcp, can_poll=True)
     limit = spin.limit
@@ -155,9 +155,9 @@ def test_a_forked_child_does_not_inherit_its_parents_running_mains(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Its own calls to that parent may poll: the parent's loop runs elsewhere."""
-    monkeypatch.setattr(_spin, "_mains", 2)
+    monkeypatch.setattr(_spin, "mains", 2)
     _spin._forked()  # what os.register_at_fork runs in the child
-    assert _spin._mains == 0
+    assert _spin.mains == 0
 
 
 ADAPTING = """

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from . import _interrupts
+from . import _interrupts, _spin
 from ._blockio import DONTWAIT, READ_SIZE, Watch, poll_recv, ready, recv, send_all
 from ._blocktls import MemoryTLS
 from ._calls import error_info, reply_value
@@ -53,8 +53,8 @@ from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
 from ._events import ConnectionTerminated, Event, ReplyReceived
 from ._interrupts import deliver_deferred, link_closed, link_opened
 from ._protocol import CLOSED, HANDSHAKE, OPEN, Connection
-from ._spin import Spin
-from ._values import ENCODE_ERRORS, encode_error, too_large
+from ._spin import _WEIGHT, Spin
+from ._values import DECODE_ERRORS, ENCODE_ERRORS, encode_error, too_large, untyped_decoder
 from ._wire import CloseCode, ErrorKind, PortRef, RequestKind
 
 __all__ = ("BlockingLink", "Sink")
@@ -62,6 +62,9 @@ __all__ = ("BlockingLink", "Sink")
 logger = logging.getLogger("ipcbus")
 
 _MAIN = threading.main_thread().ident
+_monotonic = time.monotonic
+_monotonic_ns = time.monotonic_ns
+_decode = untyped_decoder.decode  # decode_value's decoder
 _FOLLOW = 0.1  # seconds a follower waits for the leader before it looks up again
 _WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
@@ -237,101 +240,169 @@ class BlockingLink:
     def call(
         self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
     ) -> Any:
-        """Make a request, wait for its reply in this thread; the decoded value, or raise."""
+        """Make a request, wait for its reply in this thread; the decoded value, or raise.
+
+        Every instruction between one call's reply and the next call's request
+        counts twice: main goes to sleep in that gap, and waking it costs as
+        much again (docs/performance.md, scenario S). So the common case, a
+        call alone on the link that polls and reads its reply whole in one
+        read, runs inline here; anything else goes on through ``_lead`` or
+        ``_wait`` from where it is.
+        """
         if self._sigint is None and threading.get_ident() == _MAIN:
             self._sigint = link_opened()  # connected from another thread: see start
         try:
-            return self._call(kind, channel, args, timeout)
+            conn = self.conn
+            waiter = _Waiter()
+            write = self._write
+            writing = write.acquire(False)  # the common case: write it ourselves, at once
+            try:
+                with self._lock:
+                    if conn.state is not OPEN:
+                        raise self.closed_error()
+                    try:
+                        request_id = conn.start_request(kind, channel, args)
+                    except ENCODE_ERRORS as exc:
+                        raise encode_error(_WHAT[kind], channel, args, exc) from None
+                    except FrameTooLargeError as exc:
+                        raise too_large(_WHAT[kind], channel, exc) from None
+                    self._waiters[request_id] = waiter
+                    if writing:
+                        data = conn.data_to_send()
+                        if self._tls is not None:
+                            data = self._tls.wrap(data)
+            except BaseException:
+                if writing:
+                    write.release()
+                raise
+            with self._held:
+                self._active += 1
+                if self._active == 1:
+                    try:
+                        self._watch.off()  # before the request leaves (the reply is ours)
+                    except (OSError, ValueError):  # closed meanwhile
+                        pass
+                # Lead from the start when we write ourselves and nobody reads
+                # (the common case): the reply is ours to read, with no hand-over.
+                alone = writing and not self._leading
+                if alone:
+                    self._leading = True
+            spin = self.spin
+            start = _monotonic_ns()
+            try:
+                try:
+                    try:
+                        if writing and not self._torn:
+                            send_all(
+                                self.sock,
+                                data,
+                                self._sent,
+                                self._send_timeout,
+                                self.name,
+                                self.lost,
+                            )
+                    finally:
+                        if writing:
+                            write.release()
+                    if not writing or conn.pending_output:
+                        self.flush()
+                    # Main is at work now: what is left to set up costs the call nothing.
+                    deadline = None if timeout is None else _monotonic() + timeout
+                    limit = spin.limit
+                    if limit and spin.recent <= limit and not _spin.mains:
+                        spin.skipped = 0  # Spin.until's common case, inline
+                        spin_until = start + limit
+                    else:
+                        spin_until = spin.until(start)
+                    if deadline is not None and spin_until:
+                        spin_until = min(spin_until, int(deadline * 1e9))
+                    if not alone:
+                        self._wait(waiter, deadline, spin_until)
+                    else:
+                        polling = spin_until
+                        if polling and self._tls is None:
+                            # _lead's first read, inline: poll_recv (a Ctrl-C is
+                            # held off in this module, and raised in _lead's),
+                            # then _take's common case, our reply alone.
+                            into, buffer = self.sock.recv_into, self._buffer
+                            count = -1
+                            while not self._ended:
+                                try:
+                                    count = into(buffer, 0, DONTWAIT)
+                                    break
+                                except BlockingIOError:
+                                    if _interrupts.deferred or _monotonic_ns() >= polling:
+                                        break
+                                except OSError as exc:
+                                    why = f"reading from {self.name} failed: {exc.strerror or exc}"
+                                    self._take(b"", why, waiter)
+                                    break
+                            if count > 0:
+                                spin.hits += 1
+                                with self._lock:
+                                    conn.receive_data(bytes(buffer[:count]))
+                                    events = conn.events_received()
+                                    pending = conn.pending_output
+                                self.reads += 1
+                                if (
+                                    len(events) == 1
+                                    and not pending
+                                    and type(event := events[0]) is ReplyReceived
+                                    and event.request_id == request_id
+                                ):
+                                    waiter.reply = event
+                                elif self._hand_on(events, pending, waiter):
+                                    polling = 0  # another thread has work: let it have the GIL
+                            elif count == 0:
+                                self._take(b"", None, waiter)  # main hung up
+                        if waiter.reply is None:
+                            self._lead(waiter, deadline, polling)
+                except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
+                    spin.took(_monotonic_ns() - start, False)  # one that timed out: slow
+                    if waiter.reply is None:
+                        with self._lock:
+                            conn.cancel_request(request_id)
+                        self.flush()  # stop main's handler now
+                        if isinstance(exc, TimeoutError):
+                            raise IpcTimeoutError(
+                                f"{_WHAT[kind]} {channel!r} got no reply within {timeout} s"
+                                + (
+                                    "; the remote handler was told to stop"
+                                    if kind is RequestKind.INVOKE
+                                    else "; a late reply will be discarded"
+                                )
+                            ) from None
+                    raise
+            finally:
+                del self._waiters[request_id]
+                with self._held:
+                    if alone:
+                        self._leading = False
+                    self._active -= 1
+                    if not self._active:
+                        try:
+                            self._watch.on()
+                        except (OSError, ValueError):  # closed meanwhile
+                            pass
+                    if self._sleepers:  # a follower leads next; a reader thread waits for calls
+                        self._cond.notify_all()
+            # Spin.took, inline: the running mean of round trips.
+            elapsed = _monotonic_ns() - start
+            recent = spin.recent + (elapsed - spin.recent) // _WEIGHT
+            spin.recent = min(recent, elapsed) if spin_until and elapsed <= spin.limit else recent
+            reply = waiter.reply
+            if reply is not None and reply.ok:
+                try:
+                    return _decode(reply.value)  # reply_value's common case, inline
+                except DECODE_ERRORS:
+                    pass
+            return reply_value(reply, kind, channel, self)
         finally:
             if _interrupts.deferred:  # deliver_deferred() without the call, as a rule
                 deliver_deferred()  # a Ctrl-C that came on the way out, error or not
 
-    def _call(
-        self, kind: RequestKind, channel: str, args: tuple[Any, ...], timeout: float | None
-    ) -> Any:
-        conn = self.conn
-        waiter = _Waiter()
-        start = time.monotonic_ns()
-        writing = self._write.acquire(False)  # the common case: write it ourselves, at once
-        try:
-            with self._lock:
-                if conn.state is not OPEN:
-                    raise self.closed_error()
-                try:
-                    request_id = conn.start_request(kind, channel, args)
-                except ENCODE_ERRORS as exc:
-                    raise encode_error(_WHAT[kind], channel, args, exc) from None
-                except FrameTooLargeError as exc:
-                    raise too_large(_WHAT[kind], channel, exc) from None
-                self._waiters[request_id] = waiter
-                if writing:
-                    data = conn.data_to_send()
-                    if self._tls is not None:
-                        data = self._tls.wrap(data)
-        except BaseException:
-            if writing:
-                self._write.release()
-            raise
-        # Before the request leaves: were the reader thread still watching the
-        # socket when the reply came, it would wake and fight us for the GIL
-        # and the lock (twice the round trip on a busy 2-core machine).
-        held = self._held
-        with held:
-            self._active += 1
-            if self._active == 1:
-                try:
-                    self._watch.off()  # the reader thread need not wake for our reply
-                except (OSError, ValueError):  # closed meanwhile
-                    pass
-        spin_until = self.spin.until(start)
-        try:
-            # From here on the request is main's: whatever stops us (a timeout,
-            # Ctrl-C, even one that lands while the request is being written)
-            # tells main's handler to stop.
-            try:
-                if writing and not self._torn:
-                    self._send(data)
-            finally:
-                if writing:
-                    self._write.release()
-            if not writing or conn.pending_output:
-                self.flush()
-            self._wait(waiter, None if timeout is None else time.monotonic() + timeout, spin_until)
-        except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
-            self.spin.took(time.monotonic_ns() - start, False)  # one that timed out: slow
-            if waiter.reply is None:
-                with self._lock:
-                    conn.cancel_request(request_id)
-                self.flush()  # stop main's handler now
-                if isinstance(exc, TimeoutError):
-                    raise IpcTimeoutError(
-                        f"{_WHAT[kind]} {channel!r} got no reply within {timeout} s"
-                        + (
-                            "; the remote handler was told to stop"
-                            if kind is RequestKind.INVOKE
-                            else "; a late reply will be discarded"
-                        )
-                    ) from None
-            raise
-        finally:
-            del self._waiters[request_id]
-            with held:
-                self._active -= 1
-                if not self._active:
-                    try:
-                        self._watch.on()
-                    except (OSError, ValueError):  # closed meanwhile
-                        pass
-                    if self._sleepers:  # a reader thread that waited for the calls to end
-                        self._cond.notify_all()
-        self.spin.took(time.monotonic_ns() - start, spin_until != 0)
-        return reply_value(waiter.reply, kind, channel, self)
-
     def _wait(self, waiter: _Waiter, deadline: float | None, spin_until: int) -> None:
         """Until ``waiter`` has its reply or the link ends: lead (read) or follow.
-
-        A leader polls the socket until ``spin_until`` (``time.monotonic_ns``;
-        0: not at all) before its reads sleep (``_spin``).
 
         Raises:
             TimeoutError: ``deadline`` passed first.
@@ -340,10 +411,10 @@ class BlockingLink:
         cond.acquire()
         try:
             while waiter.reply is None and not self._ended:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError
                 if self._leading:  # another thread reads: it wakes us
+                    remaining = None if deadline is None else deadline - _monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError
                     self._sleepers += 1
                     try:
                         # In slices, so an interrupt noted meanwhile is not kept waiting.
@@ -355,21 +426,7 @@ class BlockingLink:
                 self._leading = True
                 cond.release()
                 try:
-                    if spin_until and deadline is not None:
-                        spin_until = min(spin_until, int(deadline * 1e9))
-                    while spin_until and waiter.reply is None and not self._ended:
-                        if self._read(None, waiter, spin_until):
-                            spin_until = 0  # another thread has work: let it have the GIL
-                        elif time.monotonic_ns() >= spin_until:
-                            spin_until = 0
-                    while waiter.reply is None and not self._ended:
-                        if deadline is None:
-                            self._read(None, waiter)
-                        else:
-                            remaining = deadline - time.monotonic()
-                            if remaining <= 0:
-                                raise TimeoutError
-                            self._read(remaining, waiter)
+                    self._lead(waiter, deadline, spin_until)
                 finally:
                     cond.acquire()
                     self._leading = False
@@ -377,6 +434,30 @@ class BlockingLink:
                         cond.notify_all()  # a follower leads next
         finally:
             cond.release()
+
+    def _lead(self, waiter: _Waiter, deadline: float | None, spin_until: int) -> None:
+        """Read, as the leader, until ``waiter`` has its reply or the link ends.
+
+        Polls the socket until ``spin_until`` (``time.monotonic_ns``; 0: not
+        at all) before its reads sleep (``_spin``).
+
+        Raises:
+            TimeoutError: ``deadline`` passed first.
+        """
+        if spin_until:
+            while waiter.reply is None and not self._ended:
+                if self._read(None, waiter, spin_until):
+                    break  # another thread has work: let it have the GIL
+                if waiter.reply is None and _monotonic_ns() >= spin_until:
+                    break
+        while waiter.reply is None and not self._ended:
+            if deadline is None:
+                self._read(None, waiter)
+            else:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self._read(remaining, waiter)
 
     def send(self, channel: str, args: tuple[Any, ...]) -> None:
         """Queue a message and write it (blocking while main does not read)."""
@@ -473,28 +554,36 @@ class BlockingLink:
 
     def _take(self, data: bytes, why: str | None, own: _Waiter | None) -> bool:
         """Feed one read to the core, hand its events on, flush; as ``_read``."""
+        tls = self._tls
         with self._lock:
             conn = self.conn
-            plain = data
-            if data and self._tls is not None:
-                plain, why = self._tls.unwrap(data)
-            if plain:
-                conn.receive_data(plain)
-            if not data or why is not None:
-                conn.receive_eof(why)
+            if data and why is None and tls is None:  # the common case
+                conn.receive_data(data)
+            else:
+                if data and tls is not None:
+                    plain, why = tls.unwrap(data)
+                    if plain:
+                        conn.receive_data(plain)
+                if not data or why is not None:
+                    conn.receive_eof(why)
             events = conn.events_received()
-            pending = conn.pending_output or (self._tls is not None and self._tls.pending)
+            pending = conn.pending_output or (tls is not None and tls.pending)
         self.reads += 1
+        return self._hand_on(events, pending, own)
+
+    def _hand_on(self, events: list[Event], pending: object, own: _Waiter | None) -> bool:
+        """After a read: flush what the core queued (``pending``), hand ``events`` on.
+
+        Returns whether it handed anything to another thread (as ``_read``).
+        """
         if pending:
             self.flush(wait=False)  # a Pong, a Goodbye: the writer, if busy, sends it
-        if events:
-            if len(events) == 1 and own is not None:  # the common case: our reply alone
-                event = events[0]
-                if type(event) is ReplyReceived and self._waiters.get(event.request_id) is own:
-                    own.reply = event
-                    return False
-            return self._deliver(events, own)
-        return False
+        if len(events) == 1 and own is not None:  # the common case: our reply alone
+            event = events[0]
+            if type(event) is ReplyReceived and self._waiters.get(event.request_id) is own:
+                own.reply = event
+                return False
+        return self._deliver(events, own) if events else False
 
     def _deliver(self, events: list[Event], own: _Waiter | None) -> bool:
         """Replies to their waiters, the rest to the sink; whether another thread got any."""

@@ -34,7 +34,7 @@ import socket
 import struct
 import threading
 
-__all__ = ("MAX_SPIN", "Spin", "main_entered", "main_left", "peer_is_this_process")
+__all__ = ("MAX_SPIN", "Spin", "main_entered", "main_left", "mains", "peer_is_this_process")
 
 MAX_SPIN = 0.005  # seconds: sys.getswitchinterval()'s default
 
@@ -42,27 +42,27 @@ _PEERCRED = getattr(socket, "SO_PEERCRED", None)  # Linux: (pid, uid, gid) of a 
 _CRED = struct.Struct("3i")
 _WEIGHT = 8  # the running mean moves 1/8 of the way to each new round trip
 _PROBE = 16  # while polling is off, one call in this many polls all the same
-_mains = 0  # IpcMains running in this process
+mains = 0  # IpcMains running in this process (read by _blocking's calls)
 _mains_lock = threading.Lock()
 
 
 def main_entered() -> None:
     """An ``IpcMain`` of this process started: no blocking call polls until it stops."""
-    global _mains
+    global mains
     with _mains_lock:
-        _mains += 1
+        mains += 1
 
 
 def main_left() -> None:
-    global _mains
+    global mains
     with _mains_lock:
-        _mains -= 1
+        mains -= 1
 
 
 def _forked() -> None:
     """In a forked child: the parent's mains do not run here."""
-    global _mains, _mains_lock
-    _mains, _mains_lock = 0, threading.Lock()
+    global mains, _mains_lock
+    mains, _mains_lock = 0, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -107,7 +107,7 @@ class Spin:
     def until(self, start: int) -> int:
         """When a call started at ``start`` stops polling; 0: do not poll."""
         limit = self.limit
-        if not limit or _mains:
+        if not limit or mains:
             return 0
         if self.recent > limit:
             self.skipped += 1
