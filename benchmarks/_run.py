@@ -31,6 +31,7 @@ CONTESTANTS = {
     # ipcbus as of another checkout ($IPCBUS_BEFORE: its src/): before/after tables
     "ipcbus-before": "contestants.ipcbus_",
     "ipcbus-sync": "contestants.ipcbus_sync",
+    "ipcbus-sync-before": "contestants.ipcbus_sync",  # ipcbus.sync as of $IPCBUS_BEFORE
     "ipcbus-sync-sleep": "contestants.ipcbus_sync_sleep",
     "ipcbus-wire": "contestants.ipcbus_wire",
     "loop-wire": "contestants.loop_wire",
@@ -63,7 +64,7 @@ def main() -> None:
     parser.add_argument("--max-connections", type=int, default=0, help="server: 0 = default")
     args = parser.parse_args()
     raise_fd_limit()
-    if args.contestant == "ipcbus-before":
+    if args.contestant.endswith("-before"):
         sys.path.insert(0, os.environ["IPCBUS_BEFORE"])
     module: Any = importlib.import_module(CONTESTANTS[args.contestant])
     if hasattr(module, "configure"):

@@ -42,6 +42,7 @@ ALL_CONTESTANTS = (
     "ipcbus-async",
     "ipcbus-before",  # another checkout's src/ in $IPCBUS_BEFORE: a before/after table
     "ipcbus-sync",
+    "ipcbus-sync-before",  # the same, as of $IPCBUS_BEFORE
     "ipcbus-sync-sleep",
     "ipcbus-wire",
     "loop-wire",
@@ -69,6 +70,7 @@ LOOPS = {
     "ipcbus-async": BOTH_LOOPS,
     "ipcbus-before": BOTH_LOOPS,
     "ipcbus-sync": BOTH_LOOPS,  # a blocking client; the loop is main's
+    "ipcbus-sync-before": BOTH_LOOPS,
     "ipcbus-sync-sleep": BOTH_LOOPS,  # the same with spin=0: sleeps in recv as mpconn does
     "ipcbus-wire": BOTH_LOOPS,  # a bare client, no facade: the bound for ipcbus-sync-sleep
     "loop-wire": BOTH_LOOPS,  # mpconn's client, the least server a loop can be: a bound for main
@@ -83,7 +85,14 @@ SCENARIOS = "ABCDEFHGS"
 # client's round trip) is the blocking clients'; ipcbus-sync(-sleep) and -wire run S only.
 ONLY_FOR = {
     "G": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
-    "S": ("mpconn", "loop-wire", "ipcbus-wire", "ipcbus-sync-sleep", "ipcbus-sync"),
+    "S": (
+        "mpconn",
+        "loop-wire",
+        "ipcbus-wire",
+        "ipcbus-sync-sleep",
+        "ipcbus-sync",
+        "ipcbus-sync-before",
+    ),
     # F with a yield after each broadcast: what one broadcast costs when nothing batches it
     "H": ("floor", "ipcbus", "ipcbus-async", "ipcbus-before"),
 }

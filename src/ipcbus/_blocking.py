@@ -321,23 +321,23 @@ class BlockingLink:
                     else:
                         polling = spin_until
                         if polling and self._tls is None:
-                            # _lead's first read, inline: poll_recv (a Ctrl-C is
-                            # held off in this module, and raised in _lead's),
-                            # then _take's common case, our reply alone.
-                            into, buffer = self.sock.recv_into, self._buffer
-                            count = -1
-                            while not self._ended:
-                                try:
-                                    count = into(buffer, 0, DONTWAIT)
-                                    break
-                                except BlockingIOError:
-                                    if _interrupts.deferred or _monotonic_ns() >= polling:
-                                        break
-                                except OSError as exc:
-                                    why = f"reading from {self.name} failed: {exc.strerror or exc}"
-                                    self._take(b"", why, waiter)
-                                    break
-                            if count > 0:
+                            # _lead's first read, inline: _read's poll, then
+                            # _take's common case, our reply alone.
+                            got: deque[int] = deque()
+                            buffer = self._buffer
+                            try:
+                                polled: bool | None = poll_recv(self.sock, got, buffer, polling)
+                            except BaseException as exc:
+                                self._failed(exc, got, waiter)  # the link ended, or it raises
+                                polled = None
+                            if polled is False:
+                                spin.misses += 1
+                                polling = 0  # nothing came in time: sleep
+                            elif polled is None:
+                                pass
+                            elif not (count := got.popleft()):
+                                self._take(b"", None, waiter)  # main hung up
+                            else:
                                 spin.hits += 1
                                 with self._lock:
                                     conn.receive_data(bytes(buffer[:count]))
@@ -353,8 +353,6 @@ class BlockingLink:
                                     waiter.reply = event
                                 elif self._hand_on(events, pending, waiter):
                                     polling = 0  # another thread has work: let it have the GIL
-                            elif count == 0:
-                                self._take(b"", None, waiter)  # main hung up
                         if waiter.reply is None:
                             self._lead(waiter, deadline, polling)
                 except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
@@ -544,13 +542,18 @@ class BlockingLink:
                 return False
         except BlockingIOError:
             return False
-        except OSError as exc:
-            return self._take(b"", f"reading from {self.name} failed: {exc.strerror or exc}", own)
-        except BaseException:  # Ctrl-C: what was read is the core's all the same
-            if got:
-                self._take(bytes(buffer[: got.popleft()]), None, own)
-            raise
+        except BaseException as exc:
+            return self._failed(exc, got, own)
         return self._take(bytes(buffer[: got.popleft()]), None, own)
+
+    def _failed(self, exc: BaseException, got: deque[int], own: _Waiter | None) -> bool:
+        """A read raised ``exc``: end the link over an ``OSError`` (as ``_take``); else
+        (Ctrl-C) feed the core what was read all the same (``got``: its count), raise it."""
+        if isinstance(exc, OSError):
+            return self._take(b"", f"reading from {self.name} failed: {exc.strerror or exc}", own)
+        if got:
+            self._take(bytes(self._buffer[: got.popleft()]), None, own)
+        raise exc
 
     def _take(self, data: bytes, why: str | None, own: _Waiter | None) -> bool:
         """Feed one read to the core, hand its events on, flush; as ``_read``."""
