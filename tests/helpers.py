@@ -1,9 +1,11 @@
-"""Shared test helpers: a running IpcMain, renderer child scripts, bounded waits."""
+"""Shared test helpers: a running IpcMain, renderer child scripts, bounded waits,
+main's end of a connection driven by hand."""
 
 from __future__ import annotations
 
 import dis
 import os
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +17,8 @@ from typing import Any
 import anyio
 
 import ipcbus
+from ipcbus._protocol import Connection, Role
+from ipcbus._wire import Pong
 
 RENDERERS = Path(__file__).parent / "renderers"
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -84,3 +88,33 @@ def each_instruction(code: CodeType, step: Callable[[FrameType], None]) -> Itera
         yield
     finally:
         sys.settrace(None)
+
+
+class HandDrivenMain:
+    """Main's end of one connection, driven by hand: a test decides when each frame goes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.conn = Connection(Role.MAIN, token="t", renderer_id=7)
+
+    def flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def next_event(self) -> Any:
+        while True:
+            for event in self.conn.events_received():
+                return event
+            data = self.sock.recv(65536)
+            assert data, "the renderer closed the connection"
+            self.conn.receive_data(data)
+            self.flush()  # Welcome, Pong
+
+    def ping(self, nonce: int) -> None:
+        """Send a Ping and wait for the renderer's Pong (the core keeps Pongs to itself)."""
+        self.conn.send_ping(nonce)
+        self.flush()
+        self.sock.settimeout(10)
+        data = self.sock.recv(65536)
+        pong = Connection(Role.MAIN, token="t")
+        pong._queue(Pong(nonce))
+        assert data == bytes(pong.data_to_send()), data

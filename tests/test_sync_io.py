@@ -28,11 +28,9 @@ import pytest
 import ipcbus
 import ipcbus.sync
 from ipcbus._events import HandshakeCompleted, Request
-from ipcbus._protocol import Connection, Role
-from ipcbus._wire import Pong
 
 from .faults._raw import make_certificate
-from .helpers import each_instruction, running_main
+from .helpers import HandDrivenMain, each_instruction, running_main
 
 
 async def test_pushes_during_a_call_reach_the_listener_in_order() -> None:
@@ -240,40 +238,6 @@ async def test_main_invokes_the_renderer_while_its_thread_waits_in_its_own_invok
 # ---- heartbeats: main's side of the core on a real socket ---------------------------
 
 
-class _Main:
-    """Main's end of one connection, driven by hand: a test decides when each frame goes."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.conn = Connection(Role.MAIN, token="t", renderer_id=7)
-
-    def flush(self) -> None:
-        self.sock.sendall(self.conn.data_to_send())
-
-    def next_event(self) -> Any:
-        while True:
-            for event in self.conn.events_received():
-                return event
-            data = self.sock.recv(65536)
-            assert data, "the renderer closed the connection"
-            self.conn.receive_data(data)
-            self.flush()  # Welcome, Pong
-
-    def ping(self, nonce: int) -> None:
-        """Send a Ping and wait for the renderer's Pong (the core keeps Pongs to itself)."""
-        self.conn.send_ping(nonce)
-        self.flush()
-        self.sock.settimeout(10)
-        data = self.sock.recv(65536)
-        assert data == _frame(Pong(nonce)), data
-
-
-def _frame(body: Any) -> bytes:
-    conn = Connection(Role.MAIN, token="t")
-    conn._queue(body)
-    return bytes(conn.data_to_send())
-
-
 @pytest.fixture
 def socket_path() -> Iterator[str]:
     directory = tempfile.mkdtemp(prefix="ipcbus-test-")
@@ -296,7 +260,7 @@ def test_pings_are_answered_while_idle_and_while_a_call_is_in_flight(socket_path
         sock, _ = server.accept()
         with sock:
             sock.settimeout(10)
-            main = _Main(sock)
+            main = HandDrivenMain(sock)
             assert isinstance(main.next_event(), HandshakeCompleted)
             connecting.join(10)
             try:

@@ -4,6 +4,9 @@ Main runs here; the blocking renderers are child processes (polling is off
 while an ``IpcMain`` runs in the caller's own process), and report what their
 link's ``Spin`` saw through an ``invoke``. Where a test needs to poll for
 longer than ``spin`` may be (``MAX_SPIN``), the child sets its link's limit.
+The tests at the end drive main's end of the connection by hand, over TCP (a
+peer this process does not recognise as itself), to send exactly what the
+first poll of a call reads.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ import inspect
 import os
 import signal
 import socket
+import struct
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,9 +32,12 @@ import ipcbus
 import ipcbus.sync
 from ipcbus import _spin
 from ipcbus._blockio import poll_recv
+from ipcbus._events import HandshakeCompleted, Request
+from ipcbus._protocol import Connection, Role
 from ipcbus._spin import MAX_SPIN, Spin, _cpus, peer_is_this_process
+from ipcbus._wire import Pong
 
-from .helpers import each_instruction, running_main, spawn_script
+from .helpers import HandDrivenMain, each_instruction, running_main, spawn_script
 
 #: Tests that show polling happen: with one CPU there is none, by design.
 polls = pytest.mark.skipif(_cpus() < 2, reason="blocking calls do not poll with one CPU")
@@ -453,3 +463,123 @@ async def test_threads_calling_at_once_each_get_their_own_reply(tmp_path: Path) 
     """A leader polls only while its call is the only one in flight, and stops
     once it hands a reply to another caller; every caller gets its own."""
     assert await _run(tmp_path, THREADS) == [True]
+
+
+# ---- the first poll of a call, read by hand: main's end driven by the test ------------
+#
+# Over TCP the peer is not recognised as this process, so a call polls here
+# too (no IpcMain runs: main is driven by hand), and the test sends exactly
+# the bytes the poll finds.
+
+
+@contextmanager
+def _polling_link(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, HandDrivenMain]]:
+    """A blocking renderer connected over TCP to a main driven by hand; its calls
+    poll for up to 10 s, so the poll is what reads whatever main sends."""
+    monkeypatch.setattr(_spin, "mains", 0)  # whatever other tests left running
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(10)
+        host, port = server.getsockname()[:2]
+        ipc = ipcbus.sync.IpcRenderer(heartbeat_interval=None)
+        connecting = threading.Thread(
+            target=ipc.connect, args=(f"tcp://{host}:{port}",), kwargs={"token": "t"}
+        )
+        connecting.start()
+        sock, _ = server.accept()
+        with sock:
+            sock.settimeout(10)
+            main = HandDrivenMain(sock)
+            assert isinstance(main.next_event(), HandshakeCompleted)
+            connecting.join(10)
+            ipc._link.spin.limit = 10**10
+            try:
+                yield ipc, main
+            finally:
+                ipc.close()
+
+
+def _call_in_thread(ipc: Any, channel: str) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def call() -> None:
+        try:
+            outcome.append(ipc.invoke(channel))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, outcome
+
+
+@polls
+def test_a_push_read_with_the_reply_reaches_its_listener(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One read with a push and the reply: the call takes its reply, the push goes
+    on to its listener (the read is not the common case of a reply alone)."""
+    with _polling_link(monkeypatch) as (ipc, main):
+        pushed = threading.Event()
+        got: list[Any] = []
+
+        @ipc.on("push")
+        def on_push(event: Any, value: Any) -> None:
+            got.append(value)
+            pushed.set()
+
+        calling, outcome = _call_in_thread(ipc, "answer")
+        request = main.next_event()
+        assert isinstance(request, Request)
+        main.conn.send_message("push", ("first",))
+        main.conn.send_reply(request.request_id, True, 42)
+        main.flush()  # both frames in one write
+        calling.join(10)
+        assert outcome == [42]
+        assert pushed.wait(10)
+        assert got == ["first"]
+        assert ipc._link.spin.hits >= 1
+
+
+@polls
+def test_a_ping_read_with_the_reply_is_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ping that comes in the same read as the reply gets its Pong at once."""
+    with _polling_link(monkeypatch) as (ipc, main):
+        calling, outcome = _call_in_thread(ipc, "answer")
+        request = main.next_event()
+        assert isinstance(request, Request)
+        main.conn.send_ping(5)
+        main.conn.send_reply(request.request_id, True, "ok")
+        main.flush()
+        calling.join(10)
+        assert outcome == ["ok"]
+        pong = Connection(Role.MAIN, token="t")
+        pong._queue(Pong(5))
+        assert main.sock.recv(65536) == bytes(pong.data_to_send())
+
+
+@polls
+def test_main_hanging_up_during_the_first_poll_fails_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The end of the stream, found by the poll, ends the link and fails the call."""
+    with _polling_link(monkeypatch) as (ipc, main):
+        calling, outcome = _call_in_thread(ipc, "answer")
+        assert isinstance(main.next_event(), Request)
+        main.sock.shutdown(socket.SHUT_WR)
+        calling.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], ipcbus.ConnectionClosedError)
+        assert "'answer'" in str(outcome[0])
+
+
+@polls
+def test_a_reset_found_by_the_first_poll_ends_the_link_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read that fails (main's end reset) ends the link; the call's error says
+    that reading failed."""
+    with _polling_link(monkeypatch) as (ipc, main):
+        calling, outcome = _call_in_thread(ipc, "answer")
+        assert isinstance(main.next_event(), Request)
+        main.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        main.sock.close()  # with SO_LINGER 0: a reset, not an end of stream
+        calling.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], ipcbus.ConnectionClosedError)
+        assert "reading from main failed" in str(outcome[0])
