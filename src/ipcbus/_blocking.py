@@ -10,7 +10,9 @@ whatever else it reads on the way. Rules:
   (replies to their waiters, the rest to the sink, in order) before it reads
   again or steps down: no bytes are read, and no event delivered, out of
   order. A caller whose reply another leader reads is woken by it; a caller
-  that waits while nobody leads takes over.
+  that waits while nobody leads takes over. A call that writes its own
+  request and finds nobody leading leads from the start (the common case,
+  whose first read ``call`` makes inline).
 * **Between calls** the reader thread waits for the socket to become
   readable without leading, then leads for one read that does not block.
   From before a call's request is written until no call waits, it does not
