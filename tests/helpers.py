@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import anyio
 
 import ipcbus
+import ipcbus.sync
+from ipcbus._events import HandshakeCompleted
 from ipcbus._protocol import Connection, Role
 from ipcbus._wire import Pong
 
@@ -118,3 +121,25 @@ class HandDrivenMain:
         pong = Connection(Role.MAIN, token="t")
         pong._queue(Pong(nonce))
         assert data == bytes(pong.data_to_send()), data
+
+
+@contextmanager
+def connected_by_hand(
+    server: socket.socket, address: str
+) -> Iterator[tuple[ipcbus.sync.IpcRenderer, HandDrivenMain]]:
+    """A blocking renderer connected to ``address``, where ``server`` listens, and
+    main's end of its connection driven by hand, past the handshake."""
+    server.settimeout(10)
+    ipc = ipcbus.sync.IpcRenderer(heartbeat_interval=None)
+    connecting = threading.Thread(target=ipc.connect, args=(address,), kwargs={"token": "t"})
+    connecting.start()
+    sock, _ = server.accept()
+    with sock:
+        sock.settimeout(10)
+        main = HandDrivenMain(sock)
+        assert isinstance(main.next_event(), HandshakeCompleted)
+        connecting.join(10)
+        try:
+            yield ipc, main
+        finally:
+            ipc.close()

@@ -27,10 +27,10 @@ import pytest
 
 import ipcbus
 import ipcbus.sync
-from ipcbus._events import HandshakeCompleted, Request
+from ipcbus._events import Request
 
 from .faults._raw import make_certificate
-from .helpers import HandDrivenMain, each_instruction, running_main
+from .helpers import connected_by_hand, each_instruction, running_main
 
 
 async def test_pushes_during_a_call_reach_the_listener_in_order() -> None:
@@ -251,34 +251,20 @@ def test_pings_are_answered_while_idle_and_while_a_call_is_in_flight(socket_path
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(socket_path)
         server.listen()
-        server.settimeout(10)
-        ipc = ipcbus.sync.IpcRenderer(heartbeat_interval=None)
-        connecting = threading.Thread(
-            target=ipc.connect, args=(f"unix:{socket_path}",), kwargs={"token": "t"}
-        )
-        connecting.start()
-        sock, _ = server.accept()
-        with sock:
-            sock.settimeout(10)
-            main = HandDrivenMain(sock)
-            assert isinstance(main.next_event(), HandshakeCompleted)
-            connecting.join(10)
-            try:
-                main.ping(1)  # idle: the reader thread answers
-                result: list[object] = []
-                calling = threading.Thread(target=lambda: result.append(ipc.invoke("slow", 1)))
-                calling.start()
-                request = main.next_event()
-                assert isinstance(request, Request)
-                main.ping(2)  # the call waits: its own thread reads the Ping and answers
-                main.ping(3)
-                main.conn.send_reply(request.request_id, True, 42)
-                main.flush()
-                calling.join(10)
-                assert result == [42]
-                main.ping(4)  # idle again
-            finally:
-                ipc.close()
+        with connected_by_hand(server, f"unix:{socket_path}") as (ipc, main):
+            main.ping(1)  # idle: the reader thread answers
+            result: list[object] = []
+            calling = threading.Thread(target=lambda: result.append(ipc.invoke("slow", 1)))
+            calling.start()
+            request = main.next_event()
+            assert isinstance(request, Request)
+            main.ping(2)  # the call waits: its own thread reads the Ping and answers
+            main.ping(3)
+            main.conn.send_reply(request.request_id, True, 42)
+            main.flush()
+            calling.join(10)
+            assert result == [42]
+            main.ping(4)  # idle again
 
 
 # ---- TLS -----------------------------------------------------------------------------

@@ -32,12 +32,18 @@ import ipcbus
 import ipcbus.sync
 from ipcbus import _spin
 from ipcbus._blockio import poll_recv
-from ipcbus._events import HandshakeCompleted, Request
+from ipcbus._events import Request
 from ipcbus._protocol import Connection, Role
 from ipcbus._spin import MAX_SPIN, Spin, _cpus, peer_is_this_process
 from ipcbus._wire import Pong
 
-from .helpers import HandDrivenMain, each_instruction, running_main, spawn_script
+from .helpers import (
+    HandDrivenMain,
+    connected_by_hand,
+    each_instruction,
+    running_main,
+    spawn_script,
+)
 
 #: Tests that show polling happen: with one CPU there is none, by design.
 polls = pytest.mark.skipif(_cpus() < 2, reason="blocking calls do not poll with one CPU")
@@ -478,24 +484,10 @@ def _polling_link(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, HandDr
     poll for up to 10 s, so the poll is what reads whatever main sends."""
     monkeypatch.setattr(_spin, "mains", 0)  # whatever other tests left running
     with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(10)
         host, port = server.getsockname()[:2]
-        ipc = ipcbus.sync.IpcRenderer(heartbeat_interval=None)
-        connecting = threading.Thread(
-            target=ipc.connect, args=(f"tcp://{host}:{port}",), kwargs={"token": "t"}
-        )
-        connecting.start()
-        sock, _ = server.accept()
-        with sock:
-            sock.settimeout(10)
-            main = HandDrivenMain(sock)
-            assert isinstance(main.next_event(), HandshakeCompleted)
-            connecting.join(10)
+        with connected_by_hand(server, f"tcp://{host}:{port}") as (ipc, main):
             ipc._link.spin.limit = 10**10
-            try:
-                yield ipc, main
-            finally:
-                ipc.close()
+            yield ipc, main
 
 
 def _call_in_thread(ipc: Any, channel: str) -> tuple[threading.Thread, list[Any]]:
