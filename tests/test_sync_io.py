@@ -149,6 +149,38 @@ async def test_the_reader_thread_stops_watching_before_a_request_leaves(
     assert not any(seen)
 
 
+async def test_a_call_does_not_lead_while_its_request_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write can wait for main to read, and main for us to read: while a call's
+    request is being written another caller must be free to lead and read (a call
+    that led from before its write kept a follower's reply unread until the
+    write completed, or the link was lost)."""
+    from ipcbus import _blocking
+
+    send_all = _blocking.send_all
+    leading: list[bool] = []
+
+    def send_and_look(sock: socket.socket, data: bytearray, *rest: Any) -> None:
+        link = rest[-1].__self__  # send_all(..., lost=link.lost)
+        if link._waiters:  # a call's request (not the Hello or the Goodbye)
+            leading.append(link._leading)
+        send_all(sock, data, *rest)
+
+    monkeypatch.setattr(_blocking, "send_all", send_and_look)
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            ipc_main.handle("inc", lambda event, i: i + 1)
+            listener = await ipc_main.listen()
+
+            def client() -> list[int]:
+                with ipcbus.sync.connect(listener.address, token=listener.token) as ipc:
+                    return [ipc.invoke("inc", i) for i in range(20)]
+
+            assert await anyio.to_thread.run_sync(client) == list(range(1, 21))
+    assert leading == [False] * 20
+
+
 async def test_replies_larger_than_one_read_arrive_intact() -> None:
     """Every read goes into one buffer the link keeps: what a read took must be
     copied out before the next read overwrites it (a frame spans many reads)."""

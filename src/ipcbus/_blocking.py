@@ -10,9 +10,10 @@ whatever else it reads on the way. Rules:
   (replies to their waiters, the rest to the sink, in order) before it reads
   again or steps down: no bytes are read, and no event delivered, out of
   order. A caller whose reply another leader reads is woken by it; a caller
-  that waits while nobody leads takes over. A call that writes its own
-  request and finds nobody leading leads from the start (the common case,
-  whose first read ``call`` makes inline).
+  that waits while nobody leads takes over; so does a call whose request is
+  out and finds nobody leading (the common case, whose first read ``call``
+  makes inline). Nobody leads while writing: a write may wait for main to
+  read, and main for us.
 * **Between calls** the reader thread waits for the socket to become
   readable without leading, then leads for one read that does not block.
   From before a call's request is written until no call waits, it does not
@@ -277,18 +278,15 @@ class BlockingLink:
                 if writing:
                     write.release()
                 raise
-            with self._held:
+            held = self._held
+            with held:
                 self._active += 1
                 if self._active == 1:
                     try:
                         self._watch.off()  # before the request leaves (the reply is ours)
                     except (OSError, ValueError):  # closed meanwhile
                         pass
-                # Lead from the start when we write ourselves and nobody reads
-                # (the common case): the reply is ours to read, with no hand-over.
-                alone = writing and not self._leading
-                if alone:
-                    self._leading = True
+            alone = False  # leading from our request's write on: see below
             spin = self.spin
             start = _monotonic_ns()
             try:
@@ -318,6 +316,12 @@ class BlockingLink:
                         spin_until = spin.until(start)
                     if deadline is not None and spin_until:
                         spin_until = min(spin_until, int(deadline * 1e9))
+                    # Lead at once if nobody reads (the common case): the reply is
+                    # ours to read, with no hand-over. Not before the request is out,
+                    # so that no write of ours keeps another caller from reading.
+                    with held:
+                        if not self._leading and not self._ended:
+                            alone = self._leading = True
                     if not alone:
                         self._wait(waiter, deadline, spin_until)
                     else:
@@ -358,6 +362,11 @@ class BlockingLink:
                         if waiter.reply is None:
                             self._lead(waiter, deadline, polling)
                 except BaseException as exc:  # timed out, or interrupted (Ctrl-C)
+                    if alone:  # step down before writing the Cancel, as _wait does
+                        with held:
+                            alone = self._leading = False
+                            if self._sleepers:
+                                self._cond.notify_all()
                     spin.took(_monotonic_ns() - start, False)  # one that timed out: slow
                     if waiter.reply is None:
                         with self._lock:
@@ -375,7 +384,7 @@ class BlockingLink:
                     raise
             finally:
                 del self._waiters[request_id]
-                with self._held:
+                with held:
                     if alone:
                         self._leading = False
                     self._active -= 1
