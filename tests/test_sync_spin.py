@@ -575,3 +575,47 @@ def test_a_reset_found_by_the_first_poll_ends_the_link_saying_why(
         calling.join(10)
         assert len(outcome) == 1 and isinstance(outcome[0], ipcbus.ConnectionClosedError)
         assert "reading from main failed" in str(outcome[0])
+
+
+@polls
+def test_a_call_whose_reply_another_leader_read_does_not_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call held up between writing its request and leading, while another call
+    reads its reply for it, returns that reply at once: it does not go on to
+    lead and poll for a reply it already has (here the poll would last 10 s)."""
+    from ipcbus import _blocking
+
+    send_all = _blocking.send_all
+    written, go_on = threading.Event(), threading.Event()
+
+    def send_then_hold_b(sock: socket.socket, data: bytearray, *rest: Any) -> None:
+        send_all(sock, data, *rest)
+        if threading.current_thread().name == "b":
+            written.set()
+            assert go_on.wait(10)
+
+    monkeypatch.setattr(_blocking, "send_all", send_then_hold_b)
+    with _polling_link(monkeypatch) as (ipc, main):
+        results: dict[str, Any] = {}
+        threads = {
+            name: threading.Thread(
+                target=lambda name=name: results.setdefault(name, ipc.invoke(name)), name=name
+            )
+            for name in ("a", "b")
+        }
+        threads["a"].start()
+        a = main.next_event()
+        threads["b"].start()
+        assert written.wait(10)
+        b = main.next_event()
+        assert isinstance(a, Request) and isinstance(b, Request)
+        main.conn.send_reply(b.request_id, True, "B")  # a's poll reads both
+        main.conn.send_reply(a.request_id, True, "A")
+        main.flush()
+        threads["a"].join(10)
+        assert results == {"a": "A"}
+        go_on.set()  # b goes on, its reply already delivered
+        threads["b"].join(5)
+        assert not threads["b"].is_alive(), "b went on to poll for a reply it had"
+        assert results == {"a": "A", "b": "B"}

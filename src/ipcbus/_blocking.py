@@ -320,7 +320,7 @@ class BlockingLink:
                     # ours to read, with no hand-over. Not before the request is out,
                     # so that no write of ours keeps another caller from reading.
                     with held:
-                        if not self._leading and not self._ended:
+                        if not self._leading and not self._ended and waiter.reply is None:
                             alone = self._leading = True
                     if not alone:
                         self._wait(waiter, deadline, spin_until)
