@@ -168,13 +168,15 @@ async def test_a_call_does_not_lead_while_its_request_is_written(
         send_all(sock, data, *rest)
 
     monkeypatch.setattr(_blocking, "send_all", send_and_look)
+    # No heartbeats: the reader thread would lead, for a moment, to read a ping.
     with anyio.fail_after(30):
-        async with running_main() as ipc_main:
+        async with running_main(heartbeat_interval=None) as ipc_main:
             ipc_main.handle("inc", lambda event, i: i + 1)
             listener = await ipc_main.listen()
 
             def client() -> list[int]:
-                with ipcbus.sync.connect(listener.address, token=listener.token) as ipc:
+                ipc = ipcbus.sync.IpcRenderer(heartbeat_interval=None)
+                with ipc.connect(listener.address, token=listener.token):
                     return [ipc.invoke("inc", i) for i in range(20)]
 
             assert await anyio.to_thread.run_sync(client) == list(range(1, 21))
