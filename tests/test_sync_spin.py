@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -547,34 +547,33 @@ def test_a_ping_read_with_the_reply_is_answered(monkeypatch: pytest.MonkeyPatch)
         assert main.sock.recv(65536) == bytes(pong.data_to_send())
 
 
-@polls
-def test_main_hanging_up_during_the_first_poll_fails_the_call(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The end of the stream, found by the poll, ends the link and fails the call."""
-    with _polling_link(monkeypatch) as (ipc, main):
-        calling, outcome = _call_in_thread(ipc, "answer")
-        assert isinstance(main.next_event(), Request)
-        main.sock.shutdown(socket.SHUT_WR)
-        calling.join(10)
-        assert len(outcome) == 1 and isinstance(outcome[0], ipcbus.ConnectionClosedError)
-        assert "'answer'" in str(outcome[0])
+def _end_of_stream(sock: socket.socket) -> None:
+    sock.shutdown(socket.SHUT_WR)
+
+
+def _reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # with SO_LINGER 0: a reset, not an end of stream
 
 
 @polls
-def test_a_reset_found_by_the_first_poll_ends_the_link_saying_why(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("hang_up", "said"),
+    [(_end_of_stream, "'answer'"), (_reset, "reading from main failed")],
+    ids=["end-of-stream", "reset"],
+)
+def test_main_hanging_up_during_the_first_poll_fails_the_call_saying_why(
+    monkeypatch: pytest.MonkeyPatch, hang_up: Callable[[socket.socket], None], said: str
 ) -> None:
-    """A read that fails (main's end reset) ends the link; the call's error says
-    that reading failed."""
+    """The end of the stream, or a read that fails (main's end reset), found by the
+    first poll, ends the link and fails the call; a failed read says so."""
     with _polling_link(monkeypatch) as (ipc, main):
         calling, outcome = _call_in_thread(ipc, "answer")
         assert isinstance(main.next_event(), Request)
-        main.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        main.sock.close()  # with SO_LINGER 0: a reset, not an end of stream
+        hang_up(main.sock)
         calling.join(10)
         assert len(outcome) == 1 and isinstance(outcome[0], ipcbus.ConnectionClosedError)
-        assert "reading from main failed" in str(outcome[0])
+        assert said in str(outcome[0])
 
 
 @polls
