@@ -286,7 +286,7 @@ class BlockingLink:
                         self._watch.off()  # before the request leaves (the reply is ours)
                     except (OSError, ValueError):  # closed meanwhile
                         pass
-            alone = False  # leading from our request's write on: see below
+            alone = False  # whether this call leads, from once its request is out (below)
             spin = self.spin
             start = _monotonic_ns()
             try:
