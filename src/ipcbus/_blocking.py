@@ -339,11 +339,9 @@ class BlockingLink:
                             if polled is False:
                                 spin.misses += 1
                                 polling = 0  # nothing came in time: sleep
-                            elif polled is None:
-                                pass
-                            elif not (count := got.popleft()):
+                            elif polled and not (count := got.popleft()):
                                 self._take(b"", None, waiter)  # main hung up
-                            else:
+                            elif polled:
                                 spin.hits += 1
                                 with self._lock:
                                     conn.receive_data(bytes(buffer[:count]))
@@ -571,15 +569,13 @@ class BlockingLink:
         tls = self._tls
         with self._lock:
             conn = self.conn
-            if data and why is None and tls is None:  # the common case
-                conn.receive_data(data)
-            else:
-                if data and tls is not None:
-                    plain, why = tls.unwrap(data)
-                    if plain:
-                        conn.receive_data(plain)
-                if not data or why is not None:
-                    conn.receive_eof(why)
+            plain = data
+            if data and tls is not None:
+                plain, why = tls.unwrap(data)
+            if plain:
+                conn.receive_data(plain)
+            if not data or why is not None:
+                conn.receive_eof(why)
             events = conn.events_received()
             pending = conn.pending_output or (tls is not None and tls.pending)
         self.reads += 1
