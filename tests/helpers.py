@@ -143,3 +143,13 @@ def connected_by_hand(
             yield ipc, main
         finally:
             ipc.close()
+
+
+def patch_link_writes(monkeypatch: Any, replacement: Callable[..., None]) -> None:
+    """Every write of a blocking link goes through ``replacement``, called as
+    ``ipcbus._blockio.send_all`` is: a call's request (written in ``_blockcall``)
+    and everything flushed (``_blocking``)."""
+    from ipcbus import _blockcall, _blocking
+
+    for module in (_blocking, _blockcall):
+        monkeypatch.setattr(module, "send_all", replacement)

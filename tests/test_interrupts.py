@@ -67,6 +67,19 @@ def test_in_a_links_bookkeeping_it_waits_for_the_next_safe_point(
     _interrupts.deliver_deferred()  # once only
 
 
+def test_every_room_of_a_link_holds_an_interrupt_off() -> None:
+    """``BlockingLink`` is cut into base classes in their own modules: a frame of
+    any of them is a link at work (a room left out would let Ctrl-C tear it)."""
+    from ipcbus._blocking import BlockingLink
+
+    rooms = {cls.__module__ for cls in BlockingLink.__mro__ if cls is not object}
+    assert rooms == _interrupts.LINK_MODULES
+    for module in sorted(rooms):
+        _interrupts.deferred = False
+        _interrupts._on_sigint(signal.SIGINT, _frame_in(module))  # no raise
+        assert _interrupts.deferred, module
+
+
 def test_whatever_runs_on_top_of_a_link_waits_too() -> None:
     """The core, a sink, a logging handler: the link below is mid-change."""
     link = _frame_in("ipcbus._blocking")

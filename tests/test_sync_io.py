@@ -30,7 +30,7 @@ import ipcbus.sync
 from ipcbus._events import Request
 
 from .faults._raw import make_certificate
-from .helpers import connected_by_hand, each_instruction, running_main
+from .helpers import connected_by_hand, each_instruction, patch_link_writes, running_main
 
 
 async def test_pushes_during_a_call_reach_the_listener_in_order() -> None:
@@ -117,9 +117,8 @@ async def test_the_reader_thread_stops_watching_before_a_request_leaves(
     the request is written, so when the reply is there to read the watch does not
     see it (when it was switched off after the write, a quick reply woke the reader
     thread too, which then fought the caller for the GIL and the lock)."""
-    from ipcbus import _blocking
+    from ipcbus._blockio import send_all
 
-    send_all = _blocking.send_all
     seen: list[bool] = []
 
     def send_then_wait_for_the_reply(sock: socket.socket, data: bytearray, *rest: Any) -> None:
@@ -134,7 +133,7 @@ async def test_the_reader_thread_stops_watching_before_a_request_leaves(
         assert poll.poll(10_000), "the reply was not left for the caller to read"
         seen.append(link._watch.wait(0))  # would the reader thread wake for it now?
 
-    monkeypatch.setattr(_blocking, "send_all", send_then_wait_for_the_reply)
+    patch_link_writes(monkeypatch, send_then_wait_for_the_reply)
     with anyio.fail_after(30):
         async with running_main() as ipc_main:
             ipc_main.handle("inc", lambda event, i: i + 1)
@@ -156,9 +155,8 @@ async def test_a_call_does_not_lead_while_its_request_is_written(
     request is being written another caller must be free to lead and read (a call
     that led from before its write kept a follower's reply unread until the
     write completed, or the link was lost)."""
-    from ipcbus import _blocking
+    from ipcbus._blockio import send_all
 
-    send_all = _blocking.send_all
     leading: list[bool] = []
 
     def send_and_look(sock: socket.socket, data: bytearray, *rest: Any) -> None:
@@ -167,7 +165,7 @@ async def test_a_call_does_not_lead_while_its_request_is_written(
             leading.append(link._leading)
         send_all(sock, data, *rest)
 
-    monkeypatch.setattr(_blocking, "send_all", send_and_look)
+    patch_link_writes(monkeypatch, send_and_look)
     # No heartbeats: the reader thread would lead, for a moment, to read a ping.
     with anyio.fail_after(30):
         async with running_main(heartbeat_interval=None) as ipc_main:

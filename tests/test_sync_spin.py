@@ -41,6 +41,7 @@ from .helpers import (
     HandDrivenMain,
     connected_by_hand,
     each_instruction,
+    patch_link_writes,
     running_main,
     spawn_script,
 )
@@ -583,9 +584,8 @@ def test_a_call_whose_reply_another_leader_read_does_not_poll(
     """A call held up between writing its request and leading, while another call
     reads its reply for it, returns that reply at once: it does not go on to
     lead and poll for a reply it already has (here the poll would last 10 s)."""
-    from ipcbus import _blocking
+    from ipcbus._blockio import send_all
 
-    send_all = _blocking.send_all
     written, go_on = threading.Event(), threading.Event()
 
     def send_then_hold_b(sock: socket.socket, data: bytearray, *rest: Any) -> None:
@@ -594,7 +594,7 @@ def test_a_call_whose_reply_another_leader_read_does_not_poll(
             written.set()
             assert go_on.wait(10)
 
-    monkeypatch.setattr(_blocking, "send_all", send_then_hold_b)
+    patch_link_writes(monkeypatch, send_then_hold_b)
     with _polling_link(monkeypatch) as (ipc, main):
         results: dict[str, Any] = {}
         threads = {

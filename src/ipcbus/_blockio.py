@@ -1,4 +1,4 @@
-"""Blocking socket I/O for ``_blocking``: waits, and reads and writes that no interrupt tears.
+"""Blocking socket I/O for a blocking link: waits, and reads and writes that no interrupt tears.
 
 A Ctrl-C is raised in the main thread between two bytecodes, so also just
 after a ``recv`` or ``send`` has returned and before its result is stored:

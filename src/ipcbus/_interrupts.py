@@ -2,7 +2,7 @@
 
 Python runs a signal handler in the main thread between two bytecodes,
 wherever that thread is: with ``KeyboardInterrupt`` raised there, a blocking
-link (``_blocking``) could lose a read it had taken from the socket, stop
+link (``_blocking`` and its rooms) could lose a read it had taken from the socket, stop
 half-way through a frame, or leave a lock held and a leader flag set, and the
 next call would misread the stream or wait forever. So while a blocking link
 is open, SIGINT gets this module's handler (when it still has Python's
@@ -29,8 +29,9 @@ __all__ = ("deferred", "deliver_deferred", "interruptible", "link_closed", "link
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: A frame of this module on the main thread's stack means a link is at work there.
-_LINK = "ipcbus._blocking"
+#: A frame of these modules (``BlockingLink`` and its base classes) on the main
+#: thread's stack means a link is at work there.
+LINK_MODULES = frozenset({"ipcbus._blocking", "ipcbus._blockcall", "ipcbus._blockread"})
 _INTERRUPTIBLE: set[CodeType] = set()
 _MAIN = threading.main_thread().ident
 _RETRY = 0.05  # seconds before a deferred interrupt is tried again
@@ -68,7 +69,7 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     while frame is not None:
         if frame.f_code in _INTERRUPTIBLE:
             break  # a wait that an interrupt cannot tear
-        if frame.f_globals.get("__name__") == _LINK:
+        if frame.f_globals.get("__name__") in LINK_MODULES:
             # The link is at work below whatever runs now (the core, a sink, a
             # logging handler): raised at its next safe point, or retried soon.
             deferred = True

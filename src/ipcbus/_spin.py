@@ -22,7 +22,7 @@ seconds, and only then sleeps. It does so only while that pays:
   back between polls), or where sockets have no ``MSG_DONTWAIT``.
 * A polling thread holds the GIL but for the instants of its ``recv``, so
   other threads of the process wait: the link stops polling once a read hands
-  something to another thread (``_blocking``; other callers wait on a
+  something to another thread (``_blockcall``; other callers wait on a
   condition, not for the GIL, until then), and ``limit`` is at most
   ``MAX_SPIN``, Python's default thread switch interval.
 """
@@ -42,7 +42,7 @@ _PEERCRED = getattr(socket, "SO_PEERCRED", None)  # Linux: (pid, uid, gid) of a 
 _CRED = struct.Struct("3i")
 _WEIGHT = 8  # the running mean moves 1/8 of the way to each new round trip
 _PROBE = 16  # while polling is off, one call in this many polls all the same
-mains = 0  # IpcMains running in this process (read by _blocking's calls)
+mains = 0  # IpcMains running in this process (read by _blockcall's calls)
 _mains_lock = threading.Lock()
 
 
