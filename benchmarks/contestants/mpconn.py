@@ -231,6 +231,7 @@ def _open_many(address: str, n: int) -> list[_Conn]:
 
 def _e(address: str, p: Params, conns: int) -> dict[str, Any]:
     cs = _open_many(address, conns)
+    cpu0 = time.process_time()  # from "go" on, as _driver counts it
     by_conn = {c.conn: c for c in cs}
     sent_at: dict[Connection, int] = {}
     calls: dict[Connection, int] = dict.fromkeys(by_conn, 0)
@@ -261,11 +262,12 @@ def _e(address: str, p: Params, conns: int) -> dict[str, Any]:
     t1 = time.monotonic()
     for c in cs:
         c.conn.close()
-    return {"latencies_us": lat, "t0": t0, "t1": t1}
+    return {"latencies_us": lat, "t0": t0, "t1": t1, "cpu_s": time.process_time() - cpu0}
 
 
 def _f(address: str, p: Params, index: int, conns: int) -> dict[str, Any]:
     cs = _open_many(address, conns)
+    cpu0 = time.process_time()
     by_conn = {c.conn: c for c in cs}
     got: dict[Connection, int] = dict.fromkeys(by_conn, 0)
     t0 = None
@@ -294,7 +296,8 @@ def _f(address: str, p: Params, index: int, conns: int) -> dict[str, Any]:
                 live.remove(conn)
     for c in cs:
         c.conn.close()
-    return {"deliveries": sum(got.values()), "t_last": t_last, "t0": t0}
+    cpu_s = time.process_time() - cpu0
+    return {"deliveries": sum(got.values()), "t_last": t_last, "t0": t0, "cpu_s": cpu_s}
 
 
 def run_client(
