@@ -71,3 +71,31 @@ async def test_an_idle_connection_costs_main_few_objects_and_no_task() -> None:
                 await child.stdin.aclose()
             # 30 when this test was written (from 154 before issue 12).
             assert per_connection <= 40, f"{per_connection:.1f} tracked objects per connection"
+
+
+async def test_a_call_alone_in_its_read_skips_the_general_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One invoke, or its reply, alone in a read is every read of a caller that waits
+    for each answer: both ends take it with ``Connection.receive_alone``, and
+    ``receive_data`` (the general walk) is left for everything else."""
+    from ipcbus._protocol import Connection
+
+    general = 0
+    receive_data = Connection.receive_data
+
+    def counted(self: Connection, data: bytes | bytearray | memoryview) -> bool:
+        nonlocal general
+        general += 1
+        return receive_data(self, data)
+
+    ipc_main = ipcbus.IpcMain()
+    ipc_main.handle("inc", lambda event, i: i + 1)
+    with anyio.fail_after(30):
+        async with ipc_main, ipc_main.connect_local() as renderer:
+            assert await renderer.invoke("inc", 0) == 1
+            monkeypatch.setattr(Connection, "receive_data", counted)
+            for i in range(50):
+                assert await renderer.invoke("inc", i) == i + 1
+            monkeypatch.undo()
+    assert general == 0  # 100 reads: 50 calls read by main, 50 replies by the renderer

@@ -181,6 +181,72 @@ async def test_a_call_does_not_lead_while_its_request_is_written(
     assert leading == [False] * 20
 
 
+async def test_a_call_whose_bytes_cannot_be_taken_leaves_nothing_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call that fails after its request is queued (taking its bytes raised)
+    registers no waiter: the link keeps no trace of it, main's late reply to it
+    is dropped, and the next call gets its own reply."""
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            ipc_main.handle("inc", lambda event, i: i + 1)
+            listener = await ipc_main.listen()
+
+            def client() -> tuple[dict[int, Any], int]:
+                with ipcbus.sync.connect(listener.address, token=listener.token) as ipc:
+                    link = ipc._link
+                    assert link is not None
+
+                    def out_of_memory() -> bytearray:
+                        monkeypatch.undo()  # once
+                        raise MemoryError
+
+                    monkeypatch.setattr(link.conn, "data_to_send", out_of_memory)
+                    with pytest.raises(MemoryError):
+                        ipc.invoke("inc", 1)
+                    left = dict(link._waiters)
+                    return left, ipc.invoke("inc", 41)
+
+            left, answer = await anyio.to_thread.run_sync(client)
+    assert left == {}
+    assert answer == 42
+
+
+async def test_a_blocking_call_takes_its_reply_alone_without_the_general_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reply alone in its read (every read of a caller that waits for each
+    answer) is taken with ``Connection.receive_alone``, by main and by the
+    blocking link alike; ``receive_data`` is left for everything else."""
+    from ipcbus._protocol import Connection
+
+    general = 0
+    receive_data = Connection.receive_data
+
+    def counted(self: Connection, data: bytes | bytearray | memoryview) -> bool:
+        nonlocal general
+        general += 1
+        return receive_data(self, data)
+
+    with anyio.fail_after(30):
+        async with running_main(heartbeat_interval=None) as ipc_main:
+            ipc_main.handle("inc", lambda event, i: i + 1)
+            listener = await ipc_main.listen()
+
+            def client() -> list[int]:
+                ipc = ipcbus.sync.IpcRenderer(heartbeat_interval=None)
+                with ipc.connect(listener.address, token=listener.token):
+                    assert ipc.invoke("inc", 0) == 1
+                    monkeypatch.setattr(Connection, "receive_data", counted)
+                    try:
+                        return [ipc.invoke("inc", i) for i in range(50)]
+                    finally:
+                        monkeypatch.undo()
+
+            assert await anyio.to_thread.run_sync(client) == list(range(1, 51))
+    assert general == 0
+
+
 async def test_replies_larger_than_one_read_arrive_intact() -> None:
     """Every read goes into one buffer the link keeps: what a read took must be
     copied out before the next read overwrites it (a frame spans many reads)."""

@@ -43,7 +43,7 @@ _monotonic = time.monotonic
 _monotonic_ns = time.monotonic_ns
 _decode = untyped_decoder.decode  # decode_value's decoder
 _FOLLOW = 0.1  # seconds a follower waits for the leader before it looks up again
-WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
+_WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
 
 class Calling:
@@ -110,9 +110,9 @@ class Calling:
                     try:
                         request_id = conn.start_request(kind, channel, args)
                     except ENCODE_ERRORS as exc:
-                        raise encode_error(WHAT[kind], channel, args, exc) from None
+                        raise encode_error(_WHAT[kind], channel, args, exc) from None
                     except FrameTooLargeError as exc:
-                        raise too_large(WHAT[kind], channel, exc) from None
+                        raise too_large(_WHAT[kind], channel, exc) from None
                     if writing:
                         data = conn.data_to_send()
                         if self._tls is not None:
@@ -187,9 +187,13 @@ class Calling:
                                 self._take(b"", None, waiter)  # main hung up
                             elif polled:
                                 spin.hits += 1
+                                read = bytes(buffer[:count])
                                 with self._lock:
-                                    conn.receive_data(bytes(buffer[:count]))
-                                    events = conn.events_received()
+                                    if (lone := conn.receive_alone(read)) is not None:
+                                        events = [lone]  # the usual read: our reply
+                                    else:
+                                        conn.receive_data(read)
+                                        events = conn.events_received()
                                     pending = conn.pending_output
                                 self.reads += 1
                                 if (
@@ -216,7 +220,7 @@ class Calling:
                         self.flush()  # stop main's handler now
                         if isinstance(exc, TimeoutError):
                             raise IpcTimeoutError(
-                                f"{WHAT[kind]} {channel!r} got no reply within {timeout} s"
+                                f"{_WHAT[kind]} {channel!r} got no reply within {timeout} s"
                                 + (
                                     "; the remote handler was told to stop"
                                     if kind is RequestKind.INVOKE

@@ -148,11 +148,14 @@ class Reading:
             plain = data
             if data and tls is not None:
                 plain, why = tls.unwrap(data)
-            if plain:
-                conn.receive_data(plain)
-            if not data or why is not None:
-                conn.receive_eof(why)
-            events = conn.events_received()
+            if why is None and (lone := conn.receive_alone(plain)) is not None:
+                events = [lone]  # one reply (or one call of main's) alone in the read
+            else:
+                if plain:
+                    conn.receive_data(plain)
+                if not data or why is not None:
+                    conn.receive_eof(why)
+                events = conn.events_received()
             pending = conn.pending_output or (tls is not None and tls.pending)
         self.reads += 1
         return self._hand_on(events, pending, own)

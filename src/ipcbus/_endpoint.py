@@ -275,38 +275,43 @@ class Endpoint:
         conn = self.conn
         if conn.state is CLOSED:
             return False
-        holding = conn.receive_data(data)
         self.reads += 1
-        self._after_read()
+        event = conn.receive_alone(data)
+        if event is not None:  # one call, or one reply, alone in its read: the usual read
+            self._after_read([event])
+            return False
+        holding = conn.receive_data(data)
+        self._after_read(conn.events_received())
         while conn.more:  # a long read, a batch at a time (Connection.batch)
             holding = conn.receive_more()
-            self._after_read()
+            self._after_read(conn.events_received())
         return holding
 
     def received_into(self, nbytes: int) -> bool:
         conn = self.conn
         holding = conn.received_into(nbytes)
         self.reads += 1
-        self._after_read()
+        self._after_read(conn.events_received())
         while conn.more:
             holding = conn.receive_more()
-            self._after_read()
+            self._after_read(conn.events_received())
         return holding
 
     def read_ended(self) -> None:
         if self.conn.state is not CLOSED:
             self.conn.receive_eof()
-            self._after_read()
+            self._after_read(self.conn.events_received())
 
-    def _after_read(self) -> None:
-        """What ``run`` does after each read, from the stream's callback."""
+    def _after_read(self, events: list[Event]) -> None:
+        """What ``run`` does after each read, from the stream's callback: ``events``
+        are the read's."""
         conn = self.conn
         dispatcher = self.dispatcher
         outbox = self.outbox
         try:
             outbox.reading = True
             try:
-                dispatcher.dispatch_batch(conn.events_received())
+                dispatcher.dispatch_batch(events)
             finally:
                 outbox.reading = False
             # Pausing needs a handler running (max_in_flight >= 1) or output piling

@@ -55,6 +55,11 @@ ALL = 1 << 62
 #: The Reply the core sends by itself for a request the peer cancelled.
 CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
 _body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
+#: The tags of the kinds ``receive_alone`` takes. Each is a positive fixint, so it
+#: is the byte after a body's array header, which is one byte for every body we
+#: encode (fewer than 16 fields); a peer's other encodings go the general way.
+_ALONE_TAGS = frozenset(kind.__struct_config__.tag for kind in (Message, Request, Reply))
+_TAG_AT = HEADER_SIZE + 1
 
 
 class Receiving:
@@ -113,6 +118,52 @@ class Receiving:
             data = data[pos:]
         self._frames.feed(data)
         return self._parse_fed()
+
+    def receive_alone(self, data: bytes) -> Event | None:
+        """Take a read that is one whole small frame of the usual kinds; return its event.
+
+        The usual kinds are those ``_walk`` takes without ``_handle``: a
+        Message without ports, the Reply to a call we await (no stream of ours
+        open), the peer's next call (a Request, not a stream). One call, or
+        its reply, alone in a read is every read of a peer that waits for each
+        answer: this spares it the general way's walk and event list.
+
+        For anything else (more or less than one frame, bytes held from the
+        last read, another kind, a body that does not decode, a call out of
+        order) nothing is taken and ``None`` is returned: feed the read to
+        :meth:`receive_data`, which handles it, errors included.
+        """
+        size = len(data) - HEADER_SIZE
+        # No size limit to check: an open connection's is at least
+        # MIN_MAX_FRAME_SIZE, over SMALL_BODY (tests/test_protocol_alone.py).
+        if (
+            self.state is not OPEN
+            or self._holding
+            or self._events
+            or not 1 < size <= SMALL_BODY
+            or data[_TAG_AT] not in _ALONE_TAGS  # the kind, before decoding
+            or read_size(data, 0)[0] != size
+        ):
+            return None
+        try:
+            body = _body_decoder.decode(data[HEADER_SIZE:])
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return None  # receive_data ends the connection, saying why
+        # _walk's inline cases, on the same conditions
+        if body.__class__ is Reply:
+            request_id = body.request_id
+            if request_id in self._awaiting and not self._granted:
+                del self._awaiting[request_id]
+                return body  # ReplyReceived
+        elif body.__class__ is Request:
+            request_id = body.request_id
+            if request_id > self._peer_last_request_id and body.kind is not STREAM:
+                self._peer_last_request_id = request_id
+                self._serving[request_id] = None
+                return body  # RequestReceived
+        elif body.__class__ is Message and not body.ports:
+            return body  # MessageReceived
+        return None
 
     def receive_more(self) -> bool:
         """Take the next ``batch`` of a read that stopped early (:attr:`more`).
