@@ -15,6 +15,7 @@ import itertools
 import os
 import sys
 import textwrap
+from typing import Any
 
 import anyio
 import pytest
@@ -78,16 +79,25 @@ async def test_a_call_alone_in_its_read_skips_the_general_walk(
 ) -> None:
     """One invoke, or its reply, alone in a read is every read of a caller that waits
     for each answer: both ends take it with ``Connection.receive_alone``, and
-    ``receive_data`` (the general walk) is left for everything else."""
+    ``receive_data`` (the general walk) is left for everything else; a reply
+    wakes its caller without going through the dispatcher."""
+    from ipcbus._dispatch import Dispatcher
+    from ipcbus._events import ReplyReceived
     from ipcbus._protocol import Connection
 
     general = 0
+    dispatched: list[object] = []
     receive_data = Connection.receive_data
+    dispatch_batch = Dispatcher.dispatch_batch
 
     def counted(self: Connection, data: bytes | bytearray | memoryview) -> bool:
         nonlocal general
         general += 1
         return receive_data(self, data)
+
+    def watched(self: Dispatcher, events: list[Any]) -> None:
+        dispatched.extend(events)
+        dispatch_batch(self, events)
 
     ipc_main = ipcbus.IpcMain()
     ipc_main.handle("inc", lambda event, i: i + 1)
@@ -95,7 +105,10 @@ async def test_a_call_alone_in_its_read_skips_the_general_walk(
         async with ipc_main, ipc_main.connect_local() as renderer:
             assert await renderer.invoke("inc", 0) == 1
             monkeypatch.setattr(Connection, "receive_data", counted)
+            monkeypatch.setattr(Dispatcher, "dispatch_batch", watched)
             for i in range(50):
                 assert await renderer.invoke("inc", i) == i + 1
             monkeypatch.undo()
     assert general == 0  # 100 reads: 50 calls read by main, 50 replies by the renderer
+    assert len(dispatched) == 50  # main's calls
+    assert not any(type(event) is ReplyReceived for event in dispatched)

@@ -278,6 +278,13 @@ class Endpoint:
         self.reads += 1
         event = conn.receive_alone(data)
         if event is not None:  # one call, or one reply, alone in its read: the usual read
+            if event.__class__ is ReplyReceived:
+                # A caller's every read. Calls.replied, inline; nothing else of
+                # _after_read applies: a reply queues no output, starts no handler.
+                waiter = self.calls.waiters.get(event.request_id)
+                if waiter is not None and not waiter.done():  # a future: not cancelled
+                    waiter.set_result(event)
+                return False
             self._after_read([event])
             return False
         holding = conn.receive_data(data)
