@@ -99,7 +99,7 @@ async def test_a_call_alone_in_its_read_skips_the_general_walk(
         dispatched.extend(events)
         dispatch_batch(self, events)
 
-    ipc_main = ipcbus.IpcMain()
+    ipc_main = ipcbus.IpcMain(heartbeat_interval=None)  # no Ping in a read of its own
     ipc_main.handle("inc", lambda event, i: i + 1)
     with anyio.fail_after(30):
         async with ipc_main, ipc_main.connect_local() as renderer:

@@ -181,35 +181,44 @@ async def test_a_call_does_not_lead_while_its_request_is_written(
     assert leading == [False] * 20
 
 
-async def test_a_call_whose_bytes_cannot_be_taken_leaves_nothing_waiting(
+async def test_a_call_whose_bytes_cannot_be_taken_ends_the_link_and_never_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A call that fails after its request is queued (taking its bytes raised)
-    registers no waiter: the link keeps no trace of it, main's late reply to it
-    is dropped, and the next call gets its own reply."""
+    leaves no waiter, and main never runs it: its caller got an error, so the
+    link ends (bytes taken and not sent would tear the stream anyway), and the
+    next call says the connection is closed."""
+    seen: list[int] = []
     with anyio.fail_after(30):
         async with running_main() as ipc_main:
-            ipc_main.handle("inc", lambda event, i: i + 1)
+            ipc_main.handle("inc", lambda event, i: seen.append(i) or i + 1)
             listener = await ipc_main.listen()
 
-            def client() -> tuple[dict[int, Any], int]:
+            def client() -> tuple[dict[int, Any], BaseException]:
                 with ipcbus.sync.connect(listener.address, token=listener.token) as ipc:
                     link = ipc._link
                     assert link is not None
+                    assert ipc.invoke("inc", 0) == 1
 
                     def out_of_memory() -> bytearray:
-                        monkeypatch.undo()  # once
                         raise MemoryError
 
                     monkeypatch.setattr(link.conn, "data_to_send", out_of_memory)
                     with pytest.raises(MemoryError):
                         ipc.invoke("inc", 1)
+                    monkeypatch.undo()
                     left = dict(link._waiters)
-                    return left, ipc.invoke("inc", 41)
+                    with pytest.raises(ipcbus.ConnectionClosedError) as closed:
+                        ipc.invoke("inc", 2)
+                    return left, closed.value
 
-            left, answer = await anyio.to_thread.run_sync(client)
+            left, closed = await anyio.to_thread.run_sync(client)
+            renderer = ipc_main.get_all_web_contents()
+            if renderer:  # main may not have seen the end yet
+                await renderer[0].wait_closed()
     assert left == {}
-    assert answer == 42
+    assert "could not be written" in str(closed)
+    assert seen == [0]
 
 
 async def test_a_blocking_call_takes_its_reply_alone_without_the_general_walk(

@@ -103,6 +103,7 @@ class Calling:
             waiter = Waiter()
             write = self._write
             writing = write.acquire(False)  # the common case: write it ourselves, at once
+            request_id = 0
             try:
                 with self._lock:
                     if conn.state is not OPEN:
@@ -117,10 +118,15 @@ class Calling:
                         data = conn.data_to_send()
                         if self._tls is not None:
                             data = self._tls.wrap(data)
-                    self._waiters[request_id] = waiter  # last: no waiter stays if the above raise
-            except BaseException:
+                    self._waiters[request_id] = waiter
+            except BaseException as exc:
                 if writing:
                     write.release()
+                if request_id and request_id not in self._waiters:
+                    # Queued, but its bytes could not be taken (a MemoryError, a
+                    # bug): main must not run a call whose caller got an error,
+                    # and bytes taken and not sent would tear the stream.
+                    self.lost(f"a request could not be written: {exc!r}")
                 raise
             held = self._held
             with held:

@@ -149,7 +149,7 @@ class Reading:
             if data and tls is not None:
                 plain, why = tls.unwrap(data)
             if why is None and (lone := conn.receive_alone(plain)) is not None:
-                events = [lone]  # one reply (or one call of main's) alone in the read
+                events = [lone]  # a reply, a push or a call of main's, alone in the read
             else:
                 if plain:
                     conn.receive_data(plain)

@@ -277,7 +277,7 @@ class Endpoint:
             return False
         self.reads += 1
         event = conn.receive_alone(data)
-        if event is not None:  # one call, or one reply, alone in its read: the usual read
+        if event is not None:  # a call, a reply or a message alone in its read: the usual read
             if event.__class__ is ReplyReceived:
                 # A caller's every read. Calls.replied, inline; nothing else of
                 # _after_read applies: a reply queues no output, starts no handler.

@@ -6,6 +6,8 @@ Rules (docs/protocol.md has the long form):
    (``start_request``, ``send_message``, ``send_reply``, ``cancel_request``,
    ``send_ping``, ``close``); it gives bytes (``data_to_send``) and events
    (``events_received``). The driver flushes after every call, then dispatches.
+   A read of one usual frame may be offered to ``receive_alone`` first, which
+   returns its event, or takes nothing and leaves the read to ``receive_data``.
 2. States go HANDSHAKE -> OPEN -> CLOSED, only through ``_set_state``. The
    renderer speaks first (Hello, carrying the token); main checks the token in
    constant time and answers Welcome, or Goodbye and CLOSED. Nothing but the

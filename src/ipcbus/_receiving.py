@@ -135,7 +135,7 @@ class Receiving:
         """
         size = len(data) - HEADER_SIZE
         # No size limit to check: an open connection's is at least
-        # MIN_MAX_FRAME_SIZE, over SMALL_BODY (tests/test_protocol_alone.py).
+        # MIN_MAX_FRAME_SIZE, over SMALL_BODY (tests/protocol/test_alone.py).
         if (
             self.state is not OPEN
             or self._holding

@@ -38,11 +38,13 @@ def _bookkeeping(conn: Connection) -> tuple[Any, ...]:
     return (
         conn.state,
         dict(conn._awaiting),
+        dict(conn._cancelled),
         dict(conn._serving),
         conn._peer_last_request_id,
         dict(conn._granted),
         dict(conn._credit),
         conn._holding,
+        conn._frames.buffered,
         conn.more,
         bytes(conn.data_to_send()),
     )
@@ -134,6 +136,23 @@ def _reply_nobody_awaits() -> tuple[Connection, bytes]:
     return pair.renderer, frame(Reply(99, True, raw_args(1)))
 
 
+def _reply_that_crossed_our_cancel() -> tuple[Connection, bytes]:
+    pair = handshake()
+    request_id = pair.renderer.start_request(RequestKind.INVOKE, "inc", (1,))
+    pair.send(pair.renderer)
+    pair.renderer.cancel_request(request_id)
+    pair.renderer.data_to_send()  # the Cancel, still on its way when the reply comes
+    pair.main.send_reply(request_id, True, 2)
+    return pair.renderer, bytes(pair.main.data_to_send())
+
+
+def _bytes(read: bytes) -> Case:
+    def case() -> tuple[Connection, bytes]:
+        return handshake().renderer, read
+
+    return case
+
+
 def _reply_while_a_stream_is_open() -> tuple[Connection, bytes]:
     pair = handshake()
     pair.renderer.start_stream("ticks", (), 4)
@@ -215,6 +234,12 @@ UNUSUAL: dict[str, Case] = {
     "a stream's request": _stream_request,
     "a reply nobody awaits": _reply_nobody_awaits,
     "a reply while a stream is open": _reply_while_a_stream_is_open,
+    "a reply that crossed our Cancel": _reply_that_crossed_our_cancel,
+    "no bytes (the end)": _bytes(b""),
+    "part of a header": _bytes(b"\x00\x00"),
+    "a header alone": _bytes(b"\x00\x00\x00\x01"),
+    "a frame of one byte": _bytes(b"\x00\x00\x00\x01\x90"),
+    "an empty frame": _bytes(b"\x00\x00\x00\x00\x05"),
     "a request out of order": _request_out_of_order,
     "a message with ports": _message_with_ports,
     "a frame over SMALL_BODY": _larger_than_small,
