@@ -153,3 +153,21 @@ def patch_link_writes(monkeypatch: Any, replacement: Callable[..., None]) -> Non
 
     for module in (_blocking, _blockcall):
         monkeypatch.setattr(module, "send_all", replacement)
+
+
+@contextmanager
+def general_reads() -> Iterator[list[int]]:
+    """While inside, count the reads that go the general way, through
+    ``Connection.receive_data`` (in every connection of this process): ``[n]``."""
+    count = [0]
+    receive_data = Connection.receive_data
+
+    def counted(self: Connection, data: bytes | bytearray | memoryview) -> bool:
+        count[0] += 1
+        return receive_data(self, data)
+
+    Connection.receive_data = counted  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        Connection.receive_data = receive_data  # type: ignore[method-assign]

@@ -22,6 +22,8 @@ import pytest
 
 import ipcbus
 
+from .helpers import general_reads
+
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("IPCBUS_NO_FASTPATH")), reason="a fast-path feature"
 )
@@ -83,17 +85,9 @@ async def test_a_call_alone_in_its_read_skips_the_general_walk(
     wakes its caller without going through the dispatcher."""
     from ipcbus._dispatch import Dispatcher
     from ipcbus._events import ReplyReceived
-    from ipcbus._protocol import Connection
 
-    general = 0
     dispatched: list[object] = []
-    receive_data = Connection.receive_data
     dispatch_batch = Dispatcher.dispatch_batch
-
-    def counted(self: Connection, data: bytes | bytearray | memoryview) -> bool:
-        nonlocal general
-        general += 1
-        return receive_data(self, data)
 
     def watched(self: Dispatcher, events: list[Any]) -> None:
         dispatched.extend(events)
@@ -104,11 +98,11 @@ async def test_a_call_alone_in_its_read_skips_the_general_walk(
     with anyio.fail_after(30):
         async with ipc_main, ipc_main.connect_local() as renderer:
             assert await renderer.invoke("inc", 0) == 1
-            monkeypatch.setattr(Connection, "receive_data", counted)
             monkeypatch.setattr(Dispatcher, "dispatch_batch", watched)
-            for i in range(50):
-                assert await renderer.invoke("inc", i) == i + 1
+            with general_reads() as general:
+                for i in range(50):
+                    assert await renderer.invoke("inc", i) == i + 1
             monkeypatch.undo()
-    assert general == 0  # 100 reads: 50 calls read by main, 50 replies by the renderer
+    assert general == [0]  # 100 reads: 50 calls read by main, 50 replies by the renderer
     assert len(dispatched) == 50  # main's calls
     assert not any(type(event) is ReplyReceived for event in dispatched)

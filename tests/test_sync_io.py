@@ -30,7 +30,13 @@ import ipcbus.sync
 from ipcbus._events import Request
 
 from .faults._raw import make_certificate
-from .helpers import connected_by_hand, each_instruction, patch_link_writes, running_main
+from .helpers import (
+    connected_by_hand,
+    each_instruction,
+    general_reads,
+    patch_link_writes,
+    running_main,
+)
 
 
 async def test_pushes_during_a_call_reach_the_listener_in_order() -> None:
@@ -221,38 +227,24 @@ async def test_a_call_whose_bytes_cannot_be_taken_ends_the_link_and_never_runs(
     assert seen == [0]
 
 
-async def test_a_blocking_call_takes_its_reply_alone_without_the_general_walk(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_blocking_call_takes_its_reply_alone_without_the_general_walk() -> None:
     """A reply alone in its read (every read of a caller that waits for each
     answer) is taken with ``Connection.receive_alone``, by main and by the
     blocking link alike; ``receive_data`` is left for everything else."""
-    from ipcbus._protocol import Connection
-
-    general = 0
-    receive_data = Connection.receive_data
-
-    def counted(self: Connection, data: bytes | bytearray | memoryview) -> bool:
-        nonlocal general
-        general += 1
-        return receive_data(self, data)
-
     with anyio.fail_after(30):
         async with running_main(heartbeat_interval=None) as ipc_main:
             ipc_main.handle("inc", lambda event, i: i + 1)
             listener = await ipc_main.listen()
 
-            def client() -> list[int]:
+            def client() -> tuple[list[int], int]:
                 ipc = ipcbus.sync.IpcRenderer(heartbeat_interval=None)
                 with ipc.connect(listener.address, token=listener.token):
                     assert ipc.invoke("inc", 0) == 1
-                    monkeypatch.setattr(Connection, "receive_data", counted)
-                    try:
-                        return [ipc.invoke("inc", i) for i in range(50)]
-                    finally:
-                        monkeypatch.undo()
+                    with general_reads() as general:
+                        return [ipc.invoke("inc", i) for i in range(50)], general[0]
 
-            assert await anyio.to_thread.run_sync(client) == list(range(1, 51))
+            results, general = await anyio.to_thread.run_sync(client)
+    assert results == list(range(1, 51))
     assert general == 0
 
 

@@ -56,8 +56,10 @@ def _invoke_to_main() -> tuple[Connection, bytes]:
     return pair.main, bytes(pair.renderer.data_to_send())
 
 
-def _reply_to_renderer() -> tuple[Connection, bytes]:
+def _reply_to_renderer(stream_open: bool = False) -> tuple[Connection, bytes]:
     pair = handshake()
+    if stream_open:
+        pair.renderer.start_stream("ticks", (), 4)
     request_id = pair.renderer.start_request(RequestKind.INVOKE, "inc", (1,))
     pair.send(pair.renderer)
     pair.main.send_reply(request_id, True, 2)
@@ -153,15 +155,6 @@ def _bytes(read: bytes) -> Case:
     return case
 
 
-def _reply_while_a_stream_is_open() -> tuple[Connection, bytes]:
-    pair = handshake()
-    pair.renderer.start_stream("ticks", (), 4)
-    request_id = pair.renderer.start_request(RequestKind.INVOKE, "inc", (1,))
-    pair.send(pair.renderer)
-    pair.main.send_reply(request_id, True, 2)
-    return pair.renderer, bytes(pair.main.data_to_send())
-
-
 def _request_out_of_order() -> tuple[Connection, bytes]:
     pair = handshake()
     pair.renderer.start_request(RequestKind.INVOKE, "inc", (1,))
@@ -233,7 +226,7 @@ UNUSUAL: dict[str, Case] = {
     "a ping": _ping,
     "a stream's request": _stream_request,
     "a reply nobody awaits": _reply_nobody_awaits,
-    "a reply while a stream is open": _reply_while_a_stream_is_open,
+    "a reply while a stream is open": lambda: _reply_to_renderer(stream_open=True),
     "a reply that crossed our Cancel": _reply_that_crossed_our_cancel,
     "no bytes (the end)": _bytes(b""),
     "part of a header": _bytes(b"\x00\x00"),
