@@ -43,8 +43,9 @@ Rules (docs/protocol.md has the long form):
 ``Connection`` is one object cut in three by direction, so each part reads
 on its own: this module has the states and their changes, the handshake and
 what the driver takes out (``data_to_send``, ``events_received``);
-``_receiving`` the peer's bytes in (rules 3, 4, 7, 8); ``_sending`` our
-commands (rules 4, 5, 7). ``_states`` holds the roles, states and errors.
+``_receiving`` the peer's bytes in (rule 3), ``_meaning`` what each frame
+means (rules 4, 7, 8); ``_sending`` our commands (rules 4, 5, 7).
+``_states`` holds the roles, states and errors.
 
 This module imports only the standard library and msgspec.
 """

@@ -1,50 +1,30 @@
-"""What the peer sends: bytes into frames into events, and every check on them.
+"""What the peer sends: bytes into frames into events.
 
 The receiving half of ``Connection`` (``_protocol``), a base class so the
-hot path stays one object's methods: rules 3, 4, 7 and 8 of ``_protocol``'s
-docstring are enforced here. The handshake itself is ``Connection``'s.
-This module imports only the standard library and msgspec.
+hot path stays one object's methods: reads cut into frames (rule 3: a bad
+one ends the connection, never raises), the usual frames taken inline, the
+rest handed to ``_meaning.Meaning._handle``, where rules 4, 7 and 8 of
+``_protocol``'s docstring are enforced. The handshake itself is
+``Connection``'s. This module imports only the standard library and msgspec.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 import msgspec
 
 from ._errors import FrameTooLargeError
-from ._events import (
-    ConnectionTerminated,
-    Event,
-    PortClosed,
-    PortMessageReceived,
-    RequestCancelled,
-    StreamCreditReceived,
-    StreamItemReceived,
-)
+from ._events import ConnectionTerminated, Event
 from ._framing import HEADER_SIZE, SMALL_BODY, FrameDecoder, read_size
-from ._states import CLOSED, HANDSHAKE, OPEN, PeerViolation, Role, State
+from ._meaning import CANCEL_ACK, Meaning
+from ._states import CLOSED, OPEN, PeerViolation
 from ._wire import (
-    MAX_PORTS_PER_FRAME,
     STREAM,
     Body,
-    Cancel,
     CloseCode,
-    ErrorInfo,
-    ErrorKind,
     Goodbye,
     Message,
-    Ping,
-    Pong,
-    PortClose,
-    PortMessage,
-    PortRef,
     Reply,
     Request,
-    StreamCredit,
-    StreamItem,
-    raw_args,
 )
 
 __all__ = ("ALL", "CANCEL_ACK", "Receiving")
@@ -52,8 +32,6 @@ __all__ = ("ALL", "CANCEL_ACK", "Receiving")
 #: ``Connection.batch`` that takes every whole frame of a read at once.
 ALL = 1 << 62
 
-#: The Reply the core sends by itself for a request the peer cancelled.
-CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the caller")
 _body_decoder: msgspec.msgpack.Decoder[Body] = msgspec.msgpack.Decoder(Body)
 #: The tags of the kinds ``receive_alone`` takes. Each is a positive fixint, so it
 #: is the byte after a body's array header, which is one byte for every body we
@@ -62,29 +40,14 @@ _ALONE_TAGS = frozenset(kind.__struct_config__.tag for kind in (Message, Request
 _TAG_AT = HEADER_SIZE + 1
 
 
-class Receiving:
+class Receiving(Meaning):
     """The peer's bytes in, events out: ``Connection``'s inputs."""
 
-    # Kept by Connection; declared here for the type checker.
-    role: Role
-    state: State
+    # Kept by Connection; declared here for the type checker (and in Meaning).
     _frames: FrameDecoder
     _holding: bool
     batch: int
     more: bool
-    _events: list[Event]
-    _awaiting: dict[int, None]
-    _cancelled: dict[int, None]
-    _serving: dict[int, None]
-    _granted: dict[int, int]
-    _credit: dict[int, int]
-    _peer_last_request_id: int
-
-    if TYPE_CHECKING:
-
-        def _queue(self, body: Body) -> None: ...
-        def _set_state(self, state: State) -> None: ...
-        def _handle_handshake(self, body: Body) -> None: ...
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> bool:
         """Feed bytes from the peer. Never raises for anything the peer sent.
@@ -352,132 +315,3 @@ class Receiving:
         self._queue(Goodbye(code, reason))
         self._set_state(CLOSED)
         self._events.append(ConnectionTerminated(code, reason, remote=False))
-
-    def _handle(self, body: Body) -> None:
-        if self.state is HANDSHAKE:
-            self._handle_handshake(body)
-            return
-        # Ordered by how often each arrives; a decoded body is exactly its class.
-        if type(body) is Message:
-            if body.ports:
-                self._check_refs(body.ports)
-            self._events.append(body)  # the frame is the event (MessageReceived)
-        elif type(body) is Request:
-            request_id = body.request_id
-            if request_id <= self._peer_last_request_id:
-                raise PeerViolation(
-                    f"protocol error: request id {request_id} reused or out of order "
-                    f"(last was {self._peer_last_request_id})"
-                )
-            self._peer_last_request_id = request_id
-            self._serving[request_id] = None
-            if body.kind is STREAM:
-                self._credit[request_id] = 0
-            self._events.append(body)  # RequestReceived
-        elif type(body) is Reply:
-            request_id = body.request_id
-            if request_id in self._awaiting:
-                del self._awaiting[request_id]
-                if self._granted:
-                    self._granted.pop(request_id, None)
-                self._events.append(body)  # ReplyReceived
-            elif request_id in self._cancelled:
-                del self._cancelled[request_id]  # crossed our Cancel
-            else:
-                raise PeerViolation(
-                    f"protocol error: Reply to request id {request_id}, which was never sent"
-                )
-        elif isinstance(body, StreamItem):
-            self._handle_stream_item(body)
-        elif isinstance(body, PortMessage):
-            self._check_port(body.port_id, body.returned)
-            if body.ports:
-                self._check_refs(body.ports)
-            self._events.append(
-                PortMessageReceived(body.port_id, body.data, body.ports, body.returned)
-            )
-        elif isinstance(body, StreamCredit):
-            self._handle_stream_credit(body)
-        elif isinstance(body, PortClose):
-            self._check_port(body.port_id, body.returned)
-            self._events.append(PortClosed(body.port_id, body.returned))
-        elif isinstance(body, Cancel):
-            request_id = body.request_id
-            if request_id in self._serving:
-                # Every request gets exactly one Reply, so the caller can forget
-                # the id: a cancelled one gets this acknowledgement.
-                del self._serving[request_id]
-                self._credit.pop(request_id, None)
-                self._queue(Reply(request_id, False, raw_args(CANCEL_ACK)))
-                self._events.append(RequestCancelled(request_id))
-            elif request_id > self._peer_last_request_id:
-                raise PeerViolation(
-                    f"protocol error: Cancel for request id {request_id}, which was never sent"
-                )
-            # else: our Reply crossed the Cancel; nothing to do
-        elif isinstance(body, Ping):
-            self._queue(Pong(body.nonce))
-        elif isinstance(body, Pong):
-            pass  # any received byte proves liveness; the driver tracks that
-        elif isinstance(body, Goodbye):
-            self._set_state(CLOSED)
-            self._events.append(ConnectionTerminated(body.code, body.reason, remote=True))
-        else:
-            raise PeerViolation(
-                f"protocol error: unexpected {type(body).__name__} frame while {self.state.value}"
-            )
-
-    def _handle_stream_item(self, body: StreamItem) -> None:
-        request_id = body.request_id
-        granted = self._granted.get(request_id)
-        if granted is None:
-            if request_id in self._cancelled:
-                return  # crossed our Cancel
-            raise PeerViolation(
-                f"protocol error: StreamItem for request id {request_id}, which is not a "
-                "stream of ours"
-            )
-        if granted < 1:
-            raise PeerViolation(
-                f"protocol error: StreamItem for stream {request_id} beyond the granted credit"
-            )
-        self._granted[request_id] = granted - 1
-        self._events.append(StreamItemReceived(request_id, body.value))
-
-    def _handle_stream_credit(self, body: StreamCredit) -> None:
-        request_id = body.request_id
-        if body.n < 1:
-            raise PeerViolation(f"protocol error: StreamCredit of {body.n} for {request_id}")
-        credit = self._credit.get(request_id)
-        if credit is not None:
-            self._credit[request_id] = credit + body.n
-            self._events.append(StreamCreditReceived(request_id, body.n))
-        elif request_id in self._serving or request_id > self._peer_last_request_id:
-            raise PeerViolation(
-                f"protocol error: StreamCredit for request id {request_id}, which is not a stream"
-            )
-        # else: our Reply crossed the credit; nothing to do
-
-    def _check_port(self, port_id: int, returned: bool) -> None:
-        # Either side may name an end a renderer created (< 0); only renderers give back.
-        if port_id == 0 or (returned and self.role is Role.RENDERER):
-            raise PeerViolation(
-                f"protocol error: port id {port_id}{' (returned)' if returned else ''} "
-                f"is not valid from {'main' if self.role is Role.RENDERER else 'a renderer'}"
-            )
-
-    def _check_refs(self, refs: Sequence[PortRef]) -> None:
-        # Each reference makes the receiver build a port and route (or close) it:
-        # far more work than its few bytes, so a frame carries a bounded number.
-        if len(refs) > MAX_PORTS_PER_FRAME:
-            raise PeerViolation(
-                f"protocol error: a frame carries {len(refs)} port references; "
-                f"at most {MAX_PORTS_PER_FRAME} may travel in one message"
-            )
-        # Main hands out ends by its own ids (> 0) only.
-        for ref in refs:
-            if ref.id == 0 or (self.role is Role.RENDERER and ref.id < 0):
-                raise PeerViolation(
-                    f"protocol error: port id {ref.id} is not valid in a port sent by "
-                    f"{'main' if self.role is Role.RENDERER else 'a renderer'}"
-                )

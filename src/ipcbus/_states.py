@@ -1,7 +1,7 @@
 """The protocol core's roles and states, and the errors it raises for itself.
 
 Shared by the parts of ``Connection`` (``_protocol``, ``_receiving``,
-``_sending``). This module imports only the standard library.
+``_meaning``, ``_sending``). This module imports only the standard library.
 """
 
 from __future__ import annotations

@@ -16,7 +16,17 @@ import pytest
 
 import ipcbus
 
-SANS_IO = ("_wire", "_framing", "_protocol", "_events", "_errors")
+SANS_IO = (
+    "_wire",
+    "_framing",
+    "_protocol",
+    "_receiving",
+    "_meaning",
+    "_sending",
+    "_states",
+    "_events",
+    "_errors",
+)
 FORBIDDEN = frozenset(
     {"anyio", "asyncio", "socket", "time", "threading", "trio", "selectors", "ssl"}
     | {"subprocess", "multiprocessing", "concurrent", "signal", "uvloop", "sniffio"}
