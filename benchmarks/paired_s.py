@@ -5,8 +5,8 @@
 
 ``bench.py``'s cells run one after the other, a few seconds each, so when this
 shared machine changes pace between two cells, one column takes the change and
-its neighbour does not: one run of S read 1.51x of ``mpconn`` for cells that
-this script, the same morning, put at 0.85-0.90x of the code before them.
+its neighbour does not: one run of S read 1.51x of ``mpconn`` for code that
+paired runs, the same morning, put 6-15% ahead of the code before it.
 Here every client stays connected to its own server (the bench's, started
 through ``_run.py``: ``mpconn``'s, and ``ipcbus``'s main on the loop given)
 and they take turns: one batch of sequential calls each per round, the order
@@ -19,6 +19,7 @@ issue 12 (within 1.2x of ``mpconn``) held.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,28 +40,31 @@ def client(variant: str, info: dict[str, Any]) -> None:
     sys.path.insert(0, str(HERE))
     if variant.endswith("-before"):
         sys.path.insert(0, os.environ["IPCBUS_BEFORE"])
-    if variant == "mpconn":
-        from contestants.mpconn import _Conn
+    with contextlib.ExitStack() as stack:
+        if variant == "mpconn":
+            from contestants.mpconn import _Conn
 
-        call = _Conn(info["address"]).call
-    else:
-        import ipcbus.sync
+            conn = _Conn(info["address"])
+            stack.callback(conn.conn.close)
+            call = conn.call
+        else:
+            import ipcbus.sync
 
-        ipc = ipcbus.sync.connect(info["address"], token=info["token"])
-        call = ipc.invoke
-    for i in range(2_000):
-        assert call("inc", i) == i + 1
-    print("ready", flush=True)
-    clock = time.perf_counter_ns
-    for line in sys.stdin:
-        lat = []
-        for i in range(int(line)):
-            t0 = clock()
-            r = call("inc", i)
-            lat.append(clock() - t0)
-            if r != i + 1:
-                raise SystemExit(f"{variant}: reply {r!r} to inc({i})")
-        print(statistics.median(lat) / 1e3, flush=True)
+            ipc = stack.enter_context(ipcbus.sync.connect(info["address"], token=info["token"]))
+            call = ipc.invoke
+        for i in range(2_000):
+            assert call("inc", i) == i + 1
+        print("ready", flush=True)
+        clock = time.perf_counter_ns
+        for line in sys.stdin:  # until the driver closes our stdin
+            lat = []
+            for i in range(int(line)):
+                t0 = clock()
+                r = call("inc", i)
+                lat.append(clock() - t0)
+                if r != i + 1:
+                    raise SystemExit(f"{variant}: reply {r!r} to inc({i})")
+            print(statistics.median(lat) / 1e3, flush=True)
 
 
 def main() -> int:
