@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from ._transport import CreatedListener, peer_pid
+from ._listensocket import CreatedListener
+from ._transport import peer_pid
 
 if TYPE_CHECKING:
     from .main import IpcMain

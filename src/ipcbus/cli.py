@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from ._addresses import parse_address
 from ._errors import (
     AuthenticationError,
     ConnectionClosedError,
@@ -33,7 +34,6 @@ from ._errors import (
     IpcTimeoutError,
     ProtocolError,
 )
-from ._transport import parse_address
 
 __all__ = ("main",)
 

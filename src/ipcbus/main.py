@@ -33,6 +33,7 @@ from ._children import spawn
 from ._endpoint import logger
 from ._guards import Guards
 from ._listening import Listener, accept
+from ._listensocket import create_listener
 from ._liveness import Sweeper
 from ._loop import loop_hold
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
@@ -42,11 +43,7 @@ from ._protocol import prepare_message
 from ._registry import Callback, Registry, channel_set, check_channel
 from ._serving import OUT_OF_DESCRIPTORS, Link, serve
 from ._spin import main_entered, main_left
-from ._transport import (
-    child_socketpair,
-    create_listener,
-    stream_from_socket,
-)
+from ._transport import child_socketpair, stream_from_socket
 from ._values import ENCODE_ERRORS, encode_error
 from ._webcontents import WebContents
 from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, check_max_frame_size

@@ -24,8 +24,8 @@ import msgspec
 import pytest
 
 import ipcbus
+from ipcbus._addresses import UnixAddress, parse_address
 from ipcbus._framing import FrameDecoder, append_frame
-from ipcbus._transport import UnixAddress, parse_address
 from ipcbus._wire import PROTOCOL_VERSION, Body, Goodbye, Hello, Message, Welcome
 
 from ..helpers import running_main

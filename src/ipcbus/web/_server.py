@@ -32,8 +32,9 @@ import h11
 from anyio.streams.stapled import MultiListener
 from wsproto.utilities import generate_accept_token
 
+from .._addresses import TcpAddress
 from .._aio import AsyncioSocketStream
-from .._transport import TcpAddress, _PatientListener, _TLSListener
+from .._listensocket import _PatientListener, _TLSListener
 from ._static import _CHUNK_SIZE, Response, StaticSite
 from ._upgrade import OriginPolicy, origin_of, refusal
 from ._websocket import FastWebSocketFrames, WebSocketFrames
