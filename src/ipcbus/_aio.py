@@ -3,7 +3,7 @@
 This module and ``_aioprotocol`` are the asyncio seam: the one place ipcbus
 drives a connection with asyncio's own transports (the house rule is anyio
 first). Here is the stream the rest of ipcbus sees; ``_aioprotocol`` holds
-the ``_Protocol`` the transport calls back and the helpers made once per
+the ``SocketProtocol`` the transport calls back and the helpers made once per
 loop. anyio's unix socket stream yields to the loop before every read and
 write and registers, then unregisters, the socket with the selector for every
 read that has to wait; on the selector loop that also formats ``repr(sock)``
@@ -29,12 +29,12 @@ import anyio
 import anyio.abc
 
 from ._aioprotocol import (
-    _PAUSE_READING_ABOVE,
-    _callback_context,
-    _library,
-    _Protocol,
-    _soon_maker,
-    _waiter_maker,
+    PAUSE_READING_ABOVE,
+    SocketProtocol,
+    callback_context,
+    library_cvar,
+    soon_maker,
+    waiter_maker,
 )
 from ._capabilities import Reader
 
@@ -52,20 +52,20 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
     def __init__(
         self,
         transport: asyncio.Transport,
-        protocol: _Protocol,
+        protocol: SocketProtocol,
         context: contextvars.Context | None = None,
     ) -> None:
         self._transport = transport
         self._protocol = protocol
         # What ``call_soon``'s callbacks run in: a context that names the
-        # library (see ``_library``), one per loop rather than copied per call.
+        # library (see ``library_cvar``), one per loop rather than copied per call.
         self._context = context if context is not None else contextvars.copy_context()
         #: A call's reply waiter (``MakesWaiters``): a bare future, which
         #: awaiting adds no frame to and setting costs no Python call.
-        self.new_waiter = _waiter_maker(protocol.loop)
+        self.new_waiter = waiter_maker(protocol.loop)
         #: ``call_soon(callback)``: run ``callback`` on the loop's next turn, in
         #: that context (``WritesNow``); the loop's own method, no Python call.
-        self.call_soon = _soon_maker(protocol.loop, self._context)
+        self.call_soon = soon_maker(protocol.loop, self._context)
         self._closed = False
         self._streak = 0
 
@@ -75,13 +75,15 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
         # The transport's callbacks run in a copy of this context, made now.
-        named = _library.set("asyncio") if _library is not None else None
+        named = library_cvar.set("asyncio") if library_cvar is not None else None
         try:
-            context = _callback_context(loop)
-            transport, protocol = await loop.connect_accepted_socket(lambda: _Protocol(loop), sock)
+            context = callback_context(loop)
+            transport, protocol = await loop.connect_accepted_socket(
+                lambda: SocketProtocol(loop), sock
+            )
         finally:
-            if named is not None and _library is not None:
-                _library.reset(named)
+            if named is not None and library_cvar is not None:
+                library_cvar.reset(named)
         return cls(transport, protocol, context)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -104,7 +106,7 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             protocol.chunks.appendleft(chunk[max_bytes:])
             chunk = chunk[:max_bytes]
         protocol.buffered -= len(chunk)
-        if protocol.reading_paused and protocol.buffered <= _PAUSE_READING_ABOVE // 2:
+        if protocol.reading_paused and protocol.buffered <= PAUSE_READING_ABOVE // 2:
             protocol.reading_paused = False
             self._transport.resume_reading()
         return chunk

@@ -3,7 +3,7 @@
 Half of the asyncio seam, with ``_aio``: these two modules are the one place
 ipcbus drives a connection with asyncio's own transports (the house rule is
 anyio first). ``_aio.AsyncioSocketStream`` is the stream the rest of ipcbus
-sees; here is what the loop calls: ``_Protocol``, registered once for the
+sees; here is what the loop calls: ``SocketProtocol``, registered once for the
 connection's life, which takes each read as it arrives (into one read
 buffer per thread, or a window the reader offers) and keeps the flags the
 stream checks, and the per-loop helpers the stream is built with (its
@@ -29,9 +29,9 @@ try:
     # has none of; it lets libraries name it instead, and we do for the
     # callbacks that hand reads to an endpoint (``deliver_to``), which start
     # tasks. Without sniffio, anyio asks asyncio for the running loop: fine.
-    from sniffio import current_async_library_cvar as _library
+    from sniffio import current_async_library_cvar as library_cvar
 except ImportError:  # pragma: no cover - anyio >= 4.11 does not need sniffio
-    _library = None  # type: ignore[assignment]
+    library_cvar = None  # type: ignore[assignment]
 
 
 def _name_the_library() -> None:
@@ -45,21 +45,21 @@ def _name_the_library() -> None:
     all). The reader callback's context lives as long as its handle, so
     after the first read this is one ``get``.
     """
-    if _library is not None and _library.get() is None:
-        _library.set("asyncio")
+    if library_cvar is not None and library_cvar.get() is None:
+        library_cvar.set("asyncio")
 
 
 #: What ``_aio`` takes from here: nothing else in ipcbus uses this module.
 __all__ = (
-    "_PAUSE_READING_ABOVE",
-    "_Protocol",
-    "_callback_context",
-    "_library",
-    "_soon_maker",
-    "_waiter_maker",
+    "PAUSE_READING_ABOVE",
+    "SocketProtocol",
+    "callback_context",
+    "library_cvar",
+    "soon_maker",
+    "waiter_maker",
 )
 
-_PAUSE_READING_ABOVE = 1024 * 1024  # buffered bytes; the kernel buffer then fills
+PAUSE_READING_ABOVE = 1024 * 1024  # buffered bytes; the kernel buffer then fills
 _READ_SIZE = 256 * 1024  # the most one read takes from the socket
 _scratch = threading.local()
 
@@ -67,7 +67,7 @@ _scratch = threading.local()
 def _read_buffer() -> memoryview:
     """This thread's read buffer, shared by every connection on its loop.
 
-    A read fills it and :meth:`_Protocol.buffer_updated` copies the bytes out
+    A read fills it and :meth:`SocketProtocol.buffer_updated` copies the bytes out
     at once, before the loop reads from another socket, so one buffer serves
     them all. The alternative, ``sock.recv(256 KiB)``, allocates 256 KiB per
     read: above glibc's mmap threshold, so an mmap and a munmap for every
@@ -79,10 +79,10 @@ def _read_buffer() -> memoryview:
     return buffer
 
 
-def _callback_context(loop: asyncio.AbstractEventLoop) -> contextvars.Context:
+def callback_context(loop: asyncio.AbstractEventLoop) -> contextvars.Context:
     """The context ``call_soon`` callbacks run in: one per loop, made in a task.
 
-    Copied from the first stream's task, with the library named (``_library``).
+    Copied from the first stream's task, with the library named (``library_cvar``).
     """
     cached = getattr(_scratch, "context", None)
     if cached is not None and cached[0] is loop:
@@ -92,7 +92,7 @@ def _callback_context(loop: asyncio.AbstractEventLoop) -> contextvars.Context:
     return context
 
 
-def _soon_maker(
+def soon_maker(
     loop: asyncio.AbstractEventLoop, context: contextvars.Context
 ) -> Callable[[Callable[[], object]], object]:
     """``loop.call_soon`` in ``context``: one partial per loop and context, not per stream."""
@@ -104,7 +104,7 @@ def _soon_maker(
     return maker
 
 
-def _waiter_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Future[Any]]:
+def waiter_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Future[Any]]:
     """``loop.create_future``, one bound method per loop (not one per stream)."""
     cached = getattr(_scratch, "waiter_maker", None)
     if cached is not None and cached[0] is loop:
@@ -114,7 +114,7 @@ def _waiter_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Futur
     return maker
 
 
-class _Protocol(asyncio.BufferedProtocol):
+class SocketProtocol(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.buffer = _read_buffer()
@@ -163,7 +163,7 @@ class _Protocol(asyncio.BufferedProtocol):
         reader = self.reader
         if reader is not None:
             # _name_the_library's test, inline: a call only once per armed reader
-            if _library is not None and _library.get() is None:
+            if library_cvar is not None and library_cvar.get() is None:
                 _name_the_library()
             if self.sinking:
                 self.sinking = False
@@ -180,7 +180,7 @@ class _Protocol(asyncio.BufferedProtocol):
         data = self.buffer[:nbytes].tobytes()
         self.chunks.append(data)
         self.buffered += len(data)
-        if self.buffered > _PAUSE_READING_ABOVE and not self.reading_paused:
+        if self.buffered > PAUSE_READING_ABOVE and not self.reading_paused:
             assert self.transport is not None
             self.transport.pause_reading()
             self.reading_paused = True
