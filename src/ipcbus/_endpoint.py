@@ -10,7 +10,8 @@ Shared by main (one per renderer) and renderers (one in all). The parts
 * ``_liveness.Liveness``: heartbeats and stalled writes.
 
 The endpoint owns the reader, which does all receiving: bytes in, events out,
-dispatch, then flush. Dispatch happens before the flush, so main has
+dispatch, then flush: ``run`` in a task, or, on the fast path, the stream's
+callback through ``_delivered.DeliveredReads``, its base class. Dispatch happens before the flush, so main has
 registered a renderer's WebContents before the Welcome that completes the
 renderer's handshake leaves. When the connection ends, every waiting caller
 is woken and fails with ``ConnectionClosedError``; nothing waits forever.
@@ -25,9 +26,9 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 
-from ._admission import MAX_PENDING_OUTPUT
 from ._calls import Calls
-from ._capabilities import DeliversReads, MakesWaiters, ReceivesInto
+from ._capabilities import MakesWaiters, ReceivesInto
+from ._delivered import DeliveredReads
 from ._dispatch import Dispatcher
 from ._errors import ConnectionClosedError
 from ._events import (
@@ -63,7 +64,7 @@ _READ_SIZE = 256 * 1024
 _READ_BATCH = 16 * 1024
 
 
-class Endpoint:
+class Endpoint(DeliveredReads):
     """One connection: the reader, and the parts it hands frames to."""
 
     def __init__(
@@ -244,110 +245,6 @@ class Endpoint:
             outbox.stop()
             with anyio.CancelScope(shield=True):
                 await self._teardown()
-
-    # ---- the fast path: reads delivered by the stream ----------------------
-
-    def attach(self, on_end: Callable[[], Awaitable[None]]) -> bool:
-        """Have the stream hand us each read as it arrives, if it can; else ``False``.
-
-        Then no task reads for this connection (the stream's callback does,
-        through :meth:`received`), and none waits while it is idle: about 20
-        objects fewer per connection for the cycle collector, and no task
-        switch per read. ``on_end`` runs, in a task, once the connection has
-        ended and its stream is closed.
-        """
-        if not hasattr(self.stream, "deliver_to"):
-            return False
-        self._on_end = on_end
-        self.outbox.lazy = True
-        if self._liveness is not None:
-            if self._sweeper is None:
-                self._sweeper = Sweeper(self._tg)
-            self._sweeper.watch(self._liveness)
-        self.outbox.kick()
-        cast(DeliversReads, self.stream).deliver_to(self)
-        return True
-
-    def receive_window(self) -> memoryview | None:
-        return self.conn.receive_buffer()
-
-    def received(self, data: bytes) -> bool:
-        conn = self.conn
-        if conn.state is CLOSED:
-            return False
-        self.reads += 1
-        event = conn.receive_alone(data)
-        if event is not None:  # a call, a reply or a message alone in its read: the usual read
-            if event.__class__ is ReplyReceived:
-                # A caller's every read. Calls.replied, inline; nothing else of
-                # _after_read applies: a reply queues no output, starts no handler.
-                waiter = self.calls.waiters.get(event.request_id)
-                if waiter is not None and not waiter.done():  # a future: not cancelled
-                    waiter.set_result(event)
-                return False
-            self._after_read([event])
-            return False
-        holding = conn.receive_data(data)
-        self._after_read(conn.events_received())
-        while conn.more:  # a long read, a batch at a time (Connection.batch)
-            holding = conn.receive_more()
-            self._after_read(conn.events_received())
-        return holding
-
-    def received_into(self, nbytes: int) -> bool:
-        conn = self.conn
-        holding = conn.received_into(nbytes)
-        self.reads += 1
-        self._after_read(conn.events_received())
-        while conn.more:
-            holding = conn.receive_more()
-            self._after_read(conn.events_received())
-        return holding
-
-    def read_ended(self) -> None:
-        if self.conn.state is not CLOSED:
-            self.conn.receive_eof()
-            self._after_read(self.conn.events_received())
-
-    def _after_read(self, events: list[Event]) -> None:
-        """What ``run`` does after each read, from the stream's callback: ``events``
-        are the read's."""
-        conn = self.conn
-        dispatcher = self.dispatcher
-        outbox = self.outbox
-        try:
-            outbox.reading = True
-            try:
-                dispatcher.dispatch_batch(events)
-            finally:
-                outbox.reading = False
-            # Pausing needs a handler running (max_in_flight >= 1) or output piling
-            # up: only then ask (one call fewer on every other read)
-            if (
-                (dispatcher.active or conn.pending_output > MAX_PENDING_OUTPUT)
-                and dispatcher.must_pause()
-                and not dispatcher.paused
-            ):
-                self.outbox.kick()  # replies already made go out first
-                dispatcher.paused = True
-                dispatcher.resume_reading = self._resume_reading
-                cast(DeliversReads, self.stream).pause_reading()
-            if conn.pending_output:
-                if self._welcomed:
-                    self._welcomed = False  # see run
-                    outbox.kick()
-                elif outbox.direct is not None and not outbox.writing:
-                    outbox.write_now()  # Outbox.write_at_once, inline (once per read)
-                else:
-                    outbox.kick()
-        except Exception:
-            # A bug in ipcbus: this connection ends, every other one carries on.
-            logger.exception("internal error serving %s", self.name)
-            self.link_lost("internal error (logged)")
-
-    def _resume_reading(self) -> None:
-        if self.conn.state is not CLOSED:
-            cast(DeliversReads, self.stream).resume_reading()
 
     async def _end(self) -> None:
         """The connection ended (``attach``): send what is left, close, tell the owner."""
