@@ -11,10 +11,11 @@ Shared by main (one per renderer) and renderers (one in all). The parts
 
 The endpoint owns the reader, which does all receiving: bytes in, events out,
 dispatch, then flush: ``run`` in a task, or, on the fast path, the stream's
-callback through ``_delivered.DeliveredReads``, its base class. Dispatch happens before the flush, so main has
-registered a renderer's WebContents before the Welcome that completes the
-renderer's handshake leaves. When the connection ends, every waiting caller
-is woken and fails with ``ConnectionClosedError``; nothing waits forever.
+callback through ``_delivered.DeliveredReads``, its base class. Dispatch
+happens before the flush, so main has registered a renderer's WebContents
+before the Welcome that completes the renderer's handshake leaves. When the
+connection ends, every waiting caller is woken and fails with
+``ConnectionClosedError``; nothing waits forever.
 """
 
 from __future__ import annotations
