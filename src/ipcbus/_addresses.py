@@ -2,7 +2,7 @@
 
 Addresses are strings (``"unix:/path"``, ``"tcp://host:port"``) or a
 ``pathlib.Path`` (a unix socket). Security default (SPEC section 8): TCP
-refuses a non-loopback host unless TLS is configured (``_check_tls``, for
+refuses a non-loopback host unless TLS is configured (``check_tls``, for
 listening, ``_listensocket``, and connecting, ``_transport``, alike).
 """
 
@@ -13,7 +13,7 @@ import os
 import ssl
 from dataclasses import dataclass
 
-__all__ = ("Address", "TcpAddress", "UnixAddress", "parse_address")
+__all__ = ("Address", "TcpAddress", "UnixAddress", "check_tls", "parse_address")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def parse_address(address: str | os.PathLike[str]) -> Address:
     )
 
 
-def _check_tls(address: TcpAddress, ssl_context: ssl.SSLContext | None) -> None:
+def check_tls(address: TcpAddress, ssl_context: ssl.SSLContext | None) -> None:
     if not address.is_loopback and ssl_context is None:
         raise ValueError(
             f"refusing plain TCP to non-loopback host {address.host!r}: anyone on the network "

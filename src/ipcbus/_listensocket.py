@@ -2,9 +2,9 @@
 
 Security defaults (SPEC section 8): a listener without an address lives in a
 fresh 0700 directory and the socket is 0600; TCP refuses a non-loopback host
-unless TLS is configured (``_addresses._check_tls``). ``_listening.Listener``
+unless TLS is configured (``_addresses.check_tls``). ``_listening.Listener``
 is main's handle on one of these; pages (``web._server``) listen through
-``_PatientListener`` and ``_TLSListener`` too.
+``PatientListener`` and ``QuietTLSListener`` too.
 
 Accepting outlives running out of descriptors (docs/reliability.md, "Hostile
 peers"): an ``accept`` that fails with ``EMFILE``/``ENFILE`` (or the kernel
@@ -35,10 +35,10 @@ import anyio.abc
 from anyio.streams.stapled import MultiListener
 from anyio.streams.tls import TLSListener
 
-from ._addresses import Address, TcpAddress, UnixAddress, _check_tls, parse_address
+from ._addresses import Address, TcpAddress, UnixAddress, check_tls, parse_address
 from ._transport import fast_path, stream_from_socket
 
-__all__ = ("CreatedListener", "create_listener")
+__all__ = ("CreatedListener", "PatientListener", "QuietTLSListener", "create_listener")
 
 logger = logging.getLogger("ipcbus")
 
@@ -80,7 +80,7 @@ class CreatedListener:
         self._remove = []
 
 
-class _PatientListener(anyio.abc.Listener[anyio.abc.ByteStream]):
+class PatientListener(anyio.abc.Listener[anyio.abc.ByteStream]):
     """One socket listener whose ``serve`` survives running out of descriptors.
 
     Args:
@@ -214,7 +214,7 @@ def _where(listening: socket.socket) -> str:
     return f"unix:{name}" if isinstance(name, str) else f"tcp://{name[0]}:{name[1]}"
 
 
-class _TLSListener(TLSListener):
+class QuietTLSListener(TLSListener):
     """anyio's TLS listener, logging a failed handshake as one line, not a traceback.
 
     Any local process can reach a TCP port; a stray or hostile client must not
@@ -247,16 +247,16 @@ async def create_listener(
         path = directory / "main.sock"
         listener = await anyio.create_unix_listener(path, mode=0o600)
         return CreatedListener(
-            _PatientListener(listener, refusal, fast=True),
+            PatientListener(listener, refusal, fast=True),
             UnixAddress(str(path)),
             [path, directory],
         )
     parsed = parse_address(address)
     if isinstance(parsed, UnixAddress):
         listener = await anyio.create_unix_listener(parsed.path, mode=0o600)
-        patient = _PatientListener(listener, refusal, fast=True)
+        patient = PatientListener(listener, refusal, fast=True)
         return CreatedListener(patient, parsed, [Path(parsed.path)])
-    _check_tls(parsed, ssl_context)
+    check_tls(parsed, ssl_context)
     tcp = await anyio.create_tcp_listener(local_host=parsed.host, local_port=parsed.port)
     sockname = tcp.extra(anyio.abc.SocketAttribute.local_address)
     assert isinstance(sockname, tuple)
@@ -264,10 +264,10 @@ async def create_listener(
     real = TcpAddress(parsed.host if parsed.host == "localhost" else str(host), int(port))
     plain = b"" if ssl_context is not None else refusal
     each: anyio.abc.Listener[anyio.abc.ByteStream] = MultiListener(
-        [_PatientListener(cast(anyio.abc.SocketListener, one), plain) for one in tcp.listeners]
+        [PatientListener(cast(anyio.abc.SocketListener, one), plain) for one in tcp.listeners]
     )
     if ssl_context is not None:
-        each = _TLSListener(
+        each = QuietTLSListener(
             each, ssl_context, standard_compatible=False, handshake_timeout=handshake_timeout
         )
     return CreatedListener(each, real, [])

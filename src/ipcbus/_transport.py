@@ -17,7 +17,7 @@ from typing import Final
 import anyio
 import anyio.abc
 
-from ._addresses import UnixAddress, _check_tls, parse_address
+from ._addresses import UnixAddress, check_tls, parse_address
 from ._aio import AsyncioSocketStream
 from ._errors import ConnectionClosedError
 
@@ -49,7 +49,7 @@ async def connect(
             if fast_path():
                 return await _connect_unix_fast(parsed.path)
             return await anyio.connect_unix(parsed.path)
-        _check_tls(parsed, ssl_context)
+        check_tls(parsed, ssl_context)
         if ssl_context is not None:
             return await anyio.connect_tcp(
                 parsed.host, parsed.port, ssl_context=ssl_context, tls_standard_compatible=False
@@ -85,7 +85,7 @@ def connect_blocking(
                 sock.close()
                 raise
             return sock, None
-        _check_tls(parsed, ssl_context)
+        check_tls(parsed, ssl_context)
         sock = socket.create_connection((parsed.host, parsed.port), timeout=timeout)
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -34,7 +34,7 @@ from wsproto.utilities import generate_accept_token
 
 from .._addresses import TcpAddress
 from .._aio import AsyncioSocketStream
-from .._listensocket import _PatientListener, _TLSListener
+from .._listensocket import PatientListener, QuietTLSListener
 from ._static import _CHUNK_SIZE, Response, StaticSite
 from ._upgrade import OriginPolicy, origin_of, refusal
 from ._websocket import FastWebSocketFrames, WebSocketFrames
@@ -302,12 +302,12 @@ async def start(
     # the asyncio fast path where it is on (_transport.fast_path()).
     listener: anyio.abc.Listener[anyio.abc.ByteStream] = MultiListener(
         [
-            _PatientListener(cast(anyio.abc.SocketListener, one), fast=ssl is None)
+            PatientListener(cast(anyio.abc.SocketListener, one), fast=ssl is None)
             for one in tcp.listeners
         ]
     )
     if ssl is not None:
-        listener = _TLSListener(
+        listener = QuietTLSListener(
             listener, ssl, standard_compatible=False, handshake_timeout=ipc_main.handshake_timeout
         )
     server = WebServer(
