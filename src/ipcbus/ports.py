@@ -32,44 +32,41 @@ port arrived through, or the one running when the channel was created. A
 port with no such owner (a channel made in a plain coroutine, or whose owner
 has stopped) delivers in tasks of the running event loop (``ipcbus._loop``),
 on asyncio and trio alike; with no event loop at all, ``start()`` raises.
+
+``MessagePortMain`` keeps the API, listeners and travelling here; its base
+classes hold its delivery (``_portdelivery``) and lifetime (``_portlifetime``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from collections.abc import Set as AbstractSet
-from contextlib import suppress
-from functools import partial
 from typing import Any, Literal, TypeVar, overload
 
 import msgspec
 
 from ._errors import SerializationError
-from ._loop import (
-    LoopHold,
-    asyncio_callback_context,
-    loop_hold,
-    loop_is_running,
-    start_on_loop,
-    trio_running,
-)
+from ._loop import LoopHold, loop_is_running
+from ._portdelivery import Listener, PortDelivery
 from ._portiter import PortIterator
-from ._portparts import CLOSE, Close, Item, MessageEvent, Queued, Router, current_host
+from ._portlifetime import close_ports_in as close_ports_in
+from ._portlifetime import discard_ports as discard_ports
+from ._portlifetime import living as living
+from ._portparts import CLOSE, Item, MessageEvent, Queued, Router, current_host
 from ._values import ENCODE_ERRORS, unencodable
 from ._wire import MAX_PORTS_PER_FRAME
 
 __all__ = ("MessageChannelMain", "MessageEvent", "MessagePortMain")
 
+# close_ports_in, discard_ports and living are _portlifetime's; the routers and
+# endpoints import them from here (hence "as").
+
 # Defined with the parts the routers share, public here: reprs, pickles and
 # help() name it ipcbus.ports.MessageEvent, as before the split.
 MessageEvent.__module__ = __name__
-
-logger = logging.getLogger("ipcbus")
 
 F = TypeVar("F", bound=Callable[..., Any])
 PortEvent = Literal["message", "close"]
@@ -78,16 +75,11 @@ _encoder = msgspec.msgpack.Encoder()
 _ENCODE_ERRORS = ENCODE_ERRORS
 
 
-class MessagePortMain:
+class MessagePortMain(PortDelivery):
     """One end of a :class:`MessageChannelMain` (Electron's ``MessagePortMain``).
 
     Get one from a ``MessageChannelMain`` or from ``event.ports``.
     """
-
-    #: Set by ``__del__``: this object is being collected. A weak reference to
-    #: it may still answer for a moment (``__del__`` can let another thread run
-    #: before the references are cleared): ``living`` says no.
-    _collected = False
 
     def __init__(self) -> None:
         self._router: Router | None = None  # routed: the pair's traffic goes through it
@@ -99,7 +91,7 @@ class MessagePortMain:
         self._host = current_host.get()
         # Made by the first item queued: a deque is 760 bytes, most of an idle port.
         self._inbox: deque[Queued] | None = None
-        self._listeners: dict[str, tuple[_Listener, ...]] = {}
+        self._listeners: dict[str, tuple[Listener, ...]] = {}
         # Made by the first ``async for`` (a WeakSet is 880 bytes, most ports never
         # have one); empty until then.
         self._iterators: AbstractSet[PortIterator] = frozenset()
@@ -165,126 +157,6 @@ class MessagePortMain:
         """Close this end: both ends emit ``"close"``; undelivered messages are dropped."""
         if self._shut():
             self._schedule()
-
-    # ---- internals: lifetime and closing ------------------------------
-
-    def _pin(self) -> None:
-        """Keep this end alive while it could receive messages: started, channel open.
-
-        Electron's rule (``MessagePort::HasPendingActivity``): a started end
-        delivers to its listeners with no other reference to it; an end never
-        started, that nothing refers to, can never be read, and is collected.
-        The pin lasts as long as the loop (a trio run: ``_loop_ended``).
-        """
-        if self._hold is None and not (self._closed or self._neutered):
-            hold = loop_hold()
-            if hold is not None:
-                hold.pins.add(self)
-                self._hold = hold
-
-    def _unpin(self) -> None:
-        hold = self._hold
-        if hold is not None:
-            hold.pins.discard(self)
-            self._hold = None
-
-    def _loop_ended(self) -> None:
-        """The trio run it was started on has ended: nothing can deliver here now.
-
-        It is let go quietly (closed, with no ``"close"`` to emit and no peer
-        to tell: its channel ends with the loop).
-        """
-        self._hold = None
-        self._closed = self._close_emitted = True
-
-    def _weak(self) -> weakref.ref[MessagePortMain]:
-        """A weak reference to this end, for the other end's ``_pair``, held by this end.
-
-        The collector clears a weak reference that is itself garbage before it
-        runs ``__del__``: the one in a collected end's ``_pair`` must belong to
-        its peer, which lives on, or the peer could not be told.
-        """
-        if self._self is None:
-            self._self = weakref.ref(self)
-        return self._self
-
-    def __del__(self) -> None:
-        # Collected while its channel was open (an end that is started is
-        # pinned, so this one never was): nobody can post on it or read it any
-        # more, so the channel closes and the other end hears "close", as in
-        # Electron. This runs inside the garbage collector, at any point and
-        # maybe in another thread, so it changes nothing itself: it asks the
-        # loop of whoever must learn to look (a routed end's router, or a
-        # started peer). A peer never started learns when it is used.
-        try:
-            if self._closed or self._neutered:
-                return
-            self._collected = True
-            if self._router is not None:
-                self._router.collected(self._wire)
-            elif (peer := living(self._pair)) is not None:
-                if (hold := peer._hold) is not None:
-                    hold.wake(peer._pair_gone)
-        except Exception:  # nothing can be raised to anyone from here
-            pass
-
-    def _pair_gone(self) -> None:
-        """On the loop: the other end of this direct pair was collected (``__del__``)."""
-        port: MessagePortMain | None = self
-        while port is not None and port._successor is not None:  # moved meanwhile
-            port = port._successor()  # (None: collected as well; nobody is left to tell)
-        if port is not None:
-            port._pair_check()
-
-    def _pair_check(self) -> None:
-        """If the other end of this direct pair was collected, the channel is closed."""
-        pair = self._pair
-        if pair is not None and living(pair) is None and self._hear_close():
-            self._schedule()
-
-    def _hear_close(self) -> bool:
-        """The channel was closed from the other end: queue ``"close"`` (no task yet).
-
-        ``False`` if this end was closed or had moved on already.
-        """
-        if self._closed or self._neutered:
-            return False
-        self._closed = True
-        self._router = self._pair = None
-        self._unpin()
-        self._queue(CLOSE)
-        return True
-
-    def _shut(self) -> bool:
-        """Close this end, leaving ``"close"`` queued; ``False`` if it was closed before."""
-        if self._closed or self._neutered:
-            return False
-        self._closed = self._closed_here = True
-        self._unpin()
-        dropped, self._inbox = self._inbox, deque([CLOSE])
-        router, pair = self._router, self._pair
-        self._router = self._pair = None
-        peer = living(pair)
-        if router is not None:
-            router.close(self)
-        elif peer is not None:
-            peer._enqueue(CLOSE)
-        if dropped:
-            close_ports_in(dropped)
-        return True
-
-    def _discard(self) -> None:
-        """Close an end that no code here has seen (it arrived with a message nobody took).
-
-        As :meth:`close`, but with no listener or iterator there is nobody to
-        hear its ``"close"``: no delivery task is started for it, so closing
-        many ports at once costs no task each. Its peer still learns.
-        """
-        if self._listeners or self._iterators:
-            self.close()
-        elif self._shut():
-            self._inbox = None
-            self._close_emitted = True
 
     @overload
     def on(self, event: PortEvent) -> Callable[[F], F]: ...
@@ -378,186 +250,6 @@ class MessagePortMain:
             return fn
 
         return register if listener is None else register(listener)
-
-    def _take(self, event: str) -> tuple[_Listener, ...]:
-        current = self._listeners.get(event, ())
-        if any(entry[1] for entry in current):
-            self._listeners[event] = tuple(entry for entry in current if not entry[1])
-        return current
-
-    # ---- internals: delivery -------------------------------------------
-
-    def _enqueue(self, item: Queued, inline: bool = False) -> None:
-        """Add what arrived for this end; delivery follows if it can.
-
-        ``inline``: the item came off the wire and the caller is a connection's
-        reader, which may run plain listeners right here (as it does for
-        ``on(channel)`` listeners) instead of in a task, when that keeps order.
-        """
-        if self._neutered:
-            close_ports_in([item])
-            return
-        if isinstance(item, Close):
-            if self._hear_close():  # (both ends closed at once: one close is enough)
-                self._schedule()
-            return
-        if self._closed:  # after "close" nothing more is delivered
-            close_ports_in([item])
-            return
-        if inline and self._deliver_inline(item):
-            return
-        self._queue(item)
-        self._schedule()
-
-    def _queue(self, item: Queued) -> None:
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = deque()
-        inbox.append(item)
-
-    def _deliver_inline(self, item: Item) -> bool:
-        """Deliver ``item`` now if nothing is ahead of it and no listener is async."""
-        listeners = self._listeners.get("message")
-        if self._inbox or self._draining or not self._started or not listeners:
-            return False
-        once = False
-        for _, is_once, is_async in listeners:
-            if is_async:
-                return False
-            once = once or is_once
-        if once:
-            self._listeners["message"] = tuple(entry for entry in listeners if not entry[1])
-        event = MessageEvent(item.data, item.ports)
-        if self._iterators:
-            for iterator in list(self._iterators):
-                iterator.push(event)
-        for fn, _, _ in listeners:
-            try:
-                result = fn(event)
-            except Exception:
-                logger.exception("a MessagePortMain listener %r raised", fn)
-                continue
-            if inspect.isawaitable(result):
-                self._start_soon(partial(_call, lambda r=result: r))
-        return True
-
-    def _deliverable(self) -> bool:
-        """Whether the drain has work: CLOSE, or a message for ``"message"`` listeners.
-
-        Without listeners, messages wait in the inbox for ``async for`` to take
-        them one at a time, so an iterator left early loses nothing.
-        """
-        inbox = self._inbox
-        if not inbox:
-            return False
-        if inbox[0] is CLOSE:
-            return self._started or self._closed_here
-        if self._started and not self._iterators and inbox[-1] is CLOSE:
-            # Closed, and nobody reads messages here: like Electron, the ones
-            # still queued are dropped and "close" is emitted; it must not
-            # wait forever behind them (SPEC 4: closing emits "close" on both).
-            return True
-        return self._started and bool(self._listeners.get("message"))
-
-    def _schedule(self) -> None:
-        if not self._inbox:
-            return
-        if self._iterators:  # (a WeakSet: iterating it costs more than the rest)
-            for iterator in list(self._iterators):
-                iterator.wake()  # it may take the message, or drain if there is no host
-        if self._draining or not self._deliverable():
-            return
-        if self._start_soon(self._delivery):
-            self._check_delivery_soon()
-        else:
-            self._draining = False
-
-    def _check_delivery_soon(self) -> None:
-        """Queue ``_delivery_check`` for a delivery task that has not started yet."""
-        coro = self._draining
-        if (
-            coro is True
-            or coro is False
-            or inspect.getcoroutinestate(coro) != inspect.CORO_CREATED  # eager: it ran
-            or trio_running()  # trio (guest mode too): trio starts every task it spawns
-        ):
-            return
-        with suppress(RuntimeError):
-            asyncio.get_running_loop().call_soon(
-                self._delivery_check, coro, context=asyncio_callback_context()
-            )
-
-    def _delivery(self) -> Coroutine[Any, Any, None]:
-        """The delivery task's coroutine, kept until it runs: don't start a second."""
-        coro = self._drain()
-        self._draining = coro
-        return coro
-
-    def _delivery_check(self, coro: Coroutine[Any, Any, None]) -> None:
-        """After the delivery task's first step: did it start ``_drain``?
-
-        Code that cancels every other task (a shutdown helper) may cancel it
-        before that step: then none of ``_drain`` runs, not even the
-        ``finally`` that says it is over, and this port would wait for it for
-        ever. A loop callback, queued after the task's first step, which no
-        such code can cancel, finds its coroutine still here (closed; or never
-        started, in anyio's wrapper, which starts it in that first step) and
-        starts another delivery.
-        """
-        if self._draining is not coro:
-            return  # it ran (and maybe another delivery is on its way: not ours to judge)
-        coro.close()  # never started: no "never awaited" warning for it
-        self._draining = False
-        self._schedule()
-
-    def _start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
-        """Run ``fn`` in a task of the port's owner, else of the running event loop."""
-        host = self._host
-        if host is not None:
-            if host.start_soon(fn):
-                return True
-            # anyio may have called fn, then failed (anyio >= 4.14 outside a task, on
-            # asyncio.run): that coroutine is no task's, close it
-            draining = self._draining
-            if (
-                draining is not True
-                and draining is not False
-                and inspect.getcoroutinestate(draining) == inspect.CORO_CREATED
-            ):
-                draining.close()
-                self._draining = False
-        return start_on_loop(fn)
-
-    async def _drain(self) -> None:
-        self._draining = True
-        try:
-            while self._deliverable():
-                inbox = self._inbox
-                assert inbox  # _deliverable: something is queued
-                item = inbox.popleft()
-                if isinstance(item, Close):
-                    await self._emit_close()
-                    break
-                event = MessageEvent(item.data, item.ports)
-                if self._iterators:
-                    for iterator in list(self._iterators):
-                        iterator.push(event)  # with listeners, iterators get copies
-                for fn, _, _ in self._take("message"):
-                    await _call(fn, event)
-        finally:
-            self._draining = False
-            if self._inbox:
-                for iterator in list(self._iterators):
-                    iterator.wake()  # the listeners went away: iterators take over
-
-    async def _emit_close(self) -> None:
-        if self._close_emitted:
-            return
-        self._close_emitted = True
-        for iterator in list(self._iterators):
-            iterator.push(CLOSE)
-        for fn, _, _ in self._take("close"):
-            await _call(fn)
 
     # ---- internals: travelling -----------------------------------------
 
@@ -693,32 +385,6 @@ def encode_message(message: Any) -> msgspec.Raw:
         ) from None
 
 
-def living(ref: weakref.ref[MessagePortMain] | None) -> MessagePortMain | None:
-    """What ``ref`` refers to, unless that is gone or being collected (``_collected``)."""
-    port = ref() if ref is not None else None
-    return None if port is None or port._collected else port
-
-
-def close_ports_in(items: Iterable[Queued]) -> None:
-    """Close the ports carried by messages nobody will read, so their peers learn it."""
-    for item in items:
-        if isinstance(item, Item) and item.ports:
-            discard_ports(item.ports)
-
-
-def discard_ports(ports: Iterable[MessagePortMain]) -> None:
-    """Close ports that arrived but were never handed to any code, so their peers learn it.
-
-    Nobody can be listening for their ``"close"``, so no task is started per
-    port (a message may carry up to ``MAX_PORTS_PER_FRAME`` of them).
-    """
-    for port in ports:
-        port._discard()
-
-
-_Listener = tuple[Callable[..., Any], bool, bool]  # fn, once, async
-
-
 def _require_loop(method: str) -> None:
     if not loop_is_running():
         raise RuntimeError(
@@ -731,12 +397,3 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
     )
-
-
-async def _call(fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        logger.exception("a MessagePortMain listener %r raised", fn)
