@@ -18,7 +18,7 @@ from __future__ import annotations
 import weakref
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ._loop import LoopHold, loop_hold
 from ._portparts import CLOSE, Item, Queued
@@ -100,7 +100,7 @@ class PortLifetime:
         its peer, which lives on, or the peer could not be told.
         """
         if self._self is None:
-            self._self = weakref.ref(self)  # type: ignore[arg-type]  # (a MessagePortMain)
+            self._self = weakref.ref(cast("MessagePortMain", self))
         return self._self
 
     def __del__(self) -> None:
@@ -161,7 +161,7 @@ class PortLifetime:
         self._router = self._pair = None
         peer = living(pair)
         if router is not None:
-            router.close(self)  # type: ignore[arg-type]  # (a MessagePortMain)
+            router.close(cast("MessagePortMain", self))
         elif peer is not None:
             peer._enqueue(CLOSE)
         if dropped:
