@@ -42,6 +42,7 @@ from ._wire import ErrorKind
 if TYPE_CHECKING:
     from ._calls import ReplySlot
     from ._dispatch import Arguments, Dispatcher
+    from ._messagedispatch import MessageDispatch
 
 __all__ = (
     "PLAIN",
@@ -74,7 +75,7 @@ def is_awaitable(result: Any) -> bool:
 
 
 def call_listeners(
-    d: Dispatcher,
+    d: MessageDispatch,
     listeners: tuple[Callback, ...],
     event: Any,
     channel: str,
@@ -94,7 +95,7 @@ def call_listeners(
 
 
 async def run_listeners(
-    d: Dispatcher,
+    d: MessageDispatch,
     listeners: tuple[Callback, ...],
     event: Any,
     slot: ReplySlot | None,
@@ -113,7 +114,7 @@ async def run_listeners(
 
 
 def _call_listener(
-    d: Dispatcher,
+    d: MessageDispatch,
     callback: Callback,
     event: Any,
     args: Arguments,
@@ -130,7 +131,7 @@ def _call_listener(
 
 
 async def await_listeners(
-    d: Dispatcher, awaitables: list[Awaitable[Any]], channel: str, slot: ReplySlot | None
+    d: MessageDispatch, awaitables: list[Awaitable[Any]], channel: str, slot: ReplySlot | None
 ) -> None:
     for awaitable in awaitables:
         try:
@@ -142,7 +143,7 @@ async def await_listeners(
 
 
 def _listener_calls(
-    d: Dispatcher,
+    d: MessageDispatch,
     listeners: tuple[Callback, ...],
     channel: str,
     raw: msgspec.Raw,
@@ -168,7 +169,7 @@ def _listener_calls(
 
 
 def decode_for(
-    d: Dispatcher, callback: Callback, channel: str, raw: msgspec.Raw, slot: ReplySlot | None
+    d: MessageDispatch, callback: Callback, channel: str, raw: msgspec.Raw, slot: ReplySlot | None
 ) -> Arguments | None:
     """``callback``'s arguments; ``None`` (logged, failed on ``slot``) if they do not fit."""
     try:
@@ -185,7 +186,9 @@ def decode_for(
         return None
 
 
-def listener_failed(d: Dispatcher, channel: str, exc: Exception, slot: ReplySlot | None) -> None:
+def listener_failed(
+    d: MessageDispatch, channel: str, exc: Exception, slot: ReplySlot | None
+) -> None:
     logger.error("listener for %r from %s raised", channel, d.endpoint.name, exc_info=exc)
     if slot is not None:
         slot.fail(ErrorKind.REMOTE, exc)
