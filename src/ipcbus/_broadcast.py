@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 from ._aio import LARGE_WRITE
 from ._errors import FrameTooLargeError
 from ._framing import HEADER_SIZE
-from ._outbox import SEND_HIGH_WATER
 from ._protocol import OPEN
+from ._queueing import SEND_HIGH_WATER
 
 if TYPE_CHECKING:
     from ._outbox import Outbox

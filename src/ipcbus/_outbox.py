@@ -17,6 +17,10 @@ leave in as few writes as possible:
   read, both would wait forever.
 * A write interrupted by cancellation may leave half a frame on the wire
   ("torn"), so it ends the connection.
+
+What senders call (``queue_message``, ``post_message``, ``queued``: queue a
+frame, have it sent, wait above the high-water mark) is its base class,
+``_queueing.Queueing``.
 """
 
 from __future__ import annotations
@@ -30,20 +34,18 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import msgspec
 
 from ._aio import LARGE_WRITE
 from ._capabilities import WritesNow
-from ._errors import ConnectionClosedError, FrameTooLargeError
+from ._errors import ConnectionClosedError
 from ._protocol import OPEN, Connection
-from ._values import ENCODE_ERRORS, encode_error, too_large
-from ._wire import PortRef
+from ._queueing import Queueing
 
 if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._endpoint import Endpoint
 
-__all__ = ("SEND_HIGH_WATER", "STREAM_ERRORS", "Outbox", "event_factory")
+__all__ = ("STREAM_ERRORS", "Outbox", "event_factory")
 
 STREAM_ERRORS = (
     anyio.EndOfStream,
@@ -52,7 +54,6 @@ STREAM_ERRORS = (
     OSError,
 )
 logger = logging.getLogger("ipcbus")
-SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
 
 
 def event_factory() -> Callable[[], anyio.Event]:
@@ -102,7 +103,7 @@ class _Batch:
         self.finish()
 
 
-class Outbox:
+class Outbox(Queueing):
     """Sends what one connection's core has queued, in as few writes as it can."""
 
     __slots__ = (
@@ -356,71 +357,3 @@ class Outbox:
         if not self.torn and (data := self.conn.data_to_send()):
             with anyio.move_on_after(1), suppress(*STREAM_ERRORS):
                 await self._stream.send(bytes(data))  # e.g. our Goodbye
-
-    # ---- queueing frames -----------------------------------------------
-
-    def queue_message(self, channel: str, args: tuple[Any, ...]) -> bool:
-        """Queue a fire-and-forget message and have it sent.
-
-        Returns ``True`` if the caller must then ``await flush()``: more than
-        ``SEND_HIGH_WATER`` bytes wait to be written (backpressure). Not a
-        coroutine itself, so ``send`` costs one coroutine, not two.
-        """
-        conn = self.conn
-        if conn.state is not OPEN:
-            self._endpoint.require_open()
-        try:
-            pending = conn.send_message(channel, args)
-        except ENCODE_ERRORS as exc:
-            raise encode_error("send", channel, args, exc) from None
-        except FrameTooLargeError as exc:
-            raise too_large("send", channel, exc, self._endpoint.limit_advice) from None
-        if pending > SEND_HIGH_WATER:  # self.congested, inline
-            return True
-        if not self.write_soon:  # else a write already comes on the loop's next turn
-            self.kick()
-        return False
-
-    async def post_message(
-        self,
-        channel: str,
-        message: Any,
-        ports: int,
-        send_out: Callable[[], tuple[list[PortRef], Callable[[], None]]],
-    ) -> None:
-        """Send ``message`` with ``ports`` port ends.
-
-        What can fail is checked before any port is claimed (claiming
-        neuters it): a value that cannot be encoded, a frame that could be
-        over the peer's limit. Then ``send_out()`` gives the port refs and
-        what to run once the frame is queued.
-        """
-        self._endpoint.require_open()
-        args = (message,)
-        try:
-            raw = msgspec.Raw(msgspec.msgpack.encode(args))
-            self.conn.check_message(channel, raw, ports)
-        except ENCODE_ERRORS as exc:
-            raise encode_error("post_message", channel, args, exc) from None
-        except FrameTooLargeError as exc:
-            raise too_large("post_message", channel, exc, self._endpoint.limit_advice) from None
-        refs, after = send_out()
-        self.conn.send_message(channel, raw, refs)
-        after()
-        await self.queued()
-
-    async def queued(self) -> None:
-        """After queueing a fire-and-forget frame: send it, and apply backpressure.
-
-        Returns at once unless more than ``SEND_HIGH_WATER`` bytes wait to be
-        written; then it waits until the writer has handed them over.
-        """
-        if self.conn.pending_output > SEND_HIGH_WATER:  # self.congested, inline
-            await self.flush()
-        else:
-            self.kick()
-
-    @property
-    def congested(self) -> bool:
-        """Whether a sender should wait for the writer (``queued``'s rule)."""
-        return self.conn.pending_output > SEND_HIGH_WATER
