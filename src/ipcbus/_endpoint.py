@@ -6,7 +6,7 @@ Shared by main (one per renderer) and renderers (one in all). The parts
 * ``_outbox.Outbox``: the write side (batching, flushes, backpressure).
 * ``_calls.Calls``: what is owed (our pending calls, credit we wait for).
 * ``_dispatch.Dispatcher``: the peer's calls (admission, listeners, handlers,
-  replies), with ``_serving`` running the handlers that outlive a read.
+  replies), with ``_calling`` calling the user's listeners and handlers.
 * ``_liveness.Liveness``: heartbeats and stalled writes.
 
 The endpoint owns the reader, which does all receiving: bytes in, events out,

@@ -1,7 +1,8 @@
 """The records main's port router keeps: connections (``Sink``, ``Budget``) and ends (``End``).
 
-``_portroute`` holds the table and its rules; these are its records, with
-the little both routers share (``After``, ``nothing``, ``dropped``).
+``_portroute`` holds the table and its rules (delivery in ``_routedelivery``,
+its base class); these are its records, with the little both routers share
+(``After``, ``nothing``, ``dropped``).
 """
 
 from __future__ import annotations

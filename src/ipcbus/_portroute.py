@@ -33,7 +33,10 @@ connection that ends closes every end held there, so their peers see
 ``"close"``.
 
 A renderer's side is ``_rendererports``. No awaits here: the router queues
-frames on the protocol core and asks the endpoint to flush soon.
+frames on the protocol core and asks the endpoint to flush soon. This module
+keeps the table and the frames renderers send; how a frame reaches an end
+(held while owed, given back, released, closed) is its base class,
+``_routedelivery.RouteDelivery``.
 """
 
 from __future__ import annotations
@@ -46,23 +49,20 @@ from collections.abc import Callable, Sequence
 import anyio.abc
 import msgspec
 
-from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
 from ._loop import LoopHold
-from ._portends import After, End, Sink, closed_port, dropped, nothing
-from ._portparts import CLOSE, Item, PortHost, Queued, Reaper
+from ._portends import After, End, Sink, closed_port, nothing
+from ._portparts import CLOSE, Item, PortHost, Reaper
+from ._routedelivery import RouteDelivery
 from ._wire import PortRef
 from .ports import MessagePortMain, close_ports_in
 
-__all__ = ("MAX_HELD", "MainPortRouter")
+__all__ = ("MainPortRouter",)
 
 logger = logging.getLogger("ipcbus")
 
-#: Frames held for an end while a renderer owes frames back for it (``_deliver``).
-MAX_HELD = 100_000
 
-
-class MainPortRouter:
+class MainPortRouter(RouteDelivery):
     """Main's table of port ends and the rules that move messages between them."""
 
     def __init__(
@@ -330,109 +330,3 @@ class MainPortRouter:
                 break
             self._put(end, item)
         return port
-
-    def _give_back(self, sink: Sink, wire: int, item: Queued) -> None:
-        end_id = wire if wire > 0 else self._wires.get((sink, wire), 0)
-        end = self._ends.get(end_id)
-        if end is None or sink not in end.owed:
-            close_ports_in([item])
-            return
-        left = end.owed[sink] - 1
-        if left:
-            end.owed[sink] = left
-        else:
-            del end.owed[sink]
-            self._owing[sink].pop(end.id, None)
-            if wire < 0 and not (end.sink is sink and end.wire == wire):
-                self._wires.pop((sink, wire), None)
-        if end.sink is None:
-            self._put(end, item)  # in main: straight to the inbox, ahead of ``held``
-        else:
-            end.returned.append(item)
-        if not end.owed:
-            self._release(end)
-
-    def _release(self, end: End) -> None:
-        items = end.returned + end.held
-        end.returned.clear()
-        end.held.clear()
-        for item in items:
-            if end.id in self._ends:
-                self._put(end, item)
-            else:
-                close_ports_in([item])
-
-    def _deliver(self, end: End, item: Queued) -> None:
-        if end.owed:
-            end.held.append(item)
-            if len(end.held) > MAX_HELD:
-                # The renderer said how many frames it gives back (``returning``),
-                # and main cannot check that: one that does not give them back
-                # is cut off, which releases what waited.
-                for sink in end.owed:
-                    sink.refuse(
-                        f"port {end.id}: {end.owed[sink]} frames this renderer owes back "
-                        f"did not come while {len(end.held)} frames waited for them"
-                    )
-        else:
-            self._put(end, item)
-
-    def _put(self, end: End, item: Queued) -> None:
-        sink = end.sink
-        if sink is None:
-            port = end.holder()
-            if item is CLOSE:
-                self._forget(end)
-            # Only the one delivery a reader asked for may run listeners inline;
-            # whatever they post in turn is delivered from tasks.
-            inline, self._inline = self._inline, False
-            if port is None:  # collected: its own close is on its way (Reaper)
-                close_ports_in([item])
-            else:
-                port._enqueue(item, inline)
-            return
-        if not isinstance(item, Item):
-            end.sent += 1
-            sink.close(end.wire)  # the end stays until its holder acknowledges
-            return
-        if sink.dead:
-            end.sent += 1
-            close_ports_in([item])
-            return
-        try:
-            if item.ports:  # checked before send_out claims them
-                sink.check(end.wire, item.data, len(item.ports))
-            refs, after = self.send_out(item.ports, sink)
-            sink.message(end.wire, item.data, refs)
-        except FrameTooLargeError as exc:
-            # Not counted in ``sent``: the holder never sees it, so owes nothing back.
-            dropped(f"for port {end.id}", item, exc)
-            return
-        end.sent += 1
-        after()
-
-    def _forget(self, end: End) -> None:
-        if self._ends.pop(end.id, None) is not None:
-            end.uncharge()
-        for sink in end.owed:  # closed while frames were owed: nothing will take them now
-            wire = self._owing.get(sink, {}).pop(end.id, 0)
-            if wire < 0 and self._wires.get((sink, wire)) == end.id:
-                del self._wires[(sink, wire)]
-        if end.sink is not None:
-            self._at.get(end.sink, set()).discard(end.id)
-            if end.wire < 0:
-                self._wires.pop((end.sink, end.wire), None)
-
-    def _drop(self, end: End) -> None:
-        self._forget(end)
-        close_ports_in(end.returned)
-        close_ports_in(end.held)
-        end.returned.clear()
-        end.held.clear()
-
-    def _peer_gone(self, end: End) -> None:
-        peer = self._ends.get(end.peer)
-        end.peer = 0
-        if peer is not None:
-            peer.peer = 0
-            self._deliver(peer, CLOSE)

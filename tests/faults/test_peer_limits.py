@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 import ipcbus
-from ipcbus import _portroute
+from ipcbus import _routedelivery
 from ipcbus._portparts import PortHost
 from ipcbus._wire import (
     MAX_PORTS_PER_FRAME,
@@ -225,7 +225,7 @@ async def test_a_quiet_renderer_that_owes_frames_is_cut_off_past_max_held(
     """A renderer that promised frames back and then sends nothing: main holds the
     end's traffic (here main's own posts) up to MAX_HELD frames, then cuts it off,
     which releases them in order."""
-    monkeypatch.setattr(_portroute, "MAX_HELD", 50)
+    monkeypatch.setattr(_routedelivery, "MAX_HELD", 50)
     with anyio.fail_after(20):
         async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
             got: list[Any] = []
