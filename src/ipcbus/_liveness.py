@@ -20,17 +20,18 @@ sweeper runs only while it has connections to watch.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.abc
 
+from ._framestream import FrameStream
 from ._protocol import OPEN
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
-__all__ = ("Liveness", "Sweeper")
+__all__ = ("Liveness", "Sweeper", "heartbeat_for")
 
 
 class Liveness:
@@ -167,3 +168,19 @@ class Sweeper:
         finally:
             self._running = False
             self._scope = None
+
+
+def heartbeat_for(
+    setting: float | Literal["auto"] | None, tcp: bool, stream: object = None
+) -> float | None:
+    """The heartbeat interval of one connection (``"auto"`` decided by its transport).
+
+    ``"auto"``: what a whole-frame transport (``stream``, a ``FrameStream``)
+    says, else 5 s over TCP and none over unix sockets, whose peer's end the
+    kernel reports. Main's connections and both renderers' ask here.
+    """
+    if setting == "auto":
+        if isinstance(stream, FrameStream):
+            return stream.heartbeat_auto
+        return 5.0 if tcp else None
+    return setting

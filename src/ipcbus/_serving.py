@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -32,6 +32,7 @@ from ._events import (
 )
 from ._framestream import FrameStream, frame_limit
 from ._guards import Gatekeeper
+from ._liveness import heartbeat_for
 from ._mainevents import IpcMainEvent, IpcMainInvokeEvent, disconnect_details
 from ._protocol import Connection, HandshakeRefused, Role, State
 from ._registry import Callback
@@ -209,7 +210,7 @@ async def serve(
             send_tracebacks=main.send_tracebacks,
             max_in_flight=main.max_in_flight,
             send_timeout=main.send_timeout,
-            heartbeat_interval=heartbeat(main.heartbeat_interval, tcp, stream),
+            heartbeat_interval=heartbeat_for(main.heartbeat_interval, tcp, stream),
             heartbeat_timeout=main.heartbeat_timeout,
             sweeper=main._sweeper,
         )
@@ -365,14 +366,3 @@ SEND_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 #: 1.3, which cannot half-close.
 _LINGER_ENDS = (anyio.EndOfStream, NotImplementedError)
 _LINGER_BYTES = 64 * 1024  # a refused peer's bytes ``refuse`` reads before it closes anyway
-
-
-def heartbeat(
-    setting: float | Literal["auto"] | None, tcp: bool, stream: anyio.abc.ByteStream
-) -> float | None:
-    """The heartbeat interval of one connection (``"auto"`` decided by its transport)."""
-    if setting == "auto":
-        if isinstance(stream, FrameStream):
-            return stream.heartbeat_auto
-        return 5.0 if tcp else None
-    return setting

@@ -14,29 +14,23 @@ import anyio
 import anyio.abc
 import msgspec
 
-from ._admission import check_max_in_flight
 from ._buffers import body_buffer
 from ._calls import ReplySlot
 from ._endpoint import Endpoint
 from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
-from ._framestream import FrameStream, frame_limit
+from ._framestream import frame_limit
+from ._liveness import heartbeat_for
 from ._outbox import Outbox
 from ._portparts import current_host
 from ._protocol import OPEN, Connection, Role, State
 from ._registry import Callback, Registry, check_channel
+from ._rendereroptions import DEFAULT_MAX_IN_FLIGHT, DEFAULT_SEND_TIMEOUT, RendererOptions
 from ._rendererports import RendererPortRouter
 from ._streams import DEFAULT_WINDOW, IpcStream
 from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
 from ._transport import connect as open_stream
-from ._wire import (
-    DEFAULT_MAX_FRAME_SIZE,
-    INVOKE,
-    CloseCode,
-    PortRef,
-    RequestKind,
-    check_max_frame_size,
-)
+from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKind
 from .ports import MessagePortMain, check_transfer
 
 __all__ = ("IpcRenderer", "IpcRendererEvent", "connect")
@@ -62,7 +56,7 @@ class IpcRendererEvent(msgspec.Struct, eq=False):
         return f"<IpcRendererEvent channel={self.channel!r}>"
 
 
-class IpcRenderer(Registry):
+class IpcRenderer(Registry, RendererOptions):
     """A renderer's side of the bus.
 
     Register listeners and handlers first, then connect: nothing main sends
@@ -86,20 +80,20 @@ class IpcRenderer(Registry):
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         send_tracebacks: bool = True,
-        max_in_flight: int = 256,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         heartbeat_interval: float | Literal["auto"] | None = "auto",
         heartbeat_timeout: float | None = None,
-        send_timeout: float | None = 30.0,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         super().__init__()
-        check_max_in_flight(max_in_flight)
-        check_max_frame_size(max_frame_size)
-        self.max_frame_size = max_frame_size
-        self.send_tracebacks = send_tracebacks
-        self.max_in_flight = max_in_flight
-        self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
-        self.send_timeout = send_timeout
+        self._keep_options(
+            max_frame_size=max_frame_size,
+            send_tracebacks=send_tracebacks,
+            max_in_flight=max_in_flight,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            send_timeout=send_timeout,
+        )
         self._endpoint: Endpoint | None = None
         self._outbox: Outbox | None = None  # the endpoint's, for send()
         self._handshake: anyio.Event | None = None
@@ -198,9 +192,6 @@ class IpcRenderer(Registry):
             max_frame_size=frame_limit(self.max_frame_size, stream),
             new_buffer=body_buffer,
         )
-        heartbeat = self.heartbeat_interval
-        if heartbeat == "auto" and isinstance(stream, FrameStream):
-            heartbeat = stream.heartbeat_auto
         # The task group is entered by hand and never sees the body's
         # exception: a caller's `except ConnectionClosedError` must work, not
         # receive an ExceptionGroup.
@@ -215,7 +206,7 @@ class IpcRenderer(Registry):
             send_tracebacks=self.send_tracebacks,
             max_in_flight=self.max_in_flight,
             send_timeout=self.send_timeout,
-            heartbeat_interval=(5.0 if tcp else None) if heartbeat == "auto" else heartbeat,
+            heartbeat_interval=heartbeat_for(self.heartbeat_interval, tcp, stream),
             heartbeat_timeout=self.heartbeat_timeout,
         )
         self._endpoint = endpoint

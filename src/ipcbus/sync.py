@@ -66,17 +66,18 @@ import anyio.abc
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from ._admission import check_max_in_flight
 from ._blocking import BlockingLink
 from ._buffers import body_buffer
 from ._calling import is_awaitable
 from ._errors import ConnectionClosedError, IpcTimeoutError, NoHandlerError, ValidationError
 from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
+from ._liveness import heartbeat_for
 from ._protocol import OPEN, Connection, Role
 from ._registry import Registry, check_channel
+from ._rendereroptions import DEFAULT_MAX_IN_FLIGHT, DEFAULT_SEND_TIMEOUT, RendererOptions
 from ._spin import MAX_SPIN
 from ._transport import connect_blocking, tls_failed
-from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, ErrorKind, RequestKind, check_max_frame_size
+from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, ErrorKind, RequestKind
 from .renderer import IpcRendererEvent, find_main, raise_if_refused
 
 __all__ = ("IpcRenderer", "SyncRenderer", "connect")
@@ -91,7 +92,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-class IpcRenderer:
+class IpcRenderer(RendererOptions):
     """A renderer's side of the bus, with blocking methods (``ipcbus.IpcRenderer``'s twin).
 
     Register listeners and handlers, then :meth:`connect`. Listeners get
@@ -112,24 +113,24 @@ class IpcRenderer:
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         send_tracebacks: bool = True,
-        max_in_flight: int = 256,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         heartbeat_interval: float | Literal["auto"] | None = "auto",
         heartbeat_timeout: float | None = None,
-        send_timeout: float | None = 30.0,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         spin: float = DEFAULT_SPIN,
     ) -> None:
-        check_max_in_flight(max_in_flight)
-        check_max_frame_size(max_frame_size)
+        self._keep_options(
+            max_frame_size=max_frame_size,
+            send_tracebacks=send_tracebacks,
+            max_in_flight=max_in_flight,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            send_timeout=send_timeout,
+        )
         if isinstance(spin, bool) or not isinstance(spin, (int, float)):
             raise TypeError(f"spin must be a number of seconds, not {type(spin).__name__}")
         if not 0 <= spin <= MAX_SPIN:
             raise ValueError(f"spin must be from 0 to {MAX_SPIN} (seconds), not {spin!r}")
-        self.max_frame_size = max_frame_size
-        self.send_tracebacks = send_tracebacks
-        self.max_in_flight = max_in_flight
-        self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
-        self.send_timeout = send_timeout
         self.spin = spin
         self._registry = Registry()
         self._id = 0
@@ -184,13 +185,12 @@ class IpcRenderer:
                     new_buffer=body_buffer,
                 )
                 tcp = isinstance(where, str) and where.startswith("tcp:")
-                heartbeat = self.heartbeat_interval
                 link = BlockingLink(
                     sock,
                     conn,
                     self._post,
                     send_timeout=self.send_timeout,
-                    heartbeat_interval=(5.0 if tcp else None) if heartbeat == "auto" else heartbeat,
+                    heartbeat_interval=heartbeat_for(self.heartbeat_interval, tcp),
                     heartbeat_timeout=self.heartbeat_timeout,
                     send_tracebacks=self.send_tracebacks,
                     ssl_context=ssl_context if hostname is not None else None,
