@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from types import TracebackType
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -16,8 +14,9 @@ import msgspec
 
 from ._buffers import body_buffer
 from ._calls import ReplySlot
+from ._connecting import Connecting, open_main, raise_if_refused
 from ._endpoint import Endpoint
-from ._errors import AuthenticationError, ConnectionClosedError, IpcTimeoutError, ProtocolError
+from ._errors import ConnectionClosedError, IpcTimeoutError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
 from ._framestream import frame_limit
 from ._liveness import heartbeat_for
@@ -28,8 +27,6 @@ from ._registry import Callback, Registry, check_channel
 from ._rendereroptions import DEFAULT_MAX_IN_FLIGHT, DEFAULT_SEND_TIMEOUT, RendererOptions
 from ._rendererports import RendererPortRouter
 from ._streams import DEFAULT_WINDOW, IpcStream
-from ._transport import ENV_ADDRESS, ENV_FD, ENV_TOKEN, stream_from_socket
-from ._transport import connect as open_stream
 from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, CloseCode, PortRef, RequestKind
 from .ports import MessagePortMain, check_transfer
 
@@ -128,7 +125,7 @@ class IpcRenderer(Registry, RendererOptions):
             IpcTimeoutError: no handshake within ``timeout`` seconds.
             TypeError: used with ``await`` or a plain ``with``.
         """
-        return _Connecting(
+        return Connecting(
             lambda: self._connect(address, token, timeout, ssl_context, app, nats_options),
             "ipc_renderer.connect(...)",
             "async with ipc_renderer.connect(...):",
@@ -167,7 +164,7 @@ class IpcRenderer(Registry, RendererOptions):
         host_token = current_host.set(self._ports.host)
         try:
             with anyio.fail_after(timeout):
-                stream, token, tcp = await _open(address, token, ssl_context)
+                stream, token, tcp = await open_main(address, token, ssl_context)
         except TimeoutError:
             raise IpcTimeoutError(
                 f"could not connect to main at {address or 'the spawning process'} "
@@ -354,66 +351,8 @@ class IpcRenderer(Registry, RendererOptions):
             self._ports.port_closed(event)
 
 
-def raise_if_refused(termination: ConnectionTerminated | None) -> None:
-    if termination is None:
-        return
-    if termination.code is CloseCode.AUTHENTICATION_FAILED:
-        raise AuthenticationError(
-            f"main refused the connection: {termination.reason}; check the token "
-            "(Listener.token in main, token= or $IPCBUS_TOKEN here)"
-        )
-    if termination.code is CloseCode.TOO_MANY_CONNECTIONS:
-        raise ConnectionClosedError(f"main refused the connection: {termination.reason}")
-    if termination.code in (
-        CloseCode.VERSION_MISMATCH,
-        CloseCode.PROTOCOL_ERROR,
-        CloseCode.FRAME_TOO_LARGE,
-    ):
-        raise ProtocolError(f"main closed the connection: {termination.reason}")
-    raise ConnectionClosedError(
-        f"main closed the connection during the handshake: {termination.reason}"
-    )
-
-
 async def _nothing() -> None:
     """What a renderer does once its connection has ended: no more (see ``terminated``)."""
-
-
-def find_main(
-    address: str | os.PathLike[str] | None, token: str | None
-) -> tuple[socket.socket | str | os.PathLike[str], str]:
-    """Where main is (the socket inherited from ``IpcMain.spawn``, else an address) and the token.
-
-    Shared with ``ipcbus.sync``. No address: the inherited socket, else
-    ``$IPCBUS_ADDRESS``; no token: the inherited one, else ``$IPCBUS_TOKEN``.
-    """
-    if address is None:
-        fd = os.environ.pop(ENV_FD, None)
-        if fd is not None:
-            # Spawned by IpcMain.spawn: our end of its socket pair, and its token.
-            inherited_token = os.environ.pop(ENV_TOKEN, "")
-            sock = socket.socket(fileno=int(fd))
-            return sock, token if token is not None else inherited_token
-        address = os.environ.get(ENV_ADDRESS)
-        if not address:
-            raise ConnectionClosedError(
-                "no main process to connect to: this process was not started by "
-                f"IpcMain.spawn() and ${ENV_ADDRESS} is not set; pass an address such as "
-                "'unix:/path/to/socket' (Listener.address in main)"
-            )
-    if token is None:
-        token = os.environ.get(ENV_TOKEN, "")
-    return address, token
-
-
-async def _open(
-    address: str | os.PathLike[str] | None, token: str | None, ssl_context: ssl.SSLContext | None
-) -> tuple[anyio.abc.ByteStream, str, bool]:
-    where, token = find_main(address, token)
-    if isinstance(where, socket.socket):
-        return await stream_from_socket(where), token, False
-    tcp = str(where).startswith("tcp:")
-    return await open_stream(where, ssl_context), token, tcp
 
 
 def connect(
@@ -430,56 +369,8 @@ def connect(
     Use it as ``async with ipcbus.connect(...) as ipc_renderer:``.
     """
     renderer = IpcRenderer()
-    return _Connecting(
+    return Connecting(
         lambda: renderer._connect(address, token, timeout, ssl_context, app, nats_options),
         "ipcbus.connect(...)",
         "async with ipcbus.connect(...) as ipc_renderer:",
     )
-
-
-class _Connecting(AbstractAsyncContextManager[IpcRenderer]):
-    """What ``connect()`` returns: an async context manager, and nothing else.
-
-    ``await connect(...)`` or a plain ``with connect(...)`` would otherwise
-    fail with Python's generic TypeError about an ``_AsyncGeneratorContextManager``;
-    this says what to write instead.
-    """
-
-    __slots__ = ("_cm", "_open", "_usage", "_what")
-
-    def __init__(
-        self, open_: Callable[[], AbstractAsyncContextManager[IpcRenderer]], what: str, usage: str
-    ) -> None:
-        self._open = open_
-        self._what = what
-        self._usage = usage
-        self._cm: AbstractAsyncContextManager[IpcRenderer] | None = None
-
-    async def __aenter__(self) -> IpcRenderer:
-        if self._cm is not None:
-            raise RuntimeError(f"{self._what} was already entered; call connect() again")
-        self._cm = self._open()
-        return await self._cm.__aenter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._cm is not None, "__aexit__ without __aenter__"
-        return await self._cm.__aexit__(exc_type, exc, tb)
-
-    def __await__(self) -> Generator[Any, None, NoReturn]:
-        raise TypeError(
-            f"{self._what} cannot be awaited: it is an async context manager, write '{self._usage}'"
-        )
-
-    def __enter__(self) -> NoReturn:
-        raise TypeError(
-            f"{self._what} needs 'async with', not 'with': write '{self._usage}' "
-            "(in blocking code, use ipcbus.sync.connect)"
-        )
-
-    def __exit__(self, *exc_info: object) -> None:  # never reached: __enter__ raises
-        return None

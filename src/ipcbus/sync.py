@@ -11,7 +11,8 @@ and no other thread on the way (``ipcbus._blocking``; docs/architecture.md).
 It polls the socket for a quick reply before it sleeps (``spin``, see
 :class:`IpcRenderer`). Between calls a reader thread reads what main sends. Messages and main's
 ``contents.invoke`` calls are handed to an event loop in a background thread
-that ``connect`` starts and ``close`` stops, which runs your functions:
+that ``connect`` starts and ``close`` stops, which runs your functions
+(``ipcbus._syncloop``):
 
 * **Listeners** (``on``, ``once``) run on that loop's thread, in the order
   main sent the messages, one at a time, as in the async renderer. They must
@@ -49,8 +50,6 @@ that is dropped, as with any channel nobody listens to).
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
 import os
 import socket
@@ -68,17 +67,17 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._blocking import BlockingLink
 from ._buffers import body_buffer
-from ._calling import is_awaitable
-from ._errors import ConnectionClosedError, IpcTimeoutError, NoHandlerError, ValidationError
-from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
+from ._connecting import find_main, raise_if_refused
+from ._errors import ConnectionClosedError, IpcTimeoutError
+from ._events import Event
 from ._liveness import heartbeat_for
 from ._protocol import OPEN, Connection, Role
 from ._registry import Registry, check_channel
 from ._rendereroptions import DEFAULT_MAX_IN_FLIGHT, DEFAULT_SEND_TIMEOUT, RendererOptions
 from ._spin import MAX_SPIN
+from ._syncloop import LoopSide, in_worker_thread, loop_identity
 from ._transport import connect_blocking, tls_failed
-from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, ErrorKind, RequestKind
-from .renderer import IpcRendererEvent, find_main, raise_if_refused
+from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, RequestKind
 
 __all__ = ("IpcRenderer", "SyncRenderer", "connect")
 
@@ -92,7 +91,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-class IpcRenderer(RendererOptions):
+class IpcRenderer(LoopSide, RendererOptions):
     """A renderer's side of the bus, with blocking methods (``ipcbus.IpcRenderer``'s twin).
 
     Register listeners and handlers, then :meth:`connect`. Listeners get
@@ -174,7 +173,7 @@ class IpcRenderer(RendererOptions):
             try:
                 portal = stack.enter_context(start_blocking_portal("asyncio"))
                 stack.callback(portal.call, portal.stop, True)  # cancels running handlers
-                self._loop_thread, self._loop = portal.call(_loop_identity)
+                self._loop_thread, self._loop = portal.call(loop_identity)
                 self._portal = portal
                 self._inbox = portal.start_task(self._dispatch_events)[1]
                 conn = Connection(
@@ -360,7 +359,7 @@ class IpcRenderer(RendererOptions):
         check_channel(channel)
 
         def register(fn: F) -> F:
-            target = _in_worker_thread(fn) if in_worker else fn
+            target = in_worker_thread(fn) if in_worker else fn
             self._locally(lambda: method(channel, target))
             return fn
 
@@ -391,133 +390,9 @@ class IpcRenderer(RendererOptions):
             )
         return link
 
-    # ---- what main sends: on the loop's thread ---------------------------
-
-    def _post(self, events: list[Event]) -> None:
-        """Hand one read's events to the loop, in order (called by the reading thread)."""
-        loop, inbox = self._loop, self._inbox
-        if loop is not None and inbox is not None:
-            try:
-                loop.call_soon_threadsafe(inbox.put_nowait, events)
-            except RuntimeError:  # the loop has stopped: we are closing
-                pass
-
-    async def _dispatch_events(
-        self, *, task_status: anyio.abc.TaskStatus[asyncio.Queue[list[Event]]]
-    ) -> None:
-        """The loop's one task: listeners in order; a task per call main makes."""
-        inbox: asyncio.Queue[list[Event]] = asyncio.Queue()
-        limiter = anyio.CapacityLimiter(self.max_in_flight)
-        async with anyio.create_task_group() as tg:
-            task_status.started(inbox)
-            while True:
-                for event in await inbox.get():
-                    if type(event) is MessageReceived:
-                        await self._deliver(event)
-                    elif type(event) is RequestReceived:
-                        tg.start_soon(self._serve, event, limiter)
-                    elif isinstance(event, RequestCancelled):
-                        if (scope := self._scopes.get(event.request_id)) is not None:
-                            scope.cancel()
-                    elif isinstance(event, ConnectionTerminated):
-                        for scope in self._scopes.values():
-                            scope.cancel()  # nobody can receive their replies any more
-                    # Port frames: the ports were closed on arrival (_deliver).
-
-    async def _deliver(self, message: MessageReceived) -> None:
-        channel = message.channel
-        if message.ports and (link := self._link) is not None:
-            logger.warning(
-                "ipcbus.sync.IpcRenderer takes no message ports: closed the %d sent on %r "
-                "(use the async ipcbus.IpcRenderer for ports)",
-                len(message.ports),
-                channel,
-            )
-            link.close_ports(list(message.ports))
-        listeners = self._registry.take_listeners(channel)
-        if not listeners:
-            logger.debug("dropped a message on %r from main: no listener", channel)
-            return
-        event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
-        for callback in listeners:
-            try:
-                args = callback.signature.decode(channel, message.args)
-            except ValidationError as exc:
-                logger.warning(
-                    "listener %r on %r not called: its arguments do not fit its annotations",
-                    callback.fn,
-                    channel,
-                )
-                logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
-                continue
-            try:
-                result = callback.fn(event, *args)
-                if is_awaitable(result):
-                    await result
-            except Exception as exc:
-                logger.error("listener for %r from main raised", channel, exc_info=exc)
-
-    async def _serve(self, request: RequestReceived, limiter: anyio.CapacityLimiter) -> None:
-        """Answer main's ``contents.invoke`` with what the handler returns or raises."""
-        link = self._link
-        if link is None:
-            return
-        channel, request_id = request.channel, request.request_id
-        callback = self._registry.take_handler(channel) if request.kind is INVOKE else None
-        if callback is None:
-            why = (
-                f"No handler registered for {channel!r}"
-                if request.kind is INVOKE
-                else f"ipcbus.sync.IpcRenderer serves no streams ({channel!r}): "
-                "use the async ipcbus.IpcRenderer"
-            )
-            link.reply_error(request_id, ErrorKind.NO_HANDLER, NoHandlerError(why))
-            return
-        try:
-            args = callback.signature.decode(channel, request.args)
-        except ValidationError as exc:
-            link.reply_error(request_id, ErrorKind.VALIDATION, exc)
-            return
-        event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
-        with anyio.CancelScope() as scope:  # main's Cancel: the core has answered it
-            self._scopes[request_id] = scope
-            try:
-                async with limiter:
-                    result = callback.fn(event, *args)
-                    if is_awaitable(result):
-                        result = await result
-            except Exception as exc:
-                link.reply_error(request_id, ErrorKind.REMOTE, exc)
-            else:
-                link.reply(request_id, channel, result)
-            finally:
-                del self._scopes[request_id]
-
 
 #: The name before 0.2: what ``ipcbus.sync.connect`` returns.
 SyncRenderer = IpcRenderer
-
-
-def _loop_identity() -> tuple[int, asyncio.AbstractEventLoop]:
-    """The loop thread's id and its asyncio loop."""
-    return threading.get_ident(), asyncio.get_running_loop()
-
-
-def _in_worker_thread(fn: F) -> F:
-    """``fn`` as an async function that runs it in a worker thread; async ones as they are."""
-    if (
-        not callable(fn)  # the registry says why
-        or inspect.iscoroutinefunction(fn)
-        or inspect.isasyncgenfunction(fn)
-        or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
-    ):
-        return fn
-
-    @functools.wraps(fn)  # keeps the annotations the arguments are converted by
-    async def in_worker(*args: Any) -> Any:
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
-
-    return in_worker  # type: ignore[return-value]
 
 
 def connect(

@@ -1,0 +1,178 @@
+"""The blocking renderer's loop thread: what main sends, handed over and run there.
+
+``ipcbus.sync.IpcRenderer`` reads its socket in the calling thread or its
+reader thread (``_blocking``), which hands each read's events here
+(``_post``). They are run on an asyncio loop in a background thread (an
+anyio blocking portal that ``connect`` starts): listeners one at a time in
+the order main sent them, a task for each of main's ``contents.invoke``
+(plain handlers in a worker thread, ``_in_worker_thread``), cancelled when
+main cancels or the connection ends.
+
+``LoopSide`` is a base class of ``sync.IpcRenderer``, so these stay its
+methods; the state they use (the registry, the link, the loop and its
+inbox, the running handlers' scopes) is set by that class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from ._calling import is_awaitable
+from ._errors import NoHandlerError, ValidationError
+from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
+from ._wire import INVOKE, ErrorKind
+from .renderer import IpcRendererEvent
+
+if TYPE_CHECKING:
+    from ._blocking import BlockingLink
+    from ._registry import Registry
+
+__all__ = ("LoopSide", "in_worker_thread", "loop_identity")
+
+logger = logging.getLogger("ipcbus")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LoopSide:
+    """What main sends to a blocking renderer, run on its loop's thread."""
+
+    if TYPE_CHECKING:  # set by sync.IpcRenderer
+        max_in_flight: int
+        _registry: Registry
+        _link: BlockingLink | None
+        _loop: asyncio.AbstractEventLoop | None
+        _inbox: asyncio.Queue[list[Event]] | None
+        _scopes: dict[int, anyio.CancelScope]
+
+    def _post(self, events: list[Event]) -> None:
+        """Hand one read's events to the loop, in order (called by the reading thread)."""
+        loop, inbox = self._loop, self._inbox
+        if loop is not None and inbox is not None:
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, events)
+            except RuntimeError:  # the loop has stopped: we are closing
+                pass
+
+    async def _dispatch_events(
+        self, *, task_status: anyio.abc.TaskStatus[asyncio.Queue[list[Event]]]
+    ) -> None:
+        """The loop's one task: listeners in order; a task per call main makes."""
+        inbox: asyncio.Queue[list[Event]] = asyncio.Queue()
+        limiter = anyio.CapacityLimiter(self.max_in_flight)
+        async with anyio.create_task_group() as tg:
+            task_status.started(inbox)
+            while True:
+                for event in await inbox.get():
+                    if type(event) is MessageReceived:
+                        await self._deliver(event)
+                    elif type(event) is RequestReceived:
+                        tg.start_soon(self._serve, event, limiter)
+                    elif isinstance(event, RequestCancelled):
+                        if (scope := self._scopes.get(event.request_id)) is not None:
+                            scope.cancel()
+                    elif isinstance(event, ConnectionTerminated):
+                        for scope in self._scopes.values():
+                            scope.cancel()  # nobody can receive their replies any more
+                    # Port frames: the ports were closed on arrival (_deliver).
+
+    async def _deliver(self, message: MessageReceived) -> None:
+        channel = message.channel
+        if message.ports and (link := self._link) is not None:
+            logger.warning(
+                "ipcbus.sync.IpcRenderer takes no message ports: closed the %d sent on %r "
+                "(use the async ipcbus.IpcRenderer for ports)",
+                len(message.ports),
+                channel,
+            )
+            link.close_ports(list(message.ports))
+        listeners = self._registry.take_listeners(channel)
+        if not listeners:
+            logger.debug("dropped a message on %r from main: no listener", channel)
+            return
+        event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
+        for callback in listeners:
+            try:
+                args = callback.signature.decode(channel, message.args)
+            except ValidationError as exc:
+                logger.warning(
+                    "listener %r on %r not called: its arguments do not fit its annotations",
+                    callback.fn,
+                    channel,
+                )
+                logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
+                continue
+            try:
+                result = callback.fn(event, *args)
+                if is_awaitable(result):
+                    await result
+            except Exception as exc:
+                logger.error("listener for %r from main raised", channel, exc_info=exc)
+
+    async def _serve(self, request: RequestReceived, limiter: anyio.CapacityLimiter) -> None:
+        """Answer main's ``contents.invoke`` with what the handler returns or raises."""
+        link = self._link
+        if link is None:
+            return
+        channel, request_id = request.channel, request.request_id
+        callback = self._registry.take_handler(channel) if request.kind is INVOKE else None
+        if callback is None:
+            why = (
+                f"No handler registered for {channel!r}"
+                if request.kind is INVOKE
+                else f"ipcbus.sync.IpcRenderer serves no streams ({channel!r}): "
+                "use the async ipcbus.IpcRenderer"
+            )
+            link.reply_error(request_id, ErrorKind.NO_HANDLER, NoHandlerError(why))
+            return
+        try:
+            args = callback.signature.decode(channel, request.args)
+        except ValidationError as exc:
+            link.reply_error(request_id, ErrorKind.VALIDATION, exc)
+            return
+        event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
+        with anyio.CancelScope() as scope:  # main's Cancel: the core has answered it
+            self._scopes[request_id] = scope
+            try:
+                async with limiter:
+                    result = callback.fn(event, *args)
+                    if is_awaitable(result):
+                        result = await result
+            except Exception as exc:
+                link.reply_error(request_id, ErrorKind.REMOTE, exc)
+            else:
+                link.reply(request_id, channel, result)
+            finally:
+                del self._scopes[request_id]
+
+
+def loop_identity() -> tuple[int, asyncio.AbstractEventLoop]:
+    """The loop thread's id and its asyncio loop."""
+    return threading.get_ident(), asyncio.get_running_loop()
+
+
+def in_worker_thread(fn: F) -> F:
+    """``fn`` as an async function that runs it in a worker thread; async ones as they are."""
+    if (
+        not callable(fn)  # the registry says why
+        or inspect.iscoroutinefunction(fn)
+        or inspect.isasyncgenfunction(fn)
+        or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
+    ):
+        return fn
+
+    @functools.wraps(fn)  # keeps the annotations the arguments are converted by
+    async def in_worker(*args: Any) -> Any:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+
+    return in_worker  # type: ignore[return-value]
