@@ -4,6 +4,7 @@
 connected renderers, ``broadcast``, guards and hooks. Its other rooms:
 ``_arrivals`` (its base class ``Arrivals``: the ways renderers arrive,
 ``listen``, ``serve_web``, ``join``, ``spawn`` and ``connect_local``),
+``_mainoptions`` (its base class ``MainOptions``: the settings, checked),
 ``_webcontents`` (one renderer, ``WebContents``),
 ``_mainevents`` (what listeners, handlers and hooks receive),
 ``_serving`` (one renderer's connection from its first byte to its end),
@@ -34,15 +35,16 @@ from ._listening import Listener
 from ._liveness import Sweeper
 from ._loop import loop_hold
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
+from ._mainoptions import MainOptions
 from ._portparts import current_host
 from ._portroute import MainPortRouter
 from ._protocol import prepare_message
-from ._registry import Callback, Registry, channel_set, check_channel
+from ._registry import Callback, Registry, check_channel
 from ._serving import Link
 from ._spin import main_entered, main_left
 from ._values import ENCODE_ERRORS, encode_error
 from ._webcontents import WebContents
-from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode, check_max_frame_size
+from ._wire import DEFAULT_MAX_FRAME_SIZE, CloseCode
 
 if TYPE_CHECKING:
     from .web import WebServer
@@ -73,7 +75,7 @@ class _Joined(Protocol):
     async def broadcast(self, frame: bytes) -> None: ...
 
 
-class IpcMain(Arrivals, Registry):
+class IpcMain(Arrivals, MainOptions, Registry):
     """The main process's side of the bus (Electron's ``ipcMain``).
 
     Args:
@@ -125,27 +127,23 @@ class IpcMain(Arrivals, Registry):
         max_open_ports: int = 4096,
     ) -> None:
         super().__init__()
-        if min(max_in_flight, max_connections, max_pending_handshakes, max_open_ports) < 1:
-            raise ValueError(
-                "max_in_flight, max_connections, max_pending_handshakes and max_open_ports "
-                "must be >= 1"
-            )
-        check_max_frame_size(max_frame_size)
-        self.allowed_channels = channel_set(allowed_channels)
+        self._keep_options(
+            max_frame_size=max_frame_size,
+            handshake_timeout=handshake_timeout,
+            shutdown_grace=shutdown_grace,
+            send_tracebacks=send_tracebacks,
+            max_in_flight=max_in_flight,
+            max_connections=max_connections,
+            max_pending_handshakes=max_pending_handshakes,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            send_timeout=send_timeout,
+            allowed_channels=allowed_channels,
+            max_open_ports=max_open_ports,
+        )
         self._guards = Guards()
         self._ports = MainPortRouter(lambda: self._tg, lambda: self.max_open_ports)
         self._host_token: Any = None
-        self.max_frame_size = max_frame_size
-        self.handshake_timeout = handshake_timeout
-        self.shutdown_grace = shutdown_grace
-        self.send_tracebacks = send_tracebacks
-        self.max_in_flight = max_in_flight
-        self.max_connections = max_connections
-        self.max_pending_handshakes = max_pending_handshakes
-        self.max_open_ports = max_open_ports
-        self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
-        self.send_timeout = send_timeout
         self._contents: dict[int, WebContents] = {}
         self._links: set[Link] = set()
         # Accepted connections before their handshake, oldest first (a dict keeps order).
