@@ -8,12 +8,28 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
 import pytest
 
 from ipcbus import _interrupts
+
+
+@pytest.fixture(autouse=True)
+def pythons_handler() -> Iterator[None]:
+    """Python's own SIGINT handler in place, as in a program started from a shell.
+
+    A process started with SIGINT ignored (a background job of a shell
+    without job control) has none; ipcbus then leaves SIGINT alone, and
+    these tests are about what it does in place of Python's.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _frame_in(module: str, caller: FrameType | None = None) -> FrameType:
@@ -155,3 +171,14 @@ def test_a_handler_left_behind_by_a_close_elsewhere_gives_way(
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_an_ignored_sigint_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process started with SIGINT ignored (``nohup``, a background job) keeps it so."""
+    monkeypatch.setattr(_interrupts, "_links", 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    counted = _interrupts.link_opened()
+    assert not counted
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    _interrupts.link_closed(counted)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
