@@ -5,7 +5,7 @@ reader thread (``_blocking``), which hands each read's events here
 (``_post``). They are run on an asyncio loop in a background thread (an
 anyio blocking portal that ``connect`` starts): listeners one at a time in
 the order main sent them, a task for each of main's ``contents.invoke``
-(plain handlers in a worker thread, ``_in_worker_thread``), cancelled when
+(plain handlers in a worker thread, ``in_worker_thread``), cancelled when
 main cancels or the connection ends.
 
 ``LoopSide`` is a base class of ``sync.IpcRenderer``, so these stay its

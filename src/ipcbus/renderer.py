@@ -1,4 +1,9 @@
-"""The renderer side: ``IpcRenderer`` (Electron's ``ipcRenderer``) and ``connect()``."""
+"""The renderer side: ``IpcRenderer`` (Electron's ``ipcRenderer``) and ``connect()``.
+
+What it shares with the blocking renderer (``ipcbus.sync``) lives beside
+it: its options in ``_rendereroptions``, finding and reaching main in
+``_connecting``; its message ports in ``_rendererports``.
+"""
 
 from __future__ import annotations
 

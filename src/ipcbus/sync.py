@@ -11,8 +11,7 @@ and no other thread on the way (``ipcbus._blocking``; docs/architecture.md).
 It polls the socket for a quick reply before it sleeps (``spin``, see
 :class:`IpcRenderer`). Between calls a reader thread reads what main sends. Messages and main's
 ``contents.invoke`` calls are handed to an event loop in a background thread
-that ``connect`` starts and ``close`` stops, which runs your functions
-(``ipcbus._syncloop``):
+that ``connect`` starts and ``close`` stops, which runs your functions:
 
 * **Listeners** (``on``, ``once``) run on that loop's thread, in the order
   main sent the messages, one at a time, as in the async renderer. They must
@@ -50,7 +49,6 @@ that is dropped, as with any channel nobody listens to).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import ssl
@@ -80,8 +78,6 @@ from ._transport import connect_blocking, tls_failed
 from ._wire import DEFAULT_MAX_FRAME_SIZE, INVOKE, RequestKind
 
 __all__ = ("IpcRenderer", "SyncRenderer", "connect")
-
-logger = logging.getLogger("ipcbus")
 
 #: Seconds a blocking call polls for its reply before it sleeps (``_spin``):
 #: about twice a quick round trip to a main on asyncio, on a busy 2-core VM.
