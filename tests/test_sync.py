@@ -160,6 +160,48 @@ async def test_main_invokes_sync_handlers_of_a_renderer_in_a_thread() -> None:
             assert len({threads["caller"], threads["listener"], threads["handler"]}) == 3
 
 
+async def test_a_listener_whose_annotations_do_not_fit_is_skipped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As in the async renderer: the message is not passed on, the next one is."""
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main:
+            connected = anyio.Event()
+            contents_of: list[ipcbus.WebContents] = []
+            ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
+            listener = await ipc_main.listen()
+            seen: list[object] = []
+
+            def client() -> bool:
+                ipc = ipcbus.sync.IpcRenderer()
+
+                @ipc.on("count")
+                def count(event: ipcbus.IpcRendererEvent, n: int) -> None:
+                    seen.append(n)
+
+                @ipc.on("count")
+                def untyped(event: ipcbus.IpcRendererEvent, n: Any) -> None:
+                    seen.append(("untyped", n))
+                    if n == 4:
+                        done.set()
+
+                with ipc.connect(listener.address, token=listener.token):
+                    return done.wait(20)
+
+            done = threading.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
+                await connected.wait()
+                await contents_of[0].send("count", "three")
+                await contents_of[0].send("count", 4)
+    assert done.is_set()
+    assert seen == [("untyped", "three"), 4, ("untyped", 4)]
+    skipped = [r for r in caplog.records if "do not fit its annotations" in r.getMessage()]
+    assert len(skipped) == 1
+    assert skipped[0].levelname == "WARNING"
+    assert "'count'" in skipped[0].getMessage()
+
+
 def _boom(event: ipcbus.IpcRendererEvent) -> None:
     raise ValueError("sync handler failed")
 

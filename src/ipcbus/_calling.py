@@ -158,7 +158,7 @@ def _listener_calls(
     for callback in listeners:
         typed = callback.signature.typed
         if shared is None or typed:
-            args = decode_for(d, callback, channel, raw, slot)
+            args = decode_for(callback, channel, raw, slot)
             if args is None:
                 continue
             if not typed:
@@ -169,9 +169,13 @@ def _listener_calls(
 
 
 def decode_for(
-    d: MessageDispatch, callback: Callback, channel: str, raw: msgspec.Raw, slot: ReplySlot | None
+    callback: Callback, channel: str, raw: msgspec.Raw, slot: ReplySlot | None = None
 ) -> Arguments | None:
-    """``callback``'s arguments; ``None`` (logged, failed on ``slot``) if they do not fit."""
+    """``callback``'s arguments; ``None`` (logged, failed on ``slot``) if they do not fit.
+
+    Both renderers and main decode a listener's arguments here
+    (``ipcbus.sync``'s too, in ``_syncloop``).
+    """
     try:
         return callback.signature.decode(channel, raw)
     except ValidationError as exc:

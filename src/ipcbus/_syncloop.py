@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from ._calling import is_awaitable
+from ._calling import decode_for, is_awaitable
 from ._errors import NoHandlerError, ValidationError
 from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
 from ._wire import INVOKE, ErrorKind
@@ -102,15 +102,8 @@ class LoopSide:
             return
         event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
         for callback in listeners:
-            try:
-                args = callback.signature.decode(channel, message.args)
-            except ValidationError as exc:
-                logger.warning(
-                    "listener %r on %r not called: its arguments do not fit its annotations",
-                    callback.fn,
-                    channel,
-                )
-                logger.debug("listener %r on %r not called: %s", callback.fn, channel, exc)
+            args = decode_for(callback, channel, message.args)
+            if args is None:  # logged
                 continue
             try:
                 result = callback.fn(event, *args)
