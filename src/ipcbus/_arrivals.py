@@ -204,35 +204,11 @@ class Arrivals:
         task_status: anyio.abc.TaskStatus[Link],
     ) -> None:
         pid = process.pid if process is not None else os.getpid()
-        await self._serve(stream, token, pid, process, task_status, allowed=allowed)
-
-    async def _serve(
-        self,
-        stream: anyio.abc.ByteStream,
-        token: str,
-        process_id: int,
-        process: anyio.abc.Process | None,
-        task_status: anyio.abc.TaskStatus[Link] | None = None,
-        *,
-        tcp: bool = False,
-        allowed: frozenset[str] | None = None,
-        accepted: bool = False,
-        renderer_id: int | None = None,
-    ) -> None:
-        """Run one renderer's connection to its end (``_serving.serve``).
-
-        Every way in ends here: listeners, ``spawn``, ``connect_local``, the
-        web server and a NATS replica.
-        """
         await serve(
-            cast("IpcMain", self),
-            stream,
-            token,
-            process_id,
-            process,
-            task_status,
-            tcp=tcp,
-            allowed=allowed,
-            accepted=accepted,
-            renderer_id=renderer_id,
+            cast("IpcMain", self), stream, token, pid, process, task_status, allowed=allowed
         )
+
+    # Run one renderer's connection to its end: every way in ends here
+    # (listeners, ``spawn``, ``connect_local``, the web server, a NATS
+    # replica). ``_serving.serve`` itself, so a method of the IpcMain.
+    _serve = serve
