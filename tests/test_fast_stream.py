@@ -255,3 +255,21 @@ async def test_reads_resumed_from_any_task_still_know_their_library() -> None:
         peer.close()
         await reader.ended.wait()
     await stream.aclose()
+
+
+async def test_closing_forcefully_closes_the_socket_of_a_peer_that_stopped_reading() -> None:
+    """``anyio.aclose_forcefully`` closes in a cancelled scope: the wait for the
+    unsent bytes ends at once, and the socket must be closed all the same (it was
+    left open for as long as the peer kept its end, one descriptor per peer)."""
+    stream, peer = await _pair()
+    with peer:  # the peer never reads
+        fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+        stream.try_write(b"x" * (8 * 1024 * 1024))  # more than the kernel takes
+        assert stream.unsent() > 0
+        with anyio.fail_after(5):
+            await anyio.aclose_forcefully(stream)
+            lost = stream._protocol.closed
+            assert lost is not None
+            await lost  # the transport has let go of the socket
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed: the descriptor is free

@@ -258,11 +258,15 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
             # A peer that stopped reading must not hold the socket open forever.
             if protocol.closed is None and not protocol.lost:
                 protocol.closed = protocol.loop.create_future()
-            with anyio.move_on_after(1):
-                if protocol.closed is not None:
-                    await asyncio.shield(protocol.closed)
-            if not protocol.lost:
-                self._transport.abort()
+            try:
+                with anyio.move_on_after(1):
+                    if protocol.closed is not None:
+                        await asyncio.shield(protocol.closed)
+            finally:
+                # Also when cancelled (``anyio.aclose_forcefully`` closes in a
+                # cancelled scope): the socket must not outlive its stream.
+                if not protocol.lost:
+                    self._transport.abort()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
