@@ -145,6 +145,27 @@ async def test_other_methods_and_bodies_are_refused(site: Path) -> None:
     assert status_of(plain) == 426
 
 
+@pytest.mark.parametrize(
+    "key", ["\u00e9\u00e9\u00e9\u00e9", "AAAAAAAAAAAAAAAAAAAAA\u00ff==", "short=="]
+)
+async def test_an_upgrade_with_a_bad_key_is_refused_with_400(
+    site: Path, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any Sec-WebSocket-Key that is not 16 bytes of base64, non-ASCII ones included,
+    gets a 400 that says so, and nothing is logged as an internal error."""
+    upgrade = (
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+    )
+    async with running_main() as ipc_main:
+        web = await ipc_main.serve_web(site)
+        with anyio.fail_after(10):
+            response = await http_get(web.port, "/ipcbus", extra=upgrade)
+    assert status_of(response) == 400
+    assert b"Sec-WebSocket-Key" in response
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 async def test_an_oversized_request_head_is_refused(site: Path) -> None:
     async with running_main() as ipc_main:
         web = await ipc_main.serve_web(site)

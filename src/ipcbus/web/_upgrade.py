@@ -15,7 +15,6 @@ like every connection still needs the token in its first message (the
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Iterable
 
 __all__ = ("OriginPolicy", "origin_of", "refusal")
@@ -56,7 +55,7 @@ def refusal(headers: dict[str, str], policy: OriginPolicy) -> tuple[int, str] | 
         return 426, "only WebSocket version 13 is spoken here"
     try:
         key = base64.b64decode(headers.get("sec-websocket-key", ""), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         key = b""
     if len(key) != 16:
         return 400, "a WebSocket upgrade needs a valid Sec-WebSocket-Key"
