@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import ipcbus
@@ -200,6 +201,139 @@ async def test_a_listener_whose_annotations_do_not_fit_is_skipped_and_logged(
     assert len(skipped) == 1
     assert skipped[0].levelname == "WARNING"
     assert "'count'" in skipped[0].getMessage()
+
+
+async def test_a_listener_that_falls_behind_stops_the_reading_instead_of_buffering() -> None:
+    """What main sends and the loop has not taken up is bounded (``max_in_flight``):
+    with the listener stuck, the renderer stops reading, so main's writes stall
+    and ``send_timeout`` drops the renderer, instead of the renderer's memory
+    growing with all main sends (it took 500 MiB for 50,000 sends of 10 kB)."""
+    blob = b"x" * 65536
+    async with running_main(send_timeout=1.0) as ipc_main:
+        connected, gone = anyio.Event(), anyio.Event()
+        contents_of: list[ipcbus.WebContents] = []
+        reasons: list[str] = []
+        ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
+
+        @ipc_main.on_disconnect
+        def left(contents: ipcbus.WebContents, details: ipcbus.DisconnectDetails) -> None:
+            reasons.append(details.message)
+            gone.set()
+
+        listener = await ipc_main.listen()
+        release, done = threading.Event(), threading.Event()
+        ipc = ipcbus.sync.IpcRenderer(max_in_flight=4)
+        ipc.on("blob", lambda event, data: release.wait(30))  # stuck until released
+
+        def client() -> None:
+            with ipc.connect(listener.address, token=listener.token):
+                done.wait(30)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
+                await connected.wait()
+                sent = 0
+                with pytest.raises(ipcbus.ConnectionClosedError):
+                    for _ in range(2000):  # 128 MiB
+                        await contents_of[0].send("blob", blob)
+                        sent += 1
+                await gone.wait()
+                queued = ipc._queued  # what waits for the loop: the bound and one read
+                release.set()
+                done.set()  # and the renderer closes, its reading thread waiting for room
+    assert sent < 2000
+    assert "stopped reading" in reasons[0]
+    assert queued <= 64
+
+
+async def test_handlers_that_invoke_main_get_their_replies_while_calls_wait_for_room() -> None:
+    """The bound must not hold back a reply a running handler waits for: with two
+    handlers at a time, each invoking main, main's many calls all get answered."""
+    async with running_main() as ipc_main:
+        ipc_main.handle("add", lambda event, a, b: a + b)
+        connected = anyio.Event()
+        contents_of: list[ipcbus.WebContents] = []
+        ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
+        listener = await ipc_main.listen()
+        done = threading.Event()
+        ipc = ipcbus.sync.IpcRenderer(max_in_flight=2)
+        ipc.handle("work", lambda event, n: event.sender.invoke("add", n, 1))
+
+        def client() -> None:
+            with ipc.connect(listener.address, token=listener.token):
+                done.wait(60)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
+                await connected.wait()
+                results: list[int] = []
+
+                async def work(n: int) -> None:
+                    results.append(await contents_of[0].invoke("work", n))
+
+                async with anyio.create_task_group() as calls:
+                    for n in range(200):
+                        calls.start_soon(work, n)
+                done.set()
+    assert sorted(results) == list(range(1, 201))
+
+
+async def test_a_handler_that_invokes_main_after_reading_stopped_gets_its_reply() -> None:
+    """The reading thread waits for room while the handler running makes its own call:
+    that call's reply needs a read, so waiting for room must give way to it."""
+    async with running_main() as ipc_main:
+        ipc_main.handle("add", lambda event, a, b: a + b)
+        connected = anyio.Event()
+        contents_of: list[ipcbus.WebContents] = []
+        ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
+        listener = await ipc_main.listen()
+        go, done, reading_waits = threading.Event(), threading.Event(), threading.Event()
+        ipc = ipcbus.sync.IpcRenderer(max_in_flight=1)
+
+        class Room(threading.Condition):
+            def wait(self, timeout: float | None = None) -> bool:
+                reading_waits.set()
+                return super().wait(timeout)
+
+        ipc._room = Room()
+
+        @ipc.handle("work")
+        def work(event: ipcbus.IpcRendererEvent, n: int) -> int:
+            go.wait(30)  # the first holds the only slot until the reading has stopped
+            return event.sender.invoke("add", n, 1)
+
+        def client() -> None:
+            with ipc.connect(listener.address, token=listener.token):
+                done.wait(60)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
+                await connected.wait()
+                results: list[int] = []
+
+                async def call(n: int) -> None:
+                    results.append(await contents_of[0].invoke("work", n))
+
+                async with anyio.create_task_group() as calls:
+                    for n in range(20):
+                        calls.start_soon(call, n)
+
+                    async def more() -> None:  # reads after the calls, which find no room
+                        while True:
+                            await contents_of[0].send("nobody-listens")
+                            await anyio.lowlevel.checkpoint()
+
+                    async with anyio.create_task_group() as flood:
+                        flood.start_soon(more)
+                        await anyio.to_thread.run_sync(reading_waits.wait, 30)
+                        flood.cancel_scope.cancel()
+                    assert reading_waits.is_set()  # the reading waits for room
+                    go.set()
+                done.set()
+    assert sorted(results) == list(range(1, 21))
 
 
 def _boom(event: ipcbus.IpcRendererEvent) -> None:

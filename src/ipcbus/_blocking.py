@@ -231,6 +231,10 @@ class BlockingLink(Calling, Reading):
 
     # ---- answering main -----------------------------------------------------------
 
+    def awaiting_replies(self) -> bool:
+        """Whether a caller waits for a reply from main (a read may bring it)."""
+        return bool(self._waiters)
+
     def reply(self, request_id: int, channel: str, value: Any) -> None:
         """Answer main's request ``request_id`` (if it still wants it) with ``value``."""
         with self._lock:

@@ -190,6 +190,12 @@ class Reading:
                 rest.append(event)
                 if type(event) is ConnectionTerminated:
                     ended = event
+        if woke and ended is None:
+            # Before the sink, which may wait for room (``sync._syncloop``): a
+            # handler waiting for its reply must get it to finish and make room.
+            with self._cond:
+                if self._sleepers:
+                    self._cond.notify_all()
         if rest:
             self._sink(rest)
         if ended is not None:
@@ -198,10 +204,6 @@ class Reading:
                 self._ended = True
                 self._cond.notify_all()
             self.closed.set()
-        elif woke:
-            with self._cond:
-                if self._sleepers:
-                    self._cond.notify_all()
         return woke or bool(rest)
 
     def _read_between_calls(self) -> None:

@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from ._admission import BACKLOG_LIMIT
 from ._calling import decode_for, is_awaitable
 from ._errors import NoHandlerError, ValidationError
 from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
@@ -35,11 +36,13 @@ from .renderer import IpcRendererEvent
 
 if TYPE_CHECKING:
     from ._blocking import BlockingLink
-    from ._registry import Registry
+    from ._registry import Callback, Registry
 
 __all__ = ("LoopSide", "in_worker_thread", "loop_identity")
 
 logger = logging.getLogger("ipcbus")
+
+RECHECK = 0.02  # seconds between looks at the bound while the reading waits for room
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,14 +58,60 @@ class LoopSide:
         _inbox: asyncio.Queue[list[Event]] | None
         _scopes: dict[int, anyio.CancelScope]
 
+    # What main sent and the loop has not taken up yet (a message not yet
+    # delivered, a call whose handler has not started) is bounded, as the
+    # async renderer's backlog is (``_admission``): past ``max_in_flight``
+    # the reading thread waits for room before it hands on more, so it
+    # stops reading and main's sends wait, instead of our memory growing
+    # with whatever main sends. While a caller waits for its own reply the
+    # bound is ``BACKLOG_LIMIT``: the handlers running may be the very ones
+    # waiting for replies that only a read can bring.
+    _room: threading.Condition
+    _queued = 0  # events handed to the loop and not yet taken up
+    _posting = False  # the loop takes events (between connect and close)
+
+    def _start_posting(self) -> None:
+        with self._room:
+            self._queued = 0
+            self._posting = True
+
+    def _stop_posting(self) -> None:
+        """Closing: a reading thread waiting for room goes, handing on nothing more."""
+        with self._room:
+            self._posting = False
+            self._room.notify_all()
+
     def _post(self, events: list[Event]) -> None:
         """Hand one read's events to the loop, in order (called by the reading thread)."""
         loop, inbox = self._loop, self._inbox
-        if loop is not None and inbox is not None:
-            try:
-                loop.call_soon_threadsafe(inbox.put_nowait, events)
-            except RuntimeError:  # the loop has stopped: we are closing
-                pass
+        if loop is None or inbox is None:
+            return
+        room = self._room
+        with room:
+            while self._posting and self._queued >= self._backlog_bound():
+                # Woken as the loop takes events up; and, every RECHECK seconds,
+                # to see whether a call now waits for a reply: this thread leads
+                # the reading, so that call's reply would wait for it (a call
+                # starting does not notify: that would cost every call).
+                room.wait(RECHECK)
+            if not self._posting:
+                return  # closing: the loop stops, and nothing would take these
+            self._queued += len(events)
+        try:
+            loop.call_soon_threadsafe(inbox.put_nowait, events)
+        except RuntimeError:  # the loop has stopped: we are closing
+            pass
+
+    def _backlog_bound(self) -> int:
+        link = self._link
+        return BACKLOG_LIMIT if link is not None and link.awaiting_replies() else self.max_in_flight
+
+    def _taken(self) -> None:
+        """One event taken up by the loop (delivered, or its handler started)."""
+        room = self._room
+        with room:
+            self._queued -= 1
+            room.notify()
 
     async def _dispatch_events(
         self, *, task_status: anyio.abc.TaskStatus[asyncio.Queue[list[Event]]]
@@ -75,10 +124,16 @@ class LoopSide:
             while True:
                 for event in await inbox.get():
                     if type(event) is MessageReceived:
-                        await self._deliver(event)
-                    elif type(event) is RequestReceived:
-                        tg.start_soon(self._serve, event, limiter)
-                    elif isinstance(event, RequestCancelled):
+                        try:
+                            await self._deliver(event)
+                        finally:
+                            self._taken()
+                        continue
+                    if type(event) is RequestReceived:
+                        tg.start_soon(self._serve, event, limiter)  # _serve calls _taken
+                        continue
+                    self._taken()
+                    if isinstance(event, RequestCancelled):
                         if (scope := self._scopes.get(event.request_id)) is not None:
                             scope.cancel()
                     elif isinstance(event, ConnectionTerminated):
@@ -113,10 +168,39 @@ class LoopSide:
                 logger.error("listener for %r from main raised", channel, exc_info=exc)
 
     async def _serve(self, request: RequestReceived, limiter: anyio.CapacityLimiter) -> None:
-        """Answer main's ``contents.invoke`` with what the handler returns or raises."""
+        """Answer main's ``contents.invoke`` with what the handler returns or raises.
+
+        It waits for room (counts in ``_queued``) until its handler starts.
+        """
         link = self._link
-        if link is None:
+        ready = None if link is None else self._ready(request, link)
+        if link is None or ready is None:
+            self._taken()
             return
+        callback, args = ready
+        channel, request_id = request.channel, request.request_id
+        event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
+        started = False
+        with anyio.CancelScope() as scope:  # main's Cancel: the core has answered it
+            self._scopes[request_id] = scope
+            try:
+                async with limiter:
+                    started = True
+                    self._taken()
+                    result = callback.fn(event, *args)
+                    if is_awaitable(result):
+                        result = await result
+            except Exception as exc:
+                link.reply_error(request_id, ErrorKind.REMOTE, exc)
+            else:
+                link.reply(request_id, channel, result)
+            finally:
+                del self._scopes[request_id]
+                if not started:
+                    self._taken()  # cancelled while it waited for the limiter
+
+    def _ready(self, request: RequestReceived, link: BlockingLink) -> tuple[Callback, Any] | None:
+        """The handler of ``request`` and its arguments; ``None`` if answered with an error."""
         channel, request_id = request.channel, request.request_id
         callback = self._registry.take_handler(channel) if request.kind is INVOKE else None
         if callback is None:
@@ -127,26 +211,12 @@ class LoopSide:
                 "use the async ipcbus.IpcRenderer"
             )
             link.reply_error(request_id, ErrorKind.NO_HANDLER, NoHandlerError(why))
-            return
+            return None
         try:
-            args = callback.signature.decode(channel, request.args)
+            return callback, callback.signature.decode(channel, request.args)
         except ValidationError as exc:
             link.reply_error(request_id, ErrorKind.VALIDATION, exc)
-            return
-        event = IpcRendererEvent(channel, self)  # type: ignore[arg-type]
-        with anyio.CancelScope() as scope:  # main's Cancel: the core has answered it
-            self._scopes[request_id] = scope
-            try:
-                async with limiter:
-                    result = callback.fn(event, *args)
-                    if is_awaitable(result):
-                        result = await result
-            except Exception as exc:
-                link.reply_error(request_id, ErrorKind.REMOTE, exc)
-            else:
-                link.reply(request_id, channel, result)
-            finally:
-                del self._scopes[request_id]
+            return None
 
 
 def loop_identity() -> tuple[int, asyncio.AbstractEventLoop]:

@@ -25,6 +25,11 @@ that ``connect`` starts and ``close`` stops, which runs your functions:
   cancelled invoke (main's timeout) is answered once the function returns:
   a thread cannot be interrupted. ``async`` handlers run on the loop.
 
+What main sends waits for the loop in a bounded queue: with
+``max_in_flight`` messages and calls not yet taken up (listeners behind,
+handlers waiting for their turn), this renderer stops reading, so main's
+sends wait rather than this process's memory growing (docs/reliability.md).
+
 Any number of threads may call one renderer at once; each gets its own
 reply. Message ports and streams are the async renderer's: ports main sends
 here are closed (their peers see "close"), and main's ``contents.stream``
@@ -136,6 +141,7 @@ class IpcRenderer(LoopSide, RendererOptions):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[list[Event]] | None = None  # the loop's, fed by readers
         self._scopes: dict[int, anyio.CancelScope] = {}  # handlers running, by request id
+        self._room = threading.Condition()  # the bound on what the loop has not taken up
 
     # ---- connecting ----------------------------------------------------
 
@@ -172,6 +178,7 @@ class IpcRenderer(LoopSide, RendererOptions):
                 self._loop_thread, self._loop = portal.call(loop_identity)
                 self._portal = portal
                 self._inbox = portal.start_task(self._dispatch_events)[1]
+                self._start_posting()
                 conn = Connection(
                     Role.RENDERER,
                     token=token,
@@ -229,6 +236,7 @@ class IpcRenderer(LoopSide, RendererOptions):
     def close(self) -> None:
         """Disconnect and stop the background threads. Idempotent."""
         self._not_on_loop("close")
+        self._stop_posting()  # a reading thread waiting for room must not hold up the close
         stack, self._stack = self._stack, None
         try:
             if stack is not None:
@@ -237,6 +245,7 @@ class IpcRenderer(LoopSide, RendererOptions):
             self._forget()
 
     def _forget(self) -> None:
+        self._stop_posting()
         self._portal = self._loop_thread = self._loop = self._inbox = None
         self._link = None
 
