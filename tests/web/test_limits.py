@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from ipcbus._wire import CloseCode, Goodbye
-from ipcbus.web import WebServer
+from ipcbus.web import WebServer, _server
 
 from ..helpers import running_main, wait_for
 from .helpers import own_origin, page
@@ -152,3 +152,28 @@ async def test_a_page_that_never_says_hello_is_dropped() -> None:
             goodbye, code, _ = await closed_with(frames)
     assert goodbye is not None and goodbye.code is CloseCode.PROTOCOL_ERROR
     assert code == 1002
+
+
+async def test_connections_held_open_cannot_lock_pages_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At the limit of HTTP connections the one open longest is ended, not the
+    newcomer: clients that keep connections alive cannot keep pages out."""
+    monkeypatch.setattr(_server, "MAX_HTTP_CONNECTIONS", 4)
+    async with running_main() as ipc_main:
+        ipc_main.handle("ping", lambda event: "pong")
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(20):
+            held = []
+            for _ in range(4):  # each served once, then kept alive
+                stream = await anyio.connect_tcp("127.0.0.1", web.port)
+                await stream.send(b"GET /ipcbus.d.ts HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await stream.receive()).startswith(b"HTTP/1.1 200")
+                held.append(stream)
+            async with page(web) as (renderer, _):  # its upgrade makes a fifth
+                assert await renderer.invoke("ping") == "pong"
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                while await held[0].receive():  # the oldest was ended (after its body)
+                    pass
+            for stream in held:
+                await stream.aclose()

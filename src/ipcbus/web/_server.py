@@ -85,7 +85,8 @@ class WebServer:
         self._allowed = allowed_channels
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
-        self._open = 0
+        # HTTP connections open (not yet WebSockets), oldest first (a dict keeps order).
+        self._http: dict[anyio.CancelScope, None] = {}
 
     def close(self) -> None:
         """Stop accepting and end idle HTTP connections; connected pages stay connected."""
@@ -113,26 +114,35 @@ class WebServer:
             self._done.set()
 
     async def _connection(self, stream: anyio.abc.ByteStream) -> None:
-        if self._open >= MAX_HTTP_CONNECTIONS:
-            logger.warning("web server: refused a connection (%d open)", self._open)
-            await anyio.aclose_forcefully(stream)
-            return
-        self._open += 1
-        handed_over = False
-        try:
-            handed_over = await self._http(
-                stream, h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        if len(self._http) >= MAX_HTTP_CONNECTIONS:
+            # The one open longest goes, not this one, as at main's listeners
+            # (``_serving.make_room_for_a_handshake``): a page loads and
+            # upgrades at once, so connections held open cannot lock pages out.
+            oldest = next(iter(self._http))
+            del self._http[oldest]
+            oldest.cancel()
+            logger.warning(
+                "web server: %d HTTP connections open; ended the one open longest",
+                MAX_HTTP_CONNECTIONS,
             )
+        handed_over = False
+        scope = anyio.CancelScope()
+        self._http[scope] = None
+        try:
+            with scope:
+                handed_over = await self._serve_http(
+                    stream, h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+                )
         except (*_STREAM_ERRORS, OSError, TimeoutError):
             pass  # the client went away, or stopped reading: nothing to answer
         except Exception:  # a bug here must not take the server (or IpcMain) down
             logger.exception("web server: internal error serving an HTTP connection")
         finally:
-            self._open -= 1
+            self._http.pop(scope, None)
             if not handed_over:
                 await anyio.aclose_forcefully(stream)
 
-    async def _http(self, stream: anyio.abc.ByteStream, conn: h11.Connection) -> bool:
+    async def _serve_http(self, stream: anyio.abc.ByteStream, conn: h11.Connection) -> bool:
         """Serve requests until the connection ends; ``True`` once it became a WebSocket."""
         while True:
             request: h11.Request | None = None
