@@ -231,8 +231,11 @@ class Connection(Receiving, Sending):
     def _handle_handshake(self, body: Body) -> None:
         if self.role is Role.MAIN:
             if not isinstance(body, Hello):
+                # A Goodbye says why (a page's broken WebSocket framing is heard as one).
+                why = f": {body.reason}" if isinstance(body, Goodbye) and body.reason else ""
                 raise PeerViolation(
-                    f"protocol error: expected Hello as the first frame, got {type(body).__name__}"
+                    "protocol error: expected Hello as the first frame, "
+                    f"got {type(body).__name__}{why}"
                 )
             if not hmac.compare_digest(body.token.encode(), self._token.encode()):
                 raise PeerViolation(

@@ -275,6 +275,15 @@ def test_main_accepts_nothing_before_hello(mode: Feed, name: str) -> None:
     assert decode_frames(bytes(main.data_to_send())) == []  # no Welcome went out
 
 
+def test_a_goodbye_before_hello_says_why_in_mains_reason(mode: Feed) -> None:
+    """A page whose WebSocket framing breaks before its Hello is heard as a
+    Goodbye with the reason: main's own reason keeps it."""
+    main = Connection(Role.MAIN, token=TOKEN)
+    events = feed(main, frame(Goodbye(CloseCode.PROTOCOL_ERROR, "a text message")), mode)
+    event = assert_terminated_by_us(main, events, CloseCode.PROTOCOL_ERROR)
+    assert event.reason.endswith("expected Hello as the first frame, got Goodbye: a text message")
+
+
 @pytest.mark.parametrize("name", [n for n in BODIES if n not in ("Welcome", "Goodbye")])
 def test_renderer_accepts_nothing_before_welcome(mode: Feed, name: str) -> None:
     renderer = Connection(Role.RENDERER, token=TOKEN)
