@@ -773,3 +773,33 @@ async def test_a_cancelled_spawn_kills_and_reaps_its_child(tmp_path: Path) -> No
 
 async def _collect(pids: list[int], fifo: Path) -> None:
     pids.append(await _pid_from(fifo))
+
+
+async def test_a_child_that_outlives_its_connection_is_stopped_when_main_exits(
+    tmp_path: Path,
+) -> None:
+    """Main ended the connection (``contents.close()``); the child kept running, and
+    main left it alone after two seconds. It must not outlive ``async with IpcMain``."""
+    gone = anyio.Event()
+    async with running_main() as ipc_main:
+        ipc_main.on_disconnect(lambda contents, details: gone.set())
+        contents = await spawn_script(
+            ipc_main,
+            tmp_path,
+            """
+            import time, anyio, ipcbus
+
+            async def main():
+                async with ipcbus.connect() as ipc:
+                    await ipc.wait_closed()
+
+            anyio.run(main)
+            time.sleep(120)  # the connection is over; the process is not
+            """,
+        )
+        pid = contents.process_id
+        await contents.close()
+        await wait_for(gone, 10)  # after main stopped waiting for the child to exit
+        os.kill(pid, 0)  # still running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped and reaped

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._webcontents import WebContents
     from .main import IpcMain
 
-__all__ = ("reap", "spawn", "stop")
+__all__ = ("reap", "spawn", "stop", "stop_lingering")
 
 
 async def spawn(
@@ -98,7 +98,10 @@ async def reap(main: IpcMain, process: anyio.abc.Process) -> int | None:
     with anyio.move_on_after(grace):
         return await process.wait()
     if not main._closing:
-        return None  # it closed its connection but keeps running: its business
+        # Its connection is over but it keeps running: its business, until
+        # main shuts down, which stops it (``stop_lingering``).
+        main._lingering.add(process)
+        return None
     with suppress(ProcessLookupError):
         process.terminate()
     with anyio.move_on_after(2):
@@ -106,6 +109,17 @@ async def reap(main: IpcMain, process: anyio.abc.Process) -> int | None:
     with suppress(ProcessLookupError):
         process.kill()
     return await process.wait()
+
+
+async def stop_lingering(main: IpcMain) -> None:
+    """Shutdown: end the children whose connections ended while they kept running."""
+    lingering, main._lingering = main._lingering, set()
+    async with anyio.create_task_group() as tg:
+        for process in lingering:
+            if process.returncode is None:
+                tg.start_soon(stop, process)
+            else:
+                tg.start_soon(process.wait)  # reap it
 
 
 async def stop(process: anyio.abc.Process, grace: float = 0.0) -> int:

@@ -29,6 +29,7 @@ import anyio.lowlevel
 
 from ._arrivals import Arrivals
 from ._broadcast import Fanout
+from ._children import stop_lingering
 from ._endpoint import logger
 from ._guards import Guards
 from ._listening import Listener
@@ -156,6 +157,8 @@ class IpcMain(Arrivals, MainOptions, Registry):
         self._disconnect_hooks: list[Callable[..., Any]] = []
         self._tg: anyio.abc.TaskGroup | None = None
         self._sweeper: Sweeper | None = None  # one liveness watchdog for all connections
+        # Spawned children whose connection ended while they kept running.
+        self._lingering: set[anyio.abc.Process] = set()
         self._closing = False
 
     # ---- lifecycle -----------------------------------------------------
@@ -209,6 +212,7 @@ class IpcMain(Arrivals, MainOptions, Registry):
         async with anyio.create_task_group() as tg:
             for link in links:
                 tg.start_soon(self._close_link, link)
+        await stop_lingering(self)  # children no longer connected: none outlives main
 
     async def _close_link(self, link: Link) -> None:
         endpoint = link.contents._endpoint
