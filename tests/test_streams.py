@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import ipcbus
@@ -354,3 +355,42 @@ async def test_a_handler_may_return_an_async_iterator() -> None:
             await stream.aclose()  # never started: nothing sent, and it stays closed
             assert [x async for x in stream] == []
             assert "finished" in repr(stream)
+
+
+async def test_a_consumer_that_grants_huge_credit_and_stops_reading_holds_main_back() -> None:
+    """Credit is the consumer's to give, but main must not hold what the socket
+    cannot take: past the send high-water mark the generator waits, as ``send``
+    does, and ``send_timeout`` drops the peer that stopped reading."""
+    from ipcbus._wire import Request, RequestKind, StreamCredit
+
+    from .faults._raw import RawPeer, frames, raw_args
+
+    produced = 0
+    gone = anyio.Event()
+    reasons: list[str] = []
+    async with running_main(send_timeout=1.0) as ipc_main:
+
+        @ipc_main.handle("rows")
+        async def rows(event: Any) -> AsyncIterator[bytes]:
+            nonlocal produced
+            blob = b"x" * 10_000
+            while True:
+                produced += 1
+                yield blob
+                await anyio.lowlevel.checkpoint()
+
+        @ipc_main.on_disconnect
+        def left(contents: ipcbus.WebContents, details: ipcbus.DisconnectDetails) -> None:
+            reasons.append(details.message)
+            gone.set()
+
+        listener = await ipc_main.listen()
+        with anyio.fail_after(20):
+            async with RawPeer.connect(listener.address) as peer:
+                await peer.handshake(listener.token)
+                request = Request(1, RequestKind.STREAM, "rows", raw_args())
+                await peer.send(frames(request, StreamCredit(1, 2**40)))  # then never reads
+                await gone.wait()
+    assert "stopped reading" in reasons[0]
+    # What the socket pair and main's queue hold, not what a second of producing makes.
+    assert produced < 2_000, produced

@@ -310,7 +310,14 @@ async def _pump_stream(
                 return
         except ENCODE_ERRORS as exc:
             raise encode_error("yield a value", channel, item, exc, named="the item") from None
-        d.outbox.flush_later()
+        outbox = d.outbox
+        if outbox.congested:
+            # Backpressure, as for send: credit is the consumer's to give, and a
+            # window of a billion must not make main hold what the socket cannot
+            # take (a peer that stops reading is dropped after send_timeout).
+            await outbox.flush_quietly()
+        else:
+            outbox.flush_later()
 
 
 async def _close_iterator(iterator: AsyncIterator[Any], channel: str) -> None:
