@@ -6,6 +6,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,41 +163,52 @@ async def test_main_invokes_sync_handlers_of_a_renderer_in_a_thread() -> None:
             assert len({threads["caller"], threads["listener"], threads["handler"]}) == 3
 
 
+@asynccontextmanager
+async def connected_from_a_thread(
+    ipc_main: ipcbus.IpcMain, ipc: ipcbus.sync.IpcRenderer
+) -> AsyncIterator[ipcbus.WebContents]:
+    """``ipc`` connected to ``ipc_main`` from a thread; its WebContents, until the block ends."""
+    connected, done = anyio.Event(), threading.Event()
+    contents_of: list[ipcbus.WebContents] = []
+    ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
+    listener = await ipc_main.listen()
+
+    def client() -> None:
+        with ipc.connect(listener.address, token=listener.token):
+            done.wait(60)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: anyio.to_thread.run_sync(client))
+        await connected.wait()
+        try:
+            yield contents_of[0]
+        finally:
+            done.set()  # and the renderer closes
+
+
 async def test_a_listener_whose_annotations_do_not_fit_is_skipped_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """As in the async renderer: the message is not passed on, the next one is."""
+    seen: list[object] = []
+    arrived = threading.Event()
+    ipc = ipcbus.sync.IpcRenderer()
+
+    @ipc.on("count")
+    def count(event: ipcbus.IpcRendererEvent, n: int) -> None:
+        seen.append(n)
+
+    @ipc.on("count")
+    def untyped(event: ipcbus.IpcRendererEvent, n: Any) -> None:
+        seen.append(("untyped", n))
+        if n == 4:
+            arrived.set()
+
     with anyio.fail_after(30):
-        async with running_main() as ipc_main:
-            connected = anyio.Event()
-            contents_of: list[ipcbus.WebContents] = []
-            ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
-            listener = await ipc_main.listen()
-            seen: list[object] = []
-
-            def client() -> bool:
-                ipc = ipcbus.sync.IpcRenderer()
-
-                @ipc.on("count")
-                def count(event: ipcbus.IpcRendererEvent, n: int) -> None:
-                    seen.append(n)
-
-                @ipc.on("count")
-                def untyped(event: ipcbus.IpcRendererEvent, n: Any) -> None:
-                    seen.append(("untyped", n))
-                    if n == 4:
-                        done.set()
-
-                with ipc.connect(listener.address, token=listener.token):
-                    return done.wait(20)
-
-            done = threading.Event()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
-                await connected.wait()
-                await contents_of[0].send("count", "three")
-                await contents_of[0].send("count", 4)
-    assert done.is_set()
+        async with running_main() as ipc_main, connected_from_a_thread(ipc_main, ipc) as contents:
+            await contents.send("count", "three")
+            await contents.send("count", 4)
+            await anyio.to_thread.run_sync(arrived.wait, 20)
     assert seen == [("untyped", "three"), 4, ("untyped", 4)]
     skipped = [r for r in caplog.records if "do not fit its annotations" in r.getMessage()]
     assert len(skipped) == 1
@@ -209,39 +222,28 @@ async def test_a_listener_that_falls_behind_stops_the_reading_instead_of_bufferi
     and ``send_timeout`` drops the renderer, instead of the renderer's memory
     growing with all main sends (it took 500 MiB for 50,000 sends of 10 kB)."""
     blob = b"x" * 65536
-    async with running_main(send_timeout=1.0) as ipc_main:
-        connected, gone = anyio.Event(), anyio.Event()
-        contents_of: list[ipcbus.WebContents] = []
-        reasons: list[str] = []
-        ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
+    gone = anyio.Event()
+    reasons: list[str] = []
+    release = threading.Event()
+    ipc = ipcbus.sync.IpcRenderer(max_in_flight=4)
+    ipc.on("blob", lambda event, data: release.wait(30))  # stuck until released
+    with anyio.fail_after(60):
+        async with running_main(send_timeout=1.0) as ipc_main:
 
-        @ipc_main.on_disconnect
-        def left(contents: ipcbus.WebContents, details: ipcbus.DisconnectDetails) -> None:
-            reasons.append(details.message)
-            gone.set()
+            @ipc_main.on_disconnect
+            def left(contents: ipcbus.WebContents, details: ipcbus.DisconnectDetails) -> None:
+                reasons.append(details.message)
+                gone.set()
 
-        listener = await ipc_main.listen()
-        release, done = threading.Event(), threading.Event()
-        ipc = ipcbus.sync.IpcRenderer(max_in_flight=4)
-        ipc.on("blob", lambda event, data: release.wait(30))  # stuck until released
-
-        def client() -> None:
-            with ipc.connect(listener.address, token=listener.token):
-                done.wait(30)
-
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
-                await connected.wait()
+            async with connected_from_a_thread(ipc_main, ipc) as contents:
                 sent = 0
                 with pytest.raises(ipcbus.ConnectionClosedError):
                     for _ in range(2000):  # 128 MiB
-                        await contents_of[0].send("blob", blob)
+                        await contents.send("blob", blob)
                         sent += 1
                 await gone.wait()
                 queued = ipc._queued  # what waits for the loop: the bound and one read
-                release.set()
-                done.set()  # and the renderer closes, its reading thread waiting for room
+                release.set()  # and the renderer closes, its reading thread waiting for room
     assert sent < 2000
     assert "stopped reading" in reasons[0]
     assert queued <= 64
@@ -250,89 +252,62 @@ async def test_a_listener_that_falls_behind_stops_the_reading_instead_of_bufferi
 async def test_handlers_that_invoke_main_get_their_replies_while_calls_wait_for_room() -> None:
     """The bound must not hold back a reply a running handler waits for: with two
     handlers at a time, each invoking main, main's many calls all get answered."""
-    async with running_main() as ipc_main:
-        ipc_main.handle("add", lambda event, a, b: a + b)
-        connected = anyio.Event()
-        contents_of: list[ipcbus.WebContents] = []
-        ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
-        listener = await ipc_main.listen()
-        done = threading.Event()
-        ipc = ipcbus.sync.IpcRenderer(max_in_flight=2)
-        ipc.handle("work", lambda event, n: event.sender.invoke("add", n, 1))
+    ipc = ipcbus.sync.IpcRenderer(max_in_flight=2)
+    ipc.handle("work", lambda event, n: event.sender.invoke("add", n, 1))
+    results: list[int] = []
+    with anyio.fail_after(60):
+        async with running_main() as ipc_main, connected_from_a_thread(ipc_main, ipc) as contents:
+            ipc_main.handle("add", lambda event, a, b: a + b)
 
-        def client() -> None:
-            with ipc.connect(listener.address, token=listener.token):
-                done.wait(60)
+            async def work(n: int) -> None:
+                results.append(await contents.invoke("work", n))
 
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
-                await connected.wait()
-                results: list[int] = []
-
-                async def work(n: int) -> None:
-                    results.append(await contents_of[0].invoke("work", n))
-
-                async with anyio.create_task_group() as calls:
-                    for n in range(200):
-                        calls.start_soon(work, n)
-                done.set()
+            async with anyio.create_task_group() as calls:
+                for n in range(200):
+                    calls.start_soon(work, n)
     assert sorted(results) == list(range(1, 201))
 
 
 async def test_a_handler_that_invokes_main_after_reading_stopped_gets_its_reply() -> None:
     """The reading thread waits for room while the handler running makes its own call:
     that call's reply needs a read, so waiting for room must give way to it."""
-    async with running_main() as ipc_main:
-        ipc_main.handle("add", lambda event, a, b: a + b)
-        connected = anyio.Event()
-        contents_of: list[ipcbus.WebContents] = []
-        ipc_main.on_connect(lambda contents: (contents_of.append(contents), connected.set()))
-        listener = await ipc_main.listen()
-        go, done, reading_waits = threading.Event(), threading.Event(), threading.Event()
-        ipc = ipcbus.sync.IpcRenderer(max_in_flight=1)
+    go, reading_waits = threading.Event(), threading.Event()
+    ipc = ipcbus.sync.IpcRenderer(max_in_flight=1)
 
-        class Room(threading.Condition):
-            def wait(self, timeout: float | None = None) -> bool:
-                reading_waits.set()
-                return super().wait(timeout)
+    class Room(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            reading_waits.set()
+            return super().wait(timeout)
 
-        ipc._room = Room()
+    ipc._room = Room()
 
-        @ipc.handle("work")
-        def work(event: ipcbus.IpcRendererEvent, n: int) -> int:
-            go.wait(30)  # the first holds the only slot until the reading has stopped
-            return event.sender.invoke("add", n, 1)
+    @ipc.handle("work")
+    def work(event: ipcbus.IpcRendererEvent, n: int) -> int:
+        go.wait(30)  # the first holds the only slot until the reading has stopped
+        return event.sender.invoke("add", n, 1)
 
-        def client() -> None:
-            with ipc.connect(listener.address, token=listener.token):
-                done.wait(60)
+    results: list[int] = []
+    with anyio.fail_after(60):
+        async with running_main() as ipc_main, connected_from_a_thread(ipc_main, ipc) as contents:
+            ipc_main.handle("add", lambda event, a, b: a + b)
 
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: anyio.to_thread.run_sync(client))
-                await connected.wait()
-                results: list[int] = []
+            async def call(n: int) -> None:
+                results.append(await contents.invoke("work", n))
 
-                async def call(n: int) -> None:
-                    results.append(await contents_of[0].invoke("work", n))
+            async def more() -> None:  # reads after the calls, which find no room
+                while True:
+                    await contents.send("nobody-listens")
+                    await anyio.lowlevel.checkpoint()
 
-                async with anyio.create_task_group() as calls:
-                    for n in range(20):
-                        calls.start_soon(call, n)
-
-                    async def more() -> None:  # reads after the calls, which find no room
-                        while True:
-                            await contents_of[0].send("nobody-listens")
-                            await anyio.lowlevel.checkpoint()
-
-                    async with anyio.create_task_group() as flood:
-                        flood.start_soon(more)
-                        await anyio.to_thread.run_sync(reading_waits.wait, 30)
-                        flood.cancel_scope.cancel()
-                    assert reading_waits.is_set()  # the reading waits for room
-                    go.set()
-                done.set()
+            async with anyio.create_task_group() as calls:
+                for n in range(20):
+                    calls.start_soon(call, n)
+                async with anyio.create_task_group() as flood:
+                    flood.start_soon(more)
+                    await anyio.to_thread.run_sync(reading_waits.wait, 30)
+                    flood.cancel_scope.cancel()
+                assert reading_waits.is_set()  # the reading waits for room
+                go.set()
     assert sorted(results) == list(range(1, 21))
 
 
