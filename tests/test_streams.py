@@ -334,6 +334,8 @@ async def test_stream_needs_a_positive_window() -> None:
         async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
             with pytest.raises(ValueError, match="window must be a positive int"):
                 renderer.stream("x", window=0)
+            with pytest.raises(ValueError, match="at most 2\\*\\*32, not 18446744073709551616"):
+                renderer.stream("x", 3, window=2**64)  # not blamed on the argument 3
             with pytest.raises(TypeError, match="channel must be a str"):
                 renderer.stream(3)  # type: ignore[arg-type]
 

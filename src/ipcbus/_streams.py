@@ -24,6 +24,7 @@ __all__ = ("DEFAULT_WINDOW", "IpcStream")
 
 #: Items a stream's producer may run ahead of its consumer, by default.
 DEFAULT_WINDOW = 32
+MAX_WINDOW = 2**32  # more than anyone buffers; a credit must fit in msgpack's ints
 
 
 class IpcStream:
@@ -49,9 +50,9 @@ class IpcStream:
     ) -> None:
         self._waiter: StreamWaiter | None = None
         self._finished = False
-        if not isinstance(window, int) or window < 1:
+        if not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
             self._finished = True
-            raise ValueError(f"window must be a positive int, not {window!r}")
+            raise ValueError(f"window must be a positive int of at most 2**32, not {window!r}")
         self.channel = channel
         self._endpoint = endpoint
         self._args = args
