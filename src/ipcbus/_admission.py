@@ -102,7 +102,8 @@ class Admission:
         self._landed: dict[int, list[Any]] = {}  # ports of held-back messages, by id(event)
         # handlers running in their own cancel scope, by request id (``_calling``)
         self.scopes: dict[int, anyio.CancelScope] = {}
-        self.idle: anyio.Event | None = None  # set when the last of them finishes
+        #: Set when the last handler, or the last async dispatch task, finishes.
+        self.idle: anyio.Event | None = None
 
     if TYPE_CHECKING:
 
@@ -176,6 +177,8 @@ class Admission:
         finally:
             self.active -= 1
             self.make_room()
+            if self.idle is not None and not self.active:
+                self.idle.set()  # ``Endpoint.wait_idle``: listeners count too
 
     def ended(self) -> None:
         """The connection ended: forget held-back calls, cancel every running handler."""

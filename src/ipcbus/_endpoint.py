@@ -286,10 +286,15 @@ class Endpoint(DeliveredReads):
         for scope in list(self.dispatcher.scopes.values()):
             scope.cancel()
 
-    async def wait_idle(self) -> None:
-        """Return once no handler is running for this connection."""
+    async def wait_idle(self, *, listeners: bool = True) -> None:
+        """Return once no handler (nor, with ``listeners``, async listener) runs here.
+
+        Handlers are in ``scopes``. Async listeners are counted only in
+        ``active``; a stream that lent its slot back is still in ``scopes``,
+        so no handler and nothing active means nothing runs.
+        """
         dispatcher = self.dispatcher
-        while dispatcher.scopes:
+        while dispatcher.scopes or (listeners and dispatcher.active):
             dispatcher.idle = anyio.Event()
             await dispatcher.idle.wait()
 

@@ -82,9 +82,9 @@ class IpcMain(Arrivals, MainOptions, Registry):
     Args:
         max_frame_size: largest frame accepted from a renderer, in bytes.
         handshake_timeout: seconds a new connection has to present its token.
-        shutdown_grace: seconds running handlers get to finish when the
-            ``async with`` block ends, and spawned children to exit, before
-            they are cancelled or terminated.
+        shutdown_grace: seconds running handlers and async listeners get to
+            finish when the ``async with`` block ends, and spawned children to
+            exit, before they are cancelled or terminated.
         send_tracebacks: include handler tracebacks in ``RemoteError``.
         max_in_flight: per renderer, how many handlers and async listeners
             may run at once; at the limit main stops reading that renderer's
@@ -218,7 +218,9 @@ class IpcMain(Arrivals, MainOptions, Registry):
         endpoint = link.contents._endpoint
         if endpoint is not None:
             endpoint.cancel_handlers()
-            await endpoint.wait_idle()
+            # Only handlers: async listeners past the grace are cancelled with
+            # main's task group, once every connection is closed.
+            await endpoint.wait_idle(listeners=False)
             await endpoint.close(CloseCode.SHUTDOWN, "the main process is shutting down")
         with anyio.move_on_after(self.shutdown_grace + 5):
             await link.contents._wait_finished()

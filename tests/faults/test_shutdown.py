@@ -170,3 +170,64 @@ async def test_shutdown_with_a_renderer_that_never_reads_is_bounded() -> None:
                 await wait_until(lambda: anyio.current_time() - progress > 0.3)
                 assert await main.end() < 5
         assert errors and isinstance(errors[0], ipcbus.ConnectionClosedError), errors
+
+
+async def test_shutdown_gives_async_listeners_the_grace_as_it_gives_handlers() -> None:
+    """An async listener running at shutdown may finish, and reply, within the grace."""
+    with anyio.fail_after(20):
+        ipc_main = ipcbus.IpcMain(shutdown_grace=5.0)
+        started, release = anyio.Event(), anyio.Event()
+        finished: list[str] = []
+
+        @ipc_main.on("work")
+        async def work(event: ipcbus.IpcMainEvent, n: int) -> None:
+            started.set()
+            await release.wait()
+            await event.reply("worked", n)
+            finished.append("work")
+
+        main = MainInTask(ipc_main)
+        async with anyio.create_task_group() as tg:
+            listener = await tg.start(main.run)
+            socket_path = Path(listener.address.removeprefix("unix:"))
+            renderer = ipcbus.IpcRenderer()
+            replies: list[int] = []
+            renderer.on("worked", lambda event, n: replies.append(n))
+            async with renderer.connect(listener.address, token=listener.token):
+                await renderer.send("work", 7)
+                await started.wait()
+                tg.start_soon(main.end)
+                await wait_until(lambda: not socket_path.exists())  # main is shutting down
+                release.set()
+                await main.exited.wait()
+                await renderer.wait_closed()  # the reply came before the Goodbye
+        assert finished == ["work"]
+        assert replies == [7]
+        assert main.exit_took < 3
+
+
+async def test_shutdown_cancels_an_async_listener_that_outlasts_the_grace() -> None:
+    grace = 0.5
+    with anyio.fail_after(20):
+        ipc_main = ipcbus.IpcMain(shutdown_grace=grace)
+        started, cancelled = anyio.Event(), anyio.Event()
+
+        @ipc_main.on("stuck")
+        async def stuck(event: ipcbus.IpcMainEvent) -> None:
+            started.set()
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
+                cancelled.set()
+                raise
+
+        main = MainInTask(ipc_main)
+        async with anyio.create_task_group() as tg:
+            listener = await tg.start(main.run)
+            renderer = ipcbus.IpcRenderer()
+            async with renderer.connect(listener.address, token=listener.token):
+                await renderer.send("stuck")
+                await started.wait()
+                took = await main.end()
+        assert cancelled.is_set()
+        assert grace - 0.1 <= took < grace + 3
