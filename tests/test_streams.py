@@ -396,3 +396,47 @@ async def test_a_consumer_that_grants_huge_credit_and_stops_reading_holds_main_b
     assert "stopped reading" in reasons[0]
     # What the socket pair and main's queue hold, not what a second of producing makes.
     assert produced < 2_000, produced
+
+
+@pytest.mark.parametrize("where", ["parked at yield", "awaiting"])
+async def test_a_cut_stream_runs_the_generators_finally_wherever_it_was(where: str) -> None:
+    """Parked at ``yield`` it is closed (``GeneratorExit``, 5 s for its ``finally``);
+    cut while it awaits, it is cancelled there, as any task: a shielded await in its
+    ``finally`` still runs (docs/ports-and-streams.md, cancellation)."""
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main, ipc_main.connect_local() as renderer:
+            awaiting, cleaned = anyio.Event(), anyio.Event()
+            seen: list[str] = []
+
+            @ipc_main.handle("cut")
+            async def cut(event: ipcbus.IpcMainInvokeEvent) -> AsyncIterator[int]:
+                try:
+                    yield 0
+                    if where == "awaiting":
+                        awaiting.set()
+                        await anyio.sleep_forever()
+                    yield 1
+                except anyio.get_cancelled_exc_class():
+                    seen.append("cancelled")
+                    raise
+                except GeneratorExit:
+                    seen.append("closed")
+                    raise
+                finally:
+                    if where == "awaiting":
+                        with anyio.CancelScope(shield=True):
+                            await anyio.lowlevel.checkpoint()
+                    else:
+                        await anyio.lowlevel.checkpoint()
+                    seen.append("cleaned up")
+                    cleaned.set()
+
+            async with renderer.stream("cut", window=1) as stream:
+                async for item in stream:
+                    assert item == 0
+                    if where == "awaiting":
+                        await awaiting.wait()
+                    break
+            await cleaned.wait()
+            expected = "cancelled" if where == "awaiting" else "closed"
+            assert seen == [expected, "cleaned up"]
