@@ -28,6 +28,7 @@ __all__ = (
     "CLOSE",
     "Close",
     "Item",
+    "Relayed",
     "MessageEvent",
     "PortHost",
     "Queued",
@@ -57,6 +58,17 @@ class Item:
     def __init__(self, data: msgspec.Raw, ports: list[MessagePortMain]) -> None:
         self.data = data
         self.ports = ports
+
+
+class Relayed(Item):
+    """A renderer's message on a routed end, carried on by main's router as it came.
+
+    No code in main sees its ports, so they stay charged to the renderer that
+    made them (``max_open_ports``) where they go on to another renderer; ports
+    main's own code sends on are main's to answer for.
+    """
+
+    __slots__ = ()
 
 
 Queued = Item | Close

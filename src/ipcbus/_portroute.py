@@ -52,7 +52,7 @@ import msgspec
 from ._events import PortClosed, PortMessageReceived
 from ._loop import LoopHold
 from ._portends import After, End, Sink, closed_port, nothing
-from ._portparts import CLOSE, Item, PortHost, Reaper
+from ._portparts import CLOSE, Item, PortHost, Reaper, Relayed
 from ._routedelivery import RouteDelivery
 from ._wire import PortRef
 from .ports import MessagePortMain, close_ports_in
@@ -135,11 +135,18 @@ class MainPortRouter(RouteDelivery):
             self._adopt(port, peer)
         return port._move()
 
-    def send_out(self, ports: list[MessagePortMain], sink: Sink) -> tuple[list[PortRef], After]:
-        """Refs for claimed ``ports`` going to ``sink``; run ``after`` once the frame is queued."""
+    def send_out(
+        self, ports: list[MessagePortMain], sink: Sink, *, relayed: bool = False
+    ) -> tuple[list[PortRef], After]:
+        """Refs for claimed ``ports`` going to ``sink``; run ``after`` once the frame is queued.
+
+        ``relayed``: they came in a renderer's port message (``Relayed``) and
+        stay charged to the renderer that made them; else main's code sends
+        them on, and they are no longer their maker's to answer for.
+        """
         if not ports:
             return [], nothing
-        moves = [self._export(port, sink) for port in ports]
+        moves = [self._export(port, sink, relayed) for port in ports]
 
         def after() -> None:
             for _, then in moves:
@@ -156,7 +163,7 @@ class MainPortRouter(RouteDelivery):
             end.port = weakref.ref(obj)
             obj._router, obj._wire, obj._pair, obj._host = self, end.id, None, self.host
 
-    def _export(self, port: MessagePortMain, sink: Sink) -> tuple[PortRef, After]:
+    def _export(self, port: MessagePortMain, sink: Sink, relayed: bool) -> tuple[PortRef, After]:
         if port._router is None and (peer := port._other_end()) is not None:
             self._adopt(port, peer)  # a direct pair carried in a message that was queued
         end = self._ends.get(port._wire) if port._router is self else None
@@ -165,7 +172,8 @@ class MainPortRouter(RouteDelivery):
             end = self._new(0)  # a closed port travels as an end with no peer
         end.port, end.sink, end.wire, end.sent = None, sink, end.id, 0
         self._at.setdefault(sink, set()).add(end.id)
-        end.uncharge()  # main moved it on: no longer its maker's to answer for
+        if not relayed:
+            end.uncharge()  # main's code moved it on: no longer its maker's to answer for
 
         def after() -> None:
             if end.owed:  # a former holder still gives frames back: these go first
@@ -239,7 +247,10 @@ class MainPortRouter(RouteDelivery):
         elif not self._kept_promise(sink):
             return  # its connection is ending
         ports = self._land_all(sink, event.ports) if event.ports else []
-        item = Item(event.data, ports)
+        item = Relayed(event.data, ports)  # charged to their maker wherever they go
+        if sink.refused and not event.returned:
+            close_ports_in([item])  # its ports were too many: its connection is ending
+            return
         if event.returned:
             self._give_back(sink, event.port_id, item)
             return

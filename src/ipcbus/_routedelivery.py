@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ._errors import FrameTooLargeError
 from ._portends import After, End, Sink, dropped
-from ._portparts import CLOSE, Item, Queued
+from ._portparts import CLOSE, Item, Queued, Relayed
 from .ports import close_ports_in
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class RouteDelivery:
         _inline: bool
 
         def send_out(
-            self, ports: list[MessagePortMain], sink: Sink
+            self, ports: list[MessagePortMain], sink: Sink, *, relayed: bool = False
         ) -> tuple[list[PortRef], After]: ...
 
     # ---- delivering frames, in order across moves ------------------------
@@ -117,7 +117,7 @@ class RouteDelivery:
         try:
             if item.ports:  # checked before send_out claims them
                 sink.check(end.wire, item.data, len(item.ports))
-            refs, after = self.send_out(item.ports, sink)
+            refs, after = self.send_out(item.ports, sink, relayed=type(item) is Relayed)
             sink.message(end.wire, item.data, refs)
         except FrameTooLargeError as exc:
             # Not counted in ``sent``: the holder never sees it, so owes nothing back.

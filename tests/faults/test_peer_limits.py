@@ -203,6 +203,52 @@ async def test_an_end_main_forwards_is_not_charged_to_the_renderer_that_made_it(
             await setup.check_healthy()
 
 
+async def test_ends_a_renderer_posts_through_a_routed_port_stay_charged_to_it() -> None:
+    """Main routes a renderer's port messages on to the port's peer in another
+    renderer without any of main's code seeing them: the ends they carry, fresh
+    channels of the sender, count against the sender while they are open, so one
+    that posts channels without end to a peer that never starts its port is cut off
+    instead of growing main's table."""
+    limit = 8
+    with anyio.fail_after(20):
+        async with (
+            bench(max_open_ports=limit) as setup,
+            RawPeer.connect(setup.listener.address) as sender,
+            RawPeer.connect(setup.listener.address) as holder,
+        ):
+            router = setup.ipc_main._ports
+            sender_id = (await sender.handshake(setup.listener.token)).renderer_id
+            holder_id = (await holder.handshake(setup.listener.token)).renderer_id
+            known = len(router)
+            channel = ipcbus.MessageChannelMain()
+            for renderer_id, port in ((sender_id, channel.port1), (holder_id, channel.port2)):
+                contents = setup.ipc_main.from_id(renderer_id)
+                assert contents is not None
+                await contents.post_message("port", None, transfer=[port])
+            given = await sender.receive()
+            assert isinstance(given, Message) and len(given.ports) == 1
+            port_id = given.ports[0].id
+
+            async def hold_and_never_start() -> None:
+                while await holder.receive() is not None:
+                    pass  # reads everything, answers nothing
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hold_and_never_start)
+                out = []
+                for k in range(4 * limit):
+                    a, b = -(2 * k + 1), -(2 * k + 2)
+                    both = [PortRef(a, b), PortRef(b, a)]
+                    out.append(PortMessage(port_id, raw_args(k), both))
+                await sender.send(frames(*out))
+                with anyio.fail_after(5):  # not a Goodbye away: it was never cut off
+                    await _cut_off(setup, sender, sender_id, f"more than {limit} message-port ends")
+                # what reached the holder before the cut stays (it is the holder's
+                # now to close); no more than the limit allowed
+                assert len(router) - known <= 2 + limit
+                tg.cancel_scope.cancel()
+
+
 async def test_a_renderer_that_does_not_give_back_what_it_said_is_cut_off() -> None:
     """Main holds an end's traffic until the frames a renderer said it gives back
     (``returning``) are back, and they come right after the frame that carried the
