@@ -54,7 +54,7 @@ class Budget:
 class Sink:
     """One renderer connection, as main's router sees it."""
 
-    __slots__ = ("budget", "dead", "endpoint", "promised", "refused")
+    __slots__ = ("acks", "budget", "dead", "endpoint", "promised", "refused")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -62,6 +62,9 @@ class Sink:
         #: Ends of channels this renderer made that are in main's table
         #: (``max_open_ports`` bounds them: each costs main kilobytes).
         self.budget = Budget()
+        #: Ends closed while here that wait for its acknowledgement (at most
+        #: ``max_open_ports``: ``RouteDelivery._await_ack``).
+        self.acks = Budget()
         self.refused = False  # over max_open_ports, or lied about a port: ending
         #: Frames it said it gives back right after the ports it sent (``returning``).
         self.promised = 0
@@ -143,7 +146,8 @@ class End:
         # moves), and an empty deque is 760 bytes to a list's 56.
         self.returned: list[Queued] = []  # given back while the end is away
         self.held: list[Queued] = []  # new traffic waiting for ``owed``
-        #: The budget of the renderer that made it, until main moves it on.
+        #: What it counts against: the budget of the renderer that made it, until
+        #: main's code moves it on; once closed at a renderer, that one's ``acks``.
         self.origin: Budget | None = None
 
     def holder(self) -> MessagePortMain | None:

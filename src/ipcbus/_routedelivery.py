@@ -13,6 +13,7 @@ and forgets it (``_forget``, ``_drop``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._errors import FrameTooLargeError
@@ -39,6 +40,7 @@ class RouteDelivery:
         _at: dict[Sink, set[int]]
         _owing: dict[Sink, dict[int, int]]
         _inline: bool
+        _max_open_ports: Callable[[], int]
 
         def send_out(
             self, ports: list[MessagePortMain], sink: Sink, *, relayed: bool = False
@@ -108,7 +110,8 @@ class RouteDelivery:
             return
         if not isinstance(item, Item):
             end.sent += 1
-            sink.close(end.wire)  # the end stays until its holder acknowledges
+            sink.close(end.wire)
+            self._await_ack(end, sink)
             return
         if sink.dead:
             end.sent += 1
@@ -125,6 +128,25 @@ class RouteDelivery:
             return
         end.sent += 1
         after()
+
+    def _await_ack(self, end: End, sink: Sink) -> None:
+        """``sink`` was told ``end`` is closed: keep it until ``sink`` acknowledges.
+
+        Frames ``sink`` sent for the end before it read the close still find it
+        (a message is dropped, a move gives the close back to the end's next
+        holder). It counts against ``sink`` now, not its maker. A renderer that
+        does not acknowledge would grow main's table with every close a peer
+        causes, so at most ``max_open_ports`` ends wait per renderer; past that
+        main forgets the end at once, and a late frame for it finds nothing, as
+        a frame for any port not held there (no error: nothing is owed).
+        """
+        acks = sink.acks
+        if acks.count >= self._max_open_ports():
+            self._drop(end)
+            return
+        end.uncharge()
+        end.origin = acks
+        acks.count += 1
 
     def _forget(self, end: End) -> None:
         if self._ends.pop(end.id, None) is not None:
