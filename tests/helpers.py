@@ -59,6 +59,27 @@ async def spawn_renderer(ipc_main: ipcbus.IpcMain, name: str, *args: str) -> ipc
     )
 
 
+class Blocker:
+    """An async handler (or listener) that waits forever and records how it ended."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.cancelled = anyio.Event()
+        self.finalized = anyio.Event()
+        self.calls = 0
+
+    async def __call__(self, event: Any, *args: Any) -> None:
+        self.calls += 1
+        self.started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled.set()
+            raise
+        finally:
+            self.finalized.set()
+
+
 async def wait_for(event: anyio.Event, timeout: float = 5.0) -> None:
     """Wait for ``event``; fail the test (not hang) after ``timeout`` seconds."""
     with anyio.fail_after(timeout):

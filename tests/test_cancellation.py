@@ -12,29 +12,7 @@ import pytest
 import ipcbus
 from ipcbus import ConnectionClosedError, IpcMainEvent, IpcTimeoutError, RemoteError
 
-from .helpers import running_main, spawn_renderer, spawn_script, wait_for
-
-
-class Blocker:
-    """An async handler that waits forever and records how it ended."""
-
-    def __init__(self) -> None:
-        self.started = anyio.Event()
-        self.cancelled = anyio.Event()
-        self.finalized = anyio.Event()
-        self.calls = 0
-
-    async def __call__(self, event: Any, *args: Any) -> None:
-        self.calls += 1
-        self.started.set()
-        try:
-            await anyio.sleep_forever()
-        except anyio.get_cancelled_exc_class():
-            self.cancelled.set()
-            raise
-        finally:
-            self.finalized.set()
-
+from .helpers import Blocker, running_main, spawn_renderer, spawn_script, wait_for
 
 # ---- renderer -> main ------------------------------------------------------------------
 

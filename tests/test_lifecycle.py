@@ -23,7 +23,15 @@ from ipcbus._framing import append_frame
 from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Goodbye, Welcome
 
 from .faults._raw import RawPeer
-from .helpers import RENDERERS, child_env, running_main, spawn_renderer, spawn_script, wait_for
+from .helpers import (
+    RENDERERS,
+    Blocker,
+    child_env,
+    running_main,
+    spawn_renderer,
+    spawn_script,
+    wait_for,
+)
 
 QUIT_AT_ONCE = """
 import anyio, ipcbus
@@ -515,18 +523,9 @@ async def test_wait_closed_waits_for_the_child_to_exit(tmp_path: Path) -> None:
 
 
 async def test_renderer_killed_mid_invoke(tmp_path: Path) -> None:
-    started = anyio.Event()
-    cancelled = anyio.Event()
+    block = Blocker()
     disconnected = anyio.Event()
     details: list[tuple[int, DisconnectDetails]] = []
-
-    async def block(event: Any) -> None:
-        started.set()
-        try:
-            await anyio.sleep_forever()
-        except anyio.get_cancelled_exc_class():
-            cancelled.set()
-            raise
 
     def on_disconnect(contents: WebContents, info: DisconnectDetails) -> None:
         details.append((contents.id, info))
@@ -549,9 +548,9 @@ async def test_renderer_killed_mid_invoke(tmp_path: Path) -> None:
                 anyio.run(main)
                 """,
             )
-            await wait_for(started, 10)
+            await wait_for(block.started, 10)
             os.kill(victim.process_id, signal.SIGKILL)
-            await wait_for(cancelled, 10)
+            await wait_for(block.cancelled, 10)
             await wait_for(disconnected, 10)
             assert details == [(victim.id, victim.disconnect_details)]
             info = details[0][1]

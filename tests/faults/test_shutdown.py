@@ -16,7 +16,7 @@ import pytest
 
 import ipcbus
 
-from ..helpers import spawn_renderer
+from ..helpers import Blocker, spawn_renderer
 from ._raw import RawPeer, wait_until
 
 
@@ -210,24 +210,15 @@ async def test_shutdown_cancels_an_async_listener_that_outlasts_the_grace() -> N
     grace = 0.5
     with anyio.fail_after(20):
         ipc_main = ipcbus.IpcMain(shutdown_grace=grace)
-        started, cancelled = anyio.Event(), anyio.Event()
-
-        @ipc_main.on("stuck")
-        async def stuck(event: ipcbus.IpcMainEvent) -> None:
-            started.set()
-            try:
-                await anyio.sleep_forever()
-            except anyio.get_cancelled_exc_class():
-                cancelled.set()
-                raise
-
+        stuck = Blocker()
+        ipc_main.on("stuck", stuck)
         main = MainInTask(ipc_main)
         async with anyio.create_task_group() as tg:
             listener = await tg.start(main.run)
             renderer = ipcbus.IpcRenderer()
             async with renderer.connect(listener.address, token=listener.token):
                 await renderer.send("stuck")
-                await started.wait()
+                await stuck.started.wait()
                 took = await main.end()
-        assert cancelled.is_set()
+        assert stuck.cancelled.is_set()
         assert grace - 0.1 <= took < grace + 3

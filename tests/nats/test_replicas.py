@@ -18,7 +18,7 @@ import pytest
 
 import ipcbus
 
-from ..helpers import running_main, wait_for
+from ..helpers import Blocker, running_main, wait_for
 
 FAST: dict[str, Any] = {"heartbeat_interval": 0.5}
 RENDERERS = 12
@@ -97,7 +97,7 @@ async def test_a_dozen_renderers_spread_over_three_replicas(nats_url: str) -> No
 
 
 async def test_invoke_errors_and_cancellation_cross_nats(nats_url: str) -> None:
-    started, cancelled = anyio.Event(), anyio.Event()
+    slow = Blocker()
     with anyio.fail_after(30):
         async with running_main(**FAST) as ipc_main:
 
@@ -105,14 +105,7 @@ async def test_invoke_errors_and_cancellation_cross_nats(nats_url: str) -> None:
             def boom(event: ipcbus.IpcMainInvokeEvent) -> None:
                 raise ValueError("boom")
 
-            @ipc_main.handle("slow")
-            async def slow(event: ipcbus.IpcMainInvokeEvent) -> None:
-                started.set()
-                try:
-                    await anyio.sleep_forever()
-                except anyio.get_cancelled_exc_class():
-                    cancelled.set()
-                    raise
+            ipc_main.handle("slow", slow)
 
             await ipc_main.join(nats_url, app="errors")
             async with ipcbus.connect(nats_url, app="errors") as renderer:
@@ -125,9 +118,9 @@ async def test_invoke_errors_and_cancellation_cross_nats(nats_url: str) -> None:
                     await renderer.send_sync("nobody-listens")
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(renderer.invoke, "slow")
-                    await wait_for(started)
+                    await wait_for(slow.started)
                     tg.cancel_scope.cancel()
-                await wait_for(cancelled)  # the Cancel crossed NATS and reached the handler
+                await wait_for(slow.cancelled)  # the Cancel crossed NATS and reached the handler
                 with pytest.raises(ipcbus.IpcTimeoutError):
                     await renderer.invoke("slow", timeout=0.2)
 
