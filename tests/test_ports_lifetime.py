@@ -991,3 +991,85 @@ def test_a_loop_that_takes_no_attributes_still_keeps_started_ports_while_it_live
     del loop
     gc.collect()
     assert port() is None  # the loop went, and what it kept with it
+
+
+# ---- closes a renderer has not answered yet --------------------------------------------
+
+
+async def _all_until_close(port: MessagePortMain) -> list[Any]:
+    """Everything ``port`` delivers until its close."""
+    return [event.data async for event in port]
+
+
+async def test_an_end_moved_before_its_renderer_read_its_close_still_closes_in_main() -> None:
+    """An honest renderer keeps its end of a channel whose other end main closes, in
+    a burst of closes, and moves it to main before it reads the close: main's new
+    port must see the close (main keeps the end until the renderer answers)."""
+    burst = 8
+    with anyio.fail_after(10):
+        async with running_main(max_open_ports=4) as ipc_main:
+            taken: list[MessagePortMain] = []
+            back: list[MessagePortMain] = []
+            held: list[MessagePortMain] = []
+            all_held = anyio.Event()
+            ipc_main.on("take", lambda event, *args: taken.extend(event.ports))
+            ipc_main.on("back", lambda event, *args: back.extend(event.ports))
+            ipc_main.handle("ping", lambda event: None)
+            async with ipc_main.connect_local() as renderer:
+
+                @renderer.on("port")
+                def on_port(event: Any, *args: Any) -> None:
+                    held.extend(event.ports)
+                    if len(held) == burst:
+                        all_held.set()
+
+                contents = ipc_main.get_all_web_contents()[0]
+                mains = [MessageChannelMain() for _ in range(burst)]
+                for channel in mains:
+                    await contents.post_message("port", None, [channel.port2])
+                await all_held.wait()
+                mine = MessageChannelMain()  # made in the renderer
+                await renderer.post_message("take", None, [mine.port1])
+                await renderer.invoke("ping")
+                for channel in mains:
+                    channel.port1.close()  # a burst of closes, none answered yet
+                taken[0].close()
+                await renderer.post_message("back", None, [mine.port2])  # before it read it
+                await renderer.invoke("ping")
+                with anyio.fail_after(3):
+                    assert await _all_until_close(back[0]) == []
+
+
+async def test_what_main_sent_before_a_close_survives_a_move_back_in_a_burst() -> None:
+    """Main posts a message on a channel and closes it, among a burst of closes; the
+    renderer moves its end back to main before it read either: main's new port gets
+    the message, then the close."""
+    burst = 8
+    with anyio.fail_after(10):
+        async with running_main(max_open_ports=4) as ipc_main:
+            held: list[MessagePortMain] = []
+            back: list[MessagePortMain] = []
+            all_held = anyio.Event()
+            ipc_main.on("back", lambda event, *args: back.extend(event.ports))
+            ipc_main.handle("ping", lambda event: None)
+            async with ipc_main.connect_local() as renderer:
+
+                @renderer.on("port")
+                def on_port(event: Any, *args: Any) -> None:
+                    held.extend(event.ports)
+                    if len(held) == burst + 1:
+                        all_held.set()
+
+                contents = ipc_main.get_all_web_contents()[0]
+                channels = [MessageChannelMain() for _ in range(burst + 1)]
+                for channel in channels:
+                    await contents.post_message("port", None, [channel.port2])
+                await all_held.wait()
+                for channel in channels[:-1]:
+                    channel.port1.close()
+                channels[-1].port1.post_message("hello")
+                channels[-1].port1.close()
+                await renderer.post_message("back", None, [held[-1]])  # before it read them
+                await renderer.invoke("ping")
+                with anyio.fail_after(3):
+                    assert await _all_until_close(back[0]) == ["hello"]

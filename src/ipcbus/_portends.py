@@ -63,7 +63,7 @@ class Sink:
         #: (``max_open_ports`` bounds them: each costs main kilobytes).
         self.budget = Budget()
         #: Ends closed while here that wait for its acknowledgement (at most
-        #: ``max_open_ports``: ``RouteDelivery._await_ack``).
+        #: ``_routedelivery.MAX_UNANSWERED``: ``RouteDelivery._await_ack``).
         self.acks = Budget()
         self.refused = False  # over max_open_ports, or lied about a port: ending
         #: Frames it said it gives back right after the ports it sent (``returning``).

@@ -13,7 +13,6 @@ and forgets it (``_forget``, ``_drop``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._errors import FrameTooLargeError
@@ -25,10 +24,15 @@ if TYPE_CHECKING:
     from ._wire import PortRef
     from .ports import MessagePortMain
 
-__all__ = ("MAX_HELD", "RouteDelivery")
+__all__ = ("MAX_HELD", "MAX_UNANSWERED", "RouteDelivery")
 
 #: Frames held for an end while a renderer owes frames back for it (``_deliver``).
 MAX_HELD = 100_000
+
+#: Ends closed while a renderer held them that may wait for its acknowledgement
+#: (``_await_ack``): far above what an honest renderer has in flight in a burst
+#: of closes, and a bound (~300 bytes each) on one that never answers.
+MAX_UNANSWERED = 65_536
 
 
 class RouteDelivery:
@@ -40,7 +44,6 @@ class RouteDelivery:
         _at: dict[Sink, set[int]]
         _owing: dict[Sink, dict[int, int]]
         _inline: bool
-        _max_open_ports: Callable[[], int]
 
         def send_out(
             self, ports: list[MessagePortMain], sink: Sink, *, relayed: bool = False
@@ -132,21 +135,23 @@ class RouteDelivery:
     def _await_ack(self, end: End, sink: Sink) -> None:
         """``sink`` was told ``end`` is closed: keep it until ``sink`` acknowledges.
 
-        Frames ``sink`` sent for the end before it read the close still find it
-        (a message is dropped, a move gives the close back to the end's next
-        holder). It counts against ``sink`` now, not its maker. A renderer that
-        does not acknowledge would grow main's table with every close a peer
-        causes, so at most ``max_open_ports`` ends wait per renderer; past that
-        main forgets the end at once, and a late frame for it finds nothing, as
-        a frame for any port not held there (no error: nothing is owed).
+        Frames ``sink`` sent for the end before it read the close must still
+        find it (a move gives back what main sent, the close included, to the
+        end's next holder), so main cannot forget it sooner. It counts against
+        ``sink`` now, not its maker. A renderer answers each close as it reads
+        it; one with more than ``MAX_UNANSWERED`` unanswered would grow main's
+        table with every close its peers cause, and is cut off.
         """
         acks = sink.acks
-        if acks.count >= self._max_open_ports():
-            self._drop(end)
-            return
         end.uncharge()
         end.origin = acks
         acks.count += 1
+        if acks.count > MAX_UNANSWERED:
+            sink.refuse(
+                f"more than {MAX_UNANSWERED} message ports closed while this renderer "
+                "held them wait for it to acknowledge the close; a renderer answers "
+                "each PortClose as it reads it"
+            )
 
     def _forget(self, end: End) -> None:
         if self._ends.pop(end.id, None) is not None:
