@@ -72,6 +72,7 @@ class Admission:
         "pending_starts",
         "resume_reading",
         "scopes",
+        "stopping",
     )
 
     def __init__(
@@ -104,6 +105,9 @@ class Admission:
         self.scopes: dict[int, anyio.CancelScope] = {}
         #: Set when the last handler, or the last async dispatch task, finishes.
         self.idle: anyio.Event | None = None
+        #: Main is shutting down and cancelled the handlers: one that starts now
+        #: (from the backlog, or a call read meanwhile) is cancelled as it starts.
+        self.stopping = False
 
     if TYPE_CHECKING:
 

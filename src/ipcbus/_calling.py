@@ -227,6 +227,8 @@ async def _serve_call(
         return  # cancelled (or the connection ended) before we started
     with anyio.CancelScope() as scope:
         d.scopes[request_id] = scope
+        if d.stopping:
+            scope.cancel()  # main is shutting down: no new handler runs
         try:
             result = call()
             if is_awaitable(result):
@@ -260,6 +262,8 @@ async def serve_stream(
     iterator: AsyncIterator[Any] | None = None
     with anyio.CancelScope() as scope:
         d.scopes[request_id] = scope
+        if d.stopping:
+            scope.cancel()
         try:
             iterator = await _open_iterator(callback.fn(event, *args), channel)
             await _pump_stream(d, request_id, channel, iterator)

@@ -282,7 +282,13 @@ class Endpoint(DeliveredReads):
         await self.closed.wait()
 
     def cancel_handlers(self) -> None:
-        """Cancel every running handler; each replies that it was cancelled."""
+        """Cancel every running handler, and any that starts from now on.
+
+        Each replies that it was cancelled. For shutdown: a call held back by
+        ``max_in_flight`` starts as the cancelled ones end, and must not hold
+        the exit.
+        """
+        self.dispatcher.stopping = True
         for scope in list(self.dispatcher.scopes.values()):
             scope.cancel()
 

@@ -222,3 +222,23 @@ async def test_shutdown_cancels_an_async_listener_that_outlasts_the_grace() -> N
                 took = await main.end()
         assert stuck.cancelled.is_set()
         assert grace - 0.1 <= took < grace + 3
+
+
+async def test_a_handler_that_starts_after_the_grace_is_cancelled_as_it_starts() -> None:
+    """At the end of the grace main cancels every handler, then waits for them. A
+    call held back by ``max_in_flight`` starts as the cancelled ones end, and a
+    call read meanwhile starts too; whether one starts before that wait returns
+    depends on the scheduler (trio's may run it first). Such a handler must be
+    cancelled as it starts, or the exit waits for it for ever. Driven directly:
+    after ``cancel_handlers`` a new call is cancelled at once."""
+    with anyio.fail_after(10):
+        ipc_main = ipcbus.IpcMain(shutdown_grace=0.5)
+        stuck = Blocker()
+        ipc_main.handle("stuck", stuck)
+        async with ipc_main, ipc_main.connect_local() as renderer:
+            (contents,) = ipc_main.get_all_web_contents()
+            assert contents._endpoint is not None
+            contents._endpoint.cancel_handlers()  # as _close_link does
+            with pytest.raises(ipcbus.RemoteError, match="never sent"):
+                await renderer.invoke("stuck", timeout=5)
+            assert stuck.cancelled.is_set()
