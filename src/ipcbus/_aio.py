@@ -223,6 +223,15 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         """
         return self._protocol.can_write
 
+    def closing(self) -> bool:
+        """Whether the transport is closing: it failed on this loop turn, or was closed.
+
+        :meth:`can_write_nowait` learns of a failure a turn later; a writer
+        that writes many times per turn (a page's replies) asks this too, as
+        asyncio logs each write to a failed transport.
+        """
+        return self._transport.is_closing()
+
     def write_nowait(self, data: bytes | bytearray) -> None:
         """Hand ``data`` to the transport now; only after :meth:`can_write_nowait`,
         and only up to ``LARGE_WRITE`` bytes (larger ones: :meth:`send`)."""

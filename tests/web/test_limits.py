@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
+from wsproto.events import BytesMessage
 
 from ipcbus._wire import CloseCode, Goodbye
 from ipcbus.web import WebServer, _server
@@ -177,3 +179,93 @@ async def test_connections_held_open_cannot_lock_pages_out(
                     pass
             for stream in held:
                 await stream.aclose()
+
+
+async def test_pipelined_requests_give_the_loop_a_turn_between_them() -> None:
+    """A client that pipelines requests (no token needed) is answered one request
+    per turn of the loop, so it cannot hold the loop while thousands are served."""
+    requests = 3000
+    turns = 0
+    done = anyio.Event()
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while not done.is_set():
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with running_main() as ipc_main:
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(30):
+            async with (
+                await anyio.connect_tcp("127.0.0.1", web.port) as stream,
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(count_turns)
+                await stream.send(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n" * requests)
+                received = b""
+                while received.count(b"HTTP/1.1 404") < requests:
+                    received += await stream.receive()
+                done.set()
+    assert turns >= requests // 2, turns
+
+
+@pytest.mark.parametrize("said_hello", [False, True])
+async def test_tiny_fragments_cost_a_page_more_than_their_payload(said_hello: bool) -> None:
+    """A message that never ends, in empty (before the Hello) or 2-byte fragments:
+    each fragment counts against the size limit beyond its payload, so fragments
+    that carry nothing still end at the limit (closed with 1009), not only at the
+    handshake timeout or the heartbeat."""
+    limit = 65536
+    async with running_main(max_frame_size=limit) as ipc_main:
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(20):
+            if said_hello:
+                frames = await _open_page(web)
+                payload = b"xy"
+            else:
+                frames = await open_websocket("127.0.0.1", web.port, origin=own_origin(web))
+                payload = b""
+            # 10,000 fragments: 20 KB of payload at most, under the limit itself
+            fragments = [
+                frames.ws.send(BytesMessage(data=payload, message_finished=False))
+                for _ in range(10_000)
+            ]
+            await frames.stream.send(b"".join(fragments))
+            goodbye, code, _ = await closed_with(frames)
+    assert goodbye is not None and goodbye.code is CloseCode.FRAME_TOO_LARGE
+    assert code == 1009
+
+
+async def test_a_page_flooding_small_messages_gives_the_loop_turns() -> None:
+    """Thousands of small messages in a few reads are taken a few hundred per turn of
+    the loop, not all at once: a page cannot hold main's loop while they run."""
+    messages = 20_000
+    turns = 0
+    got = 0
+    all_in = anyio.Event()
+
+    def count(event: Any, n: int) -> None:
+        nonlocal got
+        got += 1
+        if got == messages:
+            all_in.set()
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while not all_in.is_set():
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with running_main() as ipc_main:
+        ipc_main.on("n", count)
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(30):
+            frames = await _open_page(web)
+            one = frames.ws.send(BytesMessage(data=msgspec.msgpack.encode([3, "n", [1]])))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(count_turns)
+                await frames.stream.send(one * messages)
+                await all_in.wait()
+            await frames.aclose()
+    assert turns >= messages // 512, turns

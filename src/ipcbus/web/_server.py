@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import h11
 from anyio.streams.stapled import MultiListener
 from wsproto.utilities import generate_accept_token
@@ -159,6 +160,9 @@ class WebServer:
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return False
             conn.start_next_cycle()
+            # Pipelined requests already read are answered without waiting for
+            # anything: give the loop a turn between them, or one client holds it.
+            await anyio.lowlevel.checkpoint()
 
     async def _read_request(
         self, stream: anyio.abc.ByteStream, conn: h11.Connection

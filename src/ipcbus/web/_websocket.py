@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, cast
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import msgspec
 from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionState, ConnectionType
@@ -52,6 +53,13 @@ __all__ = (
 )
 
 _READ_SIZE = 65536
+#: What a fragment of a message in several costs against the size limit beyond
+#: its payload (its header, at least 6 bytes from a page, and its handling), so
+#: that fragments carrying nothing still reach the limit.
+FRAGMENT_COST = 16
+#: WebSocket events taken per turn of the loop: a read of 64 KiB can hold 30,000
+#: empty fragments or 3,000 small messages, and nothing else may wait for them all.
+EVENTS_PER_TURN = 256
 _CLOSE_CODES = {
     CloseCode.NORMAL: 1000,
     CloseCode.SHUTDOWN: 1001,
@@ -121,8 +129,9 @@ class WebSocketFrames(FrameStream):
         # limit; nor is more of one buffered here (an unauthenticated page).
         self._max = min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE)
         self._max_after_hello = max_frame_size
-        self._parts: list[bytes] = []
-        self._size = 0  # of the message being assembled
+        self._parts: bytearray | None = None  # a message in fragments, so far
+        self._size = 0  # of the message being assembled, with FRAGMENT_COST per part
+        self._events = 0  # taken since the last turn of the loop (EVENTS_PER_TURN)
         self._close: tuple[int, str] | None = None  # what our close frame will say
         self._write = anyio.Lock()  # the reader answers pings; the writer sends frames
         self._closed = False
@@ -131,6 +140,10 @@ class WebSocketFrames(FrameStream):
         while True:
             for event in self._ws.events():
                 body = await self._take(event)
+                self._events += 1
+                if self._events >= EVENTS_PER_TURN:
+                    self._events = 0
+                    await anyio.lowlevel.checkpoint()
                 if body is not None:
                     return body
             try:
@@ -143,18 +156,26 @@ class WebSocketFrames(FrameStream):
     async def _take(self, event: object) -> bytes | None:
         """A whole body when ``event`` completes one, else ``None``."""
         if isinstance(event, BytesMessage):
-            self._size += len(event.data)
+            data, parts = event.data, self._parts
+            if event.message_finished and parts is None:  # one frame: the usual case
+                if len(data) > self._max:
+                    return oversized(len(data))  # the core's Goodbye then closes with 1009
+                self._max = self._max_after_hello
+                return data if isinstance(data, bytes) else bytes(data)
+            # Fragments go into one buffer: main holds their payload, not an object
+            # per fragment, whatever their number.
+            self._size += len(data) + FRAGMENT_COST
             if self._size > self._max:
-                size, self._parts, self._size = self._size, [], 0
-                return oversized(size)  # the core's Goodbye then closes with 1009
-            data = event.data
-            self._parts.append(data if isinstance(data, bytes) else bytes(data))
+                size, self._parts, self._size = self._size, None, 0
+                return oversized(size)
+            if parts is None:
+                parts = self._parts = bytearray()
+            parts += data
             if not event.message_finished:
                 return None
-            body = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-            self._parts, self._size = [], 0
+            self._parts, self._size = None, 0
             self._max = self._max_after_hello
-            return body
+            return bytes(parts)
         if isinstance(event, Ping):
             await self._write_bytes(self._ws.send(event.response()))
             return None
@@ -245,7 +266,10 @@ class WebSocketFrames(FrameStream):
                 return
             self._ws.receive_data(data)
             for _ in self._ws.events():
-                pass
+                self._events += 1
+                if self._events >= EVENTS_PER_TURN:
+                    self._events = 0
+                    await anyio.lowlevel.checkpoint()  # lets move_on_after end it
 
 
 class FastWebSocketFrames(WebSocketFrames):
@@ -274,6 +298,7 @@ class FastWebSocketFrames(WebSocketFrames):
             self._ws.state is ConnectionState.OPEN
             and not self._write.locked()
             and self._direct.can_write_nowait()
+            and not self._direct.closing()
         )
 
     def write_nowait(self, data: bytes | bytearray) -> None:
