@@ -17,6 +17,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from ._errors import ConnectionClosedError, FrameTooLargeError
@@ -111,6 +112,11 @@ class Replica:
                 self._done.set()
 
     async def _on_connect(self, msg: Msg) -> None:
+        # nats-py calls this for each request in turn, without a turn of the loop
+        # between them while more are queued: let the connections started for the
+        # earlier ones run first, so max_pending_handshakes drops the oldest as
+        # they come rather than after a whole flood of requests has been taken.
+        await anyio.lowlevel.checkpoint()
         main = self._main
         if main._closing or self._connect_sub is None:
             return  # leaving: no answer, the renderer asks again and gets another replica
@@ -142,8 +148,17 @@ class Replica:
     async def _serve(self, frames: NatsFrames, renderer_id: int) -> None:
         self._served.add(renderer_id)
         try:
+            # Accepted, as from a listener: until its Hello it counts against
+            # max_pending_handshakes (one more drops the oldest), so a flood of
+            # connect requests costs main a bounded number of connections.
             await self._main._serve(
-                frames, self._token, 0, None, allowed=self._allowed, renderer_id=renderer_id
+                frames,
+                self._token,
+                0,
+                None,
+                allowed=self._allowed,
+                accepted=True,
+                renderer_id=renderer_id,
             )
         finally:
             self._served.discard(renderer_id)

@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 import ipcbus
+import nats
+from ipcbus._nats import ConnectRequest, connect_subject
 
 from ..helpers import running_main
 from .conftest import NatsServer
@@ -96,3 +99,45 @@ def test_the_nats_transport_says_it_needs_asyncio(nats_url: str) -> None:
                 pass
 
     anyio.run(main, backend="trio")
+
+
+async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_links(
+    nats_url: str,
+) -> None:
+    """Anyone who may publish on the app's connect subject can ask for connections
+    faster than it completes them: each counts against max_pending_handshakes until
+    its Hello (one more drops the oldest), so main never holds more than that many,
+    and renderers with the token still get in."""
+    requests = 2000
+    with anyio.fail_after(60):
+        async with running_main(**FAST) as ipc_main:
+            ipc_main.handle("ping", lambda event: "pong")
+            await ipc_main.join(nats_url, app="flood")
+            intruder = await nats.connect(nats_url)
+            answered = anyio.Event()
+            answers = 0
+            most = pending = 0
+
+            async def on_answer(msg: Any) -> None:
+                nonlocal answers, most, pending
+                answers += 1
+                most = max(most, len(ipc_main._links))  # those being dropped too
+                pending = max(pending, len(ipc_main._pending))
+                if answers == requests:
+                    answered.set()
+
+            inbox = intruder.new_inbox()
+            await intruder.subscribe(f"{inbox}.*", cb=on_answer)
+            for i in range(requests):
+                await intruder.publish(
+                    connect_subject("flood"),
+                    msgspec.msgpack.encode(ConnectRequest(f"{inbox}.frames{i}")),
+                    reply=f"{inbox}.{i}",
+                )
+            await intruder.flush()
+            await answered.wait()
+            await intruder.close()
+            assert pending <= ipc_main.max_pending_handshakes
+            assert most <= 2 * ipc_main.max_pending_handshakes
+            async with ipcbus.connect(nats_url, app="flood") as renderer:
+                assert await renderer.invoke("ping") == "pong"
