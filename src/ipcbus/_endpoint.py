@@ -361,7 +361,12 @@ class Endpoint(DeliveredReads):
         if event.code not in (None, CloseCode.NORMAL, CloseCode.SHUTDOWN) and not (
             refused or self._warned
         ):
-            logger.warning("connection to %s ended: %s", self.name, event.reason)
+            # Before its handshake a peer can end any number of connections:
+            # the owner may hold a rate for those lines (``_lograte``).
+            rate = self._owner.warnings if not self._welcomed else None
+            (rate.warning if rate is not None else logger.warning)(
+                "connection to %s ended: %s", self.name, event.reason
+            )
         else:
             logger.debug("connection to %s ended: %s", self.name, event.reason)
         self.calls.wake_all()

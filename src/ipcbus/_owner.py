@@ -22,6 +22,7 @@ from ._wire import PortRef
 
 if TYPE_CHECKING:
     from ._calls import ReplySlot
+    from ._lograte import WarningRate
     from ._registry import Callback
 
 __all__ = ("Gate", "Owner")
@@ -37,6 +38,11 @@ class Owner(Protocol):
     def terminated(self, event: ConnectionTerminated) -> None: ...
     def receive_ports(self, refs: Sequence[PortRef]) -> list[Any]: ...
     def port_event(self, event: PortMessageReceived | PortClosed) -> None: ...
+
+    #: Where a connection that ends before its handshake is logged, if not
+    #: straight at WARNING: main's, which peers can make end in any number.
+    @property
+    def warnings(self) -> WarningRate | None: ...
 
     # Made per message or call, so built here without a call through the owner:
     # ``_message_event(channel, _event_sender)`` (``make_event`` when a send_sync

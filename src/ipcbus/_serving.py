@@ -33,6 +33,7 @@ from ._events import (
 from ._framestream import FrameStream, frame_limit
 from ._guards import Gatekeeper
 from ._liveness import heartbeat_for
+from ._lograte import WarningRate
 from ._mainevents import IpcMainEvent, IpcMainInvokeEvent, disconnect_details
 from ._protocol import Connection, HandshakeRefused, Role, State
 from ._registry import Callback
@@ -62,6 +63,11 @@ class Link:
         self.allowed = allowed
         self.renderer_id: int | None = None  # given, not counted (a replica's)
         self.connected = False  # completed the handshake (and so was registered)
+
+    @property
+    def warnings(self) -> WarningRate:
+        """Main's rate for connections that end before their handshake."""
+        return self.main._handshake_warnings
 
     def _handshake_over(self) -> None:
         self.handshake_over = True

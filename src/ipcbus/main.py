@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from types import TracebackType
@@ -34,6 +35,7 @@ from ._endpoint import logger
 from ._guards import Guards
 from ._listening import Listener
 from ._liveness import Sweeper
+from ._lograte import WarningRate
 from ._loop import loop_hold
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
 from ._mainoptions import MainOptions
@@ -149,6 +151,10 @@ class IpcMain(Arrivals, MainOptions, Registry):
         self._links: set[Link] = set()
         # Accepted connections before their handshake, oldest first (a dict keeps order).
         self._pending: dict[Link, None] = {}
+        # Peers can end connections before their handshake in any number.
+        self._handshake_warnings = WarningRate(
+            logging.getLogger("ipcbus"), "connections ended before their handshake"
+        )
         self._listeners_open: set[Listener | WebServer] = set()
         self._joined: list[_Joined] = []  # apps served as a replica (join)
         self._fanout = Fanout()  # broadcast's writes

@@ -11,7 +11,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import anyio.abc
@@ -76,6 +76,9 @@ class IpcRenderer(Registry, RendererOptions):
         send_timeout: a write main does not read for this long ends the
             connection; ``None``: wait.
     """
+
+    #: The endpoint's owner logs its connection's end itself (``Owner.warnings``).
+    warnings: ClassVar[None] = None
 
     def __init__(
         self,

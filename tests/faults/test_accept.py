@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import sys
 from contextlib import AsyncExitStack
@@ -22,7 +24,9 @@ import anyio.abc
 import pytest
 
 import ipcbus
+from ipcbus import _lograte
 from ipcbus._framing import FrameDecoder
+from ipcbus._lograte import WarningRate
 from ipcbus._wire import PROTOCOL_VERSION, Body, CloseCode, Goodbye, Hello
 
 from ..helpers import RENDERERS, child_env, spawn_renderer
@@ -195,3 +199,61 @@ async def test_refused_connections_use_up_no_renderer_id() -> None:
                 async with ipcbus.connect(address, token=token) as c:
                     assert c.id == b.id + 1
             await setup.check_healthy()
+
+
+async def test_a_flood_of_wrong_tokens_logs_a_few_warnings_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each connection that ends before its handshake is worth a warning, but a peer
+    can end any number of them: main logs 10 a second at WARNING, says that it holds
+    the rest back, then how many it held (at DEBUG each), and serves on."""
+    caplog.set_level(logging.DEBUG, logger="ipcbus")
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            # an hour's interval, so that a slow machine does not begin a new one
+            rate = WarningRate(logging.getLogger("ipcbus"), WHAT, interval=3600)
+            setup.ipc_main._handshake_warnings = rate
+            for _ in range(40):
+                async with RawPeer.connect(setup.listener.address) as peer:
+                    await peer.send(frames(Hello(PROTOCOL_VERSION, "wrong", os.getpid())))
+                    assert (await peer.goodbye()).code is CloseCode.AUTHENTICATION_FAILED
+            await wait_until(lambda: len(ended(caplog, logging.DEBUG)) == 30)
+            await setup.check_healthy()
+    assert len(ended(caplog, logging.WARNING)) == 10
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("more than 10 connections ended before their handshake" in m for m in said)
+
+
+def ended(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    """The lines, at ``level`` exactly, that say a connection ended before its handshake."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == level and "before its handshake ended" in r.getMessage()
+    ]
+
+
+WHAT = "connections ended before their handshake"
+
+
+def test_a_warning_rate_counts_what_it_held_back_when_the_next_interval_begins(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(_lograte.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="test.rate")
+    rate = WarningRate(logging.getLogger("test.rate"), "things", burst=2, interval=1.0)
+    for i in range(5):
+        rate.warning("thing %d", i)
+    now[0] += 1.0
+    rate.warning("thing %d", 5)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "thing 0"),
+        ("WARNING", "thing 1"),
+        ("WARNING", "more than 2 things within 1 s: the rest are logged at DEBUG, and counted"),
+        ("DEBUG", "thing 2"),
+        ("DEBUG", "thing 3"),
+        ("DEBUG", "thing 4"),
+        ("WARNING", "3 more things were logged at DEBUG only"),
+        ("WARNING", "thing 5"),
+    ]
