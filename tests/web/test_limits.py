@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
@@ -269,3 +270,24 @@ async def test_a_page_flooding_small_messages_gives_the_loop_turns() -> None:
                 await all_in.wait()
             await frames.aclose()
     assert turns >= messages // 512, turns
+
+
+async def test_a_path_is_looked_up_off_the_loop() -> None:
+    """Resolving and stat-ing a requested path waits for the file system: a slow one
+    must not hold main's loop, so it happens in a worker thread."""
+    loop_thread = threading.current_thread()
+    threads: list[threading.Thread] = []
+    async with running_main() as ipc_main:
+        web = await ipc_main.serve_web()
+        respond = web._site.respond
+
+        def watched(method: str, target: bytes) -> Any:
+            threads.append(threading.current_thread())
+            return respond(method, target)
+
+        web._site.respond = watched  # type: ignore[method-assign]
+        with anyio.fail_after(10):
+            async with await anyio.connect_tcp("127.0.0.1", web.port) as stream:
+                await stream.send(b"GET /ipcbus.d.ts HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await stream.receive()).startswith(b"HTTP/1.1 200")
+    assert threads and loop_thread not in threads

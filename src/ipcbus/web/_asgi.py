@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
+import anyio.to_thread
 
 from .._framestream import FrameStream
 from .._registry import channel_set
@@ -82,7 +83,8 @@ class AsgiApp:
 
     async def _http(self, scope: Scope, send: Send) -> None:
         method = scope["method"]
-        response = self._site.respond(method, _target(scope))
+        # In a thread: a path's lookup waits for the file system (_server.py too).
+        response = await anyio.to_thread.run_sync(self._site.respond, method, _target(scope))
         await send(
             {"type": "http.response.start", "status": response.status, "headers": response.headers}
         )

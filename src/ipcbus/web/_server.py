@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
+import anyio.to_thread
 import h11
 from anyio.streams.stapled import MultiListener
 from wsproto.utilities import generate_accept_token
@@ -156,13 +156,15 @@ class WebServer:
             logger.debug("web server: %s %s", method, target.split(b"?", 1)[0].decode("latin-1"))
             if target.split(b"?", 1)[0] == b"/ipcbus":
                 return await self._upgrade(stream, conn, request)
-            await self._send(stream, conn, self._site.respond(method, target), method == "HEAD")
+            # In a thread: looking a path up (resolve, stat) waits for the file
+            # system, which must not hold the loop (the file is read in one too).
+            # It is also the turn of the loop pipelined requests must leave
+            # between them, or one client holds it.
+            response = await anyio.to_thread.run_sync(self._site.respond, method, target)
+            await self._send(stream, conn, response, method == "HEAD")
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return False
             conn.start_next_cycle()
-            # Pipelined requests already read are answered without waiting for
-            # anything: give the loop a turn between them, or one client holds it.
-            await anyio.lowlevel.checkpoint()
 
     async def _read_request(
         self, stream: anyio.abc.ByteStream, conn: h11.Connection
