@@ -363,7 +363,7 @@ class Endpoint(DeliveredReads):
         ):
             # Before its handshake a peer can end any number of connections:
             # the owner may hold a rate for those lines (``_lograte``).
-            rate = self._owner.warnings if not self._welcomed else None
+            rate = self._owner.warnings if not self.conn.renderer_id else None
             (rate.warning if rate is not None else logger.warning)(
                 "connection to %s ended: %s", self.name, event.reason
             )

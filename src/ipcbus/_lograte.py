@@ -32,12 +32,16 @@ class WarningRate:
         self._used = 0  # warnings logged in it
         self._held = 0  # logged at DEBUG only since the last count was given
 
+    def flush(self) -> None:
+        """Say how many were held back, if any (main's shutdown: no later warning may come)."""
+        if self._held:
+            self._logger.warning("%d more %s were logged at DEBUG only", self._held, self._what)
+            self._held = 0
+
     def warning(self, msg: str, *args: Any) -> None:
         now = time.monotonic()
         if now - self._started >= self._interval:
-            if self._held:
-                self._logger.warning("%d more %s were logged at DEBUG only", self._held, self._what)
-                self._held = 0
+            self.flush()
             self._started, self._used = now, 0
         if self._used < self._burst:
             self._used += 1

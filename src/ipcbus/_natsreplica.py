@@ -31,6 +31,7 @@ from ._nats import (
     check_app,
     connect_subject,
 )
+from ._serving import Waiting
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -43,6 +44,11 @@ __all__ = ("Replica", "join")
 logger = logging.getLogger("ipcbus")
 
 _ID_BITS = 20  # renderer ids: a random 32-bit prefix, then a 20-bit counter
+
+#: A replica's connections waiting for their Hello, as a multiple of
+#: ``max_pending_handshakes`` (64 -> 1,024): over NATS the Hello is a network
+#: round trip away, and an app's renderers may all ask at once (a restart).
+WAITING_PER_PENDING = 16
 
 
 def _renderer_ids() -> Iterator[int]:
@@ -82,6 +88,8 @@ class Replica:
         self._allowed = allowed
         self._ids = _renderer_ids()
         self._served: set[int] = set()  # renderer ids of ours (while connected)
+        # Ours before their Hello: bounded, so a flood of connect requests is too.
+        self._waiting = Waiting(lambda: WAITING_PER_PENDING * main.max_pending_handshakes)
         self._connect_sub: Subscription | None = None
         self._broadcast_sub: Subscription | None = None
         self._scope = anyio.CancelScope()
@@ -148,8 +156,8 @@ class Replica:
     async def _serve(self, frames: NatsFrames, renderer_id: int) -> None:
         self._served.add(renderer_id)
         try:
-            # Accepted, as from a listener: until its Hello it counts against
-            # max_pending_handshakes (one more drops the oldest), so a flood of
+            # Accepted, as from a listener: until its Hello it waits in this
+            # replica's own Waiting (one more drops the oldest), so a flood of
             # connect requests costs main a bounded number of connections.
             await self._main._serve(
                 frames,
@@ -157,7 +165,7 @@ class Replica:
                 0,
                 None,
                 allowed=self._allowed,
-                accepted=True,
+                accepted=self._waiting,
                 renderer_id=renderer_id,
             )
         finally:

@@ -11,7 +11,7 @@ lone Goodbye (``refuse``). The state all of this reads and updates is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,23 @@ from ._wire import CloseCode, PortRef, RequestKind
 if TYPE_CHECKING:
     from .main import IpcMain
 
-__all__ = ("OUT_OF_DESCRIPTORS", "Link", "serve")
+__all__ = ("OUT_OF_DESCRIPTORS", "Link", "Waiting", "serve")
+
+
+class Waiting:
+    """Connections through one door that have not shown the token yet, oldest first.
+
+    At ``limit()`` more, the oldest is dropped (``make_room_for_a_handshake``).
+    Main's listeners and web server share main's (``max_pending_handshakes``);
+    a NATS replica has its own, larger: a renderer's Hello takes a network
+    round trip there, and many may ask at once.
+    """
+
+    __slots__ = ("limit", "links")
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self.limit = limit
+        self.links: dict[Link, None] = {}  # a dict keeps the order they came in
 
 
 class Link:
@@ -62,6 +78,7 @@ class Link:
         self._handshake_event: anyio.Event | None = None
         self.allowed = allowed
         self.renderer_id: int | None = None  # given, not counted (a replica's)
+        self.waiting: Waiting | None = None  # until its handshake, if it was accepted
         self.connected = False  # completed the handshake (and so was registered)
 
     @property
@@ -106,8 +123,14 @@ class Link:
     def make_event(self, channel: str, slot: ReplySlot | None) -> IpcMainEvent:
         return IpcMainEvent(channel, self.contents, slot)
 
+    def stop_waiting(self) -> None:
+        """Its handshake is over (or it ended): it no longer counts as waiting."""
+        if self.waiting is not None:
+            self.waiting.links.pop(self, None)
+            self.waiting = None
+
     def handshake_completed(self, event: HandshakeCompleted) -> None:
-        self.main._pending.pop(self, None)
+        self.stop_waiting()
         if not self.contents.process_id:
             self.contents.process_id = event.process_id
         self.main._add_renderer(self.contents)
@@ -118,7 +141,7 @@ class Link:
         # Gone from get_all_web_contents()/from_id() at once; on_disconnect
         # hooks run later, once a spawned child has been reaped.
         self.connected = self.main._remove_renderer(self.contents)
-        self.main._pending.pop(self, None)
+        self.stop_waiting()
         self._handshake_over()
         if self.contents._port_sink is not None:
             self.main._ports.sink_gone(self.contents._port_sink)
@@ -177,18 +200,19 @@ async def serve(
     *,
     tcp: bool = False,
     allowed: frozenset[str] | None = None,
-    accepted: bool = False,
+    accepted: bool | Waiting = False,
     renderer_id: int | None = None,
 ) -> None:
     """Run one renderer's connection from handshake to the end, then clean up.
 
     ``accepted``: it came through a listener, so it counts against
-    ``max_pending_handshakes`` until it has shown the token. Its renderer
-    id is taken only then (``admit``), unless ``renderer_id`` gives it
-    (a replica's ids are unique across its app).
+    ``max_pending_handshakes`` until it has shown the token (or, given a
+    ``Waiting``, against that one's limit). Its renderer id is taken only
+    then (``admit``), unless ``renderer_id`` gives it (a replica's ids are
+    unique across its app).
     """
     if accepted and len(main._contents) >= main.max_connections:
-        await refuse(stream, CloseCode.TOO_MANY_CONNECTIONS, too_many(main))
+        await refuse(main, stream, CloseCode.TOO_MANY_CONNECTIONS, too_many(main))
         return
     contents = WebContents(main, 0, process_id)  # the id comes with the handshake
     contents._process = process
@@ -203,8 +227,10 @@ async def serve(
     )
     main._links.add(link)
     if accepted:
-        make_room_for_a_handshake(main)
-        main._pending[link] = None
+        waiting = main._waiting if accepted is True else accepted
+        make_room_for_a_handshake(main, waiting)
+        waiting.links[link] = None
+        link.waiting = waiting
 
     def endpoint_in(tg: anyio.abc.TaskGroup) -> Endpoint:
         endpoint = contents._endpoint = Endpoint(
@@ -271,24 +297,31 @@ def admit(main: IpcMain, link: Link, renderer_id: int | None = None) -> int:
     return renderer_id
 
 
-def make_room_for_a_handshake(main: IpcMain) -> None:
-    """At ``max_pending_handshakes``, drop the connection that has waited longest.
+def make_room_for_a_handshake(main: IpcMain, waiting: Waiting) -> None:
+    """At ``waiting``'s limit, drop the connection that has waited longest.
 
     The oldest rather than the newest: a renderer with the token sends its
     Hello at once, so it is through long before it becomes the oldest,
     while idle sockets cannot hold the door shut by merely staying open.
     """
-    while len(main._pending) >= main.max_pending_handshakes:
-        oldest = next(iter(main._pending))
-        del main._pending[oldest]
-        endpoint = oldest.contents._endpoint
-        if endpoint is not None and main._tg is not None:
+    limit = waiting.limit()
+    while len(waiting.links) >= limit:
+        oldest = next(iter(waiting.links))
+        oldest.stop_waiting()
+        if main._tg is not None:
             main._tg.start_soon(
-                endpoint.close,
-                CloseCode.TOO_MANY_CONNECTIONS,
+                _drop_waiting,
+                oldest,
                 "too many connections waiting for their handshake: main holds at most "
-                f"{main.max_pending_handshakes}, and this one had waited longest",
+                f"{limit}, and this one had waited longest",
             )
+
+
+async def _drop_waiting(link: Link, reason: str) -> None:
+    """Close a connection dropped from its ``Waiting``, unless its Hello came first."""
+    endpoint = link.contents._endpoint
+    if endpoint is not None and not link.handshake_over:
+        await endpoint.close(CloseCode.TOO_MANY_CONNECTIONS, reason)
 
 
 async def handshake_watchdog(main: IpcMain, link: Link, endpoint: Endpoint) -> None:
@@ -323,7 +356,7 @@ async def finish(main: IpcMain, link: Link) -> None:
             exit_code = await stop(process, grace=0.0 if ours else 2.0)
     contents.disconnect_details = disconnect_details(termination, exit_code)
     main._links.discard(link)
-    main._pending.pop(link, None)
+    link.stop_waiting()
     main._remove_renderer(contents)
     contents._finished()
     if link.connected:
@@ -343,7 +376,7 @@ OUT_OF_DESCRIPTORS = goodbye(
 )
 
 
-async def refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
+async def refuse(main: IpcMain, stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
     """Send a lone Goodbye and close: for connections refused before the handshake.
 
     A byte stream closes lingering: the renderer speaks first, so its Hello
@@ -354,7 +387,7 @@ async def refuse(stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> 
     (and drop) what it sends until it closes, ``_LINGER_BYTES`` and one
     second at most for all of it.
     """
-    logger.warning("refused a connection: %s", reason)
+    main._handshake_warnings.warning("refused a connection: %s", reason)
     with anyio.move_on_after(1, shield=True):
         with suppress(*SEND_ERRORS, *_LINGER_ENDS):
             await stream.send(goodbye(code, reason))

@@ -43,7 +43,7 @@ from ._portparts import current_host
 from ._portroute import MainPortRouter
 from ._protocol import prepare_message
 from ._registry import Callback, Registry, check_channel
-from ._serving import Link
+from ._serving import Link, Waiting
 from ._spin import main_entered, main_left
 from ._values import ENCODE_ERRORS, encode_error
 from ._webcontents import WebContents
@@ -149,8 +149,8 @@ class IpcMain(Arrivals, MainOptions, Registry):
         self._host_token: Any = None
         self._contents: dict[int, WebContents] = {}
         self._links: set[Link] = set()
-        # Accepted connections before their handshake, oldest first (a dict keeps order).
-        self._pending: dict[Link, None] = {}
+        # Connections from listeners and the web server before their handshake.
+        self._waiting = Waiting(lambda: self.max_pending_handshakes)
         # Peers can end connections before their handshake in any number.
         self._handshake_warnings = WarningRate(
             logging.getLogger("ipcbus"), "connections ended before their handshake"
@@ -195,6 +195,7 @@ class IpcMain(Arrivals, MainOptions, Registry):
                 await self._shutdown()
         finally:
             main_left()
+            self._handshake_warnings.flush()
             tg.cancel_scope.cancel()
             self._tg = None
             with suppress(ValueError):  # exited in another context than entered

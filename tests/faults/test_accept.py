@@ -30,7 +30,7 @@ from ipcbus._lograte import WarningRate
 from ipcbus._wire import PROTOCOL_VERSION, Body, CloseCode, Goodbye, Hello
 
 from ..helpers import RENDERERS, child_env, spawn_renderer
-from ._raw import _BODY_DECODER, RawPeer, bench, frames, wait_until
+from ._raw import _BODY_DECODER, RawPeer, bench, frames, raw_frame, wait_until
 
 NOFILE = 128
 HOGS = NOFILE + 40  # more idle connections than main has descriptors
@@ -257,3 +257,31 @@ def test_a_warning_rate_counts_what_it_held_back_when_the_next_interval_begins(
         ("WARNING", "3 more things were logged at DEBUG only"),
         ("WARNING", "thing 5"),
     ]
+
+
+async def test_a_connected_renderers_end_is_not_held_back_with_the_unauthenticated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Peers without the token can end any number of connections; a renderer that
+    completed its handshake and then breaks the protocol is another matter: its end
+    is a WARNING even when their burst is used up."""
+    caplog.set_level(logging.DEBUG, logger="ipcbus")
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            rate = WarningRate(logging.getLogger("ipcbus"), WHAT, interval=3600)
+            setup.ipc_main._handshake_warnings = rate
+            for _ in range(11):  # the burst, used up
+                async with RawPeer.connect(setup.listener.address) as peer:
+                    await peer.send(frames(Hello(PROTOCOL_VERSION, "wrong", os.getpid())))
+                    assert (await peer.goodbye()).code is CloseCode.AUTHENTICATION_FAILED
+            async with RawPeer.connect(setup.listener.address) as peer:
+                welcome = await peer.handshake(setup.listener.token)
+                await peer.send(raw_frame(b"\xc1"))  # not msgpack: a protocol error
+                assert (await peer.goodbye()).code is CloseCode.PROTOCOL_ERROR
+            await setup.disconnected(welcome.renderer_id)
+    ours = [
+        r
+        for r in caplog.records
+        if f"connection to renderer {welcome.renderer_id} ended" in r.getMessage()
+    ]
+    assert [r.levelno for r in ours] == [logging.WARNING]

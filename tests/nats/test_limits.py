@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 
 import ipcbus
 import nats
+from ipcbus import _nats
 from ipcbus._nats import ConnectRequest, connect_subject
+from ipcbus._natsreplica import WAITING_PER_PENDING
 
 from ..helpers import running_main
 from .conftest import NatsServer
@@ -105,24 +108,25 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
     nats_url: str,
 ) -> None:
     """Anyone who may publish on the app's connect subject can ask for connections
-    faster than it completes them: each counts against max_pending_handshakes until
+    faster than it completes them: each waits in the replica's own bounded queue until
     its Hello (one more drops the oldest), so main never holds more than that many,
     and renderers with the token still get in."""
     requests = 2000
     with anyio.fail_after(60):
-        async with running_main(**FAST) as ipc_main:
+        async with running_main(max_pending_handshakes=8, **FAST) as ipc_main:
+            limit = WAITING_PER_PENDING * 8
             ipc_main.handle("ping", lambda event: "pong")
-            await ipc_main.join(nats_url, app="flood")
+            replica = await ipc_main.join(nats_url, app="flood")
             intruder = await nats.connect(nats_url)
             answered = anyio.Event()
             answers = 0
-            most = pending = 0
+            most = waiting = 0
 
             async def on_answer(msg: Any) -> None:
-                nonlocal answers, most, pending
+                nonlocal answers, most, waiting
                 answers += 1
                 most = max(most, len(ipc_main._links))  # those being dropped too
-                pending = max(pending, len(ipc_main._pending))
+                waiting = max(waiting, len(replica._waiting.links))
                 if answers == requests:
                     answered.set()
 
@@ -137,7 +141,97 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
             await intruder.flush()
             await answered.wait()
             await intruder.close()
-            assert pending <= ipc_main.max_pending_handshakes
-            assert most <= 2 * ipc_main.max_pending_handshakes
+            assert waiting <= limit
+            assert most <= 2 * limit
             async with ipcbus.connect(nats_url, app="flood") as renderer:
                 assert await renderer.invoke("ping") == "pong"
+
+
+async def test_many_honest_renderers_asking_at_once_all_get_in(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 renderers with the token ask a replica for a connection at once (a fleet
+    started together, or after a replica's restart), each 50 ms from the NATS server:
+    all get in with the default max_pending_handshakes (64), which bounds a socket
+    listener's waiting connections, since a replica's own bound is 16 times that."""
+    renderers, latency = 200, 0.05
+    failures: list[BaseException] = []
+    with anyio.fail_after(60):
+        async with running_main() as ipc_main:
+            ipc_main.handle("ping", lambda event: "pong")
+            await ipc_main.join(nats_url, app="crowd")
+            opened = 0
+            all_open = anyio.Event()
+            real_open = _nats.NatsClient.open
+
+            async def open_then_wait(*args: Any, **kwargs: Any) -> _nats.NatsClient:
+                nonlocal opened
+                client = await real_open(*args, **kwargs)
+                opened += 1
+                if opened == renderers:
+                    all_open.set()
+                await all_open.wait()  # every one on NATS before any asks
+                return client
+
+            monkeypatch.setattr(_nats.NatsClient, "open", open_then_wait)
+            real_publish = _nats.NatsFrames._publish
+
+            async def far_publish(self: _nats.NatsFrames, body: memoryview) -> None:
+                if self._owns_client and not getattr(self, "_said_hello", False):
+                    self._said_hello = True  # type: ignore[attr-defined]
+                    await anyio.sleep(latency)  # stands for the network: nothing to await
+                await real_publish(self, body)
+
+            monkeypatch.setattr(_nats.NatsFrames, "_publish", far_publish)
+
+            async def one() -> None:
+                try:
+                    async with ipcbus.connect(nats_url, app="crowd") as renderer:
+                        assert await renderer.invoke("ping") == "pong"
+                except ipcbus.ConnectionClosedError as exc:
+                    failures.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(renderers):
+                    tg.start_soon(one)
+    assert not failures, f"{len(failures)} of {renderers} refused: {failures[0]!r}"
+
+
+async def test_a_flood_of_connect_requests_at_max_connections_logs_a_few_warnings(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With main full (max_connections), each connect request is refused at once: the
+    refusals count as connections that ended before their handshake (a few a second
+    at WARNING), not a line each."""
+    caplog.set_level(logging.DEBUG, logger="ipcbus")
+    requests = 500
+    with anyio.fail_after(60):
+        async with running_main(max_connections=1) as ipc_main:
+            ipc_main.handle("ping", lambda event: "pong")
+            await ipc_main.join(nats_url, app="full")
+            async with ipcbus.connect(nats_url, app="full") as renderer:
+                assert await renderer.invoke("ping") == "pong"
+                intruder = await nats.connect(nats_url)
+                refused = anyio.Event()
+                goodbyes = 0
+
+                async def on_frame(msg: Any) -> None:
+                    nonlocal goodbyes
+                    goodbyes += 1  # the Goodbye refusing it
+                    if goodbyes == requests:
+                        refused.set()
+
+                inbox = intruder.new_inbox()
+                await intruder.subscribe(f"{inbox}.frames.*", cb=on_frame)
+                for i in range(requests):
+                    await intruder.publish(
+                        connect_subject("full"),
+                        msgspec.msgpack.encode(ConnectRequest(f"{inbox}.frames.{i}")),
+                        reply=f"{inbox}.reply.{i}",
+                    )
+                await intruder.flush()
+                await refused.wait()
+                await intruder.close()
+                assert await renderer.invoke("ping") == "pong"
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) <= 12, (len(warned), warned[:3])

@@ -291,3 +291,41 @@ async def test_a_path_is_looked_up_off_the_loop() -> None:
                 await stream.send(b"GET /ipcbus.d.ts HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert (await stream.receive()).startswith(b"HTTP/1.1 200")
     assert threads and loop_thread not in threads
+
+
+def _blob_body(size: int) -> bytes:
+    """A Message frame body on 'blob' of exactly ``size`` bytes."""
+    n = size - 64
+    while len(body := msgspec.msgpack.encode([3, "blob", [b"y" * n]])) != size:
+        n += size - len(body)
+    return body
+
+
+@pytest.mark.parametrize("under", [0, 200])
+async def test_a_message_in_one_frame_at_the_limit_is_taken_though_read_in_pieces(
+    under: int,
+) -> None:
+    """``max_frame_size`` is the largest body main takes: a page's message of that
+    size, in one WebSocket frame (as browsers send it), is delivered, though the
+    server reads it 64 KiB at a time and wsproto hands each read over as a piece:
+    only whole frames that do not end a message count more than their payload."""
+    limit = 1 << 20
+    received: list[int] = []
+    got = anyio.Event()
+    async with running_main(max_frame_size=limit) as ipc_main:
+        ipc_main.on("blob", lambda event, data: (received.append(len(data)), got.set()))
+        web = await ipc_main.serve_web()
+        with anyio.fail_after(10):
+            frames = await _open_page(web)
+            await frames.send_raw(_blob_body(limit - under))  # one frame, FIN set
+            async with anyio.create_task_group() as tg:
+
+                async def refused() -> None:
+                    await frames.wait_closed()
+                    tg.cancel_scope.cancel()  # the page was closed: no need to wait on
+
+                tg.start_soon(refused)
+                await got.wait()
+                tg.cancel_scope.cancel()
+            await frames.aclose()
+    assert len(received) == 1

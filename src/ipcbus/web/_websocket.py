@@ -137,15 +137,21 @@ class WebSocketFrames(FrameStream):
         self._closed = False
 
     async def receive_frame(self) -> bytes:
+        # A turn of the loop every EVENTS_PER_TURN events, only where nothing is
+        # in hand (a cancellation there loses no message): here, or once an
+        # event has been taken into ``_parts``.
+        if self._events >= EVENTS_PER_TURN:
+            self._events = 0
+            await anyio.lowlevel.checkpoint()
         while True:
             for event in self._ws.events():
-                body = await self._take(event)
                 self._events += 1
+                body = await self._take(event)
+                if body is not None:
+                    return body
                 if self._events >= EVENTS_PER_TURN:
                     self._events = 0
                     await anyio.lowlevel.checkpoint()
-                if body is not None:
-                    return body
             try:
                 data = await self._stream.receive(_READ_SIZE)
             except anyio.EndOfStream:
@@ -163,8 +169,12 @@ class WebSocketFrames(FrameStream):
                 self._max = self._max_after_hello
                 return data if isinstance(data, bytes) else bytes(data)
             # Fragments go into one buffer: main holds their payload, not an object
-            # per fragment, whatever their number.
-            self._size += len(data) + FRAGMENT_COST
+            # per fragment, whatever their number. wsproto hands a frame over in
+            # pieces as they are read: only a whole frame that does not end the
+            # message is a fragment and costs more than its payload.
+            self._size += len(data)
+            if event.frame_finished and not event.message_finished:
+                self._size += FRAGMENT_COST
             if self._size > self._max:
                 size, self._parts, self._size = self._size, None, 0
                 return oversized(size)
