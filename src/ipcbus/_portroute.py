@@ -202,6 +202,11 @@ class MainPortRouter(RouteDelivery):
         """
         if sink.refused:
             return [closed_port(self.host) for _ in refs]
+        if any(ref.received < 0 or ref.returning < 0 for ref in refs):
+            # A negative count would make main hold the end's traffic for frames
+            # that never come (``owed``), without the promise that bounds them.
+            sink.refuse("a port reference with a negative frame count")
+            return [closed_port(self.host) for _ in refs]
         if self._reaper:  # ends collected since: they count no more (not at the next turn)
             self._reaper.reap()
         limit = self._max_open_ports()

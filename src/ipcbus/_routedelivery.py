@@ -57,6 +57,11 @@ class RouteDelivery:
         if end is None or sink not in end.owed:
             close_ports_in([item])
             return
+        if item is CLOSE and end.peer:
+            # Main tells a holder of a close only once the peer is gone: this
+            # one was never sent, and taking it would leave the peer dangling.
+            sink.refuse(f"port {end.id}: gave back a close main never sent")
+            return
         left = end.owed[sink] - 1
         if left:
             end.owed[sink] = left

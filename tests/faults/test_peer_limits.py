@@ -552,3 +552,53 @@ async def test_a_guard_limits_argument_size_per_channel_before_decoding() -> Non
             await setup.healthy.invoke("small", b"x")
             assert calls == ["upload", "small"]
             assert seen["upload"] > 4096 and seen["small"] < 16
+
+
+async def test_a_port_ref_with_a_negative_count_is_cut_off() -> None:
+    """``received`` below 0 would make main hold all of an end's traffic for frames
+    that never come, with nothing to bound it (a hostile-peer run held 13.7 MiB of
+    posts as 250 MiB that way): the renderer is cut off instead."""
+    with anyio.fail_after(20):
+        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
+            kept: list[ipcbus.MessagePortMain] = []
+
+            def keep(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                for port in event.ports:
+                    port.start()
+                    kept.append(port)
+
+            setup.ipc_main.on("take", keep)
+            welcome = await peer.handshake(setup.listener.token)
+            lying = PortRef(-1, -2, -(2**62), 0)
+            await peer.send(
+                frames(Message("take", raw_args(None), (lying,)), PortMessage(-2, raw_args(1)))
+            )
+            await _cut_off(setup, peer, welcome.renderer_id, "negative frame count")
+            assert all(port._closed for port in kept)  # its ports arrive closed
+
+
+@pytest.mark.parametrize("peer_in_main", [False, True])
+async def test_a_close_given_back_that_main_never_sent_is_cut_off(peer_in_main: bool) -> None:
+    """Main sends a holder a close only once the end's peer is gone. A renderer that
+    gives back a close main never sent for an end it moved to main would make main
+    forget the end while its peer still points at it (an internal error at the
+    peer's next post, or a port of main's that raises): it is cut off, and the
+    peer closes as usual."""
+    with anyio.fail_after(20):
+        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
+            kept: list[ipcbus.MessagePortMain] = []
+            setup.ipc_main.on("port", lambda event, *args: kept.extend(event.ports))
+            welcome = await peer.handshake(setup.listener.token)
+            refs = (PortRef(-1, -2, 0, 1),) + ((PortRef(-2),) if peer_in_main else ())
+            await peer.send(
+                frames(
+                    Message("port", raw_args(None), refs),
+                    PortClose(-1, returned=True),  # "given back": main never sent it
+                    PortMessage(-2, raw_args("hi")),  # the peer, if it is still here
+                )
+            )
+            await _cut_off(setup, peer, welcome.renderer_id, "a close main never sent")
+            assert len(kept) == len(refs)
+            for port in kept:
+                port.post_message("after")  # does not raise
+                port.close()
