@@ -17,6 +17,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -455,3 +456,39 @@ def test_a_ctrl_c_anywhere_in_a_write_leaves_no_half_frame() -> None:
         )
     else:
         pytest.fail("send_all did not finish within 5,000 instructions")
+
+
+def test_close_does_not_wait_for_a_write_main_does_not_take(socket_path: str) -> None:
+    """One thread's send is stuck (main reads nothing); another closes: close returns
+    at once rather than when the write times out (30 s, or never with
+    ``send_timeout=None``), and the stuck sender learns why."""
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(socket_path)
+        server.listen()
+        with connected_by_hand(server, f"unix:{socket_path}") as (ipc, _main):
+            errors: list[Exception] = []
+            sent = 0
+
+            def flood() -> None:
+                nonlocal sent
+                try:
+                    while True:
+                        ipc.send("blob", b"x" * (1 << 20))
+                        sent += 1
+                except ipcbus.ConnectionClosedError as exc:
+                    errors.append(exc)
+
+            sender = threading.Thread(target=flood)
+            sender.start()
+            link = ipc._link
+            assert link is not None
+            deadline = time.monotonic() + 10
+            while not link._write.locked():  # the sender is in a write (1 MiB: it stays)
+                assert time.monotonic() < deadline, "the sender never got into a write"
+                time.sleep(0.01)  # a thread's state: nothing reports it
+            started = time.monotonic()
+            ipc.close()
+            took = time.monotonic() - started
+            sender.join(10)
+    assert took < 5, took
+    assert len(errors) == 1 and "the renderer disconnected" in str(errors[0]), errors

@@ -162,7 +162,9 @@ class BlockingLink(Calling, Reading):
             if self.conn.state is not CLOSED:
                 self.conn.close(CloseCode.NORMAL, reason)
                 events = self.conn.events_received()
-        self.flush()  # the Goodbye
+        # The Goodbye; if another thread is writing it takes it along, and a
+        # write main does not read must not hold close() (_shutdown wakes it).
+        self.flush(wait=False)
         if events:
             self._deliver(events, None)
         self._shutdown()

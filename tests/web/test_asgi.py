@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -137,3 +138,36 @@ async def test_asgi_app_mounted_in_starlette(ui: Path) -> None:
                 renderer, connected = await _renderer_over(port, "/ui/ipcbus", pages.token, origin)
                 async with connected:
                     assert await renderer.invoke("ping") == "pong"
+
+
+async def test_asgi_frames_give_the_loop_a_turn_while_the_server_has_messages_queued() -> None:
+    """The ASGI server queues what it parsed, and taking a message from a queue that
+    is not empty does not wait: a page flooding small messages must still leave the
+    loop a turn every few hundred (as the built-in server does)."""
+    from ipcbus.web._asgi import AsgiFrames
+
+    messages = 5000
+    queued = [{"type": "websocket.receive", "bytes": b"x"}] * messages
+    turns = 0
+    done = anyio.Event()
+
+    async def receive() -> dict[str, Any]:
+        return queued.pop()  # never waits: the server has them all already
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while not done.is_set():
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    frames = AsgiFrames(receive, send)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(count_turns)
+            for _ in range(messages):
+                assert await frames.receive_frame() == b"x"
+            done.set()
+    assert turns >= messages // 512, turns

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from .._framestream import FrameStream
@@ -29,7 +30,7 @@ from .._registry import channel_set
 from .._wire import CloseCode
 from ._static import _CHUNK_SIZE, DEFAULT_CSP, Response, StaticSite
 from ._upgrade import OriginPolicy, origin_of
-from ._websocket import close_code, goodbye_in, said_goodbye
+from ._websocket import EVENTS_PER_TURN, close_code, goodbye_in, said_goodbye
 
 if TYPE_CHECKING:
     from ..main import IpcMain
@@ -150,8 +151,17 @@ class AsgiFrames(FrameStream):
         self._send = send
         self._close: tuple[int, str] | None = None
         self._done = False  # closed by either side
+        self._taken = 0  # messages taken since the last turn of the loop
 
     async def receive_frame(self) -> bytes:
+        # The ASGI server queues what it parsed, and taking from a queue that is
+        # not empty does not wait: a turn of the loop every EVENTS_PER_TURN
+        # messages, before taking the next (nothing is in hand then), as the
+        # built-in server does (_websocket.py).
+        self._taken += 1
+        if self._taken >= EVENTS_PER_TURN:
+            self._taken = 0
+            await anyio.lowlevel.checkpoint()
         while True:
             message = await self._receive()
             kind = message["type"]

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .._aio import AsyncioSocketStream
 
 __all__ = (
+    "EVENTS_PER_TURN",
     "FastWebSocketFrames",
     "WebSocketFrames",
     "close_code",
