@@ -41,6 +41,7 @@ from ._wire import (
     Request,
     StreamCredit,
     StreamItem,
+    peer_reason,
     raw_args,
 )
 
@@ -138,7 +139,9 @@ class Meaning:
             pass  # any received byte proves liveness; the driver tracks that
         elif isinstance(body, Goodbye):
             self._set_state(CLOSED)
-            self._events.append(ConnectionTerminated(body.code, body.reason, remote=True))
+            self._events.append(
+                ConnectionTerminated(body.code, peer_reason(body.reason), remote=True)
+            )
         else:
             raise PeerViolation(
                 f"protocol error: unexpected {type(body).__name__} frame while {self.state.value}"

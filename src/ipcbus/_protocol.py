@@ -81,6 +81,7 @@ from ._wire import (
     Hello,
     Welcome,
     check_max_frame_size,
+    peer_reason,
 )
 
 __all__ = (
@@ -261,12 +262,19 @@ class Connection(Receiving, Sending):
                     CloseCode.VERSION_MISMATCH,
                 )
             self.peer_max_frame_size = self._check_peer_limit(body.max_frame_size, "Welcome")
+            if body.renderer_id < 1:
+                raise PeerViolation(
+                    f"protocol error: a Welcome with renderer id {body.renderer_id} "
+                    "(ids start at 1)"
+                )
             self.renderer_id = body.renderer_id
             self._set_state(OPEN)
             self._events.append(HandshakeCompleted(body.renderer_id, 0))
         elif isinstance(body, Goodbye):
             self._set_state(CLOSED)
-            self._events.append(ConnectionTerminated(body.code, body.reason, remote=True))
+            self._events.append(
+                ConnectionTerminated(body.code, peer_reason(body.reason), remote=True)
+            )
         else:
             raise PeerViolation(
                 f"protocol error: expected Welcome as the first frame, got {type(body).__name__}"

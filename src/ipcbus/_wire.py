@@ -45,6 +45,7 @@ __all__ = (
     "StreamCredit",
     "StreamItem",
     "Welcome",
+    "peer_reason",
 )
 
 #: Bumped on any change a peer of the previous version would misread.
@@ -257,6 +258,18 @@ class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):
     type_name: str
     message: str
     traceback: str | None = None
+
+
+#: Characters of a peer's Goodbye reason kept: it ends up in log lines and in
+#: every ``ConnectionClosedError`` of that connection.
+REASON_MAX: Final = 1000
+
+
+def peer_reason(reason: str) -> str:
+    """A peer's Goodbye reason, cut to ``REASON_MAX`` characters, saying so."""
+    if len(reason) <= REASON_MAX:
+        return reason
+    return f"{reason[:REASON_MAX]} [... {len(reason) - REASON_MAX} more characters cut]"
 
 
 #: What an error reply cut to fit the caller's ``max_frame_size`` says it lost.

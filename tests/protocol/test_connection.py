@@ -641,3 +641,29 @@ def test_unencodable_reply_queues_nothing_and_keeps_the_request_open(
         MessageReceived("before", raw([1])),
         ReplyReceived(request_id, False, raw(info)),
     ]
+
+
+@pytest.mark.parametrize("renderer_id", [0, -5])
+def test_a_welcome_without_a_real_renderer_id_is_a_protocol_error(renderer_id: int) -> None:
+    renderer = Connection(Role.RENDERER, token=TOKEN)
+    renderer.data_to_send()
+    renderer.receive_data(frame(Welcome(PROTOCOL_VERSION, renderer_id, DEFAULT_MAX_FRAME_SIZE)))
+    (event,) = renderer.events_received()
+    assert isinstance(event, ConnectionTerminated)
+    assert event.code is CloseCode.PROTOCOL_ERROR
+    assert f"renderer id {renderer_id}" in event.reason
+    assert renderer.renderer_id == 0
+
+
+@pytest.mark.parametrize("open_first", [False, True])
+def test_a_peers_long_goodbye_reason_is_cut(open_first: bool) -> None:
+    """It ends up in every ConnectionClosedError of the connection: 32 MiB would too."""
+    if open_first:
+        conn = handshake().renderer
+    else:
+        conn = Connection(Role.RENDERER, token=TOKEN)
+        conn.data_to_send()
+    conn.receive_data(frame(Goodbye(CloseCode.NORMAL, "why" * 10_000)))  # under 64 KiB
+    (event,) = conn.events_received()
+    assert isinstance(event, ConnectionTerminated)
+    assert event.reason == "why" * 333 + "w [... 29000 more characters cut]"
