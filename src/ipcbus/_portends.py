@@ -54,7 +54,7 @@ class Budget:
 class Sink:
     """One renderer connection, as main's router sees it."""
 
-    __slots__ = ("acks", "budget", "dead", "endpoint", "promised", "refused")
+    __slots__ = ("acks", "budget", "dead", "endpoint", "holding", "promised", "refused")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -68,6 +68,9 @@ class Sink:
         self.refused = False  # over max_open_ports, or lied about a port: ending
         #: Frames it said it gives back right after the ports it sent (``returning``).
         self.promised = 0
+        #: Frames main holds for ends it owes frames back for, all ends together
+        #: (``MAX_HELD``): per connection, not per end, so many ends cannot add up.
+        self.holding = 0
 
     def gave_back(self) -> None:
         """A frame given back came: one fewer promised (frames main sent after a
@@ -120,6 +123,7 @@ class End:
     """One port end known to main."""
 
     __slots__ = (
+        "charged",
         "held",
         "id",
         "origin",
@@ -146,6 +150,8 @@ class End:
         # moves), and an empty deque is 760 bytes to a list's 56.
         self.returned: list[Queued] = []  # given back while the end is away
         self.held: list[Queued] = []  # new traffic waiting for ``owed``
+        #: How many of ``held`` each owing renderer was charged (``Sink.holding``).
+        self.charged: dict[Sink, int] | None = None
         #: What it counts against: the budget of the renderer that made it, until
         #: main's code moves it on; once closed at a renderer, that one's ``acks``.
         self.origin: Budget | None = None

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ("MAX_HELD", "MAX_UNANSWERED", "RouteDelivery")
 
-#: Frames held for an end while a renderer owes frames back for it (``_deliver``).
+#: Frames held while a renderer owes frames back for ends it moved, all its ends
+#: together (``_deliver``, ``Sink.holding``).
 MAX_HELD = 100_000
 
 #: Ends closed while a renderer held them that may wait for its acknowledgement
@@ -81,6 +82,7 @@ class RouteDelivery:
         items = end.returned + end.held
         end.returned.clear()
         end.held.clear()
+        _uncharge_held(end)
         for item in items:
             if end.id in self._ends:
                 self._put(end, item)
@@ -90,14 +92,19 @@ class RouteDelivery:
     def _deliver(self, end: End, item: Queued) -> None:
         if end.owed:
             end.held.append(item)
-            if len(end.held) > MAX_HELD:
-                # The renderer said how many frames it gives back (``returning``),
-                # and main cannot check that: one that does not give them back
-                # is cut off, which releases what waited.
-                for sink in end.owed:
+            charged = end.charged
+            if charged is None:
+                charged = end.charged = {}
+            for sink in end.owed:
+                charged[sink] = charged.get(sink, 0) + 1
+                sink.holding += 1
+                if sink.holding > MAX_HELD:
+                    # The renderer said how many frames it gives back, and main
+                    # cannot check that: one that does not give them back is cut
+                    # off, which releases what waited. Counted over all its ends.
                     sink.refuse(
                         f"port {end.id}: {end.owed[sink]} frames this renderer owes back "
-                        f"did not come while {len(end.held)} frames waited for them"
+                        f"did not come while {sink.holding} frames waited for what it owes"
                     )
         else:
             self._put(end, item)
@@ -176,6 +183,7 @@ class RouteDelivery:
         close_ports_in(end.held)
         end.returned.clear()
         end.held.clear()
+        _uncharge_held(end)
 
     def _peer_gone(self, end: End) -> None:
         peer = self._ends.get(end.peer)
@@ -183,3 +191,11 @@ class RouteDelivery:
         if peer is not None:
             peer.peer = 0
             self._deliver(peer, CLOSE)
+
+
+def _uncharge_held(end: End) -> None:
+    """``end``'s held frames are gone: no longer on its owing renderers' account."""
+    if end.charged is not None:
+        for sink, n in end.charged.items():
+            sink.holding -= n
+        end.charged = None

@@ -362,6 +362,44 @@ async def test_a_quiet_renderer_that_owes_frames_is_cut_off_past_max_held(
             assert got == list(range(60))
 
 
+async def test_frames_held_for_many_ends_count_together_against_max_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MAX_HELD bounds the frames held for what one renderer owes, over all its ends:
+    four ends holding 20 frames each pass 50 together, though none does alone, and
+    the renderer is cut off (per end, a renderer with thousands of ends could make
+    main hold thousands of times MAX_HELD). Every frame is delivered after."""
+    monkeypatch.setattr(_routedelivery, "MAX_HELD", 50)
+    with anyio.fail_after(20):
+        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
+            got: list[Any] = []
+            all_in = anyio.Event()
+
+            def take(event: ipcbus.IpcMainEvent, _: Any) -> None:
+                ports = event.ports
+                for owed, other in zip(ports[::2], ports[1::2], strict=True):
+                    owed.on(
+                        "message", lambda m: (got.append(m.data), len(got) == 80 and all_in.set())
+                    )
+                    owed.start()
+                    for i in range(20):
+                        other.post_message(i)  # held: the renderer owes frames for ``owed``
+
+            setup.ipc_main.on("take", take)
+            welcome = await peer.handshake(setup.listener.token)
+            refs: tuple[PortRef, ...] = ()
+            for k in range(4):
+                a, b = -(2 * k + 1), -(2 * k + 2)
+                refs += (PortRef(a, b, 0, 10**9), PortRef(b, a))
+            await peer.send(frames(Message("take", raw_args(None), refs)))
+            await _cut_off(setup, peer, welcome.renderer_id, "owes back did not come")
+            await all_in.wait()
+            assert sorted(got) == sorted(list(range(20)) * 4)
+            assert setup.ipc_main._ports._ends == {} or all(
+                end.charged is None for end in setup.ipc_main._ports._ends.values()
+            )
+
+
 async def test_ends_closed_while_owed_leave_nothing_behind() -> None:
     """An end that comes owing a frame it never sends, and is closed: main forgets
     every entry it kept for it (they used to stay until the connection ended)."""
