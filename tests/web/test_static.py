@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from ipcbus.web import _static
@@ -202,3 +204,17 @@ def test_static_dir_must_be_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a directory"):
         _static.StaticSite(tmp_path / "missing", None)
     assert os.path.isdir(tmp_path)
+
+
+async def test_a_file_being_sent_is_closed_when_the_sending_is_cancelled(site: Path) -> None:
+    """The client left, or main shut down, while a file was being sent: the file is
+    closed then, not left to the garbage collector (anyio closes a file in a worker
+    thread, which a cancelled scope skips unless the close is shielded)."""
+    files: list[Any] = []
+    with anyio.CancelScope() as scope:
+        async with _static.opened(site / "app.js") as file:
+            files.append(file)
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()  # cancelled here, as a send would be
+    assert scope.cancelled_caught
+    assert files[0].closed

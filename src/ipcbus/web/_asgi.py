@@ -28,7 +28,7 @@ import anyio.to_thread
 from .._framestream import FrameStream
 from .._registry import channel_set
 from .._wire import CloseCode
-from ._static import _CHUNK_SIZE, DEFAULT_CSP, Response, StaticSite
+from ._static import _CHUNK_SIZE, DEFAULT_CSP, Response, StaticSite, opened
 from ._upgrade import OriginPolicy, origin_of
 from ._websocket import EVENTS_PER_TURN, close_code, goodbye_in, said_goodbye
 
@@ -224,7 +224,7 @@ async def _send_body(response: Response, send: Send) -> None:
     if response.file is None:
         await send({"type": "http.response.body", "body": response.body, "more_body": True})
         return
-    async with await anyio.open_file(response.file, "rb") as file:
+    async with opened(response.file) as file:
         remaining = response.size
         while remaining > 0 and (chunk := await file.read(min(_CHUNK_SIZE, remaining))):
             remaining -= len(chunk)

@@ -36,7 +36,7 @@ from wsproto.utilities import generate_accept_token
 from .._addresses import TcpAddress
 from .._aio import AsyncioSocketStream
 from .._listensocket import PatientListener, QuietTLSListener
-from ._static import _CHUNK_SIZE, Response, StaticSite
+from ._static import _CHUNK_SIZE, Response, StaticSite, opened
 from ._upgrade import OriginPolicy, origin_of, refusal
 from ._websocket import FastWebSocketFrames, WebSocketFrames
 
@@ -247,7 +247,7 @@ class WebServer:
             await stream.send(data)
             if not head:
                 if response.file is not None:
-                    async with await anyio.open_file(response.file, "rb") as file:
+                    async with opened(response.file) as file:
                         sent = 0
                         while sent < response.size and (chunk := await file.read(_CHUNK_SIZE)):
                             chunk = chunk[: response.size - sent]

@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import mimetypes
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-__all__ = ("CLIENT_DIR", "DEFAULT_CSP", "Response", "StaticSite")
+import anyio
+
+__all__ = ("CLIENT_DIR", "DEFAULT_CSP", "Response", "StaticSite", "opened")
 
 _CHUNK_SIZE = 64 * 1024  # bytes per read when a file is sent
 
@@ -184,3 +188,19 @@ def _content_type(path: Path) -> str:
         return known
     guessed, _ = mimetypes.guess_type(path.name)
     return guessed or "application/octet-stream"
+
+
+@asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+    """``path`` open for reading while a response sends it, then closed.
+
+    Closed in a shielded scope: anyio closes a file in a worker thread, and a
+    cancelled close (the client left, main shut down) would leave the file
+    open until the garbage collector found it.
+    """
+    file = await anyio.open_file(path, "rb")
+    try:
+        yield file
+    finally:
+        with anyio.CancelScope(shield=True):
+            await file.aclose()
