@@ -16,6 +16,8 @@ from types import CodeType, FrameType
 from typing import Any
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
 
 import ipcbus
 import ipcbus.sync
@@ -78,6 +80,31 @@ class Blocker:
             raise
         finally:
             self.finalized.set()
+
+
+class LoopTurns:
+    """``async with LoopTurns() as loop:`` counts in ``loop.turns`` the turns the
+    event loop took while the block ran (a task that counts and yields at once)."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> LoopTurns:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._count)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(*exc_info)
+
+    async def _count(self) -> None:
+        while True:
+            self.turns += 1
+            await anyio.lowlevel.checkpoint()
 
 
 async def wait_for(event: anyio.Event, timeout: float = 5.0) -> None:

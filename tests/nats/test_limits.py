@@ -131,14 +131,8 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
                     answered.set()
 
             inbox = intruder.new_inbox()
-            await intruder.subscribe(f"{inbox}.*", cb=on_answer)
-            for i in range(requests):
-                await intruder.publish(
-                    connect_subject("flood"),
-                    msgspec.msgpack.encode(ConnectRequest(f"{inbox}.frames{i}")),
-                    reply=f"{inbox}.{i}",
-                )
-            await intruder.flush()
+            await intruder.subscribe(f"{inbox}.reply.*", cb=on_answer)
+            await ask_for_connections(intruder, "flood", inbox, requests)
             await answered.wait()
             await intruder.close()
             assert waiting <= limit
@@ -223,15 +217,21 @@ async def test_a_flood_of_connect_requests_at_max_connections_logs_a_few_warning
 
                 inbox = intruder.new_inbox()
                 await intruder.subscribe(f"{inbox}.frames.*", cb=on_frame)
-                for i in range(requests):
-                    await intruder.publish(
-                        connect_subject("full"),
-                        msgspec.msgpack.encode(ConnectRequest(f"{inbox}.frames.{i}")),
-                        reply=f"{inbox}.reply.{i}",
-                    )
-                await intruder.flush()
+                await ask_for_connections(intruder, "full", inbox, requests)
                 await refused.wait()
                 await intruder.close()
                 assert await renderer.invoke("ping") == "pong"
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) <= 12, (len(warned), warned[:3])
+
+
+async def ask_for_connections(nc: Any, app: str, inbox: str, n: int) -> None:
+    """Publish ``n`` connect requests for ``app`` at once and complete none: replicas
+    answer on ``inbox.reply.<i>`` and write frames to ``inbox.frames.<i>``."""
+    for i in range(n):
+        await nc.publish(
+            connect_subject(app),
+            msgspec.msgpack.encode(ConnectRequest(f"{inbox}.frames.{i}")),
+            reply=f"{inbox}.reply.{i}",
+        )
+    await nc.flush()

@@ -20,7 +20,7 @@ import ipcbus
 from ipcbus._wire import CloseCode
 from ipcbus.web import asgi_app
 
-from ..helpers import running_main, wait_for
+from ..helpers import LoopTurns, running_main, wait_for
 from .helpers import header, http_get, status_of
 from .test_limits import closed_with
 from .test_server import hello
@@ -148,8 +148,6 @@ async def test_asgi_frames_give_the_loop_a_turn_while_the_server_has_messages_qu
 
     messages = 5000
     queued = [{"type": "websocket.receive", "bytes": b"x"}] * messages
-    turns = 0
-    done = anyio.Event()
 
     async def receive() -> dict[str, Any]:
         return queued.pop()  # never waits: the server has them all already
@@ -157,17 +155,9 @@ async def test_asgi_frames_give_the_loop_a_turn_while_the_server_has_messages_qu
     async def send(message: Any) -> None:
         pass
 
-    async def count_turns() -> None:
-        nonlocal turns
-        while not done.is_set():
-            turns += 1
-            await anyio.lowlevel.checkpoint()
-
     frames = AsgiFrames(receive, send)
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(count_turns)
+        async with LoopTurns() as loop:
             for _ in range(messages):
                 assert await frames.receive_frame() == b"x"
-            done.set()
-    assert turns >= messages // 512, turns
+    assert loop.turns >= messages // 512, loop.turns

@@ -14,7 +14,7 @@ from wsproto.events import BytesMessage
 from ipcbus._wire import CloseCode, Goodbye
 from ipcbus.web import WebServer, _server
 
-from ..helpers import running_main, wait_for
+from ..helpers import LoopTurns, running_main, wait_for
 from .helpers import own_origin, page
 from .test_server import hello
 from .wsclient import ClientFrames, open_websocket
@@ -186,29 +186,18 @@ async def test_pipelined_requests_give_the_loop_a_turn_between_them() -> None:
     """A client that pipelines requests (no token needed) is answered one request
     per turn of the loop, so it cannot hold the loop while thousands are served."""
     requests = 3000
-    turns = 0
-    done = anyio.Event()
-
-    async def count_turns() -> None:
-        nonlocal turns
-        while not done.is_set():
-            turns += 1
-            await anyio.lowlevel.checkpoint()
-
     async with running_main() as ipc_main:
         web = await ipc_main.serve_web()
         with anyio.fail_after(30):
             async with (
                 await anyio.connect_tcp("127.0.0.1", web.port) as stream,
-                anyio.create_task_group() as tg,
+                LoopTurns() as loop,
             ):
-                tg.start_soon(count_turns)
                 await stream.send(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n" * requests)
                 received = b""
                 while received.count(b"HTTP/1.1 404") < requests:
                     received += await stream.receive()
-                done.set()
-    assert turns >= requests // 2, turns
+    assert loop.turns >= requests // 2, loop.turns
 
 
 @pytest.mark.parametrize("said_hello", [False, True])
@@ -242,7 +231,6 @@ async def test_a_page_flooding_small_messages_gives_the_loop_turns() -> None:
     """Thousands of small messages in a few reads are taken a few hundred per turn of
     the loop, not all at once: a page cannot hold main's loop while they run."""
     messages = 20_000
-    turns = 0
     got = 0
     all_in = anyio.Event()
 
@@ -252,24 +240,17 @@ async def test_a_page_flooding_small_messages_gives_the_loop_turns() -> None:
         if got == messages:
             all_in.set()
 
-    async def count_turns() -> None:
-        nonlocal turns
-        while not all_in.is_set():
-            turns += 1
-            await anyio.lowlevel.checkpoint()
-
     async with running_main() as ipc_main:
         ipc_main.on("n", count)
         web = await ipc_main.serve_web()
         with anyio.fail_after(30):
             frames = await _open_page(web)
             one = frames.ws.send(BytesMessage(data=msgspec.msgpack.encode([3, "n", [1]])))
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(count_turns)
+            async with LoopTurns() as loop:
                 await frames.stream.send(one * messages)
                 await all_in.wait()
             await frames.aclose()
-    assert turns >= messages // 512, turns
+    assert loop.turns >= messages // 512, loop.turns
 
 
 async def test_a_path_is_looked_up_off_the_loop() -> None:
