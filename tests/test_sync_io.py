@@ -30,7 +30,7 @@ import ipcbus
 import ipcbus.sync
 from ipcbus._events import Request
 
-from .faults._raw import make_certificate
+from .faults._raw import bench, make_certificate
 from .helpers import (
     connected_by_hand,
     each_instruction,
@@ -492,3 +492,42 @@ def test_close_does_not_wait_for_a_write_main_does_not_take(socket_path: str) ->
             sender.join(10)
     assert took < 5, took
     assert len(errors) == 1 and "the renderer disconnected" in str(errors[0]), errors
+
+
+async def test_close_during_a_write_main_takes_keeps_the_message_and_the_goodbye() -> None:
+    """Main reads; one thread sends 32 MiB, another closes meanwhile: close waits
+    for the write in progress (it would cut the frame, and lose the message and the
+    Goodbye), so main gets both and reports a clean exit."""
+    got: list[int] = []
+    with anyio.fail_after(30):
+        async with bench() as setup:
+            setup.ipc_main.on("blob", lambda event, blob: got.append(len(blob)))
+
+            def client() -> tuple[int, list[BaseException]]:
+                ipc = ipcbus.sync.IpcRenderer()
+                ipc.connect(setup.listener.address, token=setup.listener.token)
+                errors: list[BaseException] = []
+                link = ipc._link
+                assert link is not None
+
+                def writer() -> None:
+                    try:
+                        ipc.send("blob", b"x" * (32 << 20))
+                    except Exception as exc:
+                        errors.append(exc)
+
+                sender = threading.Thread(target=writer)
+                sender.start()
+                deadline = time.monotonic() + 10
+                while not link._write.locked():  # the writer is in its write
+                    assert time.monotonic() < deadline
+                    time.sleep(0.0005)  # a thread's state: nothing reports it
+                ipc.close()
+                sender.join(10)
+                return ipc.id, errors
+
+            renderer_id, errors = await anyio.to_thread.run_sync(client)
+            details = await setup.disconnected(renderer_id, timeout=10)
+    assert errors == []
+    assert got == [32 << 20]
+    assert details.reason == "clean-exit", details

@@ -61,6 +61,10 @@ logger = logging.getLogger("ipcbus")
 
 _MAIN = threading.main_thread().ident
 
+#: Seconds ``close`` waits for a write in progress to finish, and for its own
+#: Goodbye to leave, before it cuts the connection: main may have stopped reading.
+CLOSE_WAIT = 2.0
+
 
 class BlockingLink(Calling, Reading):
     """One renderer's connection to main, driven by the threads that use it."""
@@ -162,9 +166,10 @@ class BlockingLink(Calling, Reading):
             if self.conn.state is not CLOSED:
                 self.conn.close(CloseCode.NORMAL, reason)
                 events = self.conn.events_received()
-        # The Goodbye; if another thread is writing it takes it along, and a
-        # write main does not read must not hold close() (_shutdown wakes it).
-        self.flush(wait=False)
+        # The Goodbye, after a write in progress: main gets whole frames, then
+        # it. A write main does not take must not hold close() beyond
+        # CLOSE_WAIT (_shutdown then cuts it).
+        self.flush(within=CLOSE_WAIT)
         if events:
             self._deliver(events, None)
         self._shutdown()
@@ -277,24 +282,34 @@ class BlockingLink(Calling, Reading):
 
     # ---- writing ----------------------------------------------------------------------
 
-    def flush(self, wait: bool = True) -> None:
-        """Write what the core has queued; with ``wait=False`` only if nobody is writing."""
+    def flush(self, wait: bool = True, *, within: float | None = None) -> None:
+        """Write what the core has queued; with ``wait=False`` only if nobody is writing.
+
+        ``within``: wait at most that long for a write in progress, and for
+        each bit of this one's progress (``close``).
+        """
         write, lock = self._write, self._lock
         while True:
-            if not write.acquire(wait):
-                return  # the writer sends it before it lets go
+            if not (write.acquire(timeout=within) if within is not None else write.acquire(wait)):
+                return  # the writer sends it before it lets go (or close cuts it)
             try:
                 with lock:
                     data = self.conn.data_to_send()
                     if self._tls is not None:
                         data = self._tls.wrap(data)
                 if data and not self._torn:
-                    self._send(data)
+                    self._send(data, within)
             finally:
                 write.release()
             if not (self.conn.pending_output or (self._tls is not None and self._tls.pending)):
                 return
 
-    def _send(self, data: bytearray) -> None:
-        """Write all of ``data`` (holding ``_write``); a stalled or failed write ends the link."""
-        send_all(self.sock, data, self._sent, self._send_timeout, self.name, self.lost)
+    def _send(self, data: bytearray, within: float | None = None) -> None:
+        """Write all of ``data`` (holding ``_write``); a stalled or failed write ends the link.
+
+        It stalls after ``send_timeout``, or ``within`` if that is sooner.
+        """
+        timeout = self._send_timeout
+        if within is not None:
+            timeout = within if timeout is None else min(timeout, within)
+        send_all(self.sock, data, self._sent, timeout, self.name, self.lost)
