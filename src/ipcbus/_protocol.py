@@ -233,7 +233,8 @@ class Connection(Receiving, Sending):
         if self.role is Role.MAIN:
             if not isinstance(body, Hello):
                 # A Goodbye says why (a page's broken WebSocket framing is heard as one).
-                why = f": {body.reason}" if isinstance(body, Goodbye) and body.reason else ""
+                reason = isinstance(body, Goodbye) and peer_reason(body.reason)
+                why = f": {reason}" if reason else ""
                 raise PeerViolation(
                     "protocol error: expected Hello as the first frame, "
                     f"got {type(body).__name__}{why}"

@@ -168,6 +168,7 @@ class RouteDelivery:
     def _forget(self, end: End) -> None:
         if self._ends.pop(end.id, None) is not None:
             end.uncharge()
+        _uncharge_held(end)  # whatever is still held is no one's to owe any more
         for sink in end.owed:  # closed while frames were owed: nothing will take them now
             wire = self._owing.get(sink, {}).pop(end.id, 0)
             if wire < 0 and self._wires.get((sink, wire)) == end.id:

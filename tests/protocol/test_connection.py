@@ -667,3 +667,12 @@ def test_a_peers_long_goodbye_reason_is_cut(open_first: bool) -> None:
     (event,) = conn.events_received()
     assert isinstance(event, ConnectionTerminated)
     assert event.reason == "why" * 333 + "w [... 29000 more characters cut]"
+
+
+def test_a_long_goodbye_before_hello_is_cut_in_mains_reason_too() -> None:
+    main = Connection(Role.MAIN, token=TOKEN)
+    main.receive_data(frame(Goodbye(CloseCode.NORMAL, "why" * 10_000)))
+    (event,) = main.events_received()
+    assert isinstance(event, ConnectionTerminated)
+    assert event.reason.endswith("w [... 29000 more characters cut]")
+    assert "expected Hello" in event.reason
