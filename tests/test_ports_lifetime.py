@@ -1001,6 +1001,26 @@ async def _all_until_close(port: MessagePortMain) -> list[Any]:
     return [event.data async for event in port]
 
 
+async def _held_by(
+    renderer: ipcbus.IpcRenderer, contents: ipcbus.WebContents, n: int
+) -> tuple[list[MessageChannelMain], list[MessagePortMain]]:
+    """``n`` channels made in main, each ``port2`` sent to ``renderer`` and held there."""
+    held: list[MessagePortMain] = []
+    all_held = anyio.Event()
+
+    def on_port(event: Any, *args: Any) -> None:
+        held.extend(event.ports)
+        if len(held) == n:
+            all_held.set()
+
+    renderer.on("port", on_port)
+    channels = [MessageChannelMain() for _ in range(n)]
+    for channel in channels:
+        await contents.post_message("port", None, [channel.port2])
+    await all_held.wait()
+    return channels, held
+
+
 async def test_an_end_moved_before_its_renderer_read_its_close_still_closes_in_main() -> None:
     """An honest renderer keeps its end of a channel whose other end main closes, in
     a burst of closes, and moves it to main before it reads the close: main's new
@@ -1010,24 +1030,12 @@ async def test_an_end_moved_before_its_renderer_read_its_close_still_closes_in_m
         async with running_main(max_open_ports=4) as ipc_main:
             taken: list[MessagePortMain] = []
             back: list[MessagePortMain] = []
-            held: list[MessagePortMain] = []
-            all_held = anyio.Event()
             ipc_main.on("take", lambda event, *args: taken.extend(event.ports))
             ipc_main.on("back", lambda event, *args: back.extend(event.ports))
             ipc_main.handle("ping", lambda event: None)
             async with ipc_main.connect_local() as renderer:
-
-                @renderer.on("port")
-                def on_port(event: Any, *args: Any) -> None:
-                    held.extend(event.ports)
-                    if len(held) == burst:
-                        all_held.set()
-
                 contents = ipc_main.get_all_web_contents()[0]
-                mains = [MessageChannelMain() for _ in range(burst)]
-                for channel in mains:
-                    await contents.post_message("port", None, [channel.port2])
-                await all_held.wait()
+                mains, _ = await _held_by(renderer, contents, burst)
                 mine = MessageChannelMain()  # made in the renderer
                 await renderer.post_message("take", None, [mine.port1])
                 await renderer.invoke("ping")
@@ -1047,24 +1055,12 @@ async def test_what_main_sent_before_a_close_survives_a_move_back_in_a_burst() -
     burst = 8
     with anyio.fail_after(10):
         async with running_main(max_open_ports=4) as ipc_main:
-            held: list[MessagePortMain] = []
             back: list[MessagePortMain] = []
-            all_held = anyio.Event()
             ipc_main.on("back", lambda event, *args: back.extend(event.ports))
             ipc_main.handle("ping", lambda event: None)
             async with ipc_main.connect_local() as renderer:
-
-                @renderer.on("port")
-                def on_port(event: Any, *args: Any) -> None:
-                    held.extend(event.ports)
-                    if len(held) == burst + 1:
-                        all_held.set()
-
                 contents = ipc_main.get_all_web_contents()[0]
-                channels = [MessageChannelMain() for _ in range(burst + 1)]
-                for channel in channels:
-                    await contents.post_message("port", None, [channel.port2])
-                await all_held.wait()
+                channels, held = await _held_by(renderer, contents, burst + 1)
                 for channel in channels[:-1]:
                     channel.port1.close()
                 channels[-1].port1.post_message("hello")

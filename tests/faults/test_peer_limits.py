@@ -334,70 +334,47 @@ async def test_a_renderer_that_does_not_give_back_what_it_said_is_cut_off() -> N
             )
 
 
+@pytest.mark.parametrize(("ends", "per_end"), [(1, 60), (4, 20)])
 async def test_a_quiet_renderer_that_owes_frames_is_cut_off_past_max_held(
-    monkeypatch: pytest.MonkeyPatch,
+    ends: int, per_end: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A renderer that promised frames back and then sends nothing: main holds the
-    end's traffic (here main's own posts) up to MAX_HELD frames, then cuts it off,
-    which releases them in order."""
+    ends' traffic (here main's own posts) up to MAX_HELD frames, then cuts it off,
+    which releases them, each end's in order. MAX_HELD counts over all the ends it
+    owes for: four ends holding 20 frames each pass 50 together, though none does
+    alone (per end, a renderer with thousands of ends could make main hold
+    thousands of times MAX_HELD)."""
     monkeypatch.setattr(_routedelivery, "MAX_HELD", 50)
     with anyio.fail_after(20):
         async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
-            got: list[Any] = []
+            got: list[list[int]] = []
             all_in = anyio.Event()
 
-            def take(event: ipcbus.IpcMainEvent, _: Any) -> None:
-                owed, other = event.ports  # both ends of the renderer's channel
-                owed.on("message", lambda m: (got.append(m.data), len(got) == 60 and all_in.set()))
-                owed.start()
-                for i in range(60):
-                    other.post_message(i)  # held: the renderer owes frames for ``owed``
-
-            setup.ipc_main.on("take", take)
-            welcome = await peer.handshake(setup.listener.token)
-            both = (PortRef(-1, -2, 0, 10**9), PortRef(-2, -1))
-            await peer.send(frames(Message("take", raw_args(None), both)))
-            await _cut_off(setup, peer, welcome.renderer_id, "owes back did not come")
-            await all_in.wait()
-            assert got == list(range(60))
-
-
-async def test_frames_held_for_many_ends_count_together_against_max_held(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """MAX_HELD bounds the frames held for what one renderer owes, over all its ends:
-    four ends holding 20 frames each pass 50 together, though none does alone, and
-    the renderer is cut off (per end, a renderer with thousands of ends could make
-    main hold thousands of times MAX_HELD). Every frame is delivered after."""
-    monkeypatch.setattr(_routedelivery, "MAX_HELD", 50)
-    with anyio.fail_after(20):
-        async with bench() as setup, RawPeer.connect(setup.listener.address) as peer:
-            got: list[Any] = []
-            all_in = anyio.Event()
+            def arrived(message: Any) -> None:
+                got.append(message.data)
+                if len(got) == ends * per_end:
+                    all_in.set()
 
             def take(event: ipcbus.IpcMainEvent, _: Any) -> None:
-                ports = event.ports
-                for owed, other in zip(ports[::2], ports[1::2], strict=True):
-                    owed.on(
-                        "message", lambda m: (got.append(m.data), len(got) == 80 and all_in.set())
-                    )
+                ports = event.ports  # both ends of each of the renderer's channels
+                for k, (owed, other) in enumerate(zip(ports[::2], ports[1::2], strict=True)):
+                    owed.on("message", arrived)
                     owed.start()
-                    for i in range(20):
-                        other.post_message(i)  # held: the renderer owes frames for ``owed``
+                    for i in range(per_end):
+                        other.post_message([k, i])  # held: the renderer owes frames for ``owed``
 
             setup.ipc_main.on("take", take)
             welcome = await peer.handshake(setup.listener.token)
             refs: tuple[PortRef, ...] = ()
-            for k in range(4):
+            for k in range(ends):
                 a, b = -(2 * k + 1), -(2 * k + 2)
                 refs += (PortRef(a, b, 0, 10**9), PortRef(b, a))
             await peer.send(frames(Message("take", raw_args(None), refs)))
             await _cut_off(setup, peer, welcome.renderer_id, "owes back did not come")
             await all_in.wait()
-            assert sorted(got) == sorted(list(range(20)) * 4)
-            assert setup.ipc_main._ports._ends == {} or all(
-                end.charged is None for end in setup.ipc_main._ports._ends.values()
-            )
+            for k in range(ends):
+                assert [i for end, i in got if end == k] == list(range(per_end))
+            assert all(end.charged is None for end in setup.ipc_main._ports._ends.values())
 
 
 async def test_ends_closed_while_owed_leave_nothing_behind() -> None:
