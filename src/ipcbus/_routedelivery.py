@@ -179,12 +179,11 @@ class RouteDelivery:
                 self._wires.pop((end.sink, end.wire), None)
 
     def _drop(self, end: End) -> None:
-        self._forget(end)
+        self._forget(end)  # held frames uncharged there
         close_ports_in(end.returned)
         close_ports_in(end.held)
         end.returned.clear()
         end.held.clear()
-        _uncharge_held(end)
 
     def _peer_gone(self, end: End) -> None:
         peer = self._ends.get(end.peer)

@@ -138,27 +138,29 @@ class WebSocketFrames(FrameStream):
         self._closed = False
 
     async def receive_frame(self) -> bytes:
-        # A turn of the loop every EVENTS_PER_TURN events, only where nothing is
-        # in hand (a cancellation there loses no message): here, or once an
-        # event has been taken into ``_parts``.
-        if self._events >= EVENTS_PER_TURN:
-            self._events = 0
-            await anyio.lowlevel.checkpoint()
+        # A turn of the loop only where nothing is in hand (a cancellation
+        # there loses no message): here, or once an event has been taken into
+        # ``_parts``.
+        await self._turn_if_due()
         while True:
             for event in self._ws.events():
                 self._events += 1
                 body = await self._take(event)
                 if body is not None:
                     return body
-                if self._events >= EVENTS_PER_TURN:
-                    self._events = 0
-                    await anyio.lowlevel.checkpoint()
+                await self._turn_if_due()
             try:
                 data = await self._stream.receive(_READ_SIZE)
             except anyio.EndOfStream:
                 self._ws.receive_data(None)
                 raise
             self._ws.receive_data(data)
+
+    async def _turn_if_due(self) -> None:
+        """Give the loop a turn every ``EVENTS_PER_TURN`` events taken."""
+        if self._events >= EVENTS_PER_TURN:
+            self._events = 0
+            await anyio.lowlevel.checkpoint()
 
     async def _take(self, event: object) -> bytes | None:
         """A whole body when ``event`` completes one, else ``None``."""
@@ -278,9 +280,7 @@ class WebSocketFrames(FrameStream):
             self._ws.receive_data(data)
             for _ in self._ws.events():
                 self._events += 1
-                if self._events >= EVENTS_PER_TURN:
-                    self._events = 0
-                    await anyio.lowlevel.checkpoint()  # lets move_on_after end it
+                await self._turn_if_due()  # also lets aclose's move_on_after end it
 
 
 class FastWebSocketFrames(WebSocketFrames):
