@@ -60,6 +60,7 @@ class Meaning:
     _events: list[Event]
     _awaiting: dict[int, None]
     _cancelled: dict[int, None]
+    _cancelled_to: int
     _serving: dict[int, None]
     _granted: dict[int, int]
     _credit: dict[int, int]
@@ -101,6 +102,8 @@ class Meaning:
                 self._events.append(body)  # ReplyReceived
             elif request_id in self._cancelled:
                 del self._cancelled[request_id]  # crossed our Cancel
+            elif request_id <= self._cancelled_to:
+                pass  # crossed a Cancel too old to be remembered (MAX_CANCELLED)
             else:
                 raise PeerViolation(
                     f"protocol error: Reply to request id {request_id}, which was never sent"
@@ -151,7 +154,7 @@ class Meaning:
         request_id = body.request_id
         granted = self._granted.get(request_id)
         if granted is None:
-            if request_id in self._cancelled:
+            if request_id in self._cancelled or request_id <= self._cancelled_to:
                 return  # crossed our Cancel
             raise PeerViolation(
                 f"protocol error: StreamItem for request id {request_id}, which is not a "

@@ -20,7 +20,9 @@ Rules (docs/protocol.md has the long form):
    ``_awaiting`` holds our open requests, ``_cancelled`` those we gave up on,
    ``_serving`` the peer's requests we have not answered. Every request gets
    exactly one Reply: a Cancel that finds its request still served is answered
-   by the core with a CANCELLED error Reply, so ``_cancelled`` always empties.
+   by the core with a CANCELLED error Reply, so ``_cancelled`` always empties
+   (and holds at most ``MAX_CANCELLED`` ids: past that, the oldest are
+   forgotten and a late Reply at or below ``_cancelled_to`` is dropped).
    A Cancel for a request we already answered (our Reply crossed it) is dropped
    quietly; a Reply to an id we never sent is a violation.
 5. The core answers Ping with Pong by itself; that is why output is an outbox
@@ -160,6 +162,8 @@ class Connection(Receiving, Sending):
         # does not track a dict of ints, while it tracks every set (issue 12).
         self._awaiting: dict[int, None] = {}
         self._cancelled: dict[int, None] = {}
+        #: Cancelled ids up to this one were forgotten unacknowledged (MAX_CANCELLED).
+        self._cancelled_to = 0
         self._serving: dict[int, None] = {}
         self._granted: dict[int, int] = {}  # our streams: items the peer may still send
         self._credit: dict[int, int] = {}  # streams we serve: items we may still send

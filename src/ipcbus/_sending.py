@@ -53,6 +53,12 @@ _REF_SIZE = len(ENCODER.encode(_LARGEST_REF))
 #: tag, port id, flag.
 _AROUND = 64
 
+#: Cancelled requests remembered one by one until the peer acknowledges them.
+#: Past this, the oldest is forgotten and ``_cancelled_to`` rises to its id: a
+#: peer that never acknowledges (stuck, or hostile) costs this many entries, not
+#: one per call we ever gave up on.
+MAX_CANCELLED = 1024
+
 
 def _refs(n: int) -> list[PortRef]:
     return [_LARGEST_REF] * n
@@ -82,6 +88,7 @@ class Sending:
     peer_max_frame_size: int
     _awaiting: dict[int, None]
     _cancelled: dict[int, None]
+    _cancelled_to: int
     _serving: dict[int, None]
     _granted: dict[int, int]
     _credit: dict[int, int]
@@ -251,7 +258,13 @@ class Sending:
         del self._awaiting[request_id]
         self._granted.pop(request_id, None)
         if self.state is OPEN:
-            self._cancelled[request_id] = None
+            cancelled = self._cancelled
+            cancelled[request_id] = None
+            if len(cancelled) > MAX_CANCELLED:
+                # dicts keep insertion order: the first is the longest cancelled
+                oldest = next(iter(cancelled))
+                del cancelled[oldest]
+                self._cancelled_to = max(self._cancelled_to, oldest)
             self._queue(Cancel(request_id))
 
     def send_reply(self, request_id: int, ok: bool, value: Any) -> bool:

@@ -17,7 +17,19 @@ import anyio.lowlevel
 import pytest
 
 import ipcbus
-from ipcbus._wire import PROTOCOL_VERSION, CloseCode, Hello, Ping, Request, RequestKind, Welcome
+from ipcbus._sending import MAX_CANCELLED
+from ipcbus._wire import (
+    PROTOCOL_VERSION,
+    Cancel,
+    CloseCode,
+    Hello,
+    Ping,
+    Pong,
+    Reply,
+    Request,
+    RequestKind,
+    Welcome,
+)
 
 from ._raw import RawPeer, bench, frames, raw_args, warnings_logged
 
@@ -235,4 +247,39 @@ async def test_stalled_request_frame_after_handshake_is_dropped_by_heartbeat() -
                 await peer.until_closed()
             details = await setup.disconnected(welcome.renderer_id)
             assert details.reason in ("connection-lost", "protocol-error"), details
+            await setup.check_healthy()
+
+
+async def test_a_peer_that_never_answers_or_acknowledges_costs_main_a_bounded_table() -> None:
+    # Main gives up on its calls to a renderer that reads them and never
+    # answers, not even the Cancels: main's table of cancelled calls stays at
+    # MAX_CANCELLED, the late acknowledgements are dropped quietly, and main
+    # serves on.
+    calls = MAX_CANCELLED + 200
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            async with RawPeer.connect(setup.listener.address) as peer:
+                welcome = await peer.handshake(setup.listener.token)
+                contents = setup.ipc_main.from_id(welcome.renderer_id)
+                assert contents is not None
+                requests: list[Request] = []
+                with anyio.CancelScope() as given_up:
+                    async with anyio.create_task_group() as tg:
+                        for i in range(calls):
+                            tg.start_soon(contents.invoke, "stuck", i)
+                        while len(requests) < calls:  # every call reached the peer
+                            body = await peer.receive()
+                            assert isinstance(body, Request), body
+                            requests.append(body)
+                        given_up.cancel()
+                endpoint = contents._endpoint
+                assert endpoint is not None
+                cancels = [await peer.receive() for _ in range(calls)]
+                assert all(isinstance(body, Cancel) for body in cancels), cancels[-1]
+                assert len(endpoint.conn._cancelled) == MAX_CANCELLED
+                acks = [Reply(r.request_id, False, raw_args(None)) for r in requests]
+                await peer.send(frames(*acks, Ping(9)))
+                assert await peer.receive() == Pong(9)  # main read every late answer
+                assert endpoint.conn._cancelled == {}
+                assert not contents.is_destroyed()
             await setup.check_healthy()

@@ -21,6 +21,7 @@ from ipcbus._events import (
     RequestReceived,
 )
 from ipcbus._protocol import Connection, LocalProtocolError, Role, State, prepare_message
+from ipcbus._sending import MAX_CANCELLED
 from ipcbus._wire import (
     DEFAULT_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
@@ -358,6 +359,43 @@ def test_cancelled_ids_are_forgotten_once_the_peer_has_dropped_them() -> None:
         pair.send(pair.renderer)  # main drops the request, acknowledging the Cancel
     pair.send(pair.main)
     assert not pair.renderer._cancelled
+
+
+def test_a_peer_that_never_acknowledges_cancels_costs_a_bounded_table(
+    mode: Feed, renderer_sends: bool
+) -> None:
+    # A stuck or hostile peer never answers a Cancel: past MAX_CANCELLED the
+    # oldest ids are forgotten, so the caller's table stops growing with every
+    # call it gives up on, and the late acknowledgements are still dropped.
+    pair = handshake(mode)
+    sender, receiver = pair.ends(renderer_sends)
+    ids = []
+    for _ in range(MAX_CANCELLED + 100):
+        ids.append(sender.start_request(RequestKind.INVOKE, "slow", []))
+        sender.cancel_request(ids[-1])
+    assert len(sender._cancelled) == MAX_CANCELLED
+    assert sender.awaiting == 0
+    awaited = sender.start_request(RequestKind.INVOKE, "ch", [])  # one still awaited
+    pair.send(sender)
+    acks = receiver.data_to_send()  # every Cancel acknowledged, late
+    assert len(decode_frames(acks)) == len(ids)
+    assert feed(sender, acks, mode) == []
+    assert not sender._cancelled
+    assert sender.state is State.OPEN
+    # The connection carries on: the call still awaited gets its answer.
+    assert receiver.send_reply(awaited, True, "done")
+    assert pair.send(receiver) == [ReplyReceived(awaited, True, raw("done"))]
+
+
+def test_a_reply_to_a_never_sent_id_is_still_refused_past_the_forgotten_cancels(
+    mode: Feed,
+) -> None:
+    pair = handshake(mode)
+    for _ in range(MAX_CANCELLED + 1):
+        pair.renderer.cancel_request(pair.renderer.start_request(RequestKind.INVOKE, "s", []))
+    (terminated,) = feed(pair.renderer, frame(Reply(MAX_CANCELLED + 50, True, raw(None))), mode)
+    assert isinstance(terminated, ConnectionTerminated)
+    assert "never sent" in terminated.reason
 
 
 # ---- ping --------------------------------------------------------------------
