@@ -13,7 +13,9 @@ import anyio
 import msgspec
 import pytest
 
+import ipcbus
 from ipcbus._aio import AsyncioSocketStream
+from ipcbus._queueing import WRITE_AT
 from ipcbus._wire import Reply, Request, RequestKind
 
 from .faults._raw import RawPeer, frames, raw_args
@@ -210,6 +212,35 @@ async def test_a_long_read_of_invokes_is_answered_in_several_writes(
         i + 1 for i in range(64)
     ]
     assert len(writes) >= 4, writes
+
+
+@pytest.mark.skipif(bool(os.environ.get("IPCBUS_NO_FASTPATH")), reason="a fast-path feature")
+async def test_a_sender_that_never_yields_has_its_sends_written_as_they_pass_64_kib() -> None:
+    """A loop of ``await send`` that never suspends keeps main busy: its bytes
+    leave every ``WRITE_AT`` (64 KiB) instead of waiting for the loop's next
+    turn or for ``SEND_HIGH_WATER``, as the raw asyncio floor writes them."""
+    got = anyio.Event()
+    count = 0
+    n = 20_000  # about 300 KiB of frames: past WRITE_AT, past SEND_HIGH_WATER
+
+    def sink(event: ipcbus.IpcMainEvent, i: int) -> None:
+        nonlocal count
+        assert i == count  # in order, none lost
+        count += 1
+        if count == n:
+            got.set()
+
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            ipc_main.on("sink", sink)
+            async with ipc_main.connect_local() as renderer:
+                endpoint = renderer._open_endpoint()
+                most = 0
+                for i in range(n):
+                    await renderer.send("sink", i)
+                    most = max(most, endpoint.conn.pending_output)
+                await got.wait()
+    assert most <= WRITE_AT + 64, most  # a frame of at most 64 bytes past the mark
 
 
 class _NeedsTheLibrary:

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 __all__ = ("SEND_HIGH_WATER", "Queueing")
 
 SEND_HIGH_WATER = 256 * 1024  # queued bytes beyond which send() waits for the writer
+#: Queued bytes beyond which a send writes them at once rather than on the
+#: loop's next turn: a sender that never yields (a loop of sends) would
+#: otherwise hold everything until SEND_HIGH_WATER, and the peer sit idle.
+WRITE_AT = 64 * 1024
 
 
 class Queueing:
@@ -41,6 +45,7 @@ class Queueing:
         write_soon: bool
 
         def kick(self) -> None: ...
+        def write_at_once(self) -> None: ...
         async def flush(self) -> None: ...
 
     # ---- queueing frames -----------------------------------------------
@@ -63,7 +68,9 @@ class Queueing:
             raise too_large("send", channel, exc, self._endpoint.limit_advice) from None
         if pending > SEND_HIGH_WATER:  # self.congested, inline
             return True
-        if not self.write_soon:  # else a write already comes on the loop's next turn
+        if pending > WRITE_AT:
+            self.write_at_once()
+        elif not self.write_soon:  # else a write already comes on the loop's next turn
             self.kick()
         return False
 
