@@ -15,6 +15,7 @@ import pytest
 
 import ipcbus
 from ipcbus._aio import AsyncioSocketStream
+from ipcbus._protocol import Connection
 from ipcbus._queueing import WRITE_AT
 from ipcbus._wire import Reply, Request, RequestKind
 
@@ -241,6 +242,60 @@ async def test_a_sender_that_never_yields_has_its_sends_written_as_they_pass_64_
                     most = max(most, endpoint.conn.pending_output)
                 await got.wait()
     assert most <= WRITE_AT + 64, most  # a frame of at most 64 bytes past the mark
+
+
+@pytest.mark.skipif(bool(os.environ.get("IPCBUS_NO_FASTPATH")), reason="a fast-path feature")
+async def test_sends_past_64_kib_into_a_congested_transport_leave_the_queue_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past ``WRITE_AT`` a send writes at once only if the transport takes it. Into
+    a congested one (main not reading) each send used to take everything queued and
+    hand it back (``unsend``, a copy of up to 256 KiB) until the writer task ran."""
+    handed_back = 0
+    unsend = Connection.unsend
+
+    def counting(self: Connection, data: bytes | bytearray) -> None:
+        nonlocal handed_back
+        handed_back += bool(data)
+        unsend(self, data)
+
+    monkeypatch.setattr(Connection, "unsend", counting)
+    holding, release, done = anyio.Event(), anyio.Event(), anyio.Event()
+    got: list[int] = []
+    n = 400  # 1 KiB each: past the kernel's buffer, the transport's and SEND_HIGH_WATER
+
+    async def hold(event: ipcbus.IpcMainEvent) -> None:
+        holding.set()
+        await release.wait()  # main's one call in flight (max_in_flight=1): it stops reading
+
+    def sink(event: ipcbus.IpcMainEvent, i: int, pad: bytes) -> None:
+        got.append(i)
+        if len(got) == n:
+            done.set()
+
+    with anyio.fail_after(20):
+        async with running_main(max_in_flight=1) as ipc_main:
+            ipc_main.on("hold", hold)
+            ipc_main.on("sink", sink)
+            async with ipc_main.connect_local() as renderer:
+                stream = renderer._open_endpoint().stream
+                sock = stream._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                await renderer.send("hold")
+                await holding.wait()
+
+                async def sends() -> None:
+                    for i in range(n):
+                        await renderer.send("sink", i, b"x" * 1024)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(sends)
+                    await anyio.wait_all_tasks_blocked()  # the sender waits for the writer
+                    while_congested = handed_back
+                    release.set()
+                await done.wait()
+    assert got == list(range(n))
+    assert while_congested <= 2, while_congested
 
 
 class _NeedsTheLibrary:

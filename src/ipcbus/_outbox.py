@@ -256,6 +256,20 @@ class Outbox(Queueing):
         else:
             self.kick()
 
+    def write_early(self) -> None:
+        """A sender queued past ``WRITE_AT`` without yielding: write now if the stream takes it.
+
+        Only when the transport takes it at once (the fast path, no write in
+        progress, not over its high water); else as :meth:`kick` does. Never
+        :meth:`write_now` into a congested transport: it would hand the bytes
+        back (a copy of everything queued) on every send until the writer runs.
+        """
+        direct = self.direct
+        if direct is not None and not self.writing and direct.can_write_nowait():
+            self.write_now()
+        elif not self.write_soon:
+            self.kick()
+
     def flush_later(self) -> None:
         """Have what is queued sent, without waiting for it (plain callers)."""
         if self.conn.state is OPEN:

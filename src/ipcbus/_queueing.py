@@ -45,7 +45,7 @@ class Queueing:
         write_soon: bool
 
         def kick(self) -> None: ...
-        def write_at_once(self) -> None: ...
+        def write_early(self) -> None: ...
         async def flush(self) -> None: ...
 
     # ---- queueing frames -----------------------------------------------
@@ -69,7 +69,7 @@ class Queueing:
         if pending > SEND_HIGH_WATER:  # self.congested, inline
             return True
         if pending > WRITE_AT:
-            self.write_at_once()
+            self.write_early()
         elif not self.write_soon:  # else a write already comes on the loop's next turn
             self.kick()
         return False
