@@ -199,6 +199,8 @@ class Endpoint(DeliveredReads):
         liveness = self._liveness
         if liveness is not None and self._sweeper is None:
             self._sweeper = Sweeper(self._tg)
+        if frames is not None:
+            frames.on_lost = self.link_lost
         try:
             if liveness is not None and self._sweeper is not None:
                 self._sweeper.watch(liveness)
@@ -241,6 +243,8 @@ class Endpoint(DeliveredReads):
                             outbox.write_at_once()
             await outbox.drain()  # graceful end: a Goodbye
         finally:
+            if frames is not None:
+                frames.on_lost = None  # the endpoint is done: no cycle through the stream
             if liveness is not None and self._sweeper is not None:
                 self._sweeper.forget(liveness)
             outbox.stop()

@@ -13,6 +13,7 @@ bodies (:func:`ipcbus._framing.split_frames`) and each goes out as one message.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import anyio.abc
 
@@ -42,12 +43,16 @@ class FrameStream(anyio.abc.ByteStream):
             socket does (NATS never does: it needs heartbeats).
         lost_reason: why the link broke, if the transport knows (say, messages
             were lost); the connection's end reports it.
+        on_lost: set by the endpoint that reads the stream: a transport that
+            finds its link broken calls it with ``lost_reason``, so the
+            connection ends even while its reader is paused (backpressure).
     """
 
     max_frame_size: int | None = None
     limit_advice: str | None = None
     heartbeat_auto: float | None = None
     lost_reason: str | None = None
+    on_lost: Callable[[str], None] | None = None
 
     @abc.abstractmethod
     async def receive_frame(self) -> bytes:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,10 @@ PREFIX = "ipcbus"  # every subject of an app starts with PREFIX.<app>.
 SEQ_HEADER = "Ipcbus-Seq"  # each message's number, from 1, per direction
 HEARTBEAT = 3.0  # "auto" over NATS: pings every 3 s, a peer silent 9 s is gone
 HEADROOM = 256  # bytes of the server's max_payload left for the headers
-_BUFFER = 256  # messages moved from nats-py's queue, waiting for the reader
+#: Bytes of one connection's messages that may wait for its reader: NATS has no
+#: backpressure, so past this (or four of the server's largest messages, if
+#: more) the connection ends as a socket's would not (docs/scale-out.md).
+MAX_QUEUED = 16 * 1024 * 1024
 
 
 class ConnectRequest(msgspec.Struct, frozen=True, array_like=True):
@@ -120,6 +124,16 @@ class NatsClient:
         self.nc = nc
         self.where = where
         self.streams: dict[str, NatsFrames] = {}  # by the subject each receives on
+
+    async def route(self, msg: Msg) -> None:
+        """A subscription's callback for many connections: to the one ``msg`` is for.
+
+        A replica's renderers share one subscription (``NatsFrames.attach``),
+        not one each: a nats-py subscription with a callback is a task and a
+        queue of its own.
+        """
+        if (stream := self.streams.get(msg.subject)) is not None:
+            stream.deliver(msg)
 
     @classmethod
     async def open(
@@ -250,10 +264,15 @@ class NatsFrames(FrameStream):
         self._subject = ""
         self._sent = 0
         self._received = 0
-        self._to_reader, self._incoming = anyio.create_memory_object_stream[bytes](_BUFFER)
+        # Messages waiting for the reader, and their bytes (at most max_queued)
+        self._inbox: deque[bytes] = deque()
+        self._queued = 0
+        self._arrived: anyio.Event | None = None  # while the reader waits
+        self._ended = False  # lost, or closed: nothing more is delivered
         self._closed = False
         max_payload = self._nc.max_payload
         self.max_frame_size = max_payload - HEADROOM
+        self.max_queued = max(MAX_QUEUED, 4 * max_payload)
         self.limit_advice = (
             f"Over NATS a frame is one message, and the server's max_payload is "
             f"{max_payload} bytes: send large values in parts (a stream), or raise "
@@ -261,12 +280,30 @@ class NatsFrames(FrameStream):
         )
 
     async def subscribe(self, subject: str) -> None:
-        """Start receiving this connection's frames on ``subject``."""
-        self._subject = subject
-        self._client.streams[subject] = self
+        """Receive this connection's frames on ``subject``, by a subscription of its own."""
+        self.attach(subject)
         self._sub = await self._nc.subscribe(subject, cb=self._on_message)
 
+    def attach(self, subject: str) -> None:
+        """Receive this connection's frames on ``subject`` through ``NatsClient.route``.
+
+        For a subject a subscription of the client already covers (a
+        replica's one wildcard for all its renderers).
+        """
+        self._subject = subject
+        self._client.streams[subject] = self
+
     async def _on_message(self, msg: Msg) -> None:
+        self.deliver(msg)
+
+    def deliver(self, msg: Msg) -> None:
+        """Hand one message to the reader, in order, without waiting.
+
+        Never blocks: the messages of every renderer of a replica come
+        through one callback, which must not wait for any one reader.
+        """
+        if self._ended:
+            return
         headers = msg.headers
         expected = self._received + 1
         seq = headers.get(SEQ_HEADER) if headers else None
@@ -278,23 +315,52 @@ class NatsFrames(FrameStream):
             )
             return
         self._received = expected
-        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            try:
-                self._to_reader.send_nowait(msg.data)  # the common case: no extra loop turn
-            except anyio.WouldBlock:
-                # The reader is behind: wait, and nats-py's own queue fills; past
-                # its limits it drops, reports a slow consumer, and we end.
-                await self._to_reader.send(msg.data)
+        data = msg.data
+        self._queued += len(data)
+        if self._queued > self.max_queued:
+            self.lose(
+                f"more than {self.max_queued} bytes of messages waited to be read; NATS "
+                "has no backpressure: the peer sent faster than this side read"
+            )
+            return
+        self._inbox.append(data)
+        if (arrived := self._arrived) is not None:
+            self._arrived = None
+            arrived.set()
 
     def lose(self, reason: str) -> None:
-        """End the connection: the reader sees the end after what came before."""
+        """End the connection now, saying why; what its reader has not taken is dropped.
+
+        Now, not after what was queued: the reader may be paused
+        (backpressure), and a link with a hole in it carries nothing useful.
+        """
         if self.lost_reason is None and not self._closed:
             self.lost_reason = reason
             logger.warning("NATS link on %s: %s", self._subject or "?", reason)
-        self._to_reader.close()
+        self._end()
+        self._inbox.clear()
+        self._queued = 0
+        if self.on_lost is not None:
+            self.on_lost(reason)
+
+    def _end(self) -> None:
+        self._ended = True
+        if (arrived := self._arrived) is not None:
+            self._arrived = None
+            arrived.set()
 
     async def receive_frame(self) -> bytes:
-        return await self._incoming.receive()
+        inbox = self._inbox
+        while not inbox:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._ended:
+                raise anyio.EndOfStream
+            self._arrived = arrived = anyio.Event()
+            await arrived.wait()
+        data = inbox.popleft()
+        self._queued -= len(data)
+        return data
 
     async def send_frame(self, body: memoryview) -> None:
         if self._closed:
@@ -320,8 +386,9 @@ class NatsFrames(FrameStream):
         if self._closed:
             return
         self._closed = True
-        self._to_reader.close()
-        self._incoming.close()
+        self._end()
+        self._inbox.clear()
+        self._queued = 0
         self._client.streams.pop(self._subject, None)
         with anyio.CancelScope(shield=True):
             if self.lost_reason is not None and self.send_subject:

@@ -105,6 +105,9 @@ class Replica:
             connect_subject(self.app), queue=self._base, cb=self._on_connect
         )
         self._broadcast_sub = await nc.subscribe(f"{self._base}.broadcast.*", cb=self._on_broadcast)
+        # Every renderer's frames, through one subscription (NatsClient.route);
+        # closed with the client, once every renderer of ours is gone.
+        await nc.subscribe(f"{self._base}.replica.{self.replica_id}.*", cb=self._client.route)
         await nc.flush()  # the server has the subscriptions: renderers can come
 
     async def _run(self) -> None:
@@ -144,7 +147,7 @@ class Replica:
             # Unguessable: another renderer allowed to publish on the app's
             # subjects cannot aim at this one's (docs/scale-out.md, spoofing).
             name = secrets.token_hex(12)
-            await frames.subscribe(f"{self._base}.replica.{self.replica_id}.{name}")
+            frames.attach(f"{self._base}.replica.{self.replica_id}.{name}")
             await msg.respond(msgspec.msgpack.encode(ConnectReply(frames._subject)))
         except Exception as exc:
             logger.warning("NATS app %r: could not answer a renderer: %r", self.app, exc)

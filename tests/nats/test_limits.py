@@ -92,6 +92,42 @@ async def test_a_frame_over_max_payload_fails_at_its_caller(tmp_path: Path) -> N
         server.stop()
 
 
+async def test_a_renderer_sending_faster_than_its_replica_reads_is_cut_off_at_a_bound(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS has no backpressure: what a renderer sends while main does not read waits
+    in main, up to ``max_queued`` bytes per connection; past it, that connection ends
+    (``"connection-lost"``, saying why) and main serves everyone else."""
+    monkeypatch.setattr(_nats, "MAX_QUEUED", 256 * 1024)  # the bound: 4 x max_payload
+    gone = anyio.Event()
+    details: list[ipcbus.DisconnectDetails] = []
+    server = ipcbus.IpcMain(max_in_flight=1, **FAST)
+    release = anyio.Event()
+
+    async def hold(event: ipcbus.IpcMainEvent) -> None:
+        await release.wait()  # main's one call in flight: it reads no more meanwhile
+
+    with anyio.fail_after(30):
+        async with server as ipc_main:
+            ipc_main.on("hold", hold)
+            ipc_main.handle("ping", lambda event: "pong")
+            ipc_main.on_disconnect(lambda contents, d: (details.append(d), gone.set()))
+            await ipc_main.join(nats_url, app="fast")
+            async with ipcbus.connect(nats_url, app="fast") as other:
+                async with ipcbus.connect(nats_url, app="fast") as flooder:
+                    frames = flooder._endpoint.stream  # type: ignore[union-attr]
+                    bound = 4 * frames._nc.max_payload  # type: ignore[attr-defined]
+                    part = b"x" * (frames.max_frame_size - 1024)  # type: ignore[attr-defined]
+                    await flooder.send("hold")
+                    for _ in range(bound // len(part) + 4):
+                        await flooder.send("sink", part)
+                    await gone.wait()
+                    release.set()
+                assert await other.invoke("ping") == "pong"
+    assert details[0].reason == "connection-lost"
+    assert f"more than {bound} bytes of messages waited to be read" in details[0].message
+
+
 def test_the_nats_transport_says_it_needs_asyncio(nats_url: str) -> None:
     async def main() -> None:
         async with ipcbus.IpcMain() as ipc_main:
