@@ -6,6 +6,7 @@ read a large frame's bytes straight into the frame (``receive_into``).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -296,6 +297,31 @@ async def test_sends_past_64_kib_into_a_congested_transport_leave_the_queue_alon
                 await done.wait()
     assert got == list(range(n))
     assert while_congested <= 2, while_congested
+
+
+@pytest.mark.skipif(bool(os.environ.get("IPCBUS_NO_FASTPATH")), reason="a fast-path feature")
+async def test_large_sends_to_a_renderer_that_died_fail_soon_and_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncio learns that a write failed a loop turn later; a loop of sends past
+    ``WRITE_AT`` that never yields must not write into the failed transport send
+    after send (never waiting, never raising, asyncio logging each write)."""
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    sent = 0
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            listener = await ipc_main.listen()
+            async with RawPeer.connect(listener.address) as peer:
+                welcome = await peer.handshake(listener.token)
+                contents = ipc_main.from_id(welcome.renderer_id)
+                assert contents is not None
+            # The peer is gone; main has not read its end yet.
+            with pytest.raises(ipcbus.ConnectionClosedError):
+                while sent < 10_000:
+                    await contents.send("big", b"x" * (WRITE_AT + 1))
+                    sent += 1
+    assert sent < 100, sent
+    assert len([r for r in caplog.records if r.name == "asyncio"]) < 10
 
 
 class _NeedsTheLibrary:

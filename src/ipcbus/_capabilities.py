@@ -63,6 +63,11 @@ class WritesNow(Protocol):
         """Whether :meth:`write_nowait` may be called now (open, not congested)."""
         ...
 
+    def closing(self) -> bool:
+        """Whether the transport failed on this loop turn or was closed (known at once,
+        where :meth:`can_write_nowait` may learn of a failure a turn later)."""
+        ...
+
     def write_nowait(self, data: bytes | bytearray) -> None:
         """Hand ``data`` to the transport now (at most ``_aio.LARGE_WRITE`` bytes)."""
         ...

@@ -154,7 +154,9 @@ class Meaning:
         request_id = body.request_id
         granted = self._granted.get(request_id)
         if granted is None:
-            if request_id in self._cancelled or request_id <= self._cancelled_to:
+            if request_id in self._cancelled or (
+                request_id <= self._cancelled_to and request_id not in self._awaiting
+            ):
                 return  # crossed our Cancel
             raise PeerViolation(
                 f"protocol error: StreamItem for request id {request_id}, which is not a "

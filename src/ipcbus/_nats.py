@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "HEADROOM",
+    "MAX_QUEUED",
     "PREFIX",
     "SEQ_HEADER",
     "ConnectReply",
@@ -70,10 +71,16 @@ PREFIX = "ipcbus"  # every subject of an app starts with PREFIX.<app>.
 SEQ_HEADER = "Ipcbus-Seq"  # each message's number, from 1, per direction
 HEARTBEAT = 3.0  # "auto" over NATS: pings every 3 s, a peer silent 9 s is gone
 HEADROOM = 256  # bytes of the server's max_payload left for the headers
-#: Bytes of one connection's messages that may wait for its reader: NATS has no
-#: backpressure, so past this (or four of the server's largest messages, if
-#: more) the connection ends as a socket's would not (docs/scale-out.md).
+#: Bytes of one connection's messages that may wait for its reader in a replica:
+#: NATS has no backpressure, so past this (or four of the server's largest
+#: messages, if more) the connection ends as a socket's would not
+#: (docs/scale-out.md). A renderer trusts its main further: RENDERER_MAX_QUEUED,
+#: what nats-py's own queue held before (main cannot pace its pushes over NATS).
 MAX_QUEUED = 16 * 1024 * 1024
+RENDERER_MAX_QUEUED = 128 * 1024 * 1024
+#: Bytes each waiting message is charged beyond its own: its bytes object and
+#: its slot, so a flood of empty or tiny messages meets the bound too.
+MESSAGE_COST = 64
 
 
 class ConnectRequest(msgspec.Struct, frozen=True, array_like=True):
@@ -255,7 +262,7 @@ class NatsFrames(FrameStream):
 
     heartbeat_auto = HEARTBEAT
 
-    def __init__(self, client: NatsClient, *, owns_client: bool) -> None:
+    def __init__(self, client: NatsClient, *, owns_client: bool, max_queued: int) -> None:
         self._client = client
         self._nc = client.nc
         self._owns_client = owns_client
@@ -272,7 +279,7 @@ class NatsFrames(FrameStream):
         self._closed = False
         max_payload = self._nc.max_payload
         self.max_frame_size = max_payload - HEADROOM
-        self.max_queued = max(MAX_QUEUED, 4 * max_payload)
+        self.max_queued = max(max_queued, 4 * max_payload)
         self.limit_advice = (
             f"Over NATS a frame is one message, and the server's max_payload is "
             f"{max_payload} bytes: send large values in parts (a stream), or raise "
@@ -316,7 +323,7 @@ class NatsFrames(FrameStream):
             return
         self._received = expected
         data = msg.data
-        self._queued += len(data)
+        self._queued += len(data) + MESSAGE_COST
         if self._queued > self.max_queued:
             self.lose(
                 f"more than {self.max_queued} bytes of messages waited to be read; NATS "
@@ -359,7 +366,7 @@ class NatsFrames(FrameStream):
             self._arrived = arrived = anyio.Event()
             await arrived.wait()
         data = inbox.popleft()
-        self._queued -= len(data)
+        self._queued -= len(data) + MESSAGE_COST
         return data
 
     async def send_frame(self, body: memoryview) -> None:
@@ -433,7 +440,7 @@ async def open_renderer_stream(
     nats = nats_module()
     servers = address if isinstance(address, list) else str(address)
     client = await NatsClient.open(servers, timeout, nats_options, ssl_context)
-    frames = NatsFrames(client, owns_client=True)
+    frames = NatsFrames(client, owns_client=True, max_queued=RENDERER_MAX_QUEUED)
     try:
         await frames.subscribe(client.nc.new_inbox())
         request = msgspec.msgpack.encode(ConnectRequest(frames._subject))

@@ -20,6 +20,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from . import _nats
 from ._errors import ConnectionClosedError, FrameTooLargeError
 from ._nats import (
     HEADROOM,
@@ -141,7 +142,7 @@ class Replica:
                 "NATS app %r: ignored a connect request without a usable inbox", self.app
             )
             return
-        frames = NatsFrames(self._client, owns_client=False)
+        frames = NatsFrames(self._client, owns_client=False, max_queued=_nats.MAX_QUEUED)
         frames.send_subject = inbox
         try:
             # Unguessable: another renderer allowed to publish on the app's

@@ -257,17 +257,28 @@ class Outbox(Queueing):
             self.kick()
 
     def write_early(self) -> None:
-        """A sender queued past ``WRITE_AT`` without yielding: write now if the stream takes it.
+        """A sender queued past ``WRITE_AT`` without yielding: hand it to the transport now.
 
-        Only when the transport takes it at once (the fast path, no write in
-        progress, not over its high water); else as :meth:`kick` does. Never
-        :meth:`write_now` into a congested transport: it would hand the bytes
-        back (a copy of everything queued) on every send until the writer runs.
+        Only if the transport takes it at once (the fast path, no write in
+        progress, not failing, not over its high water): never into a
+        congested transport, which would hand the bytes back (a copy of all
+        that is queued) on every send, nor into one that failed this turn,
+        which asyncio tells a turn later, logging every write meanwhile.
+        The rest of :meth:`write_now` (the batch's waiters, room for calls
+        held back) is left to the loop's next turn, as :meth:`kick` arranges:
+        not run inside the sender's ``send``.
         """
         direct = self.direct
-        if direct is not None and not self.writing and direct.can_write_nowait():
-            self.write_now()
-        elif not self.write_soon:
+        if (
+            direct is not None
+            and not self.writing
+            and self.conn.pending_output <= LARGE_WRITE
+            and direct.can_write_nowait()
+            and not direct.closing()
+        ):
+            direct.write_nowait(self.conn.data_to_send())
+            self.writes += 1
+        if not self.write_soon:
             self.kick()
 
     def flush_later(self) -> None:

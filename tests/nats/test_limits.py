@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -126,6 +127,74 @@ async def test_a_renderer_sending_faster_than_its_replica_reads_is_cut_off_at_a_
                 assert await other.invoke("ping") == "pong"
     assert details[0].reason == "connection-lost"
     assert f"more than {bound} bytes of messages waited to be read" in details[0].message
+
+
+async def test_main_pushing_more_than_a_replica_would_take_to_a_busy_renderer_gets_through(
+    nats_url: str,
+) -> None:
+    """A renderer trusts its main further than a replica trusts a renderer (main
+    cannot pace its pushes over NATS): 18 MB pushed while the renderer reads
+    nothing all arrive, in order."""
+    chunks, size = 20, 900_000
+    release, arrived, done = anyio.Event(), anyio.Event(), anyio.Event()
+    got: list[int] = []
+    renderer = ipcbus.IpcRenderer(max_in_flight=1, **FAST)
+
+    @renderer.on("hold")
+    async def hold(event: ipcbus.IpcRendererEvent) -> None:
+        await release.wait()  # its one call in flight: it reads no more meanwhile
+
+    @renderer.on("chunk")
+    def chunk(event: ipcbus.IpcRendererEvent, i: int, data: bytes) -> None:
+        got.append(i)
+        if len(got) == chunks:
+            done.set()
+
+    with anyio.fail_after(30):
+        async with running_main(**FAST) as ipc_main:
+            await ipc_main.join(nats_url, app="push")
+            async with renderer.connect(nats_url, app="push"):
+                frames = renderer._endpoint.stream  # type: ignore[union-attr]
+                deliver = frames.deliver
+                big = 0
+
+                def counting(msg: Any) -> None:
+                    nonlocal big
+                    deliver(msg)
+                    big += len(msg.data) > size
+                    if big == chunks:
+                        arrived.set()
+
+                frames.deliver = counting
+                (contents,) = ipc_main.get_all_web_contents()
+                await contents.send("hold")
+                for i in range(chunks):
+                    await contents.send("chunk", i, b"x" * size)
+                await arrived.wait()  # all of it waits in the renderer, unread
+                assert frames._queued > _nats.MAX_QUEUED
+                release.set()
+                await done.wait()
+                assert renderer.is_connected()
+    assert got == list(range(chunks))
+
+
+def test_empty_and_tiny_messages_count_against_the_bound_too() -> None:
+    """Each waiting message is charged its own bytes and ``MESSAGE_COST``: a flood of
+    empty ones (which a peer can publish with valid sequence numbers) meets the bound."""
+
+    class Msg:
+        def __init__(self, seq: int) -> None:
+            self.headers = {_nats.SEQ_HEADER: str(seq)}
+            self.data = b""
+
+    client = _nats.NatsClient(SimpleNamespace(max_payload=1024), "nowhere")  # type: ignore[arg-type]
+    frames = _nats.NatsFrames(client, owns_client=False, max_queued=0)
+    bound = frames.max_queued  # four of the server's largest messages: 4,096 bytes
+    for seq in range(1, bound + 2):  # as many empty messages as the bound has bytes
+        frames.deliver(Msg(seq))  # type: ignore[arg-type]
+    assert frames.lost_reason is not None
+    assert f"more than {bound} bytes" in frames.lost_reason
+    assert not frames._inbox
 
 
 def test_the_nats_transport_says_it_needs_asyncio(nats_url: str) -> None:

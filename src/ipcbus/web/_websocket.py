@@ -312,6 +312,10 @@ class FastWebSocketFrames(WebSocketFrames):
             and not self._direct.closing()
         )
 
+    def closing(self) -> bool:
+        """Whether the page's transport is closing (see ``AsyncioSocketStream.closing``)."""
+        return self._direct.closing()
+
     def write_nowait(self, data: bytes | bytearray) -> None:
         """Hand the core's run of frames to the transport now (after :meth:`can_write_nowait`).
 
