@@ -71,6 +71,10 @@ PREFIX = "ipcbus"  # every subject of an app starts with PREFIX.<app>.
 SEQ_HEADER = "Ipcbus-Seq"  # each message's number, from 1, per direction
 HEARTBEAT = 3.0  # "auto" over NATS: pings every 3 s, a peer silent 9 s is gone
 HEADROOM = 256  # bytes of the server's max_payload left for the headers
+#: A replica asks its NATS server for a PONG every WATCH_EVERY seconds; none
+#: within WATCH_WAIT means nats-py no longer reads (see NatsClient.watch).
+WATCH_EVERY = 3.0
+WATCH_WAIT = 10.0
 #: Bytes of one connection's messages that may wait for its reader in a replica:
 #: NATS has no backpressure, so past this (or four of the server's largest
 #: messages, if more) the connection ends as a socket's would not
@@ -228,6 +232,47 @@ class NatsClient:
             raise
         opening[0] = False
         return client
+
+    async def watch(self) -> None:
+        """Reconnect when nats-py stops reading while it still says it is connected.
+
+        nats-py's reader ends on some malformed messages the server passes on
+        (a reply subject or a header that does not decode), logging once and
+        reading nothing more, while the client stays "connected" and the
+        server keeps sending: a replica would be deaf until nats-py's own
+        stale-connection ping, minutes later. Any peer allowed to publish on
+        the app's subjects can send such a message. So every ``WATCH_EVERY``
+        seconds the server is asked for a PONG; none within
+        ``WATCH_WAIT`` seconds, and the client reconnects: its subscriptions
+        are made again, and connections whose messages were lost meanwhile
+        end as "messages were lost". Runs until cancelled.
+        """
+        nc = self.nc
+        # A PING and its PONG: rtt in nats-py 2.15 and later, whose flush
+        # skips the PONG once its reader has ended; flush before that.
+        probe: Callable[..., Awaitable[object]] = getattr(nc, "rtt", None) or nc.flush
+        while True:
+            await anyio.sleep(WATCH_EVERY)
+            if not nc.is_connected:
+                continue  # nats-py is reconnecting, or closed: its own business
+            try:
+                await probe(timeout=WATCH_WAIT)
+            except Exception as exc:
+                if not nc.is_connected:
+                    continue
+                logger.warning(
+                    "NATS at %s: no answer to a ping within %g s (%r); reconnecting",
+                    self.where,
+                    WATCH_WAIT,
+                    exc,
+                )
+                force = getattr(nc, "force_reconnect", None)  # nats-py 2.15 and later
+                if force is not None:
+                    await force()
+                elif (op_err := getattr(nc, "_process_op_err", None)) is not None:
+                    await op_err(exc)  # what earlier nats-py does when its reader fails
+                else:
+                    self.closed()  # no way to reconnect: end its connections, say why
 
     def slow_consumer(self, subject: str) -> None:
         if (stream := self.streams.get(subject)) is not None:

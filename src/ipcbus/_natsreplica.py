@@ -22,6 +22,7 @@ import msgspec
 
 from . import _nats
 from ._errors import ConnectionClosedError, FrameTooLargeError
+from ._lograte import WarningRate
 from ._nats import (
     HEADROOM,
     PREFIX,
@@ -50,6 +51,11 @@ _ID_BITS = 20  # renderer ids: a random 32-bit prefix, then a 20-bit counter
 #: ``max_pending_handshakes`` (64 -> 1,024): over NATS the Hello is a network
 #: round trip away, and an app's renderers may all ask at once (a restart).
 WAITING_PER_PENDING = 16
+#: Connect requests nats-py may hold for the replica to take (one per turn of
+#: its loop), as a multiple of its ``Waiting``'s limit; past that (or
+#: CONNECT_QUEUE_BYTES) nats-py drops them, and their renderers ask again.
+CONNECT_QUEUE_PER_WAITING = 4
+CONNECT_QUEUE_BYTES = 4 * 1024 * 1024
 
 
 def _renderer_ids() -> Iterator[int]:
@@ -95,6 +101,8 @@ class Replica:
         self._broadcast_sub: Subscription | None = None
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
+        # Anyone who may ask for a connection may ask wrongly, as fast as NATS carries it.
+        self._ignored = WarningRate(logger, f"ignored connect requests for NATS app {app!r}")
 
     @property
     def _base(self) -> str:
@@ -103,7 +111,11 @@ class Replica:
     async def _start(self) -> None:
         nc = self._client.nc
         self._connect_sub = await nc.subscribe(
-            connect_subject(self.app), queue=self._base, cb=self._on_connect
+            connect_subject(self.app),
+            queue=self._base,
+            cb=self._on_connect,
+            pending_msgs_limit=CONNECT_QUEUE_PER_WAITING * self._waiting.limit(),
+            pending_bytes_limit=CONNECT_QUEUE_BYTES,
         )
         self._broadcast_sub = await nc.subscribe(f"{self._base}.broadcast.*", cb=self._on_broadcast)
         # Every renderer's frames, through one subscription (NatsClient.route);
@@ -115,11 +127,12 @@ class Replica:
         """Hold the NATS client while main runs; close it once main's renderers are gone."""
         try:
             with self._scope:
-                await anyio.sleep_forever()
+                await self._client.watch()
         finally:
             with anyio.CancelScope(shield=True):
                 with suppress(ValueError):
                     self._main._joined.remove(self)
+                self._ignored.flush()
                 await self._client.close()
                 self._done.set()
 
@@ -135,11 +148,22 @@ class Replica:
         try:
             inbox = msgspec.msgpack.decode(msg.data, type=ConnectRequest).inbox
         except msgspec.DecodeError:
-            logger.warning("NATS app %r: ignored a connect request that is not ipcbus's", self.app)
+            self._ignored.warning(
+                "NATS app %r: ignored a connect request that is not ipcbus's", self.app
+            )
             return
         if not msg.reply or not inbox or any(c in inbox for c in "*> \t\r\n"):
-            logger.warning(
+            self._ignored.warning(
                 "NATS app %r: ignored a connect request without a usable inbox", self.app
+            )
+            return
+        if inbox.startswith(f"{PREFIX}."):
+            # ipcbus's own subjects: the replica may publish on the app's
+            # broadcasts, which every replica relays to all its renderers.
+            self._ignored.warning(
+                "NATS app %r: ignored a connect request whose inbox %r is one of ipcbus's subjects",
+                self.app,
+                inbox[:100],
             )
             return
         frames = NatsFrames(self._client, owns_client=False, max_queued=_nats.MAX_QUEUED)

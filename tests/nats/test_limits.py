@@ -15,7 +15,7 @@ import ipcbus
 import nats
 from ipcbus import _nats
 from ipcbus._nats import ConnectRequest, connect_subject
-from ipcbus._natsreplica import WAITING_PER_PENDING
+from ipcbus._natsreplica import CONNECT_QUEUE_PER_WAITING, WAITING_PER_PENDING
 
 from ..helpers import running_main
 from .conftest import NatsServer
@@ -215,16 +215,30 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
     """Anyone who may publish on the app's connect subject can ask for connections
     faster than it completes them: each waits in the replica's own bounded queue until
     its Hello (one more drops the oldest), so main never holds more than that many,
-    and renderers with the token still get in."""
+    and renderers with the token still get in. Requests the replica has not taken
+    yet wait in nats-py's queue, of ``CONNECT_QUEUE_PER_WAITING`` times that many:
+    past it nats-py drops them (as a slow consumer, which ``error_cb`` hears of)."""
     requests = 2000
+    dropped = 0
+    answered = anyio.Event()
+    answers = 0
+
+    def settled() -> None:
+        if answers + dropped == requests:
+            answered.set()
+
+    async def on_error(exc: Exception) -> None:
+        nonlocal dropped
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            dropped += 1
+            settled()
+
     with anyio.fail_after(60):
         async with running_main(max_pending_handshakes=8, **FAST) as ipc_main:
             limit = WAITING_PER_PENDING * 8
             ipc_main.handle("ping", lambda event: "pong")
-            replica = await ipc_main.join(nats_url, app="flood")
+            replica = await ipc_main.join(nats_url, app="flood", error_cb=on_error)
             intruder = await nats.connect(nats_url)
-            answered = anyio.Event()
-            answers = 0
             most = waiting = 0
 
             async def on_answer(msg: Any) -> None:
@@ -232,8 +246,7 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
                 answers += 1
                 most = max(most, len(ipc_main._links))  # those being dropped too
                 waiting = max(waiting, len(replica._waiting.links))
-                if answers == requests:
-                    answered.set()
+                settled()
 
             inbox = intruder.new_inbox()
             await intruder.subscribe(f"{inbox}.reply.*", cb=on_answer)
@@ -242,6 +255,7 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
             await intruder.close()
             assert waiting <= limit
             assert most <= 2 * limit
+            assert answers >= CONNECT_QUEUE_PER_WAITING * limit  # at least a queue's worth
             async with ipcbus.connect(nats_url, app="flood") as renderer:
                 assert await renderer.invoke("ping") == "pong"
 
