@@ -35,7 +35,7 @@ from ._guards import Gatekeeper
 from ._liveness import heartbeat_for
 from ._lograte import WarningRate
 from ._mainevents import IpcMainEvent, IpcMainInvokeEvent, disconnect_details
-from ._protocol import Connection, HandshakeRefused, Role, State
+from ._protocol import Connection, HandshakeRefused, Role
 from ._registry import Callback
 from ._webcontents import WebContents
 from ._wire import CloseCode, PortRef, RequestKind
@@ -88,6 +88,7 @@ class Link:
 
     def _handshake_over(self) -> None:
         self.handshake_over = True
+        self.main._handshakes.forget(self)  # its deadline, if it had one
         if self._handshake_event is not None:
             self._handshake_event.set()
 
@@ -247,7 +248,8 @@ async def serve(
             sweeper=main._sweeper,
         )
         link.install_gate(endpoint)
-        endpoint.start_soon(handshake_watchdog, main, link, endpoint)
+        if main._tg is not None:  # else main is exiting: it closes every connection
+            main._handshakes.watch(link, main._tg)
         return endpoint
 
     if hasattr(stream, "deliver_to") and main._tg is not None:
@@ -322,20 +324,6 @@ async def _drop_waiting(link: Link, reason: str) -> None:
     endpoint = link.contents._endpoint
     if endpoint is not None and not link.handshake_over:
         await endpoint.close(CloseCode.TOO_MANY_CONNECTIONS, reason)
-
-
-async def handshake_watchdog(main: IpcMain, link: Link, endpoint: Endpoint) -> None:
-    """Close the connection if it has not shown its token within ``handshake_timeout``."""
-    with anyio.move_on_after(main.handshake_timeout):
-        # Set by the handshake or by the end of the connection: either way
-        # this task (and its timer) is gone at once, not handshake_timeout later.
-        await link.wait_handshake()
-        return
-    if endpoint.conn.state is State.HANDSHAKE:
-        await endpoint.close(
-            CloseCode.PROTOCOL_ERROR,
-            f"no handshake within {main.handshake_timeout} s",
-        )
 
 
 async def finish(main: IpcMain, link: Link) -> None:

@@ -33,6 +33,7 @@ from ._broadcast import Fanout
 from ._children import stop_lingering
 from ._endpoint import logger
 from ._guards import Guards
+from ._handshakes import HandshakeDeadlines
 from ._listening import Listener
 from ._liveness import Sweeper
 from ._lograte import WarningRate
@@ -152,6 +153,7 @@ class IpcMain(Arrivals, MainOptions, Registry):
         # Connections from listeners and the web server before their handshake.
         self._waiting = Waiting(lambda: self.max_pending_handshakes)
         # Peers can end connections before their handshake in any number.
+        self._handshakes = HandshakeDeadlines(self)  # of connections yet to show the token
         self._handshake_warnings = WarningRate(
             logging.getLogger("ipcbus"), "connections ended before their handshake"
         )

@@ -61,16 +61,17 @@ async def test_no_handshake_in_time_is_dropped(
 
 
 async def test_the_handshake_watchdog_ends_with_the_handshake() -> None:
-    """A connected renderer costs no handshake timer: the watchdog task is gone."""
+    """A connected renderer costs no handshake timer: with no connection left in
+    its handshake, the task that watches the deadlines is gone."""
 
     def watchdogs() -> list[str]:
-        # By what each task is awaiting: the watchdog runs inside the
-        # endpoint's wrapper task (Endpoint.start_soon), so it has no name of its own.
+        # By what each task is awaiting (a task started with start_soon may
+        # run inside a wrapper, with no name of its own).
         found = []
         for task in anyio.get_running_tasks():
             coro: Any = task.coro
             while coro is not None:
-                if getattr(coro, "__qualname__", "") == "handshake_watchdog":
+                if getattr(coro, "__qualname__", "") == "HandshakeDeadlines._sweep":
                     found.append(task.name)
                 coro = getattr(coro, "cr_await", None)
         return found
@@ -103,6 +104,36 @@ async def test_many_silent_connections_are_all_dropped() -> None:
                     tg.start_soon(silent)
                 await setup.check_healthy()
             await setup.check_healthy()
+            assert len(setup.ipc_main._handshakes) == 0  # no deadline left behind
+
+
+async def test_each_connection_gets_its_own_handshake_deadline() -> None:
+    """One task watches every connection's deadline, in the order they came: a
+    connection that came later is dropped later, one that said Hello in between
+    is never dropped, and one that left before its deadline leaves no entry."""
+    timeout = 0.6
+    with anyio.fail_after(15):
+        async with bench(handshake_timeout=timeout) as setup:
+            address, token = setup.listener.address, setup.listener.token
+            async with RawPeer.connect(address) as first:
+                started_first = anyio.current_time()
+                async with RawPeer.connect(address) as leaving:
+                    await leaving.send(b"\x00\x00")  # half a header, then gone
+                async with RawPeer.connect(address) as honest:
+                    await honest.handshake(token)
+                    await anyio.sleep(timeout / 2)  # stands for the time between arrivals
+                    async with RawPeer.connect(address) as second:
+                        started_second = anyio.current_time()
+                        await first.goodbye()
+                        dropped_first = anyio.current_time()
+                        await second.goodbye()
+                        dropped_second = anyio.current_time()
+                    await setup.check_healthy()
+                    assert len(setup.ipc_main.get_all_web_contents()) == 2  # honest is still here
+            assert dropped_first - started_first >= timeout * 0.9
+            assert dropped_second - started_second >= timeout * 0.9
+            assert dropped_second - dropped_first >= timeout / 2 * 0.9
+            assert len(setup.ipc_main._handshakes) == 0
 
 
 async def test_heartbeat_drops_a_peer_gone_without_a_fin(
