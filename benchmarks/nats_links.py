@@ -30,7 +30,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import msgspec
-from nats_bench import start_nats_server
+from nats_bench import Child, start_nats_server
 
 import ipcbus
 
@@ -84,7 +84,9 @@ async def replica(url: str) -> None:
         watcher.cancel()
 
 
-class Replica:
+class Replica(Child):
+    """The replica in its child process (``Child.stop`` ends it); ``base``: its RSS once joined."""
+
     def __init__(self, url: str, src: str | None) -> None:
         env = dict(os.environ)
         if src:
@@ -111,15 +113,6 @@ class Replica:
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
         return self._answer()
-
-    def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 async def _ask(replica: Replica, command: str = "report") -> dict[str, Any]:
