@@ -29,8 +29,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import ipcbus
@@ -200,6 +200,17 @@ async def bench_scale(url: str, replicas: int, n: int, work: float) -> float:
             child.stop()
 
 
+@contextmanager
+def nats_server() -> Iterator[str]:
+    """A nats-server of its own while the block runs; yields its URL."""
+    process, url = start_nats_server()
+    try:
+        yield url
+    finally:
+        process.kill()
+        process.wait()
+
+
 def start_nats_server() -> tuple[subprocess.Popen[bytes], str]:
     """nats-server on a free loopback port, once it accepts connections."""
     server = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -251,9 +262,5 @@ if __name__ == "__main__":
         parser.add_argument("--calls", type=int, default=5000)
         parser.add_argument("--scale-calls", type=int, default=3000)
         parser.add_argument("--work", type=float, default=1.0, help="ms of CPU per call")
-        nats_server, nats_url = start_nats_server()
-        try:
+        with nats_server() as nats_url:
             asyncio.run(main(parser.parse_args(), nats_url))
-        finally:
-            nats_server.kill()
-            nats_server.wait()

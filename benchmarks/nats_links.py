@@ -30,7 +30,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import msgspec
-from nats_bench import Child, start_nats_server
+from nats_bench import Child, nats_server
 
 import ipcbus
 
@@ -204,9 +204,5 @@ if __name__ == "__main__":
         parser.add_argument("--renderers", type=int, default=300)
         parser.add_argument("--flood", type=int, default=20_000)
         parser.add_argument("--src", help="run the replica from this src directory")
-        nats_server, nats_url = start_nats_server()
-        try:
+        with nats_server() as nats_url:
             asyncio.run(main(parser.parse_args(), nats_url))
-        finally:
-            nats_server.kill()
-            nats_server.wait()
