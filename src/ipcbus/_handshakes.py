@@ -7,13 +7,17 @@ until it shows the token: 71 objects tracked by the cycle collector against
 are what a hostile peer makes. Here a connection's deadline is one entry in
 a dict, which keeps the order they came in: every deadline is
 ``handshake_timeout`` after its connection began, so the first entry is
-always the one due first, and one task sleeps until it. An entry leaves as
-its handshake completes or its connection ends (``Link._handshake_over``);
-with none left, the task ends too.
+the one due first, and one task sleeps until it. (Unless the timeout was
+lowered while connections waited: then the earliest is looked for, and a
+new deadline earlier than the one slept toward wakes the task.) An entry
+leaves as its handshake completes or its connection ends
+(``Link._handshake_over``); with none left, the task ends too. A timeout of
+``None`` or infinity sets no deadline, as ``move_on_after`` would.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import anyio
@@ -32,35 +36,50 @@ __all__ = ("HandshakeDeadlines",)
 class HandshakeDeadlines:
     """The connections of one ``IpcMain`` still in their handshake, and when each is due."""
 
-    __slots__ = ("_due", "_main", "_running", "_sleep")
+    __slots__ = ("_due", "_last", "_main", "_ordered", "_running", "_sleep", "_waking")
 
     def __init__(self, main: IpcMain) -> None:
         self._main = main
-        self._due: dict[Link, float] = {}  # in the order they came: the first is due first
+        self._due: dict[Link, float] = {}  # in the order they came
+        self._ordered = True  # deadlines in that order too: the first is due first
+        self._last = -math.inf  # the latest deadline set
         self._running = False
-        self._sleep: anyio.CancelScope | None = None  # the task's wait for the first
+        self._sleep: anyio.CancelScope | None = None  # the task's wait for the earliest...
+        self._waking = math.inf  # ...which is due then
 
     def __len__(self) -> int:
         return len(self._due)
 
     def watch(self, link: Link, task_group: anyio.abc.TaskGroup) -> None:
         """End ``link``'s connection unless its handshake is over within the timeout."""
-        self._due[link] = anyio.current_time() + self._main.handshake_timeout
+        timeout = self._main.handshake_timeout
+        if timeout is None or timeout == math.inf:
+            return  # no deadline
+        deadline = anyio.current_time() + timeout
+        if deadline < self._last:
+            self._ordered = False  # the timeout was lowered: look for the earliest
+        self._last = deadline
+        self._due[link] = deadline
         if not self._running:
             self._running = True
-            task_group.start_soon(self._sweep, task_group)
+            task_group.start_soon(self._sweep)
+        elif deadline < self._waking and self._sleep is not None:
+            self._sleep.cancel()  # due before the one slept toward
 
     def forget(self, link: Link) -> None:
         """``link``'s handshake is over (or its connection ended): no deadline any more."""
-        if self._due.pop(link, None) is not None and not self._due and self._sleep is not None:
-            self._sleep.cancel()  # nothing left to wait for: the task ends now
+        if self._due.pop(link, None) is not None and not self._due:
+            self._ordered, self._last = True, -math.inf
+            if self._sleep is not None:
+                self._sleep.cancel()  # nothing left to wait for: the task ends now
 
-    async def _sweep(self, task_group: anyio.abc.TaskGroup) -> None:
+    async def _sweep(self) -> None:
         due = self._due
         try:
             while due:
-                link = next(iter(due))
-                delay = due[link] - anyio.current_time()
+                link = next(iter(due)) if self._ordered else min(due, key=due.__getitem__)
+                self._waking = due[link]
+                delay = self._waking - anyio.current_time()
                 if delay > 0:
                     with anyio.CancelScope() as self._sleep:
                         await anyio.sleep(delay)
@@ -69,7 +88,8 @@ class HandshakeDeadlines:
                 del due[link]
                 endpoint = link.contents._endpoint
                 if endpoint is not None and endpoint.conn.state is State.HANDSHAKE:
-                    task_group.start_soon(
+                    # In the connection's own keeping: a failure ends it, not main.
+                    endpoint.start_soon(
                         endpoint.close,
                         CloseCode.PROTOCOL_ERROR,
                         f"no handshake within {self._main.handshake_timeout} s",
@@ -77,3 +97,6 @@ class HandshakeDeadlines:
         finally:
             self._running = False
             self._sleep = None
+            self._waking = math.inf
+            if not due:
+                self._ordered, self._last = True, -math.inf

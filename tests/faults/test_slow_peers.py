@@ -8,6 +8,7 @@ idle but healthy renderer is never dropped.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,42 @@ async def test_each_connection_gets_its_own_handshake_deadline() -> None:
             assert dropped_second - started_second >= timeout * 0.9
             assert dropped_second - dropped_first >= timeout / 2 * 0.9
             assert len(setup.ipc_main._handshakes) == 0
+
+
+async def test_a_timeout_lowered_while_connections_wait_applies_to_the_next_one() -> None:
+    """Deadlines are kept in arrival order, which is due order only while the
+    timeout stays: one lowered at run time still drops the next silent
+    connection at its own, earlier deadline."""
+    with anyio.fail_after(15):
+        async with bench(handshake_timeout=30) as setup:
+            async with RawPeer.connect(setup.listener.address):  # patient: due in 30 s
+                while not len(setup.ipc_main._handshakes):  # main accepts it on a later turn
+                    await anyio.lowlevel.checkpoint()
+                setup.ipc_main.handshake_timeout = 0.3
+                async with RawPeer.connect(setup.listener.address) as hasty:
+                    started = anyio.current_time()
+                    goodbye = await hasty.goodbye()
+                    assert anyio.current_time() - started < 5
+                assert goodbye.code is CloseCode.PROTOCOL_ERROR
+                assert "no handshake within 0.3 s" in goodbye.reason
+                assert len(setup.ipc_main._handshakes) == 1  # the patient one, due later
+
+
+async def test_no_handshake_timeout_keeps_a_silent_connection_and_main(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``handshake_timeout=None`` (or infinity) sets no deadline, as anyio's
+    ``move_on_after(None)`` would: the silent connection stays, main serves on."""
+    for timeout in (None, math.inf):
+        with anyio.fail_after(10):
+            async with bench(handshake_timeout=timeout) as setup:
+                async with RawPeer.connect(setup.listener.address) as silent:
+                    await silent.send(b"\x00")
+                    async with RawPeer.connect(setup.listener.address) as honest:
+                        await honest.handshake(setup.listener.token)
+                    await setup.check_healthy()
+                    assert len(setup.ipc_main._handshakes) == 0
+    assert not warnings_logged(caplog, "no handshake within")
 
 
 async def test_heartbeat_drops_a_peer_gone_without_a_fin(
