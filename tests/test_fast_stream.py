@@ -312,9 +312,7 @@ async def test_large_sends_to_a_renderer_that_died_fail_soon_and_quietly(
         async with running_main() as ipc_main:
             listener = await ipc_main.listen()
             async with RawPeer.connect(listener.address) as peer:
-                welcome = await peer.handshake(listener.token)
-                contents = ipc_main.from_id(welcome.renderer_id)
-                assert contents is not None
+                contents = await peer.web_contents(ipc_main, listener.token)
             # The peer is gone; main has not read its end yet.
             with pytest.raises(ipcbus.ConnectionClosedError):
                 while sent < 10_000:

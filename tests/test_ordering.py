@@ -225,9 +225,7 @@ async def test_pushes_to_a_renderer_that_stops_reading_arrive_whole_and_in_order
         async with running_main() as ipc_main:
             listener = await ipc_main.listen()
             async with RawPeer.connect(listener.address) as slow:
-                welcome = await slow.handshake(listener.token)
-                contents = ipc_main.from_id(welcome.renderer_id)
-                assert contents is not None
+                contents = await slow.web_contents(ipc_main, listener.token)
 
                 async def push_all() -> None:
                     nonlocal sent

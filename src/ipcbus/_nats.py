@@ -390,13 +390,14 @@ class NatsFrames(FrameStream):
             self.lost_reason = reason
             logger.warning("NATS link on %s: %s", self._subject or "?", reason)
         self._end()
-        self._inbox.clear()
-        self._queued = 0
         if self.on_lost is not None:
             self.on_lost(reason)
 
     def _end(self) -> None:
+        """Nothing more is delivered, and what was not read is dropped; wake the reader."""
         self._ended = True
+        self._inbox.clear()
+        self._queued = 0
         if (arrived := self._arrived) is not None:
             self._arrived = None
             arrived.set()
@@ -439,8 +440,6 @@ class NatsFrames(FrameStream):
             return
         self._closed = True
         self._end()
-        self._inbox.clear()
-        self._queued = 0
         self._client.streams.pop(self._subject, None)
         with anyio.CancelScope(shield=True):
             if self.lost_reason is not None and self.send_subject:

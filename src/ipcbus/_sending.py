@@ -118,21 +118,8 @@ class Sending:
             body = Message(channel, args, tuple(ports))
         else:
             body = Message(channel, args)
-        # _queue_payload, inline: a renderer's every send comes here, and in a
-        # stream of one-way sends the sender's CPU sets the pace (scenario C)
-        out = self._outbox
-        start = len(out)
-        try:
-            self._encoder.encode_into(body, out, start + HEADER_SIZE)
-        except BaseException:
-            del out[start:]
-            raise
-        self.pending_output = queued = len(out)
-        size = queued - start - HEADER_SIZE
-        write_size(out, start, size)
-        if self.peer_max_frame_size and size > self.peer_max_frame_size:
-            self._unqueue(size)  # raises
-        return queued
+        self._queue_payload(body)
+        return self.pending_output
 
     def check_message(self, channel: str, args: Any, ports: int) -> None:
         """Refuse now a Message that could be over the peer's limit once it carries ``ports``.

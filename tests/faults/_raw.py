@@ -124,6 +124,13 @@ class RawPeer:
         assert isinstance(body, Welcome), f"expected Welcome, got {body!r}"
         return body
 
+    async def web_contents(self, ipc_main: ipcbus.IpcMain, token: str) -> ipcbus.WebContents:
+        """Send a Hello; return the ``WebContents`` main made for this connection."""
+        welcome = await self.handshake(token)
+        contents = ipc_main.from_id(welcome.renderer_id)
+        assert contents is not None, f"main has no renderer {welcome.renderer_id}"
+        return contents
+
     async def until_closed(self) -> list[Body]:
         """Every frame the other side sends until its stream ends."""
         bodies: list[Body] = []

@@ -446,9 +446,7 @@ async def test_reply_main_cannot_decode_fails_that_call_with_an_ipc_error() -> N
     with anyio.fail_after(10):
         async with bench() as setup:
             async with RawPeer.connect(setup.listener.address) as peer:
-                welcome = await peer.handshake(setup.listener.token)
-                contents = setup.ipc_main.from_id(welcome.renderer_id)
-                assert contents is not None
+                contents = await peer.web_contents(setup.ipc_main, setup.listener.token)
 
                 async def answer_badly() -> None:
                     request = await peer.receive()

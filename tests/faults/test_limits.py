@@ -175,9 +175,7 @@ async def test_raw_flood_while_main_awaits_the_flooder_is_still_bounded() -> Non
                 await gate.hold()
 
             async with RawPeer.connect(setup.listener.address) as peer:
-                welcome = await peer.handshake(setup.listener.token)
-                contents = setup.ipc_main.from_id(welcome.renderer_id)
-                assert contents is not None
+                contents = await peer.web_contents(setup.ipc_main, setup.listener.token)
                 async with anyio.create_task_group() as tg:
 
                     async def unanswered() -> None:
@@ -240,9 +238,7 @@ async def test_invoke_to_a_renderer_that_never_reads_fails_after_send_timeout() 
     with anyio.fail_after(20):
         async with bench(send_timeout=0.5) as setup:
             async with RawPeer.connect(setup.listener.address) as peer:
-                welcome = await peer.handshake(setup.listener.token)
-                contents = setup.ipc_main.from_id(welcome.renderer_id)
-                assert contents is not None
+                contents = await peer.web_contents(setup.ipc_main, setup.listener.token)
                 errors: list[Exception] = []
 
                 async def call() -> None:

@@ -241,9 +241,7 @@ async def test_an_end_main_forwards_is_not_charged_to_the_renderer_that_made_it(
             bench(max_open_ports=limit) as setup,
             RawPeer.connect(setup.listener.address) as keeper,
         ):
-            welcome = await keeper.handshake(setup.listener.token)
-            to_keeper = setup.ipc_main.from_id(welcome.renderer_id)
-            assert to_keeper is not None
+            to_keeper = await keeper.web_contents(setup.ipc_main, setup.listener.token)
 
             async def forward(event: ipcbus.IpcMainEvent, _: Any) -> None:
                 await to_keeper.post_message("take", None, transfer=event.ports)

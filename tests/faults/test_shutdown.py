@@ -152,9 +152,7 @@ async def test_shutdown_with_a_renderer_that_never_reads_is_bounded() -> None:
         async with anyio.create_task_group() as tg:
             listener = await tg.start(main.run)
             async with RawPeer.connect(listener.address) as peer:
-                welcome = await peer.handshake(listener.token)
-                contents = main.ipc_main.from_id(welcome.renderer_id)
-                assert contents is not None
+                contents = await peer.web_contents(main.ipc_main, listener.token)
                 progress = anyio.current_time()
 
                 async def flood() -> None:

@@ -214,9 +214,7 @@ async def test_heartbeat_fails_main_pending_invoke_to_a_vanished_renderer() -> N
     with anyio.fail_after(10):
         async with bench(heartbeat_interval=0.1, heartbeat_timeout=0.4) as setup:
             async with RawPeer.connect(setup.listener.address) as peer:
-                welcome = await peer.handshake(setup.listener.token)
-                contents = setup.ipc_main.from_id(welcome.renderer_id)
-                assert contents is not None
+                contents = await peer.web_contents(setup.ipc_main, setup.listener.token)
                 with pytest.raises(ipcbus.ConnectionClosedError):
                     await contents.invoke("never-answered")
             await setup.check_healthy()
@@ -327,9 +325,7 @@ async def test_a_peer_that_never_answers_or_acknowledges_costs_main_a_bounded_ta
     with anyio.fail_after(20):
         async with bench() as setup:
             async with RawPeer.connect(setup.listener.address) as peer:
-                welcome = await peer.handshake(setup.listener.token)
-                contents = setup.ipc_main.from_id(welcome.renderer_id)
-                assert contents is not None
+                contents = await peer.web_contents(setup.ipc_main, setup.listener.token)
                 requests: list[Request] = []
                 with anyio.CancelScope() as given_up:
                     async with anyio.create_task_group() as tg:
