@@ -28,11 +28,11 @@ from ._nats import (
     PREFIX,
     ConnectReply,
     ConnectRequest,
-    NatsClient,
     NatsFrames,
     check_app,
     connect_subject,
 )
+from ._natsclient import NatsClient
 from ._serving import Waiting
 
 if TYPE_CHECKING:

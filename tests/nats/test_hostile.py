@@ -17,7 +17,7 @@ import pytest
 
 import ipcbus
 import nats
-from ipcbus import _nats
+from ipcbus import _nats, _natsclient
 from ipcbus._nats import ConnectRequest, connect_subject
 
 from ..helpers import running_main
@@ -107,8 +107,8 @@ async def test_a_replica_whose_nats_reader_died_reconnects(
     the client still says it is connected): the replica's watch finds no PONG
     coming and reconnects, and renderers get in again."""
     caplog.set_level(logging.DEBUG, logger="ipcbus")
-    monkeypatch.setattr(_nats, "WATCH_EVERY", 0.2)
-    monkeypatch.setattr(_nats, "WATCH_WAIT", 0.5)
+    monkeypatch.setattr(_natsclient, "WATCH_EVERY", 0.2)
+    monkeypatch.setattr(_natsclient, "WATCH_WAIT", 0.5)
     where = urlparse(nats_url)
     assert where.hostname is not None and where.port is not None
     reconnected = anyio.Event()

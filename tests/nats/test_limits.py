@@ -13,7 +13,7 @@ import pytest
 
 import ipcbus
 import nats
-from ipcbus import _nats
+from ipcbus import _nats, _natsclient
 from ipcbus._nats import ConnectRequest, connect_subject
 from ipcbus._natsreplica import CONNECT_QUEUE_PER_WAITING, WAITING_PER_PENDING
 
@@ -187,7 +187,7 @@ def test_empty_and_tiny_messages_count_against_the_bound_too() -> None:
             self.headers = {_nats.SEQ_HEADER: str(seq)}
             self.data = b""
 
-    client = _nats.NatsClient(SimpleNamespace(max_payload=1024), "nowhere")  # type: ignore[arg-type]
+    client = _natsclient.NatsClient(SimpleNamespace(max_payload=1024), "nowhere")  # type: ignore[arg-type]
     frames = _nats.NatsFrames(client, owns_client=False, max_queued=0)
     bound = frames.max_queued  # four of the server's largest messages: 4,096 bytes
     for seq in range(1, bound + 2):  # as many empty messages as the bound has bytes
@@ -275,9 +275,9 @@ async def test_many_honest_renderers_asking_at_once_all_get_in(
             await ipc_main.join(nats_url, app="crowd")
             opened = 0
             all_open = anyio.Event()
-            real_open = _nats.NatsClient.open
+            real_open = _natsclient.NatsClient.open
 
-            async def open_then_wait(*args: Any, **kwargs: Any) -> _nats.NatsClient:
+            async def open_then_wait(*args: Any, **kwargs: Any) -> _natsclient.NatsClient:
                 nonlocal opened
                 client = await real_open(*args, **kwargs)
                 opened += 1
@@ -286,7 +286,7 @@ async def test_many_honest_renderers_asking_at_once_all_get_in(
                 await all_open.wait()  # every one on NATS before any asks
                 return client
 
-            monkeypatch.setattr(_nats.NatsClient, "open", open_then_wait)
+            monkeypatch.setattr(_natsclient.NatsClient, "open", open_then_wait)
             real_publish = _nats.NatsFrames._publish
 
             async def far_publish(self: _nats.NatsFrames, body: memoryview) -> None:
