@@ -98,7 +98,8 @@ def soon_maker(
     """``loop.call_soon`` in ``context``: one partial per loop and context, not per stream."""
     cached = getattr(_scratch, "soon_maker", None)
     if cached is not None and cached[0] is loop and cached[1] is context:
-        return cast(Callable[[Callable[[], object]], object], cached[2])
+        # a string: a subscripted Callable would be built on every call
+        return cast("Callable[[Callable[[], object]], object]", cached[2])
     maker = functools.partial(loop.call_soon, context=context)
     _scratch.soon_maker = (loop, context, maker)
     return maker
@@ -108,7 +109,7 @@ def waiter_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Future
     """``loop.create_future``, one bound method per loop (not one per stream)."""
     cached = getattr(_scratch, "waiter_maker", None)
     if cached is not None and cached[0] is loop:
-        return cast(Callable[[], "asyncio.Future[Any]"], cached[1])
+        return cast("Callable[[], asyncio.Future[Any]]", cached[1])
     maker = loop.create_future
     _scratch.waiter_maker = (loop, maker)
     return maker

@@ -36,7 +36,8 @@ from anyio.streams.stapled import MultiListener
 from anyio.streams.tls import TLSListener
 
 from ._addresses import Address, TcpAddress, UnixAddress, check_tls, parse_address
-from ._transport import fast_path, stream_from_socket
+from ._aio import AsyncioSocketStream
+from ._transport import fast_path
 
 __all__ = ("CreatedListener", "PatientListener", "QuietTLSListener", "create_listener")
 
@@ -101,17 +102,7 @@ class PatientListener(anyio.abc.Listener[anyio.abc.ByteStream]):
         """The next connection, or ``None`` if it left before we could wrap it."""
         if not (self._fast and fast_path()):
             return await self._inner.accept()
-        listening = self._inner.extra(anyio.abc.SocketAttribute.raw_socket)
-        sock, _ = await asyncio.get_running_loop().sock_accept(listening)
-        try:
-            if sock.family != socket.AF_UNIX:
-                # as anyio's TCP listener does: a small reply must not wait
-                # for the peer's delayed ACK (Nagle)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return await stream_from_socket(sock)
-        except OSError:
-            sock.close()  # the peer left before we wrapped it
-            return None
+        return await _accept_fast(self._inner.extra(anyio.abc.SocketAttribute.raw_socket))
 
     async def serve(
         self,
@@ -120,13 +111,19 @@ class PatientListener(anyio.abc.Listener[anyio.abc.ByteStream]):
     ) -> None:
         assert task_group is not None  # ipcbus always runs connections in IpcMain's group
         listening = self._inner.extra(anyio.abc.SocketAttribute.raw_socket)
+        # accept, inline: the socket and the fast path's answer looked up once, not
+        # once per connection (anyio builds a dict of attributes for each lookup)
+        fast = self._fast and fast_path()
         reserve = _open_reserve()
         delay = 0.0  # > 0: out of descriptors since the last accept that worked
         refused = 0
         try:
             while True:
                 try:
-                    stream = await self.accept()
+                    if fast:
+                        stream = await _accept_fast(listening)
+                    else:
+                        stream = await self._inner.accept()
                 except Exception as exc:
                     if not _out_of_capacity(exc):
                         raise
@@ -163,6 +160,20 @@ class PatientListener(anyio.abc.Listener[anyio.abc.ByteStream]):
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._inner.extra_attributes
+
+
+async def _accept_fast(listening: socket.socket) -> anyio.abc.ByteStream | None:
+    """The next connection as the asyncio fast path's stream; ``None`` if it left first."""
+    sock, _ = await asyncio.get_running_loop().sock_accept(listening)
+    try:
+        if sock.family != socket.AF_UNIX:
+            # as anyio's TCP listener does: a small reply must not wait
+            # for the peer's delayed ACK (Nagle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return await AsyncioSocketStream.from_socket(sock)
+    except OSError:
+        sock.close()  # the peer left before we wrapped it
+        return None
 
 
 def _out_of_capacity(exc: BaseException) -> str | None:

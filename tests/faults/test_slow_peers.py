@@ -61,11 +61,13 @@ async def test_no_handshake_in_time_is_dropped(
             await setup.check_healthy()
 
 
-async def test_the_handshake_watchdog_ends_with_the_handshake() -> None:
-    """A connected renderer costs no handshake timer: with no connection left in
-    its handshake, the task that watches the deadlines is gone."""
+async def test_one_handshake_watchdog_serves_connections_one_after_another() -> None:
+    """A connected renderer costs no handshake timer, and renderers that come one
+    after another share one watching task: with no connection left in its
+    handshake, the task waits with no deadline for the next one rather than
+    ending and being started again for it."""
 
-    def watchdogs() -> list[str]:
+    def watchdogs() -> list[int]:
         # By what each task is awaiting (a task started with start_soon may
         # run inside a wrapper, with no name of its own).
         found = []
@@ -73,22 +75,30 @@ async def test_the_handshake_watchdog_ends_with_the_handshake() -> None:
             coro: Any = task.coro
             while coro is not None:
                 if getattr(coro, "__qualname__", "") == "HandshakeDeadlines._sweep":
-                    found.append(task.name)
+                    found.append(task.id)
                 coro = getattr(coro, "cr_await", None)
         return found
 
     with anyio.fail_after(10):
         async with bench(handshake_timeout=60) as setup:
-            async with RawPeer.connect(setup.listener.address) as peer:
-                while not watchdogs():  # main accepts the connection on a later turn
-                    await anyio.lowlevel.checkpoint()
-                await peer.handshake(setup.listener.token)
-                await setup.check_healthy()  # main has handled the Hello by now
-                for _ in range(100):  # the task ends on the loop's next turns
-                    if not watchdogs():
-                        break
-                    await anyio.lowlevel.checkpoint()
-                assert watchdogs() == []
+            deadlines = setup.ipc_main._handshakes
+            seen: set[int] = set()
+            for _ in range(5):
+                async with RawPeer.connect(setup.listener.address) as peer:
+                    while not (len(deadlines) and watchdogs()):  # main takes it on a later turn
+                        await anyio.lowlevel.checkpoint()
+                    seen.update(watchdogs())
+                    await peer.handshake(setup.listener.token)
+                    await setup.check_healthy()  # main has handled the Hello by now
+                    for _ in range(100):  # the task lets go of its timer on a later turn
+                        if deadlines._waking == math.inf:
+                            break
+                        await anyio.lowlevel.checkpoint()
+                    assert len(deadlines) == 0
+                    assert deadlines._sleep is None  # no timer while none is due
+                    assert deadlines._waking == math.inf
+                    seen.update(watchdogs())
+            assert len(seen) == 1  # the same task throughout
 
 
 async def test_many_silent_connections_are_all_dropped() -> None:
