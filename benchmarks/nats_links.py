@@ -10,9 +10,9 @@ here, one NATS client each, one invoke each), and at the peak of a flood of
 ``--flood`` connect requests that never complete, published in one burst by a
 raw nats-py client (docs/scale-out.md, "Flooding connect requests"). It also
 reports how late its loop ran at worst (a 2 ms timer) during the flood. The
-figures are the replica's: KiB of RSS per renderer, and per waiting
-connection (the replica keeps at most 16 x ``max_pending_handshakes`` of
-those, 1,024 by default).
+figures are the replica's: KiB of RSS per renderer, and the peak of the
+flood (the replica keeps at most 16 x ``max_pending_handshakes`` renderers
+waiting for their first message, 1,024 by default).
 
 Needs ``pip install -e '.[nats]'`` and ``nats-server`` on the PATH.
 """

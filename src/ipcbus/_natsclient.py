@@ -15,7 +15,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -25,9 +25,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
 
-    from ._nats import NatsFrames
-
-__all__ = ("WATCH_EVERY", "WATCH_WAIT", "NatsClient", "nats_module")
+__all__ = ("WATCH_EVERY", "WATCH_WAIT", "NatsClient", "Routed", "nats_module")
 
 logger = logging.getLogger("ipcbus")
 
@@ -35,6 +33,17 @@ logger = logging.getLogger("ipcbus")
 #: within WATCH_WAIT means nats-py no longer reads (see NatsClient.watch).
 WATCH_EVERY = 3.0
 WATCH_WAIT = 10.0
+
+
+class Routed(Protocol):
+    """What receives on a subject of the client's (a connection, or a replica's
+    renderer that has not spoken yet)."""
+
+    def deliver(self, msg: Msg) -> None:
+        """One message, in order, without waiting."""
+
+    def lose(self, reason: str) -> None:
+        """NATS lost messages for it, or the client closed."""
 
 
 def nats_module() -> Any:
@@ -53,7 +62,7 @@ class NatsClient:
     def __init__(self, nc: Client, where: str) -> None:
         self.nc = nc
         self.where = where
-        self.streams: dict[str, NatsFrames] = {}  # by the subject each receives on
+        self.streams: dict[str, Routed] = {}  # by the subject each receives on
 
     async def route(self, msg: Msg) -> None:
         """A subscription's callback for many connections: to the one ``msg`` is for.

@@ -6,6 +6,13 @@ per request), serves each over a ``NatsFrames`` with main's own ``_serve``,
 and relays broadcasts between the app's replicas. Leaving the app (or
 ``async with ipc_main`` ending) first leaves the queue group, so no renderer
 is assigned to a replica that is going away.
+
+A renderer answered with its subject costs the replica one small record
+(``_Unheard``) until its first message comes: only then are its
+``NatsFrames`` and endpoint made. A connect request is a few dozen bytes
+that anyone allowed to publish on the app's subjects can send as fast as
+NATS carries them; an endpoint for each, most of them dropped before they
+ever spoke, was most of what a flood of them cost (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from ._lograte import WarningRate
 from ._nats import (
     HEADROOM,
     PREFIX,
+    SEQ_HEADER,
     ConnectReply,
     ConnectRequest,
     NatsFrames,
@@ -33,7 +41,8 @@ from ._nats import (
     connect_subject,
 )
 from ._natsclient import NatsClient
-from ._serving import Waiting
+from ._serving import Waiting, goodbye
+from ._wire import CloseCode
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -103,6 +112,8 @@ class Replica:
         self._done = anyio.Event()
         # Anyone who may ask for a connection may ask wrongly, as fast as NATS carries it.
         self._ignored = WarningRate(logger, f"ignored connect requests for NATS app {app!r}")
+        # Answered, not yet heard from (oldest first): bounded as _waiting is.
+        self._unheard: dict[_Unheard, None] = {}
 
     @property
     def _base(self) -> str:
@@ -166,20 +177,89 @@ class Replica:
                 inbox[:100],
             )
             return
-        frames = NatsFrames(self._client, owns_client=False, max_queued=_nats.MAX_QUEUED)
-        frames.send_subject = inbox
+        # Unguessable: another renderer allowed to publish on the app's
+        # subjects cannot aim at this one's (docs/scale-out.md, spoofing).
+        subject = f"{self._base}.replica.{self.replica_id}.{secrets.token_hex(12)}"
+        if len(main._contents) >= main.max_connections:
+            # Full: _serve refuses it with a Goodbye at once, as a listener does.
+            frames = NatsFrames(self._client, owns_client=False, max_queued=_nats.MAX_QUEUED)
+            frames.send_subject = inbox
+            frames.attach(subject)
+            if await self._answer(msg, subject):
+                main._require_running("join").start_soon(self._serve, frames, next(self._ids))
+            else:
+                await frames.aclose()
+            return
+        await self._make_room(anyio.current_time())
+        unheard = _Unheard(self, subject, inbox, anyio.current_time())
+        self._client.streams[subject] = unheard  # from now on its Hello may come
+        if await self._answer(msg, subject):
+            if self._client.streams.get(subject) is unheard:  # still silent
+                self._unheard[unheard] = None
+        else:
+            self._client.streams.pop(subject, None)
+
+    async def _answer(self, msg: Msg, subject: str) -> bool:
+        """Tell the renderer its subject; whether that worked."""
         try:
-            # Unguessable: another renderer allowed to publish on the app's
-            # subjects cannot aim at this one's (docs/scale-out.md, spoofing).
-            name = secrets.token_hex(12)
-            frames.attach(f"{self._base}.replica.{self.replica_id}.{name}")
-            await msg.respond(msgspec.msgpack.encode(ConnectReply(frames._subject)))
+            await msg.respond(msgspec.msgpack.encode(ConnectReply(subject)))
         except Exception as exc:
             logger.warning("NATS app %r: could not answer a renderer: %r", self.app, exc)
-            await frames.aclose()
+            return False
+        return True
+
+    def _heard(self, unheard: _Unheard, msg: Msg) -> None:
+        """A renderer's first message (its Hello): now it gets frames and an endpoint."""
+        self._unheard.pop(unheard, None)
+        main = self._main
+        if main._closing or main._tg is None:
+            self._client.streams.pop(unheard.subject, None)  # leaving: it asks again
             return
-        renderer_id = next(self._ids)
-        main._require_running("join").start_soon(self._serve, frames, renderer_id)
+        frames = NatsFrames(self._client, owns_client=False, max_queued=_nats.MAX_QUEUED)
+        frames.send_subject = unheard.inbox
+        frames.attach(unheard.subject)  # in its record's place
+        frames.deliver(msg)
+        main._tg.start_soon(self._serve, frames, next(self._ids))
+
+    def _forget(self, unheard: _Unheard) -> None:
+        """NATS lost a message for a renderer not yet heard from: as if it never asked."""
+        self._unheard.pop(unheard, None)
+        self._client.streams.pop(unheard.subject, None)
+
+    async def _make_room(self, now: float) -> None:
+        """Drop renderers silent past ``handshake_timeout``, and the oldest at the bound."""
+        unheard = self._unheard
+        timeout = self._main.handshake_timeout
+        limit = self._waiting.limit()
+        while unheard:
+            oldest = next(iter(unheard))
+            if timeout is not None and now - oldest.since >= timeout:
+                reason = f"no handshake within {timeout} s"
+                code = CloseCode.PROTOCOL_ERROR
+            elif len(unheard) >= limit:
+                reason = (
+                    "too many connections waiting for their handshake: this replica holds "
+                    f"at most {limit}, and this one had waited longest"
+                )
+                code = CloseCode.TOO_MANY_CONNECTIONS
+            else:
+                break
+            await self._drop(oldest, code, reason)
+
+    async def _drop(self, unheard: _Unheard, code: CloseCode, reason: str) -> None:
+        """Tell a renderer not yet heard from that it is dropped, and forget it."""
+        self._forget(unheard)
+        if code is not CloseCode.SHUTDOWN:  # leaving is no one's fault
+            self._main._handshake_warnings.warning(
+                "NATS app %r: dropped a renderer before its handshake: %s", self.app, reason
+            )
+        with suppress(Exception):
+            # Its first message from us, as its NatsFrames would have numbered it.
+            await self._client.nc.publish(
+                unheard.inbox,
+                memoryview(goodbye(code, reason))[4:],  # type: ignore[arg-type]
+                headers={SEQ_HEADER: "1"},
+            )
 
     async def _serve(self, frames: NatsFrames, renderer_id: int) -> None:
         self._served.add(renderer_id)
@@ -240,6 +320,8 @@ class Replica:
             if sub is not None:
                 with suppress(Exception):
                     await sub.unsubscribe()
+        for unheard in list(self._unheard):
+            await self._drop(unheard, CloseCode.SHUTDOWN, f"main is leaving app {self.app!r}")
         with suppress(Exception), anyio.move_on_after(5):
             await self._client.nc.flush()  # the server no longer picks us
 
@@ -258,6 +340,28 @@ class Replica:
 
     def __repr__(self) -> str:
         return f"<Replica app={self.app!r} id={self.replica_id}>"
+
+
+class _Unheard:
+    """A renderer given its subject that has sent nothing on it yet.
+
+    In ``NatsClient.streams`` in place of a ``NatsFrames`` until its first
+    message, which makes one (``Replica._heard``).
+    """
+
+    __slots__ = ("inbox", "replica", "since", "subject")
+
+    def __init__(self, replica: Replica, subject: str, inbox: str, since: float) -> None:
+        self.replica = replica
+        self.subject = subject  # where it sends
+        self.inbox = inbox  # where it is sent to
+        self.since = since
+
+    def deliver(self, msg: Msg) -> None:
+        self.replica._heard(self, msg)
+
+    def lose(self, reason: str) -> None:
+        self.replica._forget(self)
 
 
 async def join(

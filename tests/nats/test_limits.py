@@ -16,6 +16,8 @@ import nats
 from ipcbus import _nats, _natsclient
 from ipcbus._nats import ConnectRequest, connect_subject
 from ipcbus._natsreplica import CONNECT_QUEUE_PER_WAITING, WAITING_PER_PENDING
+from ipcbus._receiving import _body_decoder
+from ipcbus._wire import CloseCode
 
 from ..helpers import running_main
 from .conftest import NatsServer
@@ -214,10 +216,11 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
 ) -> None:
     """Anyone who may publish on the app's connect subject can ask for connections
     faster than it completes them: each waits in the replica's own bounded queue until
-    its Hello (one more drops the oldest), so main never holds more than that many,
-    and renderers with the token still get in. Requests the replica has not taken
-    yet wait in nats-py's queue, of ``CONNECT_QUEUE_PER_WAITING`` times that many:
-    past it nats-py drops them (as a slow consumer, which ``error_cb`` hears of)."""
+    its Hello (one more drops the oldest), as a small record with no endpoint (main
+    holds no link for a renderer that never spoke), and renderers with the token
+    still get in. Requests the replica has not taken yet wait in nats-py's queue, of
+    ``CONNECT_QUEUE_PER_WAITING`` times that many: past it nats-py drops them (as a
+    slow consumer, which ``error_cb`` hears of)."""
     requests = 2000
     dropped = 0
     answered = anyio.Event()
@@ -245,7 +248,7 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
                 nonlocal answers, most, waiting
                 answers += 1
                 most = max(most, len(ipc_main._links))  # those being dropped too
-                waiting = max(waiting, len(replica._waiting.links))
+                waiting = max(waiting, len(replica._unheard), len(replica._waiting.links))
                 settled()
 
             inbox = intruder.new_inbox()
@@ -254,7 +257,7 @@ async def test_a_flood_of_connect_requests_costs_a_replica_a_bounded_number_of_l
             await answered.wait()
             await intruder.close()
             assert waiting <= limit
-            assert most <= 2 * limit
+            assert most == 0  # no endpoint for a renderer that has not spoken
             assert answers >= CONNECT_QUEUE_PER_WAITING * limit  # at least a queue's worth
             async with ipcbus.connect(nats_url, app="flood") as renderer:
                 assert await renderer.invoke("ping") == "pong"
@@ -308,6 +311,71 @@ async def test_many_honest_renderers_asking_at_once_all_get_in(
                 for _ in range(renderers):
                     tg.start_soon(one)
     assert not failures, f"{len(failures)} of {renderers} refused: {failures[0]!r}"
+
+
+async def test_renderers_that_never_speak_are_told_why_they_are_dropped(nats_url: str) -> None:
+    """A renderer answered with its subject that sends nothing costs the replica no
+    endpoint, and is dropped with a Goodbye of its own (numbered as its first
+    message, so a real renderer would read it): the oldest at the replica's bound,
+    any silent past ``handshake_timeout`` when the next one asks, and all of them
+    when the replica leaves the app."""
+    goodbyes: dict[str, Any] = {}  # by the subject each was sent on
+    counted = anyio.Event()
+    expect = 0
+
+    async def on_frame(msg: Any) -> None:
+        assert msg.headers == {_nats.SEQ_HEADER: "1"}
+        goodbyes[msg.subject] = _body_decoder.decode(msg.data)
+        if len(goodbyes) >= expect:
+            counted.set()
+
+    with anyio.fail_after(30):
+        async with running_main(max_pending_handshakes=2, handshake_timeout=0.5) as ipc_main:
+            limit = WAITING_PER_PENDING * 2  # 32
+            ipc_main.handle("ping", lambda event: "pong")
+            replica = await ipc_main.join(nats_url, app="quiet")
+            intruder = await nats.connect(nats_url)
+            first, second = intruder.new_inbox(), intruder.new_inbox()
+            for inbox in (first, second):
+                await intruder.subscribe(f"{inbox}.frames.*", cb=on_frame)
+                await intruder.subscribe(f"{inbox}.reply.*")
+
+            # 40 silent ones: the 8 oldest are dropped at the bound.
+            expect = 8
+            await ask_for_connections(intruder, "quiet", first, 40)
+            await counted.wait()
+            assert sorted(goodbyes) == sorted(f"{first}.frames.{i}" for i in range(8))
+            for goodbye in goodbyes.values():
+                assert goodbye.code is CloseCode.TOO_MANY_CONNECTIONS
+                assert "had waited longest" in goodbye.reason
+            assert len(replica._unheard) == limit
+            assert len(ipc_main._links) == 0  # none of them has an endpoint
+
+            # Past the timeout, the next request drops every silent one.
+            await anyio.sleep(0.6)  # the time under test: nothing to await
+            counted = anyio.Event()
+            expect = 40
+            await ask_for_connections(intruder, "quiet", second, 1)
+            await counted.wait()
+            for i in range(8, 40):
+                goodbye = goodbyes[f"{first}.frames.{i}"]
+                assert goodbye.code is CloseCode.PROTOCOL_ERROR
+                assert "no handshake within 0.5 s" in goodbye.reason
+            assert len(replica._unheard) == 1  # the newest one
+
+            async with ipcbus.connect(nats_url, app="quiet") as renderer:
+                assert await renderer.invoke("ping") == "pong"
+
+            # Leaving the app tells the last silent one too.
+            counted = anyio.Event()
+            expect = 41
+            await replica.leave()
+            await counted.wait()
+            goodbye = goodbyes[f"{second}.frames.0"]
+            assert goodbye.code is CloseCode.SHUTDOWN
+            assert "leaving app 'quiet'" in goodbye.reason
+            assert not replica._unheard
+            await intruder.close()
 
 
 async def test_a_flood_of_connect_requests_at_max_connections_logs_a_few_warnings(
