@@ -19,6 +19,14 @@ generator. Items are queued for the writer (``flush_later``): a generator
 that yields without awaiting fills the window, then one write sends it. A
 stream waiting for credit does not count against ``max_in_flight``.
 
+A callback fails with an ``Exception``, or with a ``CancelledError`` it
+raised itself (``own_failure``): a coroutine that awaits a task someone else
+cancelled raises one, and so may plain code. Nothing cancelled the task that
+runs it, so it is that callback's failure, and goes where its other
+exceptions go (its caller's ``RemoteError``, the log), never up into the
+connection's or main's task group, which would take it as their own
+cancellation.
+
 Functions, not a class: they keep no state of their own (it is the
 dispatcher's: ``scopes``, ``idle``), so a connection pays nothing for them
 while idle.
@@ -26,6 +34,7 @@ while idle.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -51,6 +60,7 @@ __all__ = (
     "decode_for",
     "is_awaitable",
     "listener_failed",
+    "own_failure",
     "run_listeners",
     "serve",
     "serve_awaitable",
@@ -58,6 +68,27 @@ __all__ = (
 )
 
 logger = logging.getLogger("ipcbus")
+
+
+def own_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, out of a user's callback, is that callback's failure.
+
+    Any ``Exception``; and a ``CancelledError`` while nothing cancels the
+    asyncio task running the callback (``Task.cancelling()`` is 0), or
+    outside any task (a protocol callback), or on trio, which cancels with
+    its own exception. A real cancellation, ``KeyboardInterrupt`` and the
+    like are not: the caller re-raises them.
+    """
+    if isinstance(exc, Exception):
+        return True
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return True  # not on asyncio: nothing here cancels with this exception
+    return task is None or not task.cancelling()
+
 
 _STREAM_CLOSE_GRACE = 5.0  # seconds a closing generator gets to clean up
 
@@ -107,7 +138,9 @@ async def run_listeners(
         if (result := _call_listener(d, callback, event, args, channel, slot)) is not None:
             try:
                 await result
-            except Exception as exc:
+            except BaseException as exc:
+                if not own_failure(exc):
+                    raise
                 listener_failed(d, channel, exc, slot)
     if slot is not None:
         slot.set(None)
@@ -124,7 +157,9 @@ def _call_listener(
     """Call one listener; what it returned if that must be awaited, else ``None``."""
     try:
         result = callback.fn(event, *args)
-    except Exception as exc:
+    except BaseException as exc:
+        if not own_failure(exc):
+            raise
         listener_failed(d, channel, exc, slot)
         return None
     return result if is_awaitable(result) else None
@@ -136,7 +171,9 @@ async def await_listeners(
     for awaitable in awaitables:
         try:
             await awaitable
-        except Exception as exc:
+        except BaseException as exc:
+            if not own_failure(exc):
+                raise
             listener_failed(d, channel, exc, slot)
     if slot is not None:
         slot.set(None)
@@ -191,7 +228,7 @@ def decode_for(
 
 
 def listener_failed(
-    d: MessageDispatch, channel: str, exc: Exception, slot: ReplySlot | None
+    d: MessageDispatch, channel: str, exc: BaseException, slot: ReplySlot | None
 ) -> None:
     logger.error("listener for %r from %s raised", channel, d.endpoint.name, exc_info=exc)
     if slot is not None:
@@ -233,7 +270,9 @@ async def _serve_call(
             result = call()
             if is_awaitable(result):
                 result = await result
-        except Exception as exc:
+        except BaseException as exc:
+            if not own_failure(exc):
+                raise
             d.calls.queue_error(request_id, ErrorKind.REMOTE, exc)
         else:
             d.calls.queue_reply(request_id, channel, result)
@@ -267,7 +306,9 @@ async def serve_stream(
         try:
             iterator = await _open_iterator(callback.fn(event, *args), channel)
             await _pump_stream(d, request_id, channel, iterator)
-        except Exception as exc:
+        except BaseException as exc:
+            if not own_failure(exc):
+                raise
             d.calls.queue_error(request_id, ErrorKind.REMOTE, exc)
         else:
             d.calls.queue_reply(request_id, channel, None)
@@ -331,7 +372,9 @@ async def _close_iterator(iterator: AsyncIterator[Any], channel: str) -> None:
     with anyio.move_on_after(_STREAM_CLOSE_GRACE, shield=True):
         try:
             await aclose()
-        except Exception:
+        except BaseException as exc:
+            if not own_failure(exc):
+                raise
             logger.exception("closing the generator for %r raised", channel)
 
 

@@ -251,7 +251,9 @@ class Dispatcher(MessageDispatch):
                 result = callback.fn(call_event, args[0])
             else:
                 result = callback.fn(call_event, *args)
-        except Exception as exc:
+        except BaseException as exc:
+            if not _calling.own_failure(exc):
+                raise
             self.calls.reply_error_soon(request_id, ErrorKind.REMOTE, exc)
             return
         # is_awaitable, inline (plain values are ruled out without a call)

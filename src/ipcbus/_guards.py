@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._calling import own_failure
 from ._endpoint import Endpoint, logger
 from ._events import MessageReceived, RequestReceived
 from ._registry import Callback
@@ -122,7 +123,9 @@ class Gatekeeper:
             pending.index += 1
             try:
                 result = guard.fn(pending.guard_event)
-            except Exception as exc:
+            except BaseException as exc:
+                if not own_failure(exc):
+                    raise
                 self._reject(pending.event, pending.ports, exc)
                 return False
             if inspect.isawaitable(result):
@@ -140,7 +143,9 @@ class Gatekeeper:
             pending = self._queue[0]
             try:
                 await self._run_async(pending)
-            except Exception as exc:
+            except BaseException as exc:
+                if not own_failure(exc):
+                    raise
                 self._reject(pending.event, pending.ports, exc)
             else:
                 self._endpoint.dispatcher.dispatch(pending.event, pending.ports)
@@ -158,7 +163,7 @@ class Gatekeeper:
             if inspect.isawaitable(result):
                 await result
 
-    def _reject(self, event: Checked, ports: list[Any] | None, exc: Exception) -> None:
+    def _reject(self, event: Checked, ports: list[Any] | None, exc: BaseException) -> None:
         logger.warning(
             "rejected %s on %r from %s: %s: %s",
             "a request" if isinstance(event, RequestReceived) else "a message",

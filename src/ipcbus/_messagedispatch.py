@@ -121,7 +121,9 @@ class MessageDispatch(Admission):
                         and inspect.isawaitable(result)
                     ):
                         pending = [result]
-                except Exception as exc:
+                except BaseException as exc:
+                    if not _calling.own_failure(exc):
+                        raise
                     _calling.listener_failed(self, channel, exc, None)
             else:
                 for callback in listeners:
@@ -133,7 +135,9 @@ class MessageDispatch(Admission):
                             and inspect.isawaitable(result)
                         ):
                             (pending := pending or []).append(result)
-                    except Exception as exc:
+                    except BaseException as exc:
+                        if not _calling.own_failure(exc):
+                            raise
                         _calling.listener_failed(self, channel, exc, None)
             taken += 1
             if pending:

@@ -22,6 +22,7 @@ from contextlib import suppress
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ._calling import own_failure
 from ._loop import asyncio_callback_context, start_on_loop, trio_running
 from ._portlifetime import PortLifetime, close_ports_in
 from ._portparts import CLOSE, Close, Item, MessageEvent, Queued
@@ -93,7 +94,9 @@ class PortDelivery(PortLifetime):
         for fn, _, _ in listeners:
             try:
                 result = fn(event)
-            except Exception:
+            except BaseException as exc:
+                if not own_failure(exc):
+                    raise
                 logger.exception("a MessagePortMain listener %r raised", fn)
                 continue
             if inspect.isawaitable(result):
@@ -231,5 +234,7 @@ async def _call(fn: Callable[..., Any], *args: Any) -> None:
         result = fn(*args)
         if inspect.isawaitable(result):
             await result
-    except Exception:
+    except BaseException as exc:
+        if not own_failure(exc):
+            raise
         logger.exception("a MessagePortMain listener %r raised", fn)

@@ -28,7 +28,7 @@ import anyio.abc
 import anyio.to_thread
 
 from ._admission import BACKLOG_LIMIT
-from ._calling import decode_for, is_awaitable
+from ._calling import decode_for, is_awaitable, own_failure
 from ._errors import NoHandlerError, ValidationError
 from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
 from ._wire import INVOKE, ErrorKind
@@ -164,7 +164,9 @@ class LoopSide:
                 result = callback.fn(event, *args)
                 if is_awaitable(result):
                     await result
-            except Exception as exc:
+            except BaseException as exc:
+                if not own_failure(exc):
+                    raise
                 logger.error("listener for %r from main raised", channel, exc_info=exc)
 
     async def _serve(self, request: RequestReceived, limiter: anyio.CapacityLimiter) -> None:
@@ -190,7 +192,9 @@ class LoopSide:
                     result = callback.fn(event, *args)
                     if is_awaitable(result):
                         result = await result
-            except Exception as exc:
+            except BaseException as exc:
+                if not own_failure(exc):
+                    raise
                 link.reply_error(request_id, ErrorKind.REMOTE, exc)
             else:
                 link.reply(request_id, channel, result)

@@ -30,6 +30,7 @@ import anyio.lowlevel
 
 from ._arrivals import Arrivals
 from ._broadcast import Fanout
+from ._calling import own_failure
 from ._children import stop_lingering
 from ._endpoint import logger
 from ._guards import Guards
@@ -346,7 +347,9 @@ class IpcMain(Arrivals, MainOptions, Registry):
         for hook in list(hooks):
             try:
                 result = hook(*args)
-            except Exception:
+            except BaseException as exc:
+                if not own_failure(exc):
+                    raise
                 logger.exception("lifecycle hook %r raised", hook)
                 continue
             if inspect.isawaitable(result) and self._tg is not None:
@@ -356,7 +359,9 @@ class IpcMain(Arrivals, MainOptions, Registry):
 async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
     try:
         await awaitable
-    except Exception:
+    except BaseException as exc:
+        if not own_failure(exc):
+            raise
         logger.exception("lifecycle hook %r raised", hook)
 
 
