@@ -13,7 +13,12 @@ because the reader's hot loop reads both per frame. Rules:
   ``BACKLOG_LIMIT`` calls, and only then pause. More than
   ``MAX_PENDING_OUTPUT`` unsent bytes count as full too, so replies made
   inline cannot pile up behind a peer that reads slowly.
-* A stream waiting for credit gives its slot back (``lend_slot``).
+* A stream waiting for credit gives its slot back (``lend_slot``), so
+  ``max_in_flight`` does not bound streams: at most ``MAX_OPEN_STREAMS``
+  are served at once per connection, and one more is refused with an error
+  reply. (Unbounded, a peer that asked for streams and granted no credit
+  held a task and a generator per request: 1.4 GiB of main for 3.7 MiB
+  sent.)
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ logger = logging.getLogger("ipcbus")
 
 MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
 BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
+MAX_OPEN_STREAMS = 256  # streams served at once on one connection; one more is refused
 
 
 def check_max_in_flight(n: int) -> None:
@@ -73,6 +79,7 @@ class Admission:
         "resume_reading",
         "scopes",
         "stopping",
+        "streams",
     )
 
     def __init__(
@@ -108,6 +115,7 @@ class Admission:
         #: Main is shutting down and cancelled the handlers: one that starts now
         #: (from the backlog, or a call read meanwhile) is cancelled as it starts.
         self.stopping = False
+        self.streams = 0  # streams being served (``_calling.serve_stream``)
 
     if TYPE_CHECKING:
 

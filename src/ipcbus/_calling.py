@@ -296,6 +296,20 @@ async def serve_stream(
     args: Arguments,
 ) -> None:
     """Run a stream's generator, sending each item as credit allows, then its end."""
+    try:
+        await _serve_stream(d, request_id, channel, callback, event, args)
+    finally:
+        d.streams -= 1  # counted as the Dispatcher scheduled it
+
+
+async def _serve_stream(
+    d: Dispatcher,
+    request_id: int,
+    channel: str,
+    callback: Callback,
+    event: Any,
+    args: Arguments,
+) -> None:
     if not d.conn.is_serving(request_id):
         return  # cancelled (or the connection ended) before we started
     iterator: AsyncIterator[Any] | None = None

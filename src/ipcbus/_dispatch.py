@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _calling
-from ._admission import MAX_PENDING_OUTPUT
+from ._admission import MAX_OPEN_STREAMS, MAX_PENDING_OUTPUT
 from ._calling import PLAIN as _PLAIN
 from ._calls import Calls
 from ._errors import NoHandlerError, ValidationError
@@ -239,6 +239,17 @@ class Dispatcher(MessageDispatch):
             return
         call_event = self._invoke_event(channel, self._event_sender)
         if event.kind is STREAM:
+            if self.streams >= MAX_OPEN_STREAMS:
+                self.calls.reply_error_soon(
+                    request_id,
+                    ErrorKind.REMOTE,
+                    RuntimeError(
+                        f"too many streams open on this connection: at most {MAX_OPEN_STREAMS} "
+                        f"are served at once; this one ({channel!r}) was refused"
+                    ),
+                )
+                return
+            self.streams += 1  # until serve_stream ends
             self.schedule(
                 _calling.serve_stream, self, request_id, channel, callback, call_event, args
             )

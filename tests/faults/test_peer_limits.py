@@ -21,6 +21,7 @@ import pytest
 
 import ipcbus
 from ipcbus import _routedelivery
+from ipcbus._admission import MAX_OPEN_STREAMS
 from ipcbus._portparts import PortHost
 from ipcbus._wire import (
     MAX_PORTS_PER_FRAME,
@@ -62,6 +63,47 @@ async def _cut_off(setup: Bench, peer: RawPeer, renderer_id: int, *said: str) ->
     details = await setup.disconnected(renderer_id)
     assert details.reason == "protocol-error"
     await setup.check_healthy()
+
+
+async def test_streams_a_peer_never_reads_are_bounded_per_connection() -> None:
+    """A stream waiting for credit gives back its ``max_in_flight`` slot, so a peer
+    that asks for streams and grants no credit was bounded by nothing: a task and a
+    generator each (1.4 GiB of main for 3.7 MiB sent). At most ``MAX_OPEN_STREAMS``
+    are served at once; each one more is refused with an error reply at once, and
+    the connection and the other renderers carry on."""
+
+    async def count(event: Any, n: int) -> Any:
+        for i in range(n):
+            yield i
+
+    extra = 40
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            setup.ipc_main.handle("count", count)
+            async with RawPeer.connect(setup.listener.address) as peer:
+                contents = await peer.web_contents(setup.ipc_main, setup.listener.token)
+                requests = MAX_OPEN_STREAMS + extra
+                await peer.send(
+                    frames(
+                        *(
+                            Request(i, RequestKind.STREAM, "count", raw_args(5))
+                            for i in range(1, requests + 1)
+                        )
+                    )
+                )
+                refused = []
+                while len(refused) < extra:
+                    body = await peer.receive()
+                    assert isinstance(body, Reply), body
+                    assert not body.ok
+                    refused.append(body.request_id)
+                assert refused == list(range(MAX_OPEN_STREAMS + 1, requests + 1))
+                info = msgspec.msgpack.decode(body.value)
+                assert "too many streams open on this connection" in str(info)
+                assert str(MAX_OPEN_STREAMS) in str(info)
+                await setup.check_healthy()
+                assert contents._endpoint is not None  # the peer is still connected
+                assert contents._endpoint.dispatcher.streams == MAX_OPEN_STREAMS
 
 
 async def test_a_frame_with_too_many_port_refs_ends_only_that_connection() -> None:
