@@ -13,6 +13,10 @@ because the reader's hot loop reads both per frame. Rules:
   ``BACKLOG_LIMIT`` calls, and only then pause. More than
   ``MAX_PENDING_OUTPUT`` unsent bytes count as full too, so replies made
   inline cannot pile up behind a peer that reads slowly.
+* Reading pauses too while a port message this connection sent waits in
+  another renderer's unsent output past ``MAX_PENDING_OUTPUT``
+  (``relay_blocked``): main relays port messages between renderers, and the
+  one that reads slowly must slow the one that posts, not grow main.
 * A stream waiting for credit gives its slot back (``lend_slot``), so
   ``max_in_flight`` does not bound streams: at most ``MAX_OPEN_STREAMS``
   are served at once per connection, and one more is refused with an error
@@ -32,7 +36,7 @@ import anyio
 
 from ._calls import Calls
 from ._events import Event, MessageReceived, RequestReceived
-from ._outbox import Outbox
+from ._outbox import MAX_PENDING_OUTPUT, Outbox
 from ._protocol import Connection
 
 if TYPE_CHECKING:
@@ -43,7 +47,6 @@ __all__ = ("Admission", "check_max_in_flight")
 
 logger = logging.getLogger("ipcbus")
 
-MAX_PENDING_OUTPUT = 4 * 1024 * 1024  # unsent bytes beyond which reading pauses
 BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
 MAX_OPEN_STREAMS = 256  # streams served at once on one connection; one more is refused
 
@@ -76,6 +79,7 @@ class Admission:
         "outbox",
         "paused",
         "pending_starts",
+        "relay_wait",
         "resume_reading",
         "scopes",
         "stopping",
@@ -116,6 +120,8 @@ class Admission:
         #: (from the backlog, or a call read meanwhile) is cancelled as it starts.
         self.stopping = False
         self.streams = 0  # streams being served (``_calling.serve_stream``)
+        #: A renderer that port messages from here go to is over its unsent output.
+        self.relay_wait = False
 
     if TYPE_CHECKING:
 
@@ -130,8 +136,20 @@ class Admission:
         """Whether the reader must stop reading until there is room."""
         # _full, inline: this runs after every read
         return (
-            self.active >= self._max_in_flight or self.conn.pending_output > MAX_PENDING_OUTPUT
-        ) and (not self.calls.waiters or len(self._backlog) >= BACKLOG_LIMIT)
+            (self.active >= self._max_in_flight or self.conn.pending_output > MAX_PENDING_OUTPUT)
+            and (not self.calls.waiters or len(self._backlog) >= BACKLOG_LIMIT)
+        ) or self.relay_wait
+
+    def relay_blocked(self, outbox: Outbox) -> None:
+        """A port message from here went to ``outbox``, which is over
+        ``MAX_PENDING_OUTPUT``: read no more until it has written (or ended)."""
+        if not self.relay_wait:
+            self.relay_wait = True
+            outbox.when_room(self._relay_room)
+
+    def _relay_room(self) -> None:
+        self.relay_wait = False
+        self.make_room()
 
     def _hold(self, event: MessageReceived | RequestReceived) -> None:
         """Keep a call for later, in order, while too many are in flight."""

@@ -15,10 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
-from ._admission import MAX_PENDING_OUTPUT
 from ._capabilities import DeliversReads
 from ._events import Event, ReplyReceived
 from ._liveness import Sweeper
+from ._outbox import MAX_PENDING_OUTPUT
 from ._protocol import CLOSED
 
 if TYPE_CHECKING:
@@ -131,7 +131,11 @@ class DeliveredReads:
             # Pausing needs a handler running (max_in_flight >= 1) or output piling
             # up: only then ask (one call fewer on every other read)
             if (
-                (dispatcher.active or conn.pending_output > MAX_PENDING_OUTPUT)
+                (
+                    dispatcher.active
+                    or conn.pending_output > MAX_PENDING_OUTPUT
+                    or dispatcher.relay_wait
+                )
                 and dispatcher.must_pause()
                 and not dispatcher.paused
             ):

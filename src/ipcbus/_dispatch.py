@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import _calling
-from ._admission import MAX_OPEN_STREAMS, MAX_PENDING_OUTPUT
+from ._admission import MAX_OPEN_STREAMS
 from ._calling import PLAIN as _PLAIN
 from ._calls import Calls
 from ._errors import NoHandlerError, ValidationError
 from ._events import Event, MessageReceived, ReplyReceived, RequestReceived
 from ._messagedispatch import EARLY_WRITE as _EARLY_WRITE
 from ._messagedispatch import Lookup, MessageDispatch
-from ._outbox import Outbox
+from ._outbox import MAX_PENDING_OUTPUT, Outbox
 from ._protocol import Connection
 from ._registry import Callback, Registry
 from ._values import DECODE_ERRORS

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import _calling
-from ._admission import MAX_PENDING_OUTPUT, Admission
+from ._admission import Admission
 from ._calling import PLAIN as _PLAIN
 from ._calls import ReplySlot
 from ._errors import NoHandlerError
 from ._events import Event, MessageReceived
+from ._outbox import MAX_PENDING_OUTPUT
 from ._registry import Callback, Registry, any_async, shared_decoder, single_argument
 from ._values import DECODE_ERRORS
 from ._wire import ErrorKind

@@ -45,7 +45,11 @@ if TYPE_CHECKING:
     from ._dispatch import Dispatcher
     from ._endpoint import Endpoint
 
-__all__ = ("STREAM_ERRORS", "Outbox", "event_factory")
+__all__ = ("MAX_PENDING_OUTPUT", "STREAM_ERRORS", "Outbox", "event_factory")
+
+#: Unsent bytes beyond which a connection's reader pauses (``_admission``), and
+#: beyond which readers that relay port messages here pause too (``when_room``).
+MAX_PENDING_OUTPUT = 4 * 1024 * 1024
 
 STREAM_ERRORS = (
     anyio.EndOfStream,
@@ -120,6 +124,7 @@ class Outbox(Queueing):
         "direct",
         "lazy",
         "reading",
+        "room_waiters",
         "torn",
         "write_soon",
         "writes",
@@ -160,6 +165,9 @@ class Outbox(Queueing):
         #: The reader is dispatching a read, and writes what it queued right
         #: after: ``kick`` need not schedule a write of its own meanwhile.
         self.reading = False
+        #: Called once unsent output is back under MAX_PENDING_OUTPUT, or the
+        #: connection ended (``when_room``: readers paused on what they relayed here).
+        self.room_waiters: list[Callable[[], None]] | None = None
 
     @property
     def name(self) -> str:
@@ -215,6 +223,21 @@ class Outbox(Queueing):
         self._stopped = True
         if self._writer_scope is not None:
             self._writer_scope.cancel()
+        self._room_for_waiters()  # nothing will pile up here any more
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once unsent output is under ``MAX_PENDING_OUTPUT`` again."""
+        if self._stopped:
+            callback()
+            return
+        if self.room_waiters is None:
+            self.room_waiters = []
+        self.room_waiters.append(callback)
+
+    def _room_for_waiters(self) -> None:
+        waiters, self.room_waiters = self.room_waiters, None
+        for callback in waiters or ():
+            callback()
 
     def write_now(self) -> None:
         """Loop callback (fast path): one write for every frame queued this turn."""
@@ -244,6 +267,8 @@ class Outbox(Queueing):
         admission = self.admission
         if admission is not None and (admission.paused or admission._backlog):
             admission.make_room()
+        if self.room_waiters is not None:
+            self._room_for_waiters()  # everything queued was just written
 
     def write_at_once(self) -> None:
         """Write what is queued now if the stream can (fast path), else as ``kick`` does.
@@ -308,6 +333,8 @@ class Outbox(Queueing):
         # make_room has nothing to do unless calls are held back or reading paused.
         if admission is not None and (admission.paused or admission._backlog):
             admission.make_room()
+        if self.room_waiters is not None and self.conn.pending_output <= MAX_PENDING_OUTPUT:
+            self._room_for_waiters()
 
     def _closed_error(self) -> ConnectionClosedError:
         endpoint = self._endpoint

@@ -51,6 +51,7 @@ import msgspec
 
 from ._events import PortClosed, PortMessageReceived
 from ._loop import LoopHold
+from ._outbox import MAX_PENDING_OUTPUT
 from ._portends import After, End, Sink, closed_port, nothing
 from ._portparts import CLOSE, Item, PortHost, Reaper, Relayed
 from ._routedelivery import RouteDelivery
@@ -266,10 +267,16 @@ class MainPortRouter(RouteDelivery):
             close_ports_in([item])
             return
         self._inline = True
+        peer = self._ends[end.peer]
         try:
-            self._deliver(self._ends[end.peer], item)
+            self._deliver(peer, item)
         finally:
             self._inline = False
+        to = peer.sink
+        if to is not None and to.endpoint.conn.pending_output > MAX_PENDING_OUTPUT:
+            # The renderer it went to reads more slowly than this one posts:
+            # this one reads no more until that one has taken some.
+            sink.endpoint.dispatcher.relay_blocked(to.endpoint.outbox)
 
     def port_closed(self, sink: Sink, event: PortClosed) -> None:
         if event.returned:

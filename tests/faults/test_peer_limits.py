@@ -22,6 +22,7 @@ import pytest
 import ipcbus
 from ipcbus import _routedelivery
 from ipcbus._admission import MAX_OPEN_STREAMS
+from ipcbus._outbox import MAX_PENDING_OUTPUT
 from ipcbus._portparts import PortHost
 from ipcbus._wire import (
     MAX_PORTS_PER_FRAME,
@@ -104,6 +105,61 @@ async def test_streams_a_peer_never_reads_are_bounded_per_connection() -> None:
                 await setup.check_healthy()
                 assert contents._endpoint is not None  # the peer is still connected
                 assert contents._endpoint.dispatcher.streams == MAX_OPEN_STREAMS
+
+
+async def test_a_renderer_posting_faster_than_the_ports_holder_reads_is_paused() -> None:
+    """Main relays port messages between renderers (a listener brokers a channel:
+    Electron's usual way). One that posts faster than the end's holder reads must
+    slow down, not grow main: past ``MAX_PENDING_OUTPUT`` unsent to the holder, main
+    reads no more from the poster until the holder has taken some. Every message
+    still arrives, in order. (Before, 400 MiB posted to a holder that did not read
+    grew main by 400 MiB, until ``send_timeout`` cut the holder off.)"""
+    count, size = 160, 64 * 1024  # 10 MiB posted in all
+    with anyio.fail_after(30):
+        async with bench() as setup:
+            ipc_main = setup.ipc_main
+            async with (
+                RawPeer.connect(setup.listener.address) as poster,
+                RawPeer.connect(setup.listener.address) as holder,
+                anyio.create_task_group() as tg,
+            ):
+                await poster.handshake(setup.listener.token)
+                holder_contents = await holder.web_contents(ipc_main, setup.listener.token)
+                poster_contents = ipc_main.get_all_web_contents()[-2]
+
+                def broker(event: ipcbus.IpcMainEvent) -> None:
+                    tg.start_soon(holder_contents.post_message, "port", None, event.ports)
+
+                ipc_main.on("broker", broker)
+                await poster.send(frames(Message("broker", raw_args(), (PortRef(-1, -2),))))
+                posted = anyio.Event()
+
+                async def post() -> None:
+                    for i in range(count):
+                        data = msgspec.Raw(msgspec.msgpack.encode([i, b"x" * size]))
+                        await poster.send(frames(PortMessage(-2, data)))
+                    posted.set()
+
+                tg.start_soon(post)
+                poster_endpoint = poster_contents._endpoint
+                holder_endpoint = holder_contents._endpoint
+                assert poster_endpoint is not None and holder_endpoint is not None
+                await wait_until(lambda: poster_endpoint.dispatcher.relay_wait)
+                assert not posted.is_set()  # the poster is held back...
+                unsent = holder_endpoint.conn.pending_output
+                assert MAX_PENDING_OUTPUT < unsent < MAX_PENDING_OUTPUT + 1024 * 1024  # ...here
+                await setup.check_healthy()
+
+                # The holder reads: everything arrives, in order, and the poster goes on.
+                got = []
+                while len(got) < count:
+                    body = await holder.receive()
+                    if isinstance(body, PortMessage):
+                        got.append(msgspec.msgpack.decode(body.data)[0])
+                assert got == list(range(count))
+                await posted.wait()
+                assert not poster_endpoint.dispatcher.relay_wait
+                await setup.check_healthy()
 
 
 async def test_a_frame_with_too_many_port_refs_ends_only_that_connection() -> None:
