@@ -44,6 +44,7 @@ import anyio
 import msgspec
 
 from ._errors import ValidationError
+from ._lograte import per_process
 from ._registry import Callback
 from ._values import ENCODE_ERRORS, encode_error
 from ._wire import ErrorKind
@@ -68,6 +69,9 @@ __all__ = (
 )
 
 logger = logging.getLogger("ipcbus")
+# Per process: a renderer can send what a listener cannot take, frame after frame.
+_unfit = per_process(logger, "listeners not called for arguments that did not fit")
+_failed = per_process(logger, "listener errors", burst=50)
 
 
 def own_failure(exc: BaseException) -> bool:
@@ -216,7 +220,7 @@ def decode_for(
     try:
         return callback.signature.decode(channel, raw)
     except ValidationError as exc:
-        logger.warning(
+        _unfit.warning(
             "listener %r on %r not called: its arguments do not fit its annotations",
             callback.fn,
             channel,
@@ -230,7 +234,7 @@ def decode_for(
 def listener_failed(
     d: MessageDispatch, channel: str, exc: BaseException, slot: ReplySlot | None
 ) -> None:
-    logger.error("listener for %r from %s raised", channel, d.endpoint.name, exc_info=exc)
+    _failed.error("listener for %r from %s raised", channel, d.endpoint.name, exc_info=exc)
     if slot is not None:
         slot.fail(ErrorKind.REMOTE, exc)
 

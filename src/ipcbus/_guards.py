@@ -27,6 +27,7 @@ from typing import Any
 from ._calling import own_failure
 from ._endpoint import Endpoint, logger
 from ._events import MessageReceived, RequestReceived
+from ._lograte import per_process
 from ._registry import Callback
 from ._wire import ErrorKind
 from .ports import discard_ports
@@ -34,6 +35,10 @@ from .ports import discard_ports
 __all__ = ("Gatekeeper", "Guards")
 
 Checked = RequestReceived | MessageReceived
+
+
+# Per process: a renderer can send call after call that a guard or allowlist refuses.
+_rejected = per_process(logger, "calls rejected by guards or allowlists")
 
 
 class _Pending:
@@ -164,7 +169,7 @@ class Gatekeeper:
                 await result
 
     def _reject(self, event: Checked, ports: list[Any] | None, exc: BaseException) -> None:
-        logger.warning(
+        _rejected.warning(
             "rejected %s on %r from %s: %s: %s",
             "a request" if isinstance(event, RequestReceived) else "a message",
             event.channel,

@@ -4,6 +4,10 @@ A flood of connections that end before their handshake (wrong tokens, idle
 sockets dropped at ``max_pending_handshakes``, NATS connect requests) must not
 turn into a flood of log lines: each IpcMain logs at most ``burst`` of them
 per ``interval`` at WARNING, the rest at DEBUG, and says how many it held back.
+So must a renderer past its handshake that sends what a listener cannot take
+or a guard refuses, frame after frame: those rates are per process
+(``_calling``, ``_guards``), and errors (a listener that raised, with its
+traceback) go the same way at ERROR.
 """
 
 from __future__ import annotations
@@ -13,7 +17,29 @@ import math
 import time
 from typing import Any
 
-__all__ = ("WarningRate",)
+__all__ = ("WarningRate", "per_process", "restart_per_process")
+
+#: The rates ``per_process`` made: IpcMain starts them afresh and flushes them.
+_PER_PROCESS: list[WarningRate] = []
+
+
+def per_process(logger: logging.Logger, what: str, *, burst: int = 10) -> WarningRate:
+    """A rate for lines any connection of the process may cause (a module's)."""
+    rate = WarningRate(logger, what, burst=burst)
+    _PER_PROCESS.append(rate)
+    return rate
+
+
+def restart_per_process() -> None:
+    """Say what each per-process rate held back, and give each a fresh burst.
+
+    ``IpcMain`` calls it as it starts and as it ends: one main's flood is not
+    charged to the next one (in tests, one after another), and what a flood
+    held back is counted before main is gone.
+    """
+    for rate in _PER_PROCESS:
+        rate.flush()
+        rate.restart()
 
 
 class WarningRate:
@@ -38,14 +64,25 @@ class WarningRate:
             self._logger.warning("%d more %s were logged at DEBUG only", self._held, self._what)
             self._held = 0
 
+    def restart(self) -> None:
+        """A fresh burst from now on (what was held back: :meth:`flush` first)."""
+        self._started, self._used = -math.inf, 0
+
     def warning(self, msg: str, *args: Any) -> None:
+        self._log(logging.WARNING, msg, args, None)
+
+    def error(self, msg: str, *args: Any, exc_info: BaseException | None = None) -> None:
+        """As :meth:`warning`, at ERROR, with the traceback of ``exc_info`` (not at DEBUG)."""
+        self._log(logging.ERROR, msg, args, exc_info)
+
+    def _log(self, level: int, msg: str, args: Any, exc_info: BaseException | None) -> None:
         now = time.monotonic()
         if now - self._started >= self._interval:
             self.flush()
             self._started, self._used = now, 0
         if self._used < self._burst:
             self._used += 1
-            self._logger.warning(msg, *args)
+            self._logger.log(level, msg, *args, exc_info=exc_info)
             return
         if not self._held:
             self._logger.warning(
@@ -55,4 +92,6 @@ class WarningRate:
                 self._interval,
             )
         self._held += 1
+        if exc_info is not None:
+            msg, args = f"{msg}: %r", (*args, exc_info)  # no traceback: a flood is costly
         self._logger.debug(msg, *args)

@@ -37,7 +37,7 @@ from ._guards import Guards
 from ._handshakes import HandshakeDeadlines
 from ._listening import Listener
 from ._liveness import Sweeper
-from ._lograte import WarningRate
+from ._lograte import WarningRate, restart_per_process
 from ._loop import loop_hold
 from ._mainevents import DisconnectDetails, IpcMainEvent, IpcMainInvokeEvent
 from ._mainoptions import MainOptions
@@ -175,6 +175,7 @@ class IpcMain(Arrivals, MainOptions, Registry):
     async def __aenter__(self) -> IpcMain:
         if self._tg is not None:
             raise RuntimeError("this IpcMain is already running")
+        restart_per_process()
         self._closing = False
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -199,6 +200,7 @@ class IpcMain(Arrivals, MainOptions, Registry):
         finally:
             main_left()
             self._handshake_warnings.flush()
+            restart_per_process()
             tg.cancel_scope.cancel()
             self._tg = None
             with suppress(ValueError):  # exited in another context than entered

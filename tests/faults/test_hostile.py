@@ -532,3 +532,55 @@ async def test_hostile_main_fails_the_renderers_pending_call(tmp_path: Path) -> 
                     await renderer.invoke("anything")
                 with pytest.raises(ipcbus.ConnectionClosedError):
                     await renderer.invoke("anything")
+
+
+async def test_frames_a_listener_cannot_take_or_a_guard_refuses_do_not_flood_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past its handshake a renderer can send, frame after frame, arguments a typed
+    listener cannot take, the wrong number of them for a plain one, or calls a guard
+    refuses: each used to log a line (an ERROR with a traceback for the plain
+    listener), 20,000 lines for 200 KB sent. Now a few a second go out at WARNING
+    (ERROR), the rest at DEBUG, counted, and the count is given when main ends."""
+    caplog.set_level(logging.DEBUG, logger="ipcbus")
+    n = 300
+
+    def typed(event: ipcbus.IpcMainEvent, x: int) -> None: ...
+
+    def plain(event, x):  # type: ignore[no-untyped-def]
+        ...
+
+    def guard(event: Any) -> None:
+        if event.channel == "guarded":
+            raise PermissionError("not for you")
+
+    with anyio.fail_after(20):
+        async with bench() as setup:
+            setup.ipc_main.on("typed", typed)
+            setup.ipc_main.on("plain", plain)
+            setup.ipc_main.handle("guarded", lambda event: "never")
+            setup.ipc_main.add_guard(guard)
+            async with RawPeer.connect(setup.listener.address) as peer:
+                await peer.handshake(setup.listener.token)
+                await peer.send(
+                    frames(
+                        *(Message("typed", raw_args("not an int")) for _ in range(n)),
+                        *(Message("plain", raw_args(1, 2, 3)) for _ in range(n)),
+                        *(
+                            Request(i, RequestKind.INVOKE, "guarded", raw_args())
+                            for i in range(1, n + 1)
+                        ),
+                    )
+                )
+                for _ in range(n):  # each refused call is answered
+                    reply = await peer.receive()
+                    assert isinstance(reply, Reply) and not reply.ok
+                await setup.check_healthy()
+    loud = [r for r in caplog.records if r.name == "ipcbus" and r.levelno >= logging.WARNING]
+    assert len(loud) < 100, len(loud)  # not 3 x 300
+    held = [r.getMessage() for r in loud if "logged at DEBUG only" in r.getMessage()]
+    assert any("listeners not called" in m for m in held), held
+    assert any("listener errors" in m for m in held), held
+    assert any("calls rejected by guards" in m for m in held), held
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len([r for r in debug if "not called" in r.getMessage()]) >= n - 20  # all counted
