@@ -301,45 +301,34 @@ async def serve_stream(
 ) -> None:
     """Run a stream's generator, sending each item as credit allows, then its end."""
     try:
-        await _serve_stream(d, request_id, channel, callback, event, args)
+        if not d.conn.is_serving(request_id):
+            return  # cancelled (or the connection ended) before we started
+        iterator: AsyncIterator[Any] | None = None
+        with anyio.CancelScope() as scope:
+            d.scopes[request_id] = scope
+            if d.stopping:
+                scope.cancel()
+            try:
+                iterator = await _open_iterator(callback.fn(event, *args), channel)
+                await _pump_stream(d, request_id, channel, iterator)
+            except BaseException as exc:
+                if not own_failure(exc):
+                    raise
+                d.calls.queue_error(request_id, ErrorKind.REMOTE, exc)
+            else:
+                d.calls.queue_reply(request_id, channel, None)
+            finally:
+                if iterator is not None:
+                    await _close_iterator(iterator, channel)
+                _forget(d, request_id)
+        if scope.cancelled_caught and d.conn.is_serving(request_id):
+            cancelled = anyio.get_cancelled_exc_class()(
+                f"the generator for {channel!r} was cancelled before it finished"
+            )
+            d.calls.queue_error(request_id, ErrorKind.CANCELLED, cancelled)
+        await d.outbox.flush_quietly()
     finally:
         d.streams -= 1  # counted as the Dispatcher scheduled it
-
-
-async def _serve_stream(
-    d: Dispatcher,
-    request_id: int,
-    channel: str,
-    callback: Callback,
-    event: Any,
-    args: Arguments,
-) -> None:
-    if not d.conn.is_serving(request_id):
-        return  # cancelled (or the connection ended) before we started
-    iterator: AsyncIterator[Any] | None = None
-    with anyio.CancelScope() as scope:
-        d.scopes[request_id] = scope
-        if d.stopping:
-            scope.cancel()
-        try:
-            iterator = await _open_iterator(callback.fn(event, *args), channel)
-            await _pump_stream(d, request_id, channel, iterator)
-        except BaseException as exc:
-            if not own_failure(exc):
-                raise
-            d.calls.queue_error(request_id, ErrorKind.REMOTE, exc)
-        else:
-            d.calls.queue_reply(request_id, channel, None)
-        finally:
-            if iterator is not None:
-                await _close_iterator(iterator, channel)
-            _forget(d, request_id)
-    if scope.cancelled_caught and d.conn.is_serving(request_id):
-        cancelled = anyio.get_cancelled_exc_class()(
-            f"the generator for {channel!r} was cancelled before it finished"
-        )
-        d.calls.queue_error(request_id, ErrorKind.CANCELLED, cancelled)
-    await d.outbox.flush_quietly()
 
 
 def _forget(d: Dispatcher, request_id: int) -> None:
