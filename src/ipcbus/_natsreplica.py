@@ -18,6 +18,7 @@ ever spoke, was most of what a flood of them cost (docs/scale-out.md).
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -65,6 +66,9 @@ WAITING_PER_PENDING = 16
 #: CONNECT_QUEUE_BYTES) nats-py drops them, and their renderers ask again.
 CONNECT_QUEUE_PER_WAITING = 4
 CONNECT_QUEUE_BYTES = 4 * 1024 * 1024
+#: Longest inbox a connect request may name (nats-py's are about 50 characters):
+#: the replica keeps it for every renderer that has not spoken yet.
+MAX_INBOX = 256
 
 
 def _renderer_ids() -> Iterator[int]:
@@ -114,6 +118,7 @@ class Replica:
         self._ignored = WarningRate(logger, f"ignored connect requests for NATS app {app!r}")
         # Answered, not yet heard from (oldest first): bounded as _waiting is.
         self._unheard: dict[_Unheard, None] = {}
+        self._asked: anyio.Event | None = None  # set when _unheard gains one
 
     @property
     def _base(self) -> str:
@@ -138,7 +143,9 @@ class Replica:
         """Hold the NATS client while main runs; close it once main's renderers are gone."""
         try:
             with self._scope:
-                await self._client.watch()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._expire_unheard)
+                    await self._client.watch()
         finally:
             with anyio.CancelScope(shield=True):
                 with suppress(ValueError):
@@ -163,7 +170,12 @@ class Replica:
                 "NATS app %r: ignored a connect request that is not ipcbus's", self.app
             )
             return
-        if not msg.reply or not inbox or any(c in inbox for c in "*> \t\r\n"):
+        if (
+            not msg.reply
+            or not inbox
+            or len(inbox) > MAX_INBOX
+            or any(c in inbox for c in "*> \t\r\n")
+        ):
             self._ignored.warning(
                 "NATS app %r: ignored a connect request without a usable inbox", self.app
             )
@@ -193,11 +205,15 @@ class Replica:
         await self._make_room(anyio.current_time())
         unheard = _Unheard(self, subject, inbox, anyio.current_time())
         self._client.streams[subject] = unheard  # from now on its Hello may come
-        if await self._answer(msg, subject):
-            if self._client.streams.get(subject) is unheard:  # still silent
-                self._unheard[unheard] = None
-        else:
+        if not await self._answer(msg, subject):
             self._client.streams.pop(subject, None)
+        elif self._client.streams.get(subject) is unheard:  # still silent
+            if self._connect_sub is None:  # the replica began leaving meanwhile
+                await self._drop(unheard, CloseCode.SHUTDOWN, f"main is leaving app {self.app!r}")
+                return
+            self._unheard[unheard] = None
+            if self._asked is not None:
+                self._asked.set()
 
     async def _answer(self, msg: Msg, subject: str) -> bool:
         """Tell the renderer its subject; whether that worked."""
@@ -226,8 +242,9 @@ class Replica:
         self._unheard.pop(unheard, None)
         self._client.streams.pop(unheard.subject, None)
 
-    async def _make_room(self, now: float) -> None:
-        """Drop renderers silent past ``handshake_timeout``, and the oldest at the bound."""
+    async def _make_room(self, now: float, adding: int = 1) -> None:
+        """Drop renderers silent past ``handshake_timeout``; with ``adding`` more to
+        come, the oldest too while the bound has no room for them."""
         unheard = self._unheard
         timeout = self._main.handshake_timeout
         limit = self._waiting.limit()
@@ -236,7 +253,7 @@ class Replica:
             if timeout is not None and now - oldest.since >= timeout:
                 reason = f"no handshake within {timeout} s"
                 code = CloseCode.PROTOCOL_ERROR
-            elif len(unheard) >= limit:
+            elif len(unheard) + adding > limit:
                 reason = (
                     "too many connections waiting for their handshake: this replica holds "
                     f"at most {limit}, and this one had waited longest"
@@ -245,6 +262,25 @@ class Replica:
             else:
                 break
             await self._drop(oldest, code, reason)
+
+    async def _expire_unheard(self) -> None:
+        """Drop renderers that stay silent past ``handshake_timeout``, as they come due.
+
+        Every deadline is the same time after its request, so the oldest is
+        due first; with none waiting, this waits (no timer) for the next.
+        """
+        while True:
+            timeout = self._main.handshake_timeout
+            if not self._unheard or timeout is None or timeout == math.inf:
+                self._asked = anyio.Event()
+                await self._asked.wait()
+                continue
+            oldest = next(iter(self._unheard))
+            delay = oldest.since + timeout - anyio.current_time()
+            del oldest  # not kept alive while this waits
+            if delay > 0:
+                await anyio.sleep(delay)
+            await self._make_room(anyio.current_time(), adding=0)
 
     async def _drop(self, unheard: _Unheard, code: CloseCode, reason: str) -> None:
         """Tell a renderer not yet heard from that it is dropped, and forget it."""

@@ -19,6 +19,7 @@ import ipcbus
 import nats
 from ipcbus import _nats, _natsclient
 from ipcbus._nats import ConnectRequest, connect_subject
+from ipcbus._natsreplica import MAX_INBOX
 
 from ..helpers import running_main
 
@@ -140,3 +141,33 @@ async def test_a_replica_whose_nats_reader_died_reconnects(
                     assert await renderer.invoke("ping") == "pong"
     if reconnected.is_set():
         assert _warnings(caplog, "no answer to a ping within 0.5 s")
+
+
+async def test_a_connect_request_with_an_overlong_inbox_is_not_answered(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replica keeps a renderer's inbox until it speaks: one longer than
+    ``MAX_INBOX`` (a request can name one near the server's max_payload) is
+    not taken."""
+    caplog.set_level(logging.DEBUG, logger="ipcbus")
+    with anyio.fail_after(30):
+        async with running_main(**FAST) as ipc_main:
+            replica = await ipc_main.join(nats_url, app="shop")
+            intruder = await nats.connect(nats_url)
+            long_inbox = intruder.new_inbox() + "." + "x" * MAX_INBOX
+            await intruder.publish(
+                connect_subject("shop"),
+                msgspec.msgpack.encode(ConnectRequest(long_inbox)),
+                reply=intruder.new_inbox(),
+            )
+            # Requests are taken in order: once a good one is answered, the long one
+            # before it has been dealt with.
+            answer = await intruder.request(
+                connect_subject("shop"),
+                msgspec.msgpack.encode(ConnectRequest(intruder.new_inbox())),
+                timeout=10,
+            )
+            assert msgspec.msgpack.decode(answer.data, type=_nats.ConnectReply).subject
+            assert len(replica._unheard) == 1  # the good one only
+            await intruder.close()
+    assert len(_warnings(caplog, "without a usable inbox")) == 1
