@@ -54,20 +54,9 @@ async def test_an_inbox_among_ipcbus_subjects_is_refused(
 
                 await intruder.subscribe("ipcbus.shop.>", cb=on_leak)
                 await intruder.flush()
-                for inbox in ("ipcbus.shop.broadcast.evil", "ipcbus.other.replica.x.y"):
-                    await intruder.publish(
-                        connect_subject("shop"),
-                        msgspec.msgpack.encode(ConnectRequest(inbox)),
-                        reply=intruder.new_inbox(),
-                    )
-                # One replica takes requests in order: once a good one is
-                # answered, the bad ones before it have been dealt with.
-                answer = await intruder.request(
-                    connect_subject("shop"),
-                    msgspec.msgpack.encode(ConnectRequest(intruder.new_inbox())),
-                    timeout=10,
+                await _ask_with_then_without(
+                    intruder, "ipcbus.shop.broadcast.evil", "ipcbus.other.replica.x.y"
                 )
-                assert msgspec.msgpack.decode(answer.data, type=_nats.ConnectReply).subject
                 await intruder.flush()
                 await intruder.close()
                 assert await renderer.invoke("ping") == "pong"
@@ -154,20 +143,25 @@ async def test_a_connect_request_with_an_overlong_inbox_is_not_answered(
         async with running_main(**FAST) as ipc_main:
             replica = await ipc_main.join(nats_url, app="shop")
             intruder = await nats.connect(nats_url)
-            long_inbox = intruder.new_inbox() + "." + "x" * MAX_INBOX
-            await intruder.publish(
-                connect_subject("shop"),
-                msgspec.msgpack.encode(ConnectRequest(long_inbox)),
-                reply=intruder.new_inbox(),
-            )
-            # Requests are taken in order: once a good one is answered, the long one
-            # before it has been dealt with.
-            answer = await intruder.request(
-                connect_subject("shop"),
-                msgspec.msgpack.encode(ConnectRequest(intruder.new_inbox())),
-                timeout=10,
-            )
-            assert msgspec.msgpack.decode(answer.data, type=_nats.ConnectReply).subject
+            await _ask_with_then_without(intruder, intruder.new_inbox() + "." + "x" * MAX_INBOX)
             assert len(replica._unheard) == 1  # the good one only
             await intruder.close()
     assert len(_warnings(caplog, "without a usable inbox")) == 1
+
+
+async def _ask_with_then_without(intruder: Any, *bad_inboxes: str) -> None:
+    """Ask app "shop" for connections with ``bad_inboxes``, then with a good one,
+    and return once the good one is answered: one replica takes requests in order,
+    so the bad ones before it have been dealt with."""
+    for inbox in bad_inboxes:
+        await intruder.publish(
+            connect_subject("shop"),
+            msgspec.msgpack.encode(ConnectRequest(inbox)),
+            reply=intruder.new_inbox(),
+        )
+    answer = await intruder.request(
+        connect_subject("shop"),
+        msgspec.msgpack.encode(ConnectRequest(intruder.new_inbox())),
+        timeout=10,
+    )
+    assert msgspec.msgpack.decode(answer.data, type=_nats.ConnectReply).subject
