@@ -12,7 +12,11 @@ because the reader's hot loop reads both per frame. Rules:
   them, so we read on (replies are handled at once) until the backlog holds
   ``BACKLOG_LIMIT`` calls, and only then pause. More than
   ``MAX_PENDING_OUTPUT`` unsent bytes count as full too, so replies made
-  inline cannot pile up behind a peer that reads slowly.
+  inline cannot pile up behind a peer that reads slowly. In main only
+  (``output_bound``): a renderer reads on whatever it has still to send,
+  since it trusts main, and two peers that each stopped reading while
+  their own output waited would wait for each other for ever (two renderers
+  posting to each other through main did, until ``send_timeout``).
 * Reading pauses too while a port message this connection sent waits in
   another renderer's unsent output past ``MAX_PENDING_OUTPUT``
   (``relay_blocked``): main relays port messages between renderers, and the
@@ -28,6 +32,7 @@ because the reader's hot loop reads both per frame. Rules:
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -37,7 +42,7 @@ import anyio
 from ._calls import Calls
 from ._events import Event, MessageReceived, RequestReceived
 from ._outbox import MAX_PENDING_OUTPUT, Outbox
-from ._protocol import Connection
+from ._protocol import Connection, Role
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -77,6 +82,7 @@ class Admission:
         "idle",
         "new_event",
         "outbox",
+        "output_bound",
         "paused",
         "pending_starts",
         "relay_wait",
@@ -120,6 +126,9 @@ class Admission:
         #: (from the backlog, or a call read meanwhile) is cancelled as it starts.
         self.stopping = False
         self.streams = 0  # streams being served (``_calling.serve_stream``)
+        #: Unsent bytes past which this side holds calls back and stops reading:
+        #: main's rule only (see the module's docstring).
+        self.output_bound: float = MAX_PENDING_OUTPUT if conn.role is Role.MAIN else math.inf
         #: A renderer that port messages from here go to is over its unsent output.
         self.relay_wait = False
 
@@ -130,13 +139,13 @@ class Admission:
     def _full(self) -> bool:
         # Full too while much output is unsent, so replies made inline cannot
         # pile up behind a peer that reads slowly.
-        return self.active >= self._max_in_flight or self.conn.pending_output > MAX_PENDING_OUTPUT
+        return self.active >= self._max_in_flight or self.conn.pending_output > self.output_bound
 
     def must_pause(self) -> bool:
         """Whether the reader must stop reading until there is room."""
         # _full, inline: this runs after every read
         return (
-            (self.active >= self._max_in_flight or self.conn.pending_output > MAX_PENDING_OUTPUT)
+            (self.active >= self._max_in_flight or self.conn.pending_output > self.output_bound)
             and (not self.calls.waiters or len(self._backlog) >= BACKLOG_LIMIT)
         ) or self.relay_wait
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, cast
 from ._capabilities import DeliversReads
 from ._events import Event, ReplyReceived
 from ._liveness import Sweeper
-from ._outbox import MAX_PENDING_OUTPUT
 from ._protocol import CLOSED
 
 if TYPE_CHECKING:
@@ -133,7 +132,7 @@ class DeliveredReads:
             if (
                 (
                     dispatcher.active
-                    or conn.pending_output > MAX_PENDING_OUTPUT
+                    or conn.pending_output > dispatcher.output_bound
                     or dispatcher.relay_wait
                 )
                 and dispatcher.must_pause()

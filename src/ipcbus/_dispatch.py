@@ -39,7 +39,7 @@ from ._errors import NoHandlerError, ValidationError
 from ._events import Event, MessageReceived, ReplyReceived, RequestReceived
 from ._messagedispatch import EARLY_WRITE as _EARLY_WRITE
 from ._messagedispatch import Lookup, MessageDispatch
-from ._outbox import MAX_PENDING_OUTPUT, Outbox
+from ._outbox import Outbox
 from ._protocol import Connection
 from ._registry import Callback, Registry
 from ._values import DECODE_ERRORS
@@ -107,7 +107,7 @@ class Dispatcher(MessageDispatch):
                 and self.gate is None
                 and not backlog
                 and self.active < self._max_in_flight
-                and self.conn.pending_output <= MAX_PENDING_OUTPUT
+                and self.conn.pending_output <= self.output_bound
             ):
                 self._dispatch_call(first)
                 return
@@ -136,7 +136,8 @@ class Dispatcher(MessageDispatch):
                 events = events[taken:]
         conn = self.conn
         early = self.outbox.direct is not None and len(events) > _EARLY_WRITE
-        congested = conn.pending_output > MAX_PENDING_OUTPUT  # checked every few calls
+        bound = self.output_bound
+        congested = conn.pending_output > bound  # checked every few calls
         countdown = _EARLY_WRITE
         for event in events:
             if type(event) is MessageReceived:
@@ -172,7 +173,7 @@ class Dispatcher(MessageDispatch):
                     # A long read: send the replies made so far, so the peer works
                     # on them while we make the rest (both sides busy at once).
                     self.outbox.write_at_once()
-                congested = conn.pending_output > MAX_PENDING_OUTPUT
+                congested = conn.pending_output > bound
 
     # ---- dispatch ------------------------------------------------------
 

@@ -27,7 +27,6 @@ from ._calling import PLAIN as _PLAIN
 from ._calls import ReplySlot
 from ._errors import NoHandlerError
 from ._events import Event, MessageReceived
-from ._outbox import MAX_PENDING_OUTPUT
 from ._registry import Callback, Registry, any_async, shared_decoder, single_argument
 from ._values import DECODE_ERRORS
 from ._wire import ErrorKind
@@ -80,7 +79,7 @@ class MessageDispatch(Admission):
         make_event, sender = self._message_event, self._event_sender
         max_in_flight, conn, every = self._max_in_flight, self.conn, EARLY_WRITE
         if (
-            conn.pending_output > MAX_PENDING_OUTPUT
+            conn.pending_output > self.output_bound
             or self.active >= max_in_flight
             or self.pending_starts
         ):
@@ -145,7 +144,7 @@ class MessageDispatch(Admission):
                 # Awaited in a task: what follows must not overtake it (pending_starts).
                 self.schedule(_calling.await_listeners, self, pending, channel, None)
                 break
-            if not taken % every and conn.pending_output > MAX_PENDING_OUTPUT:
+            if not taken % every and conn.pending_output > self.output_bound:
                 break  # listeners that send: the rest wait for the peer to read
         return taken
 

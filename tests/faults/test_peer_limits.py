@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -43,7 +44,7 @@ from ipcbus._wire import (
     Welcome,
 )
 
-from ..helpers import running_main
+from ..helpers import running_main, spawn_script
 from ._raw import Bench, RawPeer, bench, frames, raw_args, wait_until
 
 # ---- port references -------------------------------------------------------------
@@ -160,6 +161,80 @@ async def test_a_renderer_posting_faster_than_the_ports_holder_reads_is_paused()
                 await posted.wait()
                 assert not poster_endpoint.dispatcher.relay_wait
                 await setup.check_healthy()
+
+
+_FLOODER = """
+import anyio, ipcbus, sys
+
+COUNT, SIZE = int(sys.argv[1]), 64 * 1024
+
+async def main():
+    async with ipcbus.connect() as renderer:
+        ports, arrived, done = [], anyio.Event(), anyio.Event()
+        heard = 0
+
+        @renderer.on("port")
+        def on_port(event, message):
+            ports.append(event.ports[0])
+            arrived.set()
+
+        def on_message(event):
+            nonlocal heard
+            heard += 1
+            if heard == COUNT:
+                done.set()
+
+        await renderer.invoke("ready")
+        await arrived.wait()
+        ports[0].on("message", on_message)
+        ports[0].start()
+        for _ in range(COUNT):
+            ports[0].post_message(b"x" * SIZE)
+            await anyio.lowlevel.checkpoint()
+        await done.wait()
+        await renderer.invoke("done")
+
+anyio.run(main)
+"""
+
+
+async def test_two_renderers_posting_to_each_other_faster_than_they_read_both_get_through(
+    tmp_path: Path,
+) -> None:
+    """Two renderer processes post 25 MiB each to the other through a channel main
+    relays, reading what arrives meanwhile. Main stops reading one while it owes it
+    more than 4 MiB; when that renderer also stopped reading main while it owed
+    main as much, each waited for the other until ``send_timeout`` (30 s) dropped
+    both. A renderer reads on whatever it has still to send: both get through."""
+    count = 400
+    with anyio.fail_after(25):
+        async with running_main() as ipc_main:
+            ready, done = anyio.Event(), anyio.Event()
+            readied: list[int] = []
+            finished: list[int] = []
+
+            def on_ready(event: ipcbus.IpcMainInvokeEvent) -> None:
+                readied.append(event.sender.id)
+                if len(readied) == 2:
+                    ready.set()
+
+            def on_done(event: ipcbus.IpcMainInvokeEvent) -> None:
+                finished.append(event.sender.id)
+                if len(finished) == 2:
+                    done.set()
+
+            ipc_main.handle("ready", on_ready)
+            ipc_main.handle("done", on_done)
+            first = await spawn_script(ipc_main, tmp_path, _FLOODER, str(count))
+            second = await spawn_script(ipc_main, tmp_path, _FLOODER, str(count))
+            await ready.wait()
+            channel = ipcbus.MessageChannelMain()
+            await first.post_message("port", None, [channel.port1])
+            await second.post_message("port", None, [channel.port2])
+            await done.wait()
+            assert sorted(finished) == sorted([first.id, second.id])
+            await first.wait_closed()
+            await second.wait_closed()
 
 
 async def test_a_frame_with_too_many_port_refs_ends_only_that_connection() -> None:
