@@ -18,34 +18,44 @@ arriving one after another, a task was started for nearly every
 connection again: about 4 % of main's CPU in taking 1,000 connections.)
 A timeout of ``None`` or infinity sets no deadline, as ``move_on_after``
 would.
+
+A NATS replica's renderers that have been answered but have not spoken
+yet (``_natsreplica._Unheard``) wait here too: whatever is watched says
+what ending it means (``Awaited.handshake_expired``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.abc
 
-from ._states import State
-from ._wire import CloseCode
-
 if TYPE_CHECKING:
-    from ._serving import Link
     from .main import IpcMain
 
-__all__ = ("HandshakeDeadlines",)
+__all__ = ("Awaited", "HandshakeDeadlines")
+
+
+class Awaited(Protocol):
+    """What waits for its handshake: a connection's ``Link``, or a renderer a NATS
+    replica has answered that has not spoken yet (``_natsreplica._Unheard``)."""
+
+    def __hash__(self) -> int: ...
+
+    def handshake_expired(self, reason: str) -> None:
+        """Its time is up: end it, saying ``reason`` (without waiting)."""
 
 
 class HandshakeDeadlines:
-    """The connections of one ``IpcMain`` still in their handshake, and when each is due."""
+    """What of one ``IpcMain`` is still in its handshake, and when each is due."""
 
     __slots__ = ("_arrived", "_due", "_last", "_main", "_ordered", "_running", "_sleep", "_waking")
 
     def __init__(self, main: IpcMain) -> None:
         self._main = main
-        self._due: dict[Link, float] = {}  # in the order they came
+        self._due: dict[Awaited, float] = {}  # in the order they came
         self._ordered = True  # deadlines in that order too: the first is due first
         self._last = -math.inf  # the latest deadline set
         self._running = False
@@ -56,8 +66,8 @@ class HandshakeDeadlines:
     def __len__(self) -> int:
         return len(self._due)
 
-    def watch(self, link: Link, task_group: anyio.abc.TaskGroup) -> None:
-        """End ``link``'s connection unless its handshake is over within the timeout."""
+    def watch(self, link: Awaited, task_group: anyio.abc.TaskGroup) -> None:
+        """End ``link`` unless its handshake is over within the timeout."""
         timeout = self._main.handshake_timeout
         if timeout is None or timeout == math.inf:
             return  # no deadline
@@ -74,7 +84,7 @@ class HandshakeDeadlines:
         elif deadline < self._waking and self._sleep is not None:
             self._sleep.cancel()  # due before the one slept toward
 
-    def forget(self, link: Link) -> None:
+    def forget(self, link: Awaited) -> None:
         """``link``'s handshake is over (or its connection ended): no deadline any more."""
         if self._due.pop(link, None) is not None and not self._due:
             self._ordered, self._last = True, -math.inf
@@ -118,12 +128,5 @@ class HandshakeDeadlines:
         if delay > 0:
             return delay
         del due[link]
-        endpoint = link.contents._endpoint
-        if endpoint is not None and endpoint.conn.state is State.HANDSHAKE:
-            # In the connection's own keeping: a failure ends it, not main.
-            endpoint.start_soon(
-                endpoint.close,
-                CloseCode.PROTOCOL_ERROR,
-                f"no handshake within {self._main.handshake_timeout} s",
-            )
+        link.handshake_expired(f"no handshake within {self._main.handshake_timeout} s")
         return 0.0

@@ -18,7 +18,6 @@ ever spoke, was most of what a flood of them cost (docs/scale-out.md).
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -118,7 +117,6 @@ class Replica:
         self._ignored = WarningRate(logger, f"ignored connect requests for NATS app {app!r}")
         # Answered, not yet heard from (oldest first): bounded as _waiting is.
         self._unheard: dict[_Unheard, None] = {}
-        self._asked: anyio.Event | None = None  # set when _unheard gains one
 
     @property
     def _base(self) -> str:
@@ -143,9 +141,7 @@ class Replica:
         """Hold the NATS client while main runs; close it once main's renderers are gone."""
         try:
             with self._scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._expire_unheard)
-                    await self._client.watch()
+                await self._client.watch()
         finally:
             with anyio.CancelScope(shield=True):
                 with suppress(ValueError):
@@ -202,8 +198,8 @@ class Replica:
             else:
                 await frames.aclose()
             return
-        await self._make_room(anyio.current_time())
-        unheard = _Unheard(self, subject, inbox, anyio.current_time())
+        await self._make_room()
+        unheard = _Unheard(self, subject, inbox)
         self._client.streams[subject] = unheard  # from now on its Hello may come
         if not await self._answer(msg, subject):
             self._client.streams.pop(subject, None)
@@ -212,8 +208,7 @@ class Replica:
                 await self._drop(unheard, CloseCode.SHUTDOWN, f"main is leaving app {self.app!r}")
                 return
             self._unheard[unheard] = None
-            if self._asked is not None:
-                self._asked.set()
+            main._handshakes.watch(unheard, main._require_running("join"))
 
     async def _answer(self, msg: Msg, subject: str) -> bool:
         """Tell the renderer its subject; whether that worked."""
@@ -226,11 +221,10 @@ class Replica:
 
     def _heard(self, unheard: _Unheard, msg: Msg) -> None:
         """A renderer's first message (its Hello): now it gets frames and an endpoint."""
-        self._unheard.pop(unheard, None)
+        self._forget(unheard)
         main = self._main
         if main._closing or main._tg is None:
-            self._client.streams.pop(unheard.subject, None)  # leaving: it asks again
-            return
+            return  # leaving: it asks again
         frames = NatsFrames(self._client, owns_client=False, max_queued=_nats.MAX_QUEUED)
         frames.send_subject = unheard.inbox
         frames.attach(unheard.subject)  # in its record's place
@@ -238,49 +232,26 @@ class Replica:
         main._tg.start_soon(self._serve, frames, next(self._ids))
 
     def _forget(self, unheard: _Unheard) -> None:
-        """NATS lost a message for a renderer not yet heard from: as if it never asked."""
+        """It spoke, was dropped, or NATS lost a message for it: no record any more."""
         self._unheard.pop(unheard, None)
+        self._main._handshakes.forget(unheard)  # its deadline, if it had one
         self._client.streams.pop(unheard.subject, None)
 
-    async def _make_room(self, now: float, adding: int = 1) -> None:
-        """Drop renderers silent past ``handshake_timeout``; with ``adding`` more to
-        come, the oldest too while the bound has no room for them."""
-        unheard = self._unheard
-        timeout = self._main.handshake_timeout
-        limit = self._waiting.limit()
-        while unheard:
-            oldest = next(iter(unheard))
-            if timeout is not None and now - oldest.since >= timeout:
-                reason = f"no handshake within {timeout} s"
-                code = CloseCode.PROTOCOL_ERROR
-            elif len(unheard) + adding > limit:
-                reason = (
-                    "too many connections waiting for their handshake: this replica holds "
-                    f"at most {limit}, and this one had waited longest"
-                )
-                code = CloseCode.TOO_MANY_CONNECTIONS
-            else:
-                break
-            await self._drop(oldest, code, reason)
+    async def _make_room(self) -> None:
+        """Drop the renderers that waited longest while the bound has no room for one more.
 
-    async def _expire_unheard(self) -> None:
-        """Drop renderers that stay silent past ``handshake_timeout``, as they come due.
-
-        Every deadline is the same time after its request, so the oldest is
-        due first; with none waiting, this waits (no timer) for the next.
+        Those silent past ``handshake_timeout`` main's ``HandshakeDeadlines``
+        drops, as it does a socket's (``_Unheard.handshake_expired``).
         """
-        while True:
-            timeout = self._main.handshake_timeout
-            if not self._unheard or timeout is None or timeout == math.inf:
-                self._asked = anyio.Event()
-                await self._asked.wait()
-                continue
-            oldest = next(iter(self._unheard))
-            delay = oldest.since + timeout - anyio.current_time()
-            del oldest  # not kept alive while this waits
-            if delay > 0:
-                await anyio.sleep(delay)
-            await self._make_room(anyio.current_time(), adding=0)
+        unheard = self._unheard
+        limit = self._waiting.limit()
+        while len(unheard) >= limit:
+            await self._drop(
+                next(iter(unheard)),
+                CloseCode.TOO_MANY_CONNECTIONS,
+                "too many connections waiting for their handshake: this replica holds "
+                f"at most {limit}, and this one had waited longest",
+            )
 
     async def _drop(self, unheard: _Unheard, code: CloseCode, reason: str) -> None:
         """Tell a renderer not yet heard from that it is dropped, and forget it."""
@@ -385,19 +356,25 @@ class _Unheard:
     message, which makes one (``Replica._heard``).
     """
 
-    __slots__ = ("inbox", "replica", "since", "subject")
+    __slots__ = ("inbox", "replica", "subject")
 
-    def __init__(self, replica: Replica, subject: str, inbox: str, since: float) -> None:
+    def __init__(self, replica: Replica, subject: str, inbox: str) -> None:
         self.replica = replica
         self.subject = subject  # where it sends
         self.inbox = inbox  # where it is sent to
-        self.since = since
 
     def deliver(self, msg: Msg) -> None:
         self.replica._heard(self, msg)
 
     def lose(self, reason: str) -> None:
         self.replica._forget(self)
+
+    def handshake_expired(self, reason: str) -> None:
+        """Silent for ``handshake_timeout`` (main's ``HandshakeDeadlines``)."""
+        replica = self.replica
+        if self in replica._unheard and (tg := replica._main._tg) is not None:
+            replica._forget(self)  # at once: it no longer counts against the bound
+            tg.start_soon(replica._drop, self, CloseCode.PROTOCOL_ERROR, reason)
 
 
 async def join(

@@ -37,6 +37,7 @@ from ._lograte import WarningRate
 from ._mainevents import IpcMainEvent, IpcMainInvokeEvent, disconnect_details
 from ._protocol import Connection, HandshakeRefused, Role
 from ._registry import Callback
+from ._states import State
 from ._webcontents import WebContents
 from ._wire import CloseCode, PortRef, RequestKind
 
@@ -98,6 +99,13 @@ class Link:
             if self._handshake_event is None:
                 self._handshake_event = anyio.Event()
             await self._handshake_event.wait()
+
+    def handshake_expired(self, reason: str) -> None:
+        """``handshake_timeout`` passed (``HandshakeDeadlines``): close, if still waiting."""
+        endpoint = self.contents._endpoint
+        if endpoint is not None and endpoint.conn.state is State.HANDSHAKE:
+            # In the connection's own keeping: a failure ends it, not main.
+            endpoint.start_soon(endpoint.close, CloseCode.PROTOCOL_ERROR, reason)
 
     def admit(self) -> int:
         """The core accepted the token (``Connection(admit=...)``)."""
