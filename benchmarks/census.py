@@ -3,7 +3,9 @@
 Starts an ``IpcMain`` in this process and lets child processes open idle
 connections to it, so every object counted is main's. Prints, per idle
 connection: objects tracked by the cycle collector (the ``gc.get_objects()``
-diff), the largest contributors by type, and RSS growth.
+diff), the largest contributors by type, and RSS growth. Then the renderers
+all leave at once, and it prints what leaving cost per connection: main's CPU
+(until every ``on_disconnect`` hook has run) and the renderers' own.
 
     python benchmarks/census.py [--connections 300] [--no-fastpath] [--no-watchdog]
 """
@@ -18,11 +20,13 @@ import os
 import resource
 import sys
 import textwrap
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 sys.path.insert(0, str(SRC))
@@ -31,7 +35,7 @@ import ipcbus  # noqa: E402
 
 CHILD = textwrap.dedent(
     """
-    import sys, anyio, ipcbus
+    import sys, time, anyio, ipcbus
     from contextlib import AsyncExitStack
 
     async def main(address, token, n):
@@ -40,6 +44,8 @@ CHILD = textwrap.dedent(
                 await stack.enter_async_context(ipcbus.connect(address, token=token))
             print("up", flush=True)
             await anyio.to_thread.run_sync(sys.stdin.read)   # until main closes our stdin
+            start = time.process_time()
+        print(f"left {(time.process_time() - start) / n * 1e6:.1f}", flush=True)
 
     anyio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
     """
@@ -67,6 +73,8 @@ async def census(connections: int, children: int, options: dict[str, Any]) -> No
         n = per_child * children
         all_up, seen = anyio.Event(), itertools.count(1)
         ipc_main.on_connect(lambda contents: next(seen) == n and all_up.set())
+        all_gone, gone = anyio.Event(), itertools.count(1)
+        ipc_main.on_disconnect(lambda contents, details: next(gone) == n and all_gone.set())
         gc.collect()
         before_types, before_rss = by_type(), rss_kib()
         env = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -80,9 +88,14 @@ async def census(connections: int, children: int, options: dict[str, Any]) -> No
                 await all_up.wait()
             gc.collect()
             after_types, after_rss = by_type(), rss_kib()
+            start = time.process_time()
             for proc in procs:
                 assert proc.stdin is not None
                 await proc.stdin.aclose()
+            with anyio.fail_after(60):
+                await all_gone.wait()
+            main_leave = (time.process_time() - start) / n * 1e6
+            renderers_leave = [await _left(proc) for proc in procs]
         diff = after_types - before_types
         total = sum(diff.values())
         print(f"idle connections: {n}  ({options or 'defaults'})")
@@ -91,7 +104,22 @@ async def census(connections: int, children: int, options: dict[str, Any]) -> No
         print("largest contributors (objects per connection):")
         for name, count in diff.most_common(15):
             print(f"  {count / n:7.2f}  {name}")
+        print(f"leaving, all at once: main's CPU {main_leave:.1f} us per connection")
+        shown = ", ".join(f"{us:.1f}" for us in renderers_leave)
+        print(f"leaving, all at once: the renderers' CPU {shown} us per connection (each child)")
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def _left(proc: anyio.abc.Process) -> float:
+    """The child's "left <us>" line: its CPU per connection for leaving them all."""
+    assert proc.stdout is not None
+    out = b""
+    async for chunk in proc.stdout:
+        out += chunk
+    for line in out.decode().splitlines():
+        if line.startswith("left "):
+            return float(line.split()[1])
+    raise SystemExit(f"a child did not say what leaving cost: {out!r}")
 
 
 def main() -> None:

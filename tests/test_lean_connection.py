@@ -55,16 +55,19 @@ async def test_an_idle_connection_costs_main_few_objects_and_no_task() -> None:
                 await warm.send("warm-up")
             up, seen = anyio.Event(), itertools.count(1)
             ipc_main.on_connect(lambda contents: next(seen) == CONNECTIONS and up.set())
+            await anyio.wait_all_tasks_blocked()  # the warm-up's end has run its course
             gc.collect()
             objects_before = len(gc.get_objects())
-            tasks_before = len(asyncio.all_tasks())
+            tasks_before = asyncio.all_tasks()
             argv = [sys.executable, "-c", CHILD, listener.address, listener.token]
             async with await anyio.open_process([*argv, str(CONNECTIONS)]) as child:
                 await up.wait()
                 # Each connection's handshake watchdog ends with its handshake...
                 await anyio.wait_all_tasks_blocked()
-                # ...and no task stays behind for a connection.
-                assert len(asyncio.all_tasks()) == tasks_before
+                # ...and no task stays behind for a connection: at most the one
+                # sweeper that watches them all (it runs while any is connected).
+                new_tasks = [task.get_name() for task in asyncio.all_tasks() - tasks_before]
+                assert new_tasks in ([], ["ipcbus._liveness.Sweeper._sweep"])
                 gc.collect()
                 per_connection = (len(gc.get_objects()) - objects_before) / CONNECTIONS
                 assert len(ipc_main.get_all_web_contents()) == CONNECTIONS
@@ -106,3 +109,82 @@ async def test_a_call_alone_in_its_read_skips_the_general_walk(
     assert general == [0]  # 100 reads: 50 calls read by main, 50 replies by the renderer
     assert len(dispatched) == 50  # main's calls
     assert not any(type(event) is ReplyReceived for event in dispatched)
+
+
+MAIN_CHILD = textwrap.dedent(
+    """
+    import json, sys, anyio, ipcbus
+
+    async def main():
+        async with ipcbus.IpcMain() as ipc_main:
+            ipc_main.handle("inc", lambda event, x: x + 1)
+            listener = await ipc_main.listen()
+            print(json.dumps([listener.address, listener.token]), flush=True)
+            await anyio.to_thread.run_sync(sys.stdin.read)   # until the test closes stdin
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_a_renderer_leaving_ends_its_connection_in_no_task_of_its_own() -> None:
+    """Leaving ``connect()`` says Goodbye and closes in the leaving task: a task per
+    end (and the cancelled scopes it took) was most of what a renderer's leaving
+    cost when many come and go (benchmarks E and G). Main runs in a child, so
+    every task made here is the renderer's."""
+    import json
+
+    argv = [sys.executable, "-c", MAIN_CHILD]
+    with anyio.fail_after(30):
+        async with await anyio.open_process(argv, stderr=None) as child:
+            assert child.stdout is not None and child.stdin is not None
+            line = b""
+            async for chunk in child.stdout:
+                line += chunk
+                if line.endswith(b"\n"):
+                    break
+            address, token = json.loads(line)
+            loop = asyncio.get_running_loop()
+            made: list[str] = []
+
+            def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+                task = asyncio.Task(coro, loop=loop, **kwargs)
+                made.append(task.get_name())
+                return task
+
+            renderer = ipcbus.IpcRenderer()
+            async with renderer.connect(address, token=token):
+                assert await renderer.invoke("inc", 1) == 2
+                loop.set_task_factory(factory)
+            loop.set_task_factory(None)
+            assert not renderer.is_connected()
+            assert made == []
+            await child.stdin.aclose()
+
+
+async def test_main_has_nothing_to_drain_for_a_renderer_that_said_goodbye(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A renderer's Goodbye leaves main nothing to send, and the renderer's own
+    Goodbye went out as it left: neither end waits a loop turn (and a cancel
+    scope) in ``Outbox.drain`` for nothing."""
+    from ipcbus._outbox import Outbox
+
+    drains: list[Outbox] = []
+    drain = Outbox.drain
+
+    async def counted(self: Outbox) -> None:
+        drains.append(self)
+        await drain(self)
+
+    monkeypatch.setattr(Outbox, "drain", counted)
+    ipc_main = ipcbus.IpcMain()
+    ipc_main.handle("inc", lambda event, x: x + 1)
+    gone = anyio.Event()
+    ipc_main.on_disconnect(lambda contents, details: gone.set())
+    with anyio.fail_after(30):
+        async with ipc_main:
+            async with ipc_main.connect_local() as renderer:
+                assert await renderer.invoke("inc", 1) == 2
+            await gone.wait()
+            assert drains == []

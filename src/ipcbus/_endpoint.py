@@ -241,7 +241,8 @@ class Endpoint(DeliveredReads):
                             # Replies made inline, a Pong, a Goodbye: one write for
                             # the whole read, now rather than on the loop's next turn.
                             outbox.write_at_once()
-            await outbox.drain()  # graceful end: a Goodbye
+            if not outbox.settled():
+                await outbox.drain()  # graceful end: a Goodbye
         finally:
             if frames is not None:
                 frames.on_lost = None  # the endpoint is done: no cycle through the stream
@@ -255,7 +256,9 @@ class Endpoint(DeliveredReads):
         """The connection ended (``attach``): send what is left, close, tell the owner."""
         outbox = self.outbox
         try:
-            if not outbox.torn:
+            # Mostly nothing is left: the peer said Goodbye, or ours went out
+            # with close(). Draining costs a cancel scope and a loop turn.
+            if not outbox.torn and not outbox.settled():
                 await outbox.drain()  # a Goodbye
         finally:
             if self._liveness is not None and self._sweeper is not None:
@@ -281,9 +284,26 @@ class Endpoint(DeliveredReads):
         if self.conn.state is not CLOSED:
             self.conn.close(code, reason)
             self.handle_events()
+            self.outbox.write_at_once()  # the Goodbye, now if the stream takes it
         if self._reader_scope is not None:
             self._reader_scope.cancel()
         await self.closed.wait()
+
+    async def close_here(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
+        """:meth:`close`, ending the connection in the caller's task, which is shielded.
+
+        For a renderer leaving its ``connect()`` block: the end (Goodbye,
+        teardown) runs here rather than in a task of its own, which is most
+        of what leaving costs when many renderers come and go.
+        """
+        if self._on_end is None or self._ending or self.conn.state is CLOSED:
+            await self.close(code, reason)
+            return
+        self._ending = True  # ours: _terminated starts no task for it
+        self.conn.close(code, reason)
+        self.handle_events()
+        self.outbox.write_at_once()
+        await self._end()
 
     def cancel_handlers(self) -> None:
         """Cancel every running handler, and any that starts from now on.

@@ -127,14 +127,17 @@ class Liveness:
 class Sweeper:
     """One task that looks at every watched connection's :class:`Liveness` in turn."""
 
-    __slots__ = ("_running", "_scope", "_task_group", "_tick", "_watched")
+    __slots__ = ("_running", "_task_group", "_tick", "_wake", "_watched")
 
     def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
         self._task_group = task_group  # where the sweeping task runs
         self._watched: set[Liveness] = set()
         self._tick = math.inf  # the shortest tick of those watched
         self._running = False
-        self._scope: anyio.CancelScope | None = None  # the sweeper's sleep
+        # Set to look again at once. An Event, not a cancelled scope: a scope
+        # cancelled from a task costs a formatted account of that task
+        # (anyio's reason), once per connection that ends.
+        self._wake: anyio.Event | None = None
 
     def watch(self, liveness: Liveness) -> None:
         """Start looking at ``liveness`` (its connection is up)."""
@@ -142,8 +145,7 @@ class Sweeper:
         self._watched.add(liveness)
         if liveness.tick < self._tick:
             self._tick = liveness.tick
-            if self._scope is not None:
-                self._scope.cancel()  # sleep the shorter tick from now on
+            self._rouse()  # sleep the shorter tick from now on
         if not self._running:
             self._running = True
             self._task_group.start_soon(self._sweep)
@@ -153,21 +155,25 @@ class Sweeper:
         self._watched.discard(liveness)
         if not self._watched:
             self._tick = math.inf
-            if self._scope is not None:
-                self._scope.cancel()  # nothing left to watch: the task ends now
+            self._rouse()  # nothing left to watch: the task ends now
+
+    def _rouse(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     async def _sweep(self) -> None:
         try:
             while self._watched:
-                with anyio.CancelScope() as self._scope:
-                    await anyio.sleep(self._tick)
-                self._scope = None
+                self._wake = wake = anyio.Event()
+                with anyio.move_on_after(self._tick):
+                    await wake.wait()
+                self._wake = None
                 now = anyio.current_time()
                 for liveness in list(self._watched):
                     liveness.check(now)
         finally:
             self._running = False
-            self._scope = None
+            self._wake = None
 
 
 def heartbeat_for(

@@ -392,6 +392,11 @@ class Outbox(Queueing):
         finally:
             self.writing = False
 
+    def settled(self) -> bool:
+        """Nothing queued, no write under way, nobody waiting for one: ``drain`` has
+        nothing to do (a connection the peer ended, its replies all written)."""
+        return not self.conn.pending_output and not self.writing and self._batch is None
+
     async def drain(self) -> None:
         """Let the writer send what is left (a Goodbye), for at most a second."""
         with anyio.move_on_after(1, shield=True):

@@ -236,7 +236,7 @@ class IpcRenderer(Registry, RendererOptions):
             yield self
         finally:
             with anyio.CancelScope(shield=True):
-                await endpoint.close(CloseCode.NORMAL, "the renderer disconnected")
+                await endpoint.close_here(CloseCode.NORMAL, "the renderer disconnected")
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
             with suppress(ValueError):  # exited in another context than entered
