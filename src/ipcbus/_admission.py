@@ -20,7 +20,9 @@ because the reader's hot loop reads both per frame. Rules:
 * Reading pauses too while a port message this connection sent waits in
   another renderer's unsent output past ``MAX_PENDING_OUTPUT``
   (``relay_blocked``): main relays port messages between renderers, and the
-  one that reads slowly must slow the one that posts, not grow main.
+  one that reads slowly must slow the one that posts, not grow main. The
+  same while its port messages wait in the inboxes of ports main holds
+  (not started, or read slowly) past ``_portends.MAX_PARKED``.
 * A stream waiting for credit gives its slot back (``lend_slot``), so
   ``max_in_flight`` does not bound streams: at most ``MAX_OPEN_STREAMS``
   are served at once per connection, and one more is refused with an error
@@ -35,7 +37,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -48,12 +50,20 @@ if TYPE_CHECKING:
     from ._endpoint import Endpoint
     from ._owner import Owner
 
+
 __all__ = ("Admission", "check_max_in_flight")
 
 logger = logging.getLogger("ipcbus")
 
 BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
 MAX_OPEN_STREAMS = 256  # streams served at once on one connection; one more is refused
+
+
+class HasRoom(Protocol):
+    """Where a port message went that may be full (``relay_blocked``)."""
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once there is room again (at once if there is)."""
 
 
 def check_max_in_flight(n: int) -> None:
@@ -149,12 +159,14 @@ class Admission:
             and (not self.calls.waiters or len(self._backlog) >= BACKLOG_LIMIT)
         ) or self.relay_wait
 
-    def relay_blocked(self, outbox: Outbox) -> None:
-        """A port message from here went to ``outbox``, which is over
-        ``MAX_PENDING_OUTPUT``: read no more until it has written (or ended)."""
+    def relay_blocked(self, full: HasRoom) -> None:
+        """A port message from here went where there is no more room: to a
+        renderer's ``Outbox`` over ``MAX_PENDING_OUTPUT``, or into ports main
+        holds past ``MAX_PARKED`` of this renderer's bytes (its ``Sink``).
+        Read no more until ``full`` says there is room again (or it ended)."""
         if not self.relay_wait:
             self.relay_wait = True
-            outbox.when_room(self._relay_room)
+            full.when_room(self._relay_room)
 
     def _relay_room(self) -> None:
         self.relay_wait = False

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._calling import own_failure
 from ._loop import asyncio_callback_context, start_on_loop, trio_running
 from ._portlifetime import PortLifetime, close_ports_in
-from ._portparts import CLOSE, Close, Item, MessageEvent, Queued
+from ._portparts import CLOSE, Close, Item, MessageEvent, Queued, Relayed
 
 if TYPE_CHECKING:
     from ._portparts import PortHost
@@ -47,27 +47,30 @@ class PortDelivery(PortLifetime):
 
     # ---- internals: delivery -------------------------------------------
 
-    def _enqueue(self, item: Queued, inline: bool = False) -> None:
+    def _enqueue(self, item: Queued, inline: bool = False) -> bool:
         """Add what arrived for this end; delivery follows if it can.
 
         ``inline``: the item came off the wire and the caller is a connection's
         reader, which may run plain listeners right here (as it does for
         ``on(channel)`` listeners) instead of in a task, when that keeps order.
+        Returns whether a message was queued in the inbox (not delivered at
+        once, nor dropped).
         """
         if self._neutered:
             close_ports_in([item])
-            return
+            return False
         if isinstance(item, Close):
             if self._hear_close():  # (both ends closed at once: one close is enough)
                 self._schedule()
-            return
+            return False
         if self._closed:  # after "close" nothing more is delivered
             close_ports_in([item])
-            return
+            return False
         if inline and self._deliver_inline(item):
-            return
+            return False
         self._queue(item)
         self._schedule()
+        return True
 
     def _queue(self, item: Queued) -> None:
         inbox = self._inbox
@@ -197,6 +200,8 @@ class PortDelivery(PortLifetime):
                 inbox = self._inbox
                 assert inbox  # _deliverable: something is queued
                 item = inbox.popleft()
+                if type(item) is Relayed and item.parked:
+                    self._took(item)
                 if isinstance(item, Close):
                     await self._emit_close()
                     break
@@ -211,6 +216,12 @@ class PortDelivery(PortLifetime):
             if self._inbox:
                 for iterator in list(self._iterators):
                     iterator.wake()  # the listeners went away: iterators take over
+
+    def _took(self, item: Relayed) -> None:
+        """A message that counted against its sender left the inbox (``Relayed``)."""
+        router = self._router
+        if router is not None:  # else closed, and it counts no more
+            router.took(self._wire, item)
 
     async def _emit_close(self) -> None:
         if self._close_emitted:

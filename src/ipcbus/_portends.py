@@ -15,13 +15,19 @@ import msgspec
 
 from ._endpoint import Endpoint
 from ._errors import FrameTooLargeError
-from ._portparts import CLOSE, Item, PortHost, Queued
+from ._portparts import CLOSE, Item, PortHost, Queued, Relayed
 from ._protocol import Connection, State
 from ._values import too_large
 from ._wire import CloseCode, PortRef
 from .ports import MessagePortMain, close_ports_in, living
 
-__all__ = ("After", "Budget", "End", "Sink", "closed_port", "dropped", "nothing")
+#: Bytes of one renderer's port messages that may wait in the inboxes of ends
+#: main holds before its connection stops being read (``Sink.parked``): as
+#: for its output (``_outbox.MAX_PENDING_OUTPUT``), main grows by what the
+#: renderer sends only up to a bound, then the renderer waits.
+MAX_PARKED = 4 * 1024 * 1024
+
+__all__ = ("MAX_PARKED", "After", "Budget", "End", "Sink", "closed_port", "dropped", "nothing")
 
 logger = logging.getLogger("ipcbus")
 
@@ -54,7 +60,17 @@ class Budget:
 class Sink:
     """One renderer connection, as main's router sees it."""
 
-    __slots__ = ("acks", "budget", "dead", "endpoint", "holding", "promised", "refused")
+    __slots__ = (
+        "acks",
+        "budget",
+        "dead",
+        "endpoint",
+        "holding",
+        "parked",
+        "promised",
+        "refused",
+        "room_waiters",
+    )
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -71,6 +87,32 @@ class Sink:
         #: Frames main holds for ends it owes frames back for, all ends together
         #: (``MAX_HELD``): per connection, not per end, so many ends cannot add up.
         self.holding = 0
+        #: Bytes of its port messages waiting in the inboxes of ends main holds
+        #: (not started, or read slowly): past ``MAX_PARKED`` its reading pauses.
+        self.parked = 0
+        #: Called once ``parked`` is back under ``MAX_PARKED`` (``when_room``).
+        self.room_waiters: list[Callable[[], None]] | None = None
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this renderer's parked bytes are under ``MAX_PARKED``."""
+        if self.parked <= MAX_PARKED or self.dead:
+            callback()
+            return
+        if self.room_waiters is None:
+            self.room_waiters = []
+        self.room_waiters.append(callback)
+
+    def unpark(self, size: int) -> None:
+        """``size`` bytes parked in main were taken (or dropped): maybe read on."""
+        self.parked -= size
+        if self.room_waiters is not None and self.parked <= MAX_PARKED:
+            self.release()
+
+    def release(self) -> None:
+        """Call whoever waits for room (under the bound, or the connection ended)."""
+        waiters, self.room_waiters = self.room_waiters, None
+        for callback in waiters or ():
+            callback()
 
     def gave_back(self) -> None:
         """A frame given back came: one fewer promised (frames main sent after a
@@ -128,6 +170,7 @@ class End:
         "id",
         "origin",
         "owed",
+        "parked",
         "peer",
         "port",
         "returned",
@@ -155,6 +198,41 @@ class End:
         #: What it counts against: the budget of the renderer that made it, until
         #: main's code moves it on; once closed at a renderer, that one's ``acks``.
         self.origin: Budget | None = None
+        #: Bytes parked in its port in main, by the renderer they came from
+        #: (``Relayed``): given back as they are taken, or all when it goes.
+        self.parked: dict[Sink, int] | None = None
+
+    def park(self, item: Relayed) -> None:
+        """``item`` waits in this end's inbox in main: count it against its sender."""
+        sink = item.source
+        size = len(item.data)
+        item.parked = True
+        sink.parked += size
+        parked = self.parked
+        if parked is None:
+            parked = self.parked = {}
+        parked[sink] = parked.get(sink, 0) + size
+
+    def took(self, item: Relayed) -> None:
+        """A parked ``item`` left this end's inbox."""
+        if not item.parked:
+            return
+        item.parked = False
+        parked, sink, size = self.parked, item.source, len(item.data)
+        if parked is None or sink not in parked:
+            return  # given back already (``unpark_all``)
+        left = parked[sink] - size
+        if left > 0:
+            parked[sink] = left
+        else:
+            del parked[sink]
+        sink.unpark(size)
+
+    def unpark_all(self) -> None:
+        """What waits in the inbox no longer counts: it left main, or was dropped."""
+        parked, self.parked = self.parked, None
+        for sink, size in (parked or {}).items():
+            sink.unpark(size)
 
     def holder(self) -> MessagePortMain | None:
         """The object holding this end in main; ``None`` if it is elsewhere or was collected."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._portparts import Close, Item, MessageEvent
+from ._portparts import Close, Item, MessageEvent, Relayed
 
 if TYPE_CHECKING:
     from .ports import MessagePortMain
@@ -58,6 +58,8 @@ class PortIterator:
                 head = inbox[0]
                 if isinstance(head, Item) and not port._listeners.get("message"):
                     inbox.popleft()
+                    if type(head) is Relayed and head.parked:
+                        port._took(head)
                     port._schedule()  # a "close" behind it must still be emitted
                     return MessageEvent(head.data, head.ports)
                 if port._host is None and port._deliverable():

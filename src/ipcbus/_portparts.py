@@ -22,6 +22,7 @@ from ._loop import LoopHold
 from ._values import decode_value
 
 if TYPE_CHECKING:
+    from ._portends import Sink
     from .ports import MessagePortMain
 
 __all__ = (
@@ -66,9 +67,21 @@ class Relayed(Item):
     No code in main sees its ports, so they stay charged to the renderer that
     made them (``max_open_ports``) where they go on to another renderer; ports
     main's own code sends on are main's to answer for.
+
+    One queued in the inbox of an end main holds is *parked*: its bytes count
+    against the renderer that sent it (``Sink.parked``) until it is taken
+    from there (``Router.took``), so a renderer posting to a port main does
+    not read cannot grow main without bound.
     """
 
-    __slots__ = ()
+    __slots__ = ("parked", "source")
+
+    def __init__(self, data: msgspec.Raw, ports: list[MessagePortMain], source: Sink) -> None:
+        # Item.__init__, inline (once per message main relays)
+        self.data = data
+        self.ports = ports
+        self.source = source  # the renderer it came from
+        self.parked = False  # counted in ``source.parked`` (and its end's ``parked``)
 
 
 Queued = Item | Close
@@ -174,6 +187,9 @@ class Router(Protocol):
 
     def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
         """The other end, if it is an object in this process; else ``None``."""
+
+    def took(self, wire: int, item: Relayed) -> None:
+        """A parked ``item`` was taken from the inbox of end ``wire`` (delivered, or dropped)."""
 
     def collected(self, wire: int) -> None:
         """The object holding end ``wire`` was garbage-collected while the channel was open.

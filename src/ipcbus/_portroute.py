@@ -52,7 +52,7 @@ import msgspec
 from ._events import PortClosed, PortMessageReceived
 from ._loop import LoopHold
 from ._outbox import MAX_PENDING_OUTPUT
-from ._portends import After, End, Sink, closed_port, nothing
+from ._portends import MAX_PARKED, After, End, Sink, closed_port, nothing
 from ._portparts import CLOSE, Item, PortHost, Reaper, Relayed
 from ._routedelivery import RouteDelivery
 from ._wire import PortRef
@@ -113,6 +113,11 @@ class MainPortRouter(RouteDelivery):
         peer = self._ends.get(end.peer) if end is not None else None
         return peer.holder() if peer is not None and peer.sink is None else None
 
+    def took(self, wire: int, item: Relayed) -> None:
+        end = self._ends.get(wire)
+        if end is not None:  # else forgotten, and all it parked given back then
+            end.took(item)
+
     def collected(self, wire: int) -> None:
         self._reaper.collected(wire)
 
@@ -169,6 +174,8 @@ class MainPortRouter(RouteDelivery):
             self._adopt(port, peer)  # a direct pair carried in a message that was queued
         end = self._ends.get(port._wire) if port._router is self else None
         items = port._neuter()
+        if end is not None:
+            end.unpark_all()  # what waited in main goes on to the renderer's output
         if end is None:
             end = self._new(0)  # a closed port travels as an end with no peer
         end.port, end.sink, end.wire, end.sent = None, sink, end.id, 0
@@ -253,7 +260,7 @@ class MainPortRouter(RouteDelivery):
         elif not self._kept_promise(sink):
             return  # its connection is ending
         ports = self._land_all(sink, event.ports) if event.ports else []
-        item = Relayed(event.data, ports)  # charged to their maker wherever they go
+        item = Relayed(event.data, ports, sink)  # charged to their maker wherever they go
         if sink.refused and not event.returned:
             close_ports_in([item])  # its ports were too many: its connection is ending
             return
@@ -277,6 +284,10 @@ class MainPortRouter(RouteDelivery):
             # The renderer it went to reads more slowly than this one posts:
             # this one reads no more until that one has taken some.
             sink.endpoint.dispatcher.relay_blocked(to.endpoint.outbox)
+        elif to is None and sink.parked > MAX_PARKED:
+            # Main holds the end, and its code does not read it (not started,
+            # a slow listener): the same, until main's code takes some.
+            sink.endpoint.dispatcher.relay_blocked(sink)
 
     def port_closed(self, sink: Sink, event: PortClosed) -> None:
         if event.returned:
@@ -293,6 +304,7 @@ class MainPortRouter(RouteDelivery):
     def sink_gone(self, sink: Sink) -> None:
         """The connection ended: its ends close (their peers see "close")."""
         sink.dead = True
+        sink.release()
         for end_id in sorted(self._at.pop(sink, ())):
             end = self._ends.get(end_id)
             if end is not None and end.sink is sink:

@@ -23,7 +23,7 @@ from ._errors import FrameTooLargeError
 from ._events import PortClosed, PortMessageReceived
 from ._loop import loop_hold
 from ._portends import After, dropped, nothing
-from ._portparts import CLOSE, Item, PortHost, Queued, Reaper
+from ._portparts import CLOSE, Item, PortHost, Queued, Reaper, Relayed
 from ._protocol import Connection, State
 from ._values import too_large
 from ._wire import PortRef
@@ -107,6 +107,9 @@ class RendererPortRouter:
 
     def peer_of(self, port: MessagePortMain) -> MessagePortMain | None:
         return None  # only main knows where the other end is
+
+    def took(self, wire: int, item: Relayed) -> None:
+        pass  # nothing is parked in a renderer: only main relays (``Relayed``)
 
     def collected(self, wire: int) -> None:
         self._reaper.collected(wire)

@@ -120,8 +120,13 @@ class RouteDelivery:
             inline, self._inline = self._inline, False
             if port is None:  # collected: its own close is on its way (Reaper)
                 close_ports_in([item])
-            else:
+            elif (
                 port._enqueue(item, inline)
+                and type(item) is Relayed
+                and (inbox := port._inbox)
+                and inbox[-1] is item  # (not taken already, by a task started eagerly)
+            ):
+                end.park(item)  # it waits there: it counts against its sender
             return
         if not isinstance(item, Item):
             end.sent += 1
@@ -166,6 +171,7 @@ class RouteDelivery:
             )
 
     def _forget(self, end: End) -> None:
+        end.unpark_all()  # its port's inbox is closed, collected or gone elsewhere
         if self._ends.pop(end.id, None) is not None:
             end.uncharge()
         _uncharge_held(end)  # whatever is still held is no one's to owe any more

@@ -24,6 +24,7 @@ import ipcbus
 from ipcbus import _routedelivery
 from ipcbus._admission import MAX_OPEN_STREAMS
 from ipcbus._outbox import MAX_PENDING_OUTPUT
+from ipcbus._portends import MAX_PARKED
 from ipcbus._portparts import PortHost
 from ipcbus._wire import (
     MAX_PORTS_PER_FRAME,
@@ -160,6 +161,84 @@ async def test_a_renderer_posting_faster_than_the_ports_holder_reads_is_paused()
                 assert got == list(range(count))
                 await posted.wait()
                 assert not poster_endpoint.dispatcher.relay_wait
+                await setup.check_healthy()
+
+
+@pytest.mark.parametrize("then", ["start", "iterate", "close", "collect", "send on"])
+async def test_a_renderer_posting_to_a_port_main_does_not_read_is_paused(then: str) -> None:
+    """Messages for a port main holds wait in its inbox until main's code starts it
+    (Electron queues them too), and a listener that is slow lets them pile up. Past
+    ``MAX_PARKED`` bytes of one renderer's messages waiting there, main reads no
+    more from that renderer, until its code takes some: starts the port (listener
+    or ``async for``), closes it, lets it be collected, or sends it on. (Before,
+    10 MiB posted to a port nobody started grew main by 10 MiB, with no bound.)"""
+    count, size = 160, 64 * 1024  # 10 MiB posted in all
+    with anyio.fail_after(30):
+        async with bench() as setup:
+            ipc_main = setup.ipc_main
+            held: list[ipcbus.MessagePortMain] = []
+            ipc_main.on("port", lambda event: held.append(event.ports[0]))
+            async with (
+                RawPeer.connect(setup.listener.address) as poster,
+                anyio.create_task_group() as tg,
+            ):
+                contents = await poster.web_contents(ipc_main, setup.listener.token)
+                await poster.send(frames(Message("port", raw_args(), (PortRef(-1, -2),))))
+                posted = anyio.Event()
+
+                async def post() -> None:
+                    for i in range(count):
+                        data = msgspec.Raw(msgspec.msgpack.encode([i, b"x" * size]))
+                        await poster.send(frames(PortMessage(-2, data)))
+                    posted.set()
+
+                tg.start_soon(post)
+                endpoint = contents._endpoint
+                assert endpoint is not None
+                await wait_until(lambda: endpoint.dispatcher.relay_wait)
+                assert not posted.is_set()  # the poster is held back...
+                port = held.pop()
+                waiting = sum(len(item.data) for item in port._inbox or ())
+                assert MAX_PARKED < waiting < MAX_PARKED + 1024 * 1024  # ...here
+                await setup.check_healthy()
+
+                got: list[int] = []
+                if then == "start":
+                    port.on("message", lambda event: got.append(event.data[0]))
+                    port.start()
+                elif then == "iterate":
+                    port.start()
+                    async for event in port:
+                        got.append(event.data[0])
+                        if len(got) == count:
+                            break
+                elif then == "close":
+                    port.close()
+                elif then == "collect":
+                    del port
+                    gc.collect()
+                else:  # "send on": the messages waiting go on with it
+                    arrived = anyio.Event()
+
+                    def on_port(event: ipcbus.IpcRendererEvent, message: object) -> None:
+                        def on_message(port_event: ipcbus.MessageEvent) -> None:
+                            got.append(port_event.data[0])
+                            if len(got) == count:
+                                arrived.set()
+
+                        event.ports[0].on("message", on_message)
+                        event.ports[0].start()
+
+                    setup.healthy.on("port", on_port)
+                    healthy = ipc_main.get_all_web_contents()[0]
+                    await healthy.post_message("port", None, [port])
+                    await arrived.wait()
+                await posted.wait()  # the poster went on
+                assert not endpoint.dispatcher.relay_wait
+                if then in ("start", "send on"):
+                    await wait_until(lambda: len(got) == count)
+                if then in ("start", "iterate", "send on"):
+                    assert got == list(range(count))  # every message, in order
                 await setup.check_healthy()
 
 
