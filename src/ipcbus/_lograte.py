@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from typing import Any
 
-__all__ = ("WarningRate", "per_process", "restart_per_process")
+__all__ = ("WarningRate", "flush_per_process", "per_process", "restart_per_process")
 
 #: The rates ``per_process`` made: IpcMain starts them afresh and flushes them.
 _PER_PROCESS: list[WarningRate] = []
@@ -42,10 +43,29 @@ def restart_per_process() -> None:
         rate.restart()
 
 
+def flush_per_process() -> None:
+    """Say what each per-process rate held back (a renderer leaving: nothing else will).
+
+    Unlike :func:`restart_per_process`, the bursts go on: a renderer leaving
+    must not give a flood in an ``IpcMain`` of the same process a fresh one.
+    """
+    for rate in _PER_PROCESS:
+        rate.flush()
+
+
 class WarningRate:
     """At most ``burst`` warnings per ``interval`` seconds; the rest at DEBUG, counted."""
 
-    __slots__ = ("_burst", "_held", "_interval", "_logger", "_started", "_used", "_what")
+    __slots__ = (
+        "_burst",
+        "_held",
+        "_interval",
+        "_lock",
+        "_logger",
+        "_started",
+        "_used",
+        "_what",
+    )
 
     def __init__(
         self, logger: logging.Logger, what: str, *, burst: int = 10, interval: float = 1.0
@@ -57,16 +77,22 @@ class WarningRate:
         self._started = -math.inf  # when the current interval began
         self._used = 0  # warnings logged in it
         self._held = 0  # logged at DEBUG only since the last count was given
+        # Per-process rates are shared by every loop of the process (a sync
+        # renderer's runs in a thread of its own). It guards the counts only:
+        # no line is logged while it is held (a handler may log in turn).
+        self._lock = threading.Lock()
 
     def flush(self) -> None:
         """Say how many were held back, if any (main's shutdown: no later warning may come)."""
-        if self._held:
-            self._logger.warning("%d more %s were logged at DEBUG only", self._held, self._what)
-            self._held = 0
+        with self._lock:
+            held, self._held = self._held, 0
+        if held:
+            self._logger.warning("%d more %s were logged at DEBUG only", held, self._what)
 
     def restart(self) -> None:
         """A fresh burst from now on (what was held back: :meth:`flush` first)."""
-        self._started, self._used = -math.inf, 0
+        with self._lock:
+            self._started, self._used = -math.inf, 0
 
     def warning(self, msg: str, *args: Any) -> None:
         self._log(logging.WARNING, msg, args, None)
@@ -79,19 +105,25 @@ class WarningRate:
         now = time.monotonic()
         if now - self._started >= self._interval:
             self.flush()
-            self._started, self._used = now, 0
-        if self._used < self._burst:
-            self._used += 1
+        with self._lock:  # the counts only: the lines are logged outside it
+            if now - self._started >= self._interval:
+                self._started, self._used = now, 0
+            within = self._used < self._burst
+            if within:
+                self._used += 1
+            first_held = not within and not self._held
+            if not within:
+                self._held += 1
+        if within:
             self._logger.log(level, msg, *args, exc_info=exc_info)
             return
-        if not self._held:
+        if first_held:
             self._logger.warning(
                 "more than %d %s within %g s: the rest are logged at DEBUG, and counted",
                 self._burst,
                 self._what,
                 self._interval,
             )
-        self._held += 1
         if exc_info is not None:
             msg, args = f"{msg}: %r", (*args, exc_info)  # no traceback: a flood is costly
         self._logger.debug(msg, *args)

@@ -25,6 +25,7 @@ from ._errors import ConnectionClosedError, IpcTimeoutError
 from ._events import ConnectionTerminated, HandshakeCompleted, PortClosed, PortMessageReceived
 from ._framestream import frame_limit
 from ._liveness import heartbeat_for
+from ._lograte import flush_per_process
 from ._outbox import Outbox
 from ._portparts import current_host
 from ._protocol import OPEN, Connection, Role, State
@@ -241,6 +242,7 @@ class IpcRenderer(Registry, RendererOptions):
             await tg.__aexit__(None, None, None)
             with suppress(ValueError):  # exited in another context than entered
                 current_host.reset(host_token)
+            flush_per_process()  # what a flood held back, counted before we are gone
 
     async def wait_closed(self) -> None:
         """Return once the connection to main has ended."""

@@ -74,6 +74,7 @@ from ._connecting import find_main, raise_if_refused
 from ._errors import ConnectionClosedError, IpcTimeoutError
 from ._events import Event
 from ._liveness import heartbeat_for
+from ._lograte import flush_per_process
 from ._protocol import OPEN, Connection, Role
 from ._registry import Registry, check_channel
 from ._rendereroptions import DEFAULT_MAX_IN_FLIGHT, DEFAULT_SEND_TIMEOUT, RendererOptions
@@ -243,6 +244,7 @@ class IpcRenderer(LoopSide, RendererOptions):
                 stack.close()
         finally:
             self._forget()
+            flush_per_process()  # what a flood held back, counted before we are gone
 
     def _forget(self) -> None:
         self._stop_posting()

@@ -584,3 +584,33 @@ async def test_frames_a_listener_cannot_take_or_a_guard_refuses_do_not_flood_the
     assert any("calls rejected by guards" in m for m in held), held
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
     assert len([r for r in debug if "not called" in r.getMessage()]) >= n - 20  # all counted
+
+
+async def test_a_renderer_says_what_its_log_held_back_as_it_leaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same rates hold a renderer's own listener errors (main sending what they
+    cannot take): a renderer process has no ``IpcMain`` to give the count when it
+    ends, so leaving ``connect()`` gives it (here while main still runs)."""
+    caplog.set_level(logging.DEBUG, logger="ipcbus")
+
+    def broken(event: ipcbus.IpcRendererEvent, x: int) -> None:
+        raise RuntimeError("listener bug")
+
+    ipc_main = ipcbus.IpcMain()
+    ipc_main.handle("ping", lambda event: "pong")
+    with anyio.fail_after(20):
+        async with ipc_main:
+            async with ipc_main.connect_local() as renderer:
+                renderer.on("tick", broken)
+                contents = ipc_main.get_all_web_contents()[0]
+                for i in range(200):
+                    await contents.send("tick", i)
+                # The reply comes after the ticks, on the same connection: by
+                # then each was read and its listener called.
+                assert await renderer.invoke("ping") == "pong"
+                caplog.clear()
+            held = [
+                r.getMessage() for r in caplog.records if "logged at DEBUG only" in r.getMessage()
+            ]
+            assert any("listener errors" in m for m in held), held
