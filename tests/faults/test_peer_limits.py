@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import msgspec
 import pytest
@@ -109,6 +110,21 @@ async def test_streams_a_peer_never_reads_are_bounded_per_connection() -> None:
                 assert contents._endpoint.dispatcher.streams == MAX_OPEN_STREAMS
 
 
+def _post_on_end(poster: RawPeer, tg: anyio.abc.TaskGroup, count: int, size: int) -> anyio.Event:
+    """In a task of ``tg``: ``count`` port messages ``[i, size bytes]`` on the poster's
+    end -2; the event is set once the last is sent (the socket took it)."""
+    posted = anyio.Event()
+
+    async def post() -> None:
+        for i in range(count):
+            data = msgspec.Raw(msgspec.msgpack.encode([i, b"x" * size]))
+            await poster.send(frames(PortMessage(-2, data)))
+        posted.set()
+
+    tg.start_soon(post)
+    return posted
+
+
 async def test_a_renderer_posting_faster_than_the_ports_holder_reads_is_paused() -> None:
     """Main relays port messages between renderers (a listener brokers a channel:
     Electron's usual way). One that posts faster than the end's holder reads must
@@ -134,15 +150,7 @@ async def test_a_renderer_posting_faster_than_the_ports_holder_reads_is_paused()
 
                 ipc_main.on("broker", broker)
                 await poster.send(frames(Message("broker", raw_args(), (PortRef(-1, -2),))))
-                posted = anyio.Event()
-
-                async def post() -> None:
-                    for i in range(count):
-                        data = msgspec.Raw(msgspec.msgpack.encode([i, b"x" * size]))
-                        await poster.send(frames(PortMessage(-2, data)))
-                    posted.set()
-
-                tg.start_soon(post)
+                posted = _post_on_end(poster, tg, count, size)
                 poster_endpoint = poster_contents._endpoint
                 holder_endpoint = holder_contents._endpoint
                 assert poster_endpoint is not None and holder_endpoint is not None
@@ -184,15 +192,7 @@ async def test_a_renderer_posting_to_a_port_main_does_not_read_is_paused(then: s
             ):
                 contents = await poster.web_contents(ipc_main, setup.listener.token)
                 await poster.send(frames(Message("port", raw_args(), (PortRef(-1, -2),))))
-                posted = anyio.Event()
-
-                async def post() -> None:
-                    for i in range(count):
-                        data = msgspec.Raw(msgspec.msgpack.encode([i, b"x" * size]))
-                        await poster.send(frames(PortMessage(-2, data)))
-                    posted.set()
-
-                tg.start_soon(post)
+                posted = _post_on_end(poster, tg, count, size)
                 endpoint = contents._endpoint
                 assert endpoint is not None
                 await wait_until(lambda: endpoint.dispatcher.relay_wait)
