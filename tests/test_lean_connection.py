@@ -188,3 +188,31 @@ async def test_main_has_nothing_to_drain_for_a_renderer_that_said_goodbye(
                 assert await renderer.invoke("inc", 1) == 2
             await gone.wait()
             assert drains == []
+
+
+async def test_leaving_closes_the_stream_even_if_the_last_words_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last words (a Goodbye still queued) can meet a write still under way (on
+    trio a ``BusyResourceError``, now suppressed there). Whatever they meet, the
+    stream is closed and ``closed`` set: before, the leaving task waited in
+    ``close()`` for ever."""
+    from ipcbus._outbox import Outbox
+
+    async def failing(self: Outbox) -> None:
+        raise anyio.BusyResourceError("writing")
+
+    gone = anyio.Event()
+    ipc_main = ipcbus.IpcMain()
+    ipc_main.on_disconnect(lambda contents, details: gone.set())
+    with anyio.fail_after(10):
+        async with ipc_main:
+            renderer = ipcbus.IpcRenderer()
+            with pytest.raises(anyio.BusyResourceError):
+                async with ipc_main.connect_local() as renderer:
+                    endpoint = renderer._endpoint
+                    assert endpoint is not None
+                    monkeypatch.setattr(Outbox, "last_words", failing)
+            monkeypatch.undo()
+            assert endpoint.closed.is_set()
+            await gone.wait()

@@ -22,7 +22,11 @@ because the reader's hot loop reads both per frame. Rules:
   (``relay_blocked``): main relays port messages between renderers, and the
   one that reads slowly must slow the one that posts, not grow main. The
   same while its port messages wait in the inboxes of ports main holds
-  (not started, or read slowly) past ``_portends.MAX_PARKED``.
+  (not started, or read slowly) past ``_portends.MAX_PARKED``. While main
+  awaits this peer's replies (a port listener that invokes the poster), up
+  to ``RELAY_HARD`` times these bounds: the reply comes after what it posted.
+* A paused peer that hangs up is read to its end (``peer_hung_up``, from the
+  liveness sweep): it can send no more, and main must learn that it left.
 * A stream waiting for credit gives its slot back (``lend_slot``), so
   ``max_in_flight`` does not bound streams: at most ``MAX_OPEN_STREAMS``
   are served at once per connection, and one more is refused with an error
@@ -56,6 +60,10 @@ __all__ = ("Admission", "check_max_in_flight")
 logger = logging.getLogger("ipcbus")
 
 BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
+SOFT, HARD = 1, 2  # ``relay_wait``: past a relay bound; past RELAY_HARD times it
+#: While main awaits a peer's replies, its port messages may go on to this many
+#: times the bounds (``MAX_PENDING_OUTPUT``, ``MAX_PARKED``) before it pauses.
+RELAY_HARD = 4
 MAX_OPEN_STREAMS = 256  # streams served at once on one connection; one more is refused
 
 
@@ -94,6 +102,7 @@ class Admission:
         "outbox",
         "output_bound",
         "paused",
+        "peer_left",
         "pending_starts",
         "relay_wait",
         "resume_reading",
@@ -139,8 +148,11 @@ class Admission:
         #: Unsent bytes past which this side holds calls back and stops reading:
         #: main's rule only (see the module's docstring).
         self.output_bound: float = MAX_PENDING_OUTPUT if conn.role is Role.MAIN else math.inf
-        #: A renderer that port messages from here go to is over its unsent output.
-        self.relay_wait = False
+        #: Port messages from here wait where there is no room (``relay_blocked``):
+        #: 0 no, ``SOFT`` past the bound, ``HARD`` past ``RELAY_HARD`` times it.
+        self.relay_wait = 0
+        #: The paused peer hung up (``_liveness``): read what is left, and its end.
+        self.peer_left = False
 
     if TYPE_CHECKING:
 
@@ -153,24 +165,44 @@ class Admission:
 
     def must_pause(self) -> bool:
         """Whether the reader must stop reading until there is room."""
-        # _full, inline: this runs after every read
+        # _full, inline: this runs after every read. While we await the peer's
+        # replies, they may be behind what it sent: read on, to a point.
+        if self.peer_left:
+            return False  # nothing more can come than what is left to read
         return (
             (self.active >= self._max_in_flight or self.conn.pending_output > self.output_bound)
             and (not self.calls.waiters or len(self._backlog) >= BACKLOG_LIMIT)
-        ) or self.relay_wait
+        ) or (self.relay_wait > SOFT or (self.relay_wait == SOFT and not self.calls.waiters))
 
-    def relay_blocked(self, full: HasRoom) -> None:
+    def relay_blocked(self, full: HasRoom, *, hard: bool) -> None:
         """A port message from here went where there is no more room: to a
         renderer's ``Outbox`` over ``MAX_PENDING_OUTPUT``, or into ports main
-        holds past ``MAX_PARKED`` of this renderer's bytes (its ``Sink``).
-        Read no more until ``full`` says there is room again (or it ended)."""
-        if not self.relay_wait:
-            self.relay_wait = True
-            full.when_room(self._relay_room)
+        holds past ``MAX_PARKED`` of this renderer's bytes (its ``Parking``).
+        Read no more until ``full`` says there is room again (or it ended);
+        while we await this peer's replies, only once ``hard`` (past
+        ``RELAY_HARD`` times the bound): a handler or port listener may be
+        awaiting a reply that comes after what was posted."""
+        level = HARD if hard else SOFT
+        if self.relay_wait < level:
+            first = not self.relay_wait
+            self.relay_wait = level
+            if first:
+                full.when_room(self._relay_room)
 
     def _relay_room(self) -> None:
-        self.relay_wait = False
+        self.relay_wait = 0
         self.make_room()
+
+    def peer_hung_up(self) -> None:
+        """The peer, whose reading is paused, has hung up: read to its end now.
+
+        What it left is bounded (it can send no more), and until it is read
+        nobody learns that it is gone: a renderer paused because main's code
+        does not read a port would otherwise stay for as long as that lasts.
+        """
+        if not self.peer_left:
+            self.peer_left = True
+            self.make_room()
 
     def _hold(self, event: MessageReceived | RequestReceived) -> None:
         """Keep a call for later, in order, while too many are in flight."""

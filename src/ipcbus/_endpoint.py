@@ -273,11 +273,15 @@ class Endpoint(DeliveredReads):
         if self.termination is None:  # cancelled from outside
             self.conn.close(CloseCode.SHUTDOWN, "closed")
             self.handle_events()
-        await self.outbox.last_words()
-        await self.stream.aclose()
-        self._done = True
-        if self._closed is not None:
-            self._closed.set()
+        try:
+            await self.outbox.last_words()
+        finally:
+            # Closed, and said so, whatever the last words met: whoever waits
+            # in close() must not wait for ever.
+            await self.stream.aclose()
+            self._done = True
+            if self._closed is not None:
+                self._closed.set()
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
         """Say Goodbye, stop reading and wait until the stream is closed."""

@@ -10,6 +10,9 @@ every ``tick`` seconds or so by a :class:`Sweeper`, reads them:
   the peer stopped reading, the link is ended.
 * Silent: nothing read for ``heartbeat_timeout`` seconds while a heartbeat is
   configured: the link is ended. Every ``heartbeat_interval`` a Ping goes out.
+* Gone while paused: a connection whose reading backpressure paused cannot
+  see its peer's end, which waits behind what the peer sent; its socket is
+  asked (``hung_up``), and a peer that hung up is read to its end.
 
 One sweeper task serves every connection of an ``IpcMain`` (a renderer has
 its own, for its one connection): a task per connection would cost about 34
@@ -20,6 +23,7 @@ sweeper runs only while it has connections to watch.
 from __future__ import annotations
 
 import math
+import select
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -31,7 +35,7 @@ from ._protocol import OPEN
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
-__all__ = ("Liveness", "Sweeper", "heartbeat_for")
+__all__ = ("Liveness", "Sweeper", "heartbeat_for", "hung_up")
 
 
 class Liveness:
@@ -103,6 +107,9 @@ class Liveness:
         else:
             self._silent += elapsed
         self._seen_reads, self._seen_writes = endpoint.reads, outbox.writes
+        dispatcher = endpoint.dispatcher
+        if dispatcher.paused and not dispatcher.peer_left and hung_up(endpoint.stream):
+            dispatcher.peer_hung_up()  # what it left, and its end, are read now
         if self._stalled > self._stall_limit:
             endpoint.link_lost(
                 f"{endpoint.name} stopped reading: a write made no progress "
@@ -174,6 +181,26 @@ class Sweeper:
         finally:
             self._running = False
             self._wake = None
+
+
+_POLL = getattr(select, "poll", None)  # not on Windows
+_HANGUP = getattr(select, "POLLRDHUP", 0) | getattr(select, "POLLHUP", 0)  # POLLRDHUP: Linux
+
+
+def hung_up(stream: object) -> bool:
+    """Whether the peer on ``stream``'s socket has hung up, asked without reading it.
+
+    For a connection whose reading is paused: its end of stream waits behind
+    what it sent, which nobody reads meanwhile. ``False`` where there is no
+    socket to ask (a WebSocket or NATS frame stream: their heartbeats tell).
+    """
+    extra = getattr(stream, "extra", None)
+    sock = extra(anyio.abc.SocketAttribute.raw_socket, None) if extra is not None else None
+    if sock is None or sock.fileno() < 0 or _POLL is None:
+        return False
+    poller = _POLL()
+    poller.register(sock.fileno(), _HANGUP)
+    return any(events & _HANGUP for _, events in poller.poll(0))
 
 
 def heartbeat_for(

@@ -412,5 +412,7 @@ class Outbox(Queueing):
                 coro.close()  # its task was cancelled before it began
         self.next_batch().fail()
         if not self.torn and (data := self.conn.data_to_send()):
-            with anyio.move_on_after(1), suppress(*STREAM_ERRORS):
+            # BusyResourceError: the writer task is still in a write (trio, TLS),
+            # and the stream closes under it next: these bytes cannot go out.
+            with anyio.move_on_after(1), suppress(*STREAM_ERRORS, anyio.BusyResourceError):
                 await self._stream.send(bytes(data))  # e.g. our Goodbye

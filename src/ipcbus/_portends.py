@@ -22,12 +22,22 @@ from ._wire import CloseCode, PortRef
 from .ports import MessagePortMain, close_ports_in, living
 
 #: Bytes of one renderer's port messages that may wait in the inboxes of ends
-#: main holds before its connection stops being read (``Sink.parked``): as
+#: main holds before its connection stops being read (``Parking``): as
 #: for its output (``_outbox.MAX_PENDING_OUTPUT``), main grows by what the
 #: renderer sends only up to a bound, then the renderer waits.
 MAX_PARKED = 4 * 1024 * 1024
 
-__all__ = ("MAX_PARKED", "After", "Budget", "End", "Sink", "closed_port", "dropped", "nothing")
+__all__ = (
+    "MAX_PARKED",
+    "After",
+    "Budget",
+    "End",
+    "Parking",
+    "Sink",
+    "closed_port",
+    "dropped",
+    "nothing",
+)
 
 logger = logging.getLogger("ipcbus")
 
@@ -57,45 +67,24 @@ class Budget:
         self.count = 0
 
 
-class Sink:
-    """One renderer connection, as main's router sees it."""
+class Parking:
+    """One renderer's port messages waiting in the inboxes of ends main holds.
 
-    __slots__ = (
-        "acks",
-        "budget",
-        "dead",
-        "endpoint",
-        "holding",
-        "parked",
-        "promised",
-        "refused",
-        "room_waiters",
-    )
+    Not started, or read slowly: past ``MAX_PARKED`` bytes its reading pauses
+    (``Admission.relay_blocked``) until main's code takes some. Apart from
+    its ``Sink`` so that messages left there keep no connection alive.
+    """
 
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.dead = False  # set once main has handled the connection's end
-        #: Ends of channels this renderer made that are in main's table
-        #: (``max_open_ports`` bounds them: each costs main kilobytes).
-        self.budget = Budget()
-        #: Ends closed while here that wait for its acknowledgement (at most
-        #: ``_routedelivery.MAX_UNANSWERED``: ``RouteDelivery._await_ack``).
-        self.acks = Budget()
-        self.refused = False  # over max_open_ports, or lied about a port: ending
-        #: Frames it said it gives back right after the ports it sent (``returning``).
-        self.promised = 0
-        #: Frames main holds for ends it owes frames back for, all ends together
-        #: (``MAX_HELD``): per connection, not per end, so many ends cannot add up.
-        self.holding = 0
-        #: Bytes of its port messages waiting in the inboxes of ends main holds
-        #: (not started, or read slowly): past ``MAX_PARKED`` its reading pauses.
-        self.parked = 0
+    __slots__ = ("parked", "room_waiters")
+
+    def __init__(self) -> None:
+        self.parked = 0  # bytes
         #: Called once ``parked`` is back under ``MAX_PARKED`` (``when_room``).
         self.room_waiters: list[Callable[[], None]] | None = None
 
     def when_room(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once this renderer's parked bytes are under ``MAX_PARKED``."""
-        if self.parked <= MAX_PARKED or self.dead:
+        """Call ``callback`` once the parked bytes are under ``MAX_PARKED``."""
+        if self.parked <= MAX_PARKED:
             callback()
             return
         if self.room_waiters is None:
@@ -113,6 +102,39 @@ class Sink:
         waiters, self.room_waiters = self.room_waiters, None
         for callback in waiters or ():
             callback()
+
+
+class Sink:
+    """One renderer connection, as main's router sees it."""
+
+    __slots__ = (
+        "acks",
+        "budget",
+        "dead",
+        "endpoint",
+        "holding",
+        "parking",
+        "promised",
+        "refused",
+    )
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.dead = False  # set once main has handled the connection's end
+        #: Ends of channels this renderer made that are in main's table
+        #: (``max_open_ports`` bounds them: each costs main kilobytes).
+        self.budget = Budget()
+        #: Ends closed while here that wait for its acknowledgement (at most
+        #: ``_routedelivery.MAX_UNANSWERED``: ``RouteDelivery._await_ack``).
+        self.acks = Budget()
+        self.refused = False  # over max_open_ports, or lied about a port: ending
+        #: Frames it said it gives back right after the ports it sent (``returning``).
+        self.promised = 0
+        #: Frames main holds for ends it owes frames back for, all ends together
+        #: (``MAX_HELD``): per connection, not per end, so many ends cannot add up.
+        self.holding = 0
+        #: Its port messages waiting in ports main holds (``MAX_PARKED``).
+        self.parking = Parking()
 
     def gave_back(self) -> None:
         """A frame given back came: one fewer promised (frames main sent after a
@@ -200,39 +222,39 @@ class End:
         self.origin: Budget | None = None
         #: Bytes parked in its port in main, by the renderer they came from
         #: (``Relayed``): given back as they are taken, or all when it goes.
-        self.parked: dict[Sink, int] | None = None
+        self.parked: dict[Parking, int] | None = None
 
     def park(self, item: Relayed) -> None:
         """``item`` waits in this end's inbox in main: count it against its sender."""
-        sink = item.source
+        parking = item.source
         size = len(item.data)
         item.parked = True
-        sink.parked += size
+        parking.parked += size
         parked = self.parked
         if parked is None:
             parked = self.parked = {}
-        parked[sink] = parked.get(sink, 0) + size
+        parked[parking] = parked.get(parking, 0) + size
 
     def took(self, item: Relayed) -> None:
         """A parked ``item`` left this end's inbox."""
         if not item.parked:
             return
         item.parked = False
-        parked, sink, size = self.parked, item.source, len(item.data)
-        if parked is None or sink not in parked:
+        parked, parking, size = self.parked, item.source, len(item.data)
+        if parked is None or parking not in parked:
             return  # given back already (``unpark_all``)
-        left = parked[sink] - size
+        left = parked[parking] - size
         if left > 0:
-            parked[sink] = left
+            parked[parking] = left
         else:
-            del parked[sink]
-        sink.unpark(size)
+            del parked[parking]
+        parking.unpark(size)
 
     def unpark_all(self) -> None:
         """What waits in the inbox no longer counts: it left main, or was dropped."""
         parked, self.parked = self.parked, None
-        for sink, size in (parked or {}).items():
-            sink.unpark(size)
+        for parking, size in (parked or {}).items():
+            parking.unpark(size)
 
     def holder(self) -> MessagePortMain | None:
         """The object holding this end in main; ``None`` if it is elsewhere or was collected."""

@@ -22,7 +22,7 @@ from ._loop import LoopHold
 from ._values import decode_value
 
 if TYPE_CHECKING:
-    from ._portends import Sink
+    from ._portends import Parking
     from .ports import MessagePortMain
 
 __all__ = (
@@ -69,19 +69,19 @@ class Relayed(Item):
     main's own code sends on are main's to answer for.
 
     One queued in the inbox of an end main holds is *parked*: its bytes count
-    against the renderer that sent it (``Sink.parked``) until it is taken
+    against the renderer that sent it (``Parking``) until it is taken
     from there (``Router.took``), so a renderer posting to a port main does
     not read cannot grow main without bound.
     """
 
     __slots__ = ("parked", "source")
 
-    def __init__(self, data: msgspec.Raw, ports: list[MessagePortMain], source: Sink) -> None:
+    def __init__(self, data: msgspec.Raw, ports: list[MessagePortMain], source: Parking) -> None:
         # Item.__init__, inline (once per message main relays)
         self.data = data
         self.ports = ports
-        self.source = source  # the renderer it came from
-        self.parked = False  # counted in ``source.parked`` (and its end's ``parked``)
+        self.source = source  # what the renderer it came from has parked
+        self.parked = False  # counted in ``source`` (and its end's ``parked``)
 
 
 Queued = Item | Close

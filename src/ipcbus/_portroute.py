@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 import anyio.abc
 import msgspec
 
+from ._admission import RELAY_HARD
 from ._events import PortClosed, PortMessageReceived
 from ._loop import LoopHold
 from ._outbox import MAX_PENDING_OUTPUT
@@ -260,7 +261,7 @@ class MainPortRouter(RouteDelivery):
         elif not self._kept_promise(sink):
             return  # its connection is ending
         ports = self._land_all(sink, event.ports) if event.ports else []
-        item = Relayed(event.data, ports, sink)  # charged to their maker wherever they go
+        item = Relayed(event.data, ports, sink.parking)  # charged to their maker wherever they go
         if sink.refused and not event.returned:
             close_ports_in([item])  # its ports were too many: its connection is ending
             return
@@ -280,14 +281,18 @@ class MainPortRouter(RouteDelivery):
         finally:
             self._inline = False
         to = peer.sink
-        if to is not None and to.endpoint.conn.pending_output > MAX_PENDING_OUTPUT:
-            # The renderer it went to reads more slowly than this one posts:
-            # this one reads no more until that one has taken some.
-            sink.endpoint.dispatcher.relay_blocked(to.endpoint.outbox)
-        elif to is None and sink.parked > MAX_PARKED:
+        if to is not None:
+            unsent = to.endpoint.conn.pending_output
+            if unsent > MAX_PENDING_OUTPUT:
+                # The renderer it went to reads more slowly than this one posts:
+                # this one reads no more until that one has taken some.
+                hard = unsent > RELAY_HARD * MAX_PENDING_OUTPUT
+                sink.endpoint.dispatcher.relay_blocked(to.endpoint.outbox, hard=hard)
+        elif sink.parking.parked > MAX_PARKED:
             # Main holds the end, and its code does not read it (not started,
             # a slow listener): the same, until main's code takes some.
-            sink.endpoint.dispatcher.relay_blocked(sink)
+            hard = sink.parking.parked > RELAY_HARD * MAX_PARKED
+            sink.endpoint.dispatcher.relay_blocked(sink.parking, hard=hard)
 
     def port_closed(self, sink: Sink, event: PortClosed) -> None:
         if event.returned:
@@ -304,7 +309,7 @@ class MainPortRouter(RouteDelivery):
     def sink_gone(self, sink: Sink) -> None:
         """The connection ended: its ends close (their peers see "close")."""
         sink.dead = True
-        sink.release()
+        sink.parking.release()
         for end_id in sorted(self._at.pop(sink, ())):
             end = self._ends.get(end_id)
             if end is not None and end.sink is sink:

@@ -236,13 +236,17 @@ class IpcRenderer(Registry, RendererOptions):
                 raise_if_refused(endpoint.termination)
             yield self
         finally:
-            with anyio.CancelScope(shield=True):
-                await endpoint.close_here(CloseCode.NORMAL, "the renderer disconnected")
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
-            with suppress(ValueError):  # exited in another context than entered
-                current_host.reset(host_token)
-            flush_per_process()  # what a flood held back, counted before we are gone
+            try:
+                with anyio.CancelScope(shield=True):
+                    await endpoint.close_here(CloseCode.NORMAL, "the renderer disconnected")
+            finally:
+                # Also if the end failed (a bug): the task group entered by hand
+                # must be left, or this task's cancel scopes are out of order.
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+                with suppress(ValueError):  # exited in another context than entered
+                    current_host.reset(host_token)
+                flush_per_process()  # what a flood held back, counted before we are gone
 
     async def wait_closed(self) -> None:
         """Return once the connection to main has ended."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,96 @@ async def test_a_renderer_posting_to_a_port_main_does_not_read_is_paused(then: s
                 if then in ("start", "iterate", "send on"):
                     assert got == list(range(count))  # every message, in order
                 await setup.check_healthy()
+
+
+async def _post_to_a_port_main_holds(
+    renderer: ipcbus.IpcRenderer, count: int, size: int
+) -> ipcbus.MessageChannelMain:
+    """Send main one end of a new channel ("port"), then post on the other end
+    ``count`` messages ``[i, size bytes]`` (queued: a port's post does not wait)."""
+    channel = ipcbus.MessageChannelMain()
+    await renderer.post_message("port", None, [channel.port2])
+    for i in range(count):
+        channel.port1.post_message([i, b"x" * size])
+    return channel
+
+
+async def test_a_renderer_paused_by_a_port_main_does_not_read_can_still_leave() -> None:
+    """Paused, its end of stream waits behind what it sent, which nobody reads: the
+    liveness sweep asks the socket, and a peer that hung up is read to its end, so
+    main learns it left (here within a tick of ``send_timeout / 4``). What it could
+    not write before it gave up leaving is lost, as for any renderer that leaves
+    with its writes stuck. (Before, main kept it listed for as long as its code
+    did not read the port.)"""
+    ipc_main = ipcbus.IpcMain(send_timeout=2.0)
+    held: list[ipcbus.MessagePortMain] = []
+    ipc_main.on("port", lambda event, message: held.append(event.ports[0]))
+    gone = anyio.Event()
+    ipc_main.on_disconnect(lambda contents, details: gone.set())
+    with anyio.fail_after(30):
+        async with ipc_main:
+            async with ipc_main.connect_local() as renderer:
+                await _post_to_a_port_main_holds(renderer, 160, 64 * 1024)
+                endpoint = ipc_main.get_all_web_contents()[0]._endpoint
+                assert endpoint is not None
+                await wait_until(lambda: endpoint.dispatcher.paused)
+                assert endpoint.dispatcher.relay_wait
+            with anyio.fail_after(5):
+                await gone.wait()  # main is still running: it learnt the renderer left
+            assert ipc_main.get_all_web_contents() == []
+            assert held  # main's code still holds the port, unread
+
+
+async def test_a_port_listener_may_await_the_renderer_that_posts() -> None:
+    """The reply to main's invoke comes after what the renderer posted: while main
+    awaits it, main reads on past ``MAX_PARKED`` (up to ``RELAY_HARD`` times it),
+    so a listener that invokes the poster for each message does not deadlock."""
+    count = 160  # 10 MiB: past MAX_PARKED, under RELAY_HARD times it
+    ipc_main = ipcbus.IpcMain()
+    handled: list[int] = []
+    done = anyio.Event()
+
+    def on_port(event: ipcbus.IpcMainEvent, message: object) -> None:
+        port, sender = event.ports[0], event.sender
+
+        async def on_message(port_event: ipcbus.MessageEvent) -> None:
+            handled.append(await sender.invoke("ack", port_event.data[0]))
+            if len(handled) == count:
+                done.set()
+
+        port.on("message", on_message)
+        port.start()
+
+    ipc_main.on("port", on_port)
+    with anyio.fail_after(30):
+        async with ipc_main, ipc_main.connect_local() as renderer:
+            renderer.handle("ack", lambda event, i: i)
+            await _post_to_a_port_main_holds(renderer, count, 64 * 1024)
+            await done.wait()
+    assert handled == list(range(count))
+
+
+async def test_messages_left_in_a_port_keep_no_connection_alive() -> None:
+    """A renderer's messages waiting in a port main holds count against it, but
+    once it is gone they must not keep its connection's objects alive."""
+    ipc_main = ipcbus.IpcMain()
+    held: list[ipcbus.MessagePortMain] = []
+    ipc_main.on("port", lambda event, message: held.append(event.ports[0]))
+    ipc_main.handle("sync", lambda event: None)
+    gone = anyio.Event()
+    ipc_main.on_disconnect(lambda contents, details: gone.set())
+    with anyio.fail_after(30):
+        async with ipc_main:
+            async with ipc_main.connect_local() as renderer:
+                await _post_to_a_port_main_holds(renderer, 20, 1024)
+                await renderer.invoke("sync")  # its reply comes after main read them
+                contents = ipc_main.get_all_web_contents()[0]
+                endpoint = weakref.ref(contents._endpoint)
+                del contents
+            await gone.wait()
+            assert held and held[0]._inbox  # the messages still wait there
+            gc.collect()
+            assert endpoint() is None
 
 
 _FLOODER = """
