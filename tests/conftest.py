@@ -1,10 +1,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Started as a background job without job control (``( cmd & )`` in a script),
+# this process inherits SIGINT ignored, and so would every child it starts: the
+# tests that interrupt a renderer (Ctrl-C) or stop a CLI with SIGINT would then
+# fail. A handler, unlike SIG_IGN, is reset to the default in children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _children() -> set[int]:
