@@ -18,6 +18,12 @@ each metric. ``--calls`` sets E's invokes per renderer (``bench.py``: 40, a
 cell of about a second, in which connecting weighs in). S has its own
 paired script, ``paired_s.py``, which keeps its clients connected.
 
+Before reading a difference between two codes as real, run the same code in
+both columns (an A/A run: ``IPCBUS_BEFORE`` pointing at ``git archive HEAD
+src`` unpacked elsewhere): on a 2-CPU virtual machine, 40 rounds of E read
+6 % apart with identical code (docs/performance.md, "E on uvloop, looked at
+again").
+
 ``--busy N`` keeps N other processes spinning on the CPU for the whole run,
 so that every contestant meets the same busy machine (issue 12 asks for E's
 targets "also when the machine is busy"); the p99 column then says how each
