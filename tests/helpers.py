@@ -9,7 +9,7 @@ import socket
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import CodeType, FrameType
@@ -43,6 +43,40 @@ async def running_main(**options: Any) -> AsyncIterator[ipcbus.IpcMain]:
     options.setdefault("shutdown_grace", 2.0)
     async with ipcbus.IpcMain(**options) as ipc_main:
         yield ipc_main
+
+
+async def stop_main_while(
+    register: Callable[[ipcbus.IpcMain], None],
+    act: Callable[[ipcbus.IpcRenderer], Awaitable[object]],
+    running: Callable[[], Awaitable[object]],
+) -> list[ipcbus.IpcError]:
+    """Main leaves its ``async with`` while a renderer's call runs; what the renderer met.
+
+    Main (``shutdown_grace=0.2``) serves what ``register`` adds; a renderer
+    connects and runs ``act``; once ``running()`` returns (the handler is
+    running), main stops. Returns the ``IpcError``s ``act`` raised.
+    """
+    errors: list[ipcbus.IpcError] = []
+    stop = anyio.Event()
+
+    async def run_main(*, task_status: anyio.abc.TaskStatus[ipcbus.Listener]) -> None:
+        async with running_main(shutdown_grace=0.2) as ipc_main:
+            register(ipc_main)
+            task_status.started(await ipc_main.listen())
+            await stop.wait()
+
+    async def call(listener: ipcbus.Listener) -> None:
+        try:
+            async with ipcbus.connect(listener.address, token=listener.token) as renderer:
+                await act(renderer)
+        except ipcbus.IpcError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, await tg.start(run_main))
+        await running()
+        stop.set()  # main leaves ``async with`` while the call runs
+    return errors
 
 
 async def spawn_script(

@@ -12,7 +12,7 @@ import pytest
 import ipcbus
 from ipcbus import ConnectionClosedError, IpcMainEvent, IpcTimeoutError, RemoteError
 
-from .helpers import Blocker, running_main, spawn_renderer, spawn_script, wait_for
+from .helpers import Blocker, running_main, spawn_renderer, spawn_script, stop_main_while, wait_for
 
 # ---- renderer -> main ------------------------------------------------------------------
 
@@ -211,28 +211,12 @@ async def test_cancelled_send_sync_discards_the_late_reply() -> None:
 
 async def test_handler_cancelled_by_shutdown_tells_the_caller() -> None:
     blocker = Blocker()
-    errors: list[BaseException] = []
-    stop = anyio.Event()
-
-    async def run_main(*, task_status: anyio.abc.TaskStatus[ipcbus.Listener]) -> None:
-        async with running_main(shutdown_grace=0.2) as ipc_main:
-            ipc_main.handle("block", blocker)
-            task_status.started(await ipc_main.listen())
-            await stop.wait()
-
-    async def call(listener: ipcbus.Listener) -> None:
-        try:
-            async with ipcbus.connect(listener.address, token=listener.token) as renderer:
-                await renderer.invoke("block")
-        except ipcbus.IpcError as exc:
-            errors.append(exc)
-
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            listener = await tg.start(run_main)
-            tg.start_soon(call, listener)
-            await wait_for(blocker.started)
-            stop.set()  # main leaves ``async with`` while the handler runs
+        errors = await stop_main_while(
+            lambda ipc_main: ipc_main.handle("block", blocker),
+            lambda renderer: renderer.invoke("block"),
+            lambda: wait_for(blocker.started),
+        )
     assert blocker.cancelled.is_set()
     assert len(errors) == 1
     assert isinstance(errors[0], RemoteError | ConnectionClosedError)

@@ -22,7 +22,7 @@ import pytest
 import ipcbus
 from ipcbus import RemoteError
 
-from ..helpers import running_main
+from ..helpers import running_main, stop_main_while
 from ._raw import warnings_logged
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -160,8 +160,6 @@ async def test_a_real_cancellation_is_not_taken_for_the_callbacks_failure(
     reply was never sent (not "CancelledError" as the handler's own failure),
     and the listener's cancellation is not logged as an error it raised."""
     started, handling = anyio.Event(), anyio.Event()
-    errors: list[BaseException] = []
-    stop = anyio.Event()
 
     async def handler(event: Any) -> None:
         handling.set()
@@ -171,28 +169,20 @@ async def test_a_real_cancellation_is_not_taken_for_the_callbacks_failure(
         started.set()
         await anyio.sleep(30)
 
-    async def run_main(*, task_status: anyio.abc.TaskStatus[ipcbus.Listener]) -> None:
-        async with running_main(shutdown_grace=0.2) as ipc_main:
-            ipc_main.handle("slow", handler)
-            ipc_main.on("slow", listener)
-            task_status.started(await ipc_main.listen())
-            await stop.wait()
+    def register(ipc_main: ipcbus.IpcMain) -> None:
+        ipc_main.handle("slow", handler)
+        ipc_main.on("slow", listener)
 
-    async def call(listener: ipcbus.Listener) -> None:
-        try:
-            async with ipcbus.connect(listener.address, token=listener.token) as renderer:
-                await renderer.send("slow")
-                await renderer.invoke("slow")
-        except ipcbus.IpcError as exc:
-            errors.append(exc)
+    async def act(renderer: ipcbus.IpcRenderer) -> None:
+        await renderer.send("slow")
+        await renderer.invoke("slow")
+
+    async def both_running() -> None:
+        await started.wait()
+        await handling.wait()
 
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            address = await tg.start(run_main)
-            tg.start_soon(call, address)
-            await started.wait()
-            await handling.wait()
-            stop.set()  # main leaves ``async with`` while both run
+        errors = await stop_main_while(register, act, both_running)
     assert len(errors) == 1
     assert "never sent" in str(errors[0]), errors[0]
     assert not warnings_logged(caplog, "listener for 'slow'")
