@@ -16,6 +16,7 @@ import pytest
 
 import ipcbus
 from ipcbus._aio import AsyncioSocketStream
+from ipcbus._aioprotocol import SocketProtocol
 from ipcbus._protocol import Connection
 from ipcbus._queueing import WRITE_AT
 from ipcbus._wire import Reply, Request, RequestKind
@@ -188,15 +189,15 @@ async def test_a_long_read_of_invokes_is_answered_in_several_writes(
     """Replies leave every 16 calls of a long read, so the caller can start on them
     while main makes the rest; all in order, none lost."""
     writes: list[int] = []
-    try_write = AsyncioSocketStream.try_write
+    try_write = SocketProtocol.try_write  # what AsyncioSocketStream.try_write is, bound
 
-    def counting(self: AsyncioSocketStream, data: bytes | bytearray) -> bool:
+    def counting(self: SocketProtocol, data: bytes | bytearray) -> bool:
         written = try_write(self, data)
         if written:
             writes.append(len(data))
         return written
 
-    monkeypatch.setattr(AsyncioSocketStream, "try_write", counting)
+    monkeypatch.setattr(SocketProtocol, "try_write", counting)
     with anyio.fail_after(10):
         async with running_main() as ipc_main:
             ipc_main.handle("inc", lambda event, x: x + 1)

@@ -216,3 +216,53 @@ async def test_leaving_closes_the_stream_even_if_the_last_words_fail(
             monkeypatch.undo()
             assert endpoint.closed.is_set()
             await gone.wait()
+
+
+async def test_the_objects_every_call_touches_keep_their_attributes_in_slots() -> None:
+    """Each object a call touches is a likely cache miss once a process holds many
+    connections (docs/performance.md, "Cache misses per call"); one with a
+    ``__dict__`` keeps its values in a second block, a second miss. The
+    connection's core, its endpoint, its outbox and the fast path's protocol
+    have slots, and a call writes without touching the stream object."""
+    from ipcbus._aioprotocol import SocketProtocol
+
+    ipc_main = ipcbus.IpcMain()
+    ipc_main.handle("inc", lambda event, x: x + 1)
+    with anyio.fail_after(10):
+        async with ipc_main:
+            listener = await ipc_main.listen()
+            async with ipcbus.connect(listener.address, token=listener.token) as renderer:
+                assert await renderer.invoke("inc", 1) == 2
+                endpoint = renderer._endpoint
+                assert endpoint is not None
+                protocol = endpoint.stream._protocol  # type: ignore[attr-defined]
+                assert isinstance(protocol, SocketProtocol)
+                for part in (endpoint, endpoint.conn, endpoint.outbox, protocol):
+                    assert not hasattr(part, "__dict__"), type(part).__name__
+                # The write of a call goes to the protocol's own method.
+                assert endpoint.stream.try_write.__self__ is protocol  # type: ignore[attr-defined]
+
+
+async def test_invoke_does_nothing_until_awaited_and_says_why_not_there() -> None:
+    """``invoke`` is not an ``async def`` (a frame fewer per waiting call) but acts
+    as one: calling it sends nothing and raises nothing; awaiting it does both."""
+    calls: list[int] = []
+    ipc_main = ipcbus.IpcMain()
+    ipc_main.handle("inc", lambda event, x: calls.append(x) or x + 1)
+    renderer = ipcbus.IpcRenderer()
+    early = renderer.invoke("inc", 1)  # not connected yet: fine until awaited
+    bad = renderer.invoke("", 2)  # not a channel: fine until awaited
+    with anyio.fail_after(10):
+        async with ipc_main:
+            listener = await ipc_main.listen()
+            async with renderer.connect(listener.address, token=listener.token):
+                made = renderer.invoke("inc", 3)
+                assert await renderer.invoke("inc", 4) == 5
+                assert calls == [4]  # ``made`` has not been sent
+                assert await made == 4
+                assert await early == 2  # connected by the time it is awaited
+                with pytest.raises(ValueError):
+                    await bad
+                assert calls == [4, 3, 1]
+    with pytest.raises(ipcbus.ConnectionClosedError):
+        await renderer.invoke("inc", 5)

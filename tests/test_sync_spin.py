@@ -220,16 +220,18 @@ PUSHING = """
     with ipc.connect():
         replies = [ipc.invoke("pushes", 300) for _ in range(3)]
         assert all_in.wait(20)
-        ipc.invoke("report", replies, got == list(range(300)) * 3, ipc._link.spin.hits)
+        spin = ipc._link.spin
+        in_order = got == list(range(300)) * 3
+        ipc.invoke("report", replies, in_order, spin.hits, spin.misses, spin.limit, spin.recent)
 """
 
 
 @polls
 async def test_pushes_read_while_polling_reach_the_listener_in_order(tmp_path: Path) -> None:
-    replies, in_order, hits = await _run(tmp_path, PUSHING)
+    replies, in_order, hits, *spin = await _run(tmp_path, PUSHING)
     assert replies == ["done"] * 3
     assert in_order
-    assert hits > 0
+    assert hits > 0, spin  # misses, limit, recent
 
 
 TIMING_OUT = """

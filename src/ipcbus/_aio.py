@@ -66,6 +66,11 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         #: ``call_soon(callback)``: run ``callback`` on the loop's next turn, in
         #: that context (``WritesNow``); the loop's own method, no Python call.
         self.call_soon = soon_maker(protocol.loop, self._context)
+        #: :meth:`write_nowait` if :meth:`can_write_nowait`; whether the bytes
+        #: were written (``WritesNow``). The protocol's own method: a write
+        #: from ``Outbox.write_now`` or a broadcast (every call, every
+        #: renderer) then touches the protocol only, not this object too.
+        self.try_write = protocol.try_write
         self._closed = False
         self._streak = 0
 
@@ -236,13 +241,6 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         """Hand ``data`` to the transport now; only after :meth:`can_write_nowait`,
         and only up to ``LARGE_WRITE`` bytes (larger ones: :meth:`send`)."""
         self._transport.write(data)
-
-    def try_write(self, data: bytes | bytearray) -> bool:
-        """:meth:`write_nowait` if :meth:`can_write_nowait`; whether ``data`` was written."""
-        if self._protocol.can_write:  # can_write_nowait, inline: once per renderer in a broadcast
-            self._transport.write(data)
-            return True
-        return False
 
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""

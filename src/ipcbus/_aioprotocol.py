@@ -116,6 +116,28 @@ def waiter_maker(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Future
 
 
 class SocketProtocol(asyncio.BufferedProtocol):
+    __slots__ = (
+        "buffer",
+        "buffered",
+        "can_write",
+        "chunks",
+        "closed",
+        "eof",
+        "error",
+        "loop",
+        "lost",
+        "readable",
+        "reader",
+        "reading_paused",
+        "sink",
+        "sinking",
+        "sunk",
+        "told_end",
+        "transport",
+        "windowed",
+        "writable",
+    )
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.buffer = _read_buffer()
@@ -147,6 +169,17 @@ class SocketProtocol(asyncio.BufferedProtocol):
         # uvloop's transports do not subclass asyncio.Transport; they have its API.
         self.transport = cast(asyncio.Transport, transport)
         self.can_write = True
+
+    def try_write(self, data: bytes | bytearray) -> bool:
+        """Hand ``data`` to the transport if it takes writes now; whether it did.
+
+        ``AsyncioSocketStream.try_write`` (this method, bound): see there.
+        """
+        transport = self.transport
+        if self.can_write and transport is not None:  # (the second: for the type checker)
+            transport.write(data)
+            return True
+        return False
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # The loop calls buffer_updated right after the read, before anything else.

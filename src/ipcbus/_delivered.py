@@ -37,6 +37,9 @@ logger = logging.getLogger("ipcbus")
 class DeliveredReads:
     """Reads handed over by the stream (``attach``): bytes in, dispatch, one write."""
 
+    if not TYPE_CHECKING:  # what these methods keep is in Endpoint's slots, which
+        __slots__ = ()  # mypy cannot see from here: it checks a mixin alone
+
     if TYPE_CHECKING:  # set by Endpoint.__init__
         conn: Connection
         name: str

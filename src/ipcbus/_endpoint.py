@@ -68,6 +68,30 @@ _READ_BATCH = 16 * 1024
 class Endpoint(DeliveredReads):
     """One connection: the reader, and the parts it hands frames to."""
 
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_done",
+        "_ending",
+        "_liveness",
+        "_on_end",
+        "_owner",
+        "_reader_scope",
+        "_sweeper",
+        "_tg",
+        "_warned",
+        "_welcomed",
+        "calls",
+        "conn",
+        "dispatcher",
+        "limit_advice",
+        "name",
+        "outbox",
+        "reads",
+        "stream",
+        "termination",
+    )
+
     def __init__(
         self,
         conn: Connection,

@@ -54,6 +54,9 @@ CANCEL_ACK = ErrorInfo(ErrorKind.CANCELLED, "CancelledError", "cancelled by the 
 class Meaning:
     """Each frame's checks, bookkeeping and event: ``Connection``'s rules for input."""
 
+    if not TYPE_CHECKING:  # what these methods keep is in Connection's slots, which
+        __slots__ = ()  # mypy cannot see from here: it checks a mixin alone
+
     # Kept by Connection; declared here for the type checker.
     role: Role
     state: State

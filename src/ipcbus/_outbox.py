@@ -114,8 +114,10 @@ class Outbox(Queueing):
         "_batch",
         "_endpoint",
         "_new_event",
+        "_soon",
         "_stopped",
         "_stream",
+        "_try_write",
         "_wake",
         "_writer_coro",
         "_writer_scope",
@@ -146,6 +148,13 @@ class Outbox(Queueing):
         self.direct: WritesNow | None = (
             cast(WritesNow, stream) if hasattr(stream, "write_nowait") else None
         )
+        # The direct stream's call_soon and try_write, kept here: the write of
+        # every call then touches no attribute of the stream object itself
+        # (with many connections, each object a call touches is a likely
+        # cache miss; docs/performance.md, "Cache misses per call").
+        direct = self.direct
+        self._soon = direct.call_soon if direct is not None else None
+        self._try_write = direct.try_write if direct is not None else None
         #: Told when a write made room (a reader paused on unsent output reads on).
         self.admission: Dispatcher | None = None
         #: A ``write_now`` callback is scheduled: what is queued leaves on the next turn.
@@ -185,13 +194,13 @@ class Outbox(Queueing):
 
     def kick(self) -> None:
         """Have what is queued sent (``next_batch()`` is what will carry it)."""
-        direct = self.direct
-        if direct is not None and not self.writing:
+        soon = self._soon  # set exactly when self.direct is
+        if soon is not None and not self.writing:
             if self.reading:
                 return  # the reader writes once its read is dispatched
             if not self.write_soon:
                 self.write_soon = True
-                direct.call_soon(self.write_now)
+                soon(self.write_now)
             return
         self._wake_writer()
 
@@ -242,8 +251,8 @@ class Outbox(Queueing):
     def write_now(self) -> None:
         """Loop callback (fast path): one write for every frame queued this turn."""
         self.write_soon = False
-        direct = self.direct
-        assert direct is not None
+        direct, try_write = self.direct, self._try_write
+        assert direct is not None and try_write is not None
         conn = self.conn
         pending = conn.pending_output
         if self.writing or pending > LARGE_WRITE:
@@ -251,7 +260,7 @@ class Outbox(Queueing):
             return
         if pending:
             data = conn.data_to_send()
-            if not direct.try_write(data):
+            if not try_write(data):
                 # congested or closing: the writer task sees it through, these bytes first
                 conn.unsend(data)
                 self._wake_writer()

@@ -61,7 +61,7 @@ from ._events import ConnectionTerminated, Event, HandshakeCompleted
 from ._framing import FrameDecoder
 from ._receiving import ALL as _ALL
 from ._receiving import Receiving
-from ._sending import ENCODER, Sending, prepare_message
+from ._sending import Sending, prepare_message
 from ._states import (
     CLOSED,
     HANDSHAKE,
@@ -116,6 +116,31 @@ class Connection(Receiving, Sending):
             that arrives in pieces is assembled in (the driver may reuse one).
     """
 
+    __slots__ = (
+        "_admit",
+        "_awaiting",
+        "_cancelled",
+        "_cancelled_to",
+        "_credit",
+        "_events",
+        "_frames",
+        "_granted",
+        "_holding",
+        "_max_frame_size",
+        "_next_request_id",
+        "_outbox",
+        "_peer_last_request_id",
+        "_serving",
+        "_token",
+        "batch",
+        "more",
+        "peer_max_frame_size",
+        "pending_output",
+        "renderer_id",
+        "role",
+        "state",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -149,7 +174,6 @@ class Connection(Receiving, Sending):
         #: A read stopped after ``batch`` bytes and whole frames remain:
         #: call ``receive_more`` (after handling the events) until it is False.
         self.more = False
-        self._encoder = ENCODER  # stateless: one for all connections
         self._outbox = bytearray()
         #: Bytes queued for the peer and not yet taken by ``data_to_send``: an
         #: attribute kept by every change to the outbox, not a property, as the

@@ -10,6 +10,8 @@ rest handed to ``_meaning.Meaning._handle``, where rules 4, 7 and 8 of
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from ._errors import FrameTooLargeError
@@ -42,6 +44,9 @@ _TAG_AT = HEADER_SIZE + 1
 
 class Receiving(Meaning):
     """The peer's bytes in, events out: ``Connection``'s inputs."""
+
+    if not TYPE_CHECKING:  # what these methods keep is in Connection's slots, which
+        __slots__ = ()  # mypy cannot see from here: it checks a mixin alone
 
     # Kept by Connection; declared here for the type checker (and in Meaning).
     _frames: FrameDecoder

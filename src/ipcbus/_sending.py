@@ -78,11 +78,13 @@ def prepare_message(channel: str, args: Any) -> bytes:
 class Sending:
     """Commands in, frames queued: ``Connection``'s outputs."""
 
+    if not TYPE_CHECKING:  # what these methods keep is in Connection's slots, which
+        __slots__ = ()  # mypy cannot see from here: it checks a mixin alone
+
     # Kept by Connection; declared here for the type checker.
     state: State
     pending_output: int
     _outbox: bytearray
-    _encoder: msgspec.msgpack.Encoder
     _events: list[Event]
     _next_request_id: int
     peer_max_frame_size: int
@@ -137,14 +139,14 @@ class Sending:
         limit = self.peer_max_frame_size
         # Encoded to measure only when a bound on its size is over the limit
         if limit and len(args) + 4 * len(channel) + _AROUND + _REF_SIZE * ports > limit:
-            self._check_size(len(self._encoder.encode(Message(channel, args, tuple(_refs(ports))))))
+            self._check_size(len(ENCODER.encode(Message(channel, args, tuple(_refs(ports))))))
 
     def check_port_message(self, port_id: int, data: Any, ports: int) -> None:
         """:meth:`check_message` for a message on port end ``port_id``."""
         limit = self.peer_max_frame_size
         if limit and len(data) + _AROUND + _REF_SIZE * ports > limit:
             body = PortMessage(port_id, data, _refs(ports), returned=True)
-            self._check_size(len(self._encoder.encode(body)))
+            self._check_size(len(ENCODER.encode(body)))
 
     def send_prepared(self, frame: bytes) -> None:
         """Queue a frame made by :func:`prepare_message` (one encoding, many peers).
@@ -300,13 +302,13 @@ class Sending:
         if request_id not in self._serving or self.state is not OPEN:
             return False
         out = self._outbox
-        size = append_frame(self._encoder, Reply(request_id, False, raw_args(info)), out)
+        size = append_frame(ENCODER, Reply(request_id, False, raw_args(info)), out)
         limit = self.peer_max_frame_size
         if limit and size > limit:
             del out[-(HEADER_SIZE + size) :]
-            around = size - len(self._encoder.encode(info))  # the Reply's own fields
+            around = size - len(ENCODER.encode(info))  # the Reply's own fields
             reply = Reply(request_id, False, raw_args(fit_error(info, limit - around)))
-            size = append_frame(self._encoder, reply, out)
+            size = append_frame(ENCODER, reply, out)
             if size > limit:  # cannot happen with a limit >= MIN_MAX_FRAME_SIZE
                 self._unqueue(size)  # raises
         self.pending_output = len(out)
@@ -334,7 +336,7 @@ class Sending:
     # ---- internals -----------------------------------------------------
 
     def _queue(self, body: Body) -> None:
-        append_frame(self._encoder, body, self._outbox)
+        append_frame(ENCODER, body, self._outbox)
         self.pending_output = len(self._outbox)
 
     def _queue_payload(self, body: Body) -> None:
@@ -348,7 +350,7 @@ class Sending:
         out = self._outbox
         start = len(out)
         try:
-            self._encoder.encode_into(body, out, start + HEADER_SIZE)
+            ENCODER.encode_into(body, out, start + HEADER_SIZE)
         except BaseException:
             del out[start:]
             raise
