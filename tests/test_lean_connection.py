@@ -266,3 +266,48 @@ async def test_invoke_does_nothing_until_awaited_and_says_why_not_there() -> Non
                 assert calls == [4, 3, 1]
     with pytest.raises(ipcbus.ConnectionClosedError):
         await renderer.invoke("inc", 5)
+
+
+async def test_main_ends_the_connection_of_a_renderer_that_left_in_no_task() -> None:
+    """A renderer that says Goodbye leaves main nothing to send and nothing to wait
+    for (no child to reap): main ends the connection, runs ``on_disconnect`` and
+    forgets it in the read that brought the Goodbye, with no task of its own,
+    which with its cancel scopes was most of what an end cost main. The
+    renderers run in a child, so every task made here is main's."""
+    n = 5
+    with anyio.fail_after(30):
+        async with ipcbus.IpcMain() as ipc_main:
+            listener = await ipc_main.listen()
+            up, gone = anyio.Event(), anyio.Event()
+            seen, left = itertools.count(1), itertools.count(1)
+            ipc_main.on_connect(lambda contents: next(seen) == n and up.set())
+            details: list[str] = []
+
+            def disconnected(contents: Any, info: Any) -> None:
+                details.append(info.reason)
+                if next(left) == n:
+                    gone.set()
+
+            ipc_main.on_disconnect(disconnected)
+            argv = [sys.executable, "-c", CHILD, listener.address, listener.token, str(n)]
+            async with await anyio.open_process(argv, stderr=None) as child:
+                await up.wait()
+                await anyio.wait_all_tasks_blocked()
+                loop = asyncio.get_running_loop()
+                made: list[str] = []
+
+                def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+                    task = asyncio.Task(coro, loop=loop, **kwargs)
+                    made.append(task.get_name())
+                    return task
+
+                loop.set_task_factory(factory)
+                try:
+                    assert child.stdin is not None
+                    await child.stdin.aclose()  # the renderers leave
+                    await gone.wait()
+                finally:
+                    loop.set_task_factory(None)
+            assert made == []
+            assert details == ["clean-exit"] * n
+            assert ipc_main.get_all_web_contents() == []

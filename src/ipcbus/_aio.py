@@ -250,18 +250,20 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         if self._transport.can_write_eof():
             self._transport.write_eof()
 
+    def close_now(self) -> bool:
+        """:meth:`aclose` without waiting, if the transport holds nothing unsent
+        (the usual end); whether it closed. Else nothing is done: await ``aclose``."""
+        if not self._closed and self._transport.get_write_buffer_size():
+            return False
+        self._shut()
+        return True
+
     async def aclose(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        protocol = self._protocol
-        protocol.can_write = False
-        protocol.reader = None  # no more reads for it: the connection is over
-        protocol.chunks.clear()  # unread input: nobody will read it now
-        protocol.buffered = 0
-        protocol._wake_reader()  # a pending receive raises ClosedResourceError
-        self._transport.close()  # flushes what is buffered, then closes
+        self._shut()
         if self._transport.get_write_buffer_size():
+            protocol = self._protocol
             # A peer that stopped reading must not hold the socket open forever.
             if protocol.closed is None and not protocol.lost:
                 protocol.closed = protocol.loop.create_future()
@@ -274,6 +276,19 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
                 # cancelled scope): the socket must not outlive its stream.
                 if not protocol.lost:
                     self._transport.abort()
+
+    def _shut(self) -> None:
+        """Stop reading and writing, and have the transport close once it has written."""
+        if self._closed:
+            return
+        self._closed = True
+        protocol = self._protocol
+        protocol.can_write = False
+        protocol.reader = None  # no more reads for it: the connection is over
+        protocol.chunks.clear()  # unread input: nobody will read it now
+        protocol.buffered = 0
+        protocol._wake_reader()  # a pending receive raises ClosedResourceError
+        self._transport.close()  # flushes what is buffered, then closes
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:

@@ -21,7 +21,7 @@ connection ends, every waiting caller is woken and fails with
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 import anyio
@@ -75,6 +75,7 @@ class Endpoint(DeliveredReads):
         "_ending",
         "_liveness",
         "_on_end",
+        "_on_end_now",
         "_owner",
         "_reader_scope",
         "_sweeper",
@@ -154,7 +155,9 @@ class Endpoint(DeliveredReads):
         self._reader_scope: anyio.CancelScope | None = None  # ``run``'s reading
         # Set by ``attach``: the stream calls us as data arrives, and this runs
         # (in a task) once the connection has ended and its stream is closed.
-        self._on_end: Callable[[], Awaitable[None]] | None = None
+        self._on_end: Callable[[], Coroutine[Any, Any, None]] | None = None
+        #: ``on_end`` without a task, where it has nothing to wait for: whether it ran.
+        self._on_end_now: Callable[[], bool] | None = None
         self._ending = False  # ``_end`` was started
 
     @property
@@ -293,6 +296,31 @@ class Endpoint(DeliveredReads):
                 assert self._on_end is not None
                 await self._on_end()
 
+    def _end_at_once(self) -> bool:
+        """:meth:`_end`, here and now, if no part of it would wait; whether it ran.
+
+        The usual end of a connection whose peer said Goodbye: nothing left to
+        send, no writer task, a stream that closes without waiting. Its task,
+        cancel scopes and their bookkeeping were most of what an end cost
+        (``benchmarks/census.py``). The owner's part runs here too if it has
+        nothing to wait for (``attach``'s ``on_end_now``), else in a task.
+        """
+        outbox = self.outbox
+        close_now = getattr(self.stream, "close_now", None)
+        if close_now is None or not outbox.quiet() or not close_now():
+            return False
+        if self._liveness is not None and self._sweeper is not None:
+            self._sweeper.forget(self._liveness)
+        outbox.stop()  # (quiet: nobody waits for a write, nothing is left to say)
+        self._done = True
+        if self._closed is not None:
+            self._closed.set()
+        end_now = self._on_end_now
+        if end_now is None or not end_now():
+            assert self._on_end is not None
+            self._tg.start_soon(self._on_end)
+        return True
+
     async def _teardown(self) -> None:
         if self.termination is None:  # cancelled from outside
             self.conn.close(CloseCode.SHUTDOWN, "closed")
@@ -426,4 +454,5 @@ class Endpoint(DeliveredReads):
         self._owner.terminated(event)
         if self._on_end is not None and not self._ending:
             self._ending = True
-            self._tg.start_soon(self._end)
+            if not self._end_at_once():
+                self._tg.start_soon(self._end)

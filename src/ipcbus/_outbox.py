@@ -406,6 +406,11 @@ class Outbox(Queueing):
         nothing to do (a connection the peer ended, its replies all written)."""
         return not self.conn.pending_output and not self.writing and self._batch is None
 
+    def quiet(self) -> bool:
+        """:meth:`settled`, and no writer task: :meth:`last_words` would neither
+        wait nor write (the connection can end without a task)."""
+        return self._writer_coro is None and self.settled()
+
     async def drain(self) -> None:
         """Let the writer send what is left (a Goodbye), for at most a second."""
         with anyio.move_on_after(1, shield=True):

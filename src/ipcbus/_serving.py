@@ -115,6 +115,14 @@ class Link:
         """The connection ended and its stream is closed (``Endpoint.attach``)."""
         await finish(self.main, self)
 
+    def finish_now(self) -> bool:
+        """:meth:`finish` without waiting, if there is nothing to wait for (no child
+        to reap, the usual case); whether it ran (``Endpoint.attach``)."""
+        if self.contents._process is not None:
+            return False
+        finished(self.main, self, None)
+        return True
+
     def find_listeners(self, channel: str) -> tuple[Callback, ...]:
         ipc = self.contents._ipc
         general = self.main.take_listeners(channel)
@@ -274,7 +282,7 @@ async def serve(
             raise
         if task_status is not None:
             task_status.started(link)
-        endpoint.attach(link.finish)
+        endpoint.attach(link.finish, link.finish_now)
         return
     try:
         async with anyio.create_task_group() as tg:
@@ -336,11 +344,8 @@ async def _drop_waiting(link: Link, reason: str) -> None:
 
 async def finish(main: IpcMain, link: Link) -> None:
     """The connection ended: reap a spawned child, set its details, forget it, run the hooks."""
-    contents = link.contents
-    endpoint = contents._endpoint
-    termination = endpoint.termination if endpoint is not None else None
     exit_code = None
-    process = contents._process
+    process = link.contents._process
     if process is not None:
         if link.connected:
             exit_code = await reap(main, process)
@@ -348,8 +353,18 @@ async def finish(main: IpcMain, link: Link) -> None:
             # Never a renderer (no handshake): spawn raises, so nobody
             # else would ever end it. If we closed the connection (timeout,
             # spawn cancelled) it has nothing to wait for: end it now.
+            endpoint = link.contents._endpoint
+            termination = endpoint.termination if endpoint is not None else None
             ours = termination is None or not termination.remote
             exit_code = await stop(process, grace=0.0 if ours else 2.0)
+    finished(main, link, exit_code)
+
+
+def finished(main: IpcMain, link: Link, exit_code: int | None) -> None:
+    """``finish`` once any child is reaped: the details, forget it, run the hooks."""
+    contents = link.contents
+    endpoint = contents._endpoint
+    termination = endpoint.termination if endpoint is not None else None
     contents.disconnect_details = disconnect_details(termination, exit_code)
     main._links.discard(link)
     link.stop_waiting()

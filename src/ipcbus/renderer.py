@@ -220,7 +220,8 @@ class IpcRenderer(Registry, RendererOptions):
         self._handshake = anyio.Event()
         self._ports.attach(endpoint)
         host_token = current_host.set(self._ports.host)  # ports made here deliver here
-        if not endpoint.attach(_nothing):  # reads handed over by the stream (fast path)
+        # reads handed over by the stream (fast path)
+        if not endpoint.attach(_nothing, _nothing_now):
             tg.start_soon(endpoint.run)
         try:
             with anyio.move_on_after(timeout) as scope:
@@ -380,6 +381,11 @@ class IpcRenderer(Registry, RendererOptions):
 
 async def _nothing() -> None:
     """What a renderer does once its connection has ended: no more (see ``terminated``)."""
+
+
+def _nothing_now() -> bool:
+    """``_nothing``, done at once (``Endpoint.attach``'s ``on_end_now``)."""
+    return True
 
 
 def connect(

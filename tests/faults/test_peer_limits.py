@@ -857,7 +857,8 @@ async def test_main_handler_error_over_the_renderers_limit_is_cut_and_the_link_l
                 assert result.value.type_name == "FrameTooLargeError"
                 assert renderer.is_connected()
                 assert await renderer.invoke("add", 1, 2) == 3
-            assert renderer.id not in setup.gone  # not dropped while connected
+                assert renderer.id not in setup.gone  # not dropped while connected
+            assert (await setup.disconnected(renderer.id)).reason == "clean-exit"
             await setup.check_healthy()
 
 
