@@ -208,20 +208,26 @@ PUSHING = """
     import ipcbus.sync
 
     got = []
-    all_in = threading.Event()
+    arrived = threading.Condition()
     ipc = ipcbus.sync.IpcRenderer(spin=0.005)
 
     @ipc.on("push")
     def on_push(event, i):
-        got.append(i)
-        if len(got) == 3 * 300:
-            all_in.set()
+        with arrived:
+            got.append(i)
+            arrived.notify_all()
 
     with ipc.connect():
-        replies = [ipc.invoke("pushes", 300) for _ in range(3)]
-        assert all_in.wait(20)
+        # Three calls at least; more (up to ten) while polling took none: one slow
+        # round trip (a collection in a long-lived main) turns polling off until the
+        # running mean of round trips is back under the limit, two or three calls on.
+        replies = []
+        while len(replies) < 3 or (not ipc._link.spin.hits and len(replies) < 10):
+            replies.append(ipc.invoke("pushes", 300))
+        with arrived:
+            assert arrived.wait_for(lambda: len(got) == 300 * len(replies), 20)
         spin = ipc._link.spin
-        in_order = got == list(range(300)) * 3
+        in_order = got == list(range(300)) * len(replies)
         ipc.invoke("report", replies, in_order, spin.hits, spin.misses, spin.limit, spin.recent)
 """
 
@@ -229,7 +235,7 @@ PUSHING = """
 @polls
 async def test_pushes_read_while_polling_reach_the_listener_in_order(tmp_path: Path) -> None:
     replies, in_order, hits, *spin = await _run(tmp_path, PUSHING)
-    assert replies == ["done"] * 3
+    assert 3 <= len(replies) <= 10 and replies == ["done"] * len(replies)
     assert in_order
     assert hits > 0, spin  # misses, limit, recent
 
