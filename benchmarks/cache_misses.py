@@ -44,6 +44,12 @@ CONNECTIONS = 250  # one of E's four client processes
 SHOWN = ("Ir", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
 
 
+def _child(argv: list[str]) -> subprocess.Popen[str]:
+    """A ``_run.py`` process, spoken to in lines on its stdin and stdout."""
+    pipe = subprocess.PIPE
+    return subprocess.Popen(argv, stdin=pipe, stdout=pipe, stderr=subprocess.DEVNULL, text=True)
+
+
 def _counts(contestant: str, side: str, calls: int, ll: str, out: str) -> dict[str, int]:
     """Cachegrind's totals for the ``side`` process of one run of ``calls`` per connection."""
     grind = [
@@ -59,13 +65,7 @@ def _counts(contestant: str, side: str, calls: int, ll: str, out: str) -> dict[s
         server_argv += ["--dir", run_dir]
         if side == "main":
             server_argv = grind + server_argv
-        server = subprocess.Popen(
-            server_argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        server = _child(server_argv)
         try:
             assert server.stdout is not None and server.stdin is not None
             info = json.loads(server.stdout.readline())
@@ -78,13 +78,7 @@ def _counts(contestant: str, side: str, calls: int, ll: str, out: str) -> dict[s
             client_argv += ["--conns", str(CONNECTIONS)]
             if side == "renderers":
                 client_argv = grind + client_argv
-            client = subprocess.Popen(
-                client_argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
+            client = _child(client_argv)
             assert client.stdout is not None and client.stdin is not None
             line = client.stdout.readline()
             if "connected" not in line:

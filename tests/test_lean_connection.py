@@ -10,11 +10,13 @@ prints the same census with its largest contributors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import os
 import sys
 import textwrap
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -44,6 +46,24 @@ CHILD = textwrap.dedent(
     anyio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
     """
 )
+
+
+@contextlib.contextmanager
+def tasks_made() -> Iterator[list[str]]:
+    """The names of the asyncio tasks made in this loop while the block runs."""
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task.get_name())
+        return task
+
+    loop.set_task_factory(factory)
+    try:
+        yield made
+    finally:
+        loop.set_task_factory(None)
 
 
 async def test_an_idle_connection_costs_main_few_objects_and_no_task() -> None:
@@ -144,19 +164,11 @@ async def test_a_renderer_leaving_ends_its_connection_in_no_task_of_its_own() ->
                 if line.endswith(b"\n"):
                     break
             address, token = json.loads(line)
-            loop = asyncio.get_running_loop()
-            made: list[str] = []
-
-            def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
-                task = asyncio.Task(coro, loop=loop, **kwargs)
-                made.append(task.get_name())
-                return task
-
             renderer = ipcbus.IpcRenderer()
-            async with renderer.connect(address, token=token):
-                assert await renderer.invoke("inc", 1) == 2
-                loop.set_task_factory(factory)
-            loop.set_task_factory(None)
+            with tasks_made() as made:
+                async with renderer.connect(address, token=token):
+                    assert await renderer.invoke("inc", 1) == 2
+                    made.clear()  # connecting's own tasks: only leaving's count
             assert not renderer.is_connected()
             assert made == []
             await child.stdin.aclose()
@@ -293,21 +305,10 @@ async def test_main_ends_the_connection_of_a_renderer_that_left_in_no_task() -> 
             async with await anyio.open_process(argv, stderr=None) as child:
                 await up.wait()
                 await anyio.wait_all_tasks_blocked()
-                loop = asyncio.get_running_loop()
-                made: list[str] = []
-
-                def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
-                    task = asyncio.Task(coro, loop=loop, **kwargs)
-                    made.append(task.get_name())
-                    return task
-
-                loop.set_task_factory(factory)
-                try:
+                with tasks_made() as made:
                     assert child.stdin is not None
                     await child.stdin.aclose()  # the renderers leave
                     await gone.wait()
-                finally:
-                    loop.set_task_factory(None)
             assert made == []
             assert details == ["clean-exit"] * n
             assert ipc_main.get_all_web_contents() == []
