@@ -5,7 +5,9 @@ connections to it, so every object counted is main's. Prints, per idle
 connection: objects tracked by the cycle collector (the ``gc.get_objects()``
 diff), the largest contributors by type, and RSS growth. Then the renderers
 all leave at once, and it prints what leaving cost per connection: main's CPU
-(until every ``on_disconnect`` hook has run) and the renderers' own.
+(until every connection is closed and forgotten, ``wait_closed``; main has no
+``on_disconnect`` hook, which would move that last part into a task) and the
+renderers' own.
 
     python benchmarks/census.py [--connections 300] [--no-fastpath] [--no-watchdog]
 """
@@ -73,8 +75,8 @@ async def census(connections: int, children: int, options: dict[str, Any]) -> No
         n = per_child * children
         all_up, seen = anyio.Event(), itertools.count(1)
         ipc_main.on_connect(lambda contents: next(seen) == n and all_up.set())
-        all_gone, gone = anyio.Event(), itertools.count(1)
-        ipc_main.on_disconnect(lambda contents, details: next(gone) == n and all_gone.set())
+        # No on_disconnect hook: with one, main ends each connection's last part
+        # (forgetting it, running the hooks) in a task; without, in the read.
         gc.collect()
         before_types, before_rss = by_type(), rss_kib()
         env = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -86,6 +88,7 @@ async def census(connections: int, children: int, options: dict[str, Any]) -> No
             ]
             with anyio.fail_after(60):
                 await all_up.wait()
+            living = ipc_main.get_all_web_contents()
             gc.collect()
             after_types, after_rss = by_type(), rss_kib()
             start = time.process_time()
@@ -93,7 +96,8 @@ async def census(connections: int, children: int, options: dict[str, Any]) -> No
                 assert proc.stdin is not None
                 await proc.stdin.aclose()
             with anyio.fail_after(60):
-                await all_gone.wait()
+                for contents in living:
+                    await contents.wait_closed()
             main_leave = (time.process_time() - start) / n * 1e6
             renderers_leave = [await _left(proc) for proc in procs]
         diff = after_types - before_types

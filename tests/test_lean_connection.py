@@ -281,26 +281,18 @@ async def test_invoke_does_nothing_until_awaited_and_says_why_not_there() -> Non
 
 
 async def test_main_ends_the_connection_of_a_renderer_that_left_in_no_task() -> None:
-    """A renderer that says Goodbye leaves main nothing to send and nothing to wait
-    for (no child to reap): main ends the connection, runs ``on_disconnect`` and
-    forgets it in the read that brought the Goodbye, with no task of its own,
-    which with its cancel scopes was most of what an end cost main. The
-    renderers run in a child, so every task made here is main's."""
+    """A renderer that says Goodbye leaves main nothing to send, nothing to wait for
+    (no child to reap) and, here, no ``on_disconnect`` hook to run: main ends the
+    connection and forgets it in the read that brought the Goodbye, with no task
+    of its own, which with its cancel scopes was most of what an end cost main.
+    The renderers run in a child, so every task made here is main's."""
     n = 5
     with anyio.fail_after(30):
         async with ipcbus.IpcMain() as ipc_main:
             listener = await ipc_main.listen()
-            up, gone = anyio.Event(), anyio.Event()
-            seen, left = itertools.count(1), itertools.count(1)
-            ipc_main.on_connect(lambda contents: next(seen) == n and up.set())
-            details: list[str] = []
-
-            def disconnected(contents: Any, info: Any) -> None:
-                details.append(info.reason)
-                if next(left) == n:
-                    gone.set()
-
-            ipc_main.on_disconnect(disconnected)
+            up = anyio.Event()
+            contents: list[ipcbus.WebContents] = []
+            ipc_main.on_connect(lambda c: contents.append(c) or (len(contents) == n and up.set()))
             argv = [sys.executable, "-c", CHILD, listener.address, listener.token, str(n)]
             async with await anyio.open_process(argv, stderr=None) as child:
                 await up.wait()
@@ -308,7 +300,56 @@ async def test_main_ends_the_connection_of_a_renderer_that_left_in_no_task() -> 
                 with tasks_made() as made:
                     assert child.stdin is not None
                     await child.stdin.aclose()  # the renderers leave
-                    await gone.wait()
+                    for each in contents:
+                        await each.wait_closed()
             assert made == []
-            assert details == ["clean-exit"] * n
+            assert [each.disconnect_details.reason for each in contents] == ["clean-exit"] * n
             assert ipc_main.get_all_web_contents() == []
+
+
+async def test_on_disconnect_runs_after_what_the_renderers_last_frames_started() -> None:
+    """An async listener of the renderer's last message, and a handler it left
+    running (cancelled), both finish before ``on_disconnect`` runs, and hooks run
+    in a task, as before main learned to end a connection without one: a hook
+    that cleans up what they recorded finds it recorded."""
+    order: list[str] = []
+    ipc_main = ipcbus.IpcMain()
+    started = anyio.Event()
+
+    @ipc_main.on("last")
+    async def last(event: ipcbus.IpcMainEvent, n: int) -> None:
+        order.append(f"listener {n}")
+
+    @ipc_main.handle("wait")
+    async def wait(event: ipcbus.IpcMainInvokeEvent) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            order.append("handler cancelled")
+
+    gone = anyio.Event()
+
+    def hook(contents: ipcbus.WebContents, details: ipcbus.DisconnectDetails) -> None:
+        order.append(f"hook, in a task: {asyncio.current_task() is not None}")
+        gone.set()
+
+    ipc_main.on_disconnect(hook)
+    with anyio.fail_after(10):
+        async with ipc_main:
+            listener = await ipc_main.listen()
+            async with anyio.create_task_group() as tg:
+                async with ipcbus.connect(listener.address, token=listener.token) as renderer:
+
+                    async def call() -> None:
+                        with pytest.raises(ipcbus.ConnectionClosedError):
+                            await renderer.invoke("wait")  # still running as we leave
+
+                    tg.start_soon(call)
+                    await started.wait()
+                    # No await between this and leaving: the message and the
+                    # Goodbye go out in one write, and main reads them in one read.
+                    await renderer.send("last", 1)
+            await gone.wait()
+    assert order.index("listener 1") < order.index("hook, in a task: True")
+    assert order.index("handler cancelled") < order.index("hook, in a task: True")

@@ -299,13 +299,16 @@ class Endpoint(DeliveredReads):
     def _end_at_once(self) -> bool:
         """:meth:`_end`, here and now, if no part of it would wait; whether it ran.
 
-        The usual end of a connection whose peer said Goodbye: nothing left to
-        send, no writer task, a stream that closes without waiting. Its task,
+        The usual end of a connection whose peer said Goodbye: no listener or
+        handler of its still to run or end, nothing left to send, no writer
+        task, a stream that closes without waiting. Its task,
         cancel scopes and their bookkeeping were most of what an end cost
         (``benchmarks/census.py``). The owner's part runs here too if it has
         nothing to wait for (``attach``'s ``on_end_now``), else in a task.
         """
-        outbox = self.outbox
+        dispatcher, outbox = self.dispatcher, self.outbox
+        if dispatcher.pending_starts or dispatcher.active or dispatcher.scopes:
+            return False  # listeners and handlers still to run or end: they come first
         close_now = getattr(self.stream, "close_now", None)
         if close_now is None or not outbox.quiet() or not close_now():
             return False

@@ -116,9 +116,10 @@ class Link:
         await finish(self.main, self)
 
     def finish_now(self) -> bool:
-        """:meth:`finish` without waiting, if there is nothing to wait for (no child
-        to reap, the usual case); whether it ran (``Endpoint.attach``)."""
-        if self.contents._process is not None:
+        """:meth:`finish` at once, if it has nothing to wait for and no hook to run;
+        whether it ran (``Endpoint.attach``). ``on_disconnect`` hooks keep running
+        in a task, after what the renderer's last frames started."""
+        if self.contents._process is not None or self.main._disconnect_hooks:
             return False
         finished(self.main, self, None)
         return True

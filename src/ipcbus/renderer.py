@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, ClassVar, Literal
 
@@ -283,27 +283,14 @@ class IpcRenderer(Registry, RendererOptions):
         check_channel(channel)
         return await self._open_endpoint().calls.request(RequestKind.SYNC, channel, args, timeout)
 
-    def invoke(
-        self, channel: str, *args: Any, timeout: float | None = None
-    ) -> Coroutine[Any, Any, Any]:
-        """Call main's ``ipc_main.handle(channel)`` handler and return its result.
-
-        Await it, as an ``async def``: the coroutine returned is the call
-        itself, and nothing happens until it is awaited (errors included).
-        Not an ``async def`` of its own so that a call waiting for its reply
-        holds one coroutine frame fewer: with many connections in a process,
-        each object a call touches is a likely cache miss (docs/performance.md,
-        "Cache misses per call").
-        """
+    async def invoke(self, channel: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call main's ``ipc_main.handle(channel)`` handler and return its result."""
+        if type(channel) is not str or not channel:  # the common case without a call
+            check_channel(channel)
         endpoint = self._endpoint
-        if endpoint is None or type(channel) is not str or not channel:
-            return self._invoke_checked(channel, args, timeout)
-        return endpoint.calls.request(INVOKE, channel, args, timeout)
-
-    async def _invoke_checked(self, channel: str, args: Any, timeout: float | None) -> Any:
-        """``invoke`` when it must say why not: a bad channel, or not connected."""
-        check_channel(channel)
-        return await self._open_endpoint().calls.request(INVOKE, channel, args, timeout)
+        if endpoint is None:
+            endpoint = self._open_endpoint()  # raises
+        return await endpoint.calls.request(INVOKE, channel, args, timeout)
 
     async def post_message(
         self, channel: str, message: Any, transfer: Iterable[MessagePortMain] = ()
