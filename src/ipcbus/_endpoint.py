@@ -273,9 +273,7 @@ class Endpoint(DeliveredReads):
         finally:
             if frames is not None:
                 frames.on_lost = None  # the endpoint is done: no cycle through the stream
-            if liveness is not None and self._sweeper is not None:
-                self._sweeper.forget(liveness)
-            outbox.stop()
+            self._stop_parts()
             with anyio.CancelScope(shield=True):
                 await self._teardown()
 
@@ -288,9 +286,7 @@ class Endpoint(DeliveredReads):
             if not outbox.torn and not outbox.settled():
                 await outbox.drain()  # a Goodbye
         finally:
-            if self._liveness is not None and self._sweeper is not None:
-                self._sweeper.forget(self._liveness)
-            outbox.stop()
+            self._stop_parts()
             with anyio.CancelScope(shield=True):
                 await self._teardown()
                 assert self._on_end is not None
@@ -312,12 +308,8 @@ class Endpoint(DeliveredReads):
         close_now = getattr(self.stream, "close_now", None)
         if close_now is None or not outbox.quiet() or not close_now():
             return False
-        if self._liveness is not None and self._sweeper is not None:
-            self._sweeper.forget(self._liveness)
-        outbox.stop()  # (quiet: nobody waits for a write, nothing is left to say)
-        self._done = True
-        if self._closed is not None:
-            self._closed.set()
+        self._stop_parts()  # (quiet: nobody waits for a write, nothing is left to say)
+        self._stream_closed()
         end_now = self._on_end_now
         if end_now is None or not end_now():
             assert self._on_end is not None
@@ -334,9 +326,19 @@ class Endpoint(DeliveredReads):
             # Closed, and said so, whatever the last words met: whoever waits
             # in close() must not wait for ever.
             await self.stream.aclose()
-            self._done = True
-            if self._closed is not None:
-                self._closed.set()
+            self._stream_closed()
+
+    def _stop_parts(self) -> None:
+        """The end has begun: the sweeper stops watching, the writer stops."""
+        if self._liveness is not None and self._sweeper is not None:
+            self._sweeper.forget(self._liveness)
+        self.outbox.stop()
+
+    def _stream_closed(self) -> None:
+        """The stream is closed: tell whoever waits in :meth:`close`."""
+        self._done = True
+        if self._closed is not None:
+            self._closed.set()
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "closed") -> None:
         """Say Goodbye, stop reading and wait until the stream is closed."""
