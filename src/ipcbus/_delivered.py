@@ -16,46 +16,21 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from ._capabilities import DeliversReads
+from ._endpointparts import EndpointParts
 from ._events import Event, ReplyReceived
 from ._liveness import Sweeper
 from ._protocol import CLOSED
-
-if TYPE_CHECKING:
-    import anyio.abc
-
-    from ._calls import Calls
-    from ._dispatch import Dispatcher
-    from ._liveness import Liveness
-    from ._outbox import Outbox
-    from ._protocol import Connection
 
 __all__ = ("DeliveredReads",)
 
 logger = logging.getLogger("ipcbus")
 
 
-class DeliveredReads:
+class DeliveredReads(EndpointParts):
     """Reads handed over by the stream (``attach``): bytes in, dispatch, one write."""
 
-    if not TYPE_CHECKING:  # what these methods keep is in Endpoint's slots, which
-        __slots__ = ()  # mypy cannot see from here: it checks a mixin alone
-
-    if TYPE_CHECKING:  # set by Endpoint.__init__
-        conn: Connection
-        name: str
-        stream: anyio.abc.ByteStream
-        reads: int
-        outbox: Outbox
-        calls: Calls
-        dispatcher: Dispatcher
-        _welcomed: bool
-        _tg: anyio.abc.TaskGroup
-        _liveness: Liveness | None
-        _sweeper: Sweeper | None
-        _on_end: Callable[[], Coroutine[Any, Any, None]] | None
-        _on_end_now: Callable[[], bool] | None
-
-        def link_lost(self, reason: str) -> None: ...
+    if not TYPE_CHECKING:
+        __slots__ = ()  # its values are in Endpoint's slots (EndpointParts)
 
     def attach(
         self,

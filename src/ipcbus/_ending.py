@@ -17,57 +17,25 @@ whoever waits in ``close`` is woken.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
+from ._endpointparts import EndpointParts
 from ._events import ConnectionTerminated
 from ._protocol import CLOSED, Role
 from ._wire import CloseCode
-
-if TYPE_CHECKING:
-    import anyio.abc
-
-    from ._calls import Calls
-    from ._dispatch import Dispatcher
-    from ._liveness import Liveness, Sweeper
-    from ._outbox import Outbox
-    from ._owner import Owner
-    from ._protocol import Connection
 
 __all__ = ("Ending",)
 
 logger = logging.getLogger("ipcbus")
 
 
-class Ending:
+class Ending(EndpointParts):
     """How a connection ends, from the core's ``ConnectionTerminated`` to a closed stream."""
 
-    if not TYPE_CHECKING:  # what these methods keep is in Endpoint's slots, which
-        __slots__ = ()  # mypy cannot see from here: it checks a mixin alone
-
-    if TYPE_CHECKING:  # set by Endpoint.__init__
-        conn: Connection
-        name: str
-        stream: anyio.abc.ByteStream
-        outbox: Outbox
-        calls: Calls
-        dispatcher: Dispatcher
-        termination: ConnectionTerminated | None
-        _closed: anyio.Event | None
-        _done: bool
-        _warned: bool
-        _ending: bool
-        _tg: anyio.abc.TaskGroup
-        _owner: Owner
-        _reader_scope: anyio.CancelScope | None
-        _liveness: Liveness | None
-        _sweeper: Sweeper | None
-        _on_end: Callable[[], Coroutine[Any, Any, None]] | None
-        _on_end_now: Callable[[], bool] | None
-
-        def handle_events(self) -> None: ...
+    if not TYPE_CHECKING:
+        __slots__ = ()  # its values are in Endpoint's slots (EndpointParts)
 
     @property
     def closed(self) -> anyio.Event:
