@@ -9,8 +9,8 @@ leave in as few writes as possible:
   switch.
 * Otherwise, and on the fast path while congested, for a large write or while
   closing, the writer task does the write: whatever is queued by the time it
-  runs goes out in one write (one "batch"). The task runs in the endpoint's
-  task group from ``start`` to ``stop``.
+  runs goes out in one write (one "batch"). The task, and the last words of
+  the connection's end, are the other base class, ``_writertask.WriterTask``.
 * Callers that must know their frame left (``send`` over the high-water mark:
   backpressure) wait for that batch; ``invoke`` waits only for its reply. The
   reader never waits for a write: if both peers waited to write while neither
@@ -19,13 +19,12 @@ leave in as few writes as possible:
   ("torn"), so it ends the connection.
 
 What senders call (``queue_message``, ``post_message``, ``queued``: queue a
-frame, have it sent, wait above the high-water mark) is its base class,
+frame, have it sent, wait above the high-water mark) is a base class,
 ``_queueing.Queueing``.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
@@ -33,13 +32,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from ._aio import LARGE_WRITE
 from ._capabilities import WritesNow
 from ._errors import ConnectionClosedError
 from ._protocol import OPEN, Connection
 from ._queueing import Queueing
+from ._writertask import STREAM_ERRORS, Batch, WriterTask
 
 if TYPE_CHECKING:
     from ._dispatch import Dispatcher
@@ -51,12 +50,6 @@ __all__ = ("MAX_PENDING_OUTPUT", "STREAM_ERRORS", "Outbox", "event_factory")
 #: beyond which readers that relay port messages here pause too (``when_room``).
 MAX_PENDING_OUTPUT = 4 * 1024 * 1024
 
-STREAM_ERRORS = (
-    anyio.EndOfStream,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    OSError,
-)
 logger = logging.getLogger("ipcbus")
 
 
@@ -69,45 +62,7 @@ def event_factory() -> Callable[[], anyio.Event]:
     return type(anyio.Event())
 
 
-def _given(coro: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
-    return coro
-
-
-class _Batch:
-    """Frames that leave in one write; ``done`` is set once they have (or failed).
-
-    The Event is made only when someone waits for it (most frames are sent
-    without anyone waiting).
-    """
-
-    __slots__ = ("_done", "_finished", "_new_event", "failed")
-
-    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
-        self._new_event = new_event
-        self._done: anyio.Event | None = None
-        self._finished = False
-        self.failed = False
-
-    @property
-    def done(self) -> anyio.Event:
-        if self._done is None:
-            self._done = self._new_event()
-            if self._finished:
-                self._done.set()
-        return self._done
-
-    def finish(self) -> None:
-        """The frames have been handed to the transport (or failed)."""
-        self._finished = True
-        if self._done is not None:
-            self._done.set()
-
-    def fail(self) -> None:
-        self.failed = True
-        self.finish()
-
-
-class Outbox(Queueing):
+class Outbox(Queueing, WriterTask):
     """Sends what one connection's core has queued, in as few writes as it can."""
 
     __slots__ = (
@@ -164,7 +119,7 @@ class Outbox(Queueing):
         self._stopped = False  # the connection ended: no writer task any more
         self._writer_coro: Coroutine[Any, Any, None] | None = None
         # What the next write will carry, made only when someone waits for it.
-        self._batch: _Batch | None = None
+        self._batch: Batch | None = None
         self.torn = False  # a write was interrupted: the stream is out of step
         self.writing = False  # the writer task is in a write
         self.writes = 0  # writes started so far: the watchdog's proof of progress
@@ -185,11 +140,11 @@ class Outbox(Queueing):
 
     # ---- scheduling writes ---------------------------------------------
 
-    def next_batch(self) -> _Batch:
+    def next_batch(self) -> Batch:
         """The batch the next write will carry (made now if nobody asked before)."""
         batch = self._batch
         if batch is None:
-            batch = self._batch = _Batch(self._new_event)
+            batch = self._batch = Batch(self._new_event)
         return batch
 
     def kick(self) -> None:
@@ -218,14 +173,6 @@ class Outbox(Queueing):
             assert wake is not None
         if not wake.is_set():
             wake.set()
-
-    def start(self) -> None:
-        """Start the writer task (in the endpoint's task group; from a task)."""
-        self._wake = self._new_event()
-        # Started from a coroutine we hold: a task cancelled before its first
-        # step never awaits it, and ``last_words`` then closes it quietly.
-        self._writer_coro = self.writer()
-        self._endpoint.task_group.start_soon(_given, self._writer_coro)
 
     def stop(self) -> None:
         """The connection ended: end the writer task (a write in progress is torn)."""
@@ -348,85 +295,3 @@ class Outbox(Queueing):
     def _closed_error(self) -> ConnectionClosedError:
         endpoint = self._endpoint
         return ConnectionClosedError(f"connection to {endpoint.name} is closed ({endpoint.reason})")
-
-    # ---- the writer task -----------------------------------------------
-
-    async def writer(self) -> None:
-        """Write batches as they are asked for, until the link fails or ``stop``."""
-        with anyio.CancelScope() as self._writer_scope:
-            if self._stopped:
-                self._writer_scope.cancel()
-            await self._write_batches()
-
-    async def _write_batches(self) -> None:
-        while True:
-            assert self._wake is not None
-            await self._wake.wait()
-            self._wake = self._new_event()
-            batch, self._batch = self.next_batch(), None
-            data = self.conn.data_to_send()
-            try:
-                if data:
-                    await self._write(data)
-            except ConnectionClosedError:
-                batch.fail()
-                self.next_batch().fail()
-                return  # the link is gone; _write has ended the connection
-            except BaseException:
-                # Cancelled mid-write: whoever waits for these frames, or queued
-                # more behind them, must hear so; nothing waits forever.
-                batch.fail()
-                self.next_batch().fail()
-                raise
-            del data  # a large frame's buffer must not live on while we wait for the next
-            batch.finish()
-            self._made_room()
-            if self.lazy and not self._wake.is_set():
-                self._wake = None  # caught up: the next kick that needs a task starts one
-                return
-
-    async def _write(self, data: bytearray) -> None:
-        self.writes += 1
-        self.writing = True
-        try:
-            await self._stream.send(data)  # type: ignore[arg-type]
-        except STREAM_ERRORS as exc:
-            self._endpoint.link_lost(f"sending failed: {exc!r}")
-            raise self._closed_error() from exc
-        except BaseException:
-            # Cancelled mid-write: the peer may hold half a frame.
-            self.torn = True
-            self._endpoint.link_lost("a write was interrupted")
-            raise
-        finally:
-            self.writing = False
-
-    def settled(self) -> bool:
-        """Nothing queued, no write under way, nobody waiting for one: ``drain`` has
-        nothing to do (a connection the peer ended, its replies all written)."""
-        return not self.conn.pending_output and not self.writing and self._batch is None
-
-    def quiet(self) -> bool:
-        """:meth:`settled`, and no writer task: :meth:`last_words` would neither
-        wait nor write (the connection can end without a task)."""
-        return self._writer_coro is None and self.settled()
-
-    async def drain(self) -> None:
-        """Let the writer send what is left (a Goodbye), for at most a second."""
-        with anyio.move_on_after(1, shield=True):
-            self.kick()
-            await self.next_batch().done.wait()
-
-    async def last_words(self) -> None:
-        """Fail what still waits, then send what is queued unless the stream is torn."""
-        if (coro := self._writer_coro) is not None:
-            self._writer_coro = None
-            await anyio.lowlevel.checkpoint()  # a writer task scheduled has started now
-            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
-                coro.close()  # its task was cancelled before it began
-        self.next_batch().fail()
-        if not self.torn and (data := self.conn.data_to_send()):
-            # BusyResourceError: the writer task is still in a write (trio, TLS),
-            # and the stream closes under it next: these bytes cannot go out.
-            with anyio.move_on_after(1), suppress(*STREAM_ERRORS, anyio.BusyResourceError):
-                await self._stream.send(bytes(data))  # e.g. our Goodbye
