@@ -22,8 +22,9 @@ import anyio.abc
 from ._children import spawn
 from ._listening import Listener, accept
 from ._listensocket import create_listener
+from ._refusing import OUT_OF_DESCRIPTORS
 from ._registry import channel_set
-from ._serving import OUT_OF_DESCRIPTORS, Link, serve
+from ._serving import Link, serve
 from ._transport import child_socketpair, stream_from_socket
 from ._webcontents import WebContents
 

@@ -42,7 +42,7 @@ from ._errors import ConnectionClosedError
 from ._framestream import FrameStream
 from ._framing import split_frames
 from ._natsclient import NatsClient, nats_module
-from ._protocol import Connection, Role
+from ._refusing import goodbye
 from ._wire import CloseCode
 
 if TYPE_CHECKING:
@@ -266,9 +266,9 @@ class NatsFrames(FrameStream):
 
 def _goodbye(reason: str) -> memoryview:
     """A Goodbye frame body, made by the core as any other."""
-    conn = Connection(Role.MAIN, token="")
-    conn.close(CloseCode.PROTOCOL_ERROR, f"the peer lost messages from us ({reason})")
-    (body,) = split_frames(bytes(conn.data_to_send()))
+    (body,) = split_frames(
+        goodbye(CloseCode.PROTOCOL_ERROR, f"the peer lost messages from us ({reason})")
+    )
     return body
 
 

@@ -41,7 +41,8 @@ from ._nats import (
     connect_subject,
 )
 from ._natsclient import NatsClient
-from ._serving import Waiting, goodbye
+from ._refusing import goodbye
+from ._serving import Waiting
 from ._wire import CloseCode
 
 if TYPE_CHECKING:

@@ -4,15 +4,14 @@
 owner: lookups, the gate, ports, the handshake), the admission of its token
 (``max_connections``, ``max_pending_handshakes``, ``handshake_timeout``), and
 at the end ``finish``: a spawned child reaped (``_children``),
-``DisconnectDetails`` set, ``on_disconnect`` hooks run. Connections refused before any of that get a
-lone Goodbye (``refuse``). The state all of this reads and updates is
+``DisconnectDetails`` set, ``on_disconnect`` hooks run. Connections refused
+before any of that get a lone Goodbye (``_refusing``). The state all of this reads and updates is
 ``IpcMain``'s (its renderers, links and pending handshakes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,12 +29,13 @@ from ._events import (
     PortMessageReceived,
     RequestReceived,
 )
-from ._framestream import FrameStream, frame_limit
+from ._framestream import frame_limit
 from ._guards import Gatekeeper
 from ._liveness import heartbeat_for
 from ._lograte import WarningRate
 from ._mainevents import IpcMainEvent, IpcMainInvokeEvent, disconnect_details
 from ._protocol import Connection, HandshakeRefused, Role
+from ._refusing import refuse
 from ._registry import Callback
 from ._states import State
 from ._webcontents import WebContents
@@ -44,7 +44,7 @@ from ._wire import CloseCode, PortRef, RequestKind
 if TYPE_CHECKING:
     from .main import IpcMain
 
-__all__ = ("OUT_OF_DESCRIPTORS", "Link", "Waiting", "serve")
+__all__ = ("Link", "Waiting", "serve")
 
 
 class Waiting:
@@ -373,47 +373,3 @@ def finished(main: IpcMain, link: Link, exit_code: int | None) -> None:
     contents._finished()
     if link.connected:
         main._run_hooks(main._disconnect_hooks, contents, contents.disconnect_details)
-
-
-def goodbye(code: CloseCode, reason: str) -> bytes:
-    """The bytes of a lone Goodbye frame."""
-    conn = Connection(Role.MAIN, token="")
-    conn.close(code, reason)
-    return bytes(conn.data_to_send())
-
-
-#: What a connection refused while main is out of file descriptors gets.
-OUT_OF_DESCRIPTORS = goodbye(
-    CloseCode.TOO_MANY_CONNECTIONS, "too many connections: main is out of file descriptors"
-)
-
-
-async def refuse(main: IpcMain, stream: anyio.abc.ByteStream, code: CloseCode, reason: str) -> None:
-    """Send a lone Goodbye and close: for connections refused before the handshake.
-
-    A byte stream closes lingering: the renderer speaks first, so its Hello
-    may arrive after our Goodbye, and a socket closed with it unread (or
-    before it comes) fails the renderer's write with ``EPIPE`` or
-    ``ECONNRESET``, which can lose the Goodbye still unread on its side: it
-    would see a broken pipe instead of the reason. So we half-close and read
-    (and drop) what it sends until it closes, ``_LINGER_BYTES`` and one
-    second at most for all of it.
-    """
-    main._handshake_warnings.warning("refused a connection: %s", reason)
-    with anyio.move_on_after(1, shield=True):
-        with suppress(*SEND_ERRORS, *_LINGER_ENDS):
-            await stream.send(goodbye(code, reason))
-            if not isinstance(stream, FrameStream):  # a frame transport closes by message
-                await stream.send_eof()
-                lingered = 0
-                while lingered < _LINGER_BYTES:
-                    lingered += len(await stream.receive())
-    with anyio.CancelScope(shield=True):
-        await stream.aclose()
-
-
-SEND_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
-#: What ``refuse`` waits through besides those: the peer's end, and TLS below
-#: 1.3, which cannot half-close.
-_LINGER_ENDS = (anyio.EndOfStream, NotImplementedError)
-_LINGER_BYTES = 64 * 1024  # a refused peer's bytes ``refuse`` reads before it closes anyway
