@@ -17,7 +17,7 @@ import itertools
 import os
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -50,14 +50,15 @@ CHILD = textwrap.dedent(
 
 
 @contextlib.contextmanager
-def tasks_made() -> Iterator[list[str]]:
-    """The names of the asyncio tasks made in this loop while the block runs."""
+def tasks_made() -> Iterator[list[asyncio.Task[Any]]]:
+    """The asyncio tasks made in this loop while the block runs. Their names
+    (anyio's: the function's) are set only after the factory made them."""
     loop = asyncio.get_running_loop()
-    made: list[str] = []
+    made: list[asyncio.Task[Any]] = []
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
         task = asyncio.Task(coro, loop=loop, **kwargs)
-        made.append(task.get_name())
+        made.append(task)
         return task
 
     loop.set_task_factory(factory)
@@ -153,18 +154,8 @@ async def test_a_renderer_leaving_ends_its_connection_in_no_task_of_its_own() ->
     end (and the cancelled scopes it took) was most of what a renderer's leaving
     cost when many come and go (benchmarks E and G). Main runs in a child, so
     every task made here is the renderer's."""
-    import json
-
-    argv = [sys.executable, "-c", MAIN_CHILD]
     with anyio.fail_after(30):
-        async with await anyio.open_process(argv, stderr=None) as child:
-            assert child.stdout is not None and child.stdin is not None
-            line = b""
-            async for chunk in child.stdout:
-                line += chunk
-                if line.endswith(b"\n"):
-                    break
-            address, token = json.loads(line)
+        async with main_in_a_child() as (address, token):
             renderer = ipcbus.IpcRenderer()
             with tasks_made() as made:
                 async with renderer.connect(address, token=token):
@@ -172,6 +163,67 @@ async def test_a_renderer_leaving_ends_its_connection_in_no_task_of_its_own() ->
                     made.clear()  # connecting's own tasks: only leaving's count
             assert not renderer.is_connected()
             assert made == []
+
+
+@pytest.mark.parametrize("heartbeat", [None, 0.02])
+async def test_a_renderer_watches_its_link_from_the_loops_timer_not_a_task(
+    heartbeat: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``send_timeout`` (and heartbeats, if asked for) need a look at the link now
+    and then. main's one sweeper task looks at all its connections; a renderer
+    has one, and a task of its own for it was about 40 objects per connection
+    for the cycle collector of a process holding many (scenario E's clients),
+    and a task to end on leaving. On the fast path the loop's timer calls the
+    look instead (``_liveness.TimedLooks``)."""
+    from ipcbus._liveness import Liveness
+
+    looks = 0
+    enough = anyio.Event()
+    check = Liveness.check
+
+    def counted(self: Liveness, now: float) -> None:
+        nonlocal looks
+        looks += 1
+        if looks == 3:
+            enough.set()
+        check(self, now)
+
+    monkeypatch.setattr(Liveness, "check", counted)
+    with anyio.fail_after(30):
+        async with main_in_a_child() as (address, token):
+            # Short ticks, generous limits: a loaded machine must not end the link.
+            renderer = ipcbus.IpcRenderer(
+                heartbeat_interval=heartbeat, heartbeat_timeout=5, send_timeout=0.2
+            )
+            with tasks_made() as made:
+                async with renderer.connect(address, token=token):
+                    await enough.wait()  # looked at three times (a tick is 20 or 50 ms)
+                    assert await renderer.invoke("inc", 1) == 2  # pings answered, still up
+                    endpoint = renderer._endpoint
+                    assert endpoint is not None
+            names = [task.get_name() for task in made]
+            assert not any("sweep" in name for name in names), names
+            assert endpoint._sweeper is not None and endpoint._sweeper._handle is None  # type: ignore[union-attr]
+
+
+@contextlib.asynccontextmanager
+async def main_in_a_child() -> AsyncIterator[tuple[str, str]]:
+    """An ``IpcMain`` serving ``inc`` in a child process: its address and token.
+    Every task made in this process meanwhile is a renderer's."""
+    import json
+
+    argv = [sys.executable, "-c", MAIN_CHILD]
+    async with await anyio.open_process(argv, stderr=None) as child:
+        assert child.stdout is not None and child.stdin is not None
+        line = b""
+        async for chunk in child.stdout:
+            line += chunk
+            if line.endswith(b"\n"):
+                break
+        address, token = json.loads(line)
+        try:
+            yield address, token
+        finally:
             await child.stdin.aclose()
 
 

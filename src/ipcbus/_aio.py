@@ -246,6 +246,14 @@ class AsyncioSocketStream(anyio.abc.ByteStream):
         """Bytes the transport holds that the kernel has not taken yet."""
         return self._transport.get_write_buffer_size()
 
+    def call_later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        """Run ``callback`` on the loop in ``delay`` seconds, in the stream's context
+        (``HasTimers``: a connection's liveness looks, without a task)."""
+        return self._protocol.loop.call_later(delay, callback, context=self._context)
+
+    def time(self) -> float:
+        return self._protocol.loop.time()
+
     async def send_eof(self) -> None:
         if self._transport.can_write_eof():
             self._transport.write_eof()

@@ -13,8 +13,10 @@ what it finds (``hasattr`` once, when the connection starts; no
 * :class:`DeliversReads`: hand each read to a :class:`Reader` as it arrives,
   from the loop's callback, so a connection needs no task of its own to read
   (main's connections; issue 12).
+* :class:`HasTimers`: call back later from the loop, so a renderer's
+  liveness looks need no task of their own either (``_liveness.TimedLooks``).
 
-The asyncio fast path (``_aio.AsyncioSocketStream``) offers all four; a new
+The asyncio fast path (``_aio.AsyncioSocketStream``) offers all five; a new
 transport (WebSocket, NATS) may offer none and works the same, a little slower.
 """
 
@@ -24,7 +26,9 @@ from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
 __all__ = (
+    "Cancellable",
     "DeliversReads",
+    "HasTimers",
     "MakesWaiters",
     "Reader",
     "ReceivesInto",
@@ -82,6 +86,24 @@ class WritesNow(Protocol):
 
     def unsent(self) -> int:
         """Bytes the transport holds that the kernel has not taken yet."""
+        ...
+
+
+class Cancellable(Protocol):
+    """What :meth:`HasTimers.call_later` returns: a timer that can be called off."""
+
+    def cancel(self) -> None: ...
+
+
+class HasTimers(Protocol):
+    """A stream whose event loop can call back later without a task (the asyncio fast path)."""
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable:
+        """Run ``callback`` on the loop in ``delay`` seconds, unless cancelled first."""
+        ...
+
+    def time(self) -> float:
+        """The loop's clock (``anyio.current_time()`` there)."""
         ...
 
 

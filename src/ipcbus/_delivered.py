@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._capabilities import DeliversReads
 from ._endpointparts import EndpointParts
 from ._events import Event, ReplyReceived
-from ._liveness import Sweeper
+from ._liveness import own_watcher
 from ._protocol import CLOSED
 
 __all__ = ("DeliveredReads",)
@@ -54,7 +54,7 @@ class DeliveredReads(EndpointParts):
         self.outbox.lazy = True
         if self._liveness is not None:
             if self._sweeper is None:
-                self._sweeper = Sweeper(self._tg)
+                self._sweeper = own_watcher(self._tg, self.stream)
             self._sweeper.watch(self._liveness)
         self.outbox.kick()
         cast(DeliversReads, self.stream).deliver_to(self)

@@ -47,7 +47,7 @@ from ._events import (
     StreamItemReceived,
 )
 from ._framestream import FrameStream
-from ._liveness import Liveness, Sweeper
+from ._liveness import Liveness, Sweeper, own_watcher
 from ._outbox import STREAM_ERRORS, Outbox, event_factory
 from ._owner import Gate, Owner
 from ._protocol import CLOSED, OPEN, Connection
@@ -216,7 +216,7 @@ class Endpoint(DeliveredReads, Ending):
         # task group, and one sweeper watches liveness (``_liveness``).
         liveness = self._liveness
         if liveness is not None and self._sweeper is None:
-            self._sweeper = Sweeper(self._tg)
+            self._sweeper = own_watcher(self._tg, self.stream)
         if frames is not None:
             frames.on_lost = self.link_lost
         try:

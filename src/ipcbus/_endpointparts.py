@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._calls import Calls
     from ._dispatch import Dispatcher
     from ._events import ConnectionTerminated
-    from ._liveness import Liveness, Sweeper
+    from ._liveness import Liveness, Watcher
     from ._outbox import Outbox
     from ._owner import Owner
     from ._protocol import Connection
@@ -52,7 +52,7 @@ class EndpointParts:
         _owner: Owner
         _reader_scope: anyio.CancelScope | None
         _liveness: Liveness | None
-        _sweeper: Sweeper | None
+        _sweeper: Watcher | None
         _on_end: Callable[[], Coroutine[Any, Any, None]] | None
         _on_end_now: Callable[[], bool] | None
 

@@ -14,17 +14,20 @@ every ``tick`` seconds or so by a :class:`Sweeper`, reads them:
   see its peer's end, which waits behind what the peer sent; its socket is
   asked (``hung_up``), and a peer that hung up is read to its end.
 
-One sweeper task serves every connection of an ``IpcMain`` (a renderer has
-its own, for its one connection): a task per connection would cost about 34
-objects per idle connection for the cycle collector to walk (issue 12). The
-sweeper runs only while it has connections to watch.
+One sweeper task serves every connection of an ``IpcMain``: a task per
+connection would cost about 34 objects per idle connection for the cycle
+collector to walk (issue 12). The sweeper runs only while it has connections
+to watch. A renderer has one connection; on the asyncio fast path its looks
+come from the loop's timer (:class:`TimedLooks`), elsewhere from a sweeper
+of its own.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import select
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import anyio
 import anyio.abc
@@ -33,9 +36,20 @@ from ._framestream import FrameStream
 from ._protocol import OPEN
 
 if TYPE_CHECKING:
+    from ._capabilities import Cancellable, HasTimers
     from ._endpoint import Endpoint
 
-__all__ = ("Liveness", "Sweeper", "heartbeat_for", "hung_up")
+__all__ = (
+    "Liveness",
+    "Sweeper",
+    "TimedLooks",
+    "Watcher",
+    "heartbeat_for",
+    "hung_up",
+    "own_watcher",
+)
+
+logger = logging.getLogger("ipcbus")
 
 
 class Liveness:
@@ -79,6 +93,11 @@ class Liveness:
         self._silent = self._stalled = self._since_ping = 0.0
         self._nonce = 0
         self._last = 0.0  # when we last looked (the loop's clock)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The connection looked at."""
+        return self._endpoint
 
     def start(self, now: float) -> None:
         self._last = now
@@ -181,6 +200,68 @@ class Sweeper:
         finally:
             self._running = False
             self._wake = None
+
+
+class TimedLooks:
+    """One connection's looks at its :class:`Liveness`, from the loop's timer: no task.
+
+    For a renderer on the asyncio fast path (``_capabilities.HasTimers``),
+    where a :class:`Sweeper` would serve its one connection with a task of its
+    own: about 40 objects for the cycle collector per connection, which a
+    process holding many renderers (scenario E's clients) walks in every
+    collection, and a task to end when the renderer leaves. A timer handle
+    is one object. Same interface as :class:`Sweeper`.
+    """
+
+    __slots__ = ("_handle", "_liveness", "_timers")
+
+    def __init__(self, timers: HasTimers) -> None:
+        self._timers = timers
+        self._liveness: Liveness | None = None
+        self._handle: Cancellable | None = None
+
+    def watch(self, liveness: Liveness) -> None:
+        """Start looking at ``liveness`` every ``liveness.tick`` seconds."""
+        liveness.start(self._timers.time())
+        self._liveness = liveness
+        if liveness.tick < math.inf:
+            self._handle = self._timers.call_later(liveness.tick, self._look)
+
+    def forget(self, liveness: Liveness) -> None:
+        """Stop looking (the connection ended)."""
+        self._liveness = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _look(self) -> None:
+        liveness = self._liveness
+        self._handle = None
+        if liveness is None:
+            return
+        try:
+            liveness.check(self._timers.time())
+        except Exception:
+            # A bug in ipcbus, in a loop callback nobody awaits: this
+            # connection ends (logged), as one in a Sweeper's task would.
+            endpoint = liveness.endpoint
+            logger.exception("internal error watching %s", endpoint.name)
+            endpoint.link_lost("internal error (logged)")
+            return
+        if self._liveness is liveness:  # not forgotten in the look (a link lost)
+            self._handle = self._timers.call_later(liveness.tick, self._look)
+
+
+#: What looks at a connection's liveness: main's one sweeper, or a renderer's own.
+Watcher = Sweeper | TimedLooks
+
+
+def own_watcher(task_group: anyio.abc.TaskGroup, stream: object) -> Watcher:
+    """What watches a connection that no shared :class:`Sweeper` does (a renderer's):
+    the loop's timer where the stream offers one, else a sweeper task of its own."""
+    if hasattr(stream, "call_later"):
+        return TimedLooks(cast("HasTimers", stream))
+    return Sweeper(task_group)
 
 
 _POLL = getattr(select, "poll", None)  # not on Windows

@@ -299,6 +299,36 @@ async def test_renderer_heartbeat_detects_a_silent_main(tmp_path: Path) -> None:
             stop.set()
 
 
+async def test_renderer_send_timeout_drops_a_main_that_stopped_reading(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The renderer's side of ``send_timeout``: main takes the handshake, then
+    reads nothing; the renderer's send fails within a few ticks, saying why."""
+    with anyio.fail_after(15):
+        path = tmp_path / "fake.sock"
+        async with await anyio.create_unix_listener(path) as fake, anyio.create_task_group() as tg:
+            stop = anyio.Event()
+
+            async def deaf_main() -> None:
+                async with await fake.accept() as stream:
+                    peer = RawPeer(stream)
+                    assert isinstance(await peer.receive(), Hello)
+                    await peer.send(frames(Welcome(PROTOCOL_VERSION, 1)))
+                    await stop.wait()  # alive, reading nothing from now on
+
+            tg.start_soon(deaf_main)
+            renderer = ipcbus.IpcRenderer(send_timeout=0.5)
+            async with renderer.connect(f"unix:{path}", token="t"):
+                blob = b"x" * 65536
+                with pytest.raises(ipcbus.ConnectionClosedError) as caught:
+                    while True:  # until the socket and the high-water mark are full
+                        await renderer.send("blob", blob)
+                assert "main stopped reading" in str(caught.value)
+                assert "0.5 s" in str(caught.value)
+            assert warnings_logged(caplog, "main stopped reading")
+            stop.set()
+
+
 async def test_tcp_connections_get_heartbeats_by_default() -> None:
     """heartbeat_interval="auto": main pings a TCP renderer every 5 s."""
     with anyio.fail_after(15):
