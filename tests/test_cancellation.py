@@ -209,6 +209,43 @@ async def test_cancelled_send_sync_discards_the_late_reply() -> None:
             assert renderer.is_connected()
 
 
+async def test_a_cancel_reaches_the_handler_of_a_connection_at_max_in_flight() -> None:
+    """With ``max_in_flight`` handlers running, main holds new calls back; it must
+    still read the Cancel of a running one, or a handler that ends only when
+    cancelled holds its slot, and the connection, for good."""
+    blocker = Blocker()
+    with anyio.fail_after(10):
+        async with running_main(max_in_flight=1) as ipc_main:
+            ipc_main.handle("block", blocker)
+            ipc_main.handle("quick", lambda event: "quick")
+            async with ipc_main.connect_local() as renderer:
+                with pytest.raises(IpcTimeoutError, match="told to stop"):
+                    await renderer.invoke("block", timeout=0.2)
+                await wait_for(blocker.cancelled)
+                assert await renderer.invoke("quick") == "quick"
+
+
+async def test_a_call_cancelled_while_held_back_never_starts() -> None:
+    """A Cancel read while its call waits behind ``max_in_flight``: the call is
+    dropped (its caller has the acknowledgement), not started later for nobody."""
+    blocker, late = Blocker(), Blocker()
+    with anyio.fail_after(10):
+        async with running_main(max_in_flight=1) as ipc_main:
+            ipc_main.handle("block", blocker)
+            ipc_main.handle("late", late)
+            ipc_main.handle("quick", lambda event: "quick")
+            async with ipc_main.connect_local() as renderer, anyio.create_task_group() as tg:
+                tg.start_soon(renderer.invoke, "block")
+                await wait_for(blocker.started)
+                with pytest.raises(IpcTimeoutError):
+                    await renderer.invoke("late", timeout=0.2)  # held back, then cancelled
+                tg.cancel_scope.cancel()  # the blocker's caller gives up too
+            await wait_for(blocker.cancelled)
+            async with ipc_main.connect_local() as renderer:
+                assert await renderer.invoke("quick") == "quick"
+            assert late.calls == 0
+
+
 async def test_handler_cancelled_by_shutdown_tells_the_caller() -> None:
     blocker = Blocker()
     with anyio.fail_after(10):
@@ -245,6 +282,25 @@ async def test_main_invoke_timeout_cancels_the_renderer_handler() -> None:
             await wait_for(events["started"], 10)
             await wait_for(events["cancelled"], 10)
             assert await contents.invoke("echo", "alive") == ["alive"]
+
+
+async def test_a_cancel_from_main_reaches_a_renderer_at_max_in_flight() -> None:
+    """The same rule on the renderer's side: main's Cancel is read while the
+    renderer's ``max_in_flight`` handlers run."""
+    blocker = Blocker()
+    with anyio.fail_after(10):
+        async with running_main() as ipc_main:
+            listener = await ipc_main.listen()
+            renderer = ipcbus.IpcRenderer(max_in_flight=1)
+            async with renderer.connect(listener.address, token=listener.token):
+                renderer.handle("block", blocker)
+                renderer.handle("quick", lambda event: "quick")
+                contents = ipc_main.from_id(renderer.id)
+                assert contents is not None
+                with pytest.raises(IpcTimeoutError):
+                    await contents.invoke("block", timeout=0.2)
+                await wait_for(blocker.cancelled)
+                assert await contents.invoke("quick") == "quick"
 
 
 async def test_cancelling_main_task_cancels_the_renderer_handler() -> None:

@@ -249,6 +249,41 @@ async def test_a_listener_that_falls_behind_stops_the_reading_instead_of_bufferi
     assert queued <= 64
 
 
+async def test_a_cancel_from_main_reaches_a_handler_while_calls_wait_for_room() -> None:
+    """With ``max_in_flight`` handlers running and main's next calls waiting, the
+    reading goes on far enough to see main's Cancel of a running one: else that
+    handler, which ends only when cancelled, would hold its slot for good."""
+    cancelled = threading.Event()
+    ipc = ipcbus.sync.IpcRenderer(max_in_flight=1)
+
+    @ipc.handle("block")
+    async def block(event: ipcbus.IpcRendererEvent) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    ipc.handle("quick", lambda event, n: n)
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main, connected_from_a_thread(ipc_main, ipc) as contents:
+            results: list[int] = []
+
+            async def blocked() -> None:
+                with pytest.raises(ipcbus.IpcTimeoutError):
+                    await contents.invoke("block", timeout=0.5)
+
+            async def quick(n: int) -> None:
+                results.append(await contents.invoke("quick", n))
+
+            async with anyio.create_task_group() as calls:
+                calls.start_soon(blocked)
+                await anyio.wait_all_tasks_blocked()  # "block" left first
+                for n in range(3):  # these wait for its slot
+                    calls.start_soon(quick, n)
+            assert sorted(results) == [0, 1, 2]
+            assert cancelled.is_set()
+
+
 async def test_handlers_that_invoke_main_get_their_replies_while_calls_wait_for_room() -> None:
     """The bound must not hold back a reply a running handler waits for: with two
     handlers at a time, each invoking main, main's many calls all get answered."""

@@ -6,11 +6,16 @@ because the reader's hot loop reads both per frame. Rules:
 * At most ``max_in_flight`` async callbacks run at once (``schedule``
   counts them in ``active``). While full, calls wait in order in the
   backlog (``_hold``) and start as handlers finish (``make_room``).
-* Reading pauses while full (``must_pause``), so a flooding peer fills its
-  own socket buffer rather than our memory -- except while we await the
-  peer's replies: the running handlers may be the very ones waiting for
-  them, so we read on (replies are handled at once) until the backlog holds
-  ``BACKLOG_LIMIT`` calls, and only then pause. More than
+* While full, reading goes on a little (``must_pause``): until the backlog
+  holds ``BACKLOG_LIMIT`` calls or ``READ_AHEAD_BYTES`` of their arguments,
+  and only then pauses, so a flooding peer fills its own socket buffer
+  rather than our memory. A little, because what comes next may be the
+  peer's Cancel of a running handler (its call timed out): unread, a handler
+  that ends only when cancelled would hold its slot, and the connection,
+  for good. A Cancel of a call still held back drops it (``drop_held``).
+  While we await the peer's replies, only ``BACKLOG_LIMIT`` counts: the
+  running handlers may be the very ones waiting for them (replies are
+  handled at once). More than
   ``MAX_PENDING_OUTPUT`` unsent bytes count as full too, so replies made
   inline cannot pile up behind a peer that reads slowly. In main only
   (``output_bound``): a renderer reads on whatever it has still to send,
@@ -46,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from ._calls import Calls
-from ._events import Event, MessageReceived, RequestReceived
+from ._events import MessageReceived, RequestReceived
 from ._outbox import MAX_PENDING_OUTPUT, Outbox
 from ._protocol import Connection, Role
 
@@ -59,7 +64,10 @@ __all__ = ("Admission", "check_max_in_flight")
 
 logger = logging.getLogger("ipcbus")
 
-BACKLOG_LIMIT = 1024  # calls read ahead while full, only while awaiting the peer's replies
+BACKLOG_LIMIT = 1024  # calls read ahead while full
+#: Argument bytes of the calls read ahead while full, unless we await the
+#: peer's replies (then only ``BACKLOG_LIMIT`` bounds them, as before).
+READ_AHEAD_BYTES = 1024 * 1024
 SOFT, HARD = 1, 2  # ``relay_wait``: past a relay bound; past RELAY_HARD times it
 #: While main awaits a peer's replies, its port messages may go on to this many
 #: times the bounds (``MAX_PENDING_OUTPUT``, ``MAX_PARKED``) before it pauses.
@@ -89,6 +97,7 @@ class Admission:
 
     __slots__ = (
         "_backlog",
+        "_held",
         "_landed",
         "_max_in_flight",
         "_owner",
@@ -131,7 +140,8 @@ class Admission:
         self.pending_starts = 0  # async dispatch tasks scheduled, not yet started
         self.active = 0  # async dispatch tasks not yet finished
         self._max_in_flight = max_in_flight
-        self._backlog: deque[Event] = deque()  # calls held back while full
+        self._backlog: deque[MessageReceived | RequestReceived] = deque()  # held back while full
+        self._held = 0  # their arguments' bytes
         self._room: anyio.Event | None = None  # set when a paused reader may read on
         self.paused = False  # reading is paused by backpressure
         #: Called when a reader paused by the stream (not waiting) may read on.
@@ -171,7 +181,10 @@ class Admission:
             return False  # nothing more can come than what is left to read
         return (
             (self.active >= self._max_in_flight or self.conn.pending_output > self.output_bound)
-            and (not self.calls.waiters or len(self._backlog) >= BACKLOG_LIMIT)
+            and (
+                len(self._backlog) >= BACKLOG_LIMIT
+                or (self._held >= READ_AHEAD_BYTES and not self.calls.waiters)
+            )
         ) or (self.relay_wait > SOFT or (self.relay_wait == SOFT and not self.calls.waiters))
 
     def relay_blocked(self, full: HasRoom, *, hard: bool) -> None:
@@ -210,6 +223,19 @@ class Admission:
             # Land its ports now: the frames that follow may name them.
             self._landed[id(event)] = self._owner.receive_ports(event.ports)
         self._backlog.append(event)
+        self._held += len(event.args)
+
+    def drop_held(self, request_id: int) -> None:
+        """The peer cancelled call ``request_id``: if it is held back, it never starts.
+
+        (The core has acknowledged the Cancel: the caller needs no other reply.)
+        """
+        for event in self._backlog:
+            if type(event) is RequestReceived and event.request_id == request_id:
+                self._backlog.remove(event)
+                self._held -= len(event.args)
+                self.make_room()  # reading may have paused on it
+                return
 
     async def pause(self) -> None:
         """Stop reading until the calls in flight and the unsent output allow more."""
@@ -226,7 +252,9 @@ class Admission:
         """Start held-back calls while there is room; wake a paused reader."""
         backlog = self._backlog
         while backlog and not self._full():
-            self.admit(backlog.popleft())  # type: ignore[arg-type]
+            event = backlog.popleft()
+            self._held -= len(event.args)
+            self.admit(event)
         if self._room is not None and not self.must_pause():
             self._room.set()
         elif self.paused and self.resume_reading is not None and not self.must_pause():
@@ -266,5 +294,6 @@ class Admission:
     def ended(self) -> None:
         """The connection ended: forget held-back calls, cancel every running handler."""
         self._backlog.clear()  # nobody could receive their replies
+        self._held = 0
         for scope in self.scopes.values():
             scope.cancel()

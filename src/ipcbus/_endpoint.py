@@ -323,6 +323,8 @@ class Endpoint(DeliveredReads, Ending):
             scope = self.dispatcher.scopes.get(event.request_id)
             if scope is not None:
                 scope.cancel()
+            else:
+                self.dispatcher.drop_held(event.request_id)
         elif isinstance(event, HandshakeCompleted):
             self._welcomed = True
             self._owner.handshake_completed(event)

@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from ._admission import BACKLOG_LIMIT
+from ._admission import BACKLOG_LIMIT, READ_AHEAD_BYTES
 from ._calling import decode_for, is_awaitable, own_failure
 from ._errors import NoHandlerError, ValidationError
 from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
@@ -47,6 +47,13 @@ RECHECK = 0.02  # seconds between looks at the bound while the reading waits for
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _size(event: Event) -> int:
+    """The bytes of a call's or message's arguments (what read-ahead holds); else 0."""
+    return (
+        len(event.args) if type(event) is MessageReceived or type(event) is RequestReceived else 0
+    )
+
+
 class LoopSide:
     """What main sends to a blocking renderer, run on its loop's thread."""
 
@@ -61,18 +68,22 @@ class LoopSide:
     # What main sent and the loop has not taken up yet (a message not yet
     # delivered, a call whose handler has not started) is bounded, as the
     # async renderer's backlog is (``_admission``): past ``max_in_flight``
-    # the reading thread waits for room before it hands on more, so it
-    # stops reading and main's sends wait, instead of our memory growing
-    # with whatever main sends. While a caller waits for its own reply the
-    # bound is ``BACKLOG_LIMIT``: the handlers running may be the very ones
-    # waiting for replies that only a read can bring.
+    # events and ``READ_AHEAD_BYTES`` of their arguments, or past
+    # ``BACKLOG_LIMIT`` events, the reading thread waits for room before it
+    # hands on more, so it stops reading and main's sends wait, instead of
+    # our memory growing with whatever main sends. Not at ``max_in_flight``
+    # alone: main's Cancel of a running handler may come next, and unread it
+    # would leave that handler holding its slot for good. While a caller
+    # waits for its own reply only ``BACKLOG_LIMIT`` counts: the handlers
+    # running may be the very ones waiting for replies that only a read can bring.
     _room: threading.Condition
     _queued = 0  # events handed to the loop and not yet taken up
+    _queued_bytes = 0  # their arguments' bytes
     _posting = False  # the loop takes events (between connect and close)
 
     def _start_posting(self) -> None:
         with self._room:
-            self._queued = 0
+            self._queued = self._queued_bytes = 0
             self._posting = True
 
     def _stop_posting(self) -> None:
@@ -88,7 +99,7 @@ class LoopSide:
             return
         room = self._room
         with room:
-            while self._posting and self._queued >= self._backlog_bound():
+            while self._posting and self._full():
                 # Woken as the loop takes events up; and, every RECHECK seconds,
                 # to see whether a call now waits for a reply: this thread leads
                 # the reading, so that call's reply would wait for it (a call
@@ -97,20 +108,30 @@ class LoopSide:
             if not self._posting:
                 return  # closing: the loop stops, and nothing would take these
             self._queued += len(events)
+            self._queued_bytes += sum(map(_size, events))
         try:
             loop.call_soon_threadsafe(inbox.put_nowait, events)
         except RuntimeError:  # the loop has stopped: we are closing
             pass
 
-    def _backlog_bound(self) -> int:
+    def _full(self) -> bool:
+        """Whether the reading thread must wait before it hands on more (above)."""
+        queued = self._queued
+        if queued >= BACKLOG_LIMIT:
+            return True
         link = self._link
-        return BACKLOG_LIMIT if link is not None and link.awaiting_replies() else self.max_in_flight
+        return (
+            queued >= self.max_in_flight
+            and self._queued_bytes >= READ_AHEAD_BYTES
+            and not (link is not None and link.awaiting_replies())
+        )
 
-    def _taken(self) -> None:
-        """One event taken up by the loop (delivered, or its handler started)."""
+    def _taken(self, event: Event) -> None:
+        """``event`` was taken up by the loop (delivered, or its handler started)."""
         room = self._room
         with room:
             self._queued -= 1
+            self._queued_bytes -= _size(event)
             room.notify()
 
     async def _dispatch_events(
@@ -127,12 +148,12 @@ class LoopSide:
                         try:
                             await self._deliver(event)
                         finally:
-                            self._taken()
+                            self._taken(event)
                         continue
                     if type(event) is RequestReceived:
                         tg.start_soon(self._serve, event, limiter)  # _serve calls _taken
                         continue
-                    self._taken()
+                    self._taken(event)
                     if isinstance(event, RequestCancelled):
                         if (scope := self._scopes.get(event.request_id)) is not None:
                             scope.cancel()
@@ -177,7 +198,7 @@ class LoopSide:
         link = self._link
         ready = None if link is None else self._ready(request, link)
         if link is None or ready is None:
-            self._taken()
+            self._taken(request)
             return
         callback, args = ready
         channel, request_id = request.channel, request.request_id
@@ -188,7 +209,7 @@ class LoopSide:
             try:
                 async with limiter:
                     started = True
-                    self._taken()
+                    self._taken(request)
                     result = callback.fn(event, *args)
                     if is_awaitable(result):
                         result = await result
@@ -201,7 +222,7 @@ class LoopSide:
             finally:
                 del self._scopes[request_id]
                 if not started:
-                    self._taken()  # cancelled while it waited for the limiter
+                    self._taken(request)  # cancelled while it waited for the limiter
 
     def _ready(self, request: RequestReceived, link: BlockingLink) -> tuple[Callback, Any] | None:
         """The handler of ``request`` and its arguments; ``None`` if answered with an error."""
