@@ -627,6 +627,63 @@ async def test_shutdown_waits_for_handlers_up_to_the_grace_then_cancels(tmp_path
         assert "never sent" in message or "closed" in message
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_async_disconnect_hooks_of_renderers_shutdown_closes_get_to_finish(loop: str) -> None:
+    """Shutdown closes every renderer, and their ``on_disconnect`` hooks run; async
+    ones must not be cancelled at their first ``await`` by main's own exit."""
+
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+
+        async def hook(contents: WebContents, details: DisconnectDetails) -> None:
+            seen.append(f"started {details.reason}")
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()  # where a cancellation would land
+            seen.append("finished")
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                async with ipcbus.IpcMain(shutdown_grace=5) as ipc_main:
+                    ipc_main.on_disconnect(hook)
+                    listener = await ipc_main.listen()
+                    connected = anyio.Event()
+
+                    async def renderer() -> None:
+                        async with ipcbus.connect(listener.address, token=listener.token):
+                            connected.set()
+                            await anyio.sleep_forever()  # until main closes it
+
+                    tg.start_soon(renderer)
+                    await connected.wait()
+                tg.cancel_scope.cancel()
+        return seen
+
+    assert ipcbus.run(scenario, loop=loop) == ["started clean-exit", "finished"]
+
+
+async def test_a_hook_still_running_after_the_grace_is_cancelled_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cancelled = anyio.Event()
+
+    async def stuck(contents: WebContents, details: DisconnectDetails) -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+
+    with anyio.fail_after(20):
+        async with ipcbus.IpcMain(shutdown_grace=0.2) as ipc_main:
+            ipc_main.on_disconnect(stuck)
+            async with ipc_main.connect_local():
+                pass
+            await anyio.wait_all_tasks_blocked()  # the hook is running
+        assert cancelled.is_set()
+    (warning,) = [r.getMessage() for r in caplog.records if "lifecycle hook" in r.getMessage()]
+    assert "1 lifecycle hook(s) did not finish within shutdown_grace (0.2 s)" in warning
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_listen_spawn_connect_local_need_a_running_main(when: str) -> None:
     ipc_main = ipcbus.IpcMain()

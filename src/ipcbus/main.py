@@ -164,6 +164,8 @@ class IpcMain(Arrivals, MainOptions, Registry):
         self._ids = itertools.count(1)
         self._connect_hooks: list[Callable[..., Any]] = []
         self._disconnect_hooks: list[Callable[..., Any]] = []
+        self._hooks_running = 0  # async hooks not yet finished (shutdown waits for them)
+        self._hooks_done: anyio.Event | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._sweeper: Sweeper | None = None  # one liveness watchdog for all connections
         # Spawned children whose connection ended while they kept running.
@@ -177,6 +179,7 @@ class IpcMain(Arrivals, MainOptions, Registry):
             raise RuntimeError("this IpcMain is already running")
         restart_per_process()
         self._closing = False
+        self._hooks_running = 0
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -225,6 +228,24 @@ class IpcMain(Arrivals, MainOptions, Registry):
             for link in links:
                 tg.start_soon(self._close_link, link)
         await stop_lingering(self)  # children no longer connected: none outlives main
+        await self._finish_hooks()
+
+    async def _finish_hooks(self) -> None:
+        """Give async hooks still running (``on_disconnect`` of the renderers just
+        closed) ``shutdown_grace`` to finish before main's task group cancels them."""
+        if not self._hooks_running:
+            return
+        with anyio.move_on_after(self.shutdown_grace):
+            while self._hooks_running:
+                self._hooks_done = anyio.Event()
+                await self._hooks_done.wait()
+        if self._hooks_running:
+            logger.warning(
+                "%d lifecycle hook(s) did not finish within shutdown_grace (%s s) of "
+                "the last renderer's end: cancelled",
+                self._hooks_running,
+                self.shutdown_grace,
+            )
 
     async def _close_link(self, link: Link) -> None:
         endpoint = link.contents._endpoint
@@ -355,16 +376,20 @@ class IpcMain(Arrivals, MainOptions, Registry):
                 logger.exception("lifecycle hook %r raised", hook)
                 continue
             if inspect.isawaitable(result) and self._tg is not None:
-                self._tg.start_soon(_await_hook, hook, result)
+                self._hooks_running += 1
+                self._tg.start_soon(self._await_hook, hook, result)
 
-
-async def _await_hook(hook: Callable[..., Any], awaitable: Any) -> None:
-    try:
-        await awaitable
-    except BaseException as exc:
-        if not own_failure(exc):
-            raise
-        logger.exception("lifecycle hook %r raised", hook)
+    async def _await_hook(self, hook: Callable[..., Any], awaitable: Any) -> None:
+        try:
+            await awaitable
+        except BaseException as exc:
+            if not own_failure(exc):
+                raise
+            logger.exception("lifecycle hook %r raised", hook)
+        finally:
+            self._hooks_running -= 1
+            if not self._hooks_running and self._hooks_done is not None:
+                self._hooks_done.set()
 
 
 def _callable(fn: H) -> H:
