@@ -30,17 +30,17 @@ from ipcbus import (
 )
 
 EXPECTED = """
-1. IpcTimeoutError: invoke 'slow' got no reply within 0.2 s; the remote handler was told to stop
+1. IpcTimeoutError: invoke 'slow' to main got no reply within 0.2 s; the remote handler was told to stop
    it is a TimeoutError: True
    main's handler for 'slow' was cancelled
 2. move_on_after: cancelled_caught=True
    main's handler for 'slow' was cancelled
 3. task group cancelled while main's handler was running
    main's handler for 'slow' was cancelled
-4. main -> renderer: IpcTimeoutError: invoke 'think' got no reply within 0.2 s; \
+4. main -> renderer: IpcTimeoutError: invoke 'think' to renderer 1 got no reply within 0.2 s; \
 the remote handler was told to stop
    the renderer's handler for 'think' was cancelled
-5. send_sync: IpcTimeoutError: send_sync 'question' got no reply within 0.2 s; \
+5. send_sync: IpcTimeoutError: send_sync 'question' to main got no reply within 0.2 s; \
 a late reply will be discarded
    the listener ran on and answered 'late answer'; that reply was discarded
    the connection is fine: slow(0) = 'done'

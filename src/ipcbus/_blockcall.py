@@ -27,8 +27,8 @@ from . import _interrupts, _spin
 from ._blockio import Watch, poll_recv, send_all
 from ._blockread import Waiter
 from ._blocktls import MemoryTLS
-from ._calls import reply_value
-from ._errors import ConnectionClosedError, FrameTooLargeError, IpcTimeoutError
+from ._calls import reply_value, timed_out
+from ._errors import ConnectionClosedError, FrameTooLargeError
 from ._events import Event, ReplyReceived
 from ._interrupts import deliver_deferred, link_opened
 from ._protocol import OPEN, Connection
@@ -225,14 +225,7 @@ class Calling:
                             conn.cancel_request(request_id)
                         self.flush()  # stop main's handler now
                         if isinstance(exc, TimeoutError):
-                            raise IpcTimeoutError(
-                                f"{_WHAT[kind]} {channel!r} got no reply within {timeout} s"
-                                + (
-                                    "; the remote handler was told to stop"
-                                    if kind is RequestKind.INVOKE
-                                    else "; a late reply will be discarded"
-                                )
-                            ) from None
+                            raise timed_out(kind, channel, self.name, timeout) from None
                     raise
             finally:
                 del self._waiters[request_id]

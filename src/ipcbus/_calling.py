@@ -284,10 +284,8 @@ async def _serve_call(
             _forget(d, request_id)
     if scope.cancelled_caught and d.conn.is_serving(request_id):
         # Cancelled by our side (shutdown), not by the caller: say so.
-        cancelled = anyio.get_cancelled_exc_class()(
-            f"the handler for {channel!r} was cancelled before it replied; the reply was never sent"
-        )
-        d.calls.queue_error(request_id, ErrorKind.CANCELLED, cancelled)
+        why = f"the handler for {channel!r} was cancelled before it replied"
+        d.calls.queue_cancelled(request_id, why + "; the reply was never sent")
     await d.outbox.flush_quietly()
 
 
@@ -322,10 +320,9 @@ async def serve_stream(
                     await _close_iterator(iterator, channel)
                 _forget(d, request_id)
         if scope.cancelled_caught and d.conn.is_serving(request_id):
-            cancelled = anyio.get_cancelled_exc_class()(
-                f"the generator for {channel!r} was cancelled before it finished"
+            d.calls.queue_cancelled(
+                request_id, f"the generator for {channel!r} was cancelled before it finished"
             )
-            d.calls.queue_error(request_id, ErrorKind.CANCELLED, cancelled)
         await d.outbox.flush_quietly()
     finally:
         d.streams -= 1  # counted as the Dispatcher scheduled it

@@ -48,6 +48,7 @@ __all__ = (
     "error_from_reply",
     "error_info",
     "reply_value",
+    "timed_out",
 )
 
 logger = logging.getLogger("ipcbus")
@@ -142,6 +143,21 @@ class _Peer(Protocol):
 
     @property
     def reason(self) -> str: ...
+
+
+def timed_out(kind: RequestKind, channel: str, peer: str, timeout: float | None) -> IpcTimeoutError:
+    """The error of a call to ``peer`` ("main", "renderer 4") that got no reply in time.
+
+    Shared by the async endpoint (``Calls.request``) and the blocking renderer.
+    """
+    return IpcTimeoutError(
+        f"{_WHAT[kind]} {channel!r} to {peer} got no reply within {timeout} s"
+        + (
+            "; the remote handler was told to stop"
+            if kind is INVOKE
+            else "; a late reply will be discarded"
+        )
+    )
 
 
 def reply_value(reply: ReplyReceived | None, kind: RequestKind, channel: str, peer: _Peer) -> Any:
@@ -253,14 +269,7 @@ class Calls:
                 conn.cancel_request(request_id)
                 outbox.kick()  # best effort: stop the remote handler
                 if isinstance(exc, TimeoutError):
-                    raise IpcTimeoutError(
-                        f"{_WHAT[kind]} {channel!r} got no reply within {timeout} s"
-                        + (
-                            "; the remote handler was told to stop"
-                            if kind is INVOKE
-                            else "; a late reply will be discarded"
-                        )
-                    ) from None
+                    raise timed_out(kind, channel, endpoint.name, timeout) from None
                 raise
             reply = waiter.result()  # it came all the same: the caller gets it
         finally:
@@ -341,6 +350,13 @@ class Calls:
             )
             logger.debug("the result for %r cannot be sent: %s", channel, err)
             return self.queue_error(request_id, ErrorKind.REMOTE, err)
+
+    def queue_cancelled(self, request_id: int, why: str) -> bool:
+        """Queue the reply of a call our side cancelled (shutdown): a ``CancelledError``
+        on every backend (trio's ``Cancelled`` cannot be made, and would name trio)."""
+        return self.conn.send_error(
+            request_id, ErrorInfo(ErrorKind.CANCELLED, "CancelledError", why)
+        )
 
     def queue_error(self, request_id: int, kind: ErrorKind, exc: BaseException) -> bool:
         info = error_info(kind, exc, with_traceback=self._send_tracebacks)
