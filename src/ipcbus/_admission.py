@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from ._owner import Owner
 
 
-__all__ = ("Admission", "check_max_in_flight")
+__all__ = ("Admission", "check_max_in_flight", "held_size")
 
 logger = logging.getLogger("ipcbus")
 
@@ -73,6 +73,12 @@ SOFT, HARD = 1, 2  # ``relay_wait``: past a relay bound; past RELAY_HARD times i
 #: times the bounds (``MAX_PENDING_OUTPUT``, ``MAX_PARKED``) before it pauses.
 RELAY_HARD = 4
 MAX_OPEN_STREAMS = 256  # streams served at once on one connection; one more is refused
+
+
+def held_size(event: MessageReceived | RequestReceived) -> int:
+    """What a call held back costs against ``READ_AHEAD_BYTES``: its channel's and
+    arguments' bytes (either may be most of a frame)."""
+    return len(event.channel) + len(event.args)
 
 
 class HasRoom(Protocol):
@@ -223,7 +229,7 @@ class Admission:
             # Land its ports now: the frames that follow may name them.
             self._landed[id(event)] = self._owner.receive_ports(event.ports)
         self._backlog.append(event)
-        self._held += len(event.args)
+        self._held += held_size(event)
 
     def drop_held(self, request_id: int) -> None:
         """The peer cancelled call ``request_id``: if it is held back, it never starts.
@@ -233,7 +239,7 @@ class Admission:
         for event in self._backlog:
             if type(event) is RequestReceived and event.request_id == request_id:
                 self._backlog.remove(event)
-                self._held -= len(event.args)
+                self._held -= held_size(event)
                 self.make_room()  # reading may have paused on it
                 return
 
@@ -253,7 +259,7 @@ class Admission:
         backlog = self._backlog
         while backlog and not self._full():
             event = backlog.popleft()
-            self._held -= len(event.args)
+            self._held -= held_size(event)
             self.admit(event)
         if self._room is not None and not self.must_pause():
             self._room.set()

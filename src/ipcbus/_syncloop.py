@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from ._admission import BACKLOG_LIMIT, READ_AHEAD_BYTES
+from ._admission import BACKLOG_LIMIT, READ_AHEAD_BYTES, held_size
 from ._calling import decode_for, is_awaitable, own_failure
 from ._errors import NoHandlerError, ValidationError
 from ._events import ConnectionTerminated, Event, MessageReceived, RequestCancelled, RequestReceived
@@ -49,9 +49,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _size(event: Event) -> int:
     """The bytes of a call's or message's arguments (what read-ahead holds); else 0."""
-    return (
-        len(event.args) if type(event) is MessageReceived or type(event) is RequestReceived else 0
-    )
+    if type(event) is MessageReceived or type(event) is RequestReceived:
+        return held_size(event)
+    return 0
 
 
 class LoopSide:

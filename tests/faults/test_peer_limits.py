@@ -281,6 +281,48 @@ async def test_a_renderer_paused_by_a_port_main_does_not_read_can_still_leave() 
             assert held  # main's code still holds the port, unread
 
 
+@pytest.mark.parametrize("bulk", ["args", "channel"])
+async def test_calls_read_ahead_at_max_in_flight_are_bounded_by_their_bytes(bulk: str) -> None:
+    """At ``max_in_flight``, main reads on (a Cancel may come next), but holds back
+    at most ``READ_AHEAD_BYTES`` (and one read) of a peer's calls, whether their
+    bulk is in the arguments or in the channel name; then it stops reading, and
+    the flood waits in the peer's own socket."""
+    from ipcbus._admission import READ_AHEAD_BYTES
+
+    blocker = anyio.Event()
+    big = "x" * 100_000
+    with anyio.fail_after(30):
+        async with bench(max_in_flight=1) as setup:
+
+            @setup.ipc_main.handle("block")
+            async def block(event: Any, *args: Any) -> None:
+                await blocker.wait()
+
+            async with RawPeer.connect(setup.listener.address) as peer:
+                contents = await peer.web_contents(setup.ipc_main, setup.listener.token)
+                endpoint = contents._endpoint
+                assert endpoint is not None
+
+                async def flood() -> None:
+                    for request_id in range(1, 401):  # 40 MB of calls
+                        args = raw_args(big) if bulk == "args" else raw_args()
+                        channel = "block" if bulk == "args" or request_id == 1 else big
+                        await peer.send(
+                            frames(Request(request_id, RequestKind.INVOKE, channel, args))
+                        )
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(flood)
+                    await wait_until(lambda: endpoint.dispatcher.paused, 10)
+                    dispatcher = endpoint.dispatcher
+                    # one read past the bound at most (a read is at most 256 KiB)
+                    assert dispatcher._held <= READ_AHEAD_BYTES + 256 * 1024, dispatcher._held
+                    assert 0 < len(dispatcher._backlog) < 20
+                    blocker.set()  # the rest is served, in turn
+                    tg.cancel_scope.cancel()
+            await setup.check_healthy()
+
+
 async def test_a_port_listener_may_await_the_renderer_that_posts() -> None:
     """The reply to main's invoke comes after what the renderer posted: while main
     awaits it, main reads on past ``MAX_PARKED`` (up to ``RELAY_HARD`` times it),
