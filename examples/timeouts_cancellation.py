@@ -30,7 +30,8 @@ from ipcbus import (
 )
 
 EXPECTED = """
-1. IpcTimeoutError: invoke 'slow' to main got no reply within 0.2 s; the remote handler was told to stop
+1. IpcTimeoutError: invoke 'slow' to main got no reply within 0.2 s; \
+the remote handler was told to stop
    it is a TimeoutError: True
    main's handler for 'slow' was cancelled
 2. move_on_after: cancelled_caught=True

@@ -330,8 +330,9 @@ async def test_a_handler_that_invokes_main_after_reading_stopped_gets_its_reply(
                 results.append(await contents.invoke("work", n))
 
             async def more() -> None:  # reads after the calls, which find no room
+                blob = b"x" * 65536  # past the read-ahead's bytes (READ_AHEAD_BYTES) soon
                 while True:
-                    await contents.send("nobody-listens")
+                    await contents.send("nobody-listens", blob)
                     await anyio.lowlevel.checkpoint()
 
             async with anyio.create_task_group() as calls:

@@ -13,9 +13,10 @@ because the reader's hot loop reads both per frame. Rules:
   peer's Cancel of a running handler (its call timed out): unread, a handler
   that ends only when cancelled would hold its slot, and the connection,
   for good. A Cancel of a call still held back drops it (``drop_held``).
-  While we await the peer's replies, only ``BACKLOG_LIMIT`` counts: the
-  running handlers may be the very ones waiting for them (replies are
-  handled at once). More than
+  While we await the peer's replies, the bytes may go on to
+  ``AWAITING_READ_AHEAD_BYTES``: the running handlers may be the very ones
+  waiting for them (replies are handled at once). (Before, only the count
+  bounded that: 1,024 calls of up to ``max_frame_size`` each.) More than
   ``MAX_PENDING_OUTPUT`` unsent bytes count as full too, so replies made
   inline cannot pile up behind a peer that reads slowly. In main only
   (``output_bound``): a renderer reads on whatever it has still to send,
@@ -65,9 +66,10 @@ __all__ = ("Admission", "check_max_in_flight", "held_size")
 logger = logging.getLogger("ipcbus")
 
 BACKLOG_LIMIT = 1024  # calls read ahead while full
-#: Argument bytes of the calls read ahead while full, unless we await the
-#: peer's replies (then only ``BACKLOG_LIMIT`` bounds them, as before).
+#: Bytes (channels and arguments) of the calls read ahead while full; while we
+#: await the peer's replies, ``AWAITING_READ_AHEAD_BYTES``.
 READ_AHEAD_BYTES = 1024 * 1024
+AWAITING_READ_AHEAD_BYTES = 16 * READ_AHEAD_BYTES
 SOFT, HARD = 1, 2  # ``relay_wait``: past a relay bound; past RELAY_HARD times it
 #: While main awaits a peer's replies, its port messages may go on to this many
 #: times the bounds (``MAX_PENDING_OUTPUT``, ``MAX_PARKED``) before it pauses.
@@ -189,7 +191,8 @@ class Admission:
             (self.active >= self._max_in_flight or self.conn.pending_output > self.output_bound)
             and (
                 len(self._backlog) >= BACKLOG_LIMIT
-                or (self._held >= READ_AHEAD_BYTES and not self.calls.waiters)
+                or self._held
+                >= (AWAITING_READ_AHEAD_BYTES if self.calls.waiters else READ_AHEAD_BYTES)
             )
         ) or (self.relay_wait > SOFT or (self.relay_wait == SOFT and not self.calls.waiters))
 

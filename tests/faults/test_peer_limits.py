@@ -281,14 +281,19 @@ async def test_a_renderer_paused_by_a_port_main_does_not_read_can_still_leave() 
             assert held  # main's code still holds the port, unread
 
 
+@pytest.mark.parametrize("awaiting", [False, True])
 @pytest.mark.parametrize("bulk", ["args", "channel"])
-async def test_calls_read_ahead_at_max_in_flight_are_bounded_by_their_bytes(bulk: str) -> None:
+async def test_calls_read_ahead_at_max_in_flight_are_bounded_by_their_bytes(
+    bulk: str, awaiting: bool
+) -> None:
     """At ``max_in_flight``, main reads on (a Cancel may come next), but holds back
     at most ``READ_AHEAD_BYTES`` (and one read) of a peer's calls, whether their
     bulk is in the arguments or in the channel name; then it stops reading, and
-    the flood waits in the peer's own socket."""
-    from ipcbus._admission import READ_AHEAD_BYTES
+    the flood waits in the peer's own socket. While main awaits that peer's
+    reply, ``AWAITING_READ_AHEAD_BYTES`` (before, 1,024 calls of any size)."""
+    from ipcbus._admission import AWAITING_READ_AHEAD_BYTES, READ_AHEAD_BYTES
 
+    bound = AWAITING_READ_AHEAD_BYTES if awaiting else READ_AHEAD_BYTES
     blocker = anyio.Event()
     big = "x" * 100_000
     with anyio.fail_after(30):
@@ -312,12 +317,14 @@ async def test_calls_read_ahead_at_max_in_flight_are_bounded_by_their_bytes(bulk
                         )
 
                 async with anyio.create_task_group() as tg:
+                    if awaiting:  # an invoke the peer never answers
+                        tg.start_soon(contents.invoke, "unanswered")
                     tg.start_soon(flood)
                     await wait_until(lambda: endpoint.dispatcher.paused, 10)
                     dispatcher = endpoint.dispatcher
                     # one read past the bound at most (a read is at most 256 KiB)
-                    assert dispatcher._held <= READ_AHEAD_BYTES + 256 * 1024, dispatcher._held
-                    assert 0 < len(dispatcher._backlog) < 20
+                    assert bound <= dispatcher._held <= bound + 256 * 1024, dispatcher._held
+                    assert len(dispatcher._backlog) < bound // 100_000 + 4
                     blocker.set()  # the rest is served, in turn
                     tg.cancel_scope.cancel()
             await setup.check_healthy()
