@@ -284,6 +284,40 @@ async def test_a_cancel_from_main_reaches_a_handler_while_calls_wait_for_room() 
             assert cancelled.is_set()
 
 
+async def test_a_call_main_cancelled_before_its_turn_never_starts() -> None:
+    """The reading goes on while the loop is busy, so main's call and its Cancel
+    can wait in the inbox together: the Cancel is handled first (the call's task
+    has no scope yet), and the call must not start when its turn comes."""
+    from .faults._raw import wait_until
+
+    release, started = threading.Event(), threading.Event()
+    ipc = ipcbus.sync.IpcRenderer(max_in_flight=1)
+    ipc.on("busy", lambda event: release.wait(20))  # holds the loop (a plain listener)
+
+    @ipc.handle("h")
+    async def h(event: ipcbus.IpcRendererEvent) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    ipc.handle("quick", lambda event: "quick")
+    with anyio.fail_after(30):
+        async with running_main() as ipc_main, connected_from_a_thread(ipc_main, ipc) as contents:
+            await contents.send("busy")
+            with pytest.raises(ipcbus.IpcTimeoutError):
+                await contents.invoke("h", timeout=0.2)
+            async with anyio.create_task_group() as tg:
+                quick: list[str] = []
+
+                async def ask() -> None:
+                    quick.append(await contents.invoke("quick"))
+
+                tg.start_soon(ask)
+                await wait_until(lambda: ipc._queued == 4, 10)  # busy, h, its Cancel, quick
+                release.set()
+            assert quick == ["quick"]
+            assert not started.is_set()
+
+
 async def test_handlers_that_invoke_main_get_their_replies_while_calls_wait_for_room() -> None:
     """The bound must not hold back a reply a running handler waits for: with two
     handlers at a time, each invoking main, main's many calls all get answered."""

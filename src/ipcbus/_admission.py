@@ -13,10 +13,10 @@ because the reader's hot loop reads both per frame. Rules:
   peer's Cancel of a running handler (its call timed out): unread, a handler
   that ends only when cancelled would hold its slot, and the connection,
   for good. A Cancel of a call still held back drops it (``drop_held``).
-  While we await the peer's replies, the bytes may go on to
-  ``AWAITING_READ_AHEAD_BYTES``: the running handlers may be the very ones
-  waiting for them (replies are handled at once). (Before, only the count
-  bounded that: 1,024 calls of up to ``max_frame_size`` each.) More than
+  While we await the peer's replies, only ``BACKLOG_LIMIT`` counts: the
+  running handlers may be the very ones waiting for them (replies are
+  handled at once), and a reply behind more bytes than any bound would
+  otherwise never be read. More than
   ``MAX_PENDING_OUTPUT`` unsent bytes count as full too, so replies made
   inline cannot pile up behind a peer that reads slowly. In main only
   (``output_bound``): a renderer reads on whatever it has still to send,
@@ -66,10 +66,9 @@ __all__ = ("Admission", "check_max_in_flight", "held_size")
 logger = logging.getLogger("ipcbus")
 
 BACKLOG_LIMIT = 1024  # calls read ahead while full
-#: Bytes (channels and arguments) of the calls read ahead while full; while we
-#: await the peer's replies, ``AWAITING_READ_AHEAD_BYTES``.
+#: Bytes (channels and arguments) of the calls read ahead while full, unless we
+#: await the peer's replies (then only ``BACKLOG_LIMIT`` bounds them).
 READ_AHEAD_BYTES = 1024 * 1024
-AWAITING_READ_AHEAD_BYTES = 16 * READ_AHEAD_BYTES
 SOFT, HARD = 1, 2  # ``relay_wait``: past a relay bound; past RELAY_HARD times it
 #: While main awaits a peer's replies, its port messages may go on to this many
 #: times the bounds (``MAX_PENDING_OUTPUT``, ``MAX_PARKED``) before it pauses.
@@ -106,6 +105,8 @@ class Admission:
     __slots__ = (
         "_backlog",
         "_held",
+        "_held_calls",
+        "_held_count",
         "_landed",
         "_max_in_flight",
         "_owner",
@@ -149,7 +150,9 @@ class Admission:
         self.active = 0  # async dispatch tasks not yet finished
         self._max_in_flight = max_in_flight
         self._backlog: deque[MessageReceived | RequestReceived] = deque()  # held back while full
-        self._held = 0  # their arguments' bytes
+        self._held = 0  # their channels' and arguments' bytes
+        self._held_count = 0  # and how many, less those cancelled meanwhile
+        self._held_calls: dict[int, RequestReceived] = {}  # the held calls, by request id
         self._room: anyio.Event | None = None  # set when a paused reader may read on
         self.paused = False  # reading is paused by backpressure
         #: Called when a reader paused by the stream (not waiting) may read on.
@@ -190,9 +193,8 @@ class Admission:
         return (
             (self.active >= self._max_in_flight or self.conn.pending_output > self.output_bound)
             and (
-                len(self._backlog) >= BACKLOG_LIMIT
-                or self._held
-                >= (AWAITING_READ_AHEAD_BYTES if self.calls.waiters else READ_AHEAD_BYTES)
+                self._held_count >= BACKLOG_LIMIT
+                or (self._held >= READ_AHEAD_BYTES and not self.calls.waiters)
             )
         ) or (self.relay_wait > SOFT or (self.relay_wait == SOFT and not self.calls.waiters))
 
@@ -233,18 +235,31 @@ class Admission:
             self._landed[id(event)] = self._owner.receive_ports(event.ports)
         self._backlog.append(event)
         self._held += held_size(event)
+        self._held_count += 1
+        if type(event) is RequestReceived:
+            self._held_calls[event.request_id] = event
 
     def drop_held(self, request_id: int) -> None:
         """The peer cancelled call ``request_id``: if it is held back, it never starts.
 
         (The core has acknowledged the Cancel: the caller needs no other reply.)
+        It stays in the backlog, skipped when its turn comes: no search, so a
+        peer that cancels every call it holds back costs a dict lookup each.
         """
-        for event in self._backlog:
-            if type(event) is RequestReceived and event.request_id == request_id:
-                self._backlog.remove(event)
-                self._held -= held_size(event)
-                self.make_room()  # reading may have paused on it
-                return
+        event = self._held_calls.pop(request_id, None)
+        if event is None:
+            return
+        self._held -= held_size(event)
+        self._held_count -= 1
+        backlog = self._backlog
+        if len(backlog) > 2 * self._held_count + BACKLOG_LIMIT:
+            # Mostly cancelled calls: a peer that keeps calling and cancelling
+            # while full must not grow it. In place: readers hold the deque.
+            held = self._held_calls
+            kept = [e for e in backlog if type(e) is not RequestReceived or e.request_id in held]
+            backlog.clear()
+            backlog.extend(kept)
+        self.make_room()  # reading may have paused on it
 
     async def pause(self) -> None:
         """Stop reading until the calls in flight and the unsent output allow more."""
@@ -262,7 +277,12 @@ class Admission:
         backlog = self._backlog
         while backlog and not self._full():
             event = backlog.popleft()
+            if type(event) is RequestReceived and (
+                self._held_calls.pop(event.request_id, None) is None
+            ):
+                continue  # cancelled while held (drop_held): counted out already
             self._held -= held_size(event)
+            self._held_count -= 1
             self.admit(event)
         if self._room is not None and not self.must_pause():
             self._room.set()
@@ -303,6 +323,7 @@ class Admission:
     def ended(self) -> None:
         """The connection ended: forget held-back calls, cancel every running handler."""
         self._backlog.clear()  # nobody could receive their replies
-        self._held = 0
+        self._held_calls.clear()
+        self._held = self._held_count = 0
         for scope in self.scopes.values():
             scope.cancel()

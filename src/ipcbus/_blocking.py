@@ -242,6 +242,11 @@ class BlockingLink(Calling, Reading):
         """Whether a caller waits for a reply from main (a read may bring it)."""
         return bool(self._waiters)
 
+    def wants_reply(self, request_id: int) -> bool:
+        """Whether main still waits for the reply to ``request_id`` (not cancelled)."""
+        with self._lock:
+            return self.conn.is_serving(request_id)
+
     def reply(self, request_id: int, channel: str, value: Any) -> None:
         """Answer main's request ``request_id`` (if it still wants it) with ``value``."""
         with self._lock:

@@ -210,6 +210,11 @@ class LoopSide:
                 async with limiter:
                     started = True
                     self._taken(request)
+                    if not link.wants_reply(request_id):
+                        # Main's Cancel came first: read with this call (the
+                        # reading goes on while calls wait for room), handled
+                        # before this task registered its scope.
+                        return
                     result = callback.fn(event, *args)
                     if is_awaitable(result):
                         result = await result

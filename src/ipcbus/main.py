@@ -241,8 +241,8 @@ class IpcMain(Arrivals, MainOptions, Registry):
                 await self._hooks_done.wait()
         if self._hooks_running:
             logger.warning(
-                "%d lifecycle hook(s) did not finish within shutdown_grace (%s s) of "
-                "the last renderer's end: cancelled",
+                "%d lifecycle hook(s) did not finish within shutdown_grace (%s s) after "
+                "the renderers were closed: cancelled",
                 self._hooks_running,
                 self.shutdown_grace,
             )

@@ -281,19 +281,14 @@ async def test_a_renderer_paused_by_a_port_main_does_not_read_can_still_leave() 
             assert held  # main's code still holds the port, unread
 
 
-@pytest.mark.parametrize("awaiting", [False, True])
 @pytest.mark.parametrize("bulk", ["args", "channel"])
-async def test_calls_read_ahead_at_max_in_flight_are_bounded_by_their_bytes(
-    bulk: str, awaiting: bool
-) -> None:
+async def test_calls_read_ahead_at_max_in_flight_are_bounded_by_their_bytes(bulk: str) -> None:
     """At ``max_in_flight``, main reads on (a Cancel may come next), but holds back
     at most ``READ_AHEAD_BYTES`` (and one read) of a peer's calls, whether their
     bulk is in the arguments or in the channel name; then it stops reading, and
-    the flood waits in the peer's own socket. While main awaits that peer's
-    reply, ``AWAITING_READ_AHEAD_BYTES`` (before, 1,024 calls of any size)."""
-    from ipcbus._admission import AWAITING_READ_AHEAD_BYTES, READ_AHEAD_BYTES
+    the flood waits in the peer's own socket."""
+    from ipcbus._admission import READ_AHEAD_BYTES
 
-    bound = AWAITING_READ_AHEAD_BYTES if awaiting else READ_AHEAD_BYTES
     blocker = anyio.Event()
     big = "x" * 100_000
     with anyio.fail_after(30):
@@ -317,17 +312,113 @@ async def test_calls_read_ahead_at_max_in_flight_are_bounded_by_their_bytes(
                         )
 
                 async with anyio.create_task_group() as tg:
-                    if awaiting:  # an invoke the peer never answers
-                        tg.start_soon(contents.invoke, "unanswered")
                     tg.start_soon(flood)
                     await wait_until(lambda: endpoint.dispatcher.paused, 10)
                     dispatcher = endpoint.dispatcher
                     # one read past the bound at most (a read is at most 256 KiB)
+                    bound = READ_AHEAD_BYTES
                     assert bound <= dispatcher._held <= bound + 256 * 1024, dispatcher._held
                     assert len(dispatcher._backlog) < bound // 100_000 + 4
                     blocker.set()  # the rest is served, in turn
                     tg.cancel_scope.cancel()
             await setup.check_healthy()
+
+
+async def test_calls_cancelled_while_held_back_do_not_pile_up() -> None:
+    """A peer at ``max_in_flight`` that sends call after call and cancels each: the
+    cancelled ones are dropped (each costs a dict lookup, not a search), and what
+    the backlog keeps of them is bounded, not one entry per pair it ever sent."""
+    from ipcbus._admission import BACKLOG_LIMIT
+    from ipcbus._wire import Cancel
+
+    release = anyio.Event()
+    pairs = 5_000
+    with anyio.fail_after(30):
+        async with bench(max_in_flight=1) as setup:
+
+            @setup.ipc_main.handle("block")
+            async def block(event: Any) -> None:
+                await release.wait()
+
+            async with RawPeer.connect(setup.listener.address) as peer:
+                contents = await peer.web_contents(setup.ipc_main, setup.listener.token)
+                endpoint = contents._endpoint
+                assert endpoint is not None
+                dispatcher = endpoint.dispatcher
+                call = Request(1, RequestKind.INVOKE, "block", raw_args())
+                await peer.send(frames(call))
+                burst = [
+                    body
+                    for request_id in range(2, pairs + 2)
+                    for body in (
+                        Request(request_id, RequestKind.INVOKE, "block", raw_args()),
+                        Cancel(request_id),
+                    )
+                ]
+                probe = pairs + 2
+                await peer.send(
+                    frames(*burst, Request(probe, RequestKind.INVOKE, "block", raw_args()))
+                )
+                await wait_until(lambda: probe in dispatcher._held_calls, 10)
+                assert len(dispatcher._held_calls) == 1
+                assert len(dispatcher._backlog) <= BACKLOG_LIMIT + 3, len(dispatcher._backlog)
+                release.set()
+            await setup.check_healthy()
+
+
+@pytest.mark.parametrize("waits", ["main", "renderer"])
+async def test_a_reply_behind_megabytes_of_calls_is_read_by_the_side_awaiting_it(
+    waits: str,
+) -> None:
+    """The side that awaits a reply reads ahead past the byte bound (to 1,024 calls):
+    its one handler running (``max_in_flight=1``) awaits that reply, which the peer
+    sends after 20 MiB of messages. A byte bound there would wait for ever."""
+    mib = b"x" * (1024 * 1024)
+    got: list[int] = []
+    all_in = anyio.Event()
+
+    def chunk(event: Any, i: int, data: bytes) -> None:
+        got.append(i)
+        if len(got) == 20:
+            all_in.set()
+
+    with anyio.fail_after(30):
+        async with running_main(max_in_flight=1 if waits == "main" else 256) as ipc_main:
+            listener = await ipc_main.listen()
+            renderer = ipcbus.IpcRenderer(max_in_flight=1 if waits == "renderer" else 256)
+            async with renderer.connect(listener.address, token=listener.token):
+                contents = ipc_main.from_id(renderer.id)
+                assert contents is not None
+                if waits == "main":
+                    ipc_main.on("chunk", chunk)
+
+                    @ipc_main.handle("work")
+                    async def work(event: ipcbus.IpcMainInvokeEvent) -> str:
+                        return str(await event.sender.invoke("fetch"))
+
+                    @renderer.handle("fetch")
+                    async def fetch(event: ipcbus.IpcRendererEvent) -> str:
+                        for i in range(20):
+                            await renderer.send("chunk", i, mib)
+                        return "done"
+
+                    assert await renderer.invoke("work") == "done"
+                else:
+                    renderer.on("chunk", chunk)
+
+                    @renderer.handle("work")
+                    async def work_here(event: ipcbus.IpcRendererEvent) -> str:
+                        return str(await renderer.invoke("fetch"))
+
+                    @ipc_main.handle("fetch")
+                    async def fetch_there(event: ipcbus.IpcMainInvokeEvent) -> str:
+                        for i in range(20):
+                            await event.sender.send("chunk", i, mib)
+                        return "done"
+
+                    assert await contents.invoke("work") == "done"
+                await all_in.wait()  # held back while the handler ran, then delivered
+    assert got == list(range(20))
 
 
 async def test_a_port_listener_may_await_the_renderer_that_posts() -> None:
