@@ -7,9 +7,11 @@ idle but healthy renderer is never dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -275,28 +277,38 @@ async def test_busy_handler_does_not_get_its_renderer_dropped() -> None:
             await setup.check_healthy()
 
 
+@contextlib.asynccontextmanager
+async def mute_main(tmp_path: Path) -> AsyncIterator[str]:
+    """The address of a fake main that completes the handshake and then neither
+    reads nor says anything, for as long as the block runs."""
+    path = tmp_path / "fake.sock"
+    async with await anyio.create_unix_listener(path) as fake, anyio.create_task_group() as tg:
+        stop = anyio.Event()
+
+        async def mute() -> None:
+            async with await fake.accept() as stream:
+                peer = RawPeer(stream)
+                assert isinstance(await peer.receive(), Hello)
+                await peer.send(frames(Welcome(PROTOCOL_VERSION, 1)))
+                await stop.wait()  # alive, reading nothing, answering nothing
+
+        tg.start_soon(mute)
+        try:
+            yield f"unix:{path}"
+        finally:
+            stop.set()
+
+
 async def test_renderer_heartbeat_detects_a_silent_main(tmp_path: Path) -> None:
     """The renderer's side: main goes silent after the handshake; calls fail, no hang."""
     with anyio.fail_after(10):
-        path = tmp_path / "fake.sock"
-        async with await anyio.create_unix_listener(path) as fake, anyio.create_task_group() as tg:
-            stop = anyio.Event()
-
-            async def silent_main() -> None:
-                async with await fake.accept() as stream:
-                    peer = RawPeer(stream)
-                    assert isinstance(await peer.receive(), Hello)
-                    await peer.send(frames(Welcome(PROTOCOL_VERSION, 1)))
-                    await stop.wait()  # alive, reading nothing, answering nothing
-
-            tg.start_soon(silent_main)
+        async with mute_main(tmp_path) as address:
             renderer = ipcbus.IpcRenderer(heartbeat_interval=0.1, heartbeat_timeout=0.4)
-            async with renderer.connect(f"unix:{path}", token="t"):
+            async with renderer.connect(address, token="t"):
                 started = anyio.current_time()
                 with pytest.raises(ipcbus.ConnectionClosedError):
                     await renderer.invoke("anything")
                 assert anyio.current_time() - started < 2
-            stop.set()
 
 
 async def test_renderer_send_timeout_drops_a_main_that_stopped_reading(
@@ -305,20 +317,9 @@ async def test_renderer_send_timeout_drops_a_main_that_stopped_reading(
     """The renderer's side of ``send_timeout``: main takes the handshake, then
     reads nothing; the renderer's send fails within a few ticks, saying why."""
     with anyio.fail_after(15):
-        path = tmp_path / "fake.sock"
-        async with await anyio.create_unix_listener(path) as fake, anyio.create_task_group() as tg:
-            stop = anyio.Event()
-
-            async def deaf_main() -> None:
-                async with await fake.accept() as stream:
-                    peer = RawPeer(stream)
-                    assert isinstance(await peer.receive(), Hello)
-                    await peer.send(frames(Welcome(PROTOCOL_VERSION, 1)))
-                    await stop.wait()  # alive, reading nothing from now on
-
-            tg.start_soon(deaf_main)
+        async with mute_main(tmp_path) as address:
             renderer = ipcbus.IpcRenderer(send_timeout=0.5)
-            async with renderer.connect(f"unix:{path}", token="t"):
+            async with renderer.connect(address, token="t"):
                 blob = b"x" * 65536
                 with pytest.raises(ipcbus.ConnectionClosedError) as caught:
                     while True:  # until the socket and the high-water mark are full
@@ -326,7 +327,6 @@ async def test_renderer_send_timeout_drops_a_main_that_stopped_reading(
                 assert "main stopped reading" in str(caught.value)
                 assert "0.5 s" in str(caught.value)
             assert warnings_logged(caplog, "main stopped reading")
-            stop.set()
 
 
 async def test_tcp_connections_get_heartbeats_by_default() -> None:
