@@ -7,9 +7,9 @@ because the reader's hot loop reads both per frame. Rules:
   counts them in ``active``). While full, calls wait in order in the
   backlog (``_hold``) and start as handlers finish (``make_room``).
 * While full, reading goes on a little (``must_pause``): until the backlog
-  holds ``BACKLOG_LIMIT`` calls or ``READ_AHEAD_BYTES`` of their arguments,
-  and only then pauses, so a flooding peer fills its own socket buffer
-  rather than our memory. A little, because what comes next may be the
+  holds ``BACKLOG_LIMIT`` calls or ``READ_AHEAD_BYTES`` of their channels and
+  arguments (``held_size``), and only then pauses, so a flooding peer fills
+  its own socket buffer rather than our memory. A little, because what comes next may be the
   peer's Cancel of a running handler (its call timed out): unread, a handler
   that ends only when cancelled would hold its slot, and the connection,
   for good. A Cancel of a call still held back drops it (``drop_held``).

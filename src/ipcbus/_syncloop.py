@@ -48,7 +48,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _size(event: Event) -> int:
-    """The bytes of a call's or message's arguments (what read-ahead holds); else 0."""
+    """What a call or message costs against ``READ_AHEAD_BYTES`` (``held_size``); else 0."""
     if type(event) is MessageReceived or type(event) is RequestReceived:
         return held_size(event)
     return 0
@@ -68,7 +68,7 @@ class LoopSide:
     # What main sent and the loop has not taken up yet (a message not yet
     # delivered, a call whose handler has not started) is bounded, as the
     # async renderer's backlog is (``_admission``): past ``max_in_flight``
-    # events and ``READ_AHEAD_BYTES`` of their arguments, or past
+    # events and ``READ_AHEAD_BYTES`` of their channels and arguments, or past
     # ``BACKLOG_LIMIT`` events, the reading thread waits for room before it
     # hands on more, so it stops reading and main's sends wait, instead of
     # our memory growing with whatever main sends. Not at ``max_in_flight``
@@ -78,7 +78,7 @@ class LoopSide:
     # running may be the very ones waiting for replies that only a read can bring.
     _room: threading.Condition
     _queued = 0  # events handed to the loop and not yet taken up
-    _queued_bytes = 0  # their arguments' bytes
+    _queued_bytes = 0  # their channels' and arguments' bytes (``held_size``)
     _posting = False  # the loop takes events (between connect and close)
 
     def _start_posting(self) -> None:
