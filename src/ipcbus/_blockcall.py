@@ -27,7 +27,7 @@ from . import _interrupts, _spin
 from ._blockio import Watch, poll_recv, send_all
 from ._blockread import Waiter
 from ._blocktls import MemoryTLS
-from ._calls import reply_value, timed_out
+from ._calls import CALL_NAMES, reply_value, timed_out
 from ._errors import ConnectionClosedError, FrameTooLargeError
 from ._events import Event, ReplyReceived
 from ._interrupts import deliver_deferred, link_opened
@@ -43,7 +43,6 @@ _monotonic = time.monotonic
 _monotonic_ns = time.monotonic_ns
 _decode = untyped_decoder.decode  # decode_value's decoder
 _FOLLOW = 0.1  # seconds a follower waits for the leader before it looks up again
-_WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
 
 
 class Calling:
@@ -111,9 +110,9 @@ class Calling:
                     try:
                         request_id = conn.start_request(kind, channel, args)
                     except ENCODE_ERRORS as exc:
-                        raise encode_error(_WHAT[kind], channel, args, exc) from None
+                        raise encode_error(CALL_NAMES[kind], channel, args, exc) from None
                     except FrameTooLargeError as exc:
-                        raise too_large(_WHAT[kind], channel, exc) from None
+                        raise too_large(CALL_NAMES[kind], channel, exc) from None
                     if writing:
                         data = conn.data_to_send()
                         if self._tls is not None:

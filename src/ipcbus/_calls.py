@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
 __all__ = (
+    "CALL_NAMES",
     "Calls",
     "EventWaiter",
     "ReplySlot",
@@ -53,7 +54,8 @@ __all__ = (
 
 logger = logging.getLogger("ipcbus")
 
-_WHAT = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}  # for messages
+#: What a call is called in error messages, by its kind (both renderers use it).
+CALL_NAMES = {RequestKind.INVOKE: "invoke", RequestKind.SYNC: "send_sync"}
 _decode = untyped_decoder.decode  # decode_value's decoder
 
 
@@ -151,7 +153,7 @@ def timed_out(kind: RequestKind, channel: str, peer: str, timeout: float | None)
     Shared by the async endpoint (``Calls.request``) and the blocking renderer.
     """
     return IpcTimeoutError(
-        f"{_WHAT[kind]} {channel!r} to {peer} got no reply within {timeout} s"
+        f"{CALL_NAMES[kind]} {channel!r} to {peer} got no reply within {timeout} s"
         + (
             "; the remote handler was told to stop"
             if kind is INVOKE
@@ -175,7 +177,8 @@ def reply_value(reply: ReplyReceived | None, kind: RequestKind, channel: str, pe
         return _decode(reply.value)  # decode_value, without the call
     except DECODE_ERRORS as exc:
         raise ProtocolError(
-            f"the reply to {_WHAT[kind]} {channel!r} from {peer.name} could not be decoded: {exc}"
+            f"the reply to {CALL_NAMES[kind]} {channel!r} from {peer.name} "
+            f"could not be decoded: {exc}"
         ) from None
 
 
@@ -243,9 +246,9 @@ class Calls:
         try:
             request_id = conn.start_request(kind, channel, args)
         except ENCODE_ERRORS as exc:
-            raise encode_error(_WHAT[kind], channel, args, exc) from None
+            raise encode_error(CALL_NAMES[kind], channel, args, exc) from None
         except FrameTooLargeError as exc:
-            raise too_large(_WHAT[kind], channel, exc, endpoint.limit_advice) from None
+            raise too_large(CALL_NAMES[kind], channel, exc, endpoint.limit_advice) from None
         new_waiter = self._new_waiter
         waiter: ReplyWaiter = (
             new_waiter() if new_waiter is not None else EventWaiter(self._new_event)
